@@ -1,0 +1,1 @@
+//! Client SDK of dagraid. Not built yet: see the coordinator issue.

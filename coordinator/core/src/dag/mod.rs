@@ -1,0 +1,1 @@
+//! DAG model: nodes, operations, edges.

@@ -1,0 +1,1 @@
+//! Component I/O: the only way the core reaches storage.

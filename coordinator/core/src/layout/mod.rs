@@ -1,0 +1,1 @@
+//! RAID layouts: mapping volume addresses to component addresses.

@@ -1,0 +1,1 @@
+//! Parity math: XOR and GF(2^8) P+Q.

@@ -1,0 +1,1 @@
+//! In-memory and fault-injecting components for tests.

@@ -1,0 +1,48 @@
+//! Wire protocols of dagraid, generated from the `.proto` files beside this crate.
+//!
+//! - [`storage::v1`]: the storage-node API (`dagraid.storage.v1`), spoken by the coordinator to
+//!   the storage nodes.
+//! - `dagraid.volume.v1` is reserved for the coordinator's volume API.
+//!
+//! Proto types stay at the edges: the service, storage-node and client crates convert them at the
+//! boundary; `dagraid-core` never sees them.
+
+/// `dagraid.storage.v1`.
+pub mod storage {
+    /// Version 1 of the storage-node API.
+    #[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
+    pub mod v1 {
+        tonic::include_proto!("dagraid.storage.v1");
+    }
+}
+
+/// Metadata keys that make errors precise beyond the gRPC status code.
+///
+/// Callers branch on these values, never on message text.
+pub mod error_kind {
+    /// Metadata key naming the error kind (one of the constants below).
+    pub const HEADER: &str = "dagraid-error-kind";
+    /// Metadata key listing the bad block indices of a DATA_LOSS answer, comma-separated.
+    pub const BAD_BLOCKS_HEADER: &str = "dagraid-bad-blocks";
+
+    /// The call's epoch is older than the highest the node has accepted.
+    pub const STALE_EPOCH: &str = "stale-epoch";
+    /// The call's cluster id is not the node's.
+    pub const WRONG_CLUSTER: &str = "wrong-cluster";
+    /// The component has failed for good on this node.
+    pub const COMPONENT_FAILED: &str = "component-failed";
+    /// A block's checksum did not match its data.
+    pub const CHECKSUM_MISMATCH: &str = "checksum-mismatch";
+    /// The component does not exist.
+    pub const UNKNOWN_COMPONENT: &str = "unknown-component";
+    /// The block range lies outside the component.
+    pub const OUT_OF_RANGE: &str = "out-of-range";
+    /// The request is malformed (bad length, alignment, id, ...).
+    pub const INVALID_REQUEST: &str = "invalid-request";
+    /// The payload exceeds the configured limit.
+    pub const TOO_LARGE: &str = "too-large";
+    /// The answer was produced by an injected fault.
+    pub const INJECTED: &str = "injected";
+    /// A local I/O error on the node.
+    pub const IO: &str = "io";
+}

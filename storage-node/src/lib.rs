@@ -1,0 +1,1 @@
+//! The dagraid storage node.
