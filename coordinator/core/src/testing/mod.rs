@@ -1,1 +1,145 @@
-//! In-memory and fault-injecting components for tests.
+//! In-memory and fault-injecting components for tests of the engine and the DAGs.
+//!
+//! Only for unit tests of the core: integration tests use real storage nodes.
+//!
+//! - [`MemComponent`]: a component in a `Vec<u8>`, applied synchronously (a write is visible when
+//!   its call returns its future), so tests can check contents right after a DAG.
+//! - [`FaultyComponent`]: wraps any component, records every call in an [`IoLog`] (with the DAG
+//!   node that issued it, see [`crate::engine::issuing_node`]), and injects [`Fault`]s chosen by a
+//!   [`Trigger`]: the Nth call on the component, a call of a kind, at a block, or from a named node.
+
+mod faulty;
+
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use crate::io::{ComponentIo, IoError, IoErrorKind};
+
+pub use faulty::{Fault, FaultyComponent, Gate, IoLog, IoOp, IoRecord, Trigger};
+
+/// A component held in memory.
+#[derive(Debug)]
+pub struct MemComponent {
+    id: String,
+    block_size: u32,
+    block_count: u64,
+    data: RwLock<Vec<u8>>,
+}
+
+impl MemComponent {
+    /// A zero-filled component.
+    pub fn new(id: impl Into<String>, block_size: u32, block_count: u64) -> Arc<Self> {
+        let len = usize::try_from(u64::from(block_size) * block_count)
+            .expect("an in-memory component fits in memory");
+        Arc::new(MemComponent {
+            id: id.into(),
+            block_size,
+            block_count,
+            data: RwLock::new(vec![0; len]),
+        })
+    }
+
+    /// A component whose blocks are filled from `fill(block_index)` (one byte per block).
+    pub fn filled(
+        id: impl Into<String>,
+        block_size: u32,
+        block_count: u64,
+        fill: impl Fn(u64) -> u8,
+    ) -> Arc<Self> {
+        let c = Self::new(id, block_size, block_count);
+        {
+            let mut data = c.data.write().unwrap_or_else(|p| p.into_inner());
+            for b in 0..block_count {
+                let s = (b * u64::from(block_size)) as usize;
+                data[s..s + block_size as usize].fill(fill(b));
+            }
+        }
+        c
+    }
+
+    /// A copy of `block_count` blocks from `start_block`, read directly (no fault, no log).
+    pub fn peek(&self, start_block: u64, block_count: u32) -> Vec<u8> {
+        let data = self.data.read().unwrap_or_else(|p| p.into_inner());
+        let s = (start_block * u64::from(self.block_size)) as usize;
+        let e = s + block_count as usize * self.block_size as usize;
+        data[s..e].to_vec()
+    }
+
+    /// The whole content.
+    pub fn contents(&self) -> Vec<u8> {
+        self.data.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn range(&self, start_block: u64, block_count: u64) -> Result<(usize, usize), IoError> {
+        let end = start_block.checked_add(block_count);
+        match end {
+            Some(end) if end <= self.block_count => {
+                let bs = u64::from(self.block_size);
+                Ok(((start_block * bs) as usize, (end * bs) as usize))
+            }
+            _ => Err(IoError::new(
+                IoErrorKind::OutOfRange,
+                &self.id,
+                start_block,
+                block_count,
+                format!("component has {} blocks", self.block_count),
+            )),
+        }
+    }
+
+    pub(crate) fn read_now(&self, start_block: u64, block_count: u32) -> Result<Bytes, IoError> {
+        let (s, e) = self.range(start_block, u64::from(block_count))?;
+        let data = self.data.read().unwrap_or_else(|p| p.into_inner());
+        Ok(Bytes::copy_from_slice(&data[s..e]))
+    }
+
+    pub(crate) fn write_now(&self, start_block: u64, bytes: &[u8]) -> Result<(), IoError> {
+        let bs = self.block_size as usize;
+        if !bytes.len().is_multiple_of(bs) {
+            return Err(IoError::new(
+                IoErrorKind::InvalidRequest,
+                &self.id,
+                start_block,
+                0,
+                format!("{} bytes is not a whole number of blocks", bytes.len()),
+            ));
+        }
+        let (s, e) = self.range(start_block, (bytes.len() / bs) as u64)?;
+        let mut data = self.data.write().unwrap_or_else(|p| p.into_inner());
+        data[s..e].copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+impl ComponentIo for MemComponent {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    fn block_count(&self) -> u64 {
+        self.block_count
+    }
+
+    fn read(&self, start_block: u64, block_count: u32) -> BoxFuture<'_, Result<Bytes, IoError>> {
+        let r = self.read_now(start_block, block_count);
+        Box::pin(std::future::ready(r))
+    }
+
+    fn write(&self, start_block: u64, data: Bytes) -> BoxFuture<'_, Result<(), IoError>> {
+        let r = self.write_now(start_block, &data);
+        Box::pin(std::future::ready(r))
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), IoError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,62 @@
+//! XOR of equally long buffers: RAID parity and single-failure recovery.
+//!
+//! Note: this uses a private kernel (a plain loop the compiler vectorises) until the `parity`
+//! module publishes one; swap [`xor_into`] for it then.
+
+use bytes::{Bytes, BytesMut};
+
+use super::{BufRef, resolve_equal};
+use crate::dag::{NodeError, Slot};
+
+/// XORs the buffers `inputs` names into a new buffer.
+pub(crate) fn run(buffers: &[Option<Bytes>], inputs: &[BufRef]) -> Result<Bytes, NodeError> {
+    let parts = resolve_equal(buffers, inputs.iter())?;
+    let Some((first, rest)) = parts.split_first() else {
+        return Err(NodeError::Buffer {
+            slot: Slot(0),
+            detail: "XOR without inputs".to_owned(),
+        });
+    };
+    let mut out = BytesMut::from(first.as_ref());
+    for p in rest {
+        xor_into(&mut out, p);
+    }
+    Ok(out.freeze())
+}
+
+/// `dst ^= src`, byte by byte over the shorter of the two.
+pub(crate) fn xor_into(dst: &mut [u8], src: &[u8]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d ^= s;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xor_of_three_and_of_ranges() {
+        let bufs = vec![
+            Some(Bytes::from_static(&[1, 2, 3, 4])),
+            Some(Bytes::from_static(&[4, 4, 4, 4])),
+            Some(Bytes::from_static(&[0, 0, 0xff, 0xff])),
+        ];
+        let all: Vec<BufRef> = (0..3).map(|i| Slot(i).all()).collect();
+        assert_eq!(run(&bufs, &all).unwrap().as_ref(), &[5, 6, 0xf8, 0xfb]);
+        let ranged = [Slot(0).range(2..4), Slot(2).range(0..2)];
+        assert_eq!(run(&bufs, &ranged).unwrap().as_ref(), &[3, 4]);
+    }
+
+    #[test]
+    fn unequal_inputs_are_an_error_not_a_panic() {
+        let bufs = vec![
+            Some(Bytes::from_static(&[1, 2])),
+            Some(Bytes::from_static(&[1])),
+        ];
+        let r = run(&bufs, &[Slot(0).all(), Slot(1).all()]);
+        assert!(matches!(r, Err(NodeError::Buffer { .. })));
+        let r = run(&bufs, &[Slot(0).all(), Slot(7).all()]);
+        assert!(matches!(r, Err(NodeError::Buffer { .. })));
+    }
+}
