@@ -13,7 +13,7 @@
 //! present data units only (absent ones count as zero), so `P ^ P_S` and `Q ^ Q_S` are the
 //! contributions of the lost units alone.
 //!
-//! Long units are processed in blocks of [`BLOCK`] bytes: every pass over one block (one per
+//! Long units are processed in blocks of 8 KiB: every pass over one block (one per
 //! data unit, then the final combination) runs while the block's outputs are still in L1.
 
 use std::ops::Range;
