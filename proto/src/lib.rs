@@ -45,4 +45,12 @@ pub mod error_kind {
     pub const INJECTED: &str = "injected";
     /// A local I/O error on the node.
     pub const IO: &str = "io";
+    /// CreateComponent with an id that is already in use.
+    pub const COMPONENT_EXISTS: &str = "component-exists";
+    /// The node's file system has no room for the component.
+    pub const NO_SPACE: &str = "no-space";
+    /// InjectFault on a node started without fault injection.
+    pub const FAULT_INJECTION_DISABLED: &str = "fault-injection-disabled";
+    /// The node is stopping; try another node or later.
+    pub const SHUTTING_DOWN: &str = "shutting-down";
 }

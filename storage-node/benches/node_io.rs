@@ -1,1 +1,3 @@
+//! Storage-node I/O benchmark (written in a later commit).
+
 fn main() {}

@@ -1,1 +1,137 @@
-//! The dagraid storage node.
+//! The dagraid storage node: serves the checksummed blocks of its components from local files
+//! over gRPC (`dagraid.storage.v1`).
+//!
+//! Code map, bottom up:
+//! - [`backend`]: blocking positioned I/O and sync under a component ([`backend::FileBackend`]).
+//! - [`layout`], [`slot`], [`checksum`]: the on-disk format of a component file.
+//! - [`group_commit`]: one fdatasync shared by concurrent writes.
+//! - [`block_store`]: one component: checksummed reads and writes, region locks, slot areas.
+//! - [`fencing`], [`node_state`]: the owner epoch and its durable record.
+//! - [`faults`]: test-only fault injection, off unless enabled.
+//! - [`node`]: the data directory and its components; every request is validated here.
+//! - [`service`]: the gRPC adapter; [`error`] is the one error type and its status mapping.
+//! - [`start`] / [`run`]: bind, open, serve, shut down gracefully. The `dagraid-node` binary is a
+//!   thin wrapper over them.
+
+pub mod backend;
+pub mod block_store;
+pub mod checksum;
+pub mod config;
+pub mod error;
+pub mod faults;
+pub mod fencing;
+pub mod group_commit;
+pub mod layout;
+pub mod node;
+pub mod node_state;
+pub mod service;
+pub mod slot;
+#[cfg(test)]
+mod testing;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dagraid_proto::storage::v1::storage_node_server::StorageNodeServer;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+pub use config::NodeConfig;
+pub use error::NodeError;
+pub use node::Node;
+pub use service::StorageService;
+
+/// HTTP/2 frame size: 1 MiB frames carry a 1 MiB block in one frame (see STACK.md: the setting
+/// that matters for large transfers).
+pub const HTTP2_MAX_FRAME_SIZE: u32 = 1 << 20;
+/// HTTP/2 per-stream flow-control window.
+pub const HTTP2_STREAM_WINDOW: u32 = 8 << 20;
+/// HTTP/2 per-connection flow-control window.
+pub const HTTP2_CONNECTION_WINDOW: u32 = 32 << 20;
+/// Room for the message fields around a payload of `max_io_bytes`: tonic's own decode limit is
+/// `max_io_bytes` plus this, so an oversized payload reaches the node's RESOURCE_EXHAUSTED check
+/// instead of tonic's OUT_OF_RANGE.
+pub const MESSAGE_OVERHEAD_BYTES: u64 = 1 << 20;
+
+/// A node whose data directory is open and whose socket is bound, not yet serving.
+pub struct StartedNode {
+    node: Arc<Node>,
+    listener: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+}
+
+/// Opens the data directory and binds the listening socket.
+///
+/// Errors are precise and final: a bad data directory, a directory in use, a corrupt component
+/// file, an address in use.
+pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
+    config.validate()?;
+    let open_config = config.clone();
+    let node = tokio::task::spawn_blocking(move || Node::open(&open_config))
+        .await
+        .map_err(|e| NodeError::io("opening the data directory", std::io::Error::other(e)))??;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| NodeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    Ok(StartedNode {
+        node: Arc::new(node),
+        listener,
+        local_addr,
+    })
+}
+
+impl StartedNode {
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The node behind the server.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, releases hung operations and
+    /// waits for the calls in progress.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+        let limit = (self.node.max_io_bytes() + MESSAGE_OVERHEAD_BYTES) as usize;
+        let service = StorageNodeServer::new(StorageService::new(self.node.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<StorageNodeServer<StorageService>>()
+            .await;
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let token = self.node.shutdown_token().clone();
+        tracing::info!(addr = %self.local_addr, "serving");
+        Server::builder()
+            .max_frame_size(HTTP2_MAX_FRAME_SIZE)
+            .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+            .add_service(health_service)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                shutdown.await;
+                tracing::info!("shutting down");
+                health
+                    .set_not_serving::<StorageNodeServer<StorageService>>()
+                    .await;
+                token.cancel();
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Opens, binds and serves until `shutdown` completes.
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    start(config).await?.serve(shutdown).await
+}

@@ -1,1 +1,112 @@
-fn main() {}
+//! `dagraid-node`: the storage node binary. Parses flags (and an optional TOML file), then runs
+//! the library's server until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use dagraid_node::NodeError;
+use dagraid_node::config::{DEFAULT_LISTEN, DEFAULT_MAX_IO_BYTES, FileConfig, NodeConfig};
+
+/// A dagraid storage node: serves checksummed component blocks over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "dagraid-node", version)]
+struct Args {
+    /// TOML file with any of the options below (kebab-case keys); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:7100].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Directory for the node state and component files (created if missing).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Node id, fixed at the first start [default: generated].
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Cluster id, fixed at the first start [default: dagraid].
+    #[arg(long)]
+    cluster_id: Option<String>,
+    /// Largest payload of one read or write, in bytes [default: 16777216].
+    #[arg(long)]
+    max_io_bytes: Option<u64>,
+    /// Accept InjectFault calls (tests only).
+    #[arg(long)]
+    fault_injection: bool,
+}
+
+fn config(args: Args) -> Result<NodeConfig, NodeError> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| NodeError::Config(format!("cannot read {}: {e}", path.display())))?;
+            FileConfig::parse(&text)
+                .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?
+        }
+        None => FileConfig::default(),
+    };
+    let data_dir = args.data_dir.or(file.data_dir).ok_or_else(|| {
+        NodeError::Config("--data-dir is required (or data-dir in the config file)".into())
+    })?;
+    Ok(NodeConfig {
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+        data_dir,
+        node_id: args.node_id.or(file.node_id),
+        cluster_id: args.cluster_id.or(file.cluster_id),
+        max_io_bytes: args
+            .max_io_bytes
+            .or(file.max_io_bytes)
+            .unwrap_or(DEFAULT_MAX_IO_BYTES),
+        fault_injection: args.fault_injection || file.fault_injection.unwrap_or(false),
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+async fn serve(config: NodeConfig) -> Result<(), NodeError> {
+    let started = dagraid_node::start(config).await?;
+    // The one line scripts and the test harness wait for.
+    println!("dagraid-node listening on {}", started.local_addr());
+    started.serve(shutdown_signal()).await
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = config(args).and_then(|config| {
+        let runtime =
+            tokio::runtime::Runtime::new().map_err(|e| NodeError::io("starting the runtime", e))?;
+        runtime.block_on(serve(config))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dagraid-node: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

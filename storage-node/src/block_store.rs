@@ -1,0 +1,457 @@
+//! The block store of one component: checksummed block reads and writes, flush, and the two-slot
+//! label and metadata areas, over a [`StorageBackend`].
+//!
+//! Invariants:
+//! - A block's data and its checksum are written under the write lock of the block's region, and
+//!   read under its read lock, so a reader never pairs new data with an old checksum. Region locks
+//!   are taken in increasing order, so overlapping accesses never deadlock.
+//! - A write is acknowledged only after a sync that started after its pwrite (group commit).
+//! - After a failed write or sync the component is failed for good; every later operation answers
+//!   [`NodeError::ComponentFailed`].
+//! - Reads verify every block and answer [`NodeError::ChecksumMismatch`] naming the bad blocks;
+//!   bad bytes are never returned.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+
+use crate::backend::StorageBackend;
+use crate::checksum::block_checksum;
+use crate::error::NodeError;
+use crate::group_commit::GroupCommit;
+use crate::layout::{ComponentHeader, HEADER_BYTES, HEADER_REGION_BYTES, Layout};
+use crate::slot::{self, Area, SlotRecord};
+
+/// Region locks per component (a region is [`REGION_BYTES`] of blocks; regions share locks
+/// modulo this number).
+const LOCK_STRIPES: usize = 256;
+/// Bytes of blocks covered by one region lock.
+const REGION_BYTES: u64 = 64 * 1024;
+/// Checksum entries computed and written per chunk when a component is created.
+const INIT_CHUNK_BLOCKS: u64 = 16 * 1024;
+
+/// Health of a component as the node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentHealth {
+    /// Serving.
+    Optimal,
+    /// Failed for good, with the reason.
+    Failed(String),
+}
+
+/// One component's blocks, checksums and slot areas.
+pub struct BlockStore {
+    header: ComponentHeader,
+    layout: Layout,
+    backend: Arc<dyn StorageBackend>,
+    region_blocks: u64,
+    locks: Vec<Arc<RwLock<()>>>,
+    commit: GroupCommit,
+    label_lock: tokio::sync::Mutex<()>,
+    metadata_lock: tokio::sync::Mutex<()>,
+    /// Where the failure is recorded for the next start (best effort); `None` in unit tests.
+    failure_marker: Option<PathBuf>,
+    failure_recorded: AtomicBool,
+}
+
+enum Guards {
+    // Held only for their Drop.
+    #[allow(dead_code)]
+    Read(Vec<OwnedRwLockReadGuard<()>>),
+    #[allow(dead_code)]
+    Write(Vec<OwnedRwLockWriteGuard<()>>),
+}
+
+fn join_error(context: &str, err: tokio::task::JoinError) -> NodeError {
+    NodeError::io(context.to_owned(), std::io::Error::other(err))
+}
+
+impl BlockStore {
+    /// Writes the header and the checksums of the all-zero blocks of a new component, whose
+    /// backend is already [`Layout::file_len`] bytes of zeros, and syncs. Blocking.
+    pub fn initialize(
+        backend: &dyn StorageBackend,
+        header: &ComponentHeader,
+    ) -> std::io::Result<()> {
+        let layout = header
+            .layout()
+            .ok_or_else(|| std::io::Error::other("component size overflows"))?;
+        let zeros = vec![0u8; header.block_size as usize];
+        let mut first = 0;
+        while first < header.block_count {
+            let n = INIT_CHUNK_BLOCKS.min(header.block_count - first);
+            let mut crcs = Vec::with_capacity(n as usize * 4);
+            for index in first..first + n {
+                crcs.extend_from_slice(&block_checksum(header.serial, index, &zeros).to_le_bytes());
+            }
+            backend.write_at(&crcs, layout.checksum_entry_offset(first))?;
+            first += n;
+        }
+        // The header goes last: a file with a valid header is a fully initialised component.
+        backend.sync()?;
+        backend.write_at(&header.encode(), 0)?;
+        backend.sync()
+    }
+
+    /// Opens an initialised component. Blocking. `Err` says what is wrong with the file.
+    pub fn open(
+        backend: Arc<dyn StorageBackend>,
+        failure: Option<String>,
+        failure_marker: Option<PathBuf>,
+    ) -> Result<Self, String> {
+        let len = backend.size().map_err(|e| format!("cannot stat: {e}"))?;
+        if len < HEADER_REGION_BYTES {
+            return Err(format!(
+                "file is {len} bytes, too short for a component header"
+            ));
+        }
+        let mut buf = vec![0u8; HEADER_BYTES];
+        backend
+            .read_at(&mut buf, 0)
+            .map_err(|e| format!("cannot read the header: {e}"))?;
+        let header = ComponentHeader::decode(&buf).map_err(|e| e.to_string())?;
+        let layout = header
+            .layout()
+            .ok_or_else(|| "header geometry overflows".to_owned())?;
+        if len != layout.file_len {
+            return Err(format!(
+                "file is {len} bytes, expected {} for {} blocks of {} bytes",
+                layout.file_len, header.block_count, header.block_size
+            ));
+        }
+        let region_blocks = (REGION_BYTES / u64::from(header.block_size)).max(1);
+        let regions = header.block_count.div_ceil(region_blocks);
+        let stripes = (regions.min(LOCK_STRIPES as u64)) as usize;
+        let commit = GroupCommit::new(backend.clone());
+        let recorded = failure.is_some();
+        if let Some(reason) = failure {
+            commit.fail(reason);
+        }
+        Ok(Self {
+            header,
+            layout,
+            backend,
+            region_blocks,
+            locks: (0..stripes).map(|_| Arc::new(RwLock::new(()))).collect(),
+            commit,
+            label_lock: tokio::sync::Mutex::new(()),
+            metadata_lock: tokio::sync::Mutex::new(()),
+            failure_marker,
+            failure_recorded: AtomicBool::new(recorded),
+        })
+    }
+
+    /// The component's fixed properties.
+    pub fn header(&self) -> &ComponentHeader {
+        &self.header
+    }
+
+    /// Where its regions lie.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Serving or failed.
+    pub fn health(&self) -> ComponentHealth {
+        match self.commit.failure() {
+            None => ComponentHealth::Optimal,
+            Some(reason) => ComponentHealth::Failed(reason),
+        }
+    }
+
+    /// Syncs completed so far.
+    pub fn syncs_completed(&self) -> u64 {
+        self.commit.syncs_completed()
+    }
+
+    fn failed_error(&self, reason: String) -> NodeError {
+        NodeError::ComponentFailed {
+            component: self.header.id.clone(),
+            reason,
+        }
+    }
+
+    /// Refuses every operation once the component failed.
+    pub fn ensure_serving(&self) -> Result<(), NodeError> {
+        match self.commit.failure() {
+            None => Ok(()),
+            Some(reason) => Err(self.failed_error(reason)),
+        }
+    }
+
+    /// Fails the component for good and records it (best effort) for the next start.
+    async fn fail(&self, reason: String) -> NodeError {
+        self.commit.fail(reason);
+        let reason = self.commit.failure().unwrap_or_default();
+        if !self.failure_recorded.swap(true, Ordering::SeqCst)
+            && let Some(path) = self.failure_marker.clone()
+        {
+            let text = reason.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                std::fs::write(&path, text.as_bytes())?;
+                std::fs::File::open(&path)?.sync_all()
+            })
+            .await;
+            if !matches!(written, Ok(Ok(()))) {
+                tracing::warn!(component = %self.header.id, "could not record the failure");
+            }
+        }
+        tracing::error!(component = %self.header.id, %reason, "component failed");
+        self.failed_error(reason)
+    }
+
+    /// Checks a block range: at least one block, inside the component. Returns the byte length.
+    pub fn check_range(&self, start: u64, count: u64) -> Result<u64, NodeError> {
+        if count == 0 {
+            return Err(NodeError::InvalidArgument(format!(
+                "component {:?}: block_count must be at least 1",
+                self.header.id
+            )));
+        }
+        match start.checked_add(count) {
+            Some(end) if end <= self.header.block_count => {}
+            _ => {
+                return Err(NodeError::OutOfRange {
+                    component: self.header.id.clone(),
+                    start,
+                    count,
+                    block_count: self.header.block_count,
+                });
+            }
+        }
+        Ok(count * u64::from(self.header.block_size))
+    }
+
+    /// Checks a write of `len` bytes at `start`: a whole, non-zero number of blocks, in range.
+    /// Returns the number of blocks.
+    pub fn check_write(&self, start: u64, len: usize) -> Result<u64, NodeError> {
+        let block_size = u64::from(self.header.block_size);
+        let len = len as u64;
+        if len == 0 || !len.is_multiple_of(block_size) {
+            return Err(NodeError::InvalidArgument(format!(
+                "component {:?}: data of {len} bytes is not a whole, non-zero number of {block_size}-byte blocks",
+                self.header.id
+            )));
+        }
+        let count = len / block_size;
+        self.check_range(start, count)?;
+        Ok(count)
+    }
+
+    /// Lock stripe indices covering blocks `start..start + count`, ascending and distinct.
+    fn stripes(&self, start: u64, count: u64) -> Vec<usize> {
+        let first = start / self.region_blocks;
+        let last = (start + count - 1) / self.region_blocks;
+        let n = self.locks.len() as u64;
+        if last - first + 1 >= n {
+            return (0..self.locks.len()).collect();
+        }
+        let mut stripes: Vec<usize> = (first..=last).map(|r| (r % n) as usize).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+    }
+
+    async fn lock(&self, start: u64, count: u64, write: bool) -> Guards {
+        let stripes = self.stripes(start, count);
+        if write {
+            let mut guards = Vec::with_capacity(stripes.len());
+            for s in stripes {
+                guards.push(self.locks[s].clone().write_owned().await);
+            }
+            Guards::Write(guards)
+        } else {
+            let mut guards = Vec::with_capacity(stripes.len());
+            for s in stripes {
+                guards.push(self.locks[s].clone().read_owned().await);
+            }
+            Guards::Read(guards)
+        }
+    }
+
+    /// Reads `count` blocks from `start`, verifying every checksum.
+    pub async fn read_blocks(&self, start: u64, count: u64) -> Result<Bytes, NodeError> {
+        self.ensure_serving()?;
+        let len = self.check_range(start, count)? as usize;
+        let guards = self.lock(start, count, false).await;
+        let backend = self.backend.clone();
+        let layout = self.layout;
+        let serial = self.header.serial;
+        let result = tokio::task::spawn_blocking(move || {
+            let mut data = vec![0u8; len];
+            backend.read_at(&mut data, layout.block_offset(start))?;
+            let mut crcs = vec![0u8; count as usize * 4];
+            backend.read_at(&mut crcs, layout.checksum_entry_offset(start))?;
+            let bad: Vec<u64> = data
+                .chunks_exact(layout.block_size as usize)
+                .zip(crcs.chunks_exact(4))
+                .enumerate()
+                .filter(|(i, (block, stored))| {
+                    let stored = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]);
+                    block_checksum(serial, start + *i as u64, block) != stored
+                })
+                .map(|(i, _)| start + i as u64)
+                .collect();
+            Ok::<_, std::io::Error>((data, bad))
+        })
+        .await;
+        drop(guards);
+        let (data, bad) = match result {
+            Ok(Ok(read)) => read,
+            Ok(Err(err)) => {
+                return Err(NodeError::io(
+                    format!(
+                        "component {:?}: reading blocks {start}..+{count}",
+                        self.header.id
+                    ),
+                    err,
+                ));
+            }
+            Err(join) => return Err(join_error("read task", join)),
+        };
+        if !bad.is_empty() {
+            tracing::warn!(component = %self.header.id, ?bad, "checksum mismatch");
+            return Err(NodeError::ChecksumMismatch {
+                component: self.header.id.clone(),
+                blocks: bad,
+            });
+        }
+        Ok(Bytes::from(data))
+    }
+
+    /// Writes whole blocks from `start`; returns once they are durable.
+    pub async fn write_blocks(&self, start: u64, data: Bytes) -> Result<(), NodeError> {
+        self.ensure_serving()?;
+        let count = self.check_write(start, data.len())?;
+        let guards = self.lock(start, count, true).await;
+        let backend = self.backend.clone();
+        let layout = self.layout;
+        let serial = self.header.serial;
+        let result = tokio::task::spawn_blocking(move || {
+            let mut crcs = Vec::with_capacity(count as usize * 4);
+            for (i, block) in data.chunks_exact(layout.block_size as usize).enumerate() {
+                crcs.extend_from_slice(
+                    &block_checksum(serial, start + i as u64, block).to_le_bytes(),
+                );
+            }
+            backend.write_at(&data, layout.block_offset(start))?;
+            backend.write_at(&crcs, layout.checksum_entry_offset(start))
+        })
+        .await;
+        let ticket = self.commit.ticket();
+        drop(guards);
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(self.fail(format!("write failed: {err}")).await),
+            Err(join) => return Err(self.fail(format!("write task failed: {join}")).await),
+        }
+        self.wait_durable(ticket).await
+    }
+
+    async fn wait_durable(&self, ticket: u64) -> Result<(), NodeError> {
+        match self.commit.wait_durable(ticket).await {
+            Ok(()) => Ok(()),
+            Err(reason) => Err(self.fail(reason).await),
+        }
+    }
+
+    /// Makes every write that completed before this call durable.
+    pub async fn flush(&self) -> Result<(), NodeError> {
+        self.ensure_serving()?;
+        let ticket = self.commit.ticket();
+        self.wait_durable(ticket).await
+    }
+
+    fn area_offset(&self, area: Area) -> u64 {
+        match area {
+            Area::Label => self.layout.label_offset,
+            Area::Metadata => self.layout.metadata_offset,
+        }
+    }
+
+    fn area_lock(&self, area: Area) -> &tokio::sync::Mutex<()> {
+        match area {
+            Area::Label => &self.label_lock,
+            Area::Metadata => &self.metadata_lock,
+        }
+    }
+
+    async fn read_area(&self, area: Area) -> Result<(Option<SlotRecord>, usize), NodeError> {
+        let backend = self.backend.clone();
+        let offset = self.area_offset(area);
+        let result = tokio::task::spawn_blocking(move || {
+            let mut both = vec![0u8; 2 * area.slot_bytes()];
+            backend.read_at(&mut both, offset)?;
+            let (a, b) = both.split_at(area.slot_bytes());
+            Ok::<_, std::io::Error>(slot::newest(area, [a, b]))
+        })
+        .await;
+        match result {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(err)) => Err(NodeError::io(
+                format!(
+                    "component {:?}: reading the {}",
+                    self.header.id,
+                    area.name()
+                ),
+                err,
+            )),
+            Err(join) => Err(join_error("slot read task", join)),
+        }
+    }
+
+    /// The newest complete version of `area`, if it was ever written.
+    pub async fn read_slot(&self, area: Area) -> Result<Option<SlotRecord>, NodeError> {
+        self.ensure_serving()?;
+        let _area = self.area_lock(area).lock().await;
+        Ok(self.read_area(area).await?.0)
+    }
+
+    /// Checks a slot payload's size.
+    pub fn check_slot_payload(&self, area: Area, len: usize) -> Result<(), NodeError> {
+        if len > area.max_payload() {
+            return Err(NodeError::TooLarge {
+                what: match area {
+                    Area::Label => "label payload",
+                    Area::Metadata => "metadata payload",
+                },
+                bytes: len as u64,
+                limit: area.max_payload() as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Atomically replaces `area` with `payload`; returns the new sequence once durable.
+    pub async fn write_slot(&self, area: Area, payload: &[u8]) -> Result<u64, NodeError> {
+        self.ensure_serving()?;
+        self.check_slot_payload(area, payload.len())?;
+        // Held until durable: a second update must not overwrite the slot holding the last
+        // durable version while the first update is still volatile.
+        let _area = self.area_lock(area).lock().await;
+        let (current, target) = self.read_area(area).await?;
+        let sequence = current.map_or(1, |r| r.sequence + 1);
+        let record = slot::encode(area, sequence, payload);
+        let offset = self.area_offset(area) + (target * area.slot_bytes()) as u64;
+        let backend = self.backend.clone();
+        let result = tokio::task::spawn_blocking(move || backend.write_at(&record, offset)).await;
+        let ticket = self.commit.ticket();
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                return Err(self
+                    .fail(format!("{} write failed: {err}", area.name()))
+                    .await);
+            }
+            Err(join) => return Err(self.fail(format!("slot write task failed: {join}")).await),
+        }
+        self.wait_durable(ticket).await?;
+        Ok(sequence)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! Node configuration: what `dagraid-node` reads from its flags and optional TOML file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::error::NodeError;
+
+/// Default cluster id of a node started for the first time.
+pub const DEFAULT_CLUSTER_ID: &str = "dagraid";
+/// Default limit of one read or write payload: 16 MiB.
+pub const DEFAULT_MAX_IO_BYTES: u64 = 16 << 20;
+/// Default listening address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7100";
+
+/// Everything a storage node needs to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Address to serve gRPC on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Directory holding the node state and the component files.
+    pub data_dir: PathBuf,
+    /// Node id; `None` keeps the stored one, or generates one at the first start.
+    pub node_id: Option<String>,
+    /// Cluster id; `None` keeps the stored one, or uses [`DEFAULT_CLUSTER_ID`] at the first start.
+    pub cluster_id: Option<String>,
+    /// Largest data payload of one WriteBlocks, or answer of one ReadBlocks.
+    pub max_io_bytes: u64,
+    /// Whether InjectFault is accepted.
+    pub fault_injection: bool,
+}
+
+/// The optional TOML configuration file; every key is optional and flags override it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    /// See [`NodeConfig::listen`].
+    pub listen: Option<SocketAddr>,
+    /// See [`NodeConfig::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// See [`NodeConfig::node_id`].
+    pub node_id: Option<String>,
+    /// See [`NodeConfig::cluster_id`].
+    pub cluster_id: Option<String>,
+    /// See [`NodeConfig::max_io_bytes`].
+    pub max_io_bytes: Option<u64>,
+    /// See [`NodeConfig::fault_injection`].
+    pub fault_injection: Option<bool>,
+}
+
+impl FileConfig {
+    /// Parses a TOML configuration.
+    pub fn parse(text: &str) -> Result<Self, NodeError> {
+        toml::from_str(text).map_err(|err| NodeError::Config(err.to_string()))
+    }
+}
+
+impl NodeConfig {
+    /// A configuration with defaults for everything but the data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            data_dir: data_dir.into(),
+            node_id: None,
+            cluster_id: None,
+            max_io_bytes: DEFAULT_MAX_IO_BYTES,
+            fault_injection: false,
+        }
+    }
+
+    /// Refuses values the node cannot run with.
+    pub fn validate(&self) -> Result<(), NodeError> {
+        if self.max_io_bytes < u64::from(crate::layout::MIN_BLOCK_SIZE) {
+            return Err(NodeError::Config(format!(
+                "max-io-bytes must be at least {} (one block)",
+                crate::layout::MIN_BLOCK_SIZE
+            )));
+        }
+        // Leaves room for the gRPC message overhead under tonic's u32-sized limit.
+        if self.max_io_bytes > 1 << 30 {
+            return Err(NodeError::Config(
+                "max-io-bytes must be at most 1 GiB".into(),
+            ));
+        }
+        for (what, id) in [("node-id", &self.node_id), ("cluster-id", &self.cluster_id)] {
+            if let Some(id) = id
+                && (id.is_empty() || id.len() > 128 || id.chars().any(char::is_control))
+            {
+                return Err(NodeError::Config(format!(
+                    "{what} must be 1 to 128 printable characters"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_config_parses_kebab_case_and_refuses_unknown_keys() {
+        let cfg = FileConfig::parse(
+            "listen = \"127.0.0.1:9\"\ndata-dir = \"/d\"\nmax-io-bytes = 4096\nfault-injection = true\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.listen, Some("127.0.0.1:9".parse().unwrap()));
+        assert_eq!(cfg.max_io_bytes, Some(4096));
+        assert_eq!(cfg.fault_injection, Some(true));
+        let err = FileConfig::parse("datadir = \"/d\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("datadir"), "{err}");
+    }
+
+    #[test]
+    fn validation_refuses_tiny_limits() {
+        let mut cfg = NodeConfig::new("/d");
+        cfg.validate().unwrap();
+        cfg.max_io_bytes = 100;
+        assert!(cfg.validate().is_err());
+    }
+}

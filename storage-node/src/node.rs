@@ -1,0 +1,744 @@
+//! A storage node: its data directory, its components, fencing and fault injection.
+//!
+//! Every operation is checked fully (cluster, component, size, range) before anything touches the
+//! disk, then meets the injected faults, then is admitted by fencing at the moment it is applied.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+use crate::backend::{FileBackend, StorageBackend};
+use crate::block_store::BlockStore;
+use crate::config::{DEFAULT_CLUSTER_ID, NodeConfig};
+use crate::error::NodeError;
+use crate::faults::{Fault, FaultAction, FaultRegistry, Op};
+use crate::fencing::Fencing;
+use crate::layout::{ComponentHeader, Layout, component_id_problem, valid_block_size};
+use crate::node_state::{NODE_STATE_VERSION, NodeState, NodeStateFile, sync_dir};
+use crate::slot::{Area, SlotRecord};
+
+/// Sub-directory of the data directory holding the component files.
+pub const COMPONENTS_DIR: &str = "components";
+/// Extension of a component file.
+pub const COMPONENT_EXT: &str = "dgc";
+/// Lock file that keeps two nodes out of one data directory.
+pub const LOCK_FILE: &str = "node.lock";
+
+/// The owner of a mutating call: cluster id and epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// Must be the node's cluster id.
+    pub cluster_id: String,
+    /// Must be at least the node's epoch.
+    pub epoch: u64,
+}
+
+/// What the node reports about itself.
+#[derive(Clone)]
+pub struct NodeSummary {
+    /// The node id.
+    pub node_id: String,
+    /// The cluster id.
+    pub cluster_id: String,
+    /// Highest accepted epoch.
+    pub epoch: u64,
+    /// Payload limit.
+    pub max_io_bytes: u64,
+    /// Whether fault injection is on.
+    pub fault_injection: bool,
+    /// The components, by id.
+    pub components: Vec<Arc<BlockStore>>,
+}
+
+/// A running storage node's state (everything but the gRPC server).
+pub struct Node {
+    node_id: String,
+    cluster_id: String,
+    max_io_bytes: u64,
+    components_dir: PathBuf,
+    components: RwLock<BTreeMap<String, Arc<BlockStore>>>,
+    /// Serialises component creation and deletion.
+    admin: tokio::sync::Mutex<()>,
+    fencing: Arc<Fencing>,
+    faults: FaultRegistry,
+    shutdown: CancellationToken,
+    serials: AtomicU64,
+    /// Held (with its advisory lock) for the node's lifetime.
+    _dir_lock: File,
+}
+
+fn bad_dir(path: &Path, reason: impl Into<String>) -> NodeError {
+    NodeError::BadDataDir {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn time_seed() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    // SplitMix64 finaliser: spreads the clock and the pid over all bits.
+    let mut z = nanos ^ (u64::from(std::process::id()) << 32);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Node {
+    /// Opens (or initialises) the data directory and every component in it. Blocking.
+    ///
+    /// Fails with a precise error for a directory that cannot be used, a directory in use by
+    /// another node, an identity mismatch, or a component file that is not a valid component.
+    pub fn open(config: &NodeConfig) -> Result<Self, NodeError> {
+        config.validate()?;
+        let dir = config.data_dir.as_path();
+        match fs::metadata(dir) {
+            Ok(meta) if !meta.is_dir() => {
+                return Err(bad_dir(dir, "exists and is not a directory"));
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir)
+                    .map_err(|e| bad_dir(dir, format!("cannot create it: {e}")))?;
+            }
+            Err(err) => return Err(bad_dir(dir, err.to_string())),
+        }
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))
+            .map_err(|e| bad_dir(dir, format!("cannot open {LOCK_FILE}: {e}")))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(bad_dir(dir, "in use by another dagraid-node process"));
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(bad_dir(dir, format!("cannot lock {LOCK_FILE}: {e}")));
+            }
+        }
+
+        let state_file = NodeStateFile::new(dir);
+        let state = match state_file.load()? {
+            Some(state) => {
+                for (flag, given, stored) in [
+                    ("--node-id", &config.node_id, &state.node_id),
+                    ("--cluster-id", &config.cluster_id, &state.cluster_id),
+                ] {
+                    if let Some(given) = given
+                        && given != stored
+                    {
+                        return Err(NodeError::BadNodeState {
+                            path: state_file.path().to_path_buf(),
+                            reason: format!(
+                                "{flag} {given:?} does not match {stored:?} recorded in this data directory"
+                            ),
+                        });
+                    }
+                }
+                state
+            }
+            None => {
+                let state = NodeState {
+                    format_version: NODE_STATE_VERSION,
+                    node_id: config
+                        .node_id
+                        .clone()
+                        .unwrap_or_else(|| format!("node-{:016x}", time_seed())),
+                    cluster_id: config
+                        .cluster_id
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_CLUSTER_ID.to_owned()),
+                    epoch: 0,
+                };
+                state_file
+                    .store(&state)
+                    .map_err(|e| bad_dir(dir, e.to_string()))?;
+                state
+            }
+        };
+
+        let components_dir = dir.join(COMPONENTS_DIR);
+        fs::create_dir_all(&components_dir)
+            .map_err(|e| bad_dir(dir, format!("cannot create {COMPONENTS_DIR}/: {e}")))?;
+        let components = open_components(&components_dir)?;
+        tracing::info!(
+            node_id = %state.node_id,
+            cluster_id = %state.cluster_id,
+            epoch = state.epoch,
+            components = components.len(),
+            "data directory opened"
+        );
+        Ok(Self {
+            node_id: state.node_id.clone(),
+            cluster_id: state.cluster_id.clone(),
+            max_io_bytes: config.max_io_bytes,
+            components_dir,
+            components: RwLock::new(components),
+            admin: tokio::sync::Mutex::new(()),
+            fencing: Fencing::new(
+                state.node_id,
+                state.cluster_id,
+                state.epoch,
+                Some(state_file),
+            ),
+            faults: FaultRegistry::new(config.fault_injection),
+            shutdown: CancellationToken::new(),
+            serials: AtomicU64::new(time_seed()),
+            _dir_lock: lock,
+        })
+    }
+
+    /// Cancelled when the node stops: hung and delayed operations end with UNAVAILABLE.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Whether InjectFault is accepted.
+    pub fn fault_injection_enabled(&self) -> bool {
+        self.faults.enabled()
+    }
+
+    /// Payload limit of one read or write.
+    pub fn max_io_bytes(&self) -> u64 {
+        self.max_io_bytes
+    }
+
+    /// Identity, epoch and components.
+    pub fn summary(&self) -> NodeSummary {
+        NodeSummary {
+            node_id: self.node_id.clone(),
+            cluster_id: self.cluster_id.clone(),
+            epoch: self.fencing.epoch(),
+            max_io_bytes: self.max_io_bytes,
+            fault_injection: self.faults.enabled(),
+            components: self.components_list(),
+        }
+    }
+
+    /// The components, ordered by id.
+    pub fn components_list(&self) -> Vec<Arc<BlockStore>> {
+        self.map_read().values().cloned().collect()
+    }
+
+    fn map_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<BlockStore>>> {
+        self.components.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn map_write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<BlockStore>>> {
+        self.components.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_id(id: &str) -> Result<(), NodeError> {
+        match component_id_problem(id) {
+            None => Ok(()),
+            Some(reason) => Err(NodeError::InvalidComponentId {
+                id: id.to_owned(),
+                reason,
+            }),
+        }
+    }
+
+    /// The component `id`.
+    pub fn component(&self, id: &str) -> Result<Arc<BlockStore>, NodeError> {
+        Self::check_id(id)?;
+        self.map_read()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| NodeError::UnknownComponent(id.to_owned()))
+    }
+
+    fn check_io_size(&self, what: &'static str, bytes: u64) -> Result<(), NodeError> {
+        if bytes > self.max_io_bytes {
+            return Err(NodeError::TooLarge {
+                what,
+                bytes,
+                limit: self.max_io_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates a zero-filled component.
+    pub async fn create_component(
+        self: &Arc<Self>,
+        owner: &Owner,
+        id: &str,
+        block_size: u32,
+        block_count: u64,
+        serial: u64,
+    ) -> Result<Arc<BlockStore>, NodeError> {
+        self.fencing.check_cluster(&owner.cluster_id)?;
+        Self::check_id(id)?;
+        if !valid_block_size(block_size) {
+            return Err(NodeError::InvalidArgument(format!(
+                "block_size {block_size} is not a power of two from 512 to 1 MiB"
+            )));
+        }
+        if block_count == 0 {
+            return Err(NodeError::InvalidArgument(
+                "block_count must be at least 1".into(),
+            ));
+        }
+        let Some(layout) = Layout::new(block_size, block_count) else {
+            return Err(NodeError::InvalidArgument(format!(
+                "{block_count} blocks of {block_size} bytes overflow a 64-bit size"
+            )));
+        };
+        let _in_flight = self.fencing.admit(&owner.cluster_id, owner.epoch).await?;
+        let _admin = self.admin.lock().await;
+        if self.map_read().contains_key(id) {
+            return Err(NodeError::ComponentExists(id.to_owned()));
+        }
+        let serial = if serial == 0 {
+            self.serials
+                .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+                | 1
+        } else {
+            serial
+        };
+        let header = ComponentHeader {
+            id: id.to_owned(),
+            serial,
+            block_size,
+            block_count,
+        };
+        let dir = self.components_dir.clone();
+        let store =
+            tokio::task::spawn_blocking(move || create_component_file(&dir, &header, layout))
+                .await
+                .map_err(|e| NodeError::io("create task", io::Error::other(e)))??;
+        let store = Arc::new(store);
+        self.map_write().insert(id.to_owned(), store.clone());
+        tracing::info!(
+            component = id,
+            block_size,
+            block_count,
+            serial,
+            "component created"
+        );
+        Ok(store)
+    }
+
+    /// Deletes a component and its file.
+    pub async fn delete_component(
+        self: &Arc<Self>,
+        owner: &Owner,
+        id: &str,
+    ) -> Result<(), NodeError> {
+        self.fencing.check_cluster(&owner.cluster_id)?;
+        self.component(id)?;
+        let _in_flight = self.fencing.admit(&owner.cluster_id, owner.epoch).await?;
+        let _admin = self.admin.lock().await;
+        self.component(id)?;
+        let dir = self.components_dir.clone();
+        let owned_id = id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let path = component_path(&dir, &owned_id);
+            fs::remove_file(&path)
+                .map_err(|e| NodeError::io(format!("removing {}", path.display()), e))?;
+            let _ = fs::remove_file(failure_marker_path(&dir, &owned_id));
+            sync_dir(&dir).map_err(|e| NodeError::io(format!("syncing {}", dir.display()), e))
+        })
+        .await
+        .map_err(|e| NodeError::io("delete task", io::Error::other(e)))??;
+        self.map_write().remove(id);
+        self.faults.forget(Some(id));
+        tracing::info!(component = id, "component deleted");
+        Ok(())
+    }
+
+    /// Applies the injected fault for `op`, if any. `Ok(Some(delay))` means: answer
+    /// DEADLINE_EXCEEDED now and apply the operation after `delay`.
+    async fn meet_faults(&self, id: &str, op: Op) -> Result<Option<Duration>, NodeError> {
+        let generation = self.faults.generation(id);
+        let Some(action) = self.faults.take(id, op) else {
+            return Ok(None);
+        };
+        tracing::debug!(component = id, ?op, ?action, "injected fault");
+        match action {
+            FaultAction::Fail(code) => Err(NodeError::Injected {
+                component: id.to_owned(),
+                code,
+            }),
+            FaultAction::Delay(delay) => {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => Ok(None),
+                    () = self.shutdown.cancelled() => Err(NodeError::ShuttingDown),
+                }
+            }
+            FaultAction::Hang => {
+                self.faults.hang(id, generation, &self.shutdown).await?;
+                Ok(None)
+            }
+            FaultAction::LateApply(delay) => Ok(Some(delay)),
+        }
+    }
+
+    /// Runs `apply` after `delay` in the background (unless the node stops first) and answers
+    /// DEADLINE_EXCEEDED now, like a call whose reply was lost.
+    fn apply_late<F>(&self, id: &str, delay: Duration, apply: F) -> NodeError
+    where
+        F: Future<Output = Result<(), NodeError>> + Send + 'static,
+    {
+        let shutdown = self.shutdown.clone();
+        let component = id.to_owned();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown.cancelled() => return,
+            }
+            match apply.await {
+                Ok(()) => tracing::info!(%component, "late-applied operation done"),
+                Err(err) => tracing::info!(%component, %err, "late-applied operation refused"),
+            }
+        });
+        NodeError::Injected {
+            component: id.to_owned(),
+            code: Code::DeadlineExceeded,
+        }
+    }
+
+    /// Reads `count` blocks from `start`.
+    pub async fn read_blocks(&self, id: &str, start: u64, count: u64) -> Result<Bytes, NodeError> {
+        let store = self.component(id)?;
+        store.ensure_serving()?;
+        let bytes = store.check_range(start, count)?;
+        self.check_io_size("read answer", bytes)?;
+        if self.meet_faults(id, Op::Read).await?.is_some() {
+            return Err(NodeError::Injected {
+                component: id.to_owned(),
+                code: Code::DeadlineExceeded,
+            });
+        }
+        store.read_blocks(start, count).await
+    }
+
+    /// Writes whole blocks from `start`; durable when it returns `Ok`.
+    pub async fn write_blocks(
+        self: &Arc<Self>,
+        owner: Owner,
+        id: &str,
+        start: u64,
+        data: Bytes,
+    ) -> Result<(), NodeError> {
+        self.fencing.check_cluster(&owner.cluster_id)?;
+        let store = self.component(id)?;
+        store.ensure_serving()?;
+        self.check_io_size("write payload", data.len() as u64)?;
+        store.check_write(start, data.len())?;
+        let fencing = self.fencing.clone();
+        let apply = async move {
+            let _in_flight = fencing.admit(&owner.cluster_id, owner.epoch).await?;
+            store.write_blocks(start, data).await
+        };
+        match self.meet_faults(id, Op::Write).await? {
+            None => apply.await,
+            Some(delay) => Err(self.apply_late(id, delay, apply)),
+        }
+    }
+
+    /// Makes every completed write of the component durable.
+    pub async fn flush(self: &Arc<Self>, owner: Owner, id: &str) -> Result<(), NodeError> {
+        self.fencing.check_cluster(&owner.cluster_id)?;
+        let store = self.component(id)?;
+        store.ensure_serving()?;
+        let fencing = self.fencing.clone();
+        let apply = async move {
+            let _in_flight = fencing.admit(&owner.cluster_id, owner.epoch).await?;
+            store.flush().await
+        };
+        match self.meet_faults(id, Op::Flush).await? {
+            None => apply.await,
+            Some(delay) => Err(self.apply_late(id, delay, apply)),
+        }
+    }
+
+    /// The newest complete version of a slot area.
+    pub async fn read_slot(&self, id: &str, area: Area) -> Result<Option<SlotRecord>, NodeError> {
+        let store = self.component(id)?;
+        store.ensure_serving()?;
+        if self.meet_faults(id, Op::Read).await?.is_some() {
+            return Err(NodeError::Injected {
+                component: id.to_owned(),
+                code: Code::DeadlineExceeded,
+            });
+        }
+        store.read_slot(area).await
+    }
+
+    /// Atomically replaces a slot area; returns the new sequence.
+    pub async fn write_slot(
+        self: &Arc<Self>,
+        owner: Owner,
+        id: &str,
+        area: Area,
+        payload: Bytes,
+    ) -> Result<u64, NodeError> {
+        self.fencing.check_cluster(&owner.cluster_id)?;
+        let store = self.component(id)?;
+        store.ensure_serving()?;
+        store.check_slot_payload(area, payload.len())?;
+        let fencing = self.fencing.clone();
+        let apply = async move {
+            let _in_flight = fencing.admit(&owner.cluster_id, owner.epoch).await?;
+            store.write_slot(area, &payload).await
+        };
+        match self.meet_faults(id, Op::Write).await? {
+            None => apply.await,
+            Some(delay) => Err(self.apply_late(id, delay, async move { apply.await.map(drop) })),
+        }
+    }
+
+    /// Raises the epoch and waits for older writes to drain; returns the node's epoch.
+    pub async fn fence(&self, cluster_id: &str, epoch: u64) -> Result<u64, NodeError> {
+        self.fencing.fence(cluster_id, epoch).await
+    }
+
+    /// Injects a fault on an existing component.
+    pub fn inject_fault(&self, id: &str, fault: Fault) -> Result<(), NodeError> {
+        if !self.faults.enabled() {
+            return Err(NodeError::FaultInjectionDisabled);
+        }
+        self.component(id)?;
+        self.faults.inject(id, fault)
+    }
+
+    /// Clears the faults of one component, or of all.
+    pub fn clear_faults(&self, id: Option<&str>) -> Result<(), NodeError> {
+        self.faults.clear(id)
+    }
+}
+
+fn component_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.{COMPONENT_EXT}"))
+}
+
+fn failure_marker_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.failed"))
+}
+
+fn open_components(dir: &Path) -> Result<BTreeMap<String, Arc<BlockStore>>, NodeError> {
+    let mut components = BTreeMap::new();
+    let entries = fs::read_dir(dir).map_err(|e| bad_dir(dir, format!("cannot list: {e}")))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| bad_dir(dir, format!("cannot list: {e}")))?;
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.ends_with(&format!(".{COMPONENT_EXT}.tmp")) {
+            // A creation that never completed: the component was never acknowledged.
+            tracing::warn!(path = %path.display(), "removing an unfinished component file");
+            fs::remove_file(&path)
+                .map_err(|e| NodeError::io(format!("removing {}", path.display()), e))?;
+            continue;
+        }
+        let Some(id) = name.strip_suffix(&format!(".{COMPONENT_EXT}")) else {
+            continue;
+        };
+        let bad = |reason: String| NodeError::BadComponentFile {
+            path: path.clone(),
+            reason,
+        };
+        if let Some(problem) = component_id_problem(id) {
+            return Err(bad(format!(
+                "the name is not a valid component id: {problem}"
+            )));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| bad(format!("cannot open: {e}")))?;
+        let marker = failure_marker_path(dir, id);
+        let failure = fs::read_to_string(&marker).ok().map(|reason| {
+            if reason.is_empty() {
+                "failed before the last restart".to_owned()
+            } else {
+                reason
+            }
+        });
+        let backend: Arc<dyn StorageBackend> = Arc::new(FileBackend::new(file));
+        let store = BlockStore::open(backend, failure, Some(marker)).map_err(bad)?;
+        if store.header().id != id {
+            return Err(bad(format!(
+                "its header names component {:?}",
+                store.header().id
+            )));
+        }
+        components.insert(id.to_owned(), Arc::new(store));
+    }
+    Ok(components)
+}
+
+fn create_component_file(
+    dir: &Path,
+    header: &ComponentHeader,
+    layout: Layout,
+) -> Result<BlockStore, NodeError> {
+    let id = &header.id;
+    let tmp = dir.join(format!("{id}.{COMPONENT_EXT}.tmp"));
+    let path = component_path(dir, id);
+    let marker = failure_marker_path(dir, id);
+    let result = (|| {
+        let io_err =
+            |what: &str, e: io::Error| NodeError::io(format!("{what} {}", tmp.display()), e);
+        let _ = fs::remove_file(&marker);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| io_err("creating", e))?;
+        preallocate(&file, layout.file_len).map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) {
+                NodeError::NoSpace {
+                    component: id.clone(),
+                    source: e,
+                }
+            } else {
+                io_err("preallocating", e)
+            }
+        })?;
+        let backend: Arc<dyn StorageBackend> = Arc::new(FileBackend::new(file));
+        BlockStore::initialize(backend.as_ref(), header).map_err(|e| io_err("initialising", e))?;
+        fs::rename(&tmp, &path).map_err(|e| io_err("renaming", e))?;
+        sync_dir(dir).map_err(|e| io_err("syncing the directory of", e))?;
+        BlockStore::open(backend, None, Some(marker.clone())).map_err(|reason| {
+            NodeError::BadComponentFile {
+                path: path.clone(),
+                reason,
+            }
+        })
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reserves the file's blocks so a full disk shows at creation, not at a later write.
+fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(errno)
+            if errno == rustix::io::Errno::OPNOTSUPP || errno == rustix::io::Errno::NOSYS =>
+        {
+            file.set_len(len)
+        }
+        Err(errno) => Err(io::Error::from(errno)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(epoch: u64) -> Owner {
+        Owner {
+            cluster_id: DEFAULT_CLUSTER_ID.into(),
+            epoch,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn components_survive_a_restart_with_their_data_and_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::new(dir.path());
+        {
+            let node = Arc::new(Node::open(&config).unwrap());
+            node.create_component(&owner(1), "a", 512, 16, 42)
+                .await
+                .unwrap();
+            node.write_blocks(owner(2), "a", 15, Bytes::from(vec![7u8; 512]))
+                .await
+                .unwrap();
+            node.write_slot(owner(2), "a", Area::Label, Bytes::from_static(b"lbl"))
+                .await
+                .unwrap();
+        }
+        let node = Arc::new(Node::open(&config).unwrap());
+        let summary = node.summary();
+        assert_eq!(summary.epoch, 2);
+        assert_eq!(summary.components.len(), 1);
+        assert_eq!(summary.components[0].header().serial, 42);
+        assert_eq!(node.read_blocks("a", 15, 1).await.unwrap(), vec![7u8; 512]);
+        let label = node.read_slot("a", Area::Label).await.unwrap().unwrap();
+        assert_eq!(label.payload, b"lbl");
+        assert!(matches!(
+            node.write_blocks(owner(1), "a", 0, Bytes::from(vec![1u8; 512]))
+                .await,
+            Err(NodeError::StaleEpoch { got: 1, current: 2 })
+        ));
+    }
+
+    #[test]
+    fn a_second_node_cannot_open_the_same_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::new(dir.path());
+        let _first = Node::open(&config).unwrap();
+        let err = Node::open(&config)
+            .err()
+            .expect("second open refused")
+            .to_string();
+        assert!(err.contains("in use by another dagraid-node"), "{err}");
+    }
+
+    #[test]
+    fn identity_mismatch_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = NodeConfig::new(dir.path());
+        config.node_id = Some("n1".into());
+        drop(Node::open(&config).unwrap());
+        config.node_id = Some("n2".into());
+        let err = Node::open(&config).err().expect("refused").to_string();
+        assert!(err.contains("\"n2\" does not match \"n1\""), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_component_file_of_the_wrong_size_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::new(dir.path());
+        {
+            let node = Arc::new(Node::open(&config).unwrap());
+            node.create_component(&owner(0), "a", 512, 4, 0)
+                .await
+                .unwrap();
+        }
+        let path = dir.path().join("components/a.dgc");
+        let len = fs::metadata(&path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 1)
+            .unwrap();
+        let err = Node::open(&config).err().expect("refused").to_string();
+        assert!(err.contains("a.dgc") && err.contains("expected"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unfinished_creations_are_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::new(dir.path());
+        drop(Node::open(&config).unwrap());
+        let tmp = dir.path().join("components/x.dgc.tmp");
+        fs::write(&tmp, b"partial").unwrap();
+        let node = Node::open(&config).unwrap();
+        assert!(node.components_list().is_empty());
+        assert!(!tmp.exists());
+    }
+}

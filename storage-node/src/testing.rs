@@ -1,0 +1,265 @@
+//! In-memory storage backends for unit tests: one that can lose power, one with gated syncs.
+
+use std::io;
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+
+use crate::backend::StorageBackend;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn copy_in(image: &mut [u8], data: &[u8], offset: u64) -> io::Result<()> {
+    let start = offset as usize;
+    let end = start
+        .checked_add(data.len())
+        .filter(|&e| e <= image.len())
+        .ok_or_else(|| io::Error::other("write past the end of the disk"))?;
+    image[start..end].copy_from_slice(data);
+    Ok(())
+}
+
+fn copy_out(image: &[u8], buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let start = offset as usize;
+    let end = start
+        .checked_add(buf.len())
+        .filter(|&e| e <= image.len())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))?;
+    buf.copy_from_slice(&image[start..end]);
+    Ok(())
+}
+
+/// What survives a power cut of a [`PowerCutDisk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CutMode {
+    /// Every unsynced write is lost.
+    DropAllUnsynced,
+    /// A random subset of the unsynced 512-byte sectors reaches the disk (torn writes).
+    KeepRandomSectors,
+}
+
+/// A disk that keeps a durable image plus the writes not yet synced, and loses power after a set
+/// number of writes and syncs: from then on every call fails, and [`PowerCutDisk::after_cut`] is
+/// the image a restart would see.
+pub(crate) struct PowerCutDisk {
+    state: Mutex<PowerCutState>,
+}
+
+struct PowerCutState {
+    /// What reads see.
+    visible: Vec<u8>,
+    /// What survives a cut.
+    durable: Vec<u8>,
+    /// Unsynced writes, oldest first.
+    pending: Vec<(u64, Vec<u8>)>,
+    ops_until_cut: Option<u64>,
+    mode: CutMode,
+    rng: StdRng,
+    after_cut: Option<Vec<u8>>,
+}
+
+impl PowerCutDisk {
+    /// A zeroed disk of `len` bytes that never loses power until [`PowerCutDisk::arm`].
+    pub(crate) fn new(len: usize, seed: u64) -> Self {
+        Self::from_image(vec![0; len], seed)
+    }
+
+    /// A disk whose durable content is `image`.
+    pub(crate) fn from_image(image: Vec<u8>, seed: u64) -> Self {
+        Self {
+            state: Mutex::new(PowerCutState {
+                visible: image.clone(),
+                durable: image,
+                pending: Vec::new(),
+                ops_until_cut: None,
+                mode: CutMode::DropAllUnsynced,
+                rng: StdRng::seed_from_u64(seed),
+                after_cut: None,
+            }),
+        }
+    }
+
+    /// Cuts the power when the `ops`-th write or sync from now is attempted (that call fails).
+    pub(crate) fn arm(&self, ops: u64, mode: CutMode) {
+        let mut s = lock(&self.state);
+        s.ops_until_cut = Some(ops);
+        s.mode = mode;
+    }
+
+    /// The image after the cut, if it happened.
+    pub(crate) fn after_cut(&self) -> Option<Vec<u8>> {
+        lock(&self.state).after_cut.clone()
+    }
+
+    /// Counts one write or sync; cuts the power when due. `Err` once the power is off.
+    fn tick(s: &mut PowerCutState) -> io::Result<()> {
+        if s.after_cut.is_some() {
+            return Err(io::Error::other("power is off"));
+        }
+        if let Some(n) = &mut s.ops_until_cut {
+            if *n == 0 {
+                let mut image = s.durable.clone();
+                if s.mode == CutMode::KeepRandomSectors {
+                    let pending = std::mem::take(&mut s.pending);
+                    for (offset, data) in &pending {
+                        let (start, end) = (*offset, *offset + data.len() as u64);
+                        let mut sector = start / 512 * 512;
+                        while sector < end {
+                            if s.rng.random_bool(0.5) {
+                                let from = sector.max(start);
+                                let to = (sector + 512).min(end);
+                                let part = &data[(from - start) as usize..(to - start) as usize];
+                                image[from as usize..to as usize].copy_from_slice(part);
+                            }
+                            sector += 512;
+                        }
+                    }
+                }
+                s.after_cut = Some(image);
+                return Err(io::Error::other("power cut"));
+            }
+            *n -= 1;
+        }
+        Ok(())
+    }
+}
+
+impl StorageBackend for PowerCutDisk {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let s = lock(&self.state);
+        if s.after_cut.is_some() {
+            return Err(io::Error::other("power is off"));
+        }
+        copy_out(&s.visible, buf, offset)
+    }
+
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        let mut s = lock(&self.state);
+        Self::tick(&mut s)?;
+        copy_in(&mut s.visible, data, offset)?;
+        s.pending.push((offset, data.to_vec()));
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        let mut s = lock(&self.state);
+        Self::tick(&mut s)?;
+        let pending = std::mem::take(&mut s.pending);
+        for (offset, data) in pending {
+            copy_in(&mut s.durable, &data, offset)?;
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(lock(&self.state).visible.len() as u64)
+    }
+}
+
+/// An in-memory disk whose syncs can be held at a gate, counted, and made to fail.
+pub(crate) struct GatedBackend {
+    image: Mutex<Vec<u8>>,
+    gate: Mutex<Gate>,
+    gate_changed: Condvar,
+    syncs_started: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Gate {
+    closed: bool,
+    /// Syncs allowed through while closed.
+    permits: u64,
+    fail: bool,
+}
+
+impl GatedBackend {
+    /// A zeroed disk of `len` bytes with an open gate.
+    pub(crate) fn new(len: usize) -> Self {
+        Self {
+            image: Mutex::new(vec![0; len]),
+            gate: Mutex::new(Gate::default()),
+            gate_changed: Condvar::new(),
+            syncs_started: watch::channel(0).0,
+        }
+    }
+
+    /// Holds every later sync until released.
+    pub(crate) fn close_gate(&self) {
+        lock(&self.gate).closed = true;
+    }
+
+    /// Lets every sync through.
+    pub(crate) fn open_gate(&self) {
+        lock(&self.gate).closed = false;
+        self.gate_changed.notify_all();
+    }
+
+    /// Lets one held sync through.
+    pub(crate) fn release_one(&self) {
+        lock(&self.gate).permits += 1;
+        self.gate_changed.notify_all();
+    }
+
+    /// Makes syncs fail.
+    pub(crate) fn fail_syncs(&self) {
+        lock(&self.gate).fail = true;
+    }
+
+    /// Makes syncs succeed again.
+    pub(crate) fn heal_syncs(&self) {
+        lock(&self.gate).fail = false;
+    }
+
+    /// Waits until `n` syncs have started.
+    pub(crate) async fn wait_sync_started(&self, n: u64) {
+        let mut rx = self.syncs_started.subscribe();
+        rx.wait_for(|&started| started >= n)
+            .await
+            .expect("sender lives as long as self");
+    }
+
+    /// Flips one bit of the image (corruption behind the store's back).
+    pub(crate) fn flip(&self, offset: u64) {
+        lock(&self.image)[offset as usize] ^= 0x01;
+    }
+}
+
+impl StorageBackend for GatedBackend {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        copy_out(&lock(&self.image), buf, offset)
+    }
+
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        copy_in(&mut lock(&self.image), data, offset)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.syncs_started.send_modify(|n| *n += 1);
+        let mut gate = lock(&self.gate);
+        loop {
+            if !gate.closed {
+                break;
+            }
+            if gate.permits > 0 {
+                gate.permits -= 1;
+                break;
+            }
+            gate = self
+                .gate_changed
+                .wait(gate)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        if gate.fail {
+            return Err(io::Error::other("injected EIO"));
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(lock(&self.image).len() as u64)
+    }
+}
