@@ -232,9 +232,21 @@ impl Run {
             result,
             span,
         } = f;
+        // The span closes before anything the completion causes begins, so a trace shows
+        // causes strictly before effects.
+        let outcome = match (&phase, &result) {
+            (Phase::Do, Ok(_)) => "good",
+            (Phase::Do, Err(_)) => "failed",
+            (Phase::Undo, Ok(_)) => "undone",
+            (Phase::Undo, Err(_)) => "undo_failed",
+        };
+        span.record("outcome", outcome);
+        if let Err(e) = &result {
+            span.record("error", tracing::field::display(e));
+        }
+        drop(span);
         match (phase, result) {
             (Phase::Do, Ok(out)) => {
-                span.record("outcome", "good");
                 if let (Some(bytes), Some(slot)) = (out, self.nodes[node].op().output())
                     && let Some(s) = self.buffers.get_mut(slot.index())
                 {
@@ -252,8 +264,6 @@ impl Run {
                 }
             }
             (Phase::Do, Err(e)) => {
-                span.record("outcome", "failed");
-                span.record("error", tracing::field::display(&e));
                 self.state[node] = State::Bad(e);
                 self.settle(node);
                 if self.mode == Mode::Enable {
@@ -264,13 +274,10 @@ impl Run {
                 }
             }
             (Phase::Undo, Ok(_)) => {
-                span.record("outcome", "undone");
                 self.state[node] = State::Undone;
                 self.settle(node);
             }
             (Phase::Undo, Err(e)) => {
-                span.record("outcome", "undo_failed");
-                span.record("error", tracing::field::display(&e));
                 self.state[node] = State::UndoFailed(e);
                 self.settle(node);
             }

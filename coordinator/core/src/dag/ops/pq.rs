@@ -1,59 +1,12 @@
 //! GF(2^8) linear combinations: the RAID 6 Q syndrome and its updates and recoveries.
 //!
-//! Field: polynomial 0x11d, generator 2 (the Linux md convention pinned in the RAID 6 issue).
-//! Note: this is a private table kernel (one 256-byte product row per coefficient) until the
-//! `parity` module publishes a fast multiply-slice primitive; swap [`mul_acc`] for it then.
+//! Field: polynomial 0x11d, generator 2 (the Linux md convention pinned in the RAID 6 issue). The
+//! kernel is [`crate::parity::mul_slice_xor`]; this module only resolves the node's buffers.
 
 use bytes::{Bytes, BytesMut};
 
 use super::{BufRef, resolve_equal};
 use crate::dag::{NodeError, Slot};
-
-const fn tables() -> ([u8; 256], [u8; 512]) {
-    let mut log = [0u8; 256];
-    let mut exp = [0u8; 512];
-    let mut x: u16 = 1;
-    let mut i = 0;
-    while i < 255 {
-        exp[i] = x as u8;
-        exp[i + 255] = x as u8;
-        log[x as usize] = i as u8;
-        x <<= 1;
-        if x & 0x100 != 0 {
-            x ^= 0x11d;
-        }
-        i += 1;
-    }
-    (log, exp)
-}
-
-const TABLES: ([u8; 256], [u8; 512]) = tables();
-
-/// Product of `a` and `b` in GF(2^8).
-pub(crate) fn mul(a: u8, b: u8) -> u8 {
-    if a == 0 || b == 0 {
-        return 0;
-    }
-    let (log, exp) = &TABLES;
-    exp[log[a as usize] as usize + log[b as usize] as usize]
-}
-
-/// `dst ^= coef * src`.
-pub(crate) fn mul_acc(coef: u8, dst: &mut [u8], src: &[u8]) {
-    match coef {
-        0 => {}
-        1 => super::xor::xor_into(dst, src),
-        _ => {
-            let mut row = [0u8; 256];
-            for (x, r) in row.iter_mut().enumerate() {
-                *r = mul(coef, x as u8);
-            }
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d ^= row[*s as usize];
-            }
-        }
-    }
-}
 
 /// `sum(coef * input)` over the terms.
 pub(crate) fn run(buffers: &[Option<Bytes>], terms: &[(u8, BufRef)]) -> Result<Bytes, NodeError> {
@@ -65,8 +18,11 @@ pub(crate) fn run(buffers: &[Option<Bytes>], terms: &[(u8, BufRef)]) -> Result<B
         });
     };
     let mut out = BytesMut::zeroed(len);
-    for ((coef, _), p) in terms.iter().zip(&parts) {
-        mul_acc(*coef, &mut out, p);
+    for ((coef, r), p) in terms.iter().zip(&parts) {
+        crate::parity::mul_slice_xor(*coef, p, &mut out).map_err(|e| NodeError::Buffer {
+            slot: r.slot,
+            detail: e.to_string(),
+        })?;
     }
     Ok(out.freeze())
 }
@@ -74,24 +30,7 @@ pub(crate) fn run(buffers: &[Option<Bytes>], terms: &[(u8, BufRef)]) -> Result<B
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn field_facts() {
-        // g = 2 generates the multiplicative group: 255 distinct powers.
-        let mut seen = std::collections::HashSet::new();
-        let mut x = 1u8;
-        for _ in 0..255 {
-            assert!(seen.insert(x));
-            x = mul(x, 2);
-        }
-        assert_eq!(x, 1);
-        // 0x80 * 2 wraps through the polynomial 0x11d.
-        assert_eq!(mul(0x80, 2), 0x1d);
-        for a in 1..=255u8 {
-            // Every non-zero element has an inverse.
-            assert!((1..=255u8).any(|b| mul(a, b) == 1));
-        }
-    }
+    use crate::parity::gf256::mul;
 
     #[test]
     fn q_of_two_units_and_recovery_of_one() {

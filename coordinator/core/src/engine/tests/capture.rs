@@ -1,0 +1,151 @@
+//! A tiny capturing `tracing` layer: every span (name, fields, parent, open and close order) and
+//! every event, in one global order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::registry::LookupSpan;
+
+/// One captured span.
+#[derive(Debug, Clone)]
+pub(super) struct SpanRec {
+    pub(super) name: &'static str,
+    pub(super) parent: Option<usize>,
+    pub(super) fields: BTreeMap<String, String>,
+    pub(super) opened: u64,
+    pub(super) closed: Option<u64>,
+}
+
+impl SpanRec {
+    pub(super) fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+
+    pub(super) fn node(&self) -> usize {
+        self.field("node").expect("node field").parse().unwrap()
+    }
+}
+
+/// One captured event.
+#[derive(Debug, Clone)]
+pub(super) struct EventRec {
+    pub(super) seq: u64,
+    pub(super) parent: Option<usize>,
+    pub(super) fields: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    seq: u64,
+    spans: Vec<SpanRec>,
+    events: Vec<EventRec>,
+    ids: HashMap<u64, usize>,
+}
+
+/// The layer; clones share the captured data.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Capture {
+    state: Arc<Mutex<State>>,
+}
+
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+impl Capture {
+    pub(super) fn spans(&self) -> Vec<SpanRec> {
+        self.state.lock().unwrap().spans.clone()
+    }
+
+    pub(super) fn events(&self) -> Vec<EventRec> {
+        self.state.lock().unwrap().events.clone()
+    }
+
+    /// Installs the layer on a registry as the thread's default subscriber.
+    pub(super) fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let subscriber = tracing_subscriber::registry().with(self.clone());
+        tracing::subscriber::set_default(subscriber)
+    }
+}
+
+impl<S> Layer<S> for Capture
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut st = self.state.lock().unwrap();
+        let parent_id = attrs.parent().cloned().or_else(|| {
+            if attrs.is_contextual() {
+                ctx.current_span().id().cloned()
+            } else {
+                None
+            }
+        });
+        let parent = parent_id.and_then(|p| st.ids.get(&p.into_u64()).copied());
+        let mut fields = BTreeMap::new();
+        attrs.record(&mut Fields(&mut fields));
+        st.seq += 1;
+        let opened = st.seq;
+        let index = st.spans.len();
+        st.spans.push(SpanRec {
+            name: attrs.metadata().name(),
+            parent,
+            fields,
+            opened,
+            closed: None,
+        });
+        st.ids.insert(id.into_u64(), index);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(&i) = st.ids.get(&id.into_u64()) {
+            values.record(&mut Fields(&mut st.spans[i].fields));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let mut st = self.state.lock().unwrap();
+        let parent_id = event.parent().cloned().or_else(|| {
+            if event.is_contextual() {
+                ctx.current_span().id().cloned()
+            } else {
+                None
+            }
+        });
+        let parent = parent_id.and_then(|p| st.ids.get(&p.into_u64()).copied());
+        let mut fields = BTreeMap::new();
+        event.record(&mut Fields(&mut fields));
+        st.seq += 1;
+        let seq = st.seq;
+        st.events.push(EventRec {
+            seq,
+            parent,
+            fields,
+        });
+    }
+
+    fn on_close(&self, id: Id, _ctx: Context<'_, S>) {
+        let mut st = self.state.lock().unwrap();
+        st.seq += 1;
+        let seq = st.seq;
+        if let Some(i) = st.ids.remove(&id.into_u64()) {
+            st.spans[i].closed = Some(seq);
+        }
+    }
+}
