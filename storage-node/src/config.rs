@@ -50,9 +50,20 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
-    /// Parses a TOML configuration.
-    pub fn parse(text: &str) -> Result<Self, NodeError> {
-        toml::from_str(text).map_err(|err| NodeError::Config(err.to_string()))
+    /// Parses a TOML configuration; the error is one line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|err| {
+            err.to_string()
+                .lines()
+                .map(str::trim)
+                // Drop the source excerpt ("1 | key = ...", "|  ^^^").
+                .filter(|line| {
+                    let rest = line.trim_start_matches(|c: char| c.is_ascii_digit()).trim();
+                    !rest.is_empty() && !rest.starts_with('|') && !rest.starts_with('^')
+                })
+                .collect::<Vec<_>>()
+                .join(": ")
+        })
     }
 }
 

@@ -366,7 +366,7 @@ impl Node {
         let Some(action) = self.faults.take(id, op) else {
             return Ok(None);
         };
-        tracing::debug!(component = id, ?op, ?action, "injected fault");
+        tracing::info!(component = id, ?op, ?action, "injected fault");
         match action {
             FaultAction::Fail(code) => Err(NodeError::Injected {
                 component: id.to_owned(),

@@ -1,1 +1,21 @@
 //! Harness for dagraid's integration tests: starts real binaries on 127.0.0.1 ports.
+//!
+//! - [`node`]: one `dagraid-node` process on a temporary data directory, with kill -9, SIGTERM
+//!   and restart, and gRPC clients configured for large transfers.
+//! - [`with_timeout`]: every test body runs under a deadline.
+
+pub mod node;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Generous deadline of one integration test.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `test` under [`TEST_TIMEOUT`]; panics (failing the test) if it takes longer.
+pub async fn with_timeout<T>(test: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(TEST_TIMEOUT, test).await {
+        Ok(value) => value,
+        Err(_) => panic!("test did not finish within {TEST_TIMEOUT:?}"),
+    }
+}
