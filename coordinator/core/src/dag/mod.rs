@@ -172,12 +172,15 @@ impl Node {
     }
 }
 
+/// The components a DAG's disk targets index, shared between the DAGs of one array state.
+pub type ComponentTable = Arc<[Arc<dyn ComponentIo>]>;
+
 /// A validated DAG, ready for [`crate::engine::Engine::run`].
 #[derive(Debug)]
 pub struct Dag {
     kind: &'static str,
     nodes: Vec<Node>,
-    components: Vec<Arc<dyn ComponentIo>>,
+    components: ComponentTable,
     buffers: Vec<Option<Bytes>>,
     commit: Option<NodeId>,
 }
@@ -248,7 +251,7 @@ impl Dag {
 pub(crate) struct DagParts {
     pub(crate) kind: &'static str,
     pub(crate) nodes: Vec<Node>,
-    pub(crate) components: Vec<Arc<dyn ComponentIo>>,
+    pub(crate) components: ComponentTable,
     pub(crate) buffers: Vec<Option<Bytes>>,
     pub(crate) commit: Option<NodeId>,
 }
@@ -273,18 +276,19 @@ pub struct DagBuilder {
     kind: &'static str,
     nodes: Vec<Node>,
     extra_edges: Vec<(NodeId, NodeId, EdgeKind)>,
-    components: Vec<Arc<dyn ComponentIo>>,
+    components: ComponentTable,
     buffers: Vec<Option<Bytes>>,
 }
 
 impl DagBuilder {
-    /// Starts a DAG of family `kind` over the component table `components`.
-    pub fn new(kind: &'static str, components: Vec<Arc<dyn ComponentIo>>) -> Self {
+    /// Starts a DAG of family `kind` over the component table `components` (a `Vec`, or a shared
+    /// [`ComponentTable`] the array keeps so that building a DAG does not copy it).
+    pub fn new(kind: &'static str, components: impl Into<ComponentTable>) -> Self {
         DagBuilder {
             kind,
             nodes: Vec::new(),
             extra_edges: Vec::new(),
-            components,
+            components: components.into(),
             buffers: Vec::new(),
         }
     }

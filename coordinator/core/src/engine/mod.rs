@@ -44,17 +44,12 @@ pub struct EngineConfig {
     /// Deadline of every disk node. A remote call can hang; past this the node fails with
     /// `Timeout` and the DAG recovers like for any other failure.
     pub node_deadline: Duration,
-    /// Test hook: the undo of this node fails.
-    #[cfg(test)]
-    pub(crate) fail_undo_of: Option<NodeId>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             node_deadline: Duration::from_secs(10),
-            #[cfg(test)]
-            fail_undo_of: None,
         }
     }
 }
@@ -63,6 +58,9 @@ impl Default for EngineConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     config: EngineConfig,
+    /// Test hook: the undo of this node fails (no undo needs storage, so none can fail otherwise).
+    #[cfg(test)]
+    fail_undo_of: Option<NodeId>,
 }
 
 static NEXT_DAG_ID: AtomicU64 = AtomicU64::new(1);
@@ -70,7 +68,20 @@ static NEXT_DAG_ID: AtomicU64 = AtomicU64::new(1);
 impl Engine {
     /// An engine with `config`.
     pub fn new(config: EngineConfig) -> Self {
-        Engine { config }
+        Engine {
+            config,
+            #[cfg(test)]
+            fail_undo_of: None,
+        }
+    }
+
+    /// An engine whose undo of `node` fails, to test that path.
+    #[cfg(test)]
+    pub(crate) fn failing_undo_of(config: EngineConfig, node: NodeId) -> Self {
+        Engine {
+            config,
+            fail_undo_of: Some(node),
+        }
     }
 
     /// The configuration.
@@ -100,7 +111,7 @@ impl Engine {
     fn prepare(&self, dag: Dag) -> (u64, tracing::Span, run::Run) {
         let dag_id = NEXT_DAG_ID.fetch_add(1, Ordering::Relaxed);
         let span = trace::dag_span(dag_id, dag.kind(), dag.len());
-        let run = run::Run::new(dag_id, dag.into_parts(), &self.config, span.clone());
+        let run = run::Run::new(dag_id, dag.into_parts(), self, span.clone());
         (dag_id, span, run)
     }
 }

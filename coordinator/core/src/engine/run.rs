@@ -9,7 +9,6 @@
 //! successors settled (backward readiness; RAIDframe's "successors done" counted do and undo
 //! completions alike, so its undo walk could never finish once a successor had been undone).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,8 +22,7 @@ use super::result::{DagResult, Direction, NodeOutcome, NodeReport};
 use super::trace::{self, NodeFields, Phase};
 use super::{ISSUER, IssuingNode};
 use crate::dag::ops::{self, disk};
-use crate::dag::{DagParts, EdgeKind, Node, NodeError, NodeId, NodeOp};
-use crate::io::ComponentIo;
+use crate::dag::{ComponentTable, DagParts, EdgeKind, Node, NodeError, NodeId, NodeOp};
 
 /// A node's state (RAIDframe's `rf_wait` ... `rf_panic`).
 #[derive(Debug)]
@@ -57,7 +55,7 @@ pub(crate) struct Run {
     dag_id: u64,
     kind: &'static str,
     nodes: Vec<Node>,
-    components: Vec<Arc<dyn ComponentIo>>,
+    components: ComponentTable,
     buffers: Vec<Option<Bytes>>,
     has_commit: bool,
     deadline: Duration,
@@ -82,7 +80,7 @@ impl Run {
     pub(crate) fn new(
         dag_id: u64,
         parts: DagParts,
-        config: &super::EngineConfig,
+        engine: &super::Engine,
         dag_span: Span,
     ) -> Self {
         let n = parts.nodes.len();
@@ -93,7 +91,7 @@ impl Run {
             nodes: parts.nodes,
             components: parts.components,
             buffers: parts.buffers,
-            deadline: config.node_deadline,
+            deadline: engine.config.node_deadline,
             dag_span,
             state: (0..n).map(|_| State::Wait).collect(),
             ant_done: vec![0; n],
@@ -105,7 +103,7 @@ impl Run {
             work: Vec::with_capacity(n),
             inflight: FuturesUnordered::new(),
             #[cfg(test)]
-            fail_undo_of: config.fail_undo_of,
+            fail_undo_of: engine.fail_undo_of,
         }
     }
 

@@ -151,10 +151,7 @@ async fn a_failed_undo_is_reported_and_the_walk_goes_on() {
         Trigger::node(Mnemonic::Rop),
         Fault::Fail(IoErrorKind::Unavailable),
     );
-    let engine = Engine::new(EngineConfig {
-        fail_undo_of: Some(rod),
-        ..EngineConfig::default()
-    });
+    let engine = Engine::failing_undo_of(EngineConfig::default(), rod);
     let res = engine.run(built.dag).await.unwrap();
     assert_eq!(res.direction(), Direction::RolledBackward);
     assert!(matches!(res.outcome(rod), NodeOutcome::UndoFailed(_)));

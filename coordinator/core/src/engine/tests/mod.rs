@@ -74,6 +74,5 @@ fn xor(parts: &[&[u8]]) -> Vec<u8> {
 fn engine() -> Engine {
     Engine::new(EngineConfig {
         node_deadline: Duration::from_secs(1),
-        ..EngineConfig::default()
     })
 }
