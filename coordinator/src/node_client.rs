@@ -1,0 +1,614 @@
+//! The coordinator's connection to one storage node.
+//!
+//! A [`NodeClient`] owns a few HTTP/2 connections to the node, used round robin: several 1 MiB
+//! transfers in flight on one connection are slower than the same transfers spread over a few
+//! (see STACK.md). Connections are made lazily and remade after a failure, so a node that is down
+//! when the coordinator starts, or restarts later, costs failed calls and nothing else.
+//!
+//! Block I/O ([`crate::remote::RemoteComponent`]) passes through a per-node limit of calls in
+//! flight; the per-call deadline starts only once a call holds its place, so time spent queued
+//! locally is never mistaken for a slow node. HTTP/2 keepalive finds a dead peer on an idle
+//! connection within seconds.
+//!
+//! The admin calls the coordinator needs (node info, components, slots, fencing) are plain
+//! methods here, with proto types converted at this boundary.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dagraid_proto::storage::v1 as pb;
+use pb::storage_node_client::StorageNodeClient;
+use tokio::sync::Semaphore;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::error::NodeClientError;
+
+/// HTTP/2 frame size: a 1 MiB block travels in one frame (the setting that matters most for
+/// large transfers, STACK.md). The storage node uses the same value.
+pub const HTTP2_MAX_FRAME_SIZE: u32 = 1 << 20;
+/// HTTP/2 per-stream flow-control window: room for several 1 MiB blocks before a window update.
+pub const HTTP2_STREAM_WINDOW: u32 = 8 << 20;
+/// HTTP/2 per-connection flow-control window.
+pub const HTTP2_CONNECTION_WINDOW: u32 = 32 << 20;
+/// Encode and decode limit of one message: above the largest payload any node accepts (a node's
+/// `max_io_bytes` is at most 1 GiB) plus its message overhead, so that the node, not this
+/// client, decides what is too large and says so precisely.
+pub const MAX_MESSAGE_BYTES: usize = (1 << 30) + (2 << 20);
+
+/// Ownership of the writes of one coordinator: cluster id and owner epoch, shared by all its
+/// node clients and attached to every mutating call.
+///
+/// The epoch only goes up; a node refuses calls with an epoch older than the newest it has seen
+/// (answered as [`crate::error::NodeErrorKind::Fenced`]).
+#[derive(Debug)]
+pub struct FencingContext {
+    cluster_id: String,
+    epoch: AtomicU64,
+}
+
+impl FencingContext {
+    /// The owner `epoch` in cluster `cluster_id`.
+    pub fn new(cluster_id: impl Into<String>, epoch: u64) -> Arc<Self> {
+        Arc::new(Self {
+            cluster_id: cluster_id.into(),
+            epoch: AtomicU64::new(epoch),
+        })
+    }
+
+    /// The cluster id every call carries.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// The epoch calls carry from now on.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Raises the epoch to at least `epoch` and returns the epoch now in force (never lowers it:
+    /// an older epoch would only get every call refused).
+    pub fn raise_epoch(&self, epoch: u64) -> u64 {
+        self.epoch.fetch_max(epoch, Ordering::AcqRel).max(epoch)
+    }
+
+    pub(crate) fn to_proto(&self) -> pb::Fencing {
+        pb::Fencing {
+            cluster_id: self.cluster_id.clone(),
+            epoch: self.epoch(),
+        }
+    }
+}
+
+/// How a [`NodeClient`] talks to its node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeClientConfig {
+    /// HTTP/2 connections to the node, used round robin.
+    pub connections: usize,
+    /// Block I/O calls in flight to the node at once; more wait their turn locally, and that
+    /// wait does not count against [`NodeClientConfig::io_deadline`].
+    pub max_in_flight: usize,
+    /// Deadline of one block read, write or flush, from the moment it is sent. Keep it below the
+    /// engine's own per-node deadline, so a slow node is reported by this client as a timeout.
+    pub io_deadline: Duration,
+    /// Deadline of one admin call (node info, create, delete, slots, fence).
+    pub admin_deadline: Duration,
+    /// Deadline of establishing a TCP connection.
+    pub connect_timeout: Duration,
+    /// Interval of HTTP/2 pings, sent even on idle connections.
+    pub keepalive_interval: Duration,
+    /// A connection whose ping is not answered within this is closed.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for NodeClientConfig {
+    fn default() -> Self {
+        Self {
+            connections: 4,
+            max_in_flight: 64,
+            io_deadline: Duration::from_secs(5),
+            admin_deadline: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(2),
+            keepalive_interval: Duration::from_secs(1),
+            keepalive_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl NodeClientConfig {
+    fn validate(&self) -> Result<(), NodeClientError> {
+        if self.connections == 0 {
+            return Err(NodeClientError::InvalidConfig(
+                "connections must be at least 1",
+            ));
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS {
+            return Err(NodeClientError::InvalidConfig(
+                "max_in_flight must be at least 1 (and within tokio's semaphore limit)",
+            ));
+        }
+        for (d, what) in [
+            (self.io_deadline, "io_deadline must be positive"),
+            (self.admin_deadline, "admin_deadline must be positive"),
+            (self.connect_timeout, "connect_timeout must be positive"),
+            (
+                self.keepalive_interval,
+                "keepalive_interval must be positive",
+            ),
+            (self.keepalive_timeout, "keepalive_timeout must be positive"),
+        ] {
+            if d.is_zero() {
+                return Err(NodeClientError::InvalidConfig(what));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// State of a component as its node reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeComponentState {
+    /// Serving reads and writes.
+    Optimal,
+    /// Failed for good on the node; serves nothing until deleted and re-created.
+    Failed {
+        /// The node's reason.
+        reason: String,
+    },
+}
+
+/// A component hosted by a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentInfo {
+    /// The component id.
+    pub id: String,
+    /// Serial seeding the block checksums.
+    pub serial: u64,
+    /// Bytes per block.
+    pub block_size: u32,
+    /// Blocks in the component.
+    pub block_count: u64,
+    /// Whether the node serves it.
+    pub state: NodeComponentState,
+}
+
+/// Identity and limits of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The node's id, fixed at its first start.
+    pub node_id: String,
+    /// The node's cluster id.
+    pub cluster_id: String,
+    /// Highest owner epoch the node has accepted.
+    pub epoch: u64,
+    /// The components it hosts.
+    pub components: Vec<ComponentInfo>,
+    /// Largest payload of one read or write.
+    pub max_io_bytes: u64,
+    /// Whether the node accepts fault injection (tests only).
+    pub fault_injection_enabled: bool,
+    /// The node's software version.
+    pub version: String,
+}
+
+/// The small atomically replaced areas of a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotArea {
+    /// The component label (at most 4 KiB).
+    Label,
+    /// The coordinator's metadata area (at most 64 KiB).
+    Metadata,
+}
+
+impl SlotArea {
+    fn to_proto(self) -> pb::SlotArea {
+        match self {
+            SlotArea::Label => pb::SlotArea::Label,
+            SlotArea::Metadata => pb::SlotArea::Metadata,
+        }
+    }
+}
+
+/// The newest complete version of a slot area.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotVersion {
+    /// Sequence number of this version (1 for the first write).
+    pub sequence: u64,
+    /// Its content.
+    pub payload: Bytes,
+}
+
+type Rpc = StorageNodeClient<Channel>;
+
+/// Connections to one storage node, shared by every component on it (cheap to clone).
+#[derive(Clone)]
+pub struct NodeClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    address: String,
+    clients: Vec<Rpc>,
+    next: AtomicUsize,
+    in_flight: Semaphore,
+    fencing: Arc<FencingContext>,
+    config: NodeClientConfig,
+}
+
+impl fmt::Debug for NodeClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeClient")
+            .field("address", &self.inner.address)
+            .field("connections", &self.inner.clients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeClient {
+    /// A client of the node at `address` (`host:port`, or an `http://` URI). Connects lazily: it
+    /// returns at once even if the node is down. Must be called inside a tokio runtime.
+    pub fn new(
+        address: &str,
+        fencing: Arc<FencingContext>,
+        config: NodeClientConfig,
+    ) -> Result<Self, NodeClientError> {
+        config.validate()?;
+        let uri = if address.contains("://") {
+            address.to_owned()
+        } else {
+            format!("http://{address}")
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| NodeClientError::InvalidAddress {
+                address: address.to_owned(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(config.keepalive_interval)
+            .keep_alive_timeout(config.keepalive_timeout)
+            .keep_alive_while_idle(true)
+            .max_frame_size(HTTP2_MAX_FRAME_SIZE)
+            .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW);
+        if endpoint.uri().host().is_none() || endpoint.uri().port_u16().is_none() {
+            return Err(NodeClientError::InvalidAddress {
+                address: address.to_owned(),
+                reason: "expected host:port".into(),
+            });
+        }
+        // Each lazy channel is its own connection.
+        let clients = (0..config.connections)
+            .map(|_| {
+                StorageNodeClient::new(endpoint.connect_lazy())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            })
+            .collect();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                address: address.to_owned(),
+                clients,
+                next: AtomicUsize::new(0),
+                in_flight: Semaphore::new(config.max_in_flight),
+                fencing,
+                config,
+            }),
+        })
+    }
+
+    /// The node's address as given.
+    pub fn address(&self) -> &str {
+        &self.inner.address
+    }
+
+    /// The fencing every mutating call of this client carries.
+    pub fn fencing(&self) -> &Arc<FencingContext> {
+        &self.inner.fencing
+    }
+
+    /// The client's settings.
+    pub fn config(&self) -> &NodeClientConfig {
+        &self.inner.config
+    }
+
+    fn pick(&self) -> Rpc {
+        let i = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        self.inner.clients[i % self.inner.clients.len()].clone()
+    }
+
+    /// One call under `deadline`, which starts now. The deadline is also sent to the node
+    /// (`grpc-timeout`), so the node gives up on work nobody waits for; expiry is answered here
+    /// as DEADLINE_EXCEEDED even when the node never answers at all (a stopped process).
+    async fn call<M, T, F, Fut>(&self, deadline: Duration, message: M, rpc: F) -> Result<T, Status>
+    where
+        F: FnOnce(Rpc, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let mut request = Request::new(message);
+        request.set_timeout(deadline);
+        match tokio::time::timeout(deadline, rpc(self.pick(), request)).await {
+            Ok(answer) => answer.map(Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no answer within {deadline:?}"
+            ))),
+        }
+    }
+
+    /// A block I/O call: waits for a place among the node's calls in flight, then runs under
+    /// the I/O deadline.
+    pub(crate) async fn io_call<M, T, F, Fut>(&self, message: M, rpc: F) -> Result<T, Status>
+    where
+        F: FnOnce(Rpc, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let _permit = self
+            .inner
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("node client closed"))?;
+        self.call(self.inner.config.io_deadline, message, rpc).await
+    }
+
+    async fn admin_call<M, T, F, Fut>(
+        &self,
+        name: &'static str,
+        message: M,
+        rpc: F,
+    ) -> Result<T, NodeClientError>
+    where
+        F: FnOnce(Rpc, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.call(self.inner.config.admin_deadline, message, rpc)
+            .await
+            .map_err(|status| {
+                let err = NodeClientError::from_status(&self.inner.address, name, &status);
+                tracing::debug!(node = %self.inner.address, call = name, error = %err, "node call failed");
+                err
+            })
+    }
+
+    /// Identity, epoch, limits and components of the node. Doubles as the health check.
+    pub async fn node_info(&self) -> Result<NodeInfo, NodeClientError> {
+        let info = self
+            .admin_call(
+                "GetNodeInfo",
+                pb::GetNodeInfoRequest {},
+                |mut c, r| async move { c.get_node_info(r).await },
+            )
+            .await?;
+        let components = info
+            .components
+            .into_iter()
+            .map(|c| self.component_info("GetNodeInfo", c))
+            .collect::<Result<_, _>>()?;
+        Ok(NodeInfo {
+            node_id: info.node_id,
+            cluster_id: info.cluster_id,
+            epoch: info.epoch,
+            components,
+            max_io_bytes: info.max_io_bytes,
+            fault_injection_enabled: info.fault_injection_enabled,
+            version: info.version,
+        })
+    }
+
+    /// Creates a zero-filled component; `serial` 0 lets the node choose one.
+    pub async fn create_component(
+        &self,
+        id: &str,
+        block_size: u32,
+        block_count: u64,
+        serial: u64,
+    ) -> Result<ComponentInfo, NodeClientError> {
+        let request = pb::CreateComponentRequest {
+            fencing: Some(self.inner.fencing.to_proto()),
+            component_id: id.to_owned(),
+            block_size,
+            block_count,
+            serial,
+        };
+        let answer = self
+            .admin_call("CreateComponent", request, |mut c, r| async move {
+                c.create_component(r).await
+            })
+            .await?;
+        let info = answer.component.ok_or_else(|| {
+            NodeClientError::invalid_response(
+                &self.inner.address,
+                "CreateComponent",
+                "the answer carries no component".into(),
+            )
+        })?;
+        self.component_info("CreateComponent", info)
+    }
+
+    /// The components hosted by the node.
+    pub async fn list_components(&self) -> Result<Vec<ComponentInfo>, NodeClientError> {
+        let answer = self
+            .admin_call(
+                "ListComponents",
+                pb::ListComponentsRequest {},
+                |mut c, r| async move { c.list_components(r).await },
+            )
+            .await?;
+        answer
+            .components
+            .into_iter()
+            .map(|c| self.component_info("ListComponents", c))
+            .collect()
+    }
+
+    /// Deletes a component and its file.
+    pub async fn delete_component(&self, id: &str) -> Result<(), NodeClientError> {
+        let request = pb::DeleteComponentRequest {
+            fencing: Some(self.inner.fencing.to_proto()),
+            component_id: id.to_owned(),
+        };
+        self.admin_call("DeleteComponent", request, |mut c, r| async move {
+            c.delete_component(r).await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The newest complete version of a slot area of component `id`; `None` if never written.
+    pub async fn read_slot(
+        &self,
+        id: &str,
+        area: SlotArea,
+    ) -> Result<Option<SlotVersion>, NodeClientError> {
+        let request = pb::ReadSlotRequest {
+            component_id: id.to_owned(),
+            area: area.to_proto() as i32,
+        };
+        let answer = self
+            .admin_call("ReadSlot", request, |mut c, r| async move {
+                c.read_slot(r).await
+            })
+            .await?;
+        Ok(answer.present.then_some(SlotVersion {
+            sequence: answer.sequence,
+            payload: answer.payload,
+        }))
+    }
+
+    /// Atomically replaces the content of a slot area; returns the new version's sequence.
+    pub async fn write_slot(
+        &self,
+        id: &str,
+        area: SlotArea,
+        payload: Bytes,
+    ) -> Result<u64, NodeClientError> {
+        let request = pb::WriteSlotRequest {
+            fencing: Some(self.inner.fencing.to_proto()),
+            component_id: id.to_owned(),
+            area: area.to_proto() as i32,
+            payload,
+        };
+        let answer = self
+            .admin_call("WriteSlot", request, |mut c, r| async move {
+                c.write_slot(r).await
+            })
+            .await?;
+        Ok(answer.sequence)
+    }
+
+    /// Raises the node's owner epoch to `epoch` (in this client's cluster) and waits until every
+    /// write accepted under an older epoch has drained; returns the node's epoch afterwards.
+    ///
+    /// The client's own [`FencingContext`] is left alone: the coordinator raises it once the
+    /// nodes are fenced.
+    pub async fn fence(&self, epoch: u64) -> Result<u64, NodeClientError> {
+        let request = pb::FenceRequest {
+            cluster_id: self.inner.fencing.cluster_id().to_owned(),
+            epoch,
+        };
+        let answer = self
+            .admin_call("Fence", request, |mut c, r| async move { c.fence(r).await })
+            .await?;
+        Ok(answer.epoch)
+    }
+
+    fn component_info(
+        &self,
+        call: &'static str,
+        info: pb::ComponentInfo,
+    ) -> Result<ComponentInfo, NodeClientError> {
+        let state = match pb::ComponentState::try_from(info.state) {
+            Ok(pb::ComponentState::Optimal) => NodeComponentState::Optimal,
+            Ok(pb::ComponentState::Failed) => NodeComponentState::Failed {
+                reason: info.failure_reason,
+            },
+            Ok(pb::ComponentState::Unspecified) | Err(_) => {
+                return Err(NodeClientError::invalid_response(
+                    &self.inner.address,
+                    call,
+                    format!(
+                        "component {:?} has state {}, neither OPTIMAL nor FAILED",
+                        info.component_id, info.state
+                    ),
+                ));
+            }
+        };
+        Ok(ComponentInfo {
+            id: info.component_id,
+            serial: info.serial,
+            block_size: info.block_size,
+            block_count: info.block_count,
+            state,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::NodeErrorKind;
+
+    #[test]
+    fn the_epoch_only_goes_up() {
+        let f = FencingContext::new("c", 3);
+        assert_eq!(f.raise_epoch(2), 3);
+        assert_eq!(f.epoch(), 3);
+        assert_eq!(f.raise_epoch(7), 7);
+        assert_eq!(f.to_proto().epoch, 7);
+        assert_eq!(f.to_proto().cluster_id, "c");
+    }
+
+    #[tokio::test]
+    async fn bad_addresses_and_settings_are_refused_precisely() {
+        let f = FencingContext::new("c", 0);
+        for bad in ["", "no port", "http://", "127.0.0.1"] {
+            let e = NodeClient::new(bad, f.clone(), NodeClientConfig::default()).unwrap_err();
+            assert!(
+                matches!(e, NodeClientError::InvalidAddress { .. }),
+                "{bad:?}: {e}"
+            );
+        }
+        for config in [
+            NodeClientConfig {
+                connections: 0,
+                ..NodeClientConfig::default()
+            },
+            NodeClientConfig {
+                max_in_flight: 0,
+                ..NodeClientConfig::default()
+            },
+            NodeClientConfig {
+                io_deadline: Duration::ZERO,
+                ..NodeClientConfig::default()
+            },
+        ] {
+            let e = NodeClient::new("127.0.0.1:1", f.clone(), config).unwrap_err();
+            assert!(matches!(e, NodeClientError::InvalidConfig(_)), "{e}");
+        }
+        let ok = NodeClient::new("127.0.0.1:1", f.clone(), NodeClientConfig::default()).unwrap();
+        assert_eq!(ok.address(), "127.0.0.1:1");
+        NodeClient::new("http://localhost:7100", f, NodeClientConfig::default()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_node_that_is_not_there_is_unavailable_not_a_hang() {
+        // A port nobody listens on: bind one, then close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = NodeClient::new(
+            &format!("127.0.0.1:{port}"),
+            FencingContext::new("c", 0),
+            NodeClientConfig::default(),
+        )
+        .unwrap();
+        let e = client.node_info().await.unwrap_err();
+        assert_eq!(e.kind(), Some(&NodeErrorKind::Unavailable), "{e}");
+    }
+}
