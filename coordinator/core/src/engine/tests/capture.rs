@@ -1,9 +1,10 @@
 //! A tiny capturing `tracing` layer: every span (name, fields, parent, open and close order) and
 //! every event, in one global order.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -49,7 +50,7 @@ struct State {
     ids: HashMap<u64, usize>,
 }
 
-/// The layer; clones share the captured data.
+/// What one test captured; clones share the data.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Capture {
     state: Arc<Mutex<State>>,
@@ -67,6 +68,33 @@ impl Visit for Fields<'_> {
     }
 }
 
+thread_local! {
+    /// The capture of the test running on this thread, if any.
+    static CURRENT: RefCell<Option<Capture>> = const { RefCell::new(None) };
+}
+
+static INSTALL: Once = Once::new();
+
+/// Routes every span and event to the calling thread's [`Capture`].
+///
+/// One global subscriber, always interested, instead of a scoped one per test: scoped
+/// dispatchers installed and dropped by tests running in parallel make `tracing` rebuild its
+/// callsite interest concurrently, and spans then go missing at random.
+struct Router;
+
+fn current() -> Option<Capture> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Ends a test's capture on its thread.
+pub(super) struct CaptureGuard;
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| *c.borrow_mut() = None);
+    }
+}
+
 impl Capture {
     pub(super) fn spans(&self) -> Vec<SpanRec> {
         self.state.lock().unwrap().spans.clone()
@@ -76,26 +104,19 @@ impl Capture {
         self.state.lock().unwrap().events.clone()
     }
 
-    /// Installs the layer on a registry as the thread's default subscriber.
-    pub(super) fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let subscriber = tracing_subscriber::registry().with(self.clone());
-        tracing::subscriber::set_default(subscriber)
-    }
-}
-
-impl<S> Layer<S> for Capture
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut st = self.state.lock().unwrap();
-        let parent_id = attrs.parent().cloned().or_else(|| {
-            if attrs.is_contextual() {
-                ctx.current_span().id().cloned()
-            } else {
-                None
-            }
+    /// Captures what this thread emits until the guard drops. Tests using it must run their
+    /// DAGs on a current-thread runtime.
+    pub(super) fn install(&self) -> CaptureGuard {
+        INSTALL.call_once(|| {
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Router))
+                .expect("no other global subscriber in the core's unit tests");
         });
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+        CaptureGuard
+    }
+
+    fn new_span(&self, attrs: &Attributes<'_>, id: &Id, parent_id: Option<Id>) {
+        let mut st = self.state.lock().unwrap();
         let parent = parent_id.and_then(|p| st.ids.get(&p.into_u64()).copied());
         let mut fields = BTreeMap::new();
         attrs.record(&mut Fields(&mut fields));
@@ -112,22 +133,15 @@ where
         st.ids.insert(id.into_u64(), index);
     }
 
-    fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
+    fn record(&self, id: &Id, values: &Record<'_>) {
         let mut st = self.state.lock().unwrap();
         if let Some(&i) = st.ids.get(&id.into_u64()) {
             values.record(&mut Fields(&mut st.spans[i].fields));
         }
     }
 
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+    fn event(&self, event: &Event<'_>, parent_id: Option<Id>) {
         let mut st = self.state.lock().unwrap();
-        let parent_id = event.parent().cloned().or_else(|| {
-            if event.is_contextual() {
-                ctx.current_span().id().cloned()
-            } else {
-                None
-            }
-        });
         let parent = parent_id.and_then(|p| st.ids.get(&p.into_u64()).copied());
         let mut fields = BTreeMap::new();
         event.record(&mut Fields(&mut fields));
@@ -140,12 +154,55 @@ where
         });
     }
 
-    fn on_close(&self, id: Id, _ctx: Context<'_, S>) {
+    fn close(&self, id: &Id) {
         let mut st = self.state.lock().unwrap();
         st.seq += 1;
         let seq = st.seq;
         if let Some(i) = st.ids.remove(&id.into_u64()) {
             st.spans[i].closed = Some(seq);
+        }
+    }
+}
+
+impl<S> Layer<S> for Router
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if let Some(cap) = current() {
+            let parent = attrs.parent().cloned().or_else(|| {
+                if attrs.is_contextual() {
+                    ctx.current_span().id().cloned()
+                } else {
+                    None
+                }
+            });
+            cap.new_span(attrs, id, parent);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
+        if let Some(cap) = current() {
+            cap.record(id, values);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if let Some(cap) = current() {
+            let parent = event.parent().cloned().or_else(|| {
+                if event.is_contextual() {
+                    ctx.current_span().id().cloned()
+                } else {
+                    None
+                }
+            });
+            cap.event(event, parent);
+        }
+    }
+
+    fn on_close(&self, id: Id, _ctx: Context<'_, S>) {
+        if let Some(cap) = current() {
+            cap.close(&id);
         }
     }
 }

@@ -371,7 +371,7 @@ fn run_case(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, max_shrink_time: 30_000, ..ProptestConfig::default() })]
 
     #[test]
     fn random_dags_under_random_faults_keep_the_engine_invariants(
