@@ -223,9 +223,11 @@ fn describe(status: &Status) -> String {
     let kind = status
         .metadata()
         .get(error_kind::HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    format!("{:?} (kind {kind}): {}", status.code(), status.message())
+        .and_then(|v| v.to_str().ok());
+    match kind {
+        Some(kind) => format!("{:?} [{kind}]: {}", status.code(), status.message()),
+        None => format!("{:?}: {}", status.code(), status.message()),
+    }
 }
 
 /// Which component call a status answered; only a read can name lost blocks.
@@ -261,7 +263,7 @@ pub fn status_to_io_error(
     start_block: u64,
     block_count: u64,
 ) -> IoError {
-    let mut detail = format!("{} on {}", op.as_str(), describe(status));
+    let mut detail = format!("{}: {}", op.as_str(), describe(status));
     let kind = match classify(status) {
         NodeErrorKind::DataLoss { bad_blocks } if op == IoOp::Read => {
             let range = start_block..start_block.saturating_add(block_count);

@@ -73,7 +73,7 @@ impl NodeProcess {
             child: None,
             addr: ([127, 0, 0, 1], 0).into(),
         };
-        node.spawn().await?;
+        node.spawn("127.0.0.1:0").await?;
         Ok(node)
     }
 
@@ -82,13 +82,10 @@ impl NodeProcess {
         Self::start(NodeOptions::default()).await
     }
 
-    async fn spawn(&mut self) -> Result<()> {
+    async fn spawn(&mut self, listen: &str) -> Result<()> {
         let data = self.data_dir.path().join("data");
         let mut cmd = Command::new(node_binary()?);
-        cmd.arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(&data);
+        cmd.arg("--listen").arg(listen).arg("--data-dir").arg(&data);
         if let Some(id) = &self.options.node_id {
             cmd.arg("--node-id").arg(id);
         }
@@ -223,7 +220,45 @@ impl NodeProcess {
         if self.child.is_some() {
             self.kill9().await?;
         }
-        self.spawn().await
+        self.spawn("127.0.0.1:0").await
+    }
+
+    /// Starts the node again on the same data directory and the same address, so that clients
+    /// holding the old address find it again.
+    pub async fn restart_on_same_port(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            self.kill9().await?;
+        }
+        let listen = self.addr.to_string();
+        self.spawn(&listen).await
+    }
+
+    /// Stops the process with SIGSTOP: it keeps its sockets but answers nothing.
+    pub async fn pause(&self) -> Result<()> {
+        self.signal("-STOP").await
+    }
+
+    /// Resumes a process stopped by [`NodeProcess::pause`] (SIGCONT).
+    pub async fn resume(&self) -> Result<()> {
+        self.signal("-CONT").await
+    }
+
+    async fn signal(&self, signal: &str) -> Result<()> {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .context("node is not running")?;
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .await
+            .with_context(|| format!("running kill {signal}"))?;
+        if !status.success() {
+            bail!("kill {signal} {pid} failed: {status}");
+        }
+        Ok(())
     }
 }
 
