@@ -18,8 +18,10 @@
 //! [`DagBuilder::build`] checks all of this, including every buffer length, so a DAG that builds
 //! cannot fail for a reason of its own making: only storage can fail it.
 
+pub mod builders;
 mod mnemonic;
 pub mod ops;
+pub mod select;
 mod validate;
 
 use std::fmt;
@@ -416,6 +418,30 @@ impl DagBuilder {
             into,
         };
         (self.node(Mnemonic::Ovl, op, antecedents), into)
+    }
+
+    /// The nodes added so far that no node waits for yet: what a join after them (the commit,
+    /// the terminator) must wait for so that every node leads to the terminator.
+    pub fn dangling(&self) -> Vec<NodeId> {
+        let mut has_successor = vec![false; self.nodes.len()];
+        for node in &self.nodes {
+            for (a, _) in &node.antecedents {
+                if let Some(flag) = has_successor.get_mut(a.index()) {
+                    *flag = true;
+                }
+            }
+        }
+        for (from, _, _) in &self.extra_edges {
+            if let Some(flag) = has_successor.get_mut(from.index()) {
+                *flag = true;
+            }
+        }
+        has_successor
+            .iter()
+            .enumerate()
+            .filter(|(_, has)| !**has)
+            .map(|(i, _)| NodeId::from_index(i))
+            .collect()
     }
 
     /// Number of nodes added so far.

@@ -7,8 +7,10 @@
 //! - [`FaultyComponent`]: wraps any component, records every call in an [`IoLog`] (with the DAG
 //!   node that issued it, see [`crate::engine::issuing_node`]), and injects [`Fault`]s chosen by a
 //!   [`Trigger`]: the Nth call on the component, a call of a kind, at a block, or from a named node.
+//! - [`reference`]: the column images a volume must produce, and a parity / Q / mirror checker.
 
 mod faulty;
+pub mod reference;
 
 use std::sync::{Arc, RwLock};
 
@@ -57,6 +59,26 @@ impl MemComponent {
             }
         }
         c
+    }
+
+    /// A component holding `data` (a whole number of blocks).
+    pub fn with_contents(id: impl Into<String>, block_size: u32, data: Vec<u8>) -> Arc<Self> {
+        assert!(
+            data.len().is_multiple_of(block_size as usize),
+            "contents must be whole blocks"
+        );
+        Arc::new(MemComponent {
+            id: id.into(),
+            block_size,
+            block_count: (data.len() / block_size as usize) as u64,
+            data: RwLock::new(data),
+        })
+    }
+
+    /// Overwrites bytes at `offset` directly (no fault, no log): a test corrupting a component.
+    pub fn poke(&self, offset: usize, bytes: &[u8]) {
+        let mut data = self.data.write().unwrap_or_else(|p| p.into_inner());
+        data[offset..offset + bytes.len()].copy_from_slice(bytes);
     }
 
     /// A copy of `block_count` blocks from `start_block`, read directly (no fault, no log).

@@ -1,0 +1,806 @@
+//! The access pipeline (RAIDframe's `rf_states.c`): map, lock, create, execute, process,
+//! cleanup, for every read and write of a volume.
+//!
+//! - **Map**: the byte range becomes per-stripe accesses ([`Layout::map`]); a bad range is
+//!   refused before anything else ([`AccessError::Layout`]).
+//! - **Lock**: every stripe's lock is taken, in increasing stripe order ([`StripeLockTable`]).
+//!   Until the locks are held, dropping the caller's future cancels the access cleanly; from then
+//!   on the access runs in its own task and completes whatever happens to the caller, so no
+//!   cancellation can tear a stripe.
+//! - **Create**: each stripe's DAG is selected and built from the component states read *under
+//!   the stripe lock*, so a failure marked by another access or an administrator cannot race it.
+//! - **Execute**: stripes of one access run concurrently (up to [`ArrayConfig::stripes_in_flight`]),
+//!   DAGs of one stripe in order, each in the engine's own task.
+//! - **Process**: every failed disk node is looked at, in either direction. A component fault
+//!   (timeout, unreachable, failed) marks its column failed while the layout tolerates it; a data
+//!   loss answer marks the column unreadable *for that stripe only* and the blocks are rebuilt from
+//!   redundancy (and rewritten); fencing stops the access. A DAG that rolled backward retries with
+//!   a DAG built for the new state, keeping its locks, at most [`ArrayConfig::max_tries`] times. A
+//!   DAG that rolled forward is done: the write completed degraded.
+//! - **Cleanup**: before an access that marked (or relied on) a failure is acknowledged, the new
+//!   component states are made durable through the [`StateRecorder`]; if that fails, the access
+//!   fails. Then the locks are released.
+//!
+//! More failures than the layout tolerates give [`AccessError::Unrecoverable`], naming the byte
+//! range. When that happens after a write's commit (some of its writes may have landed, others
+//! not), the stripe is marked lost: reads of it answer [`AccessError::Unreadable`] rather than
+//! serve bytes that may be wrong, until a full-stripe write makes it whole again.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::array::{ArrayError, ArrayState, ComponentState, ComponentStates, FailOutcome};
+use crate::dag::ComponentTable;
+use crate::dag::builders::{self, BuildError, ColumnFaults, DagFamily, StripeRequest};
+use crate::dag::select::{AccessKind, select};
+use crate::engine::{Direction, Engine, EngineConfig};
+use crate::io::IoErrorKind;
+use crate::layout::{ColumnSet, Layout, LayoutError, StripeAccess};
+use crate::stripe_lock::{LockMode, StripeLockRequest, StripeLockTable};
+
+/// Settings of an array's access pipeline.
+#[derive(Debug, Clone)]
+pub struct ArrayConfig {
+    /// The engine's settings (the deadline of every disk node).
+    pub engine: EngineConfig,
+    /// DAGs tried per stripe before the access gives up (RAIDframe: 5).
+    pub max_tries: u32,
+    /// Stripes of one access in flight at once.
+    pub stripes_in_flight: usize,
+}
+
+impl Default for ArrayConfig {
+    fn default() -> Self {
+        ArrayConfig {
+            engine: EngineConfig::default(),
+            max_tries: 5,
+            stripes_in_flight: 64,
+        }
+    }
+}
+
+/// Makes component states durable: the hook the cluster-state layer fills (labels on the
+/// surviving components, the coordinator's store). [`Array`] calls it, serialised, after a
+/// column was marked failed and before any access that depends on that mark is acknowledged.
+pub trait StateRecorder: Send + Sync + fmt::Debug {
+    /// Persists `states` (whose [`ComponentStates::generation`] is newer than any persisted
+    /// before); an error fails the access that needed it.
+    fn record<'a>(&'a self, states: &'a ComponentStates) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// A recorder that keeps nothing: component states live only in memory.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct InMemoryStates;
+
+impl StateRecorder for InMemoryStates {
+    fn record<'a>(&'a self, _: &'a ComponentStates) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Why an access failed. The service layer maps each kind to one gRPC status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    /// A zero-length or out-of-range access; nothing was done.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// More of the array is lost than its redundancy covers for these bytes.
+    #[error("bytes {offset}..{} cannot be served: {detail}", offset + len)]
+    Unrecoverable {
+        /// First byte affected.
+        offset: u64,
+        /// Bytes affected.
+        len: u64,
+        /// Failed or unreadable columns.
+        lost: Vec<usize>,
+        /// What happened.
+        detail: String,
+        /// Whether a write may have partly landed: the bytes are then marked lost.
+        torn: bool,
+    },
+    /// The bytes lie in a stripe marked lost after an earlier write could not complete.
+    #[error(
+        "bytes {offset}..{} are unreadable: an earlier write could not complete on enough columns; a write of the whole stripe makes them readable again",
+        offset + len
+    )]
+    Unreadable {
+        /// First byte of the lost stripe range asked for.
+        offset: u64,
+        /// Bytes.
+        len: u64,
+    },
+    /// A storage node refused this coordinator's epoch: a newer owner exists.
+    #[error("fenced: {detail}")]
+    Fenced {
+        /// What the node said.
+        detail: String,
+    },
+    /// A column was marked failed but the new states could not be made durable, so the access
+    /// is not acknowledged.
+    #[error("the new component states could not be made durable: {detail}")]
+    StateNotRecorded {
+        /// What the recorder said.
+        detail: String,
+    },
+    /// A stripe rolled backward on every try.
+    #[error("stripe {stripe}: gave up after {tries} tries; last failure: {last}")]
+    RetriesExhausted {
+        /// The stripe.
+        stripe: u64,
+        /// DAGs tried.
+        tries: u32,
+        /// The last failure seen.
+        last: String,
+    },
+    /// An administrative state change was refused.
+    #[error(transparent)]
+    Array(#[from] ArrayError),
+    /// A bug: an invalid DAG, a lost engine task, a malformed component request.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The bytes of a read, as the DAGs produced them: chunks in order, shared, not copied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadData {
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+impl ReadData {
+    /// Total length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The chunks, in order (a response can stream them without joining).
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
+    }
+
+    /// One contiguous buffer; copies only when there is more than one chunk.
+    pub fn into_bytes(self) -> Bytes {
+        match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks.into_iter().next().unwrap_or_default(),
+            _ => {
+                let mut out = BytesMut::with_capacity(self.len);
+                for c in &self.chunks {
+                    out.extend_from_slice(c);
+                }
+                out.freeze()
+            }
+        }
+    }
+}
+
+/// One DAG an access ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DagRecord {
+    /// The stripe.
+    pub stripe: u64,
+    /// The family.
+    pub family: DagFamily,
+    /// How it ended.
+    pub direction: Direction,
+}
+
+/// What an access did: its DAGs, and the columns it marked failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessReport {
+    /// Every DAG run, per stripe in order of running.
+    pub dags: Vec<DagRecord>,
+    /// Columns this access marked failed.
+    pub marked_failed: Vec<usize>,
+}
+
+impl AccessReport {
+    /// DAGs that rolled backward and were retried.
+    pub fn retries(&self) -> usize {
+        self.dags
+            .iter()
+            .filter(|d| d.direction == Direction::RolledBackward)
+            .count()
+    }
+}
+
+/// Counters of one array since it was assembled.
+#[derive(Debug, Default)]
+pub struct AccessStats {
+    /// Reads served.
+    pub reads: AtomicU64,
+    /// Writes acknowledged.
+    pub writes: AtomicU64,
+    /// Bytes read.
+    pub bytes_read: AtomicU64,
+    /// Bytes written.
+    pub bytes_written: AtomicU64,
+    /// Accesses that failed.
+    pub errors: AtomicU64,
+    /// DAGs run, by family ([`DagFamily::ALL`] order).
+    pub dags: [AtomicU64; 8],
+    /// DAGs that rolled forward past a failure.
+    pub rolled_forward: AtomicU64,
+    /// DAGs that rolled backward.
+    pub rolled_backward: AtomicU64,
+}
+
+impl AccessStats {
+    fn count_dag(&self, family: DagFamily, direction: Direction) {
+        let i = DagFamily::ALL
+            .iter()
+            .position(|f| *f == family)
+            .unwrap_or(0);
+        self.dags[i].fetch_add(1, Ordering::Relaxed);
+        match direction {
+            Direction::Forward => {}
+            Direction::RolledForward => {
+                self.rolled_forward.fetch_add(1, Ordering::Relaxed);
+            }
+            Direction::RolledBackward => {
+                self.rolled_backward.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// One RAID array: its layout, components and states, with the pipeline that serves accesses.
+pub struct Array {
+    layout: Layout,
+    components: ComponentTable,
+    states: Mutex<ComponentStates>,
+    /// Highest state generation known durable.
+    durable: watch::Sender<u64>,
+    /// Serialises calls of the recorder, so generations land in order.
+    recording: tokio::sync::Mutex<()>,
+    recorder: Arc<dyn StateRecorder>,
+    locks: StripeLockTable,
+    engine: Engine,
+    config: ArrayConfig,
+    /// Reads in flight per column (RAID 1 reads the less loaded copy).
+    load: Vec<AtomicU64>,
+    /// Stripes whose content may be torn (see [`AccessError::Unreadable`]).
+    lost_stripes: Mutex<BTreeSet<u64>>,
+    stats: AccessStats,
+}
+
+impl fmt::Debug for Array {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Array")
+            .field("layout", &self.layout)
+            .field("states", &self.states())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one stripe produced.
+struct StripeDone {
+    chunks: Vec<Bytes>,
+    dags: Vec<DagRecord>,
+    marked: Vec<usize>,
+    generation: u64,
+}
+
+impl Array {
+    /// An array over `components` (one per column, in column order) in `states`, whose
+    /// generation is taken as durable. Every component must have the layout's block size and at
+    /// least its blocks per column.
+    pub fn new(
+        layout: Layout,
+        components: ComponentTable,
+        states: ComponentStates,
+        config: ArrayConfig,
+        recorder: Arc<dyn StateRecorder>,
+    ) -> Result<Arc<Array>, AccessError> {
+        if components.len() != layout.columns() || states.columns() != layout.columns() {
+            return Err(AccessError::Array(ArrayError::ColumnCountMismatch {
+                states: components.len(),
+                columns: layout.columns(),
+            }));
+        }
+        let g = layout.geometry();
+        for (column, c) in components.iter().enumerate() {
+            if u64::from(c.block_size()) != g.block_size()
+                || c.block_count() < g.used_blocks_per_column()
+            {
+                return Err(AccessError::Internal(format!(
+                    "column {column} ({}) has {} blocks of {} bytes; the layout needs {} blocks of {}",
+                    c.id(),
+                    c.block_count(),
+                    c.block_size(),
+                    g.used_blocks_per_column(),
+                    g.block_size()
+                )));
+            }
+        }
+        let generation = states.generation();
+        Ok(Arc::new(Array {
+            load: (0..layout.columns()).map(|_| AtomicU64::new(0)).collect(),
+            layout,
+            components,
+            states: Mutex::new(states),
+            durable: watch::channel(generation).0,
+            recording: tokio::sync::Mutex::new(()),
+            recorder,
+            locks: StripeLockTable::new(),
+            engine: Engine::new(config.engine.clone()),
+            config,
+            lost_stripes: Mutex::new(BTreeSet::new()),
+            stats: AccessStats::default(),
+        }))
+    }
+
+    /// The layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The components, by column.
+    pub fn components(&self) -> &ComponentTable {
+        &self.components
+    }
+
+    /// A copy of the component states.
+    pub fn states(&self) -> ComponentStates {
+        self.lock_states().clone()
+    }
+
+    /// The array's state.
+    pub fn array_state(&self) -> ArrayState {
+        self.lock_states().array_state(&self.layout)
+    }
+
+    /// Stripes marked lost (see [`AccessError::Unreadable`]).
+    pub fn lost_stripes(&self) -> Vec<u64> {
+        self.lock_lost().iter().copied().collect()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &AccessStats {
+        &self.stats
+    }
+
+    /// The stripe locks (rebuild and scrub take them too).
+    pub fn stripe_locks(&self) -> &StripeLockTable {
+        &self.locks
+    }
+
+    fn lock_states(&self) -> std::sync::MutexGuard<'_, ComponentStates> {
+        self.states.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_lost(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+        self.lost_stripes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads `len` bytes at volume offset `offset`.
+    pub async fn read(
+        self: &Arc<Self>,
+        offset: u64,
+        len: u64,
+    ) -> Result<(ReadData, AccessReport), AccessError> {
+        let r = self.access(AccessKind::Read, offset, len, None).await;
+        self.count(&r, AccessKind::Read, len);
+        r
+    }
+
+    /// Writes `data` at volume offset `offset`; acknowledged (`Ok`) once durable on every live
+    /// column it touches.
+    pub async fn write(
+        self: &Arc<Self>,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<AccessReport, AccessError> {
+        let len = data.len() as u64;
+        let r = self
+            .access(AccessKind::Write, offset, len, Some(data))
+            .await
+            .map(|(_, report)| report);
+        self.count(&r, AccessKind::Write, len);
+        r
+    }
+
+    fn count<T>(&self, r: &Result<T, AccessError>, kind: AccessKind, len: u64) {
+        let s = &self.stats;
+        match (r, kind) {
+            (Err(_), _) => {
+                s.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            (Ok(_), AccessKind::Read) => {
+                s.reads.fetch_add(1, Ordering::Relaxed);
+                s.bytes_read.fetch_add(len, Ordering::Relaxed);
+            }
+            (Ok(_), AccessKind::Write) => {
+                s.writes.fetch_add(1, Ordering::Relaxed);
+                s.bytes_written.fetch_add(len, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn access(
+        self: &Arc<Self>,
+        kind: AccessKind,
+        offset: u64,
+        len: u64,
+        data: Option<Bytes>,
+    ) -> Result<(ReadData, AccessReport), AccessError> {
+        let map = self.layout.map(offset, len)?;
+        let mode = match kind {
+            AccessKind::Read => LockMode::Read,
+            AccessKind::Write => LockMode::Write,
+        };
+        let span = tracing::info_span!(
+            "access",
+            kind = match kind {
+                AccessKind::Read => "read",
+                AccessKind::Write => "write",
+            },
+            offset,
+            len,
+            stripes = map.stripes.len() as u64,
+        );
+        let locks = self
+            .locks
+            .lock(StripeLockRequest::for_map(&map, mode))
+            .instrument(span.clone())
+            .await
+            .map_err(|e| AccessError::Internal(e.to_string()))?;
+        // From here on the access cannot be cancelled: it runs in its own task.
+        let this = self.clone();
+        let task = tokio::spawn(
+            async move {
+                let r = this.run_locked(kind, &map.stripes, data.as_ref()).await;
+                drop(locks);
+                r
+            }
+            .instrument(span),
+        );
+        task.await
+            .map_err(|e| AccessError::Internal(format!("access task lost: {e}")))?
+    }
+
+    async fn run_locked(
+        self: &Arc<Self>,
+        kind: AccessKind,
+        stripes: &[StripeAccess],
+        data: Option<&Bytes>,
+    ) -> Result<(ReadData, AccessReport), AccessError> {
+        if kind == AccessKind::Read {
+            let lost = self.lock_lost();
+            if let Some(s) = stripes.iter().find(|s| lost.contains(&s.stripe)) {
+                return Err(AccessError::Unreadable {
+                    offset: s.volume_range.start,
+                    len: s.volume_range.end - s.volume_range.start,
+                });
+            }
+        }
+        let runs: Vec<_> = stripes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.run_stripe_at(i, kind, s, data))
+            .collect();
+        let mut results: Vec<(usize, Result<StripeDone, AccessError>)> =
+            futures::stream::iter(runs)
+                .buffer_unordered(self.config.stripes_in_flight.max(1))
+                .collect()
+                .await;
+        results.sort_by_key(|(i, _)| *i);
+        let mut report = AccessReport::default();
+        let mut chunks = Vec::new();
+        let mut generation = 0;
+        let mut first_error = None;
+        for (_, r) in results {
+            match r {
+                Ok(done) => {
+                    report.dags.extend(done.dags);
+                    report.marked_failed.extend(done.marked);
+                    chunks.extend(done.chunks);
+                    generation = generation.max(done.generation);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // Whatever happened, failures this access saw are made durable before it answers.
+        let durable = self.make_durable(generation).await;
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        durable?;
+        let len = chunks.iter().map(Bytes::len).sum();
+        Ok((ReadData { chunks, len }, report))
+    }
+
+    async fn run_stripe_at(
+        &self,
+        index: usize,
+        kind: AccessKind,
+        s: &StripeAccess,
+        data: Option<&Bytes>,
+    ) -> (usize, Result<StripeDone, AccessError>) {
+        (index, self.run_stripe(kind, s, data).await)
+    }
+
+    /// Runs one stripe's DAGs until one completes, retrying after a roll-backward.
+    async fn run_stripe(
+        &self,
+        kind: AccessKind,
+        s: &StripeAccess,
+        data: Option<&Bytes>,
+    ) -> Result<StripeDone, AccessError> {
+        let mut unreadable = ColumnSet::new();
+        let mut done = StripeDone {
+            chunks: Vec::new(),
+            dags: Vec::new(),
+            marked: Vec::new(),
+            generation: 0,
+        };
+        let mut last = String::new();
+        for _ in 0..self.config.max_tries.max(1) {
+            let (failed, generation) = {
+                let st = self.lock_states();
+                (st.failed_columns(), st.generation())
+            };
+            done.generation = done.generation.max(generation);
+            let faults = ColumnFaults {
+                failed,
+                unreadable: unreadable.clone(),
+            };
+            let load: Vec<u64> = if self.layout.level() == crate::layout::RaidLevel::Raid1 {
+                self.load
+                    .iter()
+                    .map(|l| l.load(Ordering::Relaxed))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let req = StripeRequest {
+                layout: &self.layout,
+                access: s,
+                components: &self.components,
+                faults: &faults,
+                data,
+                load: &load,
+            };
+            let built = select(&self.layout, s, kind, &faults)
+                .and_then(|family| builders::build(family, &req))
+                .map_err(|e| self.build_error(s, e))?;
+            let family = built.family;
+            for &c in &built.columns_read {
+                self.load[c].fetch_add(1, Ordering::Relaxed);
+            }
+            let result = self.engine.run(built.dag).await;
+            for &c in &built.columns_read {
+                self.load[c].fetch_sub(1, Ordering::Relaxed);
+            }
+            let result = result.map_err(|e| AccessError::Internal(e.to_string()))?;
+            let direction = result.direction();
+            self.stats.count_dag(family, direction);
+            done.dags.push(DagRecord {
+                stripe: s.stripe,
+                family,
+                direction,
+            });
+
+            // Process every failure, in either direction.
+            let mut beyond_tolerance: Vec<(usize, String)> = Vec::new();
+            for (_, report, err) in result.failures() {
+                last = err.to_string();
+                let Some(column) = report.target.map(|t| t.component) else {
+                    return Err(AccessError::Internal(format!(
+                        "stripe {}: a {} node failed: {err}",
+                        s.stripe, report.mnemonic
+                    )));
+                };
+                let Some(io) = err.io() else {
+                    return Err(AccessError::Internal(format!(
+                        "stripe {}: node {} failed: {err}",
+                        s.stripe, report.mnemonic
+                    )));
+                };
+                match &io.kind {
+                    IoErrorKind::DataLoss { .. } if !report.is_write => {
+                        unreadable.insert(column);
+                    }
+                    IoErrorKind::Fenced => {
+                        return Err(AccessError::Fenced {
+                            detail: io.to_string(),
+                        });
+                    }
+                    IoErrorKind::InvalidRequest | IoErrorKind::OutOfRange => {
+                        return Err(AccessError::Internal(format!(
+                            "stripe {}: storage refused a request: {io}",
+                            s.stripe
+                        )));
+                    }
+                    // Timeouts, unreachable or failed components, local errors, and a write
+                    // whose outcome is unknown: the column is failed, never retried blindly.
+                    _ => match self.mark_failed(column) {
+                        Ok((FailOutcome::Marked, generation)) => {
+                            tracing::warn!(column, error = %io, "component marked failed");
+                            done.marked.push(column);
+                            done.generation = done.generation.max(generation);
+                        }
+                        Ok((FailOutcome::AlreadyFailed, generation)) => {
+                            done.generation = done.generation.max(generation);
+                        }
+                        Err(_) => beyond_tolerance.push((column, io.to_string())),
+                    },
+                }
+            }
+            let range = s.volume_range.clone();
+            let unrecoverable = |torn: bool, what: &str| AccessError::Unrecoverable {
+                offset: range.start,
+                len: range.end - range.start,
+                lost: beyond_tolerance.iter().map(|(c, _)| *c).collect(),
+                detail: format!(
+                    "{what}; more columns failed than {} tolerates: {}",
+                    self.layout.level(),
+                    beyond_tolerance
+                        .iter()
+                        .map(|(c, e)| format!("column {c}: {e}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                torn,
+            };
+            match direction {
+                Direction::RolledBackward if beyond_tolerance.is_empty() => continue,
+                Direction::RolledBackward => {
+                    return Err(unrecoverable(false, "nothing was written"));
+                }
+                Direction::RolledForward if !beyond_tolerance.is_empty() && family.is_write() => {
+                    self.lock_lost().insert(s.stripe);
+                    return Err(unrecoverable(
+                        true,
+                        "the write may have landed on some columns only, so the stripe is marked lost",
+                    ));
+                }
+                Direction::Forward | Direction::RolledForward => {
+                    if family.is_write()
+                        && direction == Direction::Forward
+                        && s.is_full_stripe(self.layout.unit_bytes())
+                    {
+                        self.lock_lost().remove(&s.stripe);
+                    }
+                    for p in &built.pieces {
+                        let Some(buf) = result.buffer(p.slot) else {
+                            return Err(AccessError::Internal(format!(
+                                "stripe {}: slot {} of a {family} DAG is empty",
+                                s.stripe, p.slot
+                            )));
+                        };
+                        done.chunks.push(buf.slice(p.range.clone()));
+                    }
+                    return Ok(done);
+                }
+            }
+        }
+        Err(AccessError::RetriesExhausted {
+            stripe: s.stripe,
+            tries: self.config.max_tries.max(1),
+            last,
+        })
+    }
+
+    fn build_error(&self, s: &StripeAccess, e: BuildError) -> AccessError {
+        match e {
+            BuildError::Unrecoverable { lost, detail, .. } => AccessError::Unrecoverable {
+                offset: s.volume_range.start,
+                len: s.volume_range.end - s.volume_range.start,
+                lost,
+                detail,
+                torn: false,
+            },
+            other => AccessError::Internal(format!("stripe {}: {other}", s.stripe)),
+        }
+    }
+
+    /// Marks `column` failed in memory; returns the outcome and the generation to make durable.
+    fn mark_failed(&self, column: usize) -> Result<(FailOutcome, u64), ArrayError> {
+        let mut st = self.lock_states();
+        let outcome = st.mark_failed(&self.layout, column)?;
+        Ok((outcome, st.generation()))
+    }
+
+    /// Waits until the states of `generation` (or newer) are durable, recording them if no one
+    /// else is.
+    async fn make_durable(&self, generation: u64) -> Result<(), AccessError> {
+        if *self.durable.borrow() >= generation {
+            return Ok(());
+        }
+        let _one_at_a_time = self.recording.lock().await;
+        if *self.durable.borrow() >= generation {
+            return Ok(());
+        }
+        let snapshot = self.states();
+        self.recorder
+            .record(&snapshot)
+            .await
+            .map_err(|detail| AccessError::StateNotRecorded { detail })?;
+        self.durable.send_if_modified(|d| {
+            let newer = *d < snapshot.generation();
+            if newer {
+                *d = snapshot.generation();
+            }
+            newer
+        });
+        Ok(())
+    }
+
+    /// Administrator's fail (raidctl -f): marks `column` failed if the layout survives it, and
+    /// returns once the new states are durable.
+    pub async fn fail_component(&self, column: usize) -> Result<FailOutcome, AccessError> {
+        let (outcome, generation) = self.mark_failed(column)?;
+        self.make_durable(generation).await?;
+        Ok(outcome)
+    }
+
+    /// Sets a column's state (rebuild completion, an administrator's override) and makes it
+    /// durable.
+    pub async fn set_component_state(
+        &self,
+        column: usize,
+        state: ComponentState,
+    ) -> Result<ComponentState, AccessError> {
+        let (previous, generation) = {
+            let mut st = self.lock_states();
+            let previous = st.set(column, state)?;
+            (previous, st.generation())
+        };
+        self.make_durable(generation).await?;
+        Ok(previous)
+    }
+
+    /// Makes every acknowledged write of every live component durable. A component whose flush
+    /// fails is marked failed (while tolerated); more failures than that fail the flush.
+    pub async fn flush(&self) -> Result<(), AccessError> {
+        let failed = self.lock_states().failed_columns();
+        let flushes = self
+            .components
+            .iter()
+            .enumerate()
+            .filter(|(c, _)| !failed.contains(*c))
+            .map(|(c, io)| async move { (c, io.flush().await) });
+        let results = futures::future::join_all(flushes).await;
+        let mut generation = 0;
+        let mut errors = Vec::new();
+        for (column, r) in results {
+            if let Err(e) = r {
+                match self.mark_failed(column) {
+                    Ok((_, g)) => generation = generation.max(g),
+                    Err(_) => errors.push((column, e.to_string())),
+                }
+            }
+        }
+        self.make_durable(generation).await?;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(AccessError::Unrecoverable {
+                offset: 0,
+                len: self.layout.capacity(),
+                lost: errors.iter().map(|(c, _)| *c).collect(),
+                detail: format!("flush failed beyond the fault tolerance: {errors:?}"),
+                torn: false,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

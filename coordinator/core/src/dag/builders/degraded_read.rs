@@ -1,0 +1,108 @@
+//! Degraded read: `Nil -> {Rud, Rrd, Rp, [Rq]} -> Xrc -> Cmt -> [W] -> Trm`.
+//!
+//! A touched data unit is lost (its column failed, or answered data loss for these blocks): it is
+//! rebuilt over the stripe's hull from the surviving data units (`Rud` for touched ones, `Rrd`
+//! for the rest) and as many readable parity units as there are lost data units (P preferred:
+//! one loss with P is a plain XOR). The caller's bytes come from the surviving reads and the
+//! rebuilt buffers. A lost unit whose column is still live (a checksum mismatch, not a failure)
+//! gets its rebuilt blocks written back after the commit (`W`): the bad copy is repaired.
+
+use crate::dag::{EdgeKind, Mnemonic};
+use crate::layout::ParityKind;
+
+use super::degraded_write::recover_unit;
+use super::{BuildError, BuiltDag, Ctx, DagFamily, Produced, ReadPiece, StripeRequest, control};
+use super::{finish, solve};
+
+/// Builds the degraded read of `req`'s stripe.
+pub fn build(req: &StripeRequest<'_>) -> Result<BuiltDag, BuildError> {
+    let ctx = Ctx::new(req)?;
+    let access = ctx.access();
+    let faults = ctx.faults();
+    let sl = &access.layout;
+    let k = sl.data_units();
+    let column_of = |i: usize| sl.data_column(i).unwrap_or(usize::MAX);
+    let lost: Vec<usize> = (0..k).filter(|&i| !faults.readable(column_of(i))).collect();
+    let equations: Vec<_> = access
+        .parity
+        .iter()
+        .filter(|p| faults.readable(p.column))
+        .take(lost.len())
+        .collect();
+    let kinds: Vec<ParityKind> = equations.iter().map(|p| p.kind).collect();
+    let combos = if lost.is_empty() {
+        Vec::new()
+    } else {
+        solve(k, &lost, &kinds).ok_or_else(|| {
+            ctx.unrecoverable(format!(
+                "{} lost data unit(s) and {} readable parity unit(s)",
+                lost.len(),
+                kinds.len()
+            ))
+        })?
+    };
+
+    let mut b = ctx.builder(DagFamily::DegradedRead);
+    let h = b.nil(&[]);
+    let mut columns = Vec::new();
+    let mut content: Vec<Option<Produced>> = vec![None; k];
+    for i in (0..k).filter(|i| !lost.contains(i)) {
+        let m = if access.unit(i).is_some() {
+            Mnemonic::Rud
+        } else {
+            Mnemonic::Rrd
+        };
+        let (r, slot) = b.read(m, ctx.hull_target(column_of(i))?, &control([h]));
+        columns.push(column_of(i));
+        content[i] = Some(Produced {
+            node: Some(r),
+            slot,
+        });
+    }
+    let mut parity_bufs = Vec::new();
+    for p in &equations {
+        let m = match p.kind {
+            ParityKind::P => Mnemonic::Rp,
+            ParityKind::Q => Mnemonic::Rq,
+        };
+        let (r, slot) = b.read(m, ctx.hull_target(p.column)?, &control([h]));
+        columns.push(p.column);
+        parity_bufs.push((
+            p.kind,
+            Produced {
+                node: Some(r),
+                slot,
+            },
+        ));
+    }
+    // Rebuild the lost units the caller reads, and those whose live column can be repaired.
+    let wanted = |i: usize| access.unit(i).is_some() || faults.writable(column_of(i));
+    let mut rebuilt = Vec::new();
+    for combo in combos.iter().filter(|c| wanted(c.unknown)) {
+        let produced = recover_unit(&mut b, combo, &content, &parity_bufs, h);
+        rebuilt.push(combo.unknown);
+        content[combo.unknown] = Some(produced);
+    }
+    let c = b.commit(&control(b.dangling()));
+    for &i in &rebuilt {
+        let column = column_of(i);
+        if let (true, Some(n)) = (faults.writable(column), &content[i]) {
+            let mut deps = vec![(c, EdgeKind::Control)];
+            deps.extend(n.edge());
+            b.write(Mnemonic::W, ctx.hull_target(column)?, n.slot, &deps);
+        }
+    }
+    b.terminate(&control(b.dangling()));
+
+    let mut pieces = Vec::new();
+    for u in &access.units {
+        let slot = content[u.data_index]
+            .ok_or_else(|| ctx.unrecoverable(format!("data unit {} has no content", u.data_index)))?
+            .slot;
+        pieces.push(ReadPiece {
+            slot,
+            range: ctx.user_in_hull(u),
+        });
+    }
+    finish(b, DagFamily::DegradedRead, pieces, columns)
+}
