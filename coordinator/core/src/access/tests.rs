@@ -1,1 +1,832 @@
+//! The access pipeline over in-memory components: random concurrent workloads against a plain
+//! reference with components failing at random moments, the fault matrix over every DAG family
+//! and node, torn-stripe detection under concurrency, data-loss recovery, durable-state ordering,
+//! and cancellation.
 
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{AccessError, Array, ArrayConfig, InMemoryStates, StateRecorder};
+use crate::array::{ArrayState, ComponentState, ComponentStates};
+use crate::dag::builders::{ColumnFaults, DagFamily, StripeRequest, build};
+use crate::dag::select::{AccessKind, select};
+use crate::dag::{ComponentTable, Mnemonic};
+use crate::engine::EngineConfig;
+use crate::io::{ComponentIo, IoErrorKind};
+use crate::layout::{ColumnSet, Geometry, Layout, RaidLevel};
+use crate::testing::reference::{column_images, verify_columns};
+use crate::testing::{Fault, FaultyComponent, Gate, IoLog, IoOp, MemComponent, Trigger};
+
+const BS: u32 = 16;
+const UNIT_BLOCKS: u64 = 4;
+const STRIPES: u64 = 8;
+
+struct Rig {
+    layout: Layout,
+    volume: Vec<u8>,
+    images: Vec<Vec<u8>>,
+    mems: Vec<Arc<MemComponent>>,
+    faulty: Vec<Arc<FaultyComponent>>,
+    log: IoLog,
+    array: Arc<Array>,
+}
+
+fn columns_for(level: RaidLevel) -> usize {
+    match level {
+        RaidLevel::Raid1 => 4,
+        _ => level.min_columns() + 1,
+    }
+}
+
+fn rig_with(
+    level: RaidLevel,
+    columns: usize,
+    seed: u64,
+    failed: &[usize],
+    recorder: Arc<dyn StateRecorder>,
+) -> Rig {
+    let layout = Layout::new(
+        level,
+        Geometry::new(
+            columns,
+            UNIT_BLOCKS,
+            u64::from(BS),
+            STRIPES * UNIT_BLOCKS + 1,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let volume: Vec<u8> = (0..layout.capacity()).map(|_| rng.random()).collect();
+    let images = column_images(&layout, &volume);
+    let log = IoLog::new();
+    let mems: Vec<Arc<MemComponent>> = images
+        .iter()
+        .enumerate()
+        .map(|(c, img)| MemComponent::with_contents(format!("c{c}"), BS, img.clone()))
+        .collect();
+    let faulty: Vec<Arc<FaultyComponent>> = mems
+        .iter()
+        .map(|m| FaultyComponent::new(m.clone() as Arc<dyn ComponentIo>, log.clone()))
+        .collect();
+    let table: ComponentTable = faulty
+        .iter()
+        .map(|f| f.clone() as Arc<dyn ComponentIo>)
+        .collect::<Vec<_>>()
+        .into();
+    let mut states = vec![ComponentState::Optimal; columns];
+    for &c in failed {
+        states[c] = ComponentState::Failed;
+    }
+    let states = ComponentStates::from_states(&layout, states).unwrap();
+    let config = ArrayConfig {
+        engine: EngineConfig {
+            node_deadline: Duration::from_secs(1),
+        },
+        ..ArrayConfig::default()
+    };
+    let array = Array::new(layout, table, states, config, recorder).unwrap();
+    Rig {
+        layout,
+        volume,
+        images,
+        mems,
+        faulty,
+        log,
+        array,
+    }
+}
+
+fn rig(level: RaidLevel, seed: u64, failed: &[usize]) -> Rig {
+    rig_with(
+        level,
+        columns_for(level),
+        seed,
+        failed,
+        Arc::new(InMemoryStates),
+    )
+}
+
+impl Rig {
+    fn contents(&self) -> Vec<Vec<u8>> {
+        self.mems.iter().map(|m| m.contents()).collect()
+    }
+
+    /// Parity, Q and mirrors agree with the data on every live column, except in lost stripes.
+    fn assert_consistent(&self) {
+        let skip = self.array.states().failed_columns();
+        if let Err(errors) = verify_columns(&self.layout, &self.contents(), &skip) {
+            let lost: Vec<String> = self
+                .array
+                .lost_stripes()
+                .iter()
+                .map(|s| format!("stripe {s}:"))
+                .collect();
+            let real: Vec<&String> = errors
+                .iter()
+                .filter(|e| !lost.iter().any(|l| e.starts_with(l)))
+                .collect();
+            assert!(real.is_empty(), "inconsistent: {real:?}");
+        }
+    }
+}
+
+fn random_bytes(rng: &mut StdRng, len: usize) -> Bytes {
+    (0..len)
+        .map(|_| rng.random::<u8>())
+        .collect::<Vec<_>>()
+        .into()
+}
+
+// ------------------------------------------------------------------ random concurrent workloads
+
+/// Workers own disjoint byte segments (cut at random, so two workers share blocks and stripes),
+/// write and read random sub-ranges of them, and check every read against the reference. At a
+/// random moment up to `failures` columns start failing every call.
+async fn workload(level: RaidLevel, seed: u64, failures: usize) {
+    let r = rig(level, seed, &[]);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xabcdef);
+    let cap = r.layout.capacity();
+    let workers = 4usize;
+    let mut segments: Vec<Vec<(u64, u64)>> = vec![Vec::new(); workers];
+    let mut pos = 0;
+    let mut w = 0;
+    while pos < cap {
+        let len = rng
+            .random_range(1..=3 * r.layout.unit_bytes())
+            .min(cap - pos);
+        segments[w % workers].push((pos, len));
+        pos += len;
+        w += 1;
+    }
+    let reference = Arc::new(Mutex::new(r.volume.clone()));
+    let ops = Arc::new(AtomicU64::new(0));
+    let total_ops = 120u64;
+    let mut fail_plan: Vec<(u64, usize)> = Vec::new();
+    let mut cols: Vec<usize> = (0..r.layout.columns()).collect();
+    for _ in 0..failures {
+        let c = cols.remove(rng.random_range(0..cols.len()));
+        // RAID 1: never both copies of a pair.
+        if level == RaidLevel::Raid1 {
+            cols.retain(|&o| o / 2 != c / 2);
+        }
+        fail_plan.push((rng.random_range(0..total_ops * workers as u64), c));
+    }
+    let fail_plan = Arc::new(fail_plan);
+    let mut tasks = Vec::new();
+    for (w, segs) in segments.into_iter().enumerate() {
+        let array = r.array.clone();
+        let reference = reference.clone();
+        let ops = ops.clone();
+        let faulty = r.faulty.clone();
+        let fail_plan = fail_plan.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(seed * 31 + w as u64);
+            for _ in 0..total_ops {
+                let n = ops.fetch_add(1, Ordering::Relaxed);
+                for &(at, c) in fail_plan.iter() {
+                    if at == n {
+                        faulty[c].inject(Trigger::always(), Fault::Fail(IoErrorKind::Unavailable));
+                    }
+                }
+                let (seg_start, seg_len) = segs[rng.random_range(0..segs.len())];
+                let off = rng.random_range(0..seg_len);
+                let len = rng.random_range(1..=seg_len - off);
+                let offset = seg_start + off;
+                if rng.random_bool(0.6) {
+                    let data = random_bytes(&mut rng, len as usize);
+                    array
+                        .write(offset, data.clone())
+                        .await
+                        .unwrap_or_else(|e| panic!("{level} write {offset}+{len}: {e}"));
+                    reference.lock().unwrap()[offset as usize..(offset + len) as usize]
+                        .copy_from_slice(&data);
+                } else {
+                    let (got, _) = array
+                        .read(offset, len)
+                        .await
+                        .unwrap_or_else(|e| panic!("{level} read {offset}+{len}: {e}"));
+                    let expect = reference.lock().unwrap()
+                        [offset as usize..(offset + len) as usize]
+                        .to_vec();
+                    assert_eq!(
+                        got.into_bytes().as_ref(),
+                        expect.as_slice(),
+                        "{level} read {offset}+{len}"
+                    );
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Everything reads back, and the redundancy of the survivors is consistent.
+    let (all, _) = r.array.read(0, cap).await.unwrap();
+    assert!(
+        all.into_bytes().as_ref() == reference.lock().unwrap().as_slice(),
+        "{level} final read"
+    );
+    r.assert_consistent();
+    let failed = r.array.states().failed_columns();
+    for &(_, c) in fail_plan.iter() {
+        let hit = r
+            .log
+            .records()
+            .iter()
+            .any(|rec| rec.component == format!("c{c}") && rec.fault.is_some());
+        assert_eq!(
+            failed.contains(c),
+            hit,
+            "{level}: column {c} failed iff a call hit the fault"
+        );
+    }
+    assert!(failed.len() <= failures);
+    if failed.is_empty() {
+        assert_eq!(r.array.array_state(), ArrayState::Optimal);
+    } else {
+        assert_eq!(r.array.array_state(), ArrayState::Degraded);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_workloads_fault_free() {
+    for level in RaidLevel::ALL {
+        for seed in 0..6 {
+            workload(level, seed, 0).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_workloads_with_one_failure() {
+    for level in [
+        RaidLevel::Raid1,
+        RaidLevel::Raid4,
+        RaidLevel::Raid5,
+        RaidLevel::Raid6,
+    ] {
+        for seed in 10..18 {
+            workload(level, seed, 1).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_workloads_with_two_failures_on_raid6() {
+    for seed in 20..30 {
+        workload(RaidLevel::Raid6, seed, 2).await;
+    }
+}
+
+// ------------------------------------------------------------------ the fault matrix
+
+/// One access of the matrix: the array's failed columns and the access.
+#[derive(Debug, Clone)]
+struct Scenario {
+    level: RaidLevel,
+    failed: Vec<usize>,
+    write: bool,
+    offset: u64,
+    len: u64,
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let mut out = Vec::new();
+    for level in RaidLevel::ALL {
+        let r = rig(level, 0, &[]);
+        let unit = r.layout.unit_bytes();
+        let stripe = r.layout.stripe_data_bytes();
+        // All inside stripe 1; unaligned pieces force partial-block read-modify-writes.
+        let ranges = [
+            (stripe + 3, 10),
+            (stripe + unit - 5, 10),
+            (stripe, stripe),
+            (stripe + 16, stripe - 32),
+        ];
+        let mut failed_sets: Vec<Vec<usize>> = vec![vec![]];
+        if level != RaidLevel::Raid0 {
+            failed_sets.extend((0..r.layout.columns()).map(|c| vec![c]));
+        }
+        if level == RaidLevel::Raid6 {
+            // Stripe 1 of five columns: P on column 3, Q on 4, data on 0, 1, 2.
+            failed_sets.extend([vec![0, 1], vec![1, 3], vec![2, 4], vec![3, 4]]);
+        }
+        for failed in &failed_sets {
+            for &(offset, len) in &ranges {
+                for write in [false, true] {
+                    out.push(Scenario {
+                        level,
+                        failed: failed.clone(),
+                        write,
+                        offset,
+                        len,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The disk nodes `(mnemonic, column)` of every DAG the scenario's stripe would run first.
+fn disk_nodes(r: &Rig, s: &Scenario) -> (DagFamily, Vec<(Mnemonic, usize)>) {
+    let map = r.layout.map(s.offset, s.len).unwrap();
+    let access = &map.stripes[0];
+    let faults = ColumnFaults::failed(s.failed.iter().copied().collect());
+    let data = Bytes::from(vec![0u8; s.len as usize]);
+    let kind = if s.write {
+        AccessKind::Write
+    } else {
+        AccessKind::Read
+    };
+    let family = select(&r.layout, access, kind, &faults).unwrap();
+    let req = StripeRequest {
+        layout: &r.layout,
+        access,
+        components: r.array.components(),
+        faults: &faults,
+        data: s.write.then_some(&data),
+        load: &[],
+    };
+    let built = build(family, &req).unwrap();
+    let nodes = built
+        .dag
+        .nodes()
+        .iter()
+        .filter_map(|n| n.op().target().map(|t| (n.mnemonic(), t.component)))
+        .collect();
+    (family, nodes)
+}
+
+fn fault_kinds() -> Vec<(&'static str, Fault)> {
+    vec![
+        ("unavailable", Fault::Fail(IoErrorKind::Unavailable)),
+        ("timeout", Fault::Fail(IoErrorKind::Timeout)),
+        (
+            "component_failed",
+            Fault::Fail(IoErrorKind::ComponentFailed),
+        ),
+        ("other", Fault::Fail(IoErrorKind::Other)),
+        (
+            "data_loss",
+            Fault::Fail(IoErrorKind::DataLoss { bad_blocks: vec![] }),
+        ),
+        ("hang", Fault::Hang),
+        ("late_apply", Fault::LateApply(Gate::new())),
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn fault_matrix_every_family_every_node_every_fault() {
+    let mut families = BTreeSet::new();
+    let mut runs = 0;
+    for s in scenarios() {
+        let probe = rig(s.level, 1, &s.failed);
+        let (family, nodes) = disk_nodes(&probe, &s);
+        families.insert((s.level.to_string(), family.name()));
+        for &(mnemonic, column) in &nodes {
+            for (fault_name, fault) in fault_kinds() {
+                let what =
+                    format!("{s:?} {family} fault {fault_name} at {mnemonic} on column {column}");
+                run_fault(&s, mnemonic, column, fault, &what).await;
+                runs += 1;
+            }
+        }
+    }
+    // Every family of every level was exercised.
+    for (level, fam) in [
+        ("RAID 0", "ff_read"),
+        ("RAID 0", "nonredundant_write"),
+        ("RAID 1", "mirror_read"),
+        ("RAID 1", "mirror_write"),
+        ("RAID 5", "ff_read"),
+        ("RAID 5", "degraded_read"),
+        ("RAID 5", "small_write"),
+        ("RAID 5", "large_write"),
+        ("RAID 5", "degraded_write"),
+        ("RAID 5", "nonredundant_write"),
+        ("RAID 4", "degraded_write"),
+        ("RAID 6", "degraded_read"),
+        ("RAID 6", "degraded_write"),
+        ("RAID 6", "small_write"),
+        ("RAID 6", "large_write"),
+        ("RAID 6", "nonredundant_write"),
+    ] {
+        assert!(
+            families.contains(&(level.to_owned(), fam)),
+            "{level} {fam} not covered"
+        );
+    }
+    assert!(runs > 1000, "{runs} runs");
+}
+
+async fn run_fault(s: &Scenario, mnemonic: Mnemonic, column: usize, fault: Fault, what: &str) {
+    let r = rig(s.level, 1, &s.failed);
+    let gate = match &fault {
+        Fault::LateApply(g) => Some(g.clone()),
+        _ => None,
+    };
+    let op = if mnemonic.is_write() {
+        IoOp::Write
+    } else {
+        IoOp::Read
+    };
+    r.faulty[column].inject(Trigger::node(mnemonic).op(op).times(1), fault.clone());
+    let range = s.offset as usize..(s.offset + s.len) as usize;
+    let old = r.volume[range.clone()].to_vec();
+    let new: Vec<u8> = old.iter().map(|b| b ^ 0xff).collect();
+    let stripe = r.layout.map(s.offset, s.len).unwrap().stripes[0].clone();
+
+    let result = if s.write {
+        r.array
+            .write(s.offset, Bytes::from(new.clone()))
+            .await
+            .map(|_| Vec::new())
+    } else {
+        r.array
+            .read(s.offset, s.len)
+            .await
+            .map(|(d, _)| d.into_bytes().to_vec())
+    };
+    if let Some(g) = gate {
+        g.open();
+        // Let the late write land.
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let failed_now = r.array.states().failed_columns();
+    let is_data_loss = matches!(fault, Fault::Fail(IoErrorKind::DataLoss { .. }));
+    // Data loss on a read never fails the component.
+    if is_data_loss && !mnemonic.is_write() {
+        assert!(
+            !failed_now.contains(column),
+            "{what}: data loss failed the column"
+        );
+    }
+    match &result {
+        Ok(bytes) if !s.write => assert_eq!(bytes, &old, "{what}: read served wrong bytes"),
+        Ok(_) => {}
+        Err(AccessError::Unrecoverable {
+            offset, len, torn, ..
+        }) => {
+            // Only when the layout had no tolerance left for this column.
+            assert_eq!(
+                (*offset, *len),
+                (
+                    stripe.volume_range.start,
+                    stripe.volume_range.end - stripe.volume_range.start
+                ),
+                "{what}: the error names the stripe's bytes"
+            );
+            let tolerance_left = {
+                let mut f: ColumnSet = s.failed.iter().copied().collect();
+                f.insert(column);
+                r.layout.tolerates(&f)
+            };
+            assert!(
+                !tolerance_left || is_data_loss,
+                "{what}: unrecoverable although tolerated: {result:?}"
+            );
+            assert_eq!(
+                *torn,
+                r.array.lost_stripes().contains(&stripe.stripe),
+                "{what}"
+            );
+        }
+        Err(e) => panic!("{what}: unexpected error {e}"),
+    }
+    // Read the range back: all old or all new, never a mix; all new if acknowledged.
+    match r.array.read(s.offset, s.len).await {
+        Ok((d, _)) => {
+            let got = d.into_bytes().to_vec();
+            if s.write && result.is_ok() {
+                assert_eq!(got, new, "{what}: acknowledged write not read back");
+            } else {
+                assert!(got == old || got == new, "{what}: torn stripe read back");
+            }
+        }
+        Err(AccessError::Unreadable { .. }) => {
+            assert!(result.is_err(), "{what}: acknowledged write unreadable");
+        }
+        Err(AccessError::Unrecoverable { .. }) => {
+            assert!(result.is_err() || !s.write, "{what}");
+        }
+        Err(e) => panic!("{what}: read back failed: {e}"),
+    }
+    // No other stripe changed on any live column.
+    let unit = r.layout.unit_bytes() as usize;
+    for (c, now) in r.contents().iter().enumerate() {
+        if failed_now.contains(c) {
+            continue;
+        }
+        for st in (0..STRIPES as usize).filter(|&st| st as u64 != stripe.stripe) {
+            let span = st * unit..(st + 1) * unit;
+            assert!(
+                now[span.clone()] == r.images[c][span],
+                "{what}: stripe {st} changed on column {c}"
+            );
+        }
+    }
+    r.assert_consistent();
+}
+
+// ------------------------------------------------------------------ torn stripes under concurrency
+
+/// Writers fill whole stripes with one version byte per access; readers of unaligned ranges
+/// across those stripes must see every stripe uniform: never part of one write and part of
+/// another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_writers_and_readers_never_see_a_torn_stripe() {
+    for level in RaidLevel::ALL {
+        let r = rig(level, 5, &[]);
+        let sb = r.layout.stripe_data_bytes();
+        let stripes = 4u64;
+        r.array
+            .write(0, Bytes::from(vec![0u8; (stripes * sb) as usize]))
+            .await
+            .unwrap();
+        let version = Arc::new(AtomicU64::new(1));
+        let mut tasks = Vec::new();
+        for w in 0..6u64 {
+            let array = r.array.clone();
+            let version = version.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(w);
+                for _ in 0..60 {
+                    if w % 2 == 0 {
+                        let first = rng.random_range(0..stripes);
+                        let n = rng.random_range(1..=(stripes - first).min(2));
+                        let v = version.fetch_add(1, Ordering::Relaxed) as u8;
+                        array
+                            .write(first * sb, Bytes::from(vec![v; (n * sb) as usize]))
+                            .await
+                            .unwrap();
+                    } else {
+                        let offset = rng.random_range(0..stripes * sb - 1);
+                        let len = rng.random_range(1..=(stripes * sb - offset).min(2 * sb));
+                        let (d, _) = array.read(offset, len).await.unwrap();
+                        let bytes = d.into_bytes();
+                        for (i, chunk) in bytes.chunks(1).enumerate() {
+                            let pos = offset + i as u64;
+                            let stripe_start = (pos / sb * sb).max(offset);
+                            let first = bytes[(stripe_start - offset) as usize];
+                            assert_eq!(chunk[0], first, "{level}: torn stripe {} read", pos / sb);
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        r.assert_consistent();
+    }
+}
+
+// ------------------------------------------------------------------ data loss
+
+#[tokio::test]
+async fn data_loss_on_a_read_is_rebuilt_and_rewritten_not_failed() {
+    let r = rig(RaidLevel::Raid5, 3, &[]);
+    let (offset, len) = (100, 50);
+    let col = r.layout.locate(offset).unwrap().column;
+    r.faulty[col].inject(
+        Trigger::always().op(IoOp::Read).times(1),
+        Fault::Fail(IoErrorKind::DataLoss {
+            bad_blocks: vec![6],
+        }),
+    );
+    let (d, report) = r.array.read(offset, len).await.unwrap();
+    assert_eq!(d.into_bytes().as_ref(), &r.volume[100..150]);
+    let families: Vec<_> = report.dags.iter().map(|d| d.family).collect();
+    assert_eq!(
+        families,
+        [DagFamily::FaultFreeRead, DagFamily::DegradedRead]
+    );
+    assert_eq!(r.array.array_state(), ArrayState::Optimal);
+    // The rebuilt blocks were written back to the column that lost them.
+    let repaired = r.log.writes().iter().any(|w| {
+        w.component == format!("c{col}") && w.issuer.is_some_and(|i| i.mnemonic == Mnemonic::W)
+    });
+    assert!(repaired);
+    r.assert_consistent();
+}
+
+#[tokio::test]
+async fn raid0_data_loss_is_an_error_naming_the_range() {
+    let r = rig(RaidLevel::Raid0, 3, &[]);
+    r.faulty[0].inject(
+        Trigger::always().op(IoOp::Read),
+        Fault::Fail(IoErrorKind::DataLoss {
+            bad_blocks: vec![0],
+        }),
+    );
+    let err = r.array.read(0, 20).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AccessError::Unrecoverable {
+                offset: 0,
+                len: 20,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().starts_with("bytes 0..20 cannot be served"),
+        "{err}"
+    );
+}
+
+// ------------------------------------------------------------------ more failures than tolerated
+
+#[tokio::test]
+async fn a_post_commit_write_failure_without_tolerance_is_an_error_and_the_stripe_is_lost() {
+    let r = rig(RaidLevel::Raid5, 4, &[0]);
+    // Stripe 0 has parity on column 3; a small write at volume offset 16*4 (unit 1, column 1).
+    let offset = r.layout.unit_bytes();
+    r.faulty[3].inject(
+        Trigger::node(Mnemonic::Wnp),
+        Fault::Fail(IoErrorKind::Unavailable),
+    );
+    let err = r
+        .array
+        .write(offset, Bytes::from_static(b"hello"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AccessError::Unrecoverable { torn: true, .. }),
+        "{err}"
+    );
+    assert_eq!(r.array.lost_stripes(), vec![0]);
+    let read = r.array.read(offset, 5).await.unwrap_err();
+    assert_eq!(read, AccessError::Unreadable { offset, len: 5 });
+    // Column 3 could not be failed: the layout has no tolerance left.
+    assert_eq!(r.array.states().get(3), Some(ComponentState::Optimal));
+    // Another stripe is still served; a full-stripe write makes stripe 0 whole again.
+    r.faulty[3].clear();
+    let sb = r.layout.stripe_data_bytes();
+    assert!(r.array.read(sb, 10).await.is_ok());
+    r.array
+        .write(0, Bytes::from(vec![7u8; sb as usize]))
+        .await
+        .unwrap();
+    assert!(r.array.lost_stripes().is_empty());
+    let (d, _) = r.array.read(0, sb).await.unwrap();
+    assert!(d.into_bytes().iter().all(|&b| b == 7));
+    r.assert_consistent();
+}
+
+#[tokio::test]
+async fn bad_ranges_are_refused_before_any_io() {
+    let r = rig(RaidLevel::Raid5, 5, &[]);
+    let cap = r.layout.capacity();
+    assert!(matches!(
+        r.array.read(cap - 1, 2).await,
+        Err(AccessError::Layout(
+            crate::layout::LayoutError::OutOfRange { .. }
+        ))
+    ));
+    assert!(matches!(
+        r.array.write(0, Bytes::new()).await,
+        Err(AccessError::Layout(
+            crate::layout::LayoutError::EmptyAccess { offset: 0 }
+        ))
+    ));
+    assert!(r.log.records().is_empty());
+}
+
+// ------------------------------------------------------------------ durable states
+
+#[derive(Debug, Default)]
+struct CountingRecorder {
+    recorded: Mutex<Vec<u64>>,
+    fail: std::sync::atomic::AtomicBool,
+    calls: AtomicUsize,
+}
+
+impl StateRecorder for CountingRecorder {
+    fn record<'a>(&'a self, states: &'a ComponentStates) -> BoxFuture<'a, Result<(), String>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let r = if self.fail.load(Ordering::Relaxed) {
+            Err("store unavailable".to_owned())
+        } else {
+            self.recorded.lock().unwrap().push(states.generation());
+            Ok(())
+        };
+        Box::pin(std::future::ready(r))
+    }
+}
+
+#[tokio::test]
+async fn a_failure_is_recorded_before_the_write_is_acknowledged_or_the_write_fails() {
+    let recorder = Arc::new(CountingRecorder::default());
+    let r = rig_with(RaidLevel::Raid5, 4, 6, &[], recorder.clone());
+    let col = r.layout.locate(0).unwrap().column;
+    r.faulty[col].inject(
+        Trigger::node(Mnemonic::Wnd),
+        Fault::Fail(IoErrorKind::Timeout),
+    );
+    recorder.fail.store(true, Ordering::Relaxed);
+    let err = r
+        .array
+        .write(0, Bytes::from_static(b"abc"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AccessError::StateNotRecorded { .. }), "{err}");
+    // The column stays failed in memory (never serves again); the next access records it.
+    assert_eq!(r.array.states().get(col), Some(ComponentState::Failed));
+    recorder.fail.store(false, Ordering::Relaxed);
+    r.array.write(0, Bytes::from_static(b"abc")).await.unwrap();
+    assert_eq!(*recorder.recorded.lock().unwrap(), vec![1]);
+    // Accesses with nothing new to record do not call the recorder.
+    let calls = recorder.calls.load(Ordering::Relaxed);
+    r.array.read(0, 3).await.unwrap();
+    assert_eq!(recorder.calls.load(Ordering::Relaxed), calls);
+    let (d, _) = r.array.read(0, 3).await.unwrap();
+    assert_eq!(d.into_bytes().as_ref(), b"abc");
+}
+
+#[tokio::test]
+async fn admin_fail_refuses_beyond_tolerance_and_records() {
+    let recorder = Arc::new(CountingRecorder::default());
+    let r = rig_with(RaidLevel::Raid5, 4, 6, &[], recorder.clone());
+    r.array.fail_component(2).await.unwrap();
+    assert_eq!(r.array.array_state(), ArrayState::Degraded);
+    assert!(matches!(
+        r.array.fail_component(1).await,
+        Err(AccessError::Array(
+            crate::array::ArrayError::WouldExceedTolerance { column: 1, .. }
+        ))
+    ));
+    assert_eq!(*recorder.recorded.lock().unwrap(), vec![1]);
+    // The failed column is never read or written again.
+    r.log.clear();
+    let (d, _) = r.array.read(0, r.layout.capacity()).await.unwrap();
+    assert_eq!(d.into_bytes().as_ref(), r.volume.as_slice());
+    r.array.write(5, Bytes::from_static(b"xyz")).await.unwrap();
+    assert!(r.log.records().iter().all(|rec| rec.component != "c2"));
+}
+
+// ------------------------------------------------------------------ cancellation and retries
+
+#[tokio::test]
+async fn dropping_the_caller_after_the_locks_does_not_tear_the_write() {
+    let r = rig(RaidLevel::Raid5, 8, &[]);
+    let gate = Gate::new();
+    let sb = r.layout.stripe_data_bytes() as usize;
+    // Hold the parity write of a full-stripe write of stripe 0 (parity on the last column).
+    let p = r.layout.columns() - 1;
+    r.faulty[p].inject(
+        Trigger::node(Mnemonic::Wnp).times(1),
+        Fault::HoldUntil(gate.clone()),
+    );
+    let array = r.array.clone();
+    let write = tokio::spawn(async move { array.write(0, Bytes::from(vec![9u8; sb])).await });
+    r.log
+        .wait_until(|recs| recs.iter().any(|x| x.fault == Some("hold")))
+        .await;
+    write.abort();
+    let _ = write.await;
+    gate.open();
+    // A read waits for the write's locks, then sees all of it.
+    let (d, _) = r.array.read(0, sb as u64).await.unwrap();
+    assert!(d.into_bytes().iter().all(|&b| b == 9));
+    r.assert_consistent();
+}
+
+#[tokio::test(start_paused = true)]
+async fn data_loss_on_both_copies_is_unrecoverable_not_a_failure() {
+    let r = rig(RaidLevel::Raid1, 2, &[]);
+    // Both copies keep answering data loss: every DAG rolls back, each copy becomes unreadable,
+    // and the access ends with an error naming its bytes.
+    for f in &r.faulty {
+        f.inject(
+            Trigger::always().op(IoOp::Read),
+            Fault::Fail(IoErrorKind::DataLoss { bad_blocks: vec![] }),
+        );
+    }
+    let err = r.array.read(0, 10).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AccessError::Unrecoverable {
+                offset: 0,
+                len: 10,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(r.array.array_state(), ArrayState::Optimal);
+    assert_eq!(r.array.stats().rolled_backward.load(Ordering::Relaxed), 2);
+}

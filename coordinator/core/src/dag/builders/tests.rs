@@ -131,7 +131,7 @@ fn run_case(c: &Case) -> Result<(), TestCaseError> {
     let offset = c.offset % cap;
     // Mostly short accesses, sometimes long ones.
     let max = cap - offset;
-    let len = 1 + if c.len % 4 == 0 {
+    let len = 1 + if c.len.is_multiple_of(4) {
         c.len % max
     } else {
         c.len % max.min(40)
