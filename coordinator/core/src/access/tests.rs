@@ -414,6 +414,7 @@ async fn fault_matrix_every_family_every_node_every_fault() {
         ("RAID 5", "degraded_write"),
         ("RAID 5", "nonredundant_write"),
         ("RAID 4", "degraded_write"),
+        ("RAID 6", "ff_read"),
         ("RAID 6", "degraded_read"),
         ("RAID 6", "degraded_write"),
         ("RAID 6", "small_write"),

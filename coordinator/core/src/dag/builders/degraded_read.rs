@@ -10,7 +10,7 @@
 use crate::dag::{EdgeKind, Mnemonic};
 use crate::layout::ParityKind;
 
-use super::degraded_write::recover_unit;
+use super::degraded_write::recover_units;
 use super::{BuildError, BuiltDag, Ctx, DagFamily, Produced, ReadPiece, StripeRequest, control};
 use super::{finish, solve};
 
@@ -78,10 +78,9 @@ pub fn build(req: &StripeRequest<'_>) -> Result<BuiltDag, BuildError> {
     // Rebuild the lost units the caller reads, and those whose live column can be repaired.
     let wanted = |i: usize| access.unit(i).is_some() || faults.writable(column_of(i));
     let mut rebuilt = Vec::new();
-    for combo in combos.iter().filter(|c| wanted(c.unknown)) {
-        let produced = recover_unit(&mut b, combo, &content, &parity_bufs, h);
-        rebuilt.push(combo.unknown);
-        content[combo.unknown] = Some(produced);
+    for (i, produced) in recover_units(&mut b, &combos, &content, &parity_bufs, wanted, h) {
+        rebuilt.push(i);
+        content[i] = Some(produced);
     }
     let c = b.commit(&control(b.dangling()));
     for &i in &rebuilt {

@@ -106,11 +106,15 @@ pub(crate) fn reconstruct_write(
                 },
             ));
         }
-        for combo in combos
-            .iter()
-            .filter(|c| lost_and_needed.contains(&c.unknown))
-        {
-            old[combo.unknown] = Some(recover_unit(&mut b, combo, &old, &parity_bufs, h));
+        for (i, produced) in recover_units(
+            &mut b,
+            &combos,
+            &old,
+            &parity_bufs,
+            |i| lost_and_needed.contains(&i),
+            h,
+        ) {
+            old[i] = Some(produced);
         }
     }
 
@@ -189,6 +193,74 @@ pub(crate) fn reconstruct_write(
     };
     b.terminate(&control(tail));
     finish(b, family, Vec::new(), columns)
+}
+
+/// The lost data units `wanted` selects, from the known data units (`known[i]`) and the parity
+/// units read, given the solver's combinations for every lost unit.
+///
+/// Two units lost with P and Q: rather than two combinations of every survivor (each a general
+/// GF(2^8) multiply per term), compute the partial syndromes `S_P = P + sum D_i` (XOR) and
+/// `S_Q = Q + sum g^i D_i` (multiplications by `g` only) once, then
+/// `D_x = (g^y S_P + S_Q) / (g^x + g^y)` (two general multiplies) and `D_y = S_P + D_x` (XOR).
+pub(crate) fn recover_units(
+    b: &mut DagBuilder,
+    combos: &[super::Combination],
+    known: &[Option<Produced>],
+    parity: &[(ParityKind, Produced)],
+    wanted: impl Fn(usize) -> bool,
+    fallback: NodeId,
+) -> Vec<(usize, Produced)> {
+    let want: Vec<usize> = combos
+        .iter()
+        .map(|c| c.unknown)
+        .filter(|&i| wanted(i))
+        .collect();
+    let find = |kind: ParityKind| parity.iter().find(|(k, _)| *k == kind).map(|(_, p)| *p);
+    if let ([cx, cy], Some(p), Some(q)) = (combos, find(ParityKind::P), find(ParityKind::Q))
+        && !want.is_empty()
+    {
+        let (x, y) = (cx.unknown, cy.unknown);
+        let survivors: Vec<(usize, Produced)> = known
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| k.map(|k| (i, k)))
+            .collect();
+        let mut sp_in: Vec<BufProduced> = vec![p.into()];
+        sp_in.extend(survivors.iter().map(|(_, d)| BufProduced::from(*d)));
+        let sp = xor_of(b, Mnemonic::Xrc, &sp_in, fallback);
+        let mut sq_terms: Vec<(u8, BufProduced)> = vec![(1, q.into())];
+        sq_terms.extend(
+            survivors
+                .iter()
+                .map(|(i, d)| (q_coef(*i), BufProduced::from(*d))),
+        );
+        let sq = combine(b, Mnemonic::Xrc, &sq_terms, fallback);
+        let (gx, gy) = (q_coef(x), q_coef(y));
+        let det = crate::parity::gf256::inv(gx ^ gy).unwrap_or(0);
+        let mul = crate::parity::gf256::mul;
+        let dx = combine(
+            b,
+            Mnemonic::Xrc,
+            &[(mul(gy, det), sp.into()), (det, sq.into())],
+            fallback,
+        );
+        let mut out = Vec::new();
+        if wanted(x) {
+            out.push((x, dx));
+        }
+        if wanted(y) {
+            out.push((
+                y,
+                xor_of(b, Mnemonic::Xrc, &[sp.into(), dx.into()], fallback),
+            ));
+        }
+        return out;
+    }
+    combos
+        .iter()
+        .filter(|c| wanted(c.unknown))
+        .map(|c| (c.unknown, recover_unit(b, c, known, parity, fallback)))
+        .collect()
 }
 
 /// One lost data unit from the known data units (`known[i]`) and the parity units read.
