@@ -9,7 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.bytes(["."]);
     tonic_prost_build::configure().compile_with_config(
         config,
-        &["dagraid/storage/v1/storage.proto"],
+        &[
+            "dagraid/storage/v1/storage.proto",
+            "dagraid/volume/v1/volume.proto",
+        ],
         &["."],
     )?;
     println!("cargo:rerun-if-changed=dagraid");

@@ -2,7 +2,8 @@
 //!
 //! - [`storage::v1`]: the storage-node API (`dagraid.storage.v1`), spoken by the coordinator to
 //!   the storage nodes.
-//! - `dagraid.volume.v1` is reserved for the coordinator's volume API.
+//! - [`volume::v1`]: the coordinator's volume API (`dagraid.volume.v1`), spoken by the client
+//!   SDK and the `dagraid` CLI to the coordinator.
 //!
 //! Proto types stay at the edges: the service, storage-node and client crates convert them at the
 //! boundary; `dagraid-core` never sees them.
@@ -13,6 +14,15 @@ pub mod storage {
     #[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
     pub mod v1 {
         tonic::include_proto!("dagraid.storage.v1");
+    }
+}
+
+/// `dagraid.volume.v1`.
+pub mod volume {
+    /// Version 1 of the volume API.
+    #[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
+    pub mod v1 {
+        tonic::include_proto!("dagraid.volume.v1");
     }
 }
 
@@ -53,4 +63,29 @@ pub mod error_kind {
     pub const FAULT_INJECTION_DISABLED: &str = "fault-injection-disabled";
     /// The node is stopping; try another node or later.
     pub const SHUTTING_DOWN: &str = "shutting-down";
+
+    // Volume API (dagraid.volume.v1).
+
+    /// The call carried no token, or the wrong one.
+    pub const UNAUTHENTICATED: &str = "unauthenticated";
+    /// No volume of that name.
+    pub const UNKNOWN_VOLUME: &str = "unknown-volume";
+    /// CreateVolume with a name that is already in use.
+    pub const VOLUME_EXISTS: &str = "volume-exists";
+    /// A volume's layout or size is not acceptable (columns, stripe unit, block size, ...).
+    pub const BAD_GEOMETRY: &str = "bad-geometry";
+    /// Not enough reachable storage nodes for the volume.
+    pub const NOT_ENOUGH_NODES: &str = "not-enough-nodes";
+    /// More of the volume is lost than its redundancy covers for these bytes.
+    pub const UNRECOVERABLE: &str = "unrecoverable";
+    /// The bytes lie in a stripe marked lost after a write that could not complete.
+    pub const UNREADABLE: &str = "unreadable";
+    /// The administrative change would leave more failures than the layout tolerates.
+    pub const WOULD_EXCEED_TOLERANCE: &str = "would-exceed-tolerance";
+    /// The coordinator lost ownership of the cluster (a newer epoch fenced it).
+    pub const FENCED: &str = "fenced";
+    /// A state change could not be made durable, so the access was not acknowledged.
+    pub const STATE_NOT_RECORDED: &str = "state-not-recorded";
+    /// A bug or an unexpected condition on the coordinator.
+    pub const INTERNAL: &str = "internal";
 }
