@@ -2,9 +2,15 @@
 //!
 //! - [`node`]: one `dagraid-node` process on a temporary data directory, with kill -9, SIGTERM
 //!   and restart, and gRPC clients configured for large transfers.
+//! - [`cluster`]: N storage nodes and a `dagraid-coordinator`, each a real process, and the
+//!   column checker that reads every column straight from the nodes and verifies P, Q and
+//!   mirrors against the data.
+//! - [`process`]: finding the binaries, waiting for their "listening on" line, signals.
 //! - [`with_timeout`]: every test body runs under a deadline.
 
+pub mod cluster;
 pub mod node;
+pub mod process;
 
 use std::future::Future;
 use std::time::Duration;

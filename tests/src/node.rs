@@ -1,42 +1,24 @@
 //! A real `dagraid-node` process for tests.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use dagraid_proto::storage::v1::storage_node_client::StorageNodeClient;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::transport::{Channel, Endpoint};
 
 /// The line the node prints on stdout once it serves.
 pub const LISTENING_PREFIX: &str = "dagraid-node listening on ";
-/// How long a node may take to print its listening line.
-pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::process::START_TIMEOUT;
 /// Client-side message limit: above any node's payload limit used in tests.
 pub const CLIENT_MESSAGE_LIMIT: usize = 256 << 20;
 
-/// Path of the `dagraid-node` binary: `DAGRAID_NODE_BIN`, else next to the test executable
-/// (`target/<profile>/dagraid-node` for a test in `target/<profile>/deps/`).
+/// Path of the `dagraid-node` binary: `DAGRAID_NODE_BIN`, else next to the test executable.
 pub fn node_binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("DAGRAID_NODE_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().context("locating the test executable")?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("test executable {} has no grandparent", exe.display()))?;
-    let bin = dir.join(format!("dagraid-node{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it first (`cargo build -p dagraid-node`, or run `cargo test --workspace`), or set DAGRAID_NODE_BIN",
-            bin.display()
-        );
-    }
-    Ok(bin)
+    crate::process::binary("dagraid-node", "DAGRAID_NODE_BIN")
 }
 
 /// How to start a node.
@@ -98,37 +80,9 @@ impl NodeProcess {
         if self.options.fault_injection {
             cmd.arg("--fault-injection");
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .context("opening the node log")?;
-        cmd.env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().context("spawning dagraid-node")?;
-        let stdout = child.stdout.take().context("node stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(START_TIMEOUT, lines.next_line()).await;
-        let addr = match line {
-            Ok(Ok(Some(line))) => line
-                .strip_prefix(LISTENING_PREFIX)
-                .and_then(|a| a.trim().parse::<SocketAddr>().ok())
-                .ok_or_else(|| anyhow!("unexpected first line from dagraid-node: {line:?}")),
-            Ok(Ok(None)) => {
-                let status = child.wait().await?;
-                Err(anyhow!("dagraid-node exited ({status}) before listening"))
-            }
-            Ok(Err(err)) => Err(anyhow!("reading dagraid-node stdout: {err}")),
-            Err(_) => Err(anyhow!(
-                "dagraid-node did not listen within {START_TIMEOUT:?}"
-            )),
-        };
-        let addr = addr.map_err(|err| anyhow!("{err}; log:\n{}", self.log()))?;
-        // Keep draining stdout so the node never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (child, addr) =
+            crate::process::spawn_listening(cmd, "dagraid-node", LISTENING_PREFIX, &self.log_path)
+                .await?;
         self.child = Some(child);
         self.addr = addr;
         Ok(())
@@ -199,20 +153,8 @@ impl NodeProcess {
 
     /// Sends SIGTERM and waits for the exit status.
     pub async fn terminate(&mut self) -> Result<ExitStatus> {
-        let mut child = self.child.take().context("node is not running")?;
-        let pid = child.id().context("node already exited")?;
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .await
-            .context("running kill -TERM")?;
-        if !status.success() {
-            bail!("kill -TERM {pid} failed: {status}");
-        }
-        Ok(tokio::time::timeout(START_TIMEOUT, child.wait())
-            .await
-            .context("node did not stop after SIGTERM")??)
+        let child = self.child.take().context("node is not running")?;
+        crate::process::terminate(child).await
     }
 
     /// Starts the node again on the same data directory (a new port), after a kill or SIGTERM.
@@ -244,21 +186,7 @@ impl NodeProcess {
     }
 
     async fn signal(&self, signal: &str) -> Result<()> {
-        let pid = self
-            .child
-            .as_ref()
-            .and_then(Child::id)
-            .context("node is not running")?;
-        let status = Command::new("kill")
-            .arg(signal)
-            .arg(pid.to_string())
-            .status()
-            .await
-            .with_context(|| format!("running kill {signal}"))?;
-        if !status.success() {
-            bail!("kill {signal} {pid} failed: {status}");
-        }
-        Ok(())
+        crate::process::signal(self.child.as_ref(), signal).await
     }
 }
 

@@ -1,0 +1,328 @@
+//! A local cluster of real processes: N `dagraid-node`s and one `dagraid-coordinator`, each on a
+//! 127.0.0.1 port it picked, with fault knobs (kill -9, SIGSTOP, restart) and the column checker.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use dagraid_core::layout::{ColumnSet, Geometry, Layout, RaidLevel};
+use dagraid_core::testing::reference::verify_columns;
+use dagraid_proto::storage::v1 as spb;
+use dagraid_proto::volume::v1 as vpb;
+use tokio::process::{Child, Command};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::node::{NodeOptions, NodeProcess};
+use crate::process;
+
+/// The line the coordinator prints on stdout once it serves.
+pub const COORDINATOR_PREFIX: &str = "dagraid-coordinator listening on ";
+
+/// Path of the `dagraid-coordinator` binary: `DAGRAID_COORDINATOR_BIN`, else next to the test
+/// executable.
+pub fn coordinator_binary() -> Result<PathBuf> {
+    process::binary("dagraid-coordinator", "DAGRAID_COORDINATOR_BIN")
+}
+
+/// How to start a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Storage nodes.
+    pub nodes: usize,
+    /// The coordinator's bearer token (`--token`).
+    pub token: Option<String>,
+    /// `--node-deadline-ms` of the coordinator.
+    pub node_deadline_ms: u64,
+    /// `--health-interval-ms` of the coordinator.
+    pub health_interval_ms: u64,
+    /// Start the nodes with `--fault-injection`.
+    pub fault_injection: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            nodes: 5,
+            token: Some("test-token".to_owned()),
+            node_deadline_ms: 2000,
+            health_interval_ms: 500,
+            fault_injection: false,
+        }
+    }
+}
+
+/// A running `dagraid-coordinator` on a temporary data directory; killed when dropped.
+pub struct CoordinatorProcess {
+    data_dir: tempfile::TempDir,
+    args: Vec<String>,
+    child: Option<Child>,
+    addr: SocketAddr,
+}
+
+impl CoordinatorProcess {
+    /// Starts a coordinator with `args` (besides `--listen` and `--data-dir`).
+    pub async fn start(args: Vec<String>) -> Result<Self> {
+        let data_dir = tempfile::tempdir().context("creating the coordinator data directory")?;
+        let mut c = CoordinatorProcess {
+            data_dir,
+            args,
+            child: None,
+            addr: ([127, 0, 0, 1], 0).into(),
+        };
+        c.spawn("127.0.0.1:0").await?;
+        Ok(c)
+    }
+
+    async fn spawn(&mut self, listen: &str) -> Result<()> {
+        let mut cmd = Command::new(coordinator_binary()?);
+        cmd.arg("--listen")
+            .arg(listen)
+            .arg("--data-dir")
+            .arg(self.data_dir.path().join("data"))
+            .args(&self.args);
+        let log = self.data_dir.path().join("coordinator.log");
+        let (child, addr) =
+            process::spawn_listening(cmd, "dagraid-coordinator", COORDINATOR_PREFIX, &log).await?;
+        self.child = Some(child);
+        self.addr = addr;
+        Ok(())
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything it logged so far (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("coordinator.log")).unwrap_or_default()
+    }
+
+    /// kill -9.
+    pub async fn kill9(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.context("kill -9")?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait.
+    pub async fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let child = self.child.take().context("coordinator is not running")?;
+        process::terminate(child).await
+    }
+
+    /// Starts it again on the same data directory and port.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill9().await?;
+        let listen = self.addr.to_string();
+        self.spawn(&listen).await
+    }
+}
+
+/// Storage nodes and a coordinator.
+pub struct Cluster {
+    /// The storage nodes, `node1` first.
+    pub nodes: Vec<NodeProcess>,
+    /// The coordinator.
+    pub coordinator: CoordinatorProcess,
+    /// The options it was started with.
+    pub options: ClusterOptions,
+}
+
+impl Cluster {
+    /// Starts `options.nodes` storage nodes (ids `node1`, `node2`, ...; cluster id `dagraid`)
+    /// and a coordinator that knows them.
+    pub async fn start(options: ClusterOptions) -> Result<Cluster> {
+        let mut nodes = Vec::new();
+        for i in 1..=options.nodes {
+            nodes.push(
+                NodeProcess::start(NodeOptions {
+                    node_id: Some(format!("node{i}")),
+                    cluster_id: Some("dagraid".to_owned()),
+                    fault_injection: options.fault_injection,
+                    ..NodeOptions::default()
+                })
+                .await?,
+            );
+        }
+        let mut args = vec![
+            "--cluster-id".to_owned(),
+            "dagraid".to_owned(),
+            "--node-deadline-ms".to_owned(),
+            options.node_deadline_ms.to_string(),
+            "--health-interval-ms".to_owned(),
+            options.health_interval_ms.to_string(),
+        ];
+        for (i, n) in nodes.iter().enumerate() {
+            args.push("--node".to_owned());
+            args.push(format!("node{}={}", i + 1, n.addr()));
+        }
+        if let Some(t) = &options.token {
+            args.push("--token".to_owned());
+            args.push(t.clone());
+        }
+        let coordinator = CoordinatorProcess::start(args).await?;
+        Ok(Cluster {
+            nodes,
+            coordinator,
+            options,
+        })
+    }
+
+    /// The coordinator's URL.
+    pub fn url(&self) -> String {
+        self.coordinator.url()
+    }
+
+    /// A raw volume-API client (generated code) carrying the cluster's token.
+    pub async fn volume_client(&self) -> Result<RawVolumeClient> {
+        let channel = Endpoint::from_shared(self.url())?
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .max_frame_size(dagraid_node::HTTP2_MAX_FRAME_SIZE)
+            .initial_stream_window_size(dagraid_node::HTTP2_STREAM_WINDOW)
+            .initial_connection_window_size(dagraid_node::HTTP2_CONNECTION_WINDOW)
+            .connect()
+            .await
+            .context("connecting to the coordinator")?;
+        Ok(RawVolumeClient {
+            inner: vpb::volume_service_client::VolumeServiceClient::new(channel)
+                .max_decoding_message_size(crate::node::CLIENT_MESSAGE_LIMIT)
+                .max_encoding_message_size(crate::node::CLIENT_MESSAGE_LIMIT),
+            token: self.options.token.clone(),
+        })
+    }
+
+    /// The node whose id is `node_id`.
+    pub fn node_by_id(&self, node_id: &str) -> Option<&NodeProcess> {
+        let i: usize = node_id.strip_prefix("node")?.parse().ok()?;
+        self.nodes.get(i.checked_sub(1)?)
+    }
+
+    /// The column checker: reads every live column of `volume` straight from its storage node
+    /// and checks P, Q and mirrors against the data. Columns the coordinator reports failed are
+    /// skipped, and so are `also_skip` (nodes known dead). Returns the columns' contents.
+    pub async fn check_columns(&self, volume: &str, also_skip: &[usize]) -> Result<Vec<Vec<u8>>> {
+        let v = self.volume_client().await?.get_volume(volume).await?;
+        let layout = layout_of(&v)?;
+        let mut skip: ColumnSet = also_skip.iter().copied().collect();
+        let mut cols = Vec::with_capacity(v.components.len());
+        for c in &v.components {
+            let failed = c.state() != vpb::ComponentState::Optimal;
+            if failed {
+                skip.insert(c.column as usize);
+            }
+            if skip.contains(c.column as usize) {
+                cols.push(vec![
+                    0u8;
+                    layout.geometry().used_bytes_per_column() as usize
+                ]);
+                continue;
+            }
+            let node = self
+                .node_by_id(&c.node_id)
+                .ok_or_else(|| anyhow!("column {} is on unknown node {}", c.column, c.node_id))?;
+            cols.push(
+                read_component(node, &c.component_id, &layout)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "reading column {} ({}) of {volume}",
+                            c.column, c.component_id
+                        )
+                    })?,
+            );
+        }
+        if let Err(errors) = verify_columns(&layout, &cols, &skip) {
+            bail!(
+                "volume {volume}: {} inconsistent units, first: {:?}",
+                errors.len(),
+                &errors[..errors.len().min(5)]
+            );
+        }
+        Ok(cols)
+    }
+}
+
+/// The layout a volume description implies.
+pub fn layout_of(v: &vpb::Volume) -> Result<Layout> {
+    let level = match v.level() {
+        vpb::RaidLevel::Raid0 => RaidLevel::Raid0,
+        vpb::RaidLevel::Raid1 => RaidLevel::Raid1,
+        vpb::RaidLevel::Raid4 => RaidLevel::Raid4,
+        vpb::RaidLevel::Raid5 => RaidLevel::Raid5,
+        vpb::RaidLevel::Raid6 => RaidLevel::Raid6,
+        vpb::RaidLevel::Unspecified => bail!("volume {} has no level", v.name),
+    };
+    let bs = u64::from(v.block_size);
+    let per_column = v
+        .components
+        .first()
+        .map(|c| c.size_bytes / bs)
+        .ok_or_else(|| anyhow!("volume {} has no components", v.name))?;
+    let layout = Layout::new(
+        level,
+        Geometry::new(v.columns as usize, v.stripe_unit_bytes / bs, bs, per_column)?,
+    )?;
+    Ok(layout)
+}
+
+/// Reads the used part of a component, 4 MiB at a time, straight from its node.
+async fn read_component(node: &NodeProcess, id: &str, layout: &Layout) -> Result<Vec<u8>> {
+    let mut client = node.client().await?;
+    let bs = layout.geometry().block_size();
+    let blocks = layout.geometry().used_blocks_per_column();
+    let step = ((4 << 20) / bs).max(1);
+    let mut out = Vec::with_capacity((blocks * bs) as usize);
+    let mut b = 0;
+    while b < blocks {
+        let n = step.min(blocks - b);
+        let r = client
+            .read_blocks(spb::ReadBlocksRequest {
+                component_id: id.to_owned(),
+                start_block: b,
+                block_count: n as u32,
+            })
+            .await
+            .with_context(|| format!("ReadBlocks {id} {b}+{n}"))?;
+        out.extend_from_slice(&r.into_inner().data);
+        b += n;
+    }
+    Ok(out)
+}
+
+/// The generated volume client with the token attached to every call.
+pub struct RawVolumeClient {
+    /// The generated client.
+    pub inner: vpb::volume_service_client::VolumeServiceClient<Channel>,
+    /// The token sent, if any.
+    pub token: Option<String>,
+}
+
+impl RawVolumeClient {
+    /// `msg` as a request carrying the token.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        if let Some(t) = &self.token
+            && let Ok(v) = format!("Bearer {t}").parse()
+        {
+            req.metadata_mut().insert("authorization", v);
+        }
+        req
+    }
+
+    /// GetVolume.
+    pub async fn get_volume(&mut self, name: &str) -> Result<vpb::Volume> {
+        let req = self.request(vpb::GetVolumeRequest {
+            name: name.to_owned(),
+        });
+        Ok(self.inner.get_volume(req).await?.into_inner())
+    }
+}
