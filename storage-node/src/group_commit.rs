@@ -2,16 +2,26 @@
 //!
 //! After its pwrite completes, a write takes a ticket. A sync covers every ticket taken before the
 //! sync *started*, so a write is acknowledged only by a sync that began after its data reached the
-//! file. Whoever waits while no sync is running starts one; syncs run in their own task, so a
-//! cancelled caller never leaves the machinery stuck. If a sync fails, the group commit is failed
-//! for good and every present and future waiter gets the failure: nothing is retried and
-//! acknowledged later.
+//! file. Whoever waits while no sync is running starts the sync loop on a blocking thread: it
+//! starts the next sync the moment one ends while tickets are waiting (no hand-off between syncs),
+//! and it runs to completion even if its starter is cancelled, so a cancelled caller never leaves
+//! the machinery stuck. If a sync fails, the group commit is failed for good and every present and
+//! future waiter gets the failure: nothing is retried and acknowledged later.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
 use crate::backend::StorageBackend;
+
+impl Inner {
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means a panic while holding it; the counters are still consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 /// The shared-sync machinery of one component.
 #[derive(Clone)]
@@ -32,6 +42,7 @@ struct State {
     last_ticket: u64,
     /// Every ticket up to this one is durable.
     durable_through: u64,
+    /// Whether the sync loop is running.
     sync_running: bool,
     failure: Option<String>,
     syncs_completed: u64,
@@ -50,11 +61,7 @@ impl GroupCommit {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // A poisoned lock means a panic while holding it; the counters are still consistent.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock_state()
     }
 
     /// Takes a ticket. Call it only after the write's data is in the backend.
@@ -100,7 +107,11 @@ impl GroupCommit {
                 if !state.sync_running {
                     state.sync_running = true;
                     let covers = state.last_ticket;
-                    tokio::spawn(run_sync(self.inner.clone(), covers));
+                    let inner = self.inner.clone();
+                    // Detached: the syncs run to completion even if this caller is cancelled.
+                    drop(tokio::task::spawn_blocking(move || {
+                        sync_loop(&inner, covers)
+                    }));
                 }
             }
             if progress.changed().await.is_err() {
@@ -110,31 +121,37 @@ impl GroupCommit {
     }
 }
 
-async fn run_sync(inner: Arc<Inner>, covers: u64) {
-    let backend = inner.backend.clone();
-    let result = tokio::task::spawn_blocking(move || backend.sync()).await;
-    {
-        let mut state = inner
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        state.sync_running = false;
+/// Runs syncs on a blocking thread, the first covering every ticket up to `covers`, until no
+/// ticket is left waiting. Each sync covers the tickets taken before it started; the tickets taken
+/// while it ran get the next one, started at once on the same thread (no hand-off between syncs).
+fn sync_loop(inner: &Inner, mut covers: u64) {
+    loop {
+        // A panicking backend must not leave `sync_running` set with waiters parked forever.
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.backend.sync()))
+                .unwrap_or_else(|_| Err(std::io::Error::other("the sync panicked")));
+        let mut state = inner.lock_state();
         state.syncs_completed += 1;
         match result {
-            Ok(Ok(())) => state.durable_through = state.durable_through.max(covers),
-            Ok(Err(err)) => {
+            Ok(()) => state.durable_through = state.durable_through.max(covers),
+            Err(err) => {
                 state
                     .failure
                     .get_or_insert(format!("fdatasync failed: {err}"));
             }
-            Err(join) => {
-                state
-                    .failure
-                    .get_or_insert(format!("sync task failed: {join}"));
-            }
+        }
+        let more = state.failure.is_none() && state.last_ticket > state.durable_through;
+        if more {
+            covers = state.last_ticket;
+        } else {
+            state.sync_running = false;
+        }
+        drop(state);
+        inner.progress.send_modify(|v| *v += 1);
+        if !more {
+            return;
         }
     }
-    inner.progress.send_modify(|v| *v += 1);
 }
 
 #[cfg(test)]
