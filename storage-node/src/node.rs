@@ -110,7 +110,13 @@ impl Node {
                 fs::create_dir_all(dir)
                     .map_err(|e| bad_dir(dir, format!("cannot create it: {e}")))?;
             }
-            Err(err) => return Err(bad_dir(dir, err.to_string())),
+            Err(err) if err.kind() == io::ErrorKind::NotADirectory => {
+                return Err(bad_dir(
+                    dir,
+                    "cannot create it: a parent is not a directory",
+                ));
+            }
+            Err(err) => return Err(bad_dir(dir, format!("cannot access it: {err}"))),
         }
         let lock = OpenOptions::new()
             .read(true)
@@ -728,6 +734,46 @@ mod tests {
             .unwrap();
         let err = Node::open(&config).err().expect("refused").to_string();
         assert!(err.contains("a.dgc") && err.contains("expected"), "{err}");
+    }
+
+    /// A component recorded as failed stays failed after a restart; deleting it removes the record
+    /// and the id can be used again.
+    #[tokio::test]
+    async fn a_recorded_failure_survives_a_restart_until_the_component_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::new(dir.path());
+        {
+            let node = Arc::new(Node::open(&config).unwrap());
+            node.create_component(&owner(0), "a", 512, 4, 0)
+                .await
+                .unwrap();
+        }
+        let marker = dir.path().join("components/a.failed");
+        fs::write(&marker, "fdatasync failed: injected EIO").unwrap();
+        let node = Arc::new(Node::open(&config).unwrap());
+        let err = node.read_blocks("a", 0, 1).await.unwrap_err();
+        assert!(
+            matches!(&err, NodeError::ComponentFailed { reason, .. } if reason.contains("injected EIO")),
+            "{err}"
+        );
+        let err = node
+            .write_blocks(owner(0), "a", 0, Bytes::from(vec![1u8; 512]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NodeError::ComponentFailed { .. }), "{err}");
+
+        node.delete_component(&owner(0), "a").await.unwrap();
+        assert!(!marker.exists());
+        node.create_component(&owner(0), "a", 512, 4, 0)
+            .await
+            .unwrap();
+        assert_eq!(node.read_blocks("a", 0, 4).await.unwrap(), vec![0u8; 2048]);
+        drop(node);
+        let node = Node::open(&config).unwrap();
+        assert_eq!(
+            node.component("a").unwrap().health(),
+            crate::block_store::ComponentHealth::Optimal
+        );
     }
 
     #[tokio::test]

@@ -141,6 +141,21 @@ fn a_data_dir_that_is_a_file_is_a_clear_error() {
 }
 
 #[test]
+fn a_data_dir_that_cannot_be_created_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let below_a_file = file.join("data");
+    let out = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        path_str(&below_a_file),
+    ]);
+    assert_clear_error(&out, "cannot create it");
+}
+
+#[test]
 fn a_missing_data_dir_flag_is_a_clear_error() {
     let out = run(&["--listen", "127.0.0.1:0"]);
     assert_clear_error(&out, "--data-dir is required");

@@ -250,6 +250,58 @@ async fn every_bad_input_gets_a_precise_error_and_changes_nothing() {
             error_kind::WRONG_CLUSTER,
             "other",
         );
+        // Every other mutating call checks the cluster too (and changes nothing: checked below).
+        let other = || {
+            Some(pb::Fencing {
+                cluster_id: "other".into(),
+                epoch: 9,
+            })
+        };
+        let refusals = [
+            c.fence(pb::FenceRequest {
+                cluster_id: "other".into(),
+                epoch: 9,
+            })
+            .await
+            .map(drop),
+            c.flush(pb::FlushRequest {
+                fencing: other(),
+                component_id: "c".into(),
+            })
+            .await
+            .map(drop),
+            c.write_slot(pb::WriteSlotRequest {
+                fencing: other(),
+                component_id: "c".into(),
+                area: pb::SlotArea::Label as i32,
+                payload: Bytes::from_static(b"foreign"),
+            })
+            .await
+            .map(drop),
+            c.create_component(pb::CreateComponentRequest {
+                fencing: other(),
+                component_id: "foreign".into(),
+                block_size: 512,
+                block_count: 1,
+                serial: 0,
+            })
+            .await
+            .map(drop),
+            c.delete_component(pb::DeleteComponentRequest {
+                fencing: other(),
+                component_id: "c".into(),
+            })
+            .await
+            .map(drop),
+        ];
+        for result in refusals {
+            assert_status(
+                result.unwrap_err(),
+                Code::FailedPrecondition,
+                error_kind::WRONG_CLUSTER,
+                "other",
+            );
+        }
         let e = c
             .write_blocks(pb::WriteBlocksRequest {
                 fencing: None,

@@ -231,6 +231,37 @@ async fn a_failed_sync_fails_the_component_for_good() {
     assert!(matches!(store.health(), ComponentHealth::Failed(r) if r.contains("fdatasync")));
 }
 
+/// The failure is recorded beside the component file, and a store opened with that record is
+/// failed from the start: a restart never brings a failed component back.
+#[tokio::test]
+async fn a_failure_is_recorded_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("c0.failed");
+    let h = header(512, 8);
+    let backend = Arc::new(GatedBackend::new(h.layout().unwrap().file_len as usize));
+    BlockStore::initialize(backend.as_ref(), &h).unwrap();
+    let store = BlockStore::open(backend.clone(), None, Some(marker.clone())).unwrap();
+    backend.fail_syncs();
+    store
+        .write_blocks(0, Bytes::from(vec![1u8; 512]))
+        .await
+        .unwrap_err();
+    let recorded = std::fs::read_to_string(&marker).expect("failure recorded");
+    assert!(recorded.contains("fdatasync failed"), "{recorded}");
+
+    backend.heal_syncs();
+    let reopened = BlockStore::open(backend, Some(recorded.clone()), Some(marker)).unwrap();
+    assert_eq!(reopened.health(), ComponentHealth::Failed(recorded));
+    assert!(matches!(
+        reopened.read_blocks(0, 1).await,
+        Err(NodeError::ComponentFailed { .. })
+    ));
+    assert!(matches!(
+        reopened.write_blocks(0, Bytes::from(vec![2u8; 512])).await,
+        Err(NodeError::ComponentFailed { .. })
+    ));
+}
+
 #[tokio::test]
 async fn slots_update_atomically_and_are_bounded() {
     let (_, store) = gated_store(512, 8);
@@ -351,16 +382,16 @@ async fn power_cut_run(seed: u64, mode: CutMode) -> (usize, usize) {
                 );
                 lost_unacked += usize::from(h.unacked.is_some() && data == acked);
             }
+            // Only a block whose write was in flight at the cut may be torn. Its data and its
+            // checksum entry live in different pages, and even with every unsynced write dropped
+            // a sync that ran between the two pwrites makes one durable without the other; a
+            // real disk's writeback can do the same at any time. The read then answers DATA_LOSS
+            // (the RAID layer rebuilds the block), never wrong bytes.
             Err(NodeError::ChecksumMismatch { blocks, .. }) => {
-                assert_eq!(
-                    mode,
-                    CutMode::KeepRandomSectors,
-                    "seed {seed}: block {block} lost"
-                );
                 assert_eq!(blocks, vec![block]);
                 assert!(
                     h.unacked.is_some(),
-                    "seed {seed}: block {block} torn without a pending write"
+                    "seed {seed} {mode:?}: block {block} lost without a pending write"
                 );
             }
             Err(other) => panic!("seed {seed}: block {block}: {other}"),
