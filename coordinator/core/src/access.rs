@@ -231,7 +231,7 @@ pub struct AccessStats {
     /// Accesses that failed.
     pub errors: AtomicU64,
     /// DAGs run, by family ([`DagFamily::ALL`] order).
-    pub dags: [AtomicU64; 8],
+    pub dags: [AtomicU64; 9],
     /// DAGs that rolled forward past a failure.
     pub rolled_forward: AtomicU64,
     /// DAGs that rolled backward.
@@ -284,6 +284,24 @@ impl fmt::Debug for Array {
             .field("states", &self.states())
             .finish_non_exhaustive()
     }
+}
+
+/// What a stripe's DAGs are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StripeOp {
+    /// A client's read or write.
+    Access(AccessKind),
+    /// Resync: recompute the stripe's redundancy from its data.
+    RewriteParity,
+}
+
+/// What a resync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResyncReport {
+    /// Stripes whose redundancy was rewritten.
+    pub stripes: u64,
+    /// Columns marked failed on the way.
+    pub marked_failed: Vec<usize>,
 }
 
 /// What one stripe produced.
@@ -532,13 +550,16 @@ impl Array {
         s: &StripeAccess,
         data: Option<&Bytes>,
     ) -> (usize, Result<StripeDone, AccessError>) {
-        (index, self.run_stripe(kind, s, data).await)
+        (
+            index,
+            self.run_stripe(StripeOp::Access(kind), s, data).await,
+        )
     }
 
     /// Runs one stripe's DAGs until one completes, retrying after a roll-backward.
     async fn run_stripe(
         &self,
-        kind: AccessKind,
+        op: StripeOp,
         s: &StripeAccess,
         data: Option<&Bytes>,
     ) -> Result<StripeDone, AccessError> {
@@ -576,9 +597,12 @@ impl Array {
                 data,
                 load: &load,
             };
-            let built = select(&self.layout, s, kind, &faults)
-                .and_then(|family| builders::build(family, &req))
-                .map_err(|e| self.build_error(s, e))?;
+            let built = match op {
+                StripeOp::Access(kind) => select(&self.layout, s, kind, &faults),
+                StripeOp::RewriteParity => Ok(DagFamily::ParityRewrite),
+            }
+            .and_then(|family| builders::build(family, &req))
+            .map_err(|e| self.build_error(s, e))?;
             let family = built.family;
             for &c in &built.columns_read {
                 self.load[c].fetch_add(1, Ordering::Relaxed);
@@ -671,7 +695,10 @@ impl Array {
                     ));
                 }
                 Direction::Forward | Direction::RolledForward => {
+                    // A full-stripe user write makes a lost stripe whole; a parity rewrite
+                    // does not (a stale data unit may be what tore it).
                     if family.is_write()
+                        && family != DagFamily::ParityRewrite
                         && direction == Direction::Forward
                         && s.is_full_stripe(self.layout.unit_bytes())
                     {
@@ -740,6 +767,83 @@ impl Array {
             newer
         });
         Ok(())
+    }
+
+    /// Resync: rewrites the redundancy of every stripe from its data (parity and Q recomputed,
+    /// RAID 1 primaries copied to their secondaries), `stripes_in_flight` stripes at a time, each
+    /// under its whole-stripe write lock while user I/O goes on. Used after an unclean shutdown,
+    /// when a write may have landed on some columns of a stripe and not on others. `progress`
+    /// is told the number of stripes done after each one.
+    pub async fn resync(
+        self: &Arc<Self>,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<ResyncReport, AccessError> {
+        let this = self.clone();
+        // Own task: a dropped caller cannot stop a resync halfway through a stripe.
+        tokio::spawn(async move {
+            let total = this.layout.stripes();
+            let mut report = ResyncReport::default();
+            let done = AtomicU64::new(0);
+            let progress = &progress;
+            let done_ref = &done;
+            let this_ref = &this;
+            let runs = (0..total).map(|stripe| async move {
+                let r = this_ref.resync_stripe(stripe).await;
+                progress(done_ref.fetch_add(1, Ordering::Relaxed) + 1);
+                r
+            });
+            let mut results =
+                futures::stream::iter(runs).buffer_unordered(this.config.stripes_in_flight.max(1));
+            let mut first_error = None;
+            while let Some(r) = results.next().await {
+                match r {
+                    Ok(marked) => {
+                        report.stripes += 1;
+                        report.marked_failed.extend(marked);
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            drop(results);
+            match first_error {
+                Some(e) => Err(e),
+                None => Ok(report),
+            }
+        })
+        .await
+        .map_err(|e| AccessError::Internal(format!("resync task lost: {e}")))?
+    }
+
+    /// Rewrites one stripe's redundancy under its whole-stripe write lock; returns the columns
+    /// it marked failed.
+    pub async fn resync_stripe(self: &Arc<Self>, stripe: u64) -> Result<Vec<usize>, AccessError> {
+        let sb = self.layout.stripe_data_bytes();
+        let map = self.layout.map(stripe * sb, sb)?;
+        let lock = StripeLockRequest::whole_stripe(&self.layout, stripe, LockMode::Write);
+        let locks = self
+            .locks
+            .lock([lock])
+            .await
+            .map_err(|e| AccessError::Internal(e.to_string()))?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            let r = this
+                .run_stripe(StripeOp::RewriteParity, &map.stripes[0], None)
+                .await;
+            let r = match r {
+                Ok(done) => this
+                    .make_durable(done.generation)
+                    .await
+                    .map(|_| done.marked),
+                Err(e) => Err(e),
+            };
+            drop(locks);
+            r
+        })
+        .await
+        .map_err(|e| AccessError::Internal(format!("resync task lost: {e}")))?
     }
 
     /// Administrator's fail (raidctl -f): marks `column` failed if the layout survives it, and

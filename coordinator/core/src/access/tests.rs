@@ -831,3 +831,76 @@ async fn data_loss_on_both_copies_is_unrecoverable_not_a_failure() {
     assert_eq!(r.array.array_state(), ArrayState::Optimal);
     assert_eq!(r.array.stats().rolled_backward.load(Ordering::Relaxed), 2);
 }
+
+// ------------------------------------------------------------------ resync
+
+#[tokio::test]
+async fn resync_makes_redundancy_agree_with_the_data_on_every_level() {
+    for level in RaidLevel::ALL {
+        let r = rig(level, 12, &[]);
+        // Scribble over every redundancy unit (P, Q, mirror copies).
+        let unit = r.layout.unit_bytes() as usize;
+        for s in 0..r.layout.stripes() {
+            let sl = r.layout.stripe(s).unwrap();
+            for (column, role) in sl.units() {
+                if !matches!(role, crate::layout::UnitRole::Data { .. }) {
+                    r.mems[column].poke(s as usize * unit + 3, &[0xde, 0xad]);
+                }
+            }
+        }
+        if level != RaidLevel::Raid0 {
+            assert!(verify_columns(&r.layout, &r.contents(), &ColumnSet::new()).is_err());
+        }
+        let done = Arc::new(AtomicU64::new(0));
+        let seen = done.clone();
+        let report = r
+            .array
+            .resync(move |n| {
+                seen.fetch_max(n, Ordering::Relaxed);
+            })
+            .await
+            .unwrap();
+        assert_eq!(report.stripes, STRIPES, "{level}");
+        assert_eq!(done.load(Ordering::Relaxed), STRIPES, "{level}");
+        r.assert_consistent();
+        let (d, _) = r.array.read(0, r.layout.capacity()).await.unwrap();
+        assert_eq!(
+            d.into_bytes().as_ref(),
+            r.volume.as_slice(),
+            "{level}: data changed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_runs_under_stripe_locks_beside_user_writes() {
+    for level in [RaidLevel::Raid1, RaidLevel::Raid5, RaidLevel::Raid6] {
+        let r = rig(level, 13, &[]);
+        let array = r.array.clone();
+        let resync = tokio::spawn(async move { array.resync(|_| {}).await });
+        let mut rng = StdRng::seed_from_u64(13);
+        let mut reference = r.volume.clone();
+        for _ in 0..100 {
+            let offset = rng.random_range(0..r.layout.capacity() - 1);
+            let len = rng.random_range(1..=(r.layout.capacity() - offset).min(200));
+            let data = random_bytes(&mut rng, len as usize);
+            r.array.write(offset, data.clone()).await.unwrap();
+            reference[offset as usize..(offset + len) as usize].copy_from_slice(&data);
+        }
+        resync.await.unwrap().unwrap();
+        r.assert_consistent();
+        let (d, _) = r.array.read(0, r.layout.capacity()).await.unwrap();
+        assert!(d.into_bytes().as_ref() == reference.as_slice(), "{level}");
+    }
+}
+
+#[tokio::test]
+async fn resync_of_a_degraded_array_refuses_stripes_whose_data_is_lost() {
+    let r = rig(RaidLevel::Raid5, 14, &[1]);
+    let err = r.array.resync(|_| {}).await.unwrap_err();
+    assert!(matches!(err, AccessError::Unrecoverable { .. }), "{err}");
+    // Nothing was written to the failed column, and the data still reads back.
+    assert!(r.log.writes().iter().all(|w| w.component != "c1"));
+    let (d, _) = r.array.read(0, r.layout.capacity()).await.unwrap();
+    assert_eq!(d.into_bytes().as_ref(), r.volume.as_slice());
+}

@@ -15,6 +15,7 @@
 //! | [`DagFamily::SmallWrite`] | [`small_write`] | Nil -> {Rod, Rop, Roq} -> [Ovl] -> Xor, Q -> Cmt -> {Wnd, Wnp, Wnq} -> Trm |
 //! | [`DagFamily::LargeWrite`] | [`large_write`] | Nil -> Rod x k -> [Ovl] -> Xor, Q -> Cmt -> {Wnd, Wnp, Wnq} -> Trm |
 //! | [`DagFamily::DegradedWrite`] | [`degraded_write`] | Nil -> {Rrd, Rp, Rq} -> Xrc -> [Ovl] -> Xor, Q -> Cmt -> {Wnd, Wnp, Wnq, W} -> Nil -> Trm |
+//! | [`DagFamily::ParityRewrite`] | [`parity_rewrite`] | Nil -> Rrd x k -> Xor, Q -> Cmt -> {Wnp, Wnq} -> Trm (RAID 1: Rmir -> Cmt -> Wsd) |
 //!
 //! Conventions every builder keeps:
 //! - accesses are byte-granular: a partial block is read (`Rod`), merged with the user's bytes
@@ -39,6 +40,7 @@ pub mod ff_read;
 pub mod large_write;
 pub mod mirror;
 pub mod nonredundant_write;
+pub mod parity_rewrite;
 mod recover;
 pub mod small_write;
 
@@ -73,11 +75,13 @@ pub enum DagFamily {
     /// A write whose stripe has lost data units: their old content is reconstructed where the
     /// new parity needs it, live columns are written, lost ones are skipped.
     DegradedWrite,
+    /// Resync: recompute a whole stripe's redundancy from its data (no user data).
+    ParityRewrite,
 }
 
 impl DagFamily {
     /// Every family.
-    pub const ALL: [DagFamily; 8] = [
+    pub const ALL: [DagFamily; 9] = [
         DagFamily::FaultFreeRead,
         DagFamily::MirrorRead,
         DagFamily::DegradedRead,
@@ -86,6 +90,7 @@ impl DagFamily {
         DagFamily::SmallWrite,
         DagFamily::LargeWrite,
         DagFamily::DegradedWrite,
+        DagFamily::ParityRewrite,
     ];
 
     /// The DAG kind recorded on the DAG span (`ff_read`, `small_write`, ...).
@@ -99,6 +104,7 @@ impl DagFamily {
             DagFamily::SmallWrite => "small_write",
             DagFamily::LargeWrite => "large_write",
             DagFamily::DegradedWrite => "degraded_write",
+            DagFamily::ParityRewrite => "parity_rewrite",
         }
     }
 
@@ -244,7 +250,7 @@ pub fn build(family: DagFamily, req: &StripeRequest<'_>) -> Result<BuiltDag, Bui
                 actual: data.len() as u64,
             });
         }
-    } else if family.is_write() {
+    } else if family.is_write() && family != DagFamily::ParityRewrite {
         return Err(BuildError::WriteData {
             needed: req.access.buffer_range.end,
             actual: 0,
@@ -259,6 +265,7 @@ pub fn build(family: DagFamily, req: &StripeRequest<'_>) -> Result<BuiltDag, Bui
         DagFamily::SmallWrite => small_write::build(req),
         DagFamily::LargeWrite => large_write::build(req),
         DagFamily::DegradedWrite => degraded_write::build(req),
+        DagFamily::ParityRewrite => parity_rewrite::build(req),
     }
 }
 
