@@ -52,6 +52,7 @@ fn rig_with(
     failed: &[usize],
     recorder: Arc<dyn StateRecorder>,
 ) -> Rig {
+    crate::engine::tests::capture::install_router();
     let layout = Layout::new(
         level,
         Geometry::new(

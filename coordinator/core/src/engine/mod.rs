@@ -185,4 +185,4 @@ pub fn issuing_node() -> Option<IssuingNode> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

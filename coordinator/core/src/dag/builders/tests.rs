@@ -33,6 +33,7 @@ struct Array {
 }
 
 fn array(level: RaidLevel, columns: usize, seed: u64) -> Array {
+    crate::engine::tests::capture::install_router();
     let layout = Layout::new(
         level,
         Geometry::new(columns, UNIT_BLOCKS, u64::from(BS), BLOCKS).unwrap(),
@@ -59,6 +60,7 @@ fn array(level: RaidLevel, columns: usize, seed: u64) -> Array {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
+    crate::engine::tests::capture::install_router();
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()

@@ -82,6 +82,16 @@ static INSTALL: Once = Once::new();
 /// callsite interest concurrently, and spans then go missing at random.
 struct Router;
 
+/// Installs the global routing subscriber. Every unit test of the core that runs DAGs calls this
+/// before its first span: a callsite first hit before the global subscriber exists may keep a
+/// stale "never interested" verdict, and a capturing test would then miss spans at random.
+pub(crate) fn install_router() {
+    INSTALL.call_once(|| {
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Router))
+            .expect("no other global subscriber in the core's unit tests");
+    });
+}
+
 fn current() -> Option<Capture> {
     CURRENT.with(|c| c.borrow().clone())
 }
@@ -107,10 +117,7 @@ impl Capture {
     /// Captures what this thread emits until the guard drops. Tests using it must run their
     /// DAGs on a current-thread runtime.
     pub(super) fn install(&self) -> CaptureGuard {
-        INSTALL.call_once(|| {
-            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Router))
-                .expect("no other global subscriber in the core's unit tests");
-        });
+        install_router();
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
         CaptureGuard
     }

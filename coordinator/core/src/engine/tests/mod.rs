@@ -1,7 +1,7 @@
 //! Engine tests: every DAG shape of RAIDFRAME.md with a fault at every disk node, random DAGs under
 //! random fault schedules, cancellation, concurrency, and the spans of every firing.
 
-mod capture;
+pub(crate) mod capture;
 mod misc;
 mod props;
 mod shapes;
@@ -28,6 +28,7 @@ struct Rig {
 impl Rig {
     /// `n` components; block `b` of component `c` is filled with byte `c * 64 + b`.
     fn new(n: usize) -> Self {
+        capture::install_router();
         let log = IoLog::new();
         let mems: Vec<_> = (0..n)
             .map(|c| {
@@ -72,6 +73,7 @@ fn xor(parts: &[&[u8]]) -> Vec<u8> {
 
 /// An engine with a short deadline, for tests under paused time.
 fn engine() -> Engine {
+    capture::install_router();
     Engine::new(EngineConfig {
         node_deadline: Duration::from_secs(1),
     })
