@@ -9,6 +9,7 @@ pub mod dag;
 pub mod engine;
 pub mod io;
 pub mod layout;
+pub mod meta;
 pub mod parity;
 pub mod stripe_lock;
 #[cfg(feature = "testing")]

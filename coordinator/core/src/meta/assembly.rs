@@ -1,0 +1,353 @@
+//! Reassembly: deciding a volume's state from its labels and the coordinator's record.
+//!
+//! Both the labels (one per component, on the storage nodes) and the coordinator's store carry a
+//! modification counter; every state change is written to the surviving components' labels and
+//! to the store before the access that caused it is acknowledged. At assembly:
+//!
+//! - **the record with the highest counter is authoritative**, whether it is the store's or a
+//!   label's: a crash between the label writes and the store write leaves the labels ahead, a
+//!   crash after the store write and some of the label writes leaves the store (and those labels)
+//!   ahead. Neither copy is trusted over a newer one, because either may be the one a crash cut
+//!   short. On a tie the record with more failed columns wins (failing is the safe direction).
+//! - the states come from that record. A column left behind by a failure has an older counter and
+//!   is failed *in the newer record*, so it stays failed even if its node comes back with its old
+//!   data and its old label. A label that is merely older (the coordinator died after writing
+//!   k of n labels) does not fail a column the authoritative record calls optimal: nothing was
+//!   written to the volume between those label writes.
+//! - a column whose node does not answer, whose label is missing, unreadable, or belongs to
+//!   another volume or geometry, is failed for this assembly (and the caller records it);
+//! - a volume whose authoritative record is not clean needs a resync before it is optimal; one
+//!   that is dirty *and* degraded is not assembled without `force` (the RAID 5 write hole: a
+//!   stripe whose write was cut short cannot be told from one whose lost unit must be rebuilt from
+//!   its parity); more failures than the layout tolerates are refused outright.
+
+use crate::array::ComponentState;
+use crate::layout::{ColumnSet, Layout};
+
+use super::label::{ComponentLabel, LabelGeometry};
+
+/// What the coordinator found on one column's node.
+#[derive(Debug, Clone)]
+pub enum Found {
+    /// A valid label.
+    Label(ComponentLabel),
+    /// The node answered, but there is no label of this volume (empty, another volume, another
+    /// geometry, unparsable): the reason.
+    Foreign(String),
+    /// The node or its label could not be read: the reason.
+    Unreachable(String),
+}
+
+/// The coordinator store's record of the volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// Its modification counter.
+    pub mod_counter: u64,
+    /// Its config epoch.
+    pub config_epoch: u64,
+    /// Whether it says the volume was shut down cleanly.
+    pub clean: bool,
+    /// Every column's state.
+    pub states: Vec<ComponentState>,
+}
+
+/// Where the authoritative record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The coordinator's store.
+    Store,
+    /// The label of this column.
+    Label(usize),
+}
+
+/// Whether and how to assemble.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Assemble; resync first if the volume was not shut down cleanly.
+    Assemble {
+        /// A full resync is needed before the volume is optimal.
+        resync: bool,
+    },
+    /// Dirty and degraded: assemble only when forced; says what is at risk.
+    NeedsForce {
+        /// What forcing risks.
+        at_risk: String,
+    },
+    /// More failures than the layout tolerates.
+    Refuse {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The outcome of [`plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Every column's state for the assembled volume.
+    pub states: Vec<ComponentState>,
+    /// The authoritative counter.
+    pub mod_counter: u64,
+    /// The authoritative config epoch.
+    pub config_epoch: u64,
+    /// Whether the authoritative record is clean.
+    pub clean: bool,
+    /// Where it came from.
+    pub source: Source,
+    /// Columns this assembly fails, with the reason (not failed in the authoritative record).
+    pub newly_failed: Vec<(usize, String)>,
+    /// The decision.
+    pub verdict: Verdict,
+}
+
+/// Decides the state of volume `volume_id` (geometry `layout`) from the store's `recorded` view
+/// and what was `found` on each column's node (in column order).
+pub fn plan(layout: &Layout, volume_id: &str, recorded: &Recorded, found: &[Found]) -> Plan {
+    let geometry = LabelGeometry::of(layout);
+    let n = layout.columns();
+    // Labels of this volume, this geometry, the right column.
+    let mut found: Vec<Found> = found.to_vec();
+    found.resize(n, Found::Unreachable("no node for the column".to_owned()));
+    for (column, f) in found.iter_mut().enumerate() {
+        if let Found::Label(l) = f {
+            let why = if l.volume_id != volume_id {
+                Some(format!("label of volume {}", l.volume_id))
+            } else if l.geometry != geometry {
+                Some("label geometry differs from the volume's".to_owned())
+            } else if l.column as usize != column {
+                Some(format!("label of column {}", l.column))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                *f = Found::Foreign(why);
+            }
+        }
+    }
+    let failed_count = |s: &[ComponentState]| s.iter().filter(|s| s.is_failed()).count();
+    // The authoritative record: highest counter, then most failures, then the store.
+    let mut best = (
+        recorded.mod_counter,
+        failed_count(&recorded.states),
+        Source::Store,
+        recorded.config_epoch,
+        recorded.clean,
+        recorded.states.clone(),
+    );
+    for (column, f) in found.iter().enumerate() {
+        if let Found::Label(l) = f {
+            let states = l.states();
+            let key = (l.mod_counter, failed_count(&states));
+            if key > (best.0, best.1) {
+                best = (
+                    l.mod_counter,
+                    key.1,
+                    Source::Label(column),
+                    l.config_epoch,
+                    l.clean,
+                    states,
+                );
+            }
+        }
+    }
+    let (mod_counter, _, source, config_epoch, clean, mut states) = best;
+    states.resize(n, ComponentState::Failed);
+    let mut newly_failed = Vec::new();
+    for (column, f) in found.iter().enumerate() {
+        let reason = match f {
+            Found::Label(_) => continue,
+            Found::Foreign(why) => why.clone(),
+            Found::Unreachable(why) => why.clone(),
+        };
+        if !states[column].is_failed() {
+            states[column] = ComponentState::Failed;
+            newly_failed.push((column, reason));
+        }
+    }
+    let failed: ColumnSet = states
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_failed())
+        .map(|(c, _)| c)
+        .collect();
+    let verdict = if !layout.tolerates(&failed) {
+        Verdict::Refuse {
+            reason: format!(
+                "columns {:?} are failed or missing; {} tolerates {}",
+                failed.iter().collect::<Vec<_>>(),
+                layout.level(),
+                layout.fault_tolerance()
+            ),
+        }
+    } else if !clean && !failed.is_empty() {
+        Verdict::NeedsForce {
+            at_risk: format!(
+                "the volume was not shut down cleanly and columns {:?} are failed: a write cut short by the crash may have left a stripe's parity out of step with its data, and the failed columns' data in such a stripe would be rebuilt wrong; stripes that took no write at the crash are intact",
+                failed.iter().collect::<Vec<_>>()
+            ),
+        }
+    } else {
+        Verdict::Assemble { resync: !clean }
+    };
+    Plan {
+        states,
+        mod_counter,
+        config_epoch,
+        clean,
+        source,
+        newly_failed,
+        verdict,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{Geometry, RaidLevel};
+    use crate::meta::label::{LABEL_MAGIC, LABEL_VERSION, LabelState, Member};
+
+    fn layout() -> Layout {
+        Layout::new(RaidLevel::Raid5, Geometry::new(4, 4, 512, 64).unwrap()).unwrap()
+    }
+
+    fn label(column: usize, counter: u64, clean: bool, failed: &[usize]) -> ComponentLabel {
+        ComponentLabel {
+            magic: LABEL_MAGIC.into(),
+            version: LABEL_VERSION,
+            cluster_id: "dagraid".into(),
+            volume_id: "v1".into(),
+            volume_name: "vol".into(),
+            column: column as u32,
+            serial: column as u64,
+            geometry: LabelGeometry::of(&layout()),
+            mod_counter: counter,
+            config_epoch: counter,
+            clean,
+            members: (0..4)
+                .map(|c| Member {
+                    node_id: format!("n{c}"),
+                    component_id: format!("v1-c{c}"),
+                    state: if failed.contains(&c) {
+                        LabelState::Failed
+                    } else {
+                        LabelState::Optimal
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    fn recorded(counter: u64, clean: bool, failed: &[usize]) -> Recorded {
+        Recorded {
+            mod_counter: counter,
+            config_epoch: counter,
+            clean,
+            states: (0..4)
+                .map(|c| {
+                    if failed.contains(&c) {
+                        ComponentState::Failed
+                    } else {
+                        ComponentState::Optimal
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn clean_volume_assembles_without_resync_and_dirty_one_with() {
+        let found: Vec<Found> = (0..4)
+            .map(|c| Found::Label(label(c, 3, true, &[])))
+            .collect();
+        let p = plan(&layout(), "v1", &recorded(3, true, &[]), &found);
+        assert_eq!(p.verdict, Verdict::Assemble { resync: false });
+        assert!(p.newly_failed.is_empty());
+        let found: Vec<Found> = (0..4)
+            .map(|c| Found::Label(label(c, 4, false, &[])))
+            .collect();
+        let p = plan(&layout(), "v1", &recorded(4, false, &[]), &found);
+        assert_eq!(p.verdict, Verdict::Assemble { resync: true });
+    }
+
+    #[test]
+    fn a_node_back_with_its_old_label_stays_failed() {
+        // Column 2 failed at counter 5; its node comes back with the counter-4 label that
+        // calls it optimal, and the store missed the change (crash before the store write).
+        let mut found: Vec<Found> = (0..4)
+            .map(|c| Found::Label(label(c, 5, true, &[2])))
+            .collect();
+        found[2] = Found::Label(label(2, 4, true, &[]));
+        let p = plan(&layout(), "v1", &recorded(4, true, &[]), &found);
+        assert_eq!(p.states[2], ComponentState::Failed);
+        assert!(matches!(p.source, Source::Label(_)));
+        assert_eq!(p.mod_counter, 5);
+        assert!(p.newly_failed.is_empty());
+    }
+
+    #[test]
+    fn a_crash_after_k_of_n_label_writes_fails_no_healthy_column() {
+        // Transition from counter 6 (all optimal, dirty) to 7 (column 3 failed), written to
+        // columns 0, 1, 2 in order and then the store; a crash after k of those writes.
+        for k in 0..=4 {
+            let found: Vec<Found> = (0..4)
+                .map(|c| {
+                    if c == 3 {
+                        Found::Unreachable("node down".into())
+                    } else if c < k {
+                        Found::Label(label(c, 7, false, &[3]))
+                    } else {
+                        Found::Label(label(c, 6, false, &[]))
+                    }
+                })
+                .collect();
+            let store = if k == 4 {
+                recorded(7, false, &[3])
+            } else {
+                recorded(6, false, &[])
+            };
+            let p = plan(&layout(), "v1", &store, &found);
+            assert_eq!(
+                p.states,
+                vec![
+                    ComponentState::Optimal,
+                    ComponentState::Optimal,
+                    ComponentState::Optimal,
+                    ComponentState::Failed
+                ],
+                "k = {k}"
+            );
+            // Dirty and degraded: only by force.
+            assert!(matches!(p.verdict, Verdict::NeedsForce { .. }), "k = {k}");
+        }
+    }
+
+    #[test]
+    fn foreign_and_missing_labels_fail_their_columns_and_too_many_refuse() {
+        let mut found: Vec<Found> = (0..4)
+            .map(|c| Found::Label(label(c, 2, true, &[])))
+            .collect();
+        let mut other = label(1, 9, true, &[]);
+        other.volume_id = "v2".into();
+        found[1] = Found::Label(other);
+        let p = plan(&layout(), "v1", &recorded(2, true, &[]), &found);
+        assert_eq!(
+            p.mod_counter, 2,
+            "another volume's label is never authoritative"
+        );
+        assert_eq!(p.newly_failed.len(), 1);
+        assert_eq!(p.newly_failed[0].0, 1);
+        assert_eq!(p.verdict, Verdict::Assemble { resync: false });
+        found[0] = Found::Unreachable("connection refused".into());
+        let p = plan(&layout(), "v1", &recorded(2, true, &[]), &found);
+        assert!(matches!(p.verdict, Verdict::Refuse { .. }));
+    }
+
+    #[test]
+    fn on_a_tie_the_record_with_more_failures_wins() {
+        let found: Vec<Found> = (0..4)
+            .map(|c| Found::Label(label(c, 3, true, if c == 0 { &[1] } else { &[] })))
+            .collect();
+        let p = plan(&layout(), "v1", &recorded(3, true, &[]), &found);
+        assert_eq!(p.states[1], ComponentState::Failed);
+        assert_eq!(p.source, Source::Label(0));
+    }
+}
