@@ -1,0 +1,685 @@
+//! The `dagraid` command-line tool: flags ([`Args`]), the verbs, and [`run`].
+//!
+//! - `cluster_file.rs`: `<data-dir>/cluster.toml`, written by `dagraid up`, read by the verbs.
+//! - `output.rs`: tables and JSON.
+//! - `up.rs`: `dagraid up`, a local cluster of `dagraid-node` and `dagraid-coordinator`
+//!   processes.
+//!
+//! The binary (`src/main.rs`) only parses [`Args`] and calls [`run`].
+
+pub mod cluster_file;
+pub mod output;
+mod up;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::{Parser, Subcommand};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::size::{Size, parse_size};
+use crate::{Client, ClientError, ClientOptions, RaidLevel, VolumeSpec};
+use cluster_file::ClusterFile;
+
+/// Environment variable naming the coordinator URL.
+pub const ENV_COORDINATOR: &str = "DAGRAID_COORDINATOR";
+/// Environment variable holding the bearer token.
+pub const ENV_TOKEN: &str = "DAGRAID_TOKEN";
+/// Environment variable naming the directory of `dagraid-node` and `dagraid-coordinator`.
+pub const ENV_BIN_DIR: &str = "DAGRAID_BIN_DIR";
+
+const AFTER_HELP: &str = "\
+Sizes and offsets take a whole number of bytes or a binary unit: 4096, 4KiB (= 4k = 4K),
+64KiB, 1MiB (= 1M), 1GiB (= 1G), 1TiB; KB/MB/GB are refused as ambiguous.
+
+Quick start:
+  dagraid up                                   # local cluster, volume vol0 (RAID 5, 1 GiB)
+  echo hello | dagraid write vol0 --offset 0   # in another terminal
+  dagraid read vol0 --offset 0 --length 6
+  dagraid status";
+
+/// dagraid: networked RAID volumes, in the spirit of raidctl.
+///
+/// `dagraid up` starts a local cluster (storage nodes and a coordinator, each its own process)
+/// and writes <data-dir>/cluster.toml; the other verbs talk to the coordinator it names, or to
+/// the one given with --coordinator.
+#[derive(Debug, Parser)]
+#[command(name = "dagraid", version, after_help = AFTER_HELP)]
+pub struct Args {
+    /// Coordinator URL, e.g. http://127.0.0.1:7070 [default: the one in <data-dir>/cluster.toml].
+    #[arg(long, env = ENV_COORDINATOR, global = true, value_name = "URL")]
+    pub coordinator: Option<String>,
+    /// Bearer token of the coordinator [default: the one in <data-dir>/cluster.toml when it
+    /// names the same coordinator].
+    #[arg(long, env = ENV_TOKEN, global = true, hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Directory of the local cluster: cluster.toml, the nodes' and the coordinator's data, logs.
+    #[arg(
+        long,
+        global = true,
+        default_value = "./dagraid-data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// Print JSON (one document) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Deadline of one call to the coordinator, in seconds.
+    #[arg(long, global = true, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a local cluster and keep it running until Ctrl-C or SIGTERM.
+    ///
+    /// Starts --nodes storage nodes (each a `dagraid-node` process on a free 127.0.0.1 port, data
+    /// in <data-dir>/node<i>) and a `dagraid-coordinator` on --listen, writes
+    /// <data-dir>/cluster.toml (coordinator URL and token, mode 0600), creates volume vol0
+    /// (RAID 5 over every node, 1 GiB) if it does not exist, and prints the endpoints and the
+    /// status. Run again on the same data directory, it reuses the token and the data.
+    ///
+    /// A child that dies (say, a node killed with kill -9 to watch vol0 degrade) is reported and
+    /// the others keep running. On Ctrl-C or SIGTERM the coordinator is stopped first, then the
+    /// nodes, so a clean stop fails no component. Logs: <data-dir>/logs/<name>.log.
+    ///
+    /// The binaries are looked up in $DAGRAID_BIN_DIR, then next to this executable, then on
+    /// PATH (`cargo build --workspace` puts them next to it).
+    Up(UpArgs),
+    /// Create, list and delete volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Show the cluster's nodes and every volume, or one volume, like `raidctl -s`.
+    ///
+    /// Per volume: level, size, geometry and state (optimal, degraded, reconstructing, failed);
+    /// per component: column, storage node, address, component id and state; counters.
+    Status {
+        /// Show only this volume.
+        volume: Option<String>,
+    },
+    /// Write a file (or stdin) into a volume at an offset.
+    ///
+    /// Reads FILE, or standard input when FILE is `-` or absent, and writes its bytes at
+    /// --offset; returns once they are durable on every live column.
+    Write {
+        /// The volume.
+        volume: String,
+        /// Volume offset of the first byte (a size: 0, 4096, 1MiB, ...).
+        #[arg(long, value_parser = size_arg)]
+        offset: u64,
+        /// The input file; `-` or absent: standard input.
+        file: Option<PathBuf>,
+    },
+    /// Read bytes of a volume to stdout or a file (raw bytes).
+    Read {
+        /// The volume.
+        volume: String,
+        /// Volume offset of the first byte (a size: 0, 4096, 1MiB, ...).
+        #[arg(long, value_parser = size_arg)]
+        offset: u64,
+        /// Number of bytes (a size: 4096, 1MiB, ...).
+        #[arg(long, value_parser = size_arg)]
+        length: u64,
+        /// Write to this file instead of stdout (created or truncated).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Fail one column of a volume, like `raidctl -f`.
+    ///
+    /// The component is never read or written again; the volume goes degraded. Refused when
+    /// the layout would not survive it.
+    Fail {
+        /// The volume.
+        volume: String,
+        /// The column to fail (0-based, as `dagraid status` shows).
+        column: u32,
+    },
+}
+
+/// Options of `dagraid up`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// Number of storage nodes (at least 3: vol0 is RAID 5 over all of them).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(3..=64))]
+    pub nodes: u32,
+    /// Address the coordinator listens on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// How long each process may take to print its listening line, in seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub start_timeout: u64,
+}
+
+/// `dagraid volume ...`.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume: one component per column on distinct storage nodes.
+    Create {
+        /// Name: 1 to 64 characters of [A-Za-z0-9._-].
+        name: String,
+        /// RAID level: raid0, raid1, raid4, raid5 or raid6.
+        #[arg(long, default_value = "raid5")]
+        level: RaidLevel,
+        /// Usable size (rounded up to whole stripes), e.g. 1GiB.
+        #[arg(long, value_parser = size_arg)]
+        size: u64,
+        /// Number of columns [default: every storage node].
+        #[arg(long)]
+        columns: Option<u32>,
+        /// Stripe unit, a multiple of the block size [default: 64KiB].
+        #[arg(long, value_parser = size_arg)]
+        stripe_unit: Option<u64>,
+        /// Block size [default: 4KiB].
+        #[arg(long, value_parser = size_arg)]
+        block_size: Option<u64>,
+        /// Storage node ids for the columns, in column order, comma-separated
+        /// [default: the coordinator picks].
+        #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
+        nodes: Vec<String>,
+    },
+    /// List every volume with its level, size and state.
+    List,
+    /// Delete a volume and its components.
+    Delete {
+        /// The volume.
+        name: String,
+    },
+}
+
+fn size_arg(text: &str) -> Result<u64, String> {
+    parse_size(text).map_err(|e| e.to_string())
+}
+
+/// Runs one invocation. `shutdown` ends `dagraid up`; the other verbs never poll it.
+pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    match &args.command {
+        Command::Up(up_args) => up::run(&args, up_args, shutdown).await,
+        _ => {
+            let target = Target::resolve(&args)?;
+            let client = target.connect(&args).await?;
+            verb(&args, &target, &client)
+                .await
+                .map_err(|e| target.explain(e))
+        }
+    }
+}
+
+/// The coordinator the verbs talk to, and where that choice came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    url: String,
+    token: Option<String>,
+    /// The cluster file, when the URL came from it.
+    from_file: Option<PathBuf>,
+}
+
+impl Target {
+    fn resolve(args: &Args) -> anyhow::Result<Self> {
+        let path = ClusterFile::path_in(&args.data_dir);
+        let file = ClusterFile::load(&path)?;
+        Self::choose(
+            args.coordinator.as_deref(),
+            args.token.as_deref(),
+            file,
+            &path,
+        )
+    }
+
+    /// --coordinator (or its env) wins; the file's token is used only for the file's own
+    /// coordinator, so a token never leaks to another server.
+    fn choose(
+        coordinator: Option<&str>,
+        token: Option<&str>,
+        file: Option<ClusterFile>,
+        path: &Path,
+    ) -> anyhow::Result<Self> {
+        match (coordinator, file) {
+            (Some(url), file) => {
+                let file_token = file
+                    .filter(|f| same_url(&f.coordinator, url))
+                    .map(|f| f.token);
+                Ok(Self {
+                    url: url.to_owned(),
+                    token: token.map(str::to_owned).or(file_token),
+                    from_file: None,
+                })
+            }
+            (None, Some(file)) => Ok(Self {
+                url: file.coordinator,
+                token: token.map(str::to_owned).or(Some(file.token)),
+                from_file: Some(path.to_owned()),
+            }),
+            (None, None) => Err(anyhow!(
+                "no coordinator: pass --coordinator URL (or set {ENV_COORDINATOR}), or start a \
+                 local cluster with `dagraid up` (there is no {})",
+                path.display()
+            )),
+        }
+    }
+
+    async fn connect(&self, args: &Args) -> anyhow::Result<Client> {
+        let options = ClientOptions {
+            token: self.token.clone(),
+            request_timeout: Duration::from_secs(args.timeout),
+            ..ClientOptions::default()
+        };
+        Client::connect(self.url.clone(), options)
+            .await
+            .map_err(|e| self.explain(e.into()))
+    }
+
+    /// Adds where the coordinator came from to errors that suggest the wrong one.
+    fn explain(&self, err: anyhow::Error) -> anyhow::Error {
+        let Some(client_err) = err.downcast_ref::<ClientError>() else {
+            return err;
+        };
+        match (client_err, &self.from_file) {
+            (e, Some(path)) if e.is_transport() || matches!(e, ClientError::Timeout { .. }) => err
+                .context(format!(
+                    "cannot reach the coordinator at {} (from {}): is `dagraid up` running?",
+                    self.url,
+                    path.display()
+                )),
+            (e, None) if e.is_transport() || matches!(e, ClientError::Timeout { .. }) => {
+                err.context(format!("cannot reach the coordinator at {}", self.url))
+            }
+            (ClientError::Unauthenticated { .. }, _) if self.token.is_none() => err.context(
+                format!("the coordinator wants a token: pass --token or set {ENV_TOKEN}"),
+            ),
+            _ => err,
+        }
+    }
+}
+
+fn same_url(a: &str, b: &str) -> bool {
+    fn norm(s: &str) -> &str {
+        let s = s.trim().trim_end_matches('/');
+        s.strip_prefix("http://").unwrap_or(s)
+    }
+    norm(a) == norm(b)
+}
+
+async fn verb(args: &Args, target: &Target, client: &Client) -> anyhow::Result<()> {
+    let _ = target;
+    match &args.command {
+        Command::Up(_) => unreachable!("handled by run"),
+        Command::Volume(VolumeCommand::Create {
+            name,
+            level,
+            size,
+            columns,
+            stripe_unit,
+            block_size,
+            nodes,
+        }) => {
+            let mut spec = VolumeSpec::new(name.clone(), *level, *size).nodes(nodes.clone());
+            spec.columns = *columns;
+            spec.stripe_unit_bytes = *stripe_unit;
+            spec.block_size = block_size
+                .map(|b| {
+                    u32::try_from(b).map_err(|_| anyhow!("--block-size {} is too large", Size(b)))
+                })
+                .transpose()?;
+            let volume = client.create_volume(spec).await?;
+            if args.json {
+                print_json(&output::volume_json(&volume));
+            } else {
+                print!("created {}", output::volume_status(&volume));
+            }
+        }
+        Command::Volume(VolumeCommand::List) => {
+            let volumes = client.list_volumes().await?;
+            if args.json {
+                let list: Vec<_> = volumes.iter().map(output::volume_json).collect();
+                print_json(&serde_json::json!({ "volumes": list }));
+            } else {
+                print!("{}", output::volume_list(&volumes));
+            }
+        }
+        Command::Volume(VolumeCommand::Delete { name }) => {
+            client.delete_volume(name).await?;
+            if args.json {
+                print_json(&serde_json::json!({ "deleted": name }));
+            } else {
+                println!("deleted volume {name}");
+            }
+        }
+        Command::Status { volume } => status(args.json, client, volume.as_deref()).await?,
+        Command::Write {
+            volume,
+            offset,
+            file,
+        } => write(args, client, volume, *offset, file.as_deref()).await?,
+        Command::Read {
+            volume,
+            offset,
+            length,
+            output,
+        } => read(args, client, volume, *offset, *length, output.as_deref()).await?,
+        Command::Fail { volume, column } => {
+            let after = client.fail_component(volume, *column).await?;
+            if args.json {
+                print_json(&output::volume_json(&after));
+            } else {
+                println!("failed column {column} of {volume}");
+                print!("{}", output::volume_status(&after));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `dagraid status [VOLUME]`, also printed by `dagraid up`.
+pub(crate) async fn status(
+    json: bool,
+    client: &Client,
+    volume: Option<&str>,
+) -> anyhow::Result<()> {
+    let (cluster, volumes) = match volume {
+        Some(name) => {
+            let handle = client.volume(name);
+            let (cluster, volume) = tokio::try_join!(client.cluster_info(), handle.describe())?;
+            (cluster, vec![volume])
+        }
+        None => tokio::try_join!(client.cluster_info(), client.list_volumes())?,
+    };
+    if json {
+        print_json(&output::status_json(&cluster, &volumes));
+        return Ok(());
+    }
+    if volume.is_none() {
+        println!("{}", output::cluster_status(&cluster));
+        if volumes.is_empty() {
+            println!("no volumes");
+        }
+    }
+    for (i, v) in volumes.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        print!("{}", output::volume_status(v));
+    }
+    Ok(())
+}
+
+/// Bytes read from the input per round of calls: enough for every call in flight to carry a
+/// full chunk, and bounded so that a large file never sits in memory whole.
+fn round_bytes(max_io: u64, in_flight: usize) -> usize {
+    let want = max_io.saturating_mul(in_flight as u64);
+    want.clamp(1 << 20, 64 << 20) as usize
+}
+
+async fn write(
+    args: &Args,
+    client: &Client,
+    volume: &str,
+    offset: u64,
+    file: Option<&Path>,
+) -> anyhow::Result<()> {
+    let mut input: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match file {
+        None => Box::new(tokio::io::stdin()),
+        Some(p) if p == Path::new("-") => Box::new(tokio::io::stdin()),
+        Some(p) => Box::new(
+            tokio::fs::File::open(p)
+                .await
+                .with_context(|| format!("cannot open {}", p.display()))?,
+        ),
+    };
+    let source = match file {
+        Some(p) if p != Path::new("-") => p.display().to_string(),
+        _ => "standard input".to_owned(),
+    };
+    let vol = client.volume(volume);
+    let round = round_bytes(client.max_io_bytes().await?, client.options().max_in_flight);
+    let mut written: u64 = 0;
+    loop {
+        let mut buf = Vec::with_capacity(round);
+        (&mut input)
+            .take(round as u64)
+            .read_to_end(&mut buf)
+            .await
+            .with_context(|| format!("cannot read {source}"))?;
+        if buf.is_empty() {
+            break;
+        }
+        let at = offset
+            .checked_add(written)
+            .ok_or_else(|| anyhow!("offset overflows"))?;
+        let n = buf.len() as u64;
+        vol.write_at(at, buf).await.with_context(|| {
+            if written > 0 {
+                format!(
+                    "writing at offset {at} of {volume} ({written} bytes before it were written)"
+                )
+            } else {
+                format!("writing at offset {at} of {volume}")
+            }
+        })?;
+        written += n;
+    }
+    if written == 0 {
+        bail!("nothing to write: {source} is empty");
+    }
+    if args.json {
+        print_json(&serde_json::json!({ "volume": volume, "offset": offset, "bytes": written }));
+    } else {
+        println!(
+            "wrote {written} bytes ({}) to {volume} at offset {offset}",
+            Size(written)
+        );
+    }
+    Ok(())
+}
+
+async fn read(
+    args: &Args,
+    client: &Client,
+    volume: &str,
+    offset: u64,
+    length: u64,
+    output_path: Option<&Path>,
+) -> anyhow::Result<()> {
+    if length == 0 {
+        bail!("--length must be at least 1 byte");
+    }
+    let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match output_path {
+        Some(p) => Box::new(
+            tokio::fs::File::create(p)
+                .await
+                .with_context(|| format!("cannot create {}", p.display()))?,
+        ),
+        None => Box::new(tokio::io::stdout()),
+    };
+    let vol = client.volume(volume);
+    let round = round_bytes(client.max_io_bytes().await?, client.options().max_in_flight) as u64;
+    let mut done: u64 = 0;
+    while done < length {
+        let n = (length - done).min(round) as usize;
+        let at = offset
+            .checked_add(done)
+            .ok_or_else(|| anyhow!("offset overflows"))?;
+        let data = vol
+            .read_at(at, n)
+            .await
+            .with_context(|| format!("reading at offset {at} of {volume}"))?;
+        match out.write_all(&data).await {
+            Ok(()) => {}
+            // `dagraid read ... | head -c 10`: the reader has seen enough.
+            Err(e) if output_path.is_none() && e.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Ok(());
+            }
+            Err(e) => {
+                let name = output_path
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "standard output".into());
+                return Err(anyhow::Error::new(e).context(format!("cannot write {name}")));
+            }
+        }
+        done += n as u64;
+    }
+    match out.flush().await {
+        Err(e) if output_path.is_none() && e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.context("cannot flush the output")?,
+    }
+    if let Some(p) = output_path {
+        if args.json {
+            print_json(&serde_json::json!({
+                "volume": volume, "offset": offset, "bytes": length, "output": p,
+            }));
+        } else {
+            println!(
+                "read {length} bytes ({}) of {volume} at offset {offset} into {}",
+                Size(length),
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values always serialise")
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("dagraid").chain(argv.iter().copied()))
+    }
+
+    #[test]
+    fn verbs_parse() {
+        let a = parse(&[
+            "volume",
+            "create",
+            "v1",
+            "--level",
+            "raid6",
+            "--size",
+            "1GiB",
+            "--columns",
+            "6",
+            "--stripe-unit",
+            "128KiB",
+            "--block-size",
+            "4k",
+            "--nodes",
+            "a,b,c,d,e,f",
+        ])
+        .unwrap();
+        match a.command {
+            Command::Volume(VolumeCommand::Create {
+                level,
+                size,
+                columns,
+                stripe_unit,
+                block_size,
+                nodes,
+                ..
+            }) => {
+                assert_eq!(level, RaidLevel::Raid6);
+                assert_eq!(size, 1 << 30);
+                assert_eq!(columns, Some(6));
+                assert_eq!(stripe_unit, Some(128 << 10));
+                assert_eq!(block_size, Some(4096));
+                assert_eq!(nodes, ["a", "b", "c", "d", "e", "f"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let a = parse(&[
+            "read", "vol0", "--offset", "1MiB", "--length", "4k", "-o", "x", "--json",
+        ])
+        .unwrap();
+        assert!(a.json);
+        assert!(matches!(
+            a.command,
+            Command::Read {
+                offset: 1048576,
+                length: 4096,
+                ..
+            }
+        ));
+        let a = parse(&[
+            "--data-dir",
+            "/tmp/d",
+            "write",
+            "vol0",
+            "--offset",
+            "0",
+            "-",
+        ])
+        .unwrap();
+        assert_eq!(a.data_dir, PathBuf::from("/tmp/d"));
+        let a = parse(&["up", "--nodes", "6", "--listen", "127.0.0.1:0"]).unwrap();
+        assert!(matches!(a.command, Command::Up(UpArgs { nodes: 6, .. })));
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        for argv in [
+            &["volume", "create", "v", "--size", "1GB"][..],
+            &[
+                "volume", "create", "v", "--size", "1GiB", "--level", "raid3",
+            ],
+            &["volume", "create", "v"],
+            &["read", "vol0", "--offset", "0"],
+            &["write", "vol0"],
+            &["fail", "vol0", "x"],
+            &["up", "--nodes", "2"],
+            &["up", "--listen", "nowhere"],
+            &["frobnicate"],
+        ] {
+            assert!(parse(argv).is_err(), "{argv:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn target_precedence() {
+        let path = Path::new("/d/cluster.toml");
+        let file = || Some(ClusterFile::new("http://127.0.0.1:7070", "filetoken"));
+        // Nothing: a clear error naming both ways.
+        let err = Target::choose(None, None, None, path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--coordinator") && err.contains("dagraid up"),
+            "{err}"
+        );
+        // The file alone.
+        let t = Target::choose(None, None, file(), path).unwrap();
+        assert_eq!(t.url, "http://127.0.0.1:7070");
+        assert_eq!(t.token.as_deref(), Some("filetoken"));
+        assert_eq!(t.from_file.as_deref(), Some(path));
+        // --token beats the file's token.
+        let t = Target::choose(None, Some("flag"), file(), path).unwrap();
+        assert_eq!(t.token.as_deref(), Some("flag"));
+        // --coordinator naming the file's coordinator still gets the file's token...
+        let t = Target::choose(Some("127.0.0.1:7070/"), None, file(), path).unwrap();
+        assert_eq!(t.token.as_deref(), Some("filetoken"));
+        assert_eq!(t.from_file, None);
+        // ...another coordinator never does.
+        let t = Target::choose(Some("http://elsewhere.invalid:7070"), None, file(), path).unwrap();
+        assert_eq!(t.token, None);
+    }
+
+    #[test]
+    fn rounds_are_bounded() {
+        assert_eq!(round_bytes(4 << 20, 4), 16 << 20);
+        assert_eq!(round_bytes(4096, 4), 1 << 20);
+        assert_eq!(round_bytes(1 << 30, 4), 64 << 20);
+    }
+}

@@ -1,0 +1,473 @@
+//! The one error type of the SDK, and the one place that reads a [`tonic::Status`].
+//!
+//! The coordinator names every error it produces in the `dagraid-error-kind` metadata
+//! ([`dagraid_proto::error_kind`]); the gRPC code alone is ambiguous (FAILED_PRECONDITION is both
+//! "would exceed tolerance" and "fenced"), so the kind is read first and the code only when the
+//! answer carries no kind we know (tonic's own answers, transport failures).
+
+use std::error::Error as _;
+
+use dagraid_proto::error_kind;
+use tonic::{Code, Status};
+
+// Kinds being added to `dagraid_proto::error_kind` with the coordinator service.
+const TORN_WRITE: &str = "torn-write";
+const NODE_UNAVAILABLE: &str = "node-unavailable";
+
+/// What went wrong with a call to the coordinator.
+///
+/// Every variant that comes from the coordinator keeps its message verbatim in `message`;
+/// callers branch on the variant, never on the text.
+///
+/// ```
+/// use dagraid_client::ClientError;
+///
+/// fn explain(err: &ClientError) -> &'static str {
+///     match err {
+///         ClientError::UnknownVolume { .. } => "no such volume",
+///         ClientError::Unrecoverable { .. } | ClientError::Unreadable { .. } => "data lost",
+///         e if e.is_transport() => "coordinator unreachable",
+///         _ => "other",
+///     }
+/// }
+/// # let _ = explain;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The endpoint given to [`crate::Client::connect`] is not a usable URL.
+    #[error("invalid endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The [`crate::ClientOptions`] cannot be used (a token that is not valid in an HTTP header,
+    /// a zero timeout, ...).
+    #[error("invalid client options: {0}")]
+    InvalidOptions(&'static str),
+    /// The call carried no token or the wrong one (UNAUTHENTICATED).
+    #[error("unauthenticated: {message}")]
+    Unauthenticated {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// No volume of that name (`unknown-volume`, NOT_FOUND).
+    #[error("unknown volume: {message}")]
+    UnknownVolume {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// A volume of that name already exists (`volume-exists`, ALREADY_EXISTS).
+    #[error("volume exists: {message}")]
+    VolumeExists {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// The request is malformed: bad name, zero or oversized length, ... (INVALID_ARGUMENT).
+    #[error("invalid argument: {message}")]
+    InvalidArgument {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// The volume's layout or size is not acceptable (`bad-geometry`).
+    #[error("bad geometry: {message}")]
+    BadGeometry {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// The byte range lies outside the volume (OUT_OF_RANGE).
+    #[error("out of range: {message}")]
+    OutOfRange {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// Not enough reachable storage nodes for the volume (`not-enough-nodes`).
+    #[error("not enough storage nodes: {message}")]
+    NotEnoughNodes {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// More columns are faulty than the volume's redundancy covers for these bytes
+    /// (`unrecoverable`): nothing was written and the bytes on the components are intact; the
+    /// call may succeed once the storage nodes are back. Not retried automatically.
+    #[error("unrecoverable: {message}")]
+    Unrecoverable {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// The bytes lie in a stripe marked lost after a write that could not complete
+    /// (`unreadable`).
+    #[error("unreadable: {message}")]
+    Unreadable {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// A write failed after its commit on more columns than the redundancy covers
+    /// (`torn-write`): it may have landed on some columns only, and its stripes are now lost
+    /// (later reads of them are [`ClientError::Unreadable`]).
+    #[error("torn write: {message}")]
+    TornWrite {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// A storage node the call needed could not be reached or timed out
+    /// (`node-unavailable`). Named by the coordinator, so not retried by the SDK.
+    #[error("storage node unavailable: {message}")]
+    NodeUnavailable {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// The administrative change would leave more failures than the layout tolerates
+    /// (`would-exceed-tolerance`).
+    #[error("would exceed the layout's tolerance: {message}")]
+    WouldExceedTolerance {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// The coordinator lost ownership of the cluster (`fenced`): another coordinator owns it.
+    #[error("fenced: {message}")]
+    Fenced {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// A state change could not be made durable, so the access was not acknowledged
+    /// (`state-not-recorded`); its outcome is unknown.
+    #[error("state not recorded: {message}")]
+    StateNotRecorded {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// The coordinator answered that it cannot serve the call now (UNAVAILABLE with a kind,
+    /// e.g. `shutting-down`). Not retried: the coordinator itself said so.
+    #[error("unavailable: {message}")]
+    Unavailable {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// The call did not get an answer from the coordinator's service: connection refused or
+    /// reset, HTTP/2 error (UNAVAILABLE without a kind). Idempotent calls are retried on this.
+    #[error("transport: {message}")]
+    Transport {
+        /// What the transport said.
+        message: String,
+    },
+    /// No answer within the request timeout (DEADLINE_EXCEEDED, CANCELLED). For a write the
+    /// outcome is unknown.
+    #[error("timed out: {message}")]
+    Timeout {
+        /// What the transport or coordinator said.
+        message: String,
+    },
+    /// A bug or an unexpected condition on the coordinator (`internal`, INTERNAL).
+    #[error("internal error on the coordinator: {message}")]
+    Internal {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// The coordinator's answer does not make sense (wrong length, unknown enum value, ...).
+    #[error("invalid response from the coordinator: {0}")]
+    InvalidResponse(String),
+    /// Any other gRPC status (FAILED_PRECONDITION without a kind, UNIMPLEMENTED, ...).
+    #[error("{code:?}: {message}")]
+    Other {
+        /// The gRPC code.
+        code: Code,
+        /// The coordinator's message.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// Whether the call never reached the coordinator's service (connection-level failure):
+    /// the only case in which the SDK retries, and only idempotent calls.
+    pub fn is_transport(&self) -> bool {
+        matches!(self, ClientError::Transport { .. })
+    }
+
+    /// The one reading of a status: the `dagraid-error-kind` first, then the code.
+    pub fn from_status(status: &Status) -> Self {
+        let message = status.message().to_owned();
+        let kind = status
+            .metadata()
+            .get(error_kind::HEADER)
+            .and_then(|v| v.to_str().ok());
+        match kind {
+            Some(error_kind::UNAUTHENTICATED) => ClientError::Unauthenticated { message },
+            Some(error_kind::UNKNOWN_VOLUME) => ClientError::UnknownVolume { message },
+            Some(error_kind::VOLUME_EXISTS) => ClientError::VolumeExists { message },
+            Some(error_kind::BAD_GEOMETRY) => ClientError::BadGeometry { message },
+            Some(error_kind::NOT_ENOUGH_NODES) => ClientError::NotEnoughNodes { message },
+            Some(error_kind::UNRECOVERABLE) => ClientError::Unrecoverable { message },
+            Some(error_kind::UNREADABLE) => ClientError::Unreadable { message },
+            Some(TORN_WRITE) => ClientError::TornWrite { message },
+            Some(NODE_UNAVAILABLE) => ClientError::NodeUnavailable { message },
+            Some(error_kind::WOULD_EXCEED_TOLERANCE) => {
+                ClientError::WouldExceedTolerance { message }
+            }
+            Some(error_kind::FENCED | error_kind::STALE_EPOCH | error_kind::WRONG_CLUSTER) => {
+                ClientError::Fenced { message }
+            }
+            Some(error_kind::STATE_NOT_RECORDED) => ClientError::StateNotRecorded { message },
+            Some(error_kind::INTERNAL) => ClientError::Internal { message },
+            Some(error_kind::OUT_OF_RANGE) => ClientError::OutOfRange { message },
+            Some(error_kind::INVALID_REQUEST | error_kind::TOO_LARGE) => {
+                ClientError::InvalidArgument { message }
+            }
+            Some(error_kind::SHUTTING_DOWN) => ClientError::Unavailable { message },
+            // A kind this SDK does not know yet reads like no kind at all.
+            _ => Self::by_code(status, kind.is_some(), message),
+        }
+    }
+
+    fn by_code(status: &Status, named: bool, message: String) -> Self {
+        match status.code() {
+            Code::Unauthenticated => ClientError::Unauthenticated { message },
+            // NOT_FOUND and ALREADY_EXISTS have one meaning each in the volume API.
+            Code::NotFound => ClientError::UnknownVolume { message },
+            Code::AlreadyExists => ClientError::VolumeExists { message },
+            Code::InvalidArgument => ClientError::InvalidArgument { message },
+            Code::OutOfRange => ClientError::OutOfRange { message },
+            Code::DataLoss => ClientError::Unrecoverable { message },
+            Code::DeadlineExceeded | Code::Cancelled => ClientError::Timeout { message },
+            // An UNAVAILABLE the service named is its own word; an unnamed one comes from the
+            // transport (tonic's connection errors, HTTP/2 GOAWAY, a proxy).
+            Code::Unavailable if named => ClientError::Unavailable { message },
+            Code::Unavailable => ClientError::Transport {
+                message: transport_message(status),
+            },
+            // A status tonic built locally from a transport error carries it as its source; one
+            // that came over the wire never does.
+            Code::Unknown if status.source().is_some() => ClientError::Transport {
+                message: transport_message(status),
+            },
+            Code::Internal => ClientError::Internal { message },
+            Code::Ok => {
+                ClientError::InvalidResponse(format!("error status with code OK: {message}"))
+            }
+            code => ClientError::Other { code, message },
+        }
+    }
+}
+
+impl From<Status> for ClientError {
+    fn from(status: Status) -> Self {
+        ClientError::from_status(&status)
+    }
+}
+
+/// tonic's message for a transport failure is often just "transport error": add its causes.
+fn transport_message(status: &Status) -> String {
+    let mut message = status.message().to_owned();
+    let mut source = status.source();
+    while let Some(err) = source {
+        let text = err.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = err.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::metadata::MetadataValue;
+
+    fn status(code: Code, kind: Option<&'static str>) -> Status {
+        let mut s = Status::new(code, "the message");
+        if let Some(kind) = kind {
+            s.metadata_mut()
+                .insert(error_kind::HEADER, MetadataValue::from_static(kind));
+        }
+        s
+    }
+
+    fn msg() -> String {
+        "the message".to_owned()
+    }
+
+    #[test]
+    fn kind_decides_over_code() {
+        use ClientError as E;
+        let cases = [
+            (
+                Code::Unauthenticated,
+                error_kind::UNAUTHENTICATED,
+                E::Unauthenticated { message: msg() },
+            ),
+            (
+                Code::NotFound,
+                error_kind::UNKNOWN_VOLUME,
+                E::UnknownVolume { message: msg() },
+            ),
+            (
+                Code::AlreadyExists,
+                error_kind::VOLUME_EXISTS,
+                E::VolumeExists { message: msg() },
+            ),
+            (
+                Code::InvalidArgument,
+                error_kind::BAD_GEOMETRY,
+                E::BadGeometry { message: msg() },
+            ),
+            (
+                Code::FailedPrecondition,
+                error_kind::NOT_ENOUGH_NODES,
+                E::NotEnoughNodes { message: msg() },
+            ),
+            (
+                Code::DataLoss,
+                error_kind::UNRECOVERABLE,
+                E::Unrecoverable { message: msg() },
+            ),
+            (
+                Code::DataLoss,
+                error_kind::UNREADABLE,
+                E::Unreadable { message: msg() },
+            ),
+            (
+                Code::FailedPrecondition,
+                error_kind::WOULD_EXCEED_TOLERANCE,
+                E::WouldExceedTolerance { message: msg() },
+            ),
+            (
+                Code::FailedPrecondition,
+                error_kind::FENCED,
+                E::Fenced { message: msg() },
+            ),
+            (
+                Code::Unavailable,
+                error_kind::STATE_NOT_RECORDED,
+                E::StateNotRecorded { message: msg() },
+            ),
+            (
+                Code::Internal,
+                error_kind::INTERNAL,
+                E::Internal { message: msg() },
+            ),
+            (
+                Code::OutOfRange,
+                error_kind::OUT_OF_RANGE,
+                E::OutOfRange { message: msg() },
+            ),
+            (
+                Code::InvalidArgument,
+                error_kind::INVALID_REQUEST,
+                E::InvalidArgument { message: msg() },
+            ),
+            (
+                Code::InvalidArgument,
+                error_kind::TOO_LARGE,
+                E::InvalidArgument { message: msg() },
+            ),
+            (
+                Code::Unavailable,
+                error_kind::SHUTTING_DOWN,
+                E::Unavailable { message: msg() },
+            ),
+        ];
+        for (code, kind, want) in cases {
+            assert_eq!(
+                ClientError::from_status(&status(code, Some(kind))),
+                want,
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn code_alone() {
+        use ClientError as E;
+        let cases = [
+            (Code::Unauthenticated, E::Unauthenticated { message: msg() }),
+            (Code::NotFound, E::UnknownVolume { message: msg() }),
+            (Code::AlreadyExists, E::VolumeExists { message: msg() }),
+            (Code::InvalidArgument, E::InvalidArgument { message: msg() }),
+            (Code::OutOfRange, E::OutOfRange { message: msg() }),
+            (Code::DataLoss, E::Unrecoverable { message: msg() }),
+            (Code::DeadlineExceeded, E::Timeout { message: msg() }),
+            (Code::Cancelled, E::Timeout { message: msg() }),
+            (Code::Unavailable, E::Transport { message: msg() }),
+            (Code::Internal, E::Internal { message: msg() }),
+            (
+                Code::FailedPrecondition,
+                E::Other {
+                    code: Code::FailedPrecondition,
+                    message: msg(),
+                },
+            ),
+            (
+                Code::Unimplemented,
+                E::Other {
+                    code: Code::Unimplemented,
+                    message: msg(),
+                },
+            ),
+            (
+                Code::Unknown,
+                E::Other {
+                    code: Code::Unknown,
+                    message: msg(),
+                },
+            ),
+        ];
+        for (code, want) in cases {
+            assert_eq!(
+                ClientError::from_status(&status(code, None)),
+                want,
+                "{code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_kind_falls_back_to_the_code_but_counts_as_named() {
+        let mut s = Status::unavailable("the message");
+        s.metadata_mut().insert(
+            error_kind::HEADER,
+            MetadataValue::from_static("some-future-kind"),
+        );
+        // The service named it, so it is not a transport failure and is not retried.
+        let err = ClientError::from_status(&s);
+        assert_eq!(err, ClientError::Unavailable { message: msg() });
+        assert!(!err.is_transport());
+        let s = status(Code::NotFound, None);
+        assert!(matches!(
+            ClientError::from_status(&s),
+            ClientError::UnknownVolume { .. }
+        ));
+    }
+
+    #[test]
+    fn only_unnamed_unavailable_is_transport() {
+        assert!(ClientError::from_status(&status(Code::Unavailable, None)).is_transport());
+        assert!(
+            !ClientError::from_status(&status(Code::Unavailable, Some(error_kind::SHUTTING_DOWN)))
+                .is_transport()
+        );
+        assert!(!ClientError::from_status(&status(Code::DeadlineExceeded, None)).is_transport());
+    }
+
+    #[test]
+    fn local_transport_error_keeps_its_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let s = Status::from_error(Box::new(io));
+        let err = ClientError::from_status(&s);
+        match err {
+            ClientError::Transport { message } => {
+                assert!(message.contains("connection refused"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn display_keeps_the_message() {
+        let err =
+            ClientError::from_status(&status(Code::NotFound, Some(error_kind::UNKNOWN_VOLUME)));
+        assert_eq!(err.to_string(), "unknown volume: the message");
+    }
+}

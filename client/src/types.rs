@@ -1,0 +1,516 @@
+//! The SDK's view of volumes and the cluster, converted from `dagraid.volume.v1` at this
+//! boundary so that callers never handle proto types.
+
+use std::fmt;
+use std::str::FromStr;
+
+use dagraid_proto::volume::v1 as pb;
+
+use crate::ClientError;
+
+/// RAID level of a volume.
+///
+/// Parsed from `raid0`, `raid1`, `raid4`, `raid5`, `raid6` (any case, also `0`..`6`), shown as
+/// `raid5`.
+///
+/// ```
+/// use dagraid_client::RaidLevel;
+/// assert_eq!("RAID5".parse::<RaidLevel>().unwrap(), RaidLevel::Raid5);
+/// assert_eq!(RaidLevel::Raid6.to_string(), "raid6");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RaidLevel {
+    /// Striping, no redundancy.
+    Raid0,
+    /// Mirroring.
+    Raid1,
+    /// Striping with a dedicated parity column.
+    Raid4,
+    /// Striping with rotating parity.
+    Raid5,
+    /// Striping with rotating P and Q parity: survives two failures.
+    Raid6,
+}
+
+impl RaidLevel {
+    /// Every level, in order.
+    pub const ALL: [RaidLevel; 5] = [
+        RaidLevel::Raid0,
+        RaidLevel::Raid1,
+        RaidLevel::Raid4,
+        RaidLevel::Raid5,
+        RaidLevel::Raid6,
+    ];
+
+    /// The lowercase name (`raid5`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RaidLevel::Raid0 => "raid0",
+            RaidLevel::Raid1 => "raid1",
+            RaidLevel::Raid4 => "raid4",
+            RaidLevel::Raid5 => "raid5",
+            RaidLevel::Raid6 => "raid6",
+        }
+    }
+
+    pub(crate) fn to_proto(self) -> pb::RaidLevel {
+        match self {
+            RaidLevel::Raid0 => pb::RaidLevel::Raid0,
+            RaidLevel::Raid1 => pb::RaidLevel::Raid1,
+            RaidLevel::Raid4 => pb::RaidLevel::Raid4,
+            RaidLevel::Raid5 => pb::RaidLevel::Raid5,
+            RaidLevel::Raid6 => pb::RaidLevel::Raid6,
+        }
+    }
+
+    fn from_proto(value: i32) -> Result<Self, ClientError> {
+        match pb::RaidLevel::try_from(value) {
+            Ok(pb::RaidLevel::Raid0) => Ok(RaidLevel::Raid0),
+            Ok(pb::RaidLevel::Raid1) => Ok(RaidLevel::Raid1),
+            Ok(pb::RaidLevel::Raid4) => Ok(RaidLevel::Raid4),
+            Ok(pb::RaidLevel::Raid5) => Ok(RaidLevel::Raid5),
+            Ok(pb::RaidLevel::Raid6) => Ok(RaidLevel::Raid6),
+            _ => Err(ClientError::InvalidResponse(format!(
+                "volume with RAID level {value}"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for RaidLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that is not a RAID level.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown RAID level {0:?} (expected raid0, raid1, raid4, raid5 or raid6)")]
+pub struct ParseRaidLevelError(String);
+
+impl FromStr for RaidLevel {
+    type Err = ParseRaidLevelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.trim().to_ascii_lowercase();
+        let digits = lower.strip_prefix("raid").unwrap_or(&lower);
+        match digits {
+            "0" => Ok(RaidLevel::Raid0),
+            "1" => Ok(RaidLevel::Raid1),
+            "4" => Ok(RaidLevel::Raid4),
+            "5" => Ok(RaidLevel::Raid5),
+            "6" => Ok(RaidLevel::Raid6),
+            _ => Err(ParseRaidLevelError(s.to_owned())),
+        }
+    }
+}
+
+/// State of a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VolumeState {
+    /// No component failed.
+    Optimal,
+    /// Some failed within the layout's tolerance: every byte is still served.
+    Degraded,
+    /// A component is being rebuilt.
+    Reconstructing,
+    /// More failures than the layout tolerates.
+    Failed,
+    /// The coordinator did not say (a value newer than this SDK, or unset).
+    Unknown,
+}
+
+impl VolumeState {
+    /// The lowercase name used in tables and JSON (`optimal`, `degraded`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeState::Optimal => "optimal",
+            VolumeState::Degraded => "degraded",
+            VolumeState::Reconstructing => "reconstructing",
+            VolumeState::Failed => "failed",
+            VolumeState::Unknown => "unknown",
+        }
+    }
+
+    fn from_proto(value: i32) -> Self {
+        match pb::VolumeState::try_from(value) {
+            Ok(pb::VolumeState::Optimal) => VolumeState::Optimal,
+            Ok(pb::VolumeState::Degraded) => VolumeState::Degraded,
+            Ok(pb::VolumeState::Reconstructing) => VolumeState::Reconstructing,
+            Ok(pb::VolumeState::Failed) => VolumeState::Failed,
+            Ok(pb::VolumeState::Unspecified) | Err(_) => VolumeState::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for VolumeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// State of one component (column) of a volume, as the coordinator keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ComponentState {
+    /// Serving reads and writes.
+    Optimal,
+    /// Failed: never read or written until rebuilt.
+    Failed,
+    /// Being rebuilt.
+    Reconstructing,
+    /// Replaced by a spare.
+    Spared,
+    /// The coordinator did not say (a value newer than this SDK, or unset).
+    Unknown,
+}
+
+impl ComponentState {
+    /// The lowercase name used in tables and JSON (`optimal`, `failed`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentState::Optimal => "optimal",
+            ComponentState::Failed => "failed",
+            ComponentState::Reconstructing => "reconstructing",
+            ComponentState::Spared => "spared",
+            ComponentState::Unknown => "unknown",
+        }
+    }
+
+    fn from_proto(value: i32) -> Self {
+        match pb::ComponentState::try_from(value) {
+            Ok(pb::ComponentState::Optimal) => ComponentState::Optimal,
+            Ok(pb::ComponentState::Failed) => ComponentState::Failed,
+            Ok(pb::ComponentState::Reconstructing) => ComponentState::Reconstructing,
+            Ok(pb::ComponentState::Spared) => ComponentState::Spared,
+            Ok(pb::ComponentState::Unspecified) | Err(_) => ComponentState::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for ComponentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What [`crate::Client::create_volume`] makes.
+///
+/// Fields left at `None` (or an empty `nodes`) take the coordinator's defaults: every known
+/// storage node as a column, a 64 KiB stripe unit, 4 KiB blocks.
+///
+/// ```
+/// use dagraid_client::{RaidLevel, VolumeSpec};
+/// let spec = VolumeSpec::new("vol0", RaidLevel::Raid5, 1 << 30).columns(5);
+/// assert_eq!(spec.columns, Some(5));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSpec {
+    /// Volume name: 1 to 64 characters of `[A-Za-z0-9._-]`.
+    pub name: String,
+    /// RAID level.
+    pub level: RaidLevel,
+    /// Usable size in bytes; the coordinator rounds it up to whole stripes.
+    pub size_bytes: u64,
+    /// Number of columns (components).
+    pub columns: Option<u32>,
+    /// Stripe unit in bytes, a multiple of the block size.
+    pub stripe_unit_bytes: Option<u64>,
+    /// Block size in bytes.
+    pub block_size: Option<u32>,
+    /// Storage node ids for the columns, in column order.
+    pub nodes: Vec<String>,
+}
+
+impl VolumeSpec {
+    /// A volume of `size_bytes` at `level`, everything else at the coordinator's defaults.
+    pub fn new(name: impl Into<String>, level: RaidLevel, size_bytes: u64) -> Self {
+        Self {
+            name: name.into(),
+            level,
+            size_bytes,
+            columns: None,
+            stripe_unit_bytes: None,
+            block_size: None,
+            nodes: Vec::new(),
+        }
+    }
+
+    /// Sets the number of columns.
+    pub fn columns(mut self, columns: u32) -> Self {
+        self.columns = Some(columns);
+        self
+    }
+
+    /// Sets the stripe unit in bytes.
+    pub fn stripe_unit_bytes(mut self, bytes: u64) -> Self {
+        self.stripe_unit_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets the block size in bytes.
+    pub fn block_size(mut self, bytes: u32) -> Self {
+        self.block_size = Some(bytes);
+        self
+    }
+
+    /// Places the columns on these storage nodes, in column order.
+    pub fn nodes<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.nodes = nodes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub(crate) fn into_proto(self) -> pb::CreateVolumeRequest {
+        pb::CreateVolumeRequest {
+            name: self.name,
+            level: self.level.to_proto() as i32,
+            size_bytes: self.size_bytes,
+            columns: self.columns.unwrap_or(0),
+            stripe_unit_bytes: self.stripe_unit_bytes.unwrap_or(0),
+            block_size: self.block_size.unwrap_or(0),
+            nodes: self.nodes,
+        }
+    }
+}
+
+/// One component (column) of a volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentInfo {
+    /// Column index, from 0.
+    pub column: u32,
+    /// The storage node holding it.
+    pub node_id: String,
+    /// That node's gRPC address.
+    pub node_address: String,
+    /// The component's id on that node.
+    pub component_id: String,
+    /// State as the coordinator keeps it.
+    pub state: ComponentState,
+    /// Bytes of the component.
+    pub size_bytes: u64,
+}
+
+/// Counters of a volume since the coordinator assembled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VolumeCounters {
+    /// Read calls served.
+    pub reads: u64,
+    /// Write calls served.
+    pub writes: u64,
+    /// Bytes read.
+    pub bytes_read: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Calls answered with an error.
+    pub errors: u64,
+    /// DAGs that failed after their commit node and completed forward.
+    pub dags_rolled_forward: u64,
+    /// DAGs that failed before their commit node and were undone and retried.
+    pub dags_rolled_backward: u64,
+    /// Stripes marked lost after a write that could not complete on enough columns.
+    pub lost_stripes: u64,
+}
+
+/// A volume: layout, components, state and counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// Name.
+    pub name: String,
+    /// Unique id, fixed at creation.
+    pub id: String,
+    /// RAID level.
+    pub level: RaidLevel,
+    /// Number of columns.
+    pub columns: u32,
+    /// Stripe unit in bytes.
+    pub stripe_unit_bytes: u64,
+    /// Block size in bytes.
+    pub block_size: u32,
+    /// Usable size in bytes.
+    pub size_bytes: u64,
+    /// State.
+    pub state: VolumeState,
+    /// One per column, in column order.
+    pub components: Vec<ComponentInfo>,
+    /// Counters.
+    pub counters: VolumeCounters,
+}
+
+impl VolumeInfo {
+    /// Bytes of user data in one full stripe (the unit of a full-stripe write), when the layout
+    /// is one the SDK knows the shape of.
+    pub fn stripe_data_bytes(&self) -> Option<u64> {
+        let data_columns = match self.level {
+            RaidLevel::Raid0 => self.columns,
+            // Mirrored pairs, striped across the pairs.
+            RaidLevel::Raid1 => self.columns / 2,
+            RaidLevel::Raid4 | RaidLevel::Raid5 => self.columns.checked_sub(1)?,
+            RaidLevel::Raid6 => self.columns.checked_sub(2)?,
+        };
+        u64::from(data_columns)
+            .checked_mul(self.stripe_unit_bytes)
+            .filter(|&b| b > 0)
+    }
+
+    pub(crate) fn from_proto(v: pb::Volume) -> Result<Self, ClientError> {
+        let mut components: Vec<ComponentInfo> = v
+            .components
+            .into_iter()
+            .map(|c| ComponentInfo {
+                column: c.column,
+                node_id: c.node_id,
+                node_address: c.node_address,
+                component_id: c.component_id,
+                state: ComponentState::from_proto(c.state),
+                size_bytes: c.size_bytes,
+            })
+            .collect();
+        components.sort_by_key(|c| c.column);
+        let counters = v.counters.unwrap_or_default();
+        Ok(Self {
+            level: RaidLevel::from_proto(v.level)?,
+            name: v.name,
+            id: v.id,
+            columns: v.columns,
+            stripe_unit_bytes: v.stripe_unit_bytes,
+            block_size: v.block_size,
+            size_bytes: v.size_bytes,
+            state: VolumeState::from_proto(v.state),
+            components,
+            counters: VolumeCounters {
+                reads: counters.reads,
+                writes: counters.writes,
+                bytes_read: counters.bytes_read,
+                bytes_written: counters.bytes_written,
+                errors: counters.errors,
+                dags_rolled_forward: counters.dags_rolled_forward,
+                dags_rolled_backward: counters.dags_rolled_backward,
+                lost_stripes: counters.lost_stripes,
+            },
+        })
+    }
+}
+
+/// A storage node the coordinator knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageNodeInfo {
+    /// The node's id.
+    pub node_id: String,
+    /// Its gRPC address.
+    pub address: String,
+    /// Whether the coordinator's last health check reached it.
+    pub reachable: bool,
+    /// Components of dagraid volumes it hosts.
+    pub components: u32,
+    /// What the last health check said, when it failed.
+    pub detail: String,
+}
+
+/// Cluster identity, limits and storage nodes, from the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// The cluster id shared by the coordinator and its storage nodes.
+    pub cluster_id: String,
+    /// The coordinator's owner epoch.
+    pub epoch: u64,
+    /// Largest length of one Read call and payload of one Write call; the SDK cuts larger
+    /// ranges into calls of at most this.
+    pub max_io_bytes: u64,
+    /// The storage nodes.
+    pub nodes: Vec<StorageNodeInfo>,
+}
+
+impl ClusterInfo {
+    pub(crate) fn from_proto(c: pb::ClusterInfo) -> Self {
+        Self {
+            cluster_id: c.cluster_id,
+            epoch: c.epoch,
+            max_io_bytes: c.max_io_bytes,
+            nodes: c
+                .nodes
+                .into_iter()
+                .map(|n| StorageNodeInfo {
+                    node_id: n.node_id,
+                    address: n.address,
+                    reachable: n.reachable,
+                    components: n.components,
+                    detail: n.detail,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn level_parse_and_show() {
+        for level in RaidLevel::ALL {
+            assert_eq!(level.as_str().parse::<RaidLevel>().unwrap(), level);
+            assert_eq!(
+                RaidLevel::from_proto(level.to_proto() as i32).unwrap(),
+                level
+            );
+        }
+        assert_eq!("5".parse::<RaidLevel>().unwrap(), RaidLevel::Raid5);
+        assert_eq!(" Raid1 ".parse::<RaidLevel>().unwrap(), RaidLevel::Raid1);
+        assert!("raid2".parse::<RaidLevel>().is_err());
+        assert!("raid".parse::<RaidLevel>().is_err());
+        assert!(RaidLevel::from_proto(0).is_err());
+    }
+
+    #[test]
+    fn stripe_data_bytes_per_level() {
+        let mut v = VolumeInfo::from_proto(pb::Volume {
+            name: "v".into(),
+            level: pb::RaidLevel::Raid5 as i32,
+            columns: 5,
+            stripe_unit_bytes: 65536,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(v.stripe_data_bytes(), Some(4 * 65536));
+        v.level = RaidLevel::Raid6;
+        assert_eq!(v.stripe_data_bytes(), Some(3 * 65536));
+        v.level = RaidLevel::Raid0;
+        assert_eq!(v.stripe_data_bytes(), Some(5 * 65536));
+        v.level = RaidLevel::Raid1;
+        v.columns = 4;
+        assert_eq!(v.stripe_data_bytes(), Some(2 * 65536));
+        v.stripe_unit_bytes = 0;
+        assert_eq!(v.stripe_data_bytes(), None);
+    }
+
+    #[test]
+    fn states_from_proto() {
+        assert_eq!(VolumeState::from_proto(2), VolumeState::Degraded);
+        assert_eq!(VolumeState::from_proto(99), VolumeState::Unknown);
+        assert_eq!(ComponentState::from_proto(2), ComponentState::Failed);
+        assert_eq!(ComponentState::from_proto(0), ComponentState::Unknown);
+    }
+
+    #[test]
+    fn components_sorted_by_column() {
+        let v = VolumeInfo::from_proto(pb::Volume {
+            level: pb::RaidLevel::Raid1 as i32,
+            components: vec![
+                pb::Component {
+                    column: 1,
+                    ..Default::default()
+                },
+                pb::Component {
+                    column: 0,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(v.components[0].column, 0);
+    }
+}
