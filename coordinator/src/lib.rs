@@ -1,15 +1,344 @@
-//! The dagraid coordinator service (volume API, remote components, telemetry, metadata store).
+//! The dagraid coordinator: serves RAID volumes over gRPC (`dagraid.volume.v1`), running every
+//! access as DAGs of the core's access pipeline against remote storage nodes.
 //!
-//! Code map (built so far):
+//! Code map:
+//! - [`config`]: [`CoordinatorConfig`] from flags, an optional TOML file and the environment.
+//! - [`store`]: the embedded store (`<data-dir>/coordinator.redb`): volume records, the owner
+//!   epoch, and [`store::VolumeStates`], the core's `StateRecorder` of a volume.
 //! - [`node_client`]: connections to one storage node ([`node_client::NodeClient`]), the
 //!   coordinator's fencing ([`node_client::FencingContext`]) and the admin calls on a node.
 //! - [`remote`]: [`remote::RemoteComponent`], the core's `ComponentIo` over gRPC, with a deadline
 //!   per call that does not count time queued locally.
-//! - [`error`]: the node client's error type and the one mapping from `tonic::Status` to the
-//!   core's `IoError`.
-//!
-//! The volume API, the access pipeline wiring and the metadata store follow (coordinator issue).
+//! - [`registry`]: the storage nodes, their health, and the health loop that fails the columns of
+//!   a node that is down.
+//! - [`volumes`]: creating (provisioning components), deleting, finding and reassembling volumes.
+//! - [`service`]: the `VolumeService` gRPC implementation and the bearer-token check.
+//! - [`error`]: node-call errors and their `Status -> IoError` mapping; the volume API's
+//!   [`error::ServiceError`] and its one `-> Status` mapping.
+//! - [`Coordinator`] / [`run`]: start-up (store, epoch, fencing, reassembly), serving, graceful
+//!   shutdown. The `dagraid-coordinator` binary is a thin wrapper over them.
 
+pub mod config;
 pub mod error;
 pub mod node_client;
+pub mod registry;
 pub mod remote;
+pub mod service;
+pub mod store;
+pub mod volumes;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dagraid_core::access::ArrayConfig;
+use dagraid_core::engine::EngineConfig;
+use dagraid_proto::volume::v1::volume_service_server::VolumeServiceServer;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+pub use config::CoordinatorConfig;
+
+use crate::config::NodeSpec;
+use crate::node_client::{
+    FencingContext, HTTP2_CONNECTION_WINDOW, HTTP2_MAX_FRAME_SIZE, HTTP2_STREAM_WINDOW,
+    NodeClientConfig,
+};
+use crate::registry::NodeRegistry;
+use crate::service::{BearerAuth, VolumeApi};
+use crate::store::{Store, StoreError};
+use crate::volumes::VolumeManager;
+
+/// Room for the message fields around a payload of `max_io_bytes`: the gRPC decode limit is
+/// `max_io_bytes` plus this, so an oversized Write reaches the service's own precise check
+/// (`too-large`) instead of tonic's generic limit.
+pub const MESSAGE_OVERHEAD_BYTES: u64 = 1 << 20;
+
+/// Why the coordinator could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    /// A configuration value is not acceptable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The data directory cannot be used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What the file system said.
+        source: std::io::Error,
+    },
+    /// The store cannot be opened or used.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The listening socket cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A storage node client cannot be set up.
+    #[error(transparent)]
+    Node(#[from] error::NodeClientError),
+    /// A stored volume cannot be reassembled.
+    #[error("reassembling the stored volumes: {0}")]
+    Assemble(String),
+    /// The gRPC server failed.
+    #[error("serving: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    /// A coordinator task was lost.
+    #[error("coordinator task: {0}")]
+    Task(String),
+}
+
+/// A running coordinator (started in-process): its address, and the handle that stops it.
+/// Dropping it stops the coordinator in the background; [`Coordinator::stop`] waits for that.
+#[derive(Debug)]
+pub struct Coordinator {
+    local_addr: SocketAddr,
+    epoch: u64,
+    stop: CancellationToken,
+    task: Option<JoinHandle<Result<(), CoordinatorError>>>,
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Coordinator {
+    /// Starts a coordinator: opens the store (refusing a data directory another coordinator
+    /// uses), binds the socket, checks the storage nodes, takes a new owner epoch (durably,
+    /// before serving) and fences the reachable nodes with it, reassembles the stored volumes,
+    /// starts the health loop and serves. Returns once the socket accepts calls.
+    pub async fn start(config: CoordinatorConfig) -> Result<Coordinator, CoordinatorError> {
+        config.validate().map_err(CoordinatorError::Config)?;
+        let dir = config.data_dir.clone();
+        let path = config.store_path();
+        let store = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|source| CoordinatorError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
+            if !dir.is_dir() {
+                return Err(CoordinatorError::DataDir {
+                    path: dir.clone(),
+                    source: std::io::Error::other("not a directory"),
+                });
+            }
+            Ok(Store::open(&path)?)
+        })
+        .await
+        .map_err(|e| CoordinatorError::Task(e.to_string()))??;
+
+        match Self::assemble_and_serve(config, store.clone()).await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                store.close();
+                Err(e)
+            }
+        }
+    }
+
+    async fn assemble_and_serve(
+        config: CoordinatorConfig,
+        store: Store,
+    ) -> Result<Coordinator, CoordinatorError> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| CoordinatorError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| CoordinatorError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+
+        let records = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.volumes())
+                .await
+                .map_err(|e| CoordinatorError::Task(e.to_string()))??
+        };
+        // Nodes only stored volumes name still serve those volumes: keep them, at the address
+        // recorded.
+        let configured: BTreeSet<&str> = config.nodes.iter().map(|n| n.id.as_str()).collect();
+        let mut extra: Vec<NodeSpec> = Vec::new();
+        for c in records.iter().flat_map(|r| &r.components) {
+            if !configured.contains(c.node_id.as_str()) && !extra.iter().any(|n| n.id == c.node_id)
+            {
+                tracing::warn!(node = %c.node_id, address = %c.node_address, "a stored volume names a storage node missing from the configuration; using its recorded address");
+                extra.push(NodeSpec {
+                    id: c.node_id.clone(),
+                    address: c.node_address.clone(),
+                });
+            }
+        }
+
+        let fencing = FencingContext::new(config.cluster_id.clone(), 0);
+        let registry = Arc::new(NodeRegistry::new(
+            &config.nodes,
+            &extra,
+            fencing.clone(),
+            node_client_config(&config),
+            config.node_deadline,
+        )?);
+        registry.check_all().await;
+
+        // A new owner epoch, above any a node has seen, durable before anything is served.
+        let seen = registry
+            .nodes()
+            .iter()
+            .filter_map(|n| n.health().epoch)
+            .max()
+            .unwrap_or(0);
+        let epoch = store.take_epoch_async(seen.saturating_add(1)).await?;
+        fencing.raise_epoch(epoch);
+        let fenced = registry.fence_all(epoch).await;
+        tracing::info!(
+            epoch,
+            fenced,
+            nodes = registry.nodes().len(),
+            "owner epoch taken"
+        );
+
+        let volumes = Arc::new(VolumeManager::new(
+            store.clone(),
+            registry.clone(),
+            ArrayConfig {
+                engine: EngineConfig {
+                    node_deadline: config.node_deadline,
+                },
+                ..ArrayConfig::default()
+            },
+        ));
+        volumes
+            .assemble(records)
+            .map_err(CoordinatorError::Assemble)?;
+
+        let stop = CancellationToken::new();
+        let health_task = tokio::spawn(registry::health_loop(
+            registry.clone(),
+            volumes.clone(),
+            config.health_interval,
+            stop.child_token(),
+        ));
+
+        let limit = usize::try_from(config.max_io_bytes + MESSAGE_OVERHEAD_BYTES)
+            .map_err(|_| CoordinatorError::Config("max-io-bytes too large".into()))?;
+        let api = VolumeServiceServer::new(VolumeApi::new(volumes.clone(), config.max_io_bytes))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        let api = InterceptedService::new(api, BearerAuth::new(config.token.as_deref()));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<VolumeServiceServer<VolumeApi>>().await;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let signal = stop.clone();
+        let server = Server::builder()
+            .max_frame_size(HTTP2_MAX_FRAME_SIZE)
+            .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .add_service(health_service)
+            .add_service(api)
+            .serve_with_incoming_shutdown(incoming, async move {
+                signal.cancelled().await;
+                tracing::info!("shutting down: no new calls; waiting for the calls in progress");
+                health
+                    .set_not_serving::<VolumeServiceServer<VolumeApi>>()
+                    .await;
+            });
+        let stop_all = stop.clone();
+        let task = tokio::spawn(async move {
+            let served = server.await;
+            // Whatever ended the server, stop the health loop before the store closes.
+            stop_all.cancel();
+            let _ = health_task.await;
+            volumes.clear();
+            drop(volumes);
+            store.close();
+            tracing::info!("stopped");
+            served.map_err(CoordinatorError::from)
+        });
+        tracing::info!(addr = %local_addr, epoch, "serving");
+        Ok(Coordinator {
+            local_addr,
+            epoch,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The owner epoch this coordinator took.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Stops accepting calls, lets the calls in progress finish, stops the health loop and
+    /// closes the store (the data directory can be opened again once this returns).
+    pub async fn stop(mut self) -> Result<(), CoordinatorError> {
+        self.stop.cancel();
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| CoordinatorError::Task(e.to_string()))?,
+            None => Ok(()),
+        }
+    }
+
+    /// Serves until `shutdown` completes (then stops gracefully), or until the server fails.
+    pub async fn run_until(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), CoordinatorError> {
+        let Some(mut task) = self.task.take() else {
+            return Ok(());
+        };
+        tokio::select! {
+            ended = &mut task => {
+                return ended.map_err(|e| CoordinatorError::Task(e.to_string()))?;
+            }
+            () = shutdown => {}
+        }
+        self.stop.cancel();
+        task.await
+            .map_err(|e| CoordinatorError::Task(e.to_string()))?
+    }
+}
+
+/// How the coordinator talks to each storage node: the node client's own I/O deadline is four
+/// fifths of the engine's, so a slow node is reported by the client as a timeout before the
+/// engine's deadline fires.
+fn node_client_config(config: &CoordinatorConfig) -> NodeClientConfig {
+    let io_deadline = (config.node_deadline * 4 / 5).max(Duration::from_millis(1));
+    NodeClientConfig {
+        io_deadline,
+        ..NodeClientConfig::default()
+    }
+}
+
+/// Starts a coordinator and serves until `shutdown` completes, then stops accepting, lets the
+/// calls in progress finish and closes the store.
+pub async fn run(
+    config: CoordinatorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), CoordinatorError> {
+    Coordinator::start(config).await?.run_until(shutdown).await
+}

@@ -76,8 +76,16 @@ pub mod error_kind {
     pub const BAD_GEOMETRY: &str = "bad-geometry";
     /// Not enough reachable storage nodes for the volume.
     pub const NOT_ENOUGH_NODES: &str = "not-enough-nodes";
-    /// More of the volume is lost than its redundancy covers for these bytes.
+    /// More columns are faulty than the volume's redundancy covers for these bytes; nothing was
+    /// written and the bytes on the components are intact (UNAVAILABLE: retry once the storage
+    /// nodes are back).
     pub const UNRECOVERABLE: &str = "unrecoverable";
+    /// A write failed after its commit on more columns than the redundancy covers: it may have
+    /// landed on some columns only, so its stripes are now marked lost (DATA_LOSS; see
+    /// [`UNREADABLE`]).
+    pub const TORN_WRITE: &str = "torn-write";
+    /// A storage node a volume operation needed could not be reached (or timed out).
+    pub const NODE_UNAVAILABLE: &str = "node-unavailable";
     /// The bytes lie in a stripe marked lost after a write that could not complete.
     pub const UNREADABLE: &str = "unreadable";
     /// The administrative change would leave more failures than the layout tolerates.

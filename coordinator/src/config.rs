@@ -1,0 +1,480 @@
+//! Coordinator configuration: the `dagraid-coordinator` flags, the optional TOML file and the
+//! environment, merged into one validated [`CoordinatorConfig`].
+//!
+//! Precedence: a flag (or its environment variable) overrides the file, which overrides the
+//! default. Storage nodes given by flag or `DAGRAID_NODES` replace the file's list as a whole.
+//! Every error is one line naming the bad value.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default listening address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// Default cluster id (the storage node's default too).
+pub const DEFAULT_CLUSTER_ID: &str = "dagraid";
+/// Default engine deadline of one disk operation.
+pub const DEFAULT_NODE_DEADLINE_MS: u64 = 5000;
+/// Default interval of the storage-node health checks.
+pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 1000;
+/// Default largest Read length / Write payload: 16 MiB.
+pub const DEFAULT_MAX_IO_BYTES: u64 = 16 << 20;
+/// Smallest accepted `max-io-bytes`: one 4 KiB block.
+pub const MIN_MAX_IO_BYTES: u64 = 4096;
+/// Largest accepted `max-io-bytes`: 1 GiB (gRPC messages are limited to 4 GiB, and a read is
+/// held in memory whole).
+pub const MAX_MAX_IO_BYTES: u64 = 1 << 30;
+/// Name of the store file inside the data directory.
+pub const STORE_FILE: &str = "coordinator.redb";
+
+/// A storage node the coordinator uses.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    /// The node's id (its `--node-id`); volume records name nodes by it.
+    pub id: String,
+    /// Its gRPC address, `host:port`.
+    pub address: String,
+}
+
+impl FromStr for NodeSpec {
+    type Err = String;
+
+    /// `ID=HOST:PORT`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (id, address) = s
+            .split_once('=')
+            .ok_or_else(|| format!("storage node {s:?} is not ID=HOST:PORT"))?;
+        let spec = NodeSpec {
+            id: id.trim().to_owned(),
+            address: address.trim().to_owned(),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+impl NodeSpec {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(problem) = id_problem(&self.id) {
+            return Err(format!("storage node id {:?}: {problem}", self.id));
+        }
+        let (host, port) = self
+            .address
+            .rsplit_once(':')
+            .ok_or_else(|| self.bad_address("expected HOST:PORT"))?;
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(self.bad_address("the host is missing or malformed"));
+        }
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(()),
+            _ => Err(self.bad_address("the port must be 1 to 65535")),
+        }
+    }
+
+    fn bad_address(&self, why: &str) -> String {
+        format!(
+            "storage node {}: address {:?}: {why}",
+            self.id, self.address
+        )
+    }
+}
+
+/// Why an id (node or cluster) is not acceptable.
+fn id_problem(id: &str) -> Option<&'static str> {
+    if id.is_empty() || id.len() > 128 {
+        return Some("must be 1 to 128 characters");
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Some("only A-Z, a-z, 0-9, '.', '_' and '-' are allowed");
+    }
+    None
+}
+
+/// Everything a coordinator needs to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorConfig {
+    /// Address to serve the volume API on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Directory of the coordinator's store (`coordinator.redb`); created if missing.
+    pub data_dir: PathBuf,
+    /// Cluster id shared with the storage nodes; every mutating node call carries it.
+    pub cluster_id: String,
+    /// The storage nodes, in the order volume creation picks them.
+    pub nodes: Vec<NodeSpec>,
+    /// Bearer token every volume API call must carry; `None` leaves the API open.
+    pub token: Option<String>,
+    /// The engine's deadline of one disk operation (the node client's own deadline is a little
+    /// shorter, so a slow node is reported as a node timeout).
+    pub node_deadline: Duration,
+    /// Interval of the storage-node health checks.
+    pub health_interval: Duration,
+    /// Largest Read length and Write payload.
+    pub max_io_bytes: u64,
+}
+
+impl CoordinatorConfig {
+    /// Defaults for everything but the data directory; no storage nodes.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            data_dir: data_dir.into(),
+            cluster_id: DEFAULT_CLUSTER_ID.to_owned(),
+            nodes: Vec::new(),
+            token: None,
+            node_deadline: Duration::from_millis(DEFAULT_NODE_DEADLINE_MS),
+            health_interval: Duration::from_millis(DEFAULT_HEALTH_INTERVAL_MS),
+            max_io_bytes: DEFAULT_MAX_IO_BYTES,
+        }
+    }
+
+    /// Path of the store file.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join(STORE_FILE)
+    }
+
+    /// Refuses values the coordinator cannot run with; the error is one line.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(problem) = id_problem(&self.cluster_id) {
+            return Err(format!("cluster-id {:?}: {problem}", self.cluster_id));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err("data-dir must not be empty".into());
+        }
+        let mut ids = HashSet::new();
+        let mut addresses = HashSet::new();
+        for node in &self.nodes {
+            node.validate()?;
+            if !ids.insert(node.id.as_str()) {
+                return Err(format!("storage node id {:?} is given twice", node.id));
+            }
+            if !addresses.insert(node.address.as_str()) {
+                return Err(format!(
+                    "storage node address {:?} is given twice (columns must be on distinct nodes)",
+                    node.address
+                ));
+            }
+        }
+        if let Some(token) = &self.token
+            && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(
+                "token must be non-empty visible ASCII (it travels in an HTTP header)".into(),
+            );
+        }
+        if self.node_deadline < Duration::from_millis(10)
+            || self.node_deadline > Duration::from_secs(600)
+        {
+            return Err(format!(
+                "node-deadline-ms must be 10 to 600000, got {}",
+                self.node_deadline.as_millis()
+            ));
+        }
+        if self.health_interval < Duration::from_millis(10)
+            || self.health_interval > Duration::from_secs(3600)
+        {
+            return Err(format!(
+                "health-interval-ms must be 10 to 3600000, got {}",
+                self.health_interval.as_millis()
+            ));
+        }
+        if !(MIN_MAX_IO_BYTES..=MAX_MAX_IO_BYTES).contains(&self.max_io_bytes) {
+            return Err(format!(
+                "max-io-bytes must be {MIN_MAX_IO_BYTES} to {MAX_MAX_IO_BYTES}, got {}",
+                self.max_io_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The optional TOML configuration file; every key is optional and flags override it.
+///
+/// ```toml
+/// listen = "0.0.0.0:7070"
+/// data-dir = "/var/lib/dagraid/coordinator"
+/// cluster-id = "dagraid"
+/// token = "s3cret"
+/// node-deadline-ms = 5000
+/// health-interval-ms = 1000
+/// max-io-bytes = 16777216
+/// nodes = [
+///   { id = "node1", address = "127.0.0.1:7001" },
+///   { id = "node2", address = "127.0.0.1:7002" },
+/// ]
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    /// See [`CoordinatorConfig::listen`].
+    pub listen: Option<SocketAddr>,
+    /// See [`CoordinatorConfig::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// See [`CoordinatorConfig::cluster_id`].
+    pub cluster_id: Option<String>,
+    /// See [`CoordinatorConfig::nodes`].
+    pub nodes: Option<Vec<NodeSpec>>,
+    /// See [`CoordinatorConfig::token`].
+    pub token: Option<String>,
+    /// See [`CoordinatorConfig::node_deadline`], in milliseconds.
+    pub node_deadline_ms: Option<u64>,
+    /// See [`CoordinatorConfig::health_interval`], in milliseconds.
+    pub health_interval_ms: Option<u64>,
+    /// See [`CoordinatorConfig::max_io_bytes`].
+    pub max_io_bytes: Option<u64>,
+}
+
+impl FileConfig {
+    /// Parses a TOML configuration; the error is one line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|err| {
+            err.to_string()
+                .lines()
+                .map(str::trim)
+                // Drop the source excerpt ("1 | key = ...", "|  ^^^").
+                .filter(|line| {
+                    let rest = line.trim_start_matches(|c: char| c.is_ascii_digit()).trim();
+                    !rest.is_empty() && !rest.starts_with('|') && !rest.starts_with('^')
+                })
+                .collect::<Vec<_>>()
+                .join(": ")
+        })
+    }
+}
+
+/// The `dagraid-coordinator` command line.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "dagraid-coordinator",
+    version,
+    about = "The dagraid coordinator: serves RAID volumes over gRPC (dagraid.volume.v1) on top of dagraid storage nodes."
+)]
+pub struct Args {
+    /// TOML file with any of the options below (kebab-case keys, nodes as
+    /// `nodes = [{ id = "...", address = "host:port" }]`); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to serve the volume API on (port 0 picks a free port) [default: 127.0.0.1:7070].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the coordinator's store (created if missing). Required here or in the file.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Cluster id shared with the storage nodes [default: dagraid].
+    #[arg(long, value_name = "ID")]
+    pub cluster_id: Option<String>,
+    /// A storage node, as ID=HOST:PORT; repeat for each node (order matters: volume creation
+    /// picks nodes in this order). The environment form is a comma list.
+    #[arg(
+        long = "node",
+        value_name = "ID=ADDR",
+        env = "DAGRAID_NODES",
+        value_delimiter = ','
+    )]
+    pub nodes: Vec<NodeSpec>,
+    /// Bearer token every API call must carry (`authorization: Bearer TOKEN`); none by default.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "DAGRAID_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Deadline of one disk operation on a storage node, in milliseconds [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub node_deadline_ms: Option<u64>,
+    /// Interval of the storage-node health checks, in milliseconds [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub health_interval_ms: Option<u64>,
+    /// Largest Read length and Write payload, in bytes [default: 16777216].
+    #[arg(long, value_name = "BYTES")]
+    pub max_io_bytes: Option<u64>,
+}
+
+impl Args {
+    /// Merges the flags with the file they name (if any) and validates the result.
+    pub fn into_config(self) -> Result<CoordinatorConfig, String> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                FileConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        self.merge(file)
+    }
+
+    /// Merges the flags over `file` and validates the result.
+    pub fn merge(self, file: FileConfig) -> Result<CoordinatorConfig, String> {
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .ok_or("--data-dir is required (or data-dir in the config file)")?;
+        let mut config = CoordinatorConfig::new(data_dir);
+        if let Some(listen) = self.listen.or(file.listen) {
+            config.listen = listen;
+        }
+        if let Some(id) = self.cluster_id.or(file.cluster_id) {
+            config.cluster_id = id;
+        }
+        config.nodes = if self.nodes.is_empty() {
+            file.nodes.unwrap_or_default()
+        } else {
+            self.nodes
+        };
+        config.token = self.token.or(file.token);
+        if let Some(ms) = self.node_deadline_ms.or(file.node_deadline_ms) {
+            config.node_deadline = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.health_interval_ms.or(file.health_interval_ms) {
+            config.health_interval = Duration::from_millis(ms);
+        }
+        if let Some(bytes) = self.max_io_bytes.or(file.max_io_bytes) {
+            config.max_io_bytes = bytes;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<CoordinatorConfig, String> {
+        let mut all = vec!["dagraid-coordinator"];
+        all.extend_from_slice(args);
+        Args::try_parse_from(all)
+            .map_err(|e| e.to_string())?
+            .merge(FileConfig::default())
+    }
+
+    #[test]
+    fn flags_give_the_config_with_defaults() {
+        let c = parse(&[
+            "--data-dir",
+            "/d",
+            "--node",
+            "n1=127.0.0.1:7001",
+            "--node",
+            "n2=localhost:7002",
+        ])
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7070".parse().unwrap());
+        assert_eq!(c.cluster_id, "dagraid");
+        assert_eq!(c.nodes.len(), 2);
+        assert_eq!(c.nodes[1].id, "n2");
+        assert_eq!(c.nodes[1].address, "localhost:7002");
+        assert_eq!(c.token, None);
+        assert_eq!(c.node_deadline, Duration::from_secs(5));
+        assert_eq!(c.health_interval, Duration::from_secs(1));
+        assert_eq!(c.max_io_bytes, 16 << 20);
+        assert_eq!(c.store_path(), PathBuf::from("/d/coordinator.redb"));
+    }
+
+    #[test]
+    fn the_file_is_read_and_flags_override_it() {
+        let file = FileConfig::parse(
+            r#"
+listen = "127.0.0.1:9000"
+data-dir = "/from-file"
+cluster-id = "c1"
+token = "t0k"
+node-deadline-ms = 700
+health-interval-ms = 50
+max-io-bytes = 65536
+nodes = [{ id = "a", address = "h1:1" }, { id = "b", address = "h2:2" }]
+"#,
+        )
+        .unwrap();
+        let c = Args::try_parse_from(["x"])
+            .unwrap()
+            .merge(file.clone())
+            .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("/from-file"));
+        assert_eq!(c.cluster_id, "c1");
+        assert_eq!(c.token.as_deref(), Some("t0k"));
+        assert_eq!(c.node_deadline, Duration::from_millis(700));
+        assert_eq!(c.health_interval, Duration::from_millis(50));
+        assert_eq!(c.max_io_bytes, 65536);
+        assert_eq!(c.nodes.len(), 2);
+
+        let c = Args::try_parse_from([
+            "x",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "/flag",
+            "--node",
+            "z=h9:9",
+            "--max-io-bytes",
+            "4096",
+        ])
+        .unwrap()
+        .merge(file)
+        .unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.data_dir, PathBuf::from("/flag"));
+        assert_eq!(c.nodes, vec!["z=h9:9".parse::<NodeSpec>().unwrap()]);
+        assert_eq!(c.max_io_bytes, 4096);
+        assert_eq!(c.cluster_id, "c1");
+    }
+
+    #[test]
+    fn a_comma_list_of_nodes_is_accepted() {
+        let c = parse(&["--data-dir", "/d", "--node", "a=h:1,b=h:2"]).unwrap();
+        assert_eq!(c.nodes.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_are_one_line_errors() {
+        for (args, expect) in [
+            (vec![], "--data-dir is required"),
+            (vec!["--data-dir", "/d", "--node", "n1"], "not ID=HOST:PORT"),
+            (vec!["--data-dir", "/d", "--node", "n1=host"], "HOST:PORT"),
+            (vec!["--data-dir", "/d", "--node", "n1=h:0"], "port"),
+            (vec!["--data-dir", "/d", "--node", "n 1=h:1"], "only A-Z"),
+            (
+                vec!["--data-dir", "/d", "--node", "a=h:1", "--node", "a=h:2"],
+                "given twice",
+            ),
+            (
+                vec!["--data-dir", "/d", "--node", "a=h:1", "--node", "b=h:1"],
+                "given twice",
+            ),
+            (
+                vec!["--data-dir", "/d", "--max-io-bytes", "10"],
+                "max-io-bytes",
+            ),
+            (
+                vec!["--data-dir", "/d", "--node-deadline-ms", "0"],
+                "node-deadline-ms",
+            ),
+            (
+                vec!["--data-dir", "/d", "--health-interval-ms", "0"],
+                "health-interval-ms",
+            ),
+            (vec!["--data-dir", "/d", "--cluster-id", ""], "cluster-id"),
+            (vec!["--data-dir", "/d", "--token", "a b"], "token"),
+            (vec!["--data-dir", "/d", "--listen", "nowhere"], "listen"),
+        ] {
+            let err = parse(&args).unwrap_err();
+            assert!(err.contains(expect), "{args:?}: {err}");
+        }
+        let err = FileConfig::parse("nodes = 3").unwrap_err();
+        assert!(!err.contains('\n'), "{err}");
+        let err = FileConfig::parse("datadir = \"/d\"").unwrap_err();
+        assert!(err.contains("datadir"), "{err}");
+    }
+}

@@ -1,0 +1,61 @@
+//! `dagraid-coordinator`: the coordinator binary. Parses flags (and an optional TOML file), then
+//! runs the library's coordinator until SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use dagraid_coordinator::Coordinator;
+use dagraid_coordinator::config::Args;
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+async fn serve(args: Args) -> Result<(), String> {
+    let config = args.into_config()?;
+    let coordinator = Coordinator::start(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    // The one line scripts, `dagraid up` and the test harness wait for.
+    println!(
+        "dagraid-coordinator listening on {}",
+        coordinator.local_addr()
+    );
+    coordinator
+        .run_until(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("starting the runtime: {e}"))
+        .and_then(|runtime| runtime.block_on(serve(args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dagraid-coordinator: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The storage nodes the coordinator uses: one [`NodeClient`] each, all sharing one
+//! [`FencingContext`], and what the last health check said about each.
+//!
+//! The health loop ([`health_loop`]) checks every node each health interval with `GetNodeInfo`
+//! under a short deadline (the node deadline, at most [`MAX_HEALTH_DEADLINE`]). A node that
+//! misses [`MISSED_CHECKS_TO_FAIL`] checks in a row is down: every volume column on it is failed
+//! through [`dagraid_core::access::Array::fail_component`], which refuses a failure beyond the
+//! layout's tolerance (the column then stays in use and accesses that need it fail until the
+//! node is back). One missed check is not enough: on a loaded machine a check can be late, and
+//! a failed column stays failed until it is rebuilt. Accesses do not wait for the health loop:
+//! a disk operation that fails marks its column failed at once.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::NodeSpec;
+use crate::error::NodeClientError;
+use crate::node_client::{FencingContext, NodeClient, NodeClientConfig};
+use crate::volumes::VolumeManager;
+
+/// Consecutive failed health checks after which a node's columns are failed.
+pub const MISSED_CHECKS_TO_FAIL: u32 = 2;
+/// Longest deadline of one health check.
+pub const MAX_HEALTH_DEADLINE: Duration = Duration::from_secs(2);
+
+/// What the health checks know about a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeHealth {
+    /// Whether a check has completed yet.
+    pub checked: bool,
+    /// Whether the last check reached the node (and found it in our cluster).
+    pub reachable: bool,
+    /// Why the last check failed; empty when it succeeded.
+    pub detail: String,
+    /// Failed checks in a row.
+    pub missed: u32,
+    /// The node's epoch at the last successful check.
+    pub epoch: Option<u64>,
+    /// The node's largest read or write payload, from the last successful check.
+    pub max_io_bytes: Option<u64>,
+}
+
+/// One storage node.
+#[derive(Debug)]
+pub struct RegisteredNode {
+    id: String,
+    address: String,
+    configured: bool,
+    client: NodeClient,
+    health: Mutex<NodeHealth>,
+}
+
+impl RegisteredNode {
+    /// The node's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Its address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Whether it comes from the configuration (otherwise only a stored volume names it).
+    pub fn configured(&self) -> bool {
+        self.configured
+    }
+
+    /// The connections to it.
+    pub fn client(&self) -> &NodeClient {
+        &self.client
+    }
+
+    /// What the health checks know.
+    pub fn health(&self) -> NodeHealth {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether the last health check reached it.
+    pub fn reachable(&self) -> bool {
+        self.health().reachable
+    }
+}
+
+/// The storage nodes, in configuration order (nodes only stored volumes name come last).
+#[derive(Debug)]
+pub struct NodeRegistry {
+    fencing: Arc<FencingContext>,
+    nodes: Vec<RegisteredNode>,
+    health_deadline: Duration,
+}
+
+impl NodeRegistry {
+    /// Clients for `configured` nodes, then for `extra` nodes (named by stored volumes but
+    /// missing from the configuration), all carrying `fencing`. Must run inside a runtime.
+    pub fn new(
+        configured: &[NodeSpec],
+        extra: &[NodeSpec],
+        fencing: Arc<FencingContext>,
+        client_config: NodeClientConfig,
+        health_deadline: Duration,
+    ) -> Result<Self, NodeClientError> {
+        let specs = configured
+            .iter()
+            .map(|s| (s, true))
+            .chain(extra.iter().map(|s| (s, false)));
+        let nodes = specs
+            .map(|(spec, configured)| {
+                Ok(RegisteredNode {
+                    id: spec.id.clone(),
+                    address: spec.address.clone(),
+                    configured,
+                    client: NodeClient::new(&spec.address, fencing.clone(), client_config.clone())?,
+                    health: Mutex::new(NodeHealth::default()),
+                })
+            })
+            .collect::<Result<_, NodeClientError>>()?;
+        Ok(Self {
+            fencing,
+            nodes,
+            health_deadline: health_deadline.min(MAX_HEALTH_DEADLINE),
+        })
+    }
+
+    /// The fencing every node client carries.
+    pub fn fencing(&self) -> &Arc<FencingContext> {
+        &self.fencing
+    }
+
+    /// Every node, in order.
+    pub fn nodes(&self) -> &[RegisteredNode] {
+        &self.nodes
+    }
+
+    /// The node of id `id`.
+    pub fn get(&self, id: &str) -> Option<&RegisteredNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// Checks every node once, concurrently; returns the nodes that are down (missed at least
+    /// [`MISSED_CHECKS_TO_FAIL`] checks in a row), each with whether it just went down.
+    pub async fn check_all(&self) -> Vec<(&RegisteredNode, bool)> {
+        let checks = self.nodes.iter().map(|n| async move {
+            let missed = self.check(n).await;
+            (n, missed)
+        });
+        futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .filter(|(_, missed)| *missed >= MISSED_CHECKS_TO_FAIL)
+            .map(|(n, missed)| (n, missed == MISSED_CHECKS_TO_FAIL))
+            .collect()
+    }
+
+    /// Checks one node; returns its failed checks in a row.
+    async fn check(&self, node: &RegisteredNode) -> u32 {
+        let answer = tokio::time::timeout(self.health_deadline, node.client.node_info()).await;
+        let outcome = match answer {
+            Ok(Ok(info)) if info.cluster_id == self.fencing.cluster_id() => Ok(info),
+            Ok(Ok(info)) => Err(format!(
+                "the node is in cluster {:?}, not {:?}",
+                info.cluster_id,
+                self.fencing.cluster_id()
+            )),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.health_deadline)),
+        };
+        let mut h = node.health.lock().unwrap_or_else(|p| p.into_inner());
+        let was_reachable = h.reachable || !h.checked;
+        h.checked = true;
+        match outcome {
+            Ok(info) => {
+                if !h.reachable {
+                    tracing::info!(node = %node.id, address = %node.address, "storage node reachable");
+                }
+                h.reachable = true;
+                h.detail.clear();
+                h.missed = 0;
+                h.epoch = Some(info.epoch);
+                h.max_io_bytes = Some(info.max_io_bytes);
+            }
+            Err(detail) => {
+                if was_reachable {
+                    tracing::warn!(node = %node.id, address = %node.address, %detail, "storage node unreachable");
+                }
+                h.reachable = false;
+                h.detail = detail;
+                h.missed = h.missed.saturating_add(1);
+            }
+        }
+        h.missed
+    }
+
+    /// Sends `Fence(epoch)` to every reachable node, concurrently, best effort: a node that
+    /// refuses or cannot be reached is logged. Returns how many accepted.
+    pub async fn fence_all(&self, epoch: u64) -> usize {
+        let fences = self
+            .nodes
+            .iter()
+            .filter(|n| n.reachable())
+            .map(|n| async move {
+                match n.client.fence(epoch).await {
+                    Ok(now) => {
+                        tracing::info!(node = %n.id, epoch = now, "storage node fenced");
+                        true
+                    }
+                    Err(error) => {
+                        tracing::warn!(node = %n.id, %error, "storage node not fenced");
+                        false
+                    }
+                }
+            });
+        futures::future::join_all(fences)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count()
+    }
+}
+
+/// Checks the nodes every `interval` until `cancel`, failing the columns of nodes that are down
+/// (see the module doc).
+pub async fn health_loop(
+    registry: Arc<NodeRegistry>,
+    volumes: Arc<VolumeManager>,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let round = async {
+            for (node, just_down) in registry.check_all().await {
+                volumes.fail_columns_on(node.id(), just_down).await;
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = round => {}
+        }
+    }
+}

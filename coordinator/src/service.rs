@@ -1,0 +1,419 @@
+//! The gRPC face of the coordinator: `dagraid.volume.v1.VolumeService` over the
+//! [`VolumeManager`], with proto types converted here and every error mapped through
+//! [`ServiceError::to_status`].
+//!
+//! Reads and writes go to [`dagraid_core::access::Array::read`] / `write`, which run the access in
+//! its own task once its stripe locks are held: a client that disconnects or times out after that
+//! cannot tear a stripe. Requests are checked before any I/O (unknown volume, zero length, more
+//! than `max_io_bytes`; the range against the volume in the core).
+//!
+//! [`BearerAuth`] guards the service when a token is configured.
+
+use std::sync::Arc;
+
+use dagraid_core::array::{ArrayState, ComponentState};
+use dagraid_core::layout::RaidLevel;
+use dagraid_proto::volume::v1 as pb;
+use pb::volume_service_server::VolumeService;
+use std::sync::atomic::Ordering;
+use tonic::service::Interceptor;
+use tonic::{Request, Response, Status};
+
+use crate::error::ServiceError;
+use crate::volumes::{Volume, VolumeManager, VolumeSpec};
+
+/// Implements `dagraid.volume.v1.VolumeService`.
+#[derive(Debug, Clone)]
+pub struct VolumeApi {
+    volumes: Arc<VolumeManager>,
+    max_io_bytes: u64,
+}
+
+impl VolumeApi {
+    /// The API over `volumes`, refusing Reads and Writes larger than `max_io_bytes`.
+    pub fn new(volumes: Arc<VolumeManager>, max_io_bytes: u64) -> Self {
+        Self {
+            volumes,
+            max_io_bytes,
+        }
+    }
+
+    fn check_len(
+        &self,
+        volume: &str,
+        op: &'static str,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), ServiceError> {
+        if len == 0 {
+            return Err(ServiceError::ZeroLength {
+                volume: volume.to_owned(),
+                op,
+                offset,
+            });
+        }
+        if len > self.max_io_bytes {
+            return Err(ServiceError::TooLarge {
+                volume: volume.to_owned(),
+                op,
+                len,
+                max: self.max_io_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn level_from_proto(value: i32) -> Option<RaidLevel> {
+    match pb::RaidLevel::try_from(value).ok()? {
+        pb::RaidLevel::Unspecified => None,
+        pb::RaidLevel::Raid0 => Some(RaidLevel::Raid0),
+        pb::RaidLevel::Raid1 => Some(RaidLevel::Raid1),
+        pb::RaidLevel::Raid4 => Some(RaidLevel::Raid4),
+        pb::RaidLevel::Raid5 => Some(RaidLevel::Raid5),
+        pb::RaidLevel::Raid6 => Some(RaidLevel::Raid6),
+    }
+}
+
+fn level_to_proto(level: RaidLevel) -> pb::RaidLevel {
+    match level {
+        RaidLevel::Raid0 => pb::RaidLevel::Raid0,
+        RaidLevel::Raid1 => pb::RaidLevel::Raid1,
+        RaidLevel::Raid4 => pb::RaidLevel::Raid4,
+        RaidLevel::Raid5 => pb::RaidLevel::Raid5,
+        RaidLevel::Raid6 => pb::RaidLevel::Raid6,
+    }
+}
+
+fn component_state_to_proto(state: ComponentState) -> pb::ComponentState {
+    match state {
+        ComponentState::Optimal => pb::ComponentState::Optimal,
+        ComponentState::Failed => pb::ComponentState::Failed,
+        _ => pb::ComponentState::Unspecified,
+    }
+}
+
+fn volume_state_to_proto(state: ArrayState) -> pb::VolumeState {
+    match state {
+        ArrayState::Optimal => pb::VolumeState::Optimal,
+        ArrayState::Degraded => pb::VolumeState::Degraded,
+        ArrayState::Failed => pb::VolumeState::Failed,
+    }
+}
+
+/// The proto view of a volume: layout, components with their current states, counters.
+pub fn volume_to_proto(volume: &Volume) -> pb::Volume {
+    let layout = volume.layout();
+    let geometry = layout.geometry();
+    let array = volume.array();
+    let states = array.states();
+    let stats = array.stats();
+    let component_bytes = geometry.blocks_per_column() * geometry.block_size();
+    pb::Volume {
+        name: volume.name().to_owned(),
+        id: volume.id().to_owned(),
+        level: level_to_proto(layout.level()) as i32,
+        columns: layout.columns() as u32,
+        stripe_unit_bytes: layout.unit_bytes(),
+        block_size: geometry.block_size() as u32,
+        size_bytes: layout.capacity(),
+        state: volume_state_to_proto(array.array_state()) as i32,
+        components: volume
+            .components()
+            .iter()
+            .map(|c| pb::Component {
+                column: c.column,
+                node_id: c.node_id.clone(),
+                node_address: c.node_address.clone(),
+                component_id: c.component_id.clone(),
+                state: component_state_to_proto(
+                    states
+                        .get(c.column as usize)
+                        .unwrap_or(ComponentState::Failed),
+                ) as i32,
+                size_bytes: component_bytes,
+            })
+            .collect(),
+        counters: Some(pb::VolumeCounters {
+            reads: stats.reads.load(Ordering::Relaxed),
+            writes: stats.writes.load(Ordering::Relaxed),
+            bytes_read: stats.bytes_read.load(Ordering::Relaxed),
+            bytes_written: stats.bytes_written.load(Ordering::Relaxed),
+            errors: stats.errors.load(Ordering::Relaxed),
+            dags_rolled_forward: stats.rolled_forward.load(Ordering::Relaxed),
+            dags_rolled_backward: stats.rolled_backward.load(Ordering::Relaxed),
+            lost_stripes: array.lost_stripes().len() as u64,
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl VolumeService for VolumeApi {
+    async fn get_cluster_info(
+        &self,
+        _: Request<pb::GetClusterInfoRequest>,
+    ) -> Result<Response<pb::ClusterInfo>, Status> {
+        let registry = self.volumes.registry();
+        let nodes = registry
+            .nodes()
+            .iter()
+            .map(|n| {
+                let health = n.health();
+                pb::StorageNodeInfo {
+                    node_id: n.id().to_owned(),
+                    address: n.address().to_owned(),
+                    reachable: health.reachable,
+                    components: self.volumes.components_on(n.id()) as u32,
+                    detail: health.detail,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ClusterInfo {
+            cluster_id: registry.fencing().cluster_id().to_owned(),
+            epoch: registry.fencing().epoch(),
+            max_io_bytes: self.max_io_bytes,
+            nodes,
+        }))
+    }
+
+    async fn create_volume(
+        &self,
+        request: Request<pb::CreateVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        let r = request.into_inner();
+        let level = level_from_proto(r.level);
+        if level.is_none() && r.level != pb::RaidLevel::Unspecified as i32 {
+            return Err(ServiceError::BadGeometry {
+                detail: format!("unknown RAID level {}", r.level),
+            }
+            .into());
+        }
+        let spec = VolumeSpec {
+            name: r.name,
+            level,
+            size_bytes: r.size_bytes,
+            columns: r.columns,
+            stripe_unit_bytes: r.stripe_unit_bytes,
+            block_size: r.block_size,
+            nodes: r.nodes,
+        };
+        let volume = self.volumes.create(spec).await?;
+        Ok(Response::new(volume_to_proto(&volume)))
+    }
+
+    async fn list_volumes(
+        &self,
+        _: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        let volumes = self
+            .volumes
+            .list()
+            .iter()
+            .map(|v| volume_to_proto(v))
+            .collect();
+        Ok(Response::new(pb::ListVolumesResponse { volumes }))
+    }
+
+    async fn get_volume(
+        &self,
+        request: Request<pb::GetVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        let volume = self.volumes.get(&request.into_inner().name)?;
+        Ok(Response::new(volume_to_proto(&volume)))
+    }
+
+    async fn delete_volume(
+        &self,
+        request: Request<pb::DeleteVolumeRequest>,
+    ) -> Result<Response<pb::DeleteVolumeResponse>, Status> {
+        self.volumes.delete(&request.into_inner().name).await?;
+        Ok(Response::new(pb::DeleteVolumeResponse {}))
+    }
+
+    async fn read(
+        &self,
+        request: Request<pb::ReadRequest>,
+    ) -> Result<Response<pb::ReadResponse>, Status> {
+        let r = request.into_inner();
+        let volume = self.volumes.get(&r.volume)?;
+        self.check_len(&r.volume, "read", r.offset, r.length)?;
+        let (data, _) = volume
+            .array()
+            .read(r.offset, r.length)
+            .await
+            .map_err(|source| ServiceError::Access {
+                volume: r.volume.clone(),
+                source,
+            })?;
+        Ok(Response::new(pb::ReadResponse {
+            data: data.into_bytes(),
+        }))
+    }
+
+    async fn write(
+        &self,
+        request: Request<pb::WriteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let r = request.into_inner();
+        let volume = self.volumes.get(&r.volume)?;
+        self.check_len(&r.volume, "write", r.offset, r.data.len() as u64)?;
+        volume
+            .array()
+            .write(r.offset, r.data)
+            .await
+            .map_err(|source| ServiceError::Access {
+                volume: r.volume.clone(),
+                source,
+            })?;
+        Ok(Response::new(pb::WriteResponse {}))
+    }
+
+    async fn flush(
+        &self,
+        request: Request<pb::FlushRequest>,
+    ) -> Result<Response<pb::FlushResponse>, Status> {
+        let name = request.into_inner().volume;
+        let volume = self.volumes.get(&name)?;
+        volume
+            .array()
+            .flush()
+            .await
+            .map_err(|source| ServiceError::Access {
+                volume: name,
+                source,
+            })?;
+        Ok(Response::new(pb::FlushResponse {}))
+    }
+
+    async fn fail_component(
+        &self,
+        request: Request<pb::FailComponentRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        let r = request.into_inner();
+        let volume = self
+            .volumes
+            .fail_component(&r.volume, r.column as usize)
+            .await?;
+        Ok(Response::new(volume_to_proto(&volume)))
+    }
+}
+
+/// Checks `authorization: Bearer <token>` on every call when a token is configured.
+#[derive(Debug, Clone)]
+pub struct BearerAuth {
+    token: Option<Arc<[u8]>>,
+}
+
+impl BearerAuth {
+    /// Requires `token` on every call; `None` lets every call through.
+    pub fn new(token: Option<&str>) -> Self {
+        Self {
+            token: token.map(|t| Arc::from(t.as_bytes())),
+        }
+    }
+
+    /// Whether an `authorization` header value carries the token.
+    pub fn accepts(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let Some(value) = authorization else {
+            return false;
+        };
+        // The scheme is case-insensitive (RFC 7235).
+        let Some(presented) = value
+            .split_first_chunk::<7>()
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
+            .map(|(_, rest)| rest)
+        else {
+            return false;
+        };
+        constant_time_eq(presented, token)
+    }
+}
+
+/// Compares without an early exit, so the time taken does not tell how many leading bytes of a
+/// guess were right (only whether the lengths matched).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= std::hint::black_box(x ^ y);
+    }
+    diff == 0
+}
+
+impl Interceptor for BearerAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes());
+        if self.accepts(header) {
+            Ok(request)
+        } else {
+            Err(ServiceError::Unauthenticated.to_status())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_checked_exactly() {
+        let open = BearerAuth::new(None);
+        assert!(open.accepts(None));
+        assert!(open.accepts(Some(b"Bearer anything")));
+        let auth = BearerAuth::new(Some("s3cret"));
+        assert!(auth.accepts(Some(b"Bearer s3cret")));
+        assert!(auth.accepts(Some(b"bearer s3cret")));
+        for bad in [
+            &b""[..],
+            b"s3cret",
+            b"Bearer",
+            b"Bearer ",
+            b"Bearer s3cre",
+            b"Bearer s3cret2",
+            b"Bearer S3cret",
+            b"Basic s3cret",
+            b"Bearer  s3cret",
+        ] {
+            assert!(
+                !auth.accepts(Some(bad)),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(!auth.accepts(None));
+    }
+
+    #[test]
+    fn a_call_without_the_token_is_unauthenticated_with_its_kind() {
+        let mut auth = BearerAuth::new(Some("t"));
+        let status = auth.call(Request::new(())).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            status
+                .metadata()
+                .get(dagraid_proto::error_kind::HEADER)
+                .unwrap(),
+            "unauthenticated"
+        );
+        let mut ok = Request::new(());
+        ok.metadata_mut()
+            .insert("authorization", "Bearer t".parse().unwrap());
+        auth.call(ok).unwrap();
+    }
+
+    #[test]
+    fn levels_convert_both_ways() {
+        for level in RaidLevel::ALL {
+            assert_eq!(level_from_proto(level_to_proto(level) as i32), Some(level));
+        }
+        assert_eq!(level_from_proto(0), None);
+        assert_eq!(level_from_proto(99), None);
+    }
+}
