@@ -1,18 +1,32 @@
-//! Group commit: concurrent writes of a component share one fdatasync.
+//! Group commit: concurrent writes of a component share fdatasyncs.
 //!
 //! After its pwrite completes, a write takes a ticket. A sync covers every ticket taken before the
 //! sync *started*, so a write is acknowledged only by a sync that began after its data reached the
-//! file. Whoever waits while no sync is running starts the sync loop on a blocking thread: it
-//! starts the next sync the moment one ends while tickets are waiting (no hand-off between syncs),
-//! and it runs to completion even if its starter is cancelled, so a cancelled caller never leaves
-//! the machinery stuck. If a sync fails, the group commit is failed for good and every present and
-//! future waiter gets the failure: nothing is retried and acknowledged later.
+//! file: the highest ticket covered by any completed sync is the durable point.
+//!
+//! A waiter whose ticket no started sync covers starts one, if fewer than
+//! [`MAX_SYNCS_IN_FLIGHT`] run; otherwise it waits, and the first sync to end starts the next one
+//! on its own blocking thread at once, covering every ticket taken so far (no hand-off between
+//! syncs). Syncs run to completion even if the call that started them is cancelled, so a
+//! cancelled caller never leaves the machinery stuck. If a sync fails, the group commit is failed
+//! for good and every present and future waiter gets the failure: nothing is retried and
+//! acknowledged later.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
 use crate::backend::StorageBackend;
+
+/// Syncs of one component that may run at once. A sync that starts while others run writes back
+/// its pages while the earlier ones wait for the device's cache flush, so a write arriving
+/// mid-sync need not wait for that sync and a whole next one. Concurrent fdatasyncs are sound:
+/// each one makes durable every write that completed before it started. Measured with the
+/// `node_io` bench on the shared 2-core VM (4 KiB writes, 16 in flight; means of 2 to 6 runs
+/// while other builds ran): 1 sync at a time about 4,800 IOPS, 2 about 5,600, 3 about 7,000, 4
+/// about 7,300, 8 about 7,500 with only 1.4 writes per sync left; 4 keeps most of the gain and
+/// still shares a sync among 2 to 3 writes.
+pub const MAX_SYNCS_IN_FLIGHT: usize = 4;
 
 impl Inner {
     fn lock_state(&self) -> MutexGuard<'_, State> {
@@ -42,8 +56,10 @@ struct State {
     last_ticket: u64,
     /// Every ticket up to this one is durable.
     durable_through: u64,
-    /// Whether the sync loop is running.
-    sync_running: bool,
+    /// Every ticket up to this one is covered by a sync that has started.
+    started_through: u64,
+    /// Syncs running now, at most [`MAX_SYNCS_IN_FLIGHT`].
+    syncs_running: usize,
     failure: Option<String>,
     syncs_completed: u64,
 }
@@ -87,6 +103,21 @@ impl GroupCommit {
         self.state().last_ticket
     }
 
+    /// Every ticket up to this one is durable (tests).
+    #[cfg(test)]
+    fn durable_through(&self) -> u64 {
+        self.state().durable_through
+    }
+
+    /// Waits until no sync runs (tests: a waiter can be acknowledged by a later sync while an
+    /// earlier one is still finishing).
+    #[cfg(test)]
+    pub(crate) async fn idle(&self) {
+        while self.state().syncs_running > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
     /// Number of syncs completed so far (tests and metrics).
     pub fn syncs_completed(&self) -> u64 {
         self.state().syncs_completed
@@ -104,9 +135,10 @@ impl GroupCommit {
                 if state.durable_through >= ticket {
                     return Ok(());
                 }
-                if !state.sync_running {
-                    state.sync_running = true;
+                if ticket > state.started_through && state.syncs_running < MAX_SYNCS_IN_FLIGHT {
+                    state.syncs_running += 1;
                     let covers = state.last_ticket;
+                    state.started_through = covers;
                     let inner = self.inner.clone();
                     // Detached: the syncs run to completion even if this caller is cancelled.
                     drop(tokio::task::spawn_blocking(move || {
@@ -121,12 +153,12 @@ impl GroupCommit {
     }
 }
 
-/// Runs syncs on a blocking thread, the first covering every ticket up to `covers`, until no
-/// ticket is left waiting. Each sync covers the tickets taken before it started; the tickets taken
-/// while it ran get the next one, started at once on the same thread (no hand-off between syncs).
+/// Runs syncs on a blocking thread, the first covering every ticket up to `covers`. When a sync
+/// ends and tickets taken after the last started sync are waiting, the same thread starts the next
+/// one at once, covering every ticket taken so far; otherwise it gives up its place.
 fn sync_loop(inner: &Inner, mut covers: u64) {
     loop {
-        // A panicking backend must not leave `sync_running` set with waiters parked forever.
+        // A panicking backend must not keep its place with waiters parked forever.
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.backend.sync()))
                 .unwrap_or_else(|_| Err(std::io::Error::other("the sync panicked")));
@@ -140,11 +172,12 @@ fn sync_loop(inner: &Inner, mut covers: u64) {
                     .get_or_insert(format!("fdatasync failed: {err}"));
             }
         }
-        let more = state.failure.is_none() && state.last_ticket > state.durable_through;
+        let more = state.failure.is_none() && state.last_ticket > state.started_through;
         if more {
             covers = state.last_ticket;
+            state.started_through = covers;
         } else {
-            state.sync_running = false;
+            state.syncs_running -= 1;
         }
         drop(state);
         inner.progress.send_modify(|v| *v += 1);
@@ -159,8 +192,8 @@ mod tests {
     use super::*;
     use crate::testing::GatedBackend;
 
-    /// A write whose ticket was taken while a sync was running is not acknowledged by that sync;
-    /// the writes that queued up behind it share the next one.
+    /// A write whose ticket was taken while a sync was running is not acknowledged by that sync,
+    /// even when that sync ends first.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn later_writes_wait_for_a_sync_that_started_after_them() {
         let backend = Arc::new(GatedBackend::new(1 << 16));
@@ -174,7 +207,7 @@ mod tests {
         });
         backend.wait_sync_started(1).await;
 
-        // These arrive while sync #1 is running.
+        // These arrive while sync #1 is running; they start syncs of their own (held at the gate).
         let later: Vec<_> = (0..5)
             .map(|_| {
                 let ticket = commit.ticket();
@@ -182,24 +215,61 @@ mod tests {
                 tokio::spawn(async move { commit.wait_durable(ticket).await })
             })
             .collect();
-        // Sync #1 completes: only `first` is acknowledged.
+        backend.wait_sync_started(2).await;
+        // Sync #1 (and only it: the gate releases in start order) completes.
         backend.release_one();
         first_wait.await.unwrap().unwrap();
-        backend.wait_sync_started(2).await;
+        assert_eq!(
+            commit.durable_through(),
+            first,
+            "acknowledged by a sync that started before its ticket"
+        );
         for w in &later {
-            assert!(
-                !w.is_finished(),
-                "acknowledged by a sync that started before its ticket"
-            );
+            assert!(!w.is_finished(), "acknowledged without its own sync");
         }
         backend.open_gate();
         for w in later {
             w.await.unwrap().unwrap();
         }
+        commit.idle().await;
+        assert!(
+            commit.syncs_completed() <= 1 + MAX_SYNCS_IN_FLIGHT as u64,
+            "{} syncs for 6 writes",
+            commit.syncs_completed()
+        );
+    }
+
+    /// However many writes wait, at most MAX_SYNCS_IN_FLIGHT syncs run at once, and the writes that
+    /// queue up behind them share the next one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn syncs_in_flight_are_bounded_and_queued_writes_share_one() {
+        let backend = Arc::new(GatedBackend::new(1 << 16));
+        let commit = GroupCommit::new(backend.clone());
+        backend.close_gate();
+        let mut waits = Vec::new();
+        for i in 0..MAX_SYNCS_IN_FLIGHT as u64 {
+            let ticket = commit.ticket();
+            let c = commit.clone();
+            waits.push(tokio::spawn(async move { c.wait_durable(ticket).await }));
+            backend.wait_sync_started(i + 1).await;
+        }
+        // Every place is taken: these 20 wait without starting a sync.
+        for _ in 0..20 {
+            let ticket = commit.ticket();
+            let c = commit.clone();
+            waits.push(tokio::spawn(async move { c.wait_durable(ticket).await }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(backend.syncs_started(), MAX_SYNCS_IN_FLIGHT as u64);
+        backend.open_gate();
+        for w in waits {
+            w.await.unwrap().unwrap();
+        }
+        commit.idle().await;
         assert_eq!(
             commit.syncs_completed(),
-            2,
-            "five queued writes shared one sync"
+            MAX_SYNCS_IN_FLIGHT as u64 + 1,
+            "the 20 queued writes shared one sync"
         );
     }
 

@@ -4,7 +4,7 @@
 //! Code map, bottom up:
 //! - [`backend`]: blocking positioned I/O and sync under a component ([`backend::FileBackend`]).
 //! - [`layout`], [`slot`], [`checksum`]: the on-disk format of a component file.
-//! - [`group_commit`]: one fdatasync shared by concurrent writes.
+//! - [`group_commit`]: fdatasyncs shared by concurrent writes, a few in flight at once.
 //! - [`block_store`]: one component: checksummed reads and writes, region locks, slot areas.
 //! - [`fencing`], [`node_state`]: the owner epoch and its durable record.
 //! - [`faults`]: test-only fault injection, off unless enabled.

@@ -171,8 +171,10 @@ pub(crate) struct GatedBackend {
 #[derive(Default)]
 struct Gate {
     closed: bool,
-    /// Syncs allowed through while closed.
-    permits: u64,
+    /// Syncs entered so far; each sync's index is its place in this order.
+    entered: u64,
+    /// Syncs with an index below this pass a closed gate (released in start order).
+    released: u64,
     fail: bool,
 }
 
@@ -189,7 +191,9 @@ impl GatedBackend {
 
     /// Holds every later sync until released.
     pub(crate) fn close_gate(&self) {
-        lock(&self.gate).closed = true;
+        let mut gate = lock(&self.gate);
+        gate.closed = true;
+        gate.released = gate.entered;
     }
 
     /// Lets every sync through.
@@ -198,9 +202,9 @@ impl GatedBackend {
         self.gate_changed.notify_all();
     }
 
-    /// Lets one held sync through.
+    /// Lets the oldest held sync through (the next one to enter, if none is held).
     pub(crate) fn release_one(&self) {
-        lock(&self.gate).permits += 1;
+        lock(&self.gate).released += 1;
         self.gate_changed.notify_all();
     }
 
@@ -212,6 +216,11 @@ impl GatedBackend {
     /// Makes syncs succeed again.
     pub(crate) fn heal_syncs(&self) {
         lock(&self.gate).fail = false;
+    }
+
+    /// Syncs started so far.
+    pub(crate) fn syncs_started(&self) -> u64 {
+        *self.syncs_started.borrow()
     }
 
     /// Waits until `n` syncs have started.
@@ -244,16 +253,12 @@ impl StorageBackend for GatedBackend {
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.syncs_started.send_modify(|n| *n += 1);
         let mut gate = lock(&self.gate);
-        loop {
-            if !gate.closed {
-                break;
-            }
-            if gate.permits > 0 {
-                gate.permits -= 1;
-                break;
-            }
+        let index = gate.entered;
+        gate.entered += 1;
+        // Counted under the gate's lock, so the order of `syncs_started` is the order of `index`.
+        self.syncs_started.send_modify(|n| *n += 1);
+        while gate.closed && index >= gate.released {
             gate = self
                 .gate_changed
                 .wait(gate)
