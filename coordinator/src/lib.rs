@@ -125,16 +125,16 @@ impl Coordinator {
         let dir = config.data_dir.clone();
         let path = config.store_path();
         let store = tokio::task::spawn_blocking(move || {
+            if dir.exists() && !dir.is_dir() {
+                return Err(CoordinatorError::DataDir {
+                    path: dir.clone(),
+                    source: std::io::Error::other("exists and is not a directory"),
+                });
+            }
             std::fs::create_dir_all(&dir).map_err(|source| CoordinatorError::DataDir {
                 path: dir.clone(),
                 source,
             })?;
-            if !dir.is_dir() {
-                return Err(CoordinatorError::DataDir {
-                    path: dir.clone(),
-                    source: std::io::Error::other("not a directory"),
-                });
-            }
             Ok(Store::open(&path)?)
         })
         .await

@@ -199,6 +199,9 @@ impl NodeRegistry {
     /// Sends `Fence(epoch)` to every reachable node, concurrently, best effort: a node that
     /// refuses or cannot be reached is logged. Returns how many accepted.
     pub async fn fence_all(&self, epoch: u64) -> usize {
+        for n in self.nodes.iter().filter(|n| !n.reachable()) {
+            tracing::warn!(node = %n.id, detail = %n.health().detail, "storage node not fenced: unreachable");
+        }
         let fences = self
             .nodes
             .iter()

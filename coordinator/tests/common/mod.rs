@@ -147,8 +147,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// `nodes` nodes and a coordinator with test timings (100 ms health checks, 2 s node
-    /// deadline); `tune` adjusts the coordinator's configuration.
+    /// `nodes` nodes and a coordinator checking them every 100 ms; `tune` adjusts the
+    /// coordinator's configuration.
     pub async fn start(nodes: usize, tune: impl FnOnce(&mut CoordinatorConfig)) -> Cluster {
         init_logging();
         let mut started = Vec::new();
@@ -159,7 +159,6 @@ impl Cluster {
         let mut config = CoordinatorConfig::new(data_dir.path().join("coordinator"));
         config.listen = ([127, 0, 0, 1], 0).into();
         config.health_interval = Duration::from_millis(100);
-        config.node_deadline = Duration::from_secs(2);
         config.nodes = started
             .iter()
             .map(|n| NodeSpec {
