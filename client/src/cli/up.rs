@@ -334,7 +334,9 @@ impl Process {
         }
         match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
             Ok(Ok(status)) => {
-                if !status.success() {
+                use std::os::unix::process::ExitStatusExt as _;
+                // Dying of the SIGTERM it was sent is a normal stop.
+                if !status.success() && status.signal() != Some(15) {
                     println!(
                         "dagraid up: {} exited after SIGTERM: {}",
                         self.name,

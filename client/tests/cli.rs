@@ -1,0 +1,715 @@
+//! The built `dagraid` binary: help, argument errors, every verb against a fake coordinator,
+//! the cluster file, and `dagraid up` supervising stand-in node and coordinator scripts (start
+//! order, listening lines, a child killed with -9, stop order, start-up failures).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use dagraid_client::cli::cluster_file::ClusterFile;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dagraid");
+const TIMEOUT: Duration = Duration::from_secs(60);
+const TOKEN: &str = "cli-token";
+
+fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("DAGRAID_COORDINATOR")
+        .env_remove("DAGRAID_TOKEN")
+        .env_remove("DAGRAID_BIN_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn run_cmd(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("spawn dagraid");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input).await.unwrap();
+        drop(pipe);
+    }
+    tokio::time::timeout(TIMEOUT, child.wait_with_output())
+        .await
+        .expect("dagraid did not exit in time")
+        .unwrap()
+}
+
+async fn run(args: &[&str]) -> Output {
+    run_cmd(command(args), None).await
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Exit 1 and exactly one line on stderr, `dagraid: error: ...` naming `needle`.
+#[track_caller]
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("dagraid: error: "), "{err}");
+    assert!(err.contains(needle), "{err:?} does not mention {needle:?}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[track_caller]
+fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    );
+}
+
+#[tokio::test]
+async fn help_explains_every_verb() {
+    let out = run(&["--help"]).await;
+    assert_success(&out);
+    let help = stdout(&out);
+    for word in [
+        "up",
+        "volume",
+        "status",
+        "write",
+        "read",
+        "fail",
+        "--coordinator",
+        "--token",
+        "--data-dir",
+        "--json",
+        "KiB",
+        "GiB",
+    ] {
+        assert!(
+            help.contains(word),
+            "--help does not mention {word}:\n{help}"
+        );
+    }
+    let verbs: &[(&[&str], &[&str])] = &[
+        (
+            &["up"],
+            &[
+                "--nodes",
+                "--listen",
+                "Ctrl-C",
+                "cluster.toml",
+                "DAGRAID_BIN_DIR",
+            ],
+        ),
+        (
+            &["volume", "create"],
+            &[
+                "--level",
+                "--size",
+                "--columns",
+                "--stripe-unit",
+                "--block-size",
+                "--nodes",
+            ],
+        ),
+        (&["volume", "list"], &["List"]),
+        (&["volume", "delete"], &["Delete"]),
+        (&["status"], &["raidctl -s", "degraded"]),
+        (&["write"], &["--offset", "stdin", "-"]),
+        (&["read"], &["--offset", "--length", "--output"]),
+        (&["fail"], &["COLUMN", "raidctl -f"]),
+    ];
+    for (verb, words) in verbs {
+        let mut argv = verb.to_vec();
+        argv.push("--help");
+        let out = run(&argv).await;
+        assert_success(&out);
+        let help = stdout(&out);
+        for word in *words {
+            assert!(help.contains(word), "{verb:?} --help lacks {word}:\n{help}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn argument_errors_exit_2_with_a_clear_message() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["volume", "create", "v", "--size", "1GB"], "ambiguous"),
+        (&["volume", "create", "v", "--size", "1.5GiB"], "fraction"),
+        (
+            &[
+                "volume", "create", "v", "--size", "1GiB", "--level", "raid3",
+            ],
+            "raid3",
+        ),
+        (&["read", "vol0", "--offset", "0"], "--length"),
+        (
+            &["read", "vol0", "--offset", "x", "--length", "1"],
+            "invalid size",
+        ),
+        (&["fail", "vol0", "one"], "COLUMN"),
+        (&["up", "--nodes", "2"], "--nodes"),
+        (&["frobnicate"], "frobnicate"),
+    ];
+    for (argv, needle) in cases {
+        let out = run(argv).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{argv:?}: {err}");
+        assert!(err.contains(needle), "{argv:?}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_coordinator_the_error_says_how_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let out = run(&["--data-dir", data_dir, "status"]).await;
+    assert_one_line_error(&out, "no coordinator");
+    let err = stderr(&out);
+    assert!(
+        err.contains("--coordinator") && err.contains("dagraid up"),
+        "{err}"
+    );
+
+    // A cluster file naming a coordinator that is not running.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    ClusterFile::new(format!("http://127.0.0.1:{port}"), "x")
+        .save(&ClusterFile::path_in(dir.path()))
+        .unwrap();
+    let out = run(&["--data-dir", data_dir, "volume", "list"]).await;
+    assert_one_line_error(&out, "is `dagraid up` running?");
+
+    let out = run(&["--coordinator", "ftp://h:1", "volume", "list"]).await;
+    assert_one_line_error(&out, "invalid endpoint");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_verb_against_a_coordinator() {
+    let server = common::start(Some(TOKEN), 256 << 10).await;
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let g = |extra: &[&str]| -> Vec<String> {
+        let mut v = vec![
+            "--coordinator".to_owned(),
+            url.clone(),
+            "--token".into(),
+            TOKEN.into(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    async fn go(argv: Vec<String>) -> Output {
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        run(&argv).await
+    }
+
+    let out = go(g(&["volume", "list"])).await;
+    assert_success(&out);
+    assert_eq!(stdout(&out), "no volumes\n");
+
+    let out = go(g(&[
+        "volume",
+        "create",
+        "vol0",
+        "--level",
+        "raid5",
+        "--size",
+        "8MiB",
+        "--columns",
+        "4",
+        "--stripe-unit",
+        "64KiB",
+        "--block-size",
+        "4KiB",
+    ]))
+    .await;
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("created volume vol0: raid5, 8 MiB, 4 columns"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = go(g(&["volume", "create", "vol0", "--size", "1MiB"])).await;
+    assert_one_line_error(&out, "volume exists");
+
+    // Write a file of 3 MiB + 5 bytes at an odd offset (many calls), read it back to a file.
+    let input: Vec<u8> = (0..(3usize << 20) + 5)
+        .map(|i| (i * 7 + i / 4096) as u8)
+        .collect();
+    let in_path = dir.path().join("in.bin");
+    std::fs::write(&in_path, &input).unwrap();
+    let out = go(g(&[
+        "write",
+        "vol0",
+        "--offset",
+        "4097",
+        in_path.to_str().unwrap(),
+    ]))
+    .await;
+    assert_success(&out);
+    assert!(
+        stdout(&out).starts_with(&format!("wrote {} bytes", input.len())),
+        "{}",
+        stdout(&out)
+    );
+    let out_path = dir.path().join("out.bin");
+    let out = go(g(&[
+        "read",
+        "vol0",
+        "--offset",
+        "4097",
+        "--length",
+        &input.len().to_string(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ]))
+    .await;
+    assert_success(&out);
+    assert!(
+        std::fs::read(&out_path).unwrap() == input,
+        "read back differs"
+    );
+
+    // stdin in, stdout out (raw bytes, nothing else).
+    let mut cmd = command(&[]);
+    cmd.args(g(&["write", "vol0", "--offset", "1MiB", "-"]));
+    let out = run_cmd(cmd, Some(b"hello from stdin")).await;
+    assert_success(&out);
+    let out = go(g(&["read", "vol0", "--offset", "1MiB", "--length", "16"])).await;
+    assert_success(&out);
+    assert_eq!(out.stdout, b"hello from stdin");
+    let mut cmd = command(&[]);
+    cmd.args(g(&["write", "vol0", "--offset", "0"]));
+    let out = run_cmd(cmd, Some(b"")).await;
+    assert_one_line_error(&out, "nothing to write");
+
+    // Status, human and JSON.
+    let out = go(g(&["status"])).await;
+    assert_success(&out);
+    let text = stdout(&out);
+    assert!(
+        text.contains("cluster fake: epoch 7, 5 storage nodes (4 reachable)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("volume vol0: raid5, 8 MiB, 4 columns, stripe unit 64 KiB"),
+        "{text}"
+    );
+    assert!(text.contains("COLUMN  NODE"), "{text}");
+    let out = go(g(&["fail", "vol0", "2"])).await;
+    assert_success(&out);
+    assert!(stdout(&out).contains("degraded"), "{}", stdout(&out));
+    let out = go(g(&["status", "vol0", "--json"])).await;
+    assert_success(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = &json["volumes"][0];
+    assert_eq!(v["name"], "vol0");
+    assert_eq!(v["state"], "degraded");
+    assert_eq!(v["components"].as_array().unwrap().len(), 4);
+    assert_eq!(v["components"][2]["column"], 2);
+    assert_eq!(v["components"][2]["node"], "node3");
+    assert_eq!(v["components"][2]["state"], "failed");
+    assert_eq!(v["components"][0]["state"], "optimal");
+    assert_eq!(json["cluster"]["nodes"][4]["reachable"], false);
+    let out = go(g(&["fail", "vol0", "1"])).await;
+    assert_one_line_error(&out, "would exceed");
+
+    let out = go(g(&["volume", "list", "--json"])).await;
+    assert_success(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["volumes"][0]["level"], "raid5");
+    assert_eq!(json["volumes"][0]["size_bytes"], 8 << 20);
+
+    // Errors are one line with the coordinator's message.
+    let out = go(g(&["read", "nope", "--offset", "0", "--length", "1"])).await;
+    assert_one_line_error(&out, "unknown volume");
+    assert!(stderr(&out).contains("\"nope\""), "{}", stderr(&out));
+    let out = go(g(&["read", "vol0", "--offset", "8MiB", "--length", "1"])).await;
+    assert_one_line_error(&out, "out of range");
+    let out = run(&["--coordinator", &url, "volume", "list"]).await;
+    assert_one_line_error(&out, "unauthenticated");
+    assert!(stderr(&out).contains("--token"), "{}", stderr(&out));
+    let out = run(&["--coordinator", &url, "--token", "wrong", "volume", "list"]).await;
+    assert_one_line_error(&out, "unauthenticated");
+
+    let out = go(g(&["volume", "delete", "vol0"])).await;
+    assert_success(&out);
+    assert_eq!(stdout(&out), "deleted volume vol0\n");
+    let out = go(g(&["volume", "delete", "vol0"])).await;
+    assert_one_line_error(&out, "unknown volume");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbs_find_the_cluster_through_the_cluster_file_or_the_environment() {
+    let server = common::start(Some(TOKEN), 1 << 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    ClusterFile::new(server.url(), TOKEN)
+        .save(&ClusterFile::path_in(dir.path()))
+        .unwrap();
+    let out = run(&[
+        "--data-dir",
+        data_dir,
+        "volume",
+        "create",
+        "v",
+        "--size",
+        "1MiB",
+    ])
+    .await;
+    assert_success(&out);
+    let out = run(&["volume", "list", "--data-dir", data_dir]).await;
+    assert_success(&out);
+    assert!(stdout(&out).contains("\nv "), "{}", stdout(&out));
+
+    // The environment, with no cluster file around.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut cmd = command(&[
+        "--data-dir",
+        elsewhere.path().to_str().unwrap(),
+        "status",
+        "v",
+    ]);
+    cmd.env("DAGRAID_COORDINATOR", server.url())
+        .env("DAGRAID_TOKEN", TOKEN);
+    let out = run_cmd(cmd, None).await;
+    assert_success(&out);
+    assert!(
+        stdout(&out).starts_with("volume v: raid5, 1 MiB"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+// --- dagraid up, with stand-in scripts for the node and coordinator binaries ---
+
+const NODE_SCRIPT: &str = r#"#!/bin/sh
+echo "$@" >> "$FAKE_RECORD/args-node"
+trap 'echo "node $$" >> "$FAKE_RECORD/stops"; exit 0' TERM
+echo "starting up" >&2
+echo "dagraid-node listening on 127.0.0.1:$$"
+while :; do sleep 1 & wait $!; done
+"#;
+
+const COORDINATOR_SCRIPT: &str = r#"#!/bin/sh
+echo "$@" > "$FAKE_RECORD/args-coordinator"
+env > "$FAKE_RECORD/env-coordinator"
+trap 'echo coordinator-term >> "$FAKE_RECORD/stops"; sleep 0.3; echo coordinator-exit >> "$FAKE_RECORD/stops"; exit 0' TERM
+echo "dagraid-coordinator listening on $FAKE_COORDINATOR_ADDR"
+while :; do sleep 1 & wait $!; done
+"#;
+
+struct UpFixture {
+    _dir: tempfile::TempDir,
+    bin_dir: PathBuf,
+    record: PathBuf,
+    data_dir: PathBuf,
+}
+
+impl UpFixture {
+    fn new(node_script: &str, coordinator_script: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bin_dir = dir.path().join("bin");
+        let record = dir.path().join("record");
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir_all(&bin_dir).unwrap();
+        std::fs::create_dir_all(&record).unwrap();
+        for (name, text) in [
+            ("dagraid-node", node_script),
+            ("dagraid-coordinator", coordinator_script),
+        ] {
+            let path = bin_dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Self {
+            _dir: dir,
+            bin_dir,
+            record,
+            data_dir,
+        }
+    }
+
+    fn command(&self, coordinator_addr: &str, extra: &[&str]) -> Command {
+        let mut cmd = command(&["--data-dir", self.data_dir.to_str().unwrap(), "up"]);
+        cmd.args(extra)
+            .env("DAGRAID_BIN_DIR", &self.bin_dir)
+            .env("FAKE_RECORD", &self.record)
+            .env("FAKE_COORDINATOR_ADDR", coordinator_addr)
+            .env("OTEL_SERVICE_NAME", "from-the-parent");
+        cmd
+    }
+
+    fn recorded(&self, name: &str) -> String {
+        std::fs::read_to_string(self.record.join(name)).unwrap_or_default()
+    }
+}
+
+fn sig(pid: u32, signal: rustix::process::Signal) {
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), signal)
+        .unwrap();
+}
+
+/// Reads `up`'s stdout until a line contains `needle`; returns everything read.
+async fn read_until(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    seen: &mut String,
+    needle: &str,
+) {
+    let found = tokio::time::timeout(TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(needle) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        matches!(found, Ok(true)),
+        "no line with {needle:?}; output so far:\n{seen}"
+    );
+}
+
+fn pid_of(output: &str, process: &str) -> u32 {
+    output
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(process))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid of {process} in:\n{output}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_starts_supervises_and_stops_in_order() {
+    let server = common::start(None, 1 << 20).await;
+    let fx = UpFixture::new(NODE_SCRIPT, COORDINATOR_SCRIPT);
+    let addr = server.addr.to_string();
+    let mut child = fx
+        .command(&addr, &["--nodes", "3", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    read_until(&mut lines, &mut seen, "dagraid up: running").await;
+    assert!(
+        seen.contains("created volume vol0 (raid5, 1 GiB)"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(&format!("coordinator  http://{addr}")),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("volume vol0: raid5, 1 GiB, 3 columns"),
+        "{seen}"
+    );
+    for i in 1..=3 {
+        assert!(seen.contains(&format!("node{i} ")), "{seen}");
+    }
+
+    // The nodes got their flags, the coordinator every node's address and the token.
+    let node_args = fx.recorded("args-node");
+    let d = fx.data_dir.display();
+    for i in 1..=3 {
+        let want = format!(
+            "--listen 127.0.0.1:0 --data-dir {d}/node{i} --node-id node{i} --cluster-id dagraid"
+        );
+        assert!(node_args.lines().any(|l| l == want), "{node_args}");
+    }
+    let file = ClusterFile::load(&ClusterFile::path_in(&fx.data_dir))
+        .unwrap()
+        .unwrap();
+    assert_eq!(file.coordinator, format!("http://{addr}"));
+    assert_eq!(file.token.len(), 64);
+    let mode = std::fs::metadata(ClusterFile::path_in(&fx.data_dir))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let coordinator_args = fx.recorded("args-coordinator");
+    let node1_pid = pid_of(&seen, "node1");
+    assert!(
+        coordinator_args.starts_with(&format!(
+            "--listen 127.0.0.1:0 --data-dir {d}/coordinator --cluster-id dagraid --node node1=127.0.0.1:{node1_pid} "
+        )),
+        "{coordinator_args}"
+    );
+    assert!(
+        coordinator_args.ends_with(&format!("--token {}\n", file.token)),
+        "{coordinator_args}"
+    );
+    assert!(
+        fx.recorded("env-coordinator")
+            .contains("OTEL_SERVICE_NAME=from-the-parent")
+    );
+    // The children's stderr is in their logs, the token is not.
+    let log = std::fs::read_to_string(fx.data_dir.join("logs/node2.log")).unwrap();
+    assert!(log.contains("starting up"), "{log}");
+    let log = std::fs::read_to_string(fx.data_dir.join("logs/coordinator.log")).unwrap();
+    assert!(
+        !log.contains(&file.token) && log.contains("--token <token>"),
+        "{log}"
+    );
+
+    // The verbs find this cluster through the data directory alone.
+    let out = run(&[
+        "--data-dir",
+        fx.data_dir.to_str().unwrap(),
+        "status",
+        "--json",
+    ])
+    .await;
+    assert_success(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["volumes"][0]["name"], "vol0");
+
+    // A second `up` on the same data directory is refused.
+    let out = run_cmd(fx.command(&addr, &["--listen", "127.0.0.1:0"]), None).await;
+    assert_one_line_error(&out, "another `dagraid up` is running");
+
+    // A node killed with -9 is reported; the rest keeps running.
+    sig(pid_of(&seen, "node2"), rustix::process::Signal::KILL);
+    read_until(&mut lines, &mut seen, "node2").await;
+    assert!(
+        seen.contains("exited: killed by signal 9 (SIGKILL); the others keep running"),
+        "{seen}"
+    );
+
+    // SIGTERM: the coordinator has exited before any node is stopped.
+    sig(child.id().unwrap(), rustix::process::Signal::TERM);
+    read_until(&mut lines, &mut seen, "dagraid up: stopped").await;
+    let status = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{seen}");
+    let stops = fx.recorded("stops");
+    let stops: Vec<&str> = stops.lines().collect();
+    assert_eq!(stops.len(), 4, "{stops:?}");
+    assert_eq!(&stops[..2], ["coordinator-term", "coordinator-exit"]);
+    assert!(
+        stops[2..].iter().all(|l| l.starts_with("node ")),
+        "{stops:?}"
+    );
+
+    // Run again: the token is reused, vol0 is not created twice.
+    let mut child = fx
+        .command(&addr, &["--nodes", "3", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    read_until(&mut lines, &mut seen, "dagraid up: running").await;
+    assert!(!seen.contains("created volume"), "{seen}");
+    let again = ClusterFile::load(&ClusterFile::path_in(&fx.data_dir))
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.token, file.token);
+    sig(child.id().unwrap(), rustix::process::Signal::INT);
+    let status = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn up_reports_a_child_that_fails_to_start_with_its_stderr() {
+    const FAILING_NODE: &str =
+        "#!/bin/sh\necho 'boom: cannot open the data directory' >&2\nexit 3\n";
+    let fx = UpFixture::new(FAILING_NODE, COORDINATOR_SCRIPT);
+    let out = run_cmd(
+        fx.command("127.0.0.1:1", &["--listen", "127.0.0.1:0"]),
+        None,
+    )
+    .await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("dagraid: error: node"), "{err}");
+    assert!(
+        err.contains("exited before it was ready: exit status 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains("boom: cannot open the data directory"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[tokio::test]
+async fn up_stops_the_nodes_when_the_coordinator_fails_to_start() {
+    const FAILING_COORDINATOR: &str =
+        "#!/bin/sh\necho 'error: address 127.0.0.1:7070 already in use' >&2\nexit 1\n";
+    let fx = UpFixture::new(NODE_SCRIPT, FAILING_COORDINATOR);
+    let out = run_cmd(fx.command("127.0.0.1:1", &["--nodes", "3"]), None).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("dagraid: error: coordinator"), "{err}");
+    assert!(err.contains("already in use"), "{err}");
+    // Every node was stopped with SIGTERM (the scripts record it), none left behind.
+    let stops = fx.recorded("stops");
+    assert_eq!(
+        stops.lines().filter(|l| l.starts_with("node ")).count(),
+        3,
+        "{stops}"
+    );
+}
+
+#[tokio::test]
+async fn up_gives_up_on_a_child_that_never_gets_ready() {
+    const SILENT_NODE: &str = "#!/bin/sh\necho 'still thinking' >&2\nexec sleep 30\n";
+    let fx = UpFixture::new(SILENT_NODE, COORDINATOR_SCRIPT);
+    let out = run_cmd(
+        fx.command("127.0.0.1:1", &["--nodes", "3", "--start-timeout", "1"]),
+        None,
+    )
+    .await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("did not print its listening line within 1s"),
+        "{err}"
+    );
+    assert!(err.contains("still thinking"), "{err}");
+}
+
+#[tokio::test]
+async fn up_without_the_binaries_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut cmd = command(&[
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "up",
+    ]);
+    cmd.env("DAGRAID_BIN_DIR", &empty);
+    let out = run_cmd(cmd, None).await;
+    assert_one_line_error(&out, "cannot find dagraid-node in $DAGRAID_BIN_DIR");
+    assert!(stderr(&out).contains("cargo build --workspace"));
+}

@@ -1,0 +1,472 @@
+//! A fake coordinator for the SDK and CLI tests: the volume API over real gRPC on 127.0.0.1,
+//! volumes held in memory, with knobs for faults and counters of what it was asked.
+//!
+//! It checks what the real coordinator checks at its edge (token, volume names, ranges,
+//! `max_io_bytes`) and nothing RAID: the SDK and CLI are tested against the wire protocol.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dagraid_proto::error_kind;
+use dagraid_proto::volume::v1 as pb;
+use pb::volume_service_server::{VolumeService, VolumeServiceServer};
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+/// What a test sets and reads back.
+#[derive(Debug, Default)]
+pub struct Knobs {
+    /// Answer the next N reads with an unnamed UNAVAILABLE (what a transport failure looks like).
+    pub fail_reads: AtomicUsize,
+    /// Answer the next N writes with an unnamed UNAVAILABLE.
+    pub fail_writes: AtomicUsize,
+    /// Answer the next N GetVolume calls with an unnamed UNAVAILABLE.
+    pub fail_get_volume: AtomicUsize,
+    /// Delay of each read and write, in milliseconds (makes concurrency observable).
+    pub io_delay_ms: AtomicU64,
+    /// Never answer reads (a stopped coordinator).
+    pub stall_reads: std::sync::atomic::AtomicBool,
+    // Counters.
+    pub cluster_info_calls: AtomicUsize,
+    pub get_volume_calls: AtomicUsize,
+    pub read_calls: AtomicUsize,
+    pub write_calls: AtomicUsize,
+    pub flush_calls: AtomicUsize,
+    pub in_flight: AtomicUsize,
+    pub max_in_flight: AtomicUsize,
+    /// (offset, length) of every read and write call, in arrival order.
+    pub io_log: Mutex<Vec<(&'static str, u64, u64)>>,
+}
+
+struct FakeVolume {
+    info: pb::Volume,
+    data: Vec<u8>,
+}
+
+pub struct Fake {
+    token: Option<String>,
+    max_io_bytes: u64,
+    volumes: Mutex<BTreeMap<String, FakeVolume>>,
+    pub knobs: Arc<Knobs>,
+}
+
+/// A running fake coordinator.
+pub struct FakeServer {
+    pub addr: SocketAddr,
+    pub knobs: Arc<Knobs>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl FakeServer {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Starts a fake with `token` (None: no authentication) and `max_io_bytes`.
+pub async fn start(token: Option<&str>, max_io_bytes: u64) -> FakeServer {
+    let knobs = Arc::new(Knobs::default());
+    let fake = Fake {
+        token: token.map(str::to_owned),
+        max_io_bytes,
+        volumes: Mutex::new(BTreeMap::new()),
+        knobs: knobs.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .max_frame_size(1 << 20)
+            .add_service(
+                VolumeServiceServer::new(fake)
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(64 << 20),
+            )
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = rx.await;
+                },
+            )
+            .await
+            .unwrap();
+    });
+    FakeServer {
+        addr,
+        knobs,
+        shutdown: Some(tx),
+    }
+}
+
+fn named(mut status: Status, kind: &'static str) -> Status {
+    status
+        .metadata_mut()
+        .insert(error_kind::HEADER, MetadataValue::from_static(kind));
+    status
+}
+
+fn take_one(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+struct InFlight<'a>(&'a Knobs);
+
+impl<'a> InFlight<'a> {
+    fn enter(knobs: &'a Knobs) -> Self {
+        let now = knobs.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        knobs.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(knobs)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Fake {
+    fn check_token<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        let want = format!("Bearer {token}");
+        match request.metadata().get("authorization") {
+            Some(v) if v.to_str().ok() == Some(want.as_str()) => Ok(()),
+            _ => Err(named(
+                Status::unauthenticated("missing or wrong bearer token"),
+                error_kind::UNAUTHENTICATED,
+            )),
+        }
+    }
+
+    fn unknown(name: &str) -> Status {
+        named(
+            Status::not_found(format!("no volume named {name:?}")),
+            error_kind::UNKNOWN_VOLUME,
+        )
+    }
+
+    fn check_range(&self, v: &FakeVolume, offset: u64, length: u64) -> Result<(), Status> {
+        if length == 0 {
+            return Err(named(
+                Status::invalid_argument("length must be at least 1"),
+                error_kind::INVALID_REQUEST,
+            ));
+        }
+        if length > self.max_io_bytes {
+            return Err(named(
+                Status::invalid_argument(format!(
+                    "length {length} exceeds max_io_bytes {}",
+                    self.max_io_bytes
+                )),
+                error_kind::TOO_LARGE,
+            ));
+        }
+        if offset
+            .checked_add(length)
+            .is_none_or(|end| end > v.data.len() as u64)
+        {
+            return Err(named(
+                Status::out_of_range(format!(
+                    "bytes {offset}+{length} outside the volume of {} bytes",
+                    v.data.len()
+                )),
+                error_kind::OUT_OF_RANGE,
+            ));
+        }
+        Ok(())
+    }
+
+    async fn io_delay(&self) {
+        let ms = self.knobs.io_delay_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl VolumeService for Fake {
+    async fn get_cluster_info(
+        &self,
+        request: Request<pb::GetClusterInfoRequest>,
+    ) -> Result<Response<pb::ClusterInfo>, Status> {
+        self.check_token(&request)?;
+        self.knobs.cluster_info_calls.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(pb::ClusterInfo {
+            cluster_id: "fake".into(),
+            epoch: 7,
+            max_io_bytes: self.max_io_bytes,
+            nodes: (1..=5)
+                .map(|i| pb::StorageNodeInfo {
+                    node_id: format!("node{i}"),
+                    address: format!("127.0.0.1:{}", 7100 + i),
+                    reachable: i != 5,
+                    components: 1,
+                    detail: if i == 5 {
+                        "connection refused".into()
+                    } else {
+                        String::new()
+                    },
+                })
+                .collect(),
+        }))
+    }
+
+    async fn create_volume(
+        &self,
+        request: Request<pb::CreateVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        self.check_token(&request)?;
+        let r = request.into_inner();
+        if r.name.is_empty() || r.name.len() > 64 {
+            return Err(named(
+                Status::invalid_argument("bad volume name"),
+                error_kind::INVALID_REQUEST,
+            ));
+        }
+        let mut volumes = self.volumes.lock().unwrap();
+        if volumes.contains_key(&r.name) {
+            return Err(named(
+                Status::already_exists(format!("volume {:?} exists", r.name)),
+                error_kind::VOLUME_EXISTS,
+            ));
+        }
+        let columns = if r.columns == 0 { 5 } else { r.columns };
+        let stripe_unit = if r.stripe_unit_bytes == 0 {
+            65536
+        } else {
+            r.stripe_unit_bytes
+        };
+        if r.size_bytes > 1 << 30 {
+            return Err(named(
+                Status::invalid_argument("the fake holds at most 1 GiB"),
+                error_kind::BAD_GEOMETRY,
+            ));
+        }
+        let info = pb::Volume {
+            name: r.name.clone(),
+            id: format!("id-{}", r.name),
+            level: r.level,
+            columns,
+            stripe_unit_bytes: stripe_unit,
+            block_size: if r.block_size == 0 {
+                4096
+            } else {
+                r.block_size
+            },
+            size_bytes: r.size_bytes,
+            state: pb::VolumeState::Optimal as i32,
+            components: (0..columns)
+                .map(|c| pb::Component {
+                    column: c,
+                    node_id: r
+                        .nodes
+                        .get(c as usize)
+                        .cloned()
+                        .unwrap_or_else(|| format!("node{}", c + 1)),
+                    node_address: format!("127.0.0.1:{}", 7101 + c),
+                    component_id: format!("{}-c{c}", r.name),
+                    state: pb::ComponentState::Optimal as i32,
+                    size_bytes: r.size_bytes / u64::from(columns),
+                })
+                .collect(),
+            counters: Some(pb::VolumeCounters::default()),
+        };
+        volumes.insert(
+            r.name,
+            FakeVolume {
+                info: info.clone(),
+                data: vec![0; r.size_bytes as usize],
+            },
+        );
+        Ok(Response::new(info))
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        self.check_token(&request)?;
+        let volumes = self.volumes.lock().unwrap();
+        Ok(Response::new(pb::ListVolumesResponse {
+            volumes: volumes.values().map(|v| v.info.clone()).collect(),
+        }))
+    }
+
+    async fn get_volume(
+        &self,
+        request: Request<pb::GetVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        self.check_token(&request)?;
+        self.knobs.get_volume_calls.fetch_add(1, Ordering::SeqCst);
+        if take_one(&self.knobs.fail_get_volume) {
+            return Err(Status::unavailable("injected transport failure"));
+        }
+        let name = request.into_inner().name;
+        let volumes = self.volumes.lock().unwrap();
+        volumes
+            .get(&name)
+            .map(|v| Response::new(v.info.clone()))
+            .ok_or_else(|| Self::unknown(&name))
+    }
+
+    async fn delete_volume(
+        &self,
+        request: Request<pb::DeleteVolumeRequest>,
+    ) -> Result<Response<pb::DeleteVolumeResponse>, Status> {
+        self.check_token(&request)?;
+        let name = request.into_inner().name;
+        match self.volumes.lock().unwrap().remove(&name) {
+            Some(_) => Ok(Response::new(pb::DeleteVolumeResponse {})),
+            None => Err(Self::unknown(&name)),
+        }
+    }
+
+    async fn read(
+        &self,
+        request: Request<pb::ReadRequest>,
+    ) -> Result<Response<pb::ReadResponse>, Status> {
+        self.check_token(&request)?;
+        let r = request.into_inner();
+        self.knobs.read_calls.fetch_add(1, Ordering::SeqCst);
+        self.knobs
+            .io_log
+            .lock()
+            .unwrap()
+            .push(("read", r.offset, r.length));
+        if self.knobs.stall_reads.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        if take_one(&self.knobs.fail_reads) {
+            return Err(Status::unavailable("injected transport failure"));
+        }
+        let _guard = InFlight::enter(&self.knobs);
+        self.io_delay().await;
+        let volumes = self.volumes.lock().unwrap();
+        let v = volumes
+            .get(&r.volume)
+            .ok_or_else(|| Self::unknown(&r.volume))?;
+        self.check_range(v, r.offset, r.length)?;
+        let start = r.offset as usize;
+        let data = Bytes::copy_from_slice(&v.data[start..start + r.length as usize]);
+        Ok(Response::new(pb::ReadResponse { data }))
+    }
+
+    async fn write(
+        &self,
+        request: Request<pb::WriteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        self.check_token(&request)?;
+        let r = request.into_inner();
+        self.knobs.write_calls.fetch_add(1, Ordering::SeqCst);
+        self.knobs
+            .io_log
+            .lock()
+            .unwrap()
+            .push(("write", r.offset, r.data.len() as u64));
+        if take_one(&self.knobs.fail_writes) {
+            return Err(Status::unavailable("injected transport failure"));
+        }
+        let _guard = InFlight::enter(&self.knobs);
+        self.io_delay().await;
+        let mut volumes = self.volumes.lock().unwrap();
+        let max_io = self.max_io_bytes;
+        let v = volumes
+            .get_mut(&r.volume)
+            .ok_or_else(|| Self::unknown(&r.volume))?;
+        let len = r.data.len() as u64;
+        if len == 0 {
+            return Err(named(
+                Status::invalid_argument("empty write"),
+                error_kind::INVALID_REQUEST,
+            ));
+        }
+        if len > max_io {
+            return Err(named(
+                Status::invalid_argument("write too large"),
+                error_kind::TOO_LARGE,
+            ));
+        }
+        if r.offset
+            .checked_add(len)
+            .is_none_or(|end| end > v.data.len() as u64)
+        {
+            return Err(named(
+                Status::out_of_range("write outside the volume"),
+                error_kind::OUT_OF_RANGE,
+            ));
+        }
+        let start = r.offset as usize;
+        v.data[start..start + r.data.len()].copy_from_slice(&r.data);
+        let counters = v.info.counters.get_or_insert_default();
+        counters.writes += 1;
+        counters.bytes_written += len;
+        Ok(Response::new(pb::WriteResponse {}))
+    }
+
+    async fn flush(
+        &self,
+        request: Request<pb::FlushRequest>,
+    ) -> Result<Response<pb::FlushResponse>, Status> {
+        self.check_token(&request)?;
+        self.knobs.flush_calls.fetch_add(1, Ordering::SeqCst);
+        let name = request.into_inner().volume;
+        if !self.volumes.lock().unwrap().contains_key(&name) {
+            return Err(Self::unknown(&name));
+        }
+        Ok(Response::new(pb::FlushResponse {}))
+    }
+
+    async fn fail_component(
+        &self,
+        request: Request<pb::FailComponentRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        self.check_token(&request)?;
+        let r = request.into_inner();
+        let mut volumes = self.volumes.lock().unwrap();
+        let v = volumes
+            .get_mut(&r.volume)
+            .ok_or_else(|| Self::unknown(&r.volume))?;
+        let failed = v
+            .info
+            .components
+            .iter()
+            .filter(|c| c.state == pb::ComponentState::Failed as i32)
+            .count();
+        if failed >= 1 {
+            return Err(named(
+                Status::failed_precondition("a second failure would lose data"),
+                error_kind::WOULD_EXCEED_TOLERANCE,
+            ));
+        }
+        let Some(c) = v.info.components.get_mut(r.column as usize) else {
+            return Err(named(
+                Status::invalid_argument(format!("no column {}", r.column)),
+                error_kind::INVALID_REQUEST,
+            ));
+        };
+        c.state = pb::ComponentState::Failed as i32;
+        v.info.state = pb::VolumeState::Degraded as i32;
+        Ok(Response::new(v.info.clone()))
+    }
+}
