@@ -16,7 +16,7 @@ use dagraid_core::dag::ComponentTable;
 use dagraid_core::io::ComponentIo;
 use dagraid_core::layout::{Geometry, Layout, RaidLevel};
 
-use crate::error::ServiceError;
+use crate::error::{NodeErrorKind, ServiceError};
 use crate::node_client::ComponentInfo;
 use crate::registry::{NodeRegistry, RegisteredNode};
 use crate::remote::RemoteComponent;
@@ -378,7 +378,15 @@ impl VolumeManager {
         }
         if let Some(e) = first_error {
             tracing::warn!(volume = %spec.name, error = %e, "volume creation failed; removing the components created");
-            delete_components(created.iter().map(|(n, info)| (*n, info.id.clone()))).await;
+            // Every component asked for, not only those acknowledged: a creation that timed out
+            // may still have happened.
+            delete_components(
+                nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(column, n)| (*n, format!("{id}-c{column}"))),
+            )
+            .await;
             return Err(e);
         }
 
@@ -618,8 +626,12 @@ impl VolumeManager {
 /// Deletes components, concurrently and best effort: failures are logged.
 async fn delete_components(components: impl Iterator<Item = (&RegisteredNode, String)>) {
     let deletions = components.map(|(node, id)| async move {
-        if let Err(error) = node.client().delete_component(&id).await {
-            tracing::warn!(node = node.id(), component = %id, %error, "component not deleted (orphan left on the node)");
+        match node.client().delete_component(&id).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == Some(&NodeErrorKind::UnknownComponent) => {}
+            Err(error) => {
+                tracing::warn!(node = node.id(), component = %id, %error, "component not deleted (orphan left on the node)");
+            }
         }
     });
     futures::future::join_all(deletions).await;

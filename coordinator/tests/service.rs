@@ -773,3 +773,65 @@ async fn a_stopped_node_is_failed_by_the_health_loop_and_io_goes_on() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_health_checks_io_errors_fail_a_dead_node_and_creation_rolls_back() {
+    with_timeout(async {
+        // Health checks only at start: what happens after is seen through I/O alone.
+        let mut cluster =
+            Cluster::start(5, |c| c.health_interval = Duration::from_secs(3600)).await;
+        let mut client = cluster.client().await;
+        let v = client
+            .create_volume(pb::CreateVolumeRequest {
+                stripe_unit_bytes: 16 * KIB,
+                ..create("v", pb::RaidLevel::Raid5, 256 * KIB)
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut model = vec![0u8; v.size_bytes as usize];
+        random_workload(&mut client, &v, &mut model, 31).await;
+
+        cluster.node_mut("n2").stop().await;
+        // Creation on a node that is gone fails, names it, and leaves no component behind.
+        let s = expect_error(
+            client
+                .create_volume(create("w", pb::RaidLevel::Raid5, 256 * KIB))
+                .await,
+            Code::Unavailable,
+            "node-unavailable",
+        );
+        assert!(s.message().contains("n2"), "{s:?}");
+        for n in cluster.nodes.iter().filter(|n| n.id != "n2") {
+            assert_eq!(
+                n.client().list_components().await.unwrap().len(),
+                1,
+                "{}",
+                n.id
+            );
+        }
+        expect_error(
+            client
+                .get_volume(pb::GetVolumeRequest { name: "w".into() })
+                .await,
+            Code::NotFound,
+            "unknown-volume",
+        );
+
+        // The first access that touches n2 marks its column failed, durably, and is served.
+        assert_eq!(read(&mut client, "v", 0, v.size_bytes).await, model);
+        let now = get(&mut client, "v").await;
+        assert_eq!(now.state, pb::VolumeState::Degraded as i32);
+        assert_eq!(now.components[1].state, pb::ComponentState::Failed as i32);
+        random_workload(&mut client, &now, &mut model, 32).await;
+        cluster.stop_coordinator().await;
+        cluster.node_mut("n2").restart().await;
+        cluster.start_coordinator().await;
+        let mut client = cluster.client().await;
+        let after = get(&mut client, "v").await;
+        assert_eq!(after.components[1].state, pb::ComponentState::Failed as i32);
+        assert_eq!(read(&mut client, "v", 0, v.size_bytes).await, model);
+        check_columns(&cluster, &after, None).await;
+    })
+    .await;
+}
