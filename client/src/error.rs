@@ -10,10 +10,6 @@ use std::error::Error as _;
 use dagraid_proto::error_kind;
 use tonic::{Code, Status};
 
-// Kinds being added to `dagraid_proto::error_kind` with the coordinator service.
-const TORN_WRITE: &str = "torn-write";
-const NODE_UNAVAILABLE: &str = "node-unavailable";
-
 /// What went wrong with a call to the coordinator.
 ///
 /// Every variant that comes from the coordinator keeps its message verbatim in `message`;
@@ -47,43 +43,43 @@ pub enum ClientError {
     #[error("invalid client options: {0}")]
     InvalidOptions(&'static str),
     /// The call carried no token or the wrong one (UNAUTHENTICATED).
-    #[error("unauthenticated: {message}")]
+    #[error("{}", labelled("unauthenticated", .message))]
     Unauthenticated {
         /// The coordinator's message.
         message: String,
     },
     /// No volume of that name (`unknown-volume`, NOT_FOUND).
-    #[error("unknown volume: {message}")]
+    #[error("{}", labelled("unknown volume", .message))]
     UnknownVolume {
         /// The coordinator's message.
         message: String,
     },
     /// A volume of that name already exists (`volume-exists`, ALREADY_EXISTS).
-    #[error("volume exists: {message}")]
+    #[error("{}", labelled("volume exists", .message))]
     VolumeExists {
         /// The coordinator's message.
         message: String,
     },
     /// The request is malformed: bad name, zero or oversized length, ... (INVALID_ARGUMENT).
-    #[error("invalid argument: {message}")]
+    #[error("{}", labelled("invalid argument", .message))]
     InvalidArgument {
         /// The coordinator's message.
         message: String,
     },
     /// The volume's layout or size is not acceptable (`bad-geometry`).
-    #[error("bad geometry: {message}")]
+    #[error("{}", labelled("bad geometry", .message))]
     BadGeometry {
         /// The coordinator's message.
         message: String,
     },
     /// The byte range lies outside the volume (OUT_OF_RANGE).
-    #[error("out of range: {message}")]
+    #[error("{}", labelled("out of range", .message))]
     OutOfRange {
         /// The coordinator's message.
         message: String,
     },
     /// Not enough reachable storage nodes for the volume (`not-enough-nodes`).
-    #[error("not enough storage nodes: {message}")]
+    #[error("{}", labelled("not enough storage nodes", .message))]
     NotEnoughNodes {
         /// The coordinator's message.
         message: String,
@@ -91,14 +87,14 @@ pub enum ClientError {
     /// More columns are faulty than the volume's redundancy covers for these bytes
     /// (`unrecoverable`): nothing was written and the bytes on the components are intact; the
     /// call may succeed once the storage nodes are back. Not retried automatically.
-    #[error("unrecoverable: {message}")]
+    #[error("{}", labelled("unrecoverable", .message))]
     Unrecoverable {
         /// The coordinator's message.
         message: String,
     },
     /// The bytes lie in a stripe marked lost after a write that could not complete
     /// (`unreadable`).
-    #[error("unreadable: {message}")]
+    #[error("{}", labelled("unreadable", .message))]
     Unreadable {
         /// The coordinator's message.
         message: String,
@@ -106,61 +102,67 @@ pub enum ClientError {
     /// A write failed after its commit on more columns than the redundancy covers
     /// (`torn-write`): it may have landed on some columns only, and its stripes are now lost
     /// (later reads of them are [`ClientError::Unreadable`]).
-    #[error("torn write: {message}")]
+    #[error("{}", labelled("torn write", .message))]
     TornWrite {
         /// The coordinator's message.
         message: String,
     },
     /// A storage node the call needed could not be reached or timed out
     /// (`node-unavailable`). Named by the coordinator, so not retried by the SDK.
-    #[error("storage node unavailable: {message}")]
+    #[error("{}", labelled("storage node unavailable", .message))]
     NodeUnavailable {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// A storage node has no room for a new component (`no-space`).
+    #[error("{}", labelled("no space", .message))]
+    NoSpace {
         /// The coordinator's message.
         message: String,
     },
     /// The administrative change would leave more failures than the layout tolerates
     /// (`would-exceed-tolerance`).
-    #[error("would exceed the layout's tolerance: {message}")]
+    #[error("{}", labelled("would exceed the layout's tolerance", .message))]
     WouldExceedTolerance {
         /// The coordinator's message.
         message: String,
     },
     /// The coordinator lost ownership of the cluster (`fenced`): another coordinator owns it.
-    #[error("fenced: {message}")]
+    #[error("{}", labelled("fenced", .message))]
     Fenced {
         /// The coordinator's message.
         message: String,
     },
     /// A state change could not be made durable, so the access was not acknowledged
     /// (`state-not-recorded`); its outcome is unknown.
-    #[error("state not recorded: {message}")]
+    #[error("{}", labelled("state not recorded", .message))]
     StateNotRecorded {
         /// The coordinator's message.
         message: String,
     },
     /// The coordinator answered that it cannot serve the call now (UNAVAILABLE with a kind,
     /// e.g. `shutting-down`). Not retried: the coordinator itself said so.
-    #[error("unavailable: {message}")]
+    #[error("{}", labelled("unavailable", .message))]
     Unavailable {
         /// The coordinator's message.
         message: String,
     },
     /// The call did not get an answer from the coordinator's service: connection refused or
     /// reset, HTTP/2 error (UNAVAILABLE without a kind). Idempotent calls are retried on this.
-    #[error("transport: {message}")]
+    #[error("{}", labelled("transport", .message))]
     Transport {
         /// What the transport said.
         message: String,
     },
     /// No answer within the request timeout (DEADLINE_EXCEEDED, CANCELLED). For a write the
     /// outcome is unknown.
-    #[error("timed out: {message}")]
+    #[error("{}", labelled("timed out", .message))]
     Timeout {
         /// What the transport or coordinator said.
         message: String,
     },
     /// A bug or an unexpected condition on the coordinator (`internal`, INTERNAL).
-    #[error("internal error on the coordinator: {message}")]
+    #[error("{}", labelled("internal error on the coordinator", .message))]
     Internal {
         /// The coordinator's message.
         message: String,
@@ -200,8 +202,8 @@ impl ClientError {
             Some(error_kind::NOT_ENOUGH_NODES) => ClientError::NotEnoughNodes { message },
             Some(error_kind::UNRECOVERABLE) => ClientError::Unrecoverable { message },
             Some(error_kind::UNREADABLE) => ClientError::Unreadable { message },
-            Some(TORN_WRITE) => ClientError::TornWrite { message },
-            Some(NODE_UNAVAILABLE) => ClientError::NodeUnavailable { message },
+            Some(error_kind::TORN_WRITE) => ClientError::TornWrite { message },
+            Some(error_kind::NODE_UNAVAILABLE) => ClientError::NodeUnavailable { message },
             Some(error_kind::WOULD_EXCEED_TOLERANCE) => {
                 ClientError::WouldExceedTolerance { message }
             }
@@ -215,6 +217,7 @@ impl ClientError {
                 ClientError::InvalidArgument { message }
             }
             Some(error_kind::SHUTTING_DOWN) => ClientError::Unavailable { message },
+            Some(error_kind::NO_SPACE) => ClientError::NoSpace { message },
             // A kind this SDK does not know yet reads like no kind at all.
             _ => Self::by_code(status, kind.is_some(), message),
         }
@@ -247,6 +250,23 @@ impl ClientError {
             }
             code => ClientError::Other { code, message },
         }
+    }
+}
+
+/// `label: message`, or the message alone when its first clause already says what the label
+/// says (the coordinator's "bad volume geometry: ..." needs no "bad geometry:" in front).
+fn labelled(label: &str, message: &str) -> String {
+    fn words(s: &str) -> impl Iterator<Item = String> + '_ {
+        s.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_lowercase)
+    }
+    let clause = message.split(':').next().unwrap_or_default();
+    let said: Vec<String> = words(clause).collect();
+    if !said.is_empty() && words(label).all(|w| said.contains(&w)) {
+        message.to_owned()
+    } else {
+        format!("{label}: {message}")
     }
 }
 
@@ -368,6 +388,11 @@ mod tests {
                 error_kind::SHUTTING_DOWN,
                 E::Unavailable { message: msg() },
             ),
+            (
+                Code::ResourceExhausted,
+                error_kind::NO_SPACE,
+                E::NoSpace { message: msg() },
+            ),
         ];
         for (code, kind, want) in cases {
             assert_eq!(
@@ -462,6 +487,43 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn display_does_not_repeat_the_kind() {
+        let mut s = Status::invalid_argument("bad volume geometry: size must be at least 1 byte");
+        s.metadata_mut().insert(
+            error_kind::HEADER,
+            MetadataValue::from_static(error_kind::BAD_GEOMETRY),
+        );
+        assert_eq!(
+            ClientError::from_status(&s).to_string(),
+            "bad volume geometry: size must be at least 1 byte"
+        );
+        let mut s = Status::already_exists("volume \"v\" exists");
+        s.metadata_mut().insert(
+            error_kind::HEADER,
+            MetadataValue::from_static(error_kind::VOLUME_EXISTS),
+        );
+        assert_eq!(
+            ClientError::from_status(&s).to_string(),
+            "volume \"v\" exists"
+        );
+        let mut s = Status::out_of_range("volume \"v\": 1 byte at 1024 is beyond 1024 bytes");
+        s.metadata_mut().insert(
+            error_kind::HEADER,
+            MetadataValue::from_static(error_kind::OUT_OF_RANGE),
+        );
+        assert!(
+            ClientError::from_status(&s)
+                .to_string()
+                .starts_with("out of range: volume")
+        );
+        let s = Status::unauthenticated("missing token");
+        assert_eq!(
+            ClientError::from_status(&s).to_string(),
+            "unauthenticated: missing token"
+        );
     }
 
     #[test]

@@ -249,7 +249,7 @@ async fn every_verb_against_a_coordinator() {
     );
 
     let out = go(g(&["volume", "create", "vol0", "--size", "1MiB"])).await;
-    assert_one_line_error(&out, "volume exists");
+    assert_one_line_error(&out, "exists");
 
     // Write a file of 3 MiB + 5 bytes at an odd offset (many calls), read it back to a file.
     let input: Vec<u8> = (0..(3usize << 20) + 5)

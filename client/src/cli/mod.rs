@@ -455,15 +455,15 @@ async fn write(
             .checked_add(written)
             .ok_or_else(|| anyhow!("offset overflows"))?;
         let n = buf.len() as u64;
-        vol.write_at(at, buf).await.with_context(|| {
-            if written > 0 {
-                format!(
+        match vol.write_at(at, buf).await {
+            Ok(()) => {}
+            Err(err) if written == 0 => return Err(err.into()),
+            Err(err) => {
+                return Err(anyhow::Error::new(err).context(format!(
                     "writing at offset {at} of {volume} ({written} bytes before it were written)"
-                )
-            } else {
-                format!("writing at offset {at} of {volume}")
+                )));
             }
-        })?;
+        }
         written += n;
     }
     if written == 0 {
@@ -507,10 +507,15 @@ async fn read(
         let at = offset
             .checked_add(done)
             .ok_or_else(|| anyhow!("offset overflows"))?;
-        let data = vol
-            .read_at(at, n)
-            .await
-            .with_context(|| format!("reading at offset {at} of {volume}"))?;
+        let data = match vol.read_at(at, n).await {
+            Ok(data) => data,
+            Err(err) if done == 0 => return Err(err.into()),
+            Err(err) => {
+                return Err(anyhow::Error::new(err).context(format!(
+                    "reading at offset {at} of {volume} ({done} bytes before it were read)"
+                )));
+            }
+        };
         match out.write_all(&data).await {
             Ok(()) => {}
             // `dagraid read ... | head -c 10`: the reader has seen enough.

@@ -142,6 +142,16 @@ pub fn volume_list(volumes: &[VolumeInfo]) -> String {
     )
 }
 
+/// `1 GiB`, or `64.0 MiB (67125248 bytes)` when the short form is rounded.
+fn exact_size(bytes: u64) -> String {
+    let short = Size(bytes).to_string();
+    if crate::size::parse_size(&short) == Ok(bytes) {
+        short
+    } else {
+        format!("{short} ({bytes} bytes)")
+    }
+}
+
 /// One volume in the manner of `raidctl -s`: layout, state, a line per component, counters.
 pub fn volume_status(v: &VolumeInfo) -> String {
     let mut out = String::new();
@@ -150,7 +160,7 @@ pub fn volume_status(v: &VolumeInfo) -> String {
         "volume {}: {}, {}, {} columns, stripe unit {}, block {}: {}",
         v.name,
         v.level,
-        Size(v.size_bytes),
+        exact_size(v.size_bytes),
         v.columns,
         Size(v.stripe_unit_bytes),
         Size(u64::from(v.block_size)),
