@@ -261,11 +261,15 @@ impl Coordinator {
                     .await;
             });
         let stop_all = stop.clone();
+        // An access retries at most a few DAGs, each bounded by the node deadline.
+        let drain_within = config.node_deadline * 6 + Duration::from_secs(1);
         let task = tokio::spawn(async move {
             let served = server.await;
-            // Whatever ended the server, stop the health loop before the store closes.
+            // Whatever ended the server, stop the health loop and let detached accesses finish
+            // before the store closes.
             stop_all.cancel();
             let _ = health_task.await;
+            volumes.drain(drain_within).await;
             volumes.clear();
             drop(volumes);
             store.close();

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use dagraid_core::access::{AccessError, Array, ArrayConfig};
 use dagraid_core::array::{ComponentStates, FailOutcome};
@@ -295,6 +296,29 @@ impl VolumeManager {
     /// Forgets every volume (the coordinator is stopping).
     pub fn clear(&self) {
         self.map_mut().clear();
+    }
+
+    /// Waits until no access holds a stripe lock, for at most `within`; returns whether it got
+    /// there. The server answers no call any more by then, but an access whose caller went away
+    /// after its locks were taken still runs in its own task, and its failure marks must reach
+    /// the store before the store closes.
+    pub async fn drain(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let held: u64 = self
+                .list()
+                .iter()
+                .map(|v| v.array.stripe_locks().stats().held)
+                .sum();
+            if held == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(held, "accesses still running at shutdown");
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Creates a volume: checks the request, picks the nodes, creates one component per column,
