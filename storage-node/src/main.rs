@@ -65,26 +65,30 @@ fn config(args: Args) -> Result<NodeConfig, NodeError> {
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+/// Completes on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is called, not
+/// when the future is first polled, so a signal sent right after the listening line is printed
+/// already stops the node gracefully instead of killing it.
+fn shutdown_signal() -> Result<impl Future<Output = ()>, NodeError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let install = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| NodeError::io(format!("installing the {name} handler"), e))
+    };
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
+    })
 }
 
 async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let started = dagraid_node::start(config).await?;
+    let shutdown = shutdown_signal()?;
     // The one line scripts and the test harness wait for.
     println!("dagraid-node listening on {}", started.local_addr());
-    started.serve(shutdown_signal()).await
+    started.serve(shutdown).await
 }
 
 fn main() -> ExitCode {

@@ -432,8 +432,13 @@ async fn a_stopped_node_times_out_within_the_deadline_and_serves_again_when_resu
         assert_eq!(e.kind, IoErrorKind::Timeout, "{e}");
 
         node.resume().await.unwrap();
-        // The timed-out write's outcome is unknown: the block holds the old or the new data,
-        // never anything else.
+        // The timed-out write's outcome is unknown, and it may still be waiting in the resumed
+        // node (its request sat in a socket buffer of one of the client's connections) and land
+        // after a later write sent on another connection. Fencing is what settles it, as the
+        // coordinator does: after a Fence the old write has either landed or is refused.
+        assert_eq!(nc.fence(1).await.unwrap(), 1);
+        nc.fencing().raise_epoch(1);
+        // The block holds the old or the new data, never anything else.
         let block = c.read(0, 1).await.unwrap();
         assert!(
             block == old || block == new,
