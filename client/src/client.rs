@@ -452,7 +452,16 @@ impl Client {
         let timeout = self.inner.options.request_timeout;
         match tokio::time::timeout(timeout, rpc(self.pick(), self.request(message))).await {
             Ok(Ok(answer)) => Ok(answer.into_inner()),
-            Ok(Err(status)) => Err(ClientError::from_status(&status)),
+            Ok(Err(status)) => match ClientError::from_status(&status) {
+                // tonic enforces the `grpc-timeout` it sends, with the bare "Timeout expired".
+                ClientError::Timeout { message } => Err(ClientError::Timeout {
+                    message: format!(
+                        "no answer from {} within {timeout:?} ({message})",
+                        self.endpoint()
+                    ),
+                }),
+                err => Err(err),
+            },
             Err(_) => Err(ClientError::Timeout {
                 message: format!("no answer from {} within {timeout:?}", self.endpoint()),
             }),

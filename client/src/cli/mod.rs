@@ -283,13 +283,12 @@ impl Target {
             return err;
         };
         match (client_err, &self.from_file) {
-            (e, Some(path)) if e.is_transport() || matches!(e, ClientError::Timeout { .. }) => err
-                .context(format!(
-                    "cannot reach the coordinator at {} (from {}): is `dagraid up` running?",
-                    self.url,
-                    path.display()
-                )),
-            (e, None) if e.is_transport() || matches!(e, ClientError::Timeout { .. }) => {
+            (e, Some(path)) if e.is_transport() => err.context(format!(
+                "cannot reach the coordinator at {} (from {}): is `dagraid up` running?",
+                self.url,
+                path.display()
+            )),
+            (e, None) if e.is_transport() => {
                 err.context(format!("cannot reach the coordinator at {}", self.url))
             }
             (ClientError::Unauthenticated { .. }, _) if self.token.is_none() => err.context(
