@@ -44,19 +44,20 @@ Quick start:
 /// dagraid: networked RAID volumes, in the spirit of raidctl.
 ///
 /// `dagraid up` starts a local cluster (storage nodes and a coordinator, each its own process)
-/// and writes <data-dir>/cluster.toml; the other verbs talk to the coordinator it names, or to
+/// and writes DATA_DIR/cluster.toml; the other verbs talk to the coordinator it names, or to
 /// the one given with --coordinator.
 #[derive(Debug, Parser)]
 #[command(name = "dagraid", version, after_help = AFTER_HELP)]
 pub struct Args {
-    /// Coordinator URL, e.g. http://127.0.0.1:7070 [default: the one in <data-dir>/cluster.toml].
+    /// Coordinator URL, e.g. http://127.0.0.1:7070 [default: the one in DATA_DIR/cluster.toml].
     #[arg(long, env = ENV_COORDINATOR, global = true, value_name = "URL")]
     pub coordinator: Option<String>,
-    /// Bearer token of the coordinator [default: the one in <data-dir>/cluster.toml when it
+    /// Bearer token of the coordinator [default: the one in DATA_DIR/cluster.toml when it
     /// names the same coordinator].
     #[arg(long, env = ENV_TOKEN, global = true, hide_env_values = true, value_name = "TOKEN")]
     pub token: Option<String>,
-    /// Directory of the local cluster: cluster.toml, the nodes' and the coordinator's data, logs.
+    /// Directory of the local cluster (DATA_DIR): cluster.toml, the nodes' and the coordinator's
+    /// data, logs.
     #[arg(
         long,
         global = true,
@@ -82,14 +83,14 @@ pub enum Command {
     /// Start a local cluster and keep it running until Ctrl-C or SIGTERM.
     ///
     /// Starts --nodes storage nodes (each a `dagraid-node` process on a free 127.0.0.1 port, data
-    /// in <data-dir>/node<i>) and a `dagraid-coordinator` on --listen, writes
-    /// <data-dir>/cluster.toml (coordinator URL and token, mode 0600), creates volume vol0
+    /// in DATA_DIR/nodeN) and a `dagraid-coordinator` on --listen, writes
+    /// DATA_DIR/cluster.toml (coordinator URL and token, mode 0600), creates volume vol0
     /// (RAID 5 over every node, 1 GiB) if it does not exist, and prints the endpoints and the
     /// status. Run again on the same data directory, it reuses the token and the data.
     ///
     /// A child that dies (say, a node killed with kill -9 to watch vol0 degrade) is reported and
     /// the others keep running. On Ctrl-C or SIGTERM the coordinator is stopped first, then the
-    /// nodes, so a clean stop fails no component. Logs: <data-dir>/logs/<name>.log.
+    /// nodes, so a clean stop fails no component. Logs: DATA_DIR/logs/NAME.log.
     ///
     /// The binaries are looked up in $DAGRAID_BIN_DIR, then next to this executable, then on
     /// PATH (`cargo build --workspace` puts them next to it).
