@@ -7,19 +7,22 @@ use clap::Parser;
 use dagraid_coordinator::Coordinator;
 use dagraid_coordinator::config::Args;
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+/// Completes on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is called, not
+/// when the future is first polled, so a signal sent right after the listening line is printed
+/// already stops the coordinator gracefully instead of killing it.
+fn shutdown_signal() -> Result<impl Future<Output = ()>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let install = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| format!("installing the {name} handler: {e}"))
+    };
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
+    })
 }
 
 async fn serve(args: Args) -> Result<(), String> {
@@ -27,13 +30,14 @@ async fn serve(args: Args) -> Result<(), String> {
     let coordinator = Coordinator::start(config)
         .await
         .map_err(|e| e.to_string())?;
+    let shutdown = shutdown_signal()?;
     // The one line scripts, `dagraid up` and the test harness wait for.
     println!(
         "dagraid-coordinator listening on {}",
         coordinator.local_addr()
     );
     coordinator
-        .run_until(shutdown_signal())
+        .run_until(shutdown)
         .await
         .map_err(|e| e.to_string())
 }
