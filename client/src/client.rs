@@ -13,7 +13,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use crate::{ClientError, ClusterInfo, Volume, VolumeInfo, VolumeSpec};
+use crate::{AssembleOutcome, ClientError, ClusterInfo, Volume, VolumeInfo, VolumeSpec};
 
 /// HTTP/2 frame size: a 1 MiB chunk travels in one frame (the setting that matters most for
 /// large transfers, STACK.md).
@@ -423,6 +423,38 @@ impl Client {
             })
             .await?;
         VolumeInfo::from_proto(volume)
+    }
+
+    /// Runs the assembly of `volume` again, from the labels on its components (`raidctl -C`):
+    /// for a volume the coordinator did not assemble at start ([`crate::VolumeState::NotAssembled`]).
+    /// A volume that was not shut down cleanly and is degraded is assembled only with `force`;
+    /// the answer then says what is at risk. Refusals are [`ClientError::NotAssembled`], with the
+    /// reason. An assembled volume is answered as it is. Never retried.
+    ///
+    /// ```no_run
+    /// # async fn example(client: dagraid_client::Client) -> Result<(), dagraid_client::ClientError> {
+    /// let outcome = client.assemble_volume("vol0", true).await?;
+    /// if let Some(risk) = &outcome.at_risk {
+    ///     eprintln!("assembled by force: {risk}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn assemble_volume(
+        &self,
+        volume: &str,
+        force: bool,
+    ) -> Result<AssembleOutcome, ClientError> {
+        let request = pb::AssembleVolumeRequest {
+            name: volume.to_owned(),
+            force,
+        };
+        let answer = self
+            .call(request, |mut rpc, request| async move {
+                rpc.assemble_volume(request).await
+            })
+            .await?;
+        AssembleOutcome::from_proto(answer)
     }
 
     /// The next connection, round robin.

@@ -133,6 +133,14 @@ pub enum ClientError {
         /// The coordinator's message.
         message: String,
     },
+    /// The volume is not assembled (`not-assembled`): not shut down cleanly and degraded (a
+    /// forced assembly, [`crate::Client::assemble_volume`], brings it back and says what is at
+    /// risk), or more failures than its layout tolerates. The message says which.
+    #[error("{}", labelled("not assembled", .message))]
+    NotAssembled {
+        /// The coordinator's message.
+        message: String,
+    },
     /// A state change could not be made durable, so the access was not acknowledged
     /// (`state-not-recorded`); its outcome is unknown.
     #[error("{}", labelled("state not recorded", .message))]
@@ -211,6 +219,7 @@ impl ClientError {
                 ClientError::Fenced { message }
             }
             Some(error_kind::STATE_NOT_RECORDED) => ClientError::StateNotRecorded { message },
+            Some(error_kind::NOT_ASSEMBLED) => ClientError::NotAssembled { message },
             Some(error_kind::INTERNAL) => ClientError::Internal { message },
             Some(error_kind::OUT_OF_RANGE) => ClientError::OutOfRange { message },
             Some(error_kind::INVALID_REQUEST | error_kind::TOO_LARGE) => {
@@ -362,6 +371,11 @@ mod tests {
                 Code::Unavailable,
                 error_kind::STATE_NOT_RECORDED,
                 E::StateNotRecorded { message: msg() },
+            ),
+            (
+                Code::FailedPrecondition,
+                error_kind::NOT_ASSEMBLED,
+                E::NotAssembled { message: msg() },
             ),
             (
                 Code::Internal,

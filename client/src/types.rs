@@ -116,6 +116,12 @@ pub enum VolumeState {
     Reconstructing,
     /// More failures than the layout tolerates.
     Failed,
+    /// Assembled after an unclean shutdown: serving while its redundancy is rewritten
+    /// ([`VolumeInfo::resync`]); optimal once that is done.
+    Resyncing,
+    /// Not assembled: serves no I/O ([`crate::ClientError::NotAssembled`]);
+    /// [`VolumeInfo::assembly`] says why, and [`crate::Client::assemble_volume`] retries.
+    NotAssembled,
     /// The coordinator did not say (a value newer than this SDK, or unset).
     Unknown,
 }
@@ -128,6 +134,8 @@ impl VolumeState {
             VolumeState::Degraded => "degraded",
             VolumeState::Reconstructing => "reconstructing",
             VolumeState::Failed => "failed",
+            VolumeState::Resyncing => "resyncing",
+            VolumeState::NotAssembled => "not-assembled",
             VolumeState::Unknown => "unknown",
         }
     }
@@ -138,6 +146,8 @@ impl VolumeState {
             Ok(pb::VolumeState::Degraded) => VolumeState::Degraded,
             Ok(pb::VolumeState::Reconstructing) => VolumeState::Reconstructing,
             Ok(pb::VolumeState::Failed) => VolumeState::Failed,
+            Ok(pb::VolumeState::Resyncing) => VolumeState::Resyncing,
+            Ok(pb::VolumeState::NotAssembled) => VolumeState::NotAssembled,
             Ok(pb::VolumeState::Unspecified) | Err(_) => VolumeState::Unknown,
         }
     }
@@ -314,6 +324,35 @@ pub struct VolumeCounters {
     pub lost_stripes: u64,
 }
 
+/// The resync of a volume assembled after an unclean shutdown.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResyncProgress {
+    /// Still running.
+    pub running: bool,
+    /// Stripes done (rewritten or skipped).
+    pub stripes_done: u64,
+    /// Stripes of the volume.
+    pub stripes_total: u64,
+    /// Stripes left as they were because a data unit of theirs is on a failed column (forced
+    /// assembly).
+    pub stripes_skipped: u64,
+    /// Why it stopped before the end.
+    pub error: Option<String>,
+}
+
+/// How a volume was assembled, or why it is not.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AssemblyInfo {
+    /// Why the volume is not assembled ([`VolumeState::NotAssembled`]).
+    pub problem: Option<String>,
+    /// Whether a forced assembly would assemble it (not clean and degraded).
+    pub needs_force: bool,
+    /// Whether it was assembled by force.
+    pub forced: bool,
+    /// After a forced assembly: what forcing risked.
+    pub at_risk: Option<String>,
+}
+
 /// A volume: layout, components, state and counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeInfo {
@@ -337,6 +376,10 @@ pub struct VolumeInfo {
     pub components: Vec<ComponentInfo>,
     /// Counters.
     pub counters: VolumeCounters,
+    /// The resync run since the volume was assembled, if any.
+    pub resync: Option<ResyncProgress>,
+    /// How it was assembled, or why it is not.
+    pub assembly: AssemblyInfo,
 }
 
 impl VolumeInfo {
@@ -370,6 +413,8 @@ impl VolumeInfo {
             .collect();
         components.sort_by_key(|c| c.column);
         let counters = v.counters.unwrap_or_default();
+        let assembly = v.assembly.unwrap_or_default();
+        let non_empty = |s: String| (!s.is_empty()).then_some(s);
         Ok(Self {
             level: RaidLevel::from_proto(v.level)?,
             name: v.name,
@@ -390,6 +435,47 @@ impl VolumeInfo {
                 dags_rolled_backward: counters.dags_rolled_backward,
                 lost_stripes: counters.lost_stripes,
             },
+            resync: v.resync.map(|r| ResyncProgress {
+                running: r.running,
+                stripes_done: r.stripes_done,
+                stripes_total: r.stripes_total,
+                stripes_skipped: r.stripes_skipped,
+                error: non_empty(r.error),
+            }),
+            assembly: AssemblyInfo {
+                problem: non_empty(assembly.problem),
+                needs_force: assembly.needs_force,
+                forced: assembly.forced,
+                at_risk: non_empty(assembly.at_risk),
+            },
+        })
+    }
+}
+
+/// What [`crate::Client::assemble_volume`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssembleOutcome {
+    /// The volume as assembled.
+    pub volume: VolumeInfo,
+    /// What forcing risked; `None` when no force was needed.
+    pub at_risk: Option<String>,
+    /// Columns this assembly failed (no answer, missing or foreign label): column and why.
+    pub newly_failed: Vec<(u32, String)>,
+}
+
+impl AssembleOutcome {
+    pub(crate) fn from_proto(r: pb::AssembleVolumeResponse) -> Result<Self, ClientError> {
+        let volume = r.volume.ok_or_else(|| {
+            ClientError::InvalidResponse("assembly answer without a volume".into())
+        })?;
+        Ok(Self {
+            volume: VolumeInfo::from_proto(volume)?,
+            at_risk: (!r.at_risk.is_empty()).then_some(r.at_risk),
+            newly_failed: r
+                .newly_failed
+                .into_iter()
+                .map(|f| (f.column, f.reason))
+                .collect(),
         })
     }
 }
@@ -489,6 +575,9 @@ mod tests {
     #[test]
     fn states_from_proto() {
         assert_eq!(VolumeState::from_proto(2), VolumeState::Degraded);
+        assert_eq!(VolumeState::from_proto(5), VolumeState::Resyncing);
+        assert_eq!(VolumeState::from_proto(6), VolumeState::NotAssembled);
+        assert_eq!(VolumeState::NotAssembled.as_str(), "not-assembled");
         assert_eq!(VolumeState::from_proto(99), VolumeState::Unknown);
         assert_eq!(ComponentState::from_proto(2), ComponentState::Failed);
         assert_eq!(ComponentState::from_proto(0), ComponentState::Unknown);
@@ -512,5 +601,39 @@ mod tests {
         })
         .unwrap();
         assert_eq!(v.components[0].column, 0);
+    }
+
+    #[test]
+    fn resync_and_assembly_from_proto() {
+        let v = VolumeInfo::from_proto(pb::Volume {
+            level: pb::RaidLevel::Raid5 as i32,
+            state: pb::VolumeState::NotAssembled as i32,
+            resync: Some(pb::ResyncProgress {
+                running: true,
+                stripes_done: 3,
+                stripes_total: 8,
+                ..Default::default()
+            }),
+            assembly: Some(pb::AssemblyInfo {
+                problem: "dirty and degraded".into(),
+                needs_force: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(v.state, VolumeState::NotAssembled);
+        let r = v.resync.unwrap();
+        assert!(r.running && r.stripes_done == 3 && r.error.is_none());
+        assert_eq!(v.assembly.problem.as_deref(), Some("dirty and degraded"));
+        assert!(v.assembly.needs_force && v.assembly.at_risk.is_none());
+        // An older coordinator says nothing of either.
+        let old = VolumeInfo::from_proto(pb::Volume {
+            level: pb::RaidLevel::Raid5 as i32,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(old.resync, None);
+        assert_eq!(old.assembly, AssemblyInfo::default());
     }
 }

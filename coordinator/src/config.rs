@@ -21,6 +21,8 @@ pub const DEFAULT_CLUSTER_ID: &str = "dagraid";
 pub const DEFAULT_NODE_DEADLINE_MS: u64 = 5000;
 /// Default interval of the storage-node health checks.
 pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 1000;
+/// Default time assembly waits for storage nodes that do not answer.
+pub const DEFAULT_ASSEMBLY_WAIT_MS: u64 = 10_000;
 /// Default largest Read length / Write payload: 16 MiB.
 pub const DEFAULT_MAX_IO_BYTES: u64 = 16 << 20;
 /// Smallest accepted `max-io-bytes`: one 4 KiB block.
@@ -118,6 +120,12 @@ pub struct CoordinatorConfig {
     pub health_interval: Duration,
     /// Largest Read length and Write payload.
     pub max_io_bytes: u64,
+    /// How long assembly waits for a storage node that does not answer before it fails the
+    /// node's columns (only nodes whose columns the latest record calls optimal are awaited).
+    pub assembly_wait: Duration,
+    /// **Test only**: abort the process after this many label writes of the first state change
+    /// recorded (`crate::labels::CrashHook`); from `DAGRAID_TEST_CRASH_AFTER_LABEL_WRITES`.
+    pub test_crash_after_label_writes: Option<usize>,
 }
 
 impl CoordinatorConfig {
@@ -132,6 +140,8 @@ impl CoordinatorConfig {
             node_deadline: Duration::from_millis(DEFAULT_NODE_DEADLINE_MS),
             health_interval: Duration::from_millis(DEFAULT_HEALTH_INTERVAL_MS),
             max_io_bytes: DEFAULT_MAX_IO_BYTES,
+            assembly_wait: Duration::from_millis(DEFAULT_ASSEMBLY_WAIT_MS),
+            test_crash_after_label_writes: None,
         }
     }
 
@@ -185,6 +195,12 @@ impl CoordinatorConfig {
                 self.health_interval.as_millis()
             ));
         }
+        if self.assembly_wait > Duration::from_secs(3600) {
+            return Err(format!(
+                "assembly-wait-ms must be 0 to 3600000, got {}",
+                self.assembly_wait.as_millis()
+            ));
+        }
         if !(MIN_MAX_IO_BYTES..=MAX_MAX_IO_BYTES).contains(&self.max_io_bytes) {
             return Err(format!(
                 "max-io-bytes must be {MIN_MAX_IO_BYTES} to {MAX_MAX_IO_BYTES}, got {}",
@@ -205,6 +221,7 @@ impl CoordinatorConfig {
 /// node-deadline-ms = 5000
 /// health-interval-ms = 1000
 /// max-io-bytes = 16777216
+/// assembly-wait-ms = 10000
 /// nodes = [
 ///   { id = "node1", address = "127.0.0.1:7001" },
 ///   { id = "node2", address = "127.0.0.1:7002" },
@@ -229,6 +246,8 @@ pub struct FileConfig {
     pub health_interval_ms: Option<u64>,
     /// See [`CoordinatorConfig::max_io_bytes`].
     pub max_io_bytes: Option<u64>,
+    /// See [`CoordinatorConfig::assembly_wait`], in milliseconds.
+    pub assembly_wait_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -296,6 +315,18 @@ pub struct Args {
     /// Largest Read length and Write payload, in bytes [default: 16777216].
     #[arg(long, value_name = "BYTES")]
     pub max_io_bytes: Option<u64>,
+    /// How long assembly at start waits for a storage node that does not answer before it
+    /// fails its columns, in milliseconds [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub assembly_wait_ms: Option<u64>,
+    /// Test only: abort after this many label writes of the first state change recorded.
+    #[arg(
+        long,
+        value_name = "K",
+        env = "DAGRAID_TEST_CRASH_AFTER_LABEL_WRITES",
+        hide = true
+    )]
+    pub test_crash_after_label_writes: Option<usize>,
 }
 
 impl Args {
@@ -340,6 +371,10 @@ impl Args {
         if let Some(bytes) = self.max_io_bytes.or(file.max_io_bytes) {
             config.max_io_bytes = bytes;
         }
+        if let Some(ms) = self.assembly_wait_ms.or(file.assembly_wait_ms) {
+            config.assembly_wait = Duration::from_millis(ms);
+        }
+        config.test_crash_after_label_writes = self.test_crash_after_label_writes;
         config.validate()?;
         Ok(config)
     }
@@ -379,6 +414,8 @@ mod tests {
         assert_eq!(c.node_deadline, Duration::from_secs(5));
         assert_eq!(c.health_interval, Duration::from_secs(1));
         assert_eq!(c.max_io_bytes, 16 << 20);
+        assert_eq!(c.assembly_wait, Duration::from_secs(10));
+        assert_eq!(c.test_crash_after_label_writes, None);
         assert_eq!(c.store_path(), PathBuf::from("/d/coordinator.redb"));
     }
 
@@ -393,6 +430,7 @@ token = "t0k"
 node-deadline-ms = 700
 health-interval-ms = 50
 max-io-bytes = 65536
+assembly-wait-ms = 250
 nodes = [{ id = "a", address = "h1:1" }, { id = "b", address = "h2:2" }]
 "#,
         )
@@ -408,6 +446,7 @@ nodes = [{ id = "a", address = "h1:1" }, { id = "b", address = "h2:2" }]
         assert_eq!(c.node_deadline, Duration::from_millis(700));
         assert_eq!(c.health_interval, Duration::from_millis(50));
         assert_eq!(c.max_io_bytes, 65536);
+        assert_eq!(c.assembly_wait, Duration::from_millis(250));
         assert_eq!(c.nodes.len(), 2);
 
         let c = Args::try_parse_from([
@@ -420,6 +459,8 @@ nodes = [{ id = "a", address = "h1:1" }, { id = "b", address = "h2:2" }]
             "z=h9:9",
             "--max-io-bytes",
             "4096",
+            "--assembly-wait-ms",
+            "0",
         ])
         .unwrap()
         .merge(file)
@@ -428,6 +469,7 @@ nodes = [{ id = "a", address = "h1:1" }, { id = "b", address = "h2:2" }]
         assert_eq!(c.data_dir, PathBuf::from("/flag"));
         assert_eq!(c.nodes, vec!["z=h9:9".parse::<NodeSpec>().unwrap()]);
         assert_eq!(c.max_io_bytes, 4096);
+        assert_eq!(c.assembly_wait, Duration::ZERO);
         assert_eq!(c.cluster_id, "c1");
     }
 
@@ -466,6 +508,10 @@ nodes = [{ id = "a", address = "h1:1" }, { id = "b", address = "h2:2" }]
                 "health-interval-ms",
             ),
             (vec!["--data-dir", "/d", "--cluster-id", ""], "cluster-id"),
+            (
+                vec!["--data-dir", "/d", "--assembly-wait-ms", "3600001"],
+                "assembly-wait-ms",
+            ),
             (vec!["--data-dir", "/d", "--token", "a b"], "token"),
             (vec!["--data-dir", "/d", "--listen", "nowhere"], "listen"),
         ] {

@@ -3,26 +3,37 @@
 //!
 //! Code map:
 //! - [`config`]: [`CoordinatorConfig`] from flags, an optional TOML file and the environment.
-//! - [`store`]: the embedded store (`<data-dir>/coordinator.redb`): volume records, the owner
-//!   epoch, and [`store::VolumeStates`], the core's `StateRecorder` of a volume.
+//! - [`store`]: the embedded store (`<data-dir>/coordinator.redb`): versioned volume records
+//!   (with their counters and clean flag) and the owner epoch.
+//! - [`labels`]: component labels on the storage nodes: written to every surviving component
+//!   on each state change, read back at assembly; the test-only crash hook.
+//! - [`durable`]: [`durable::VolumeStates`], the core's `StateRecorder` of a volume: every state
+//!   change durable on the labels and in the store before the access that caused it is
+//!   answered; the clean flag.
+//! - [`resync`]: the background resync of a volume assembled after an unclean shutdown.
 //! - [`node_client`]: connections to one storage node ([`node_client::NodeClient`]), the
 //!   coordinator's fencing ([`node_client::FencingContext`]) and the admin calls on a node.
 //! - [`remote`]: [`remote::RemoteComponent`], the core's `ComponentIo` over gRPC, with a deadline
 //!   per call that does not count time queued locally.
 //! - [`registry`]: the storage nodes, their health, and the health loop that fails the columns of
 //!   a node that is down.
-//! - [`volumes`]: creating (provisioning components), deleting, finding and reassembling volumes.
+//! - [`volumes`]: creating (provisioning and labelling components), deleting, finding and
+//!   assembling volumes (from their labels and the store, at start and on demand).
 //! - [`service`]: the `VolumeService` gRPC implementation and the bearer-token check.
 //! - [`error`]: node-call errors and their `Status -> IoError` mapping; the volume API's
 //!   [`error::ServiceError`] and its one `-> Status` mapping.
-//! - [`Coordinator`] / [`run`]: start-up (store, epoch, fencing, reassembly), serving, graceful
-//!   shutdown. The `dagraid-coordinator` binary is a thin wrapper over them.
+//! - [`Coordinator`] / [`run`]: start-up (store, epoch, fencing, assembly), serving, graceful
+//!   shutdown (drain, then every volume marked clean). The `dagraid-coordinator` binary is a
+//!   thin wrapper over them.
 
 pub mod config;
+pub mod durable;
 pub mod error;
+pub mod labels;
 pub mod node_client;
 pub mod registry;
 pub mod remote;
+pub mod resync;
 pub mod service;
 pub mod store;
 pub mod volumes;
@@ -46,6 +57,7 @@ use tonic::transport::server::TcpIncoming;
 pub use config::CoordinatorConfig;
 
 use crate::config::NodeSpec;
+use crate::labels::CrashHook;
 use crate::node_client::{
     FencingContext, HTTP2_CONNECTION_WINDOW, HTTP2_MAX_FRAME_SIZE, HTTP2_STREAM_WINDOW,
     NodeClientConfig,
@@ -53,7 +65,7 @@ use crate::node_client::{
 use crate::registry::NodeRegistry;
 use crate::service::{BearerAuth, VolumeApi};
 use crate::store::{Store, StoreError};
-use crate::volumes::VolumeManager;
+use crate::volumes::{VolumeManager, VolumeManagerConfig};
 
 /// Room for the message fields around a payload of `max_io_bytes`: the gRPC decode limit is
 /// `max_io_bytes` plus this, so an oversized Write reaches the service's own precise check
@@ -88,9 +100,6 @@ pub enum CoordinatorError {
     /// A storage node client cannot be set up.
     #[error(transparent)]
     Node(#[from] error::NodeClientError),
-    /// A stored volume cannot be reassembled.
-    #[error("reassembling the stored volumes: {0}")]
-    Assemble(String),
     /// The gRPC server failed.
     #[error("serving: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -118,8 +127,11 @@ impl Drop for Coordinator {
 impl Coordinator {
     /// Starts a coordinator: opens the store (refusing a data directory another coordinator
     /// uses), binds the socket, checks the storage nodes, takes a new owner epoch (durably,
-    /// before serving) and fences the reachable nodes with it, reassembles the stored volumes,
-    /// starts the health loop and serves. Returns once the socket accepts calls.
+    /// before serving) and fences the reachable nodes with it (the others are fenced before the
+    /// first write to them), assembles the stored volumes from their labels (waiting up to
+    /// `assembly_wait` for nodes that do not answer; each assembled volume is marked dirty,
+    /// durably, before it serves), starts the health loop and serves. Returns once the socket
+    /// accepts calls.
     pub async fn start(config: CoordinatorConfig) -> Result<Coordinator, CoordinatorError> {
         config.validate().map_err(CoordinatorError::Config)?;
         let dir = config.data_dir.clone();
@@ -214,19 +226,29 @@ impl Coordinator {
             "owner epoch taken"
         );
 
+        let crash = config.test_crash_after_label_writes.map(|k| {
+            tracing::warn!(
+                k,
+                "TEST HOOK: the process aborts after {k} label writes of the first state change"
+            );
+            CrashHook::new(k)
+        });
         let volumes = Arc::new(VolumeManager::new(
             store.clone(),
             registry.clone(),
-            ArrayConfig {
-                engine: EngineConfig {
-                    node_deadline: config.node_deadline,
+            VolumeManagerConfig {
+                array: ArrayConfig {
+                    engine: EngineConfig {
+                        node_deadline: config.node_deadline,
+                    },
+                    ..ArrayConfig::default()
                 },
-                ..ArrayConfig::default()
+                label_deadline: config.node_deadline,
+                assembly_wait: config.assembly_wait,
+                crash,
             },
         ));
-        volumes
-            .assemble(records)
-            .map_err(CoordinatorError::Assemble)?;
+        volumes.assemble_all(records).await;
 
         let stop = CancellationToken::new();
         let health_task = tokio::spawn(registry::health_loop(
@@ -265,11 +287,13 @@ impl Coordinator {
         let drain_within = config.node_deadline * 6 + Duration::from_secs(1);
         let task = tokio::spawn(async move {
             let served = server.await;
-            // Whatever ended the server, stop the health loop and let detached accesses finish
-            // before the store closes.
+            // Whatever ended the server, stop the health loop and the resyncs, let detached
+            // accesses finish, then mark the volumes clean before the store closes.
             stop_all.cancel();
             let _ = health_task.await;
+            volumes.stop_resyncs().await;
             volumes.drain(drain_within).await;
+            volumes.mark_clean_all().await;
             volumes.clear();
             drop(volumes);
             store.close();
@@ -295,8 +319,9 @@ impl Coordinator {
         self.epoch
     }
 
-    /// Stops accepting calls, lets the calls in progress finish, stops the health loop and
-    /// closes the store (the data directory can be opened again once this returns).
+    /// Stops accepting calls, lets the calls in progress finish, stops the health loop and the
+    /// resyncs, marks every volume clean (labels and store) and closes the store (the data
+    /// directory can be opened again once this returns).
     pub async fn stop(mut self) -> Result<(), CoordinatorError> {
         self.stop.cancel();
         match self.task.take() {

@@ -12,6 +12,12 @@
 //!
 //! The admin calls the coordinator needs (node info, components, slots, fencing) are plain
 //! methods here, with proto types converted at this boundary.
+//!
+//! **Fenced before the first write.** A client sends `Fence(epoch)` to its node before the first
+//! mutating call (block write, flush, slot write, create, delete) of each owner epoch
+//! ([`NodeClient::ensure_fenced`]), unless [`NodeClient::fence`] already did. So a node that was
+//! unreachable when the coordinator started (and was not fenced then) drains the writes of older
+//! coordinator lives before it receives any write of this one, and refuses them afterwards.
 
 use std::fmt;
 use std::future::Future;
@@ -195,6 +201,9 @@ pub struct NodeInfo {
     pub version: String,
 }
 
+/// Largest payload of the label area.
+pub const LABEL_AREA_BYTES: usize = 4096;
+
 /// The small atomically replaced areas of a component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotArea {
@@ -236,6 +245,10 @@ struct Inner {
     next: AtomicUsize,
     in_flight: Semaphore,
     fencing: Arc<FencingContext>,
+    /// The highest epoch the node is known to be fenced at by this client.
+    fenced: AtomicU64,
+    /// One Fence at a time.
+    fence_lock: tokio::sync::Mutex<()>,
     config: NodeClientConfig,
 }
 
@@ -296,6 +309,8 @@ impl NodeClient {
                 next: AtomicUsize::new(0),
                 in_flight: Semaphore::new(config.max_in_flight),
                 fencing,
+                fenced: AtomicU64::new(0),
+                fence_lock: tokio::sync::Mutex::new(()),
                 config,
             }),
         })
@@ -337,6 +352,56 @@ impl NodeClient {
                 "no answer within {deadline:?}"
             ))),
         }
+    }
+
+    /// The highest epoch this client has fenced its node at (0: never).
+    pub fn fenced_epoch(&self) -> u64 {
+        self.inner.fenced.load(Ordering::Acquire)
+    }
+
+    /// Makes sure the node has been fenced at the current owner epoch before a mutating call:
+    /// sends `Fence(epoch)` (under the I/O deadline) if this client has not done so yet. Fails
+    /// with the node's answer, or FAILED_PRECONDITION / `stale-epoch` when the node answers with
+    /// a newer epoch (another coordinator owns it).
+    pub async fn ensure_fenced(&self) -> Result<(), Status> {
+        let epoch = self.inner.fencing.epoch();
+        if epoch == 0 || self.fenced_epoch() >= epoch {
+            return Ok(());
+        }
+        let _one_at_a_time = self.inner.fence_lock.lock().await;
+        if self.fenced_epoch() >= epoch {
+            return Ok(());
+        }
+        let request = pb::FenceRequest {
+            cluster_id: self.inner.fencing.cluster_id().to_owned(),
+            epoch,
+        };
+        let answer = self
+            .call(
+                self.inner.config.io_deadline,
+                request,
+                |mut c, r| async move { c.fence(r).await },
+            )
+            .await?;
+        self.fenced_at(epoch, answer.epoch)?;
+        tracing::info!(node = %self.inner.address, epoch, "storage node fenced before its first write of this epoch");
+        Ok(())
+    }
+
+    /// Records a successful Fence at `epoch` whose node answered `now`.
+    fn fenced_at(&self, epoch: u64, now: u64) -> Result<(), Status> {
+        if now > epoch {
+            let mut status = Status::failed_precondition(format!(
+                "the node is at epoch {now}, above this coordinator's {epoch}: a newer coordinator owns it"
+            ));
+            status.metadata_mut().insert(
+                dagraid_proto::error_kind::HEADER,
+                tonic::metadata::MetadataValue::from_static(dagraid_proto::error_kind::STALE_EPOCH),
+            );
+            return Err(status);
+        }
+        self.inner.fenced.fetch_max(epoch, Ordering::AcqRel);
+        Ok(())
     }
 
     /// A block I/O call: waits for a place among the node's calls in flight, then runs under
@@ -407,6 +472,7 @@ impl NodeClient {
         block_count: u64,
         serial: u64,
     ) -> Result<ComponentInfo, NodeClientError> {
+        self.gate("CreateComponent").await?;
         let request = pb::CreateComponentRequest {
             fencing: Some(self.inner.fencing.to_proto()),
             component_id: id.to_owned(),
@@ -447,6 +513,7 @@ impl NodeClient {
 
     /// Deletes a component and its file.
     pub async fn delete_component(&self, id: &str) -> Result<(), NodeClientError> {
+        self.gate("DeleteComponent").await?;
         let request = pb::DeleteComponentRequest {
             fencing: Some(self.inner.fencing.to_proto()),
             component_id: id.to_owned(),
@@ -486,6 +553,7 @@ impl NodeClient {
         area: SlotArea,
         payload: Bytes,
     ) -> Result<u64, NodeClientError> {
+        self.gate("WriteSlot").await?;
         let request = pb::WriteSlotRequest {
             fencing: Some(self.inner.fencing.to_proto()),
             component_id: id.to_owned(),
@@ -502,6 +570,7 @@ impl NodeClient {
 
     /// Raises the node's owner epoch to `epoch` (in this client's cluster) and waits until every
     /// write accepted under an older epoch has drained; returns the node's epoch afterwards.
+    /// When that is `epoch`, later mutating calls of this epoch need no new Fence.
     ///
     /// The client's own [`FencingContext`] is left alone: the coordinator raises it once the
     /// nodes are fenced.
@@ -513,7 +582,17 @@ impl NodeClient {
         let answer = self
             .admin_call("Fence", request, |mut c, r| async move { c.fence(r).await })
             .await?;
+        if answer.epoch == epoch {
+            self.inner.fenced.fetch_max(epoch, Ordering::AcqRel);
+        }
         Ok(answer.epoch)
+    }
+
+    /// [`NodeClient::ensure_fenced`] for the admin calls.
+    async fn gate(&self, call: &'static str) -> Result<(), NodeClientError> {
+        self.ensure_fenced()
+            .await
+            .map_err(|status| NodeClientError::from_status(&self.inner.address, call, &status))
     }
 
     fn component_info(

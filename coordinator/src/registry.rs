@@ -9,6 +9,10 @@
 //! node is back). One missed check is not enough: on a loaded machine a check can be late, and
 //! a failed column stays failed until it is rebuilt. Accesses do not wait for the health loop:
 //! a disk operation that fails marks its column failed at once.
+//!
+//! A node that was not fenced at the current owner epoch (it was unreachable at start) is fenced
+//! as soon as a health check reaches it again, before anything else writes to it; the node
+//! client also fences it before its first mutating call of the epoch, whichever comes first.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -170,6 +174,22 @@ impl NodeRegistry {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {:?}", self.health_deadline)),
         };
+        let reached = outcome.is_ok();
+        let missed = self.record_check(node, outcome);
+        if reached
+            && node.client.fenced_epoch() < self.fencing.epoch()
+            && let Err(status) = node.client.ensure_fenced().await
+        {
+            tracing::warn!(node = %node.id, error = %status.message(), "storage node back, but not fenced");
+        }
+        missed
+    }
+
+    fn record_check(
+        &self,
+        node: &RegisteredNode,
+        outcome: Result<crate::node_client::NodeInfo, String>,
+    ) -> u32 {
         let mut h = node.health.lock().unwrap_or_else(|p| p.into_inner());
         let was_reachable = h.reachable || !h.checked;
         h.checked = true;

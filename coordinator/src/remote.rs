@@ -137,6 +137,10 @@ impl RemoteComponent {
             ));
         }
         self.check_range(start, n)?;
+        self.node
+            .ensure_fenced()
+            .await
+            .map_err(|s| self.failed(&s, IoOp::Write, start, n))?;
         let request = pb::WriteBlocksRequest {
             fencing: Some(self.node.fencing().to_proto()),
             component_id: self.component_id.clone(),
@@ -151,6 +155,10 @@ impl RemoteComponent {
     }
 
     async fn flush_component(&self) -> Result<(), IoError> {
+        self.node
+            .ensure_fenced()
+            .await
+            .map_err(|s| self.failed(&s, IoOp::Flush, 0, 0))?;
         let request = pb::FlushRequest {
             fencing: Some(self.node.fencing().to_proto()),
             component_id: self.component_id.clone(),

@@ -20,7 +20,8 @@ use tonic::service::Interceptor;
 use tonic::{Request, Response, Status};
 
 use crate::error::ServiceError;
-use crate::volumes::{Volume, VolumeManager, VolumeSpec};
+use crate::resync::ResyncStatus;
+use crate::volumes::{UnassembledVolume, Volume, VolumeEntry, VolumeManager, VolumeSpec};
 
 /// Implements `dagraid.volume.v1.VolumeService`.
 #[derive(Debug, Clone)]
@@ -93,15 +94,50 @@ fn component_state_to_proto(state: ComponentState) -> pb::ComponentState {
     }
 }
 
-fn volume_state_to_proto(state: ArrayState) -> pb::VolumeState {
+fn volume_state_to_proto(state: ArrayState, resyncing: bool) -> pb::VolumeState {
     match state {
+        ArrayState::Failed => pb::VolumeState::Failed,
+        _ if resyncing => pb::VolumeState::Resyncing,
         ArrayState::Optimal => pb::VolumeState::Optimal,
         ArrayState::Degraded => pb::VolumeState::Degraded,
-        ArrayState::Failed => pb::VolumeState::Failed,
     }
 }
 
-/// The proto view of a volume: layout, components with their current states, counters.
+fn resync_to_proto(r: ResyncStatus) -> pb::ResyncProgress {
+    pb::ResyncProgress {
+        running: r.running,
+        stripes_done: r.done,
+        stripes_total: r.total,
+        stripes_skipped: r.skipped,
+        error: r.error.unwrap_or_default(),
+    }
+}
+
+fn components_to_proto(
+    volume: &[crate::store::ComponentRecord],
+    states: &[ComponentState],
+    component_bytes: u64,
+) -> Vec<pb::Component> {
+    volume
+        .iter()
+        .map(|c| pb::Component {
+            column: c.column,
+            node_id: c.node_id.clone(),
+            node_address: c.node_address.clone(),
+            component_id: c.component_id.clone(),
+            state: component_state_to_proto(
+                states
+                    .get(c.column as usize)
+                    .copied()
+                    .unwrap_or(ComponentState::Failed),
+            ) as i32,
+            size_bytes: component_bytes,
+        })
+        .collect()
+}
+
+/// The proto view of a volume: layout, components with their current states, counters, its
+/// resync and how it was assembled.
 pub fn volume_to_proto(volume: &Volume) -> pb::Volume {
     let layout = volume.layout();
     let geometry = layout.geometry();
@@ -109,6 +145,9 @@ pub fn volume_to_proto(volume: &Volume) -> pb::Volume {
     let states = array.states();
     let stats = array.stats();
     let component_bytes = geometry.blocks_per_column() * geometry.block_size();
+    let resync = volume.resync();
+    let resyncing = resync.as_ref().is_some_and(|r| r.running);
+    let note = volume.note();
     pb::Volume {
         name: volume.name().to_owned(),
         id: volume.id().to_owned(),
@@ -117,23 +156,8 @@ pub fn volume_to_proto(volume: &Volume) -> pb::Volume {
         stripe_unit_bytes: layout.unit_bytes(),
         block_size: geometry.block_size() as u32,
         size_bytes: layout.capacity(),
-        state: volume_state_to_proto(array.array_state()) as i32,
-        components: volume
-            .components()
-            .iter()
-            .map(|c| pb::Component {
-                column: c.column,
-                node_id: c.node_id.clone(),
-                node_address: c.node_address.clone(),
-                component_id: c.component_id.clone(),
-                state: component_state_to_proto(
-                    states
-                        .get(c.column as usize)
-                        .unwrap_or(ComponentState::Failed),
-                ) as i32,
-                size_bytes: component_bytes,
-            })
-            .collect(),
+        state: volume_state_to_proto(array.array_state(), resyncing) as i32,
+        components: components_to_proto(volume.components(), states.states(), component_bytes),
         counters: Some(pb::VolumeCounters {
             reads: stats.reads.load(Ordering::Relaxed),
             writes: stats.writes.load(Ordering::Relaxed),
@@ -144,6 +168,55 @@ pub fn volume_to_proto(volume: &Volume) -> pb::Volume {
             dags_rolled_backward: stats.rolled_backward.load(Ordering::Relaxed),
             lost_stripes: array.lost_stripes().len() as u64,
         }),
+        resync: resync.map(resync_to_proto),
+        assembly: Some(pb::AssemblyInfo {
+            problem: String::new(),
+            needs_force: false,
+            forced: note.forced,
+            at_risk: note.at_risk.clone().unwrap_or_default(),
+        }),
+    }
+}
+
+/// The proto view of a volume that is not assembled: its layout as stored, the states the
+/// assembly decided, and why.
+pub fn unassembled_to_proto(volume: &UnassembledVolume) -> pb::Volume {
+    let record = volume.record();
+    let layout = record.layout().ok();
+    let block_size = u64::from(record.block_size);
+    pb::Volume {
+        name: record.name.clone(),
+        id: record.id.clone(),
+        level: layout
+            .as_ref()
+            .map(|l| level_to_proto(l.level()) as i32)
+            .unwrap_or_default(),
+        columns: record.components.len() as u32,
+        stripe_unit_bytes: record.stripe_unit_blocks * block_size,
+        block_size: record.block_size,
+        size_bytes: layout.as_ref().map(|l| l.capacity()).unwrap_or_default(),
+        state: pb::VolumeState::NotAssembled as i32,
+        components: components_to_proto(
+            &record.components,
+            volume.states(),
+            record.blocks_per_column * block_size,
+        ),
+        counters: Some(pb::VolumeCounters::default()),
+        resync: None,
+        assembly: Some(pb::AssemblyInfo {
+            problem: volume.problem().to_owned(),
+            needs_force: volume.needs_force(),
+            forced: false,
+            at_risk: String::new(),
+        }),
+    }
+}
+
+/// The proto view of a volume, assembled or not.
+pub fn entry_to_proto(entry: &VolumeEntry) -> pb::Volume {
+    match entry {
+        VolumeEntry::Assembled(v) => volume_to_proto(v),
+        VolumeEntry::Unassembled(u) => unassembled_to_proto(u),
     }
 }
 
@@ -205,12 +278,7 @@ impl VolumeService for VolumeApi {
         &self,
         _: Request<pb::ListVolumesRequest>,
     ) -> Result<Response<pb::ListVolumesResponse>, Status> {
-        let volumes = self
-            .volumes
-            .list()
-            .iter()
-            .map(|v| volume_to_proto(v))
-            .collect();
+        let volumes = self.volumes.entries().iter().map(entry_to_proto).collect();
         Ok(Response::new(pb::ListVolumesResponse { volumes }))
     }
 
@@ -218,8 +286,8 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<pb::GetVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        let volume = self.volumes.get(&request.into_inner().name)?;
-        Ok(Response::new(volume_to_proto(&volume)))
+        let volume = self.volumes.entry(&request.into_inner().name)?;
+        Ok(Response::new(entry_to_proto(&volume)))
     }
 
     async fn delete_volume(
@@ -295,6 +363,26 @@ impl VolumeService for VolumeApi {
             .fail_component(&r.volume, r.column as usize)
             .await?;
         Ok(Response::new(volume_to_proto(&volume)))
+    }
+
+    async fn assemble_volume(
+        &self,
+        request: Request<pb::AssembleVolumeRequest>,
+    ) -> Result<Response<pb::AssembleVolumeResponse>, Status> {
+        let r = request.into_inner();
+        let report = self.volumes.assemble_volume(&r.name, r.force).await?;
+        Ok(Response::new(pb::AssembleVolumeResponse {
+            at_risk: report.volume.note().at_risk.clone().unwrap_or_default(),
+            volume: Some(volume_to_proto(&report.volume)),
+            newly_failed: report
+                .newly_failed
+                .into_iter()
+                .map(|(column, reason)| pb::FailedColumn {
+                    column: column as u32,
+                    reason,
+                })
+                .collect(),
+        }))
     }
 }
 

@@ -1,28 +1,46 @@
 //! The coordinator's volumes: creation (provisioning one component per column on distinct
-//! storage nodes), deletion, lookup, and reassembly from the store at start.
+//! storage nodes, labelling them), deletion, lookup, and assembly from the labels and the store.
 //!
-//! A [`Volume`] is its stored record (identity, layout, the node and component of every column)
-//! and the core's [`Array`] over [`RemoteComponent`]s; the component states live in the array
-//! and are made durable through the volume's [`VolumeStates`] recorder.
+//! A [`Volume`] is its stored record (identity, layout, the node and component of every column),
+//! the core's [`Array`] over [`RemoteComponent`]s, and its [`VolumeStates`] recorder, which makes
+//! every state change durable on the surviving labels and in the store. A volume the coordinator
+//! could not assemble (not clean and degraded without force, or beyond its tolerance) is an
+//! [`UnassembledVolume`]: listed, with the reason, but serving no I/O.
 //!
-//! Creation and deletion are serialised (one at a time); accesses never wait for them.
+//! **Assembly** ([`VolumeManager::assemble_all`] at start, [`VolumeManager::assemble_volume`] on
+//! demand): every column's label is read (nodes that do not answer are awaited, see
+//! [`crate::labels`]), the core decides ([`dagraid_core::meta::assembly::plan`]), and then:
+//! - *assemble*: the decided state (newly failed columns, not clean, counter bumped) is made
+//!   durable on the labels and in the store before the volume serves; a volume that was not
+//!   shut down cleanly is resynced in the background ([`crate::resync`]) while it serves;
+//! - *needs force* (not clean and degraded): not assembled unless forced; forced, it is assembled
+//!   the same way, and its resync skips the stripes whose data is on a failed column;
+//! - *refuse* (beyond the tolerance): not assembled.
+//!
+//! Creation, deletion and on-demand assembly are serialised (one at a time); accesses never wait
+//! for them.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use dagraid_core::access::{AccessError, Array, ArrayConfig};
-use dagraid_core::array::{ComponentStates, FailOutcome};
+use dagraid_core::array::{ComponentState, ComponentStates, FailOutcome};
 use dagraid_core::dag::ComponentTable;
 use dagraid_core::io::ComponentIo;
 use dagraid_core::layout::{Geometry, Layout, RaidLevel};
+use dagraid_core::meta::assembly::{self, Source, Verdict};
+use tokio::time::Instant;
 
+use crate::durable::VolumeStates;
 use crate::error::{NodeErrorKind, ServiceError};
+use crate::labels::{CrashHook, LabelColumn, VolumeLabels};
 use crate::node_client::ComponentInfo;
 use crate::registry::{NodeRegistry, RegisteredNode};
 use crate::remote::RemoteComponent;
+use crate::resync::{Resync, ResyncStatus};
 use crate::store::{
-    ComponentRecord, StateRecord, Store, VOLUME_RECORD_VERSION, VolumeRecord, VolumeStates,
+    ComponentRecord, DurableState, StateRecord, Store, VOLUME_RECORD_VERSION, VolumeRecord,
 };
 
 /// Longest volume name.
@@ -55,11 +73,23 @@ pub struct VolumeSpec {
     pub nodes: Vec<String>,
 }
 
-/// One volume: its record and its array.
+/// How an assembled volume came to be.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssemblyNote {
+    /// Assembled by force (not clean and degraded).
+    pub forced: bool,
+    /// What forcing risked.
+    pub at_risk: Option<String>,
+}
+
+/// One assembled volume: its record, its array and its recorder.
 #[derive(Debug)]
 pub struct Volume {
     record: VolumeRecord,
     array: Arc<Array>,
+    recorder: Arc<VolumeStates>,
+    resync: Mutex<Option<Arc<Resync>>>,
+    note: AssemblyNote,
 }
 
 impl Volume {
@@ -88,12 +118,125 @@ impl Volume {
         &self.array
     }
 
+    /// The recorder of its durable state.
+    pub fn recorder(&self) -> &Arc<VolumeStates> {
+        &self.recorder
+    }
+
+    /// How it was assembled.
+    pub fn note(&self) -> &AssemblyNote {
+        &self.note
+    }
+
+    /// The resync started at its assembly, if any.
+    pub fn resync(&self) -> Option<ResyncStatus> {
+        self.resync_handle().map(|r| r.status())
+    }
+
+    fn resync_handle(&self) -> Option<Arc<Resync>> {
+        self.resync
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether a resync is running.
+    pub fn resyncing(&self) -> bool {
+        self.resync().is_some_and(|r| r.running)
+    }
+
     fn access_error(&self, source: AccessError) -> ServiceError {
         ServiceError::Access {
             volume: self.record.name.clone(),
             source,
         }
     }
+}
+
+/// A stored volume the coordinator did not assemble: it serves no I/O until an assembly (on
+/// demand, maybe forced) succeeds.
+#[derive(Debug)]
+pub struct UnassembledVolume {
+    record: VolumeRecord,
+    states: Vec<ComponentState>,
+    problem: String,
+    needs_force: bool,
+}
+
+impl UnassembledVolume {
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.record.name
+    }
+
+    /// Its stored record.
+    pub fn record(&self) -> &VolumeRecord {
+        &self.record
+    }
+
+    /// The component states the last assembly decided.
+    pub fn states(&self) -> &[ComponentState] {
+        &self.states
+    }
+
+    /// Why it is not assembled.
+    pub fn problem(&self) -> &str {
+        &self.problem
+    }
+
+    /// Whether a forced assembly would assemble it.
+    pub fn needs_force(&self) -> bool {
+        self.needs_force
+    }
+
+    fn error(&self) -> ServiceError {
+        ServiceError::NotAssembled {
+            volume: self.record.name.clone(),
+            problem: self.problem.clone(),
+        }
+    }
+}
+
+/// A volume as the API lists it: assembled or not.
+#[derive(Debug, Clone)]
+pub enum VolumeEntry {
+    /// Serving.
+    Assembled(Arc<Volume>),
+    /// Not serving; says why.
+    Unassembled(Arc<UnassembledVolume>),
+}
+
+impl VolumeEntry {
+    /// The name.
+    pub fn name(&self) -> &str {
+        match self {
+            VolumeEntry::Assembled(v) => v.name(),
+            VolumeEntry::Unassembled(u) => u.name(),
+        }
+    }
+
+    fn components(&self) -> &[ComponentRecord] {
+        match self {
+            VolumeEntry::Assembled(v) => v.components(),
+            VolumeEntry::Unassembled(u) => &u.record.components,
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            VolumeEntry::Assembled(v) => v.id(),
+            VolumeEntry::Unassembled(u) => &u.record.id,
+        }
+    }
+}
+
+/// What an assembly did.
+#[derive(Debug, Clone)]
+pub struct AssemblyReport {
+    /// The volume, assembled.
+    pub volume: Arc<Volume>,
+    /// Columns it failed, with why.
+    pub newly_failed: Vec<(usize, String)>,
 }
 
 /// Checks a volume name: 1 to 64 characters of `[A-Za-z0-9._-]`.
@@ -168,24 +311,37 @@ pub fn plan(spec: &VolumeSpec, columns: usize) -> Result<Plan, ServiceError> {
     Ok(Plan { layout })
 }
 
+/// How the volumes are assembled and labelled.
+#[derive(Debug, Clone)]
+pub struct VolumeManagerConfig {
+    /// The access pipeline's settings.
+    pub array: ArrayConfig,
+    /// Deadline of one label read or write.
+    pub label_deadline: Duration,
+    /// How long assembly waits for storage nodes that do not answer.
+    pub assembly_wait: Duration,
+    /// Test only: the crash hook ([`CrashHook`]).
+    pub crash: Option<Arc<CrashHook>>,
+}
+
 /// The volumes of one coordinator.
 #[derive(Debug)]
 pub struct VolumeManager {
     store: Store,
     registry: Arc<NodeRegistry>,
-    array_config: ArrayConfig,
-    volumes: RwLock<BTreeMap<String, Arc<Volume>>>,
-    /// Serialises creations and deletions.
+    config: VolumeManagerConfig,
+    volumes: RwLock<BTreeMap<String, VolumeEntry>>,
+    /// Serialises creations, deletions and on-demand assemblies.
     admin: tokio::sync::Mutex<()>,
 }
 
 impl VolumeManager {
     /// No volumes yet.
-    pub fn new(store: Store, registry: Arc<NodeRegistry>, array_config: ArrayConfig) -> Self {
+    pub fn new(store: Store, registry: Arc<NodeRegistry>, config: VolumeManagerConfig) -> Self {
         Self {
             store,
             registry,
-            array_config,
+            config,
             volumes: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
         }
@@ -196,36 +352,236 @@ impl VolumeManager {
         &self.registry
     }
 
-    fn map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Volume>>> {
+    fn map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, VolumeEntry>> {
         self.volumes.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn map_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Volume>>> {
+    fn map_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, VolumeEntry>> {
         self.volumes.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reassembles the stored volumes (states as stored; labels and resync come with the
-    /// crash-proof cluster state). Every node a record names must be in the registry.
-    pub fn assemble(&self, records: Vec<VolumeRecord>) -> Result<(), String> {
-        for record in records {
+    /// Assembles every stored volume (at start, before serving), concurrently, sharing one
+    /// wait for the nodes of [`VolumeManagerConfig::assembly_wait`]. A volume that cannot be
+    /// assembled is kept as an [`UnassembledVolume`], with the reason.
+    pub async fn assemble_all(&self, records: Vec<VolumeRecord>) {
+        let until = Instant::now() + self.config.assembly_wait;
+        let assemblies = records.into_iter().map(|record| async move {
             let name = record.name.clone();
-            let volume = self
-                .build(record)
-                .map_err(|e| format!("volume {name:?}: {e}"))?;
-            tracing::info!(
-                volume = %name,
-                id = volume.id(),
-                state = %volume.array.array_state(),
-                "volume assembled"
-            );
-            self.map_mut().insert(name, Arc::new(volume));
+            let entry = self.assemble_record(record, until, false).await;
+            (name, entry)
+        });
+        for (name, entry) in futures::future::join_all(assemblies).await {
+            self.map_mut().insert(name, entry);
         }
-        Ok(())
     }
 
-    /// The array of a record, over remote components.
-    /// The address of each column becomes the one in use (the configuration's, if it changed).
-    fn build(&self, mut record: VolumeRecord) -> Result<Volume, String> {
+    /// Runs the assembly of volume `name` again (AssembleVolume): an assembled volume is
+    /// answered as it is; one that is not is assembled from its labels now, by `force` if it
+    /// is not clean and degraded.
+    pub async fn assemble_volume(
+        &self,
+        name: &str,
+        force: bool,
+    ) -> Result<AssemblyReport, ServiceError> {
+        let _one_at_a_time = self.admin.lock().await;
+        let entry = self.entry(name)?;
+        let unassembled = match entry {
+            VolumeEntry::Assembled(volume) => {
+                return Ok(AssemblyReport {
+                    volume,
+                    newly_failed: Vec::new(),
+                });
+            }
+            VolumeEntry::Unassembled(u) => u,
+        };
+        let until = Instant::now() + self.config.assembly_wait;
+        let (entry, newly_failed) = self
+            .assemble_record_reporting(unassembled.record.clone(), until, force)
+            .await;
+        self.map_mut().insert(name.to_owned(), entry.clone());
+        match entry {
+            VolumeEntry::Assembled(volume) => Ok(AssemblyReport {
+                volume,
+                newly_failed,
+            }),
+            VolumeEntry::Unassembled(u) => Err(u.error()),
+        }
+    }
+
+    async fn assemble_record(
+        &self,
+        record: VolumeRecord,
+        until: Instant,
+        force: bool,
+    ) -> VolumeEntry {
+        self.assemble_record_reporting(record, until, force).await.0
+    }
+
+    /// Reads the labels of `record`'s volume, decides, and acts (see the module doc).
+    async fn assemble_record_reporting(
+        &self,
+        record: VolumeRecord,
+        until: Instant,
+        force: bool,
+    ) -> (VolumeEntry, Vec<(usize, String)>) {
+        let name = record.name.clone();
+        let unassembled = |record: VolumeRecord, states, problem: String, needs_force| {
+            tracing::warn!(volume = %name, %problem, needs_force, "volume not assembled");
+            VolumeEntry::Unassembled(Arc::new(UnassembledVolume {
+                record,
+                states,
+                problem,
+                needs_force,
+            }))
+        };
+        let layout = match record.layout() {
+            Ok(l) => l,
+            Err(e) => {
+                let states = record.states();
+                return (
+                    unassembled(record, states, format!("bad geometry: {e}"), false),
+                    Vec::new(),
+                );
+            }
+        };
+        let labels = match self.labels_of(&record, &layout) {
+            Ok(l) => l,
+            Err(e) => {
+                let states = record.states();
+                return (unassembled(record, states, e, false), Vec::new());
+            }
+        };
+        let recorded = record.durable();
+        let found = labels.read_all(&layout, &recorded, until).await;
+        let plan = assembly::plan(&layout, &record.id, &recorded.recorded(), &found);
+        let source = match plan.source {
+            Source::Store => "store".to_owned(),
+            Source::Label(c) => format!("label of column {c}"),
+        };
+        tracing::info!(
+            volume = %name,
+            counter = plan.mod_counter,
+            source = %source,
+            clean = plan.clean,
+            newly_failed = ?plan.newly_failed,
+            verdict = ?plan.verdict,
+            "assembly decided"
+        );
+        let (resync, note) = match &plan.verdict {
+            Verdict::Refuse { reason } => {
+                return (
+                    unassembled(record, plan.states.clone(), reason.clone(), false),
+                    plan.newly_failed,
+                );
+            }
+            Verdict::NeedsForce { at_risk } if !force => {
+                let problem = format!(
+                    "not shut down cleanly and degraded; assembling it by force risks this: {at_risk} (`dagraid volume assemble {name} --force`)"
+                );
+                return (
+                    unassembled(record, plan.states.clone(), problem, true),
+                    plan.newly_failed,
+                );
+            }
+            Verdict::NeedsForce { at_risk } => {
+                tracing::warn!(volume = %name, %at_risk, "volume assembled by force");
+                (
+                    true,
+                    AssemblyNote {
+                        forced: true,
+                        at_risk: Some(at_risk.clone()),
+                    },
+                )
+            }
+            Verdict::Assemble { resync } => (*resync, AssemblyNote::default()),
+        };
+        // The authoritative record as it was, before this assembly's own failures.
+        let mut before = plan.states.clone();
+        for (c, _) in &plan.newly_failed {
+            before[*c] = ComponentState::Optimal;
+        }
+        let authoritative = DurableState {
+            mod_counter: plan.mod_counter,
+            config_epoch: plan.config_epoch,
+            clean: plan.clean,
+            states: before,
+        };
+        let volume = match self.build(
+            record.clone(),
+            labels,
+            authoritative,
+            plan.states.clone(),
+            note,
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                return (
+                    unassembled(record, plan.states.clone(), e, false),
+                    plan.newly_failed,
+                );
+            }
+        };
+        // Durable before the first access: newly failed columns, not clean, a new counter.
+        if let Err(e) = volume.recorder.persist_assembly(plan.states.clone()).await {
+            let problem = format!("the assembled state could not be recorded: {e}");
+            return (
+                unassembled(record, plan.states.clone(), problem, false),
+                plan.newly_failed,
+            );
+        }
+        let volume = Arc::new(volume);
+        if resync && volume.layout().fault_tolerance() > 0 {
+            let r = Resync::start(name.clone(), volume.array.clone(), volume.note.forced);
+            *volume.resync.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        }
+        tracing::info!(
+            volume = %name,
+            id = volume.id(),
+            state = %volume.array.array_state(),
+            resync,
+            "volume assembled"
+        );
+        (VolumeEntry::Assembled(volume), plan.newly_failed)
+    }
+
+    /// The labels of `record`'s volume, over the registered nodes.
+    fn labels_of(&self, record: &VolumeRecord, layout: &Layout) -> Result<VolumeLabels, String> {
+        let columns = record
+            .components
+            .iter()
+            .map(|c| {
+                let node = self
+                    .registry
+                    .get(&c.node_id)
+                    .ok_or_else(|| format!("storage node {:?} is not registered", c.node_id))?;
+                Ok(LabelColumn {
+                    node_id: c.node_id.clone(),
+                    component_id: c.component_id.clone(),
+                    serial: c.serial,
+                    client: node.client().clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(VolumeLabels::new(
+            self.registry.fencing().cluster_id(),
+            record,
+            layout,
+            columns,
+            self.config.label_deadline,
+        ))
+    }
+
+    /// The volume of a record: the array over remote components in `states`, and its recorder
+    /// starting from `durable`. The address of each column becomes the one in use (the
+    /// configuration's, if it changed).
+    fn build(
+        &self,
+        mut record: VolumeRecord,
+        labels: VolumeLabels,
+        durable: DurableState,
+        states: Vec<ComponentState>,
+        note: AssemblyNote,
+    ) -> Result<Volume, String> {
         let layout = record.layout()?;
         let mut components: Vec<Arc<dyn ComponentIo>> = Vec::new();
         for c in &mut record.components {
@@ -252,21 +608,45 @@ impl VolumeManager {
             .map_err(|e| e.to_string())?;
             components.push(Arc::new(remote));
         }
-        let states =
-            ComponentStates::from_states(&layout, record.states()).map_err(|e| e.to_string())?;
+        let states = ComponentStates::from_states(&layout, states).map_err(|e| e.to_string())?;
         let recorder = Arc::new(VolumeStates::new(
             self.store.clone(),
             record.name.clone(),
             record.id.clone(),
+            layout,
+            labels,
+            durable,
+            self.config.crash.clone(),
         ));
         let table: ComponentTable = components.into();
-        let array = Array::new(layout, table, states, self.array_config.clone(), recorder)
-            .map_err(|e| e.to_string())?;
-        Ok(Volume { record, array })
+        let array = Array::new(
+            layout,
+            table,
+            states,
+            self.config.array.clone(),
+            recorder.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        recorder.attach(&array);
+        Ok(Volume {
+            record,
+            array,
+            recorder,
+            resync: Mutex::new(None),
+            note,
+        })
     }
 
-    /// Volume `name`.
+    /// Volume `name`, assembled: an unassembled one is FAILED_PRECONDITION / `not-assembled`.
     pub fn get(&self, name: &str) -> Result<Arc<Volume>, ServiceError> {
+        match self.entry(name)? {
+            VolumeEntry::Assembled(v) => Ok(v),
+            VolumeEntry::Unassembled(u) => Err(u.error()),
+        }
+    }
+
+    /// Volume `name`, assembled or not.
+    pub fn entry(&self, name: &str) -> Result<VolumeEntry, ServiceError> {
         self.map()
             .get(name)
             .cloned()
@@ -275,9 +655,20 @@ impl VolumeManager {
             })
     }
 
-    /// Every volume, by name.
-    pub fn list(&self) -> Vec<Arc<Volume>> {
+    /// Every volume, assembled or not, by name.
+    pub fn entries(&self) -> Vec<VolumeEntry> {
         self.map().values().cloned().collect()
+    }
+
+    /// Every assembled volume, by name.
+    pub fn list(&self) -> Vec<Arc<Volume>> {
+        self.map()
+            .values()
+            .filter_map(|e| match e {
+                VolumeEntry::Assembled(v) => Some(v.clone()),
+                VolumeEntry::Unassembled(_) => None,
+            })
+            .collect()
     }
 
     /// Columns of all volumes on node `node_id`.
@@ -296,6 +687,13 @@ impl VolumeManager {
     /// Forgets every volume (the coordinator is stopping).
     pub fn clear(&self) {
         self.map_mut().clear();
+    }
+
+    /// Stops every resync after the stripes in progress (the coordinator is stopping); a
+    /// volume whose resync did not finish stays dirty.
+    pub async fn stop_resyncs(&self) {
+        let resyncs = self.list().into_iter().filter_map(|v| v.resync_handle());
+        futures::future::join_all(resyncs.map(|r| async move { r.stop().await })).await;
     }
 
     /// Waits until no access holds a stripe lock, for at most `within`; returns whether it got
@@ -319,6 +717,45 @@ impl VolumeManager {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Clean shutdown, after [`VolumeManager::stop_resyncs`] and [`VolumeManager::drain`]:
+    /// marks every assembled volume clean (counter bumped, on its labels and in the store),
+    /// unless an access still holds one of its stripe locks or its resync did not finish (it
+    /// then stays dirty and is resynced at the next assembly). No change is recorded for a
+    /// volume after this.
+    pub async fn mark_clean_all(&self) {
+        let marks = self.list().into_iter().map(|v| async move {
+            let held = v.array.stripe_locks().stats().held;
+            if held > 0 {
+                tracing::warn!(
+                    volume = v.name(),
+                    held,
+                    "left dirty: accesses still running"
+                );
+                return;
+            }
+            if let Some(r) = v.resync().filter(|r| !r.completed()) {
+                tracing::info!(
+                    volume = v.name(),
+                    done = r.done,
+                    stripes = r.total,
+                    "left dirty: its resync did not finish"
+                );
+                return;
+            }
+            match v.recorder.mark_clean().await {
+                Ok(state) => tracing::info!(
+                    volume = v.name(),
+                    counter = state.mod_counter,
+                    "volume marked clean"
+                ),
+                Err(error) => {
+                    tracing::warn!(volume = v.name(), %error, "left dirty: could not mark it clean")
+                }
+            }
+        });
+        futures::future::join_all(marks).await;
     }
 
     /// Creates a volume: checks the request, picks the nodes, creates one component per column,
@@ -347,6 +784,13 @@ impl VolumeManager {
         }
 
         let id = format!("v{:016x}", rand::random::<u64>());
+        check_labels_fit(
+            self.registry.fencing().cluster_id(),
+            &spec.name,
+            &id,
+            &plan.layout,
+            &nodes,
+        )?;
         let geometry = *plan.layout.geometry();
         let block_size = u32::try_from(geometry.block_size())
             .map_err(|_| ServiceError::Internal("block size overflows 32 bits".into()))?;
@@ -422,6 +866,10 @@ impl VolumeManager {
             stripe_unit_blocks: geometry.stripe_unit_blocks(),
             block_size,
             blocks_per_column: blocks,
+            mod_counter: 1,
+            config_epoch: 1,
+            // In use from now on.
+            clean: false,
             components: created
                 .iter()
                 .enumerate()
@@ -430,21 +878,35 @@ impl VolumeManager {
                     node_id: node.id().to_owned(),
                     node_address: node.address().to_owned(),
                     component_id: info.id.clone(),
+                    serial: info.serial,
                     state: StateRecord::Optimal,
                 })
                 .collect(),
         };
-        let stored = match self.build(record.clone()) {
-            Ok(volume) => self
-                .store
-                .insert_volume_async(record)
-                .await
-                .map(|()| volume)
-                .map_err(|e| match e {
-                    crate::store::StoreError::Exists(name) => ServiceError::VolumeExists { name },
-                    other => ServiceError::Store(other),
-                }),
-            Err(e) => Err(ServiceError::Internal(e)),
+        // Labels first, then the record: a crash in between leaves orphan components, never a
+        // record whose components have no label.
+        let stored = match self.label_new_volume(&record, &plan.layout).await {
+            Ok(labels) => match self.build(
+                record.clone(),
+                labels,
+                record.durable(),
+                record.states(),
+                AssemblyNote::default(),
+            ) {
+                Ok(volume) => self
+                    .store
+                    .insert_volume_async(record)
+                    .await
+                    .map(|()| volume)
+                    .map_err(|e| match e {
+                        crate::store::StoreError::Exists(name) => {
+                            ServiceError::VolumeExists { name }
+                        }
+                        other => ServiceError::Store(other),
+                    }),
+                Err(e) => Err(ServiceError::Internal(e)),
+            },
+            Err(e) => Err(e),
         };
         let volume = match stored {
             Ok(volume) => Arc::new(volume),
@@ -454,9 +916,32 @@ impl VolumeManager {
                 return Err(e);
             }
         };
-        self.map_mut().insert(spec.name.clone(), volume.clone());
+        self.map_mut()
+            .insert(spec.name.clone(), VolumeEntry::Assembled(volume.clone()));
         tracing::info!(volume = %spec.name, %id, "volume created");
         Ok(volume)
+    }
+
+    /// Writes the first label of every component of a new volume (all of them must be written).
+    async fn label_new_volume(
+        &self,
+        record: &VolumeRecord,
+        layout: &Layout,
+    ) -> Result<VolumeLabels, ServiceError> {
+        let labels = self
+            .labels_of(record, layout)
+            .map_err(ServiceError::Internal)?;
+        let failures = labels.write(&record.durable(), None).await;
+        if let Some((column, error)) = failures.into_iter().next() {
+            let c = &record.components[column];
+            return Err(ServiceError::Label {
+                volume: record.name.clone(),
+                node: c.node_id.clone(),
+                component: c.component_id.clone(),
+                source: error,
+            });
+        }
+        Ok(labels)
     }
 
     /// The columns a request asks for, defaults resolved.
@@ -559,23 +1044,28 @@ impl VolumeManager {
         Ok(reachable.into_iter().take(columns).collect())
     }
 
-    /// Deletes volume `name`: forgets it (new calls get NOT_FOUND), removes its record, then
-    /// deletes its components on the nodes, best effort (a node that cannot be reached keeps an
-    /// orphan component, logged with its id).
+    /// Deletes volume `name` (assembled or not): forgets it (new calls get NOT_FOUND), removes
+    /// its record, then deletes its components on the nodes, best effort (a node that cannot be
+    /// reached keeps an orphan component, logged with its id).
     pub async fn delete(&self, name: &str) -> Result<(), ServiceError> {
         let _one_at_a_time = self.admin.lock().await;
-        let volume = self
+        let entry = self
             .map_mut()
             .remove(name)
             .ok_or_else(|| ServiceError::UnknownVolume {
                 name: name.to_owned(),
             })?;
         if let Err(e) = self.store.remove_volume_async(name.to_owned()).await {
-            self.map_mut().insert(name.to_owned(), volume);
+            self.map_mut().insert(name.to_owned(), entry);
             return Err(ServiceError::Store(e));
         }
+        if let VolumeEntry::Assembled(v) = &entry
+            && let Some(r) = v.resync_handle()
+        {
+            r.stop().await;
+        }
         let registry = &self.registry;
-        delete_components(volume.components().iter().filter_map(|c| {
+        delete_components(entry.components().iter().filter_map(|c| {
             let node = registry.get(&c.node_id);
             if node.is_none() {
                 tracing::warn!(node = %c.node_id, component = %c.component_id, "cannot delete the component: its node is not registered");
@@ -583,7 +1073,7 @@ impl VolumeManager {
             node.map(|n| (n, c.component_id.clone()))
         }))
         .await;
-        tracing::info!(volume = %name, id = volume.id(), "volume deleted");
+        tracing::info!(volume = %name, id = entry.id(), "volume deleted");
         Ok(())
     }
 
@@ -645,6 +1135,42 @@ impl VolumeManager {
             }
         }
     }
+}
+
+/// Refuses a volume whose labels would not fit a node's label area.
+fn check_labels_fit(
+    cluster_id: &str,
+    name: &str,
+    id: &str,
+    layout: &Layout,
+    nodes: &[&RegisteredNode],
+) -> Result<(), ServiceError> {
+    let columns = nodes
+        .iter()
+        .enumerate()
+        .map(|(column, n)| LabelColumn {
+            node_id: n.id().to_owned(),
+            component_id: format!("{id}-c{column}"),
+            serial: u64::MAX,
+            client: n.client().clone(),
+        })
+        .collect();
+    let probe = VolumeRecord {
+        version: VOLUME_RECORD_VERSION,
+        name: name.to_owned(),
+        id: id.to_owned(),
+        level: layout.level().into(),
+        stripe_unit_blocks: layout.geometry().stripe_unit_blocks(),
+        block_size: layout.geometry().block_size() as u32,
+        blocks_per_column: layout.geometry().blocks_per_column(),
+        mod_counter: 0,
+        config_epoch: 0,
+        clean: false,
+        components: Vec::new(),
+    };
+    VolumeLabels::new(cluster_id, &probe, layout, columns, Duration::from_secs(1))
+        .fit()
+        .map_err(|detail| ServiceError::BadGeometry { detail })
 }
 
 /// Deletes components, concurrently and best effort: failures are logged.

@@ -94,6 +94,9 @@ pub mod error_kind {
     pub const FENCED: &str = "fenced";
     /// A state change could not be made durable, so the access was not acknowledged.
     pub const STATE_NOT_RECORDED: &str = "state-not-recorded";
+    /// The volume is not assembled (not clean and degraded: it needs a forced assembly; or more
+    /// failures than its layout tolerates), so it serves no I/O.
+    pub const NOT_ASSEMBLED: &str = "not-assembled";
     /// A bug or an unexpected condition on the coordinator.
     pub const INTERNAL: &str = "internal";
 }

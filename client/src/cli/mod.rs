@@ -194,6 +194,20 @@ pub enum VolumeCommand {
         /// The volume.
         name: String,
     },
+    /// Assemble a volume again from the labels on its components, like `raidctl -C`.
+    ///
+    /// For a volume the coordinator did not assemble at start (state not-assembled: not shut
+    /// down cleanly and degraded, or more failures than its layout tolerates). Without --force
+    /// a volume that is not clean and degraded stays unassembled and the answer says what
+    /// forcing would risk; with --force it is assembled, and what is at risk is printed.
+    Assemble {
+        /// The volume.
+        name: String,
+        /// Assemble it even though it was not shut down cleanly and is degraded (the RAID 5
+        /// write hole: stripes written at the crash may rebuild the failed column's data wrong).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn size_arg(text: &str) -> Result<u64, String> {
@@ -351,6 +365,30 @@ async fn verb(args: &Args, target: &Target, client: &Client) -> anyhow::Result<(
                 print_json(&serde_json::json!({ "deleted": name }));
             } else {
                 println!("deleted volume {name}");
+            }
+        }
+        Command::Volume(VolumeCommand::Assemble { name, force }) => {
+            let outcome = client.assemble_volume(name, *force).await?;
+            if args.json {
+                let failed: Vec<_> = outcome
+                    .newly_failed
+                    .iter()
+                    .map(|(column, reason)| serde_json::json!({ "column": column, "reason": reason }))
+                    .collect();
+                print_json(&serde_json::json!({
+                    "volume": output::volume_json(&outcome.volume),
+                    "at_risk": outcome.at_risk,
+                    "newly_failed": failed,
+                }));
+            } else {
+                println!("assembled volume {name}");
+                if let Some(risk) = &outcome.at_risk {
+                    println!("at risk: {risk}");
+                }
+                for (column, reason) in &outcome.newly_failed {
+                    println!("column {column} failed: {reason}");
+                }
+                print!("{}", output::volume_status(&outcome.volume));
             }
         }
         Command::Status { volume } => status(args.json, client, volume.as_deref()).await?,
@@ -629,6 +667,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.data_dir, PathBuf::from("/tmp/d"));
+        let a = parse(&["volume", "assemble", "vol0", "--force"]).unwrap();
+        assert!(matches!(
+            a.command,
+            Command::Volume(VolumeCommand::Assemble { force: true, .. })
+        ));
         let a = parse(&["up", "--nodes", "6", "--listen", "127.0.0.1:0"]).unwrap();
         assert!(matches!(a.command, Command::Up(UpArgs { nodes: 6, .. })));
     }

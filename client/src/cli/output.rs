@@ -73,6 +73,19 @@ pub fn volume_json(v: &VolumeInfo) -> Value {
             "dags_rolled_backward": v.counters.dags_rolled_backward,
             "lost_stripes": v.counters.lost_stripes,
         },
+        "resync": v.resync.as_ref().map(|r| json!({
+            "running": r.running,
+            "stripes_done": r.stripes_done,
+            "stripes_total": r.stripes_total,
+            "stripes_skipped": r.stripes_skipped,
+            "error": r.error,
+        })),
+        "assembly": {
+            "problem": v.assembly.problem,
+            "needs_force": v.assembly.needs_force,
+            "forced": v.assembly.forced,
+            "at_risk": v.assembly.at_risk,
+        },
     })
 }
 
@@ -195,6 +208,33 @@ pub fn volume_status(v: &VolumeInfo) -> String {
         k.dags_rolled_backward,
         k.lost_stripes
     );
+    if let Some(r) = &v.resync {
+        let _ = writeln!(
+            out,
+            "  resync: {} of {} stripes{}{}",
+            r.stripes_done,
+            r.stripes_total,
+            if r.stripes_skipped > 0 {
+                format!(
+                    " ({} skipped: their data is on a failed column)",
+                    r.stripes_skipped
+                )
+            } else {
+                String::new()
+            },
+            match (&r.error, r.running) {
+                (Some(e), _) => format!(", stopped: {e}"),
+                (None, true) => ", running".to_owned(),
+                (None, false) => ", done".to_owned(),
+            }
+        );
+    }
+    if let Some(problem) = &v.assembly.problem {
+        let _ = writeln!(out, "  not assembled: {problem}");
+    }
+    if let Some(risk) = v.assembly.at_risk.as_ref().filter(|_| v.assembly.forced) {
+        let _ = writeln!(out, "  assembled by force; at risk: {risk}");
+    }
     out
 }
 
@@ -263,6 +303,8 @@ mod tests {
                 })
                 .collect(),
             counters: VolumeCounters::default(),
+            resync: None,
+            assembly: Default::default(),
         }
     }
 

@@ -291,6 +291,8 @@ impl VolumeService for Fake {
                 })
                 .collect(),
             counters: Some(pb::VolumeCounters::default()),
+            resync: None,
+            assembly: None,
         };
         volumes.insert(
             r.name,
@@ -468,5 +470,21 @@ impl VolumeService for Fake {
         c.state = pb::ComponentState::Failed as i32;
         v.info.state = pb::VolumeState::Degraded as i32;
         Ok(Response::new(v.info.clone()))
+    }
+
+    async fn assemble_volume(
+        &self,
+        request: Request<pb::AssembleVolumeRequest>,
+    ) -> Result<Response<pb::AssembleVolumeResponse>, Status> {
+        self.check_token(&request)?;
+        let r = request.into_inner();
+        let volumes = self.volumes.lock().unwrap();
+        let v = volumes.get(&r.name).ok_or_else(|| Self::unknown(&r.name))?;
+        // The fake's volumes are always assembled: answered as they are.
+        Ok(Response::new(pb::AssembleVolumeResponse {
+            volume: Some(v.info.clone()),
+            at_risk: String::new(),
+            newly_failed: Vec::new(),
+        }))
     }
 }

@@ -20,6 +20,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 use crate::error::{NodeClientError, NodeErrorKind};
+use crate::labels::LabelWriteError;
 use crate::store::StoreError;
 
 /// Why a volume API call failed.
@@ -113,6 +114,29 @@ pub enum ServiceError {
         #[source]
         source: Box<NodeClientError>,
     },
+    /// A component label of a new volume could not be written.
+    #[error(
+        "volume {volume:?}: writing the label of component {component} on storage node {node}: {source}"
+    )]
+    Label {
+        /// The volume.
+        volume: String,
+        /// The node's id.
+        node: String,
+        /// The component's id.
+        component: String,
+        /// What went wrong.
+        #[source]
+        source: LabelWriteError,
+    },
+    /// The volume is not assembled, so it serves no I/O.
+    #[error("volume {volume:?} is not assembled: {problem}")]
+    NotAssembled {
+        /// The volume.
+        volume: String,
+        /// Why (what forcing would risk, or why it cannot be assembled at all).
+        problem: String,
+    },
     /// The coordinator's store failed.
     #[error("coordinator store: {0}")]
     Store(#[from] StoreError),
@@ -140,6 +164,14 @@ impl ServiceError {
             ServiceError::TooLarge { .. } => (Code::InvalidArgument, error_kind::TOO_LARGE),
             ServiceError::Access { source, .. } => access_code_and_kind(source),
             ServiceError::Provision { source, .. } => provision_code_and_kind(source),
+            ServiceError::Label { source, .. } => match source {
+                LabelWriteError::Fenced(_) => (Code::FailedPrecondition, error_kind::FENCED),
+                LabelWriteError::Component(_) => (Code::Unavailable, error_kind::NODE_UNAVAILABLE),
+                LabelWriteError::Refused(_) => (Code::Internal, error_kind::INTERNAL),
+            },
+            ServiceError::NotAssembled { .. } => {
+                (Code::FailedPrecondition, error_kind::NOT_ASSEMBLED)
+            }
             ServiceError::Store(StoreError::Closed) => {
                 (Code::Unavailable, error_kind::SHUTTING_DOWN)
             }
@@ -247,6 +279,15 @@ mod tests {
                 kind,
                 detail: "d".into(),
             }),
+        }
+    }
+
+    fn label(source: LabelWriteError) -> ServiceError {
+        ServiceError::Label {
+            volume: "v".into(),
+            node: "n1".into(),
+            component: "v1-c0".into(),
+            source,
         }
     }
 
@@ -412,6 +453,29 @@ mod tests {
                 ServiceError::Store(StoreError::Closed),
                 Code::Unavailable,
                 "shutting-down",
+            ),
+            (
+                ServiceError::NotAssembled {
+                    volume: "v".into(),
+                    problem: "not shut down cleanly and degraded".into(),
+                },
+                Code::FailedPrecondition,
+                "not-assembled",
+            ),
+            (
+                label(LabelWriteError::Component("down".into())),
+                Code::Unavailable,
+                "node-unavailable",
+            ),
+            (
+                label(LabelWriteError::Fenced("stale".into())),
+                Code::FailedPrecondition,
+                "fenced",
+            ),
+            (
+                label(LabelWriteError::Refused("too large".into())),
+                Code::Internal,
+                "internal",
             ),
             (
                 ServiceError::Store(StoreError::Exists("x".into())),

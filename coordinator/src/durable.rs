@@ -1,0 +1,253 @@
+//! The durable state of one volume ([`DurableState`]: modification counter, config epoch, clean
+//! flag, every column's state) and [`VolumeStates`], which keeps it on both copies: the label of
+//! every surviving component and the coordinator's store record.
+//!
+//! **Order of a change.** The counter is bumped, the new labels are written to every column the
+//! new state does not call failed (concurrently, each under the node deadline), then the store
+//! record is updated; only then does the change count as durable (and the access that needed it
+//! may be acknowledged). A crash anywhere in between leaves some copies at the new counter and
+//! the rest at the old one; assembly takes the highest counter
+//! (`dagraid_core::meta::assembly`), and either record is a state the volume really was in.
+//!
+//! **Which copy is authoritative.** Neither by kind: the one with the highest counter. The store
+//! is not trusted over a label because a crash between the label writes and the store write
+//! leaves the labels ahead; a label is not trusted over the store or another label because a
+//! component left behind by a failure (its node down while the others were relabelled) keeps an
+//! older label that still calls it optimal. The highest counter is always the latest state that
+//! reached at least one copy, and every later change starts from it.
+//!
+//! **A component whose label cannot be written is failed** (Linux md does the same with a
+//! superblock write error): the change is written again, with that column failed and the
+//! counter bumped, to the others, if the layout tolerates it; otherwise the change fails and so
+//! does the access that needed it. The array learns about the failure right after (the column is
+//! failed through [`Array::fail_component`]); until then the recorder keeps it failed in every
+//! change it writes. A node that refuses this coordinator's epoch fails the change: a newer
+//! coordinator owns the volume.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use dagraid_core::access::{Array, StateRecorder};
+use dagraid_core::array::{ComponentState, ComponentStates};
+use dagraid_core::layout::{ColumnSet, Layout};
+use futures::future::BoxFuture;
+
+use crate::labels::{ArmedCrash, CrashHook, LabelWriteError, VolumeLabels};
+use crate::store::{DurableState, Store};
+
+/// What the recorder knows about the volume's durable state.
+#[derive(Debug)]
+struct Persisted {
+    /// The state last made durable on labels and store.
+    durable: DurableState,
+    /// The highest counter used so far (written to some labels, maybe not all).
+    counter: u64,
+    /// Columns this recorder failed because their label write failed, until the array knows.
+    failed_here: BTreeSet<usize>,
+    /// Marked clean at shutdown: no further change may be recorded.
+    closed: bool,
+}
+
+/// The [`StateRecorder`] of one volume: labels on the surviving components, then the store.
+#[derive(Debug)]
+pub struct VolumeStates {
+    store: Store,
+    name: String,
+    id: String,
+    layout: Layout,
+    labels: VolumeLabels,
+    persisted: tokio::sync::Mutex<Persisted>,
+    /// A copy of `persisted.durable` for readers that must not wait.
+    snapshot: Mutex<DurableState>,
+    array: OnceLock<Weak<Array>>,
+    crash: Option<Arc<CrashHook>>,
+}
+
+impl VolumeStates {
+    /// The recorder of volume `name` (id `id`) whose durable state is `durable` (as last
+    /// persisted, or as assembly decided).
+    pub fn new(
+        store: Store,
+        name: impl Into<String>,
+        id: impl Into<String>,
+        layout: Layout,
+        labels: VolumeLabels,
+        durable: DurableState,
+        crash: Option<Arc<CrashHook>>,
+    ) -> Self {
+        Self {
+            store,
+            name: name.into(),
+            id: id.into(),
+            layout,
+            labels,
+            snapshot: Mutex::new(durable.clone()),
+            persisted: tokio::sync::Mutex::new(Persisted {
+                counter: durable.mod_counter,
+                durable,
+                failed_here: BTreeSet::new(),
+                closed: false,
+            }),
+            array: OnceLock::new(),
+            crash,
+        }
+    }
+
+    /// Tells the recorder which array it records for (to hand it the columns whose label write
+    /// failed).
+    pub fn attach(&self, array: &Arc<Array>) {
+        let _ = self.array.set(Arc::downgrade(array));
+    }
+
+    /// The labels of the volume.
+    pub fn labels(&self) -> &VolumeLabels {
+        &self.labels
+    }
+
+    /// The durable state as last persisted.
+    pub fn durable(&self) -> DurableState {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Persists `states` with clean flag `clean` (`None`: unchanged) as the next state. With
+    /// `fail_unwritable`, a column whose label cannot be written is failed (within the
+    /// tolerance) and the change written again; without, any label failure fails the change
+    /// (assembly and creation, where nothing is served yet). `crash` is the test hook.
+    async fn persist(
+        &self,
+        states: Vec<ComponentState>,
+        clean: Option<bool>,
+        fail_unwritable: bool,
+        crash: Option<ArmedCrash>,
+    ) -> Result<DurableState, String> {
+        let mut p = self.persisted.lock().await;
+        if p.closed {
+            return Err(format!(
+                "volume {:?} was marked clean for shutdown; no state change is recorded any more",
+                self.name
+            ));
+        }
+        let mut states = states;
+        for &c in &p.failed_here {
+            if let Some(s) = states.get_mut(c) {
+                *s = ComponentState::Failed;
+            }
+        }
+        let clean = clean.unwrap_or(p.durable.clean);
+        let mut newly_failed = Vec::new();
+        let next = loop {
+            p.counter += 1;
+            let next = DurableState {
+                mod_counter: p.counter,
+                config_epoch: p.durable.config_epoch + u64::from(states != p.durable.states),
+                clean,
+                states: states.clone(),
+            };
+            let failures = self.labels.write(&next, crash).await;
+            if failures.is_empty() {
+                break next;
+            }
+            for (column, error) in failures {
+                match error {
+                    LabelWriteError::Component(detail) if fail_unwritable => {
+                        let mut failed: ColumnSet = failed_columns(&states);
+                        failed.insert(column);
+                        if !self.layout.tolerates(&failed) {
+                            return Err(format!(
+                                "the label of column {column} cannot be written ({detail}) and failing it would exceed the tolerance of {}",
+                                self.layout.level()
+                            ));
+                        }
+                        tracing::warn!(volume = %self.name, column, error = %detail, "label write failed; the component is marked failed");
+                        states[column] = ComponentState::Failed;
+                        newly_failed.push(column);
+                    }
+                    other => {
+                        return Err(format!("the label of column {column}: {other}"));
+                    }
+                }
+            }
+        };
+        self.store
+            .update_state_async(self.name.clone(), self.id.clone(), next.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        p.failed_here.extend(newly_failed.iter().copied());
+        p.durable = next.clone();
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = next.clone();
+        drop(p);
+        if !newly_failed.is_empty() {
+            self.hand_failures_to_array(newly_failed);
+        }
+        Ok(next)
+    }
+
+    /// Fails, in the array, the columns whose label write failed (in a task: the array records
+    /// the change through this recorder, which is busy now).
+    fn hand_failures_to_array(&self, columns: Vec<usize>) {
+        let Some(array) = self.array.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            for column in columns {
+                if let Err(error) = array.fail_component(column).await {
+                    tracing::warn!(volume = %name, column, %error, "could not fail the column whose label write failed");
+                }
+            }
+        });
+    }
+
+    /// Assembly: persists the decided `states`, not clean (the volume is about to serve), under
+    /// a counter above every copy found (the recorder starts from the authoritative record).
+    /// Every surviving label must be written.
+    pub async fn persist_assembly(
+        &self,
+        states: Vec<ComponentState>,
+    ) -> Result<DurableState, String> {
+        self.persist(states, Some(false), false, None).await
+    }
+
+    /// Clean shutdown: persists the current states with the clean flag set, then refuses any
+    /// further change (the volume must not be written after this). With the label of a
+    /// component that cannot be written, the column is failed as for any change.
+    pub async fn mark_clean(&self) -> Result<DurableState, String> {
+        let states = self.durable().states;
+        let done = self.persist(states, Some(true), true, None).await;
+        let mut p = self.persisted.lock().await;
+        p.closed = true;
+        done
+    }
+
+    /// Forgets the columns it failed that the array now knows are failed.
+    fn settle(&self, p: &mut Persisted, states: &[ComponentState]) {
+        p.failed_here
+            .retain(|&c| !states.get(c).is_some_and(|s| s.is_failed()));
+    }
+}
+
+fn failed_columns(states: &[ComponentState]) -> ColumnSet {
+    states
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_failed())
+        .map(|(c, _)| c)
+        .collect()
+}
+
+impl StateRecorder for VolumeStates {
+    fn record<'a>(&'a self, states: &'a ComponentStates) -> BoxFuture<'a, Result<(), String>> {
+        let states = states.states().to_vec();
+        Box::pin(async move {
+            {
+                let mut p = self.persisted.lock().await;
+                self.settle(&mut p, &states);
+            }
+            let crash = ArmedCrash::take(self.crash.as_ref());
+            self.persist(states, None, true, crash).await.map(drop)
+        })
+    }
+}

@@ -1,0 +1,402 @@
+//! Component labels on the storage nodes: writing a volume's [`DurableState`] to the label area
+//! of its surviving components, and reading every column's label back at assembly.
+//!
+//! The label format is the core's ([`dagraid_core::meta::label`]); the node keeps it in two
+//! alternating checksummed slots, so each write replaces the label atomically. Writes go to all
+//! the columns concurrently, each under the deadline of one node operation, and carry the
+//! coordinator's fencing (a node that has a newer owner refuses them).
+//!
+//! Reads at assembly ([`VolumeLabels::read_all`]) poll the nodes that do not answer until the
+//! assembly deadline, but only while the answer matters: a column that the best record found so
+//! far already calls failed is not waited for.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dagraid_core::array::ComponentState;
+use dagraid_core::layout::Layout;
+use dagraid_core::meta::assembly::{self, Found};
+use dagraid_core::meta::label::{
+    ComponentLabel, LABEL_MAGIC, LABEL_VERSION, LabelGeometry, LabelState, Member,
+};
+use tokio::time::Instant;
+
+use crate::error::{NodeClientError, NodeErrorKind};
+use crate::node_client::{LABEL_AREA_BYTES, NodeClient, SlotArea};
+use crate::store::{DurableState, VolumeRecord};
+
+/// Environment variable of the test-only crash hook ([`CrashHook`]).
+pub const CRASH_AFTER_LABEL_WRITES_ENV: &str = "DAGRAID_TEST_CRASH_AFTER_LABEL_WRITES";
+
+/// Interval between two rounds of label reads while nodes are awaited at assembly.
+pub const ASSEMBLY_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// **Test only.** Makes the process abort in the middle of the first state change an access (or
+/// the health loop, or an administrator) records after it started: right after the `k`-th label
+/// write, or, when the change writes `k` labels or fewer, after the last of them and before the
+/// store write; `k = 0` aborts before any label write. While armed, that change writes its
+/// labels one at a time in column order, so exactly `k` are written. Set by
+/// [`CRASH_AFTER_LABEL_WRITES_ENV`]; the crash-consistency tests use it to cut a state change
+/// after every `k` of its `n` label writes.
+#[derive(Debug)]
+pub struct CrashHook {
+    after: usize,
+    armed: AtomicBool,
+}
+
+impl CrashHook {
+    /// A hook aborting after `after` label writes of the next state change.
+    pub fn new(after: usize) -> Arc<Self> {
+        Arc::new(Self {
+            after,
+            armed: AtomicBool::new(true),
+        })
+    }
+
+    /// Takes the hook for one state change: `Some(k)` the first time only.
+    fn take(&self) -> Option<usize> {
+        self.armed
+            .swap(false, Ordering::AcqRel)
+            .then_some(self.after)
+    }
+
+    fn abort(written: usize) -> ! {
+        eprintln!(
+            "dagraid-coordinator: test hook {CRASH_AFTER_LABEL_WRITES_ENV}: aborting after {written} label writes"
+        );
+        std::process::abort()
+    }
+}
+
+/// What a label write of one state change does when the hook is armed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ArmedCrash(usize);
+
+impl ArmedCrash {
+    /// Takes `hook` for this change, if there is one and it is still armed.
+    pub(crate) fn take(hook: Option<&Arc<CrashHook>>) -> Option<ArmedCrash> {
+        hook.and_then(|h| h.take()).map(ArmedCrash)
+    }
+
+    /// Aborts if the change has written as many labels as the hook allows.
+    pub(crate) fn check(self, written: usize) {
+        if written >= self.0 {
+            CrashHook::abort(written);
+        }
+    }
+}
+
+/// One column as its label names it and as the coordinator reaches it.
+#[derive(Debug, Clone)]
+pub struct LabelColumn {
+    /// The node's id.
+    pub node_id: String,
+    /// The component's id on the node.
+    pub component_id: String,
+    /// The component's serial (0: unknown).
+    pub serial: u64,
+    /// The connection to the node.
+    pub client: NodeClient,
+}
+
+/// Why a label write failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelWriteError {
+    /// The node refused this coordinator's epoch or cluster: another coordinator owns it.
+    #[error("fenced: {0}")]
+    Fenced(String),
+    /// The component cannot hold its label any more (node down, no answer within the
+    /// deadline, component failed or gone): the column must be failed.
+    #[error("{0}")]
+    Component(String),
+    /// The request itself was refused (a bug: a label too large, a malformed call).
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl LabelWriteError {
+    fn of(e: &NodeClientError) -> LabelWriteError {
+        match e.kind() {
+            Some(NodeErrorKind::Fenced) => LabelWriteError::Fenced(e.to_string()),
+            Some(NodeErrorKind::InvalidRequest | NodeErrorKind::OutOfRange) | None => {
+                LabelWriteError::Refused(e.to_string())
+            }
+            Some(_) => LabelWriteError::Component(e.to_string()),
+        }
+    }
+}
+
+/// Everything needed to write and read the labels of one volume.
+#[derive(Debug, Clone)]
+pub struct VolumeLabels {
+    cluster_id: String,
+    volume_id: String,
+    volume_name: String,
+    geometry: LabelGeometry,
+    columns: Vec<LabelColumn>,
+    /// Deadline of one label write or read.
+    deadline: Duration,
+}
+
+impl VolumeLabels {
+    /// The labels of the volume `record` describes (geometry `layout`), over `columns` (one per
+    /// column, in order), each call under `deadline`.
+    pub fn new(
+        cluster_id: &str,
+        record: &VolumeRecord,
+        layout: &Layout,
+        columns: Vec<LabelColumn>,
+        deadline: Duration,
+    ) -> Self {
+        Self {
+            cluster_id: cluster_id.to_owned(),
+            volume_id: record.id.clone(),
+            volume_name: record.name.clone(),
+            geometry: LabelGeometry::of(layout),
+            columns,
+            deadline,
+        }
+    }
+
+    /// The columns.
+    pub fn columns(&self) -> &[LabelColumn] {
+        &self.columns
+    }
+
+    /// The label of `column` for `state`.
+    pub fn label(&self, column: usize, state: &DurableState) -> ComponentLabel {
+        ComponentLabel {
+            magic: LABEL_MAGIC.to_owned(),
+            version: LABEL_VERSION,
+            cluster_id: self.cluster_id.clone(),
+            volume_id: self.volume_id.clone(),
+            volume_name: self.volume_name.clone(),
+            column: column as u32,
+            serial: self.columns[column].serial,
+            geometry: self.geometry.clone(),
+            mod_counter: state.mod_counter,
+            config_epoch: state.config_epoch,
+            clean: state.clean,
+            members: self
+                .columns
+                .iter()
+                .zip(&state.states)
+                .map(|(c, s)| Member {
+                    node_id: c.node_id.clone(),
+                    component_id: c.component_id.clone(),
+                    state: LabelState::from(*s),
+                })
+                .collect(),
+        }
+    }
+
+    /// The largest encoded label of this volume, in bytes (all columns failed but one is as
+    /// long as any).
+    pub fn largest_label_bytes(&self) -> usize {
+        let state = DurableState {
+            mod_counter: u64::MAX,
+            config_epoch: u64::MAX,
+            clean: false,
+            states: vec![ComponentState::Optimal; self.columns.len()],
+        };
+        (0..self.columns.len())
+            .map(|c| self.label(c, &state).encode().len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether the labels fit the node's label area.
+    pub fn fit(&self) -> Result<(), String> {
+        let bytes = self.largest_label_bytes();
+        if bytes > LABEL_AREA_BYTES {
+            return Err(format!(
+                "its component labels would take {bytes} bytes; a label holds at most {LABEL_AREA_BYTES} (fewer columns, or shorter node ids)"
+            ));
+        }
+        Ok(())
+    }
+
+    async fn write_one(&self, column: usize, state: &DurableState) -> Result<(), LabelWriteError> {
+        let c = &self.columns[column];
+        let payload = Bytes::from(self.label(column, state).encode());
+        match tokio::time::timeout(
+            self.deadline,
+            c.client
+                .write_slot(&c.component_id, SlotArea::Label, payload),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(LabelWriteError::of(&e)),
+            Err(_) => Err(LabelWriteError::Component(format!(
+                "node {} ({}): no answer to the label write within {:?}",
+                c.node_id,
+                c.client.address(),
+                self.deadline
+            ))),
+        }
+    }
+
+    /// Writes `state`'s label to every column `state` does not call failed: concurrently, or
+    /// one at a time when the crash hook is armed for this change. Returns the columns whose
+    /// write failed, with why.
+    pub(crate) async fn write(
+        &self,
+        state: &DurableState,
+        crash: Option<ArmedCrash>,
+    ) -> Vec<(usize, LabelWriteError)> {
+        let targets: Vec<usize> = (0..self.columns.len())
+            .filter(|&c| !state.states.get(c).is_none_or(|s| s.is_failed()))
+            .collect();
+        let mut failed = Vec::new();
+        match crash {
+            None => {
+                let writes: Vec<_> = targets
+                    .iter()
+                    .copied()
+                    .map(|c| async move { (c, self.write_one(c, state).await) })
+                    .collect();
+                for (c, r) in futures::future::join_all(writes).await {
+                    if let Err(e) = r {
+                        failed.push((c, e));
+                    }
+                }
+            }
+            Some(crash) => {
+                let mut written = 0;
+                crash.check(written);
+                for &c in &targets {
+                    match self.write_one(c, state).await {
+                        Ok(()) => {
+                            written += 1;
+                            crash.check(written);
+                        }
+                        Err(e) => failed.push((c, e)),
+                    }
+                }
+                // Fewer labels than the hook allows: cut before the store write.
+                CrashHook::abort(written);
+            }
+        }
+        failed
+    }
+
+    /// Reads one column's label once: `Ok` is a final answer, `Err` a transient failure (worth
+    /// another try) with its reason. `unlabelled` is the record's own label, used when the
+    /// component has none and the record was never labelled (migrated from version 1).
+    async fn read_one(
+        &self,
+        column: usize,
+        unlabelled: Option<&ComponentLabel>,
+        deadline: Duration,
+    ) -> Result<Found, String> {
+        let c = &self.columns[column];
+        let answer = tokio::time::timeout(
+            deadline,
+            c.client.read_slot(&c.component_id, SlotArea::Label),
+        )
+        .await;
+        let slot = match answer {
+            Err(_) => {
+                return Err(format!(
+                    "node {} ({}) did not answer within {deadline:?}",
+                    c.node_id,
+                    c.client.address()
+                ));
+            }
+            Ok(Err(e)) => {
+                return match e.kind() {
+                    Some(NodeErrorKind::UnknownComponent) => Ok(Found::Foreign(format!(
+                        "component {} is missing on node {}",
+                        c.component_id, c.node_id
+                    ))),
+                    Some(NodeErrorKind::ComponentFailed) => Ok(Found::Unreachable(format!(
+                        "component {} has failed on node {}: {e}",
+                        c.component_id, c.node_id
+                    ))),
+                    Some(NodeErrorKind::Fenced | NodeErrorKind::InvalidRequest) => {
+                        Ok(Found::Unreachable(format!("node {}: {e}", c.node_id)))
+                    }
+                    _ => Err(format!("node {}: {e}", c.node_id)),
+                };
+            }
+            Ok(Ok(slot)) => slot,
+        };
+        let Some(slot) = slot else {
+            return Ok(match unlabelled {
+                Some(label) => Found::Label(label.clone()),
+                None => Found::Foreign(format!(
+                    "component {} on node {} has no label",
+                    c.component_id, c.node_id
+                )),
+            });
+        };
+        Ok(match ComponentLabel::decode(&slot.payload) {
+            Err(e) => Found::Foreign(format!(
+                "the label of component {} on node {}: {e}",
+                c.component_id, c.node_id
+            )),
+            Ok(l) if l.cluster_id != self.cluster_id => {
+                Found::Foreign(format!("label of cluster {:?}", l.cluster_id))
+            }
+            Ok(l) if c.serial != 0 && l.serial != 0 && l.serial != c.serial => Found::Foreign(
+                format!("label of component serial {}, not {}", l.serial, c.serial),
+            ),
+            Ok(l) => Found::Label(l),
+        })
+    }
+
+    /// Reads every column's label for assembly. Nodes that do not answer are asked again every
+    /// [`ASSEMBLY_POLL_INTERVAL`] until `until`, for as long as their column is optimal in the
+    /// best record found so far (the store's `recorded` view or a label); then they are
+    /// [`Found::Unreachable`].
+    pub async fn read_all(
+        &self,
+        layout: &Layout,
+        recorded: &DurableState,
+        until: Instant,
+    ) -> Vec<Found> {
+        let unlabelled = (recorded.mod_counter == 0).then(|| {
+            (0..self.columns.len())
+                .map(|c| self.label(c, recorded))
+                .collect::<Vec<_>>()
+        });
+        let n = self.columns.len();
+        let mut found: Vec<Option<Found>> = vec![None; n];
+        let mut last_error: Vec<String> = vec![String::new(); n];
+        loop {
+            let remaining = until.saturating_duration_since(Instant::now());
+            let attempt = self.deadline.min(remaining.max(Duration::from_millis(200)));
+            let pending: Vec<usize> = (0..n).filter(|&c| found[c].is_none()).collect();
+            let reads: Vec<_> = pending
+                .into_iter()
+                .map(|c| {
+                    let own = unlabelled.as_ref().map(|u| u[c].clone());
+                    async move { (c, self.read_one(c, own.as_ref(), attempt).await) }
+                })
+                .collect();
+            for (c, r) in futures::future::join_all(reads).await {
+                match r {
+                    Ok(f) => found[c] = Some(f),
+                    Err(why) => last_error[c] = why,
+                }
+            }
+            let view: Vec<Found> = (0..n)
+                .map(|c| {
+                    found[c]
+                        .clone()
+                        .unwrap_or_else(|| Found::Unreachable(last_error[c].clone()))
+                })
+                .collect();
+            // Wait only for columns the best record so far still calls optimal.
+            let plan = assembly::plan(layout, &self.volume_id, &recorded.recorded(), &view);
+            let worth_waiting = plan.newly_failed.iter().any(|(c, _)| found[*c].is_none());
+            if !worth_waiting || Instant::now() >= until {
+                return view;
+            }
+            tokio::time::sleep(ASSEMBLY_POLL_INTERVAL.min(remaining)).await;
+        }
+    }
+}
