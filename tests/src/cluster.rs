@@ -38,6 +38,8 @@ pub struct ClusterOptions {
     pub health_interval_ms: u64,
     /// Start the nodes with `--fault-injection`.
     pub fault_injection: bool,
+    /// More flags for the coordinator (e.g. `--assembly-wait-ms`).
+    pub coordinator_args: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -48,6 +50,7 @@ impl Default for ClusterOptions {
             node_deadline_ms: 2000,
             health_interval_ms: 500,
             fault_injection: false,
+            coordinator_args: Vec::new(),
         }
     }
 }
@@ -56,6 +59,7 @@ impl Default for ClusterOptions {
 pub struct CoordinatorProcess {
     data_dir: tempfile::TempDir,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     addr: SocketAddr,
 }
@@ -67,6 +71,7 @@ impl CoordinatorProcess {
         let mut c = CoordinatorProcess {
             data_dir,
             args,
+            env: Vec::new(),
             child: None,
             addr: ([127, 0, 0, 1], 0).into(),
         };
@@ -80,7 +85,8 @@ impl CoordinatorProcess {
             .arg(listen)
             .arg("--data-dir")
             .arg(self.data_dir.path().join("data"))
-            .args(&self.args);
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let log = self.data_dir.path().join("coordinator.log");
         let (child, addr) =
             process::spawn_listening(cmd, "dagraid-coordinator", COORDINATOR_PREFIX, &log).await?;
@@ -118,7 +124,26 @@ impl CoordinatorProcess {
         process::terminate(child).await
     }
 
-    /// Starts it again on the same data directory and port.
+    /// Sets (`Some`) or removes (`None`) an environment variable of the next start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_owned(), v.to_owned()));
+        }
+    }
+
+    /// Waits for the process to exit by itself (a crash, an abort), for at most `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let child = self.child.as_mut().context("coordinator is not running")?;
+        let status = tokio::time::timeout(timeout, child.wait())
+            .await
+            .with_context(|| format!("the coordinator did not exit within {timeout:?}"))?
+            .context("waiting for the coordinator")?;
+        self.child = None;
+        Ok(status)
+    }
+
+    /// Starts it again on the same data directory and port (after kill -9 if it runs).
     pub async fn restart(&mut self) -> Result<()> {
         self.kill9().await?;
         let listen = self.addr.to_string();
@@ -168,6 +193,7 @@ impl Cluster {
             args.push("--token".to_owned());
             args.push(t.clone());
         }
+        args.extend(options.coordinator_args.iter().cloned());
         let coordinator = CoordinatorProcess::start(args).await?;
         Ok(Cluster {
             nodes,
@@ -248,6 +274,23 @@ impl Cluster {
             );
         }
         Ok(cols)
+    }
+}
+
+impl Cluster {
+    /// Reads the used part of column `column` of `volume` straight from its node, whatever the
+    /// coordinator says of its state (a failed column's stale contents, say).
+    pub async fn read_column(&self, volume: &str, column: usize) -> Result<Vec<u8>> {
+        let v = self.volume_client().await?.get_volume(volume).await?;
+        let layout = layout_of(&v)?;
+        let c = v
+            .components
+            .get(column)
+            .ok_or_else(|| anyhow!("volume {volume} has no column {column}"))?;
+        let node = self
+            .node_by_id(&c.node_id)
+            .ok_or_else(|| anyhow!("column {column} is on unknown node {}", c.node_id))?;
+        read_component(node, &c.component_id, &layout).await
     }
 }
 

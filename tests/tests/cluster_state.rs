@@ -1,0 +1,620 @@
+//! Crash-proof cluster state on real processes: the coordinator killed (kill -9) under a write
+//! load, a node coming back with old data, a crash after every k of the n label writes of a
+//! state change, late writes of an older coordinator life, and a degraded volume after a crash
+//! (refused, then assembled by force through the CLI). Every test ends with the column checker.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dagraid_client::{
+    Client, ClientError, ClientOptions, ComponentState, RaidLevel, RetryPolicy, VolumeInfo,
+    VolumeSpec, VolumeState,
+};
+use dagraid_coordinator::labels::CRASH_AFTER_LABEL_WRITES_ENV;
+use dagraid_core::meta::label::ComponentLabel;
+use dagraid_proto::storage::v1 as spb;
+use dagraid_tests::cluster::{Cluster, ClusterOptions};
+use dagraid_tests::with_timeout;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * 1024;
+
+async fn client(cluster: &Cluster) -> Client {
+    Client::connect(
+        cluster.url(),
+        ClientOptions {
+            token: cluster.options.token.clone(),
+            request_timeout: Duration::from_secs(20),
+            retry: RetryPolicy::none(),
+            ..ClientOptions::default()
+        },
+    )
+    .await
+    .expect("connect to the coordinator")
+}
+
+fn random(rng: &mut StdRng, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rng.fill(&mut v[..]);
+    v
+}
+
+/// Polls `probe` every 50 ms until it answers `Some`, for at most `timeout`.
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `volume` is assembled and its resync (if any) has ended; returns its status.
+async fn settled(c: &Client, volume: &str) -> VolumeInfo {
+    eventually(
+        &format!("{volume} assembled with its resync done"),
+        Duration::from_secs(60),
+        || async {
+            let v = c.volume(volume).status().await.ok()?;
+            let resyncing =
+                v.state == VolumeState::Resyncing || v.resync.as_ref().is_some_and(|r| r.running);
+            (!resyncing && v.state != VolumeState::NotAssembled).then_some(v)
+        },
+    )
+    .await
+}
+
+/// The index in `cluster.nodes` of the node holding `column` of `volume`.
+async fn node_of(c: &Client, volume: &str, column: usize) -> usize {
+    let info = c.volume(volume).describe().await.unwrap();
+    let id = &info.components[column].node_id;
+    id.trim_start_matches("node").parse::<usize>().unwrap() - 1
+}
+
+/// Writes of unknown outcome (the coordinator died before answering): offset and data.
+type Unknown = Vec<(u64, Vec<u8>)>;
+
+/// Checks `got` against `reference`: every byte equal, except inside the writes of unknown
+/// outcome, where each byte is the old or the new one.
+fn check_acknowledged(got: &[u8], reference: &[u8], unknown: &Unknown, what: &str) {
+    assert_eq!(got.len(), reference.len(), "{what}: length");
+    let mut maybe: Vec<Option<u8>> = vec![None; got.len()];
+    for (off, data) in unknown {
+        for (i, b) in data.iter().enumerate() {
+            maybe[*off as usize + i] = Some(*b);
+        }
+    }
+    for (i, (&g, &r)) in got.iter().zip(reference).enumerate() {
+        let ok = g == r || maybe[i] == Some(g);
+        assert!(
+            ok,
+            "{what}: byte {i} is {g:#x}; acknowledged {r:#x}, in-flight {:?}",
+            maybe[i]
+        );
+    }
+}
+
+/// The modification counter of every column's label but `skip`, read straight from the nodes.
+async fn label_counters(cluster: &Cluster, info: &VolumeInfo, skip: &[u32]) -> Vec<u64> {
+    let mut counters = Vec::new();
+    for comp in info.components.iter().filter(|c| !skip.contains(&c.column)) {
+        let node = cluster.node_by_id(&comp.node_id).unwrap();
+        let slot = node
+            .client()
+            .await
+            .unwrap()
+            .read_slot(spb::ReadSlotRequest {
+                component_id: comp.component_id.clone(),
+                area: spb::SlotArea::Label as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(slot.present, "column {} has a label", comp.column);
+        let label = ComponentLabel::decode(&slot.payload).unwrap();
+        assert_eq!(label.volume_id, info.id);
+        assert_eq!(label.column, comp.column);
+        counters.push(label.mod_counter);
+    }
+    counters
+}
+
+/// The coordinator flags of these tests: a short assembly wait (nodes killed on purpose).
+fn options() -> ClusterOptions {
+    ClusterOptions {
+        coordinator_args: vec!["--assembly-wait-ms".into(), "3000".into()],
+        ..ClusterOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_the_coordinator_under_writes_reassembles_resyncs_and_loses_nothing() {
+    with_timeout(async {
+        let mut cluster = Cluster::start(options()).await.unwrap();
+        let c = client(&cluster).await;
+        let info = c
+            .create_volume(
+                VolumeSpec::new("r5", RaidLevel::Raid5, 8 * MIB)
+                    .columns(5)
+                    .stripe_unit_bytes(16 * KIB),
+            )
+            .await
+            .unwrap();
+        let size = info.size_bytes;
+        let mut rng = StdRng::seed_from_u64(1);
+        let first = random(&mut rng, size as usize);
+        c.volume("r5")
+            .write_at(0, Bytes::from(first.clone()))
+            .await
+            .unwrap();
+        let reference = Arc::new(Mutex::new(first));
+        let unknown: Arc<Mutex<Unknown>> = Arc::default();
+        let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+
+        // Writers on disjoint regions, each until its first error (the coordinator is gone).
+        let writers = 4u64;
+        let region = size / writers;
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let vol = c.volume("r5");
+            let (reference, unknown, acked) = (reference.clone(), unknown.clone(), acked.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(100 + w);
+                loop {
+                    let off = w * region + rng.random_range(0..region - 1);
+                    let len = rng.random_range(1..=(w * region + region - off).min(48 * KIB));
+                    let data = random(&mut rng, len as usize);
+                    match vol.write_at(off, Bytes::from(data.clone())).await {
+                        Ok(()) => {
+                            reference.lock().unwrap()[off as usize..(off + len) as usize]
+                                .copy_from_slice(&data);
+                            acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Err(_) => {
+                            unknown.lock().unwrap().push((off, data));
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
+        eventually(
+            "40 writes acknowledged",
+            Duration::from_secs(60),
+            || async { (acked.load(std::sync::atomic::Ordering::SeqCst) >= 40).then_some(()) },
+        )
+        .await;
+        cluster.coordinator.kill9().await.unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(c.cluster_info().await.is_err(), "the coordinator is gone");
+
+        cluster.coordinator.restart().await.unwrap();
+        let c = client(&cluster).await;
+        let v = settled(&c, "r5").await;
+        assert_eq!(v.state, VolumeState::Optimal, "{v:?}");
+        let resync = v
+            .resync
+            .expect("a volume that was not shut down cleanly is resynced");
+        assert_eq!(resync.error, None);
+        assert_eq!(resync.stripes_done, resync.stripes_total);
+        assert_eq!(resync.stripes_skipped, 0);
+        assert!(cluster.coordinator.log().contains("resync finished"));
+
+        let got = c.volume("r5").read_at(0, size as usize).await.unwrap();
+        let reference = reference.lock().unwrap().clone();
+        let unknown = unknown.lock().unwrap().clone();
+        check_acknowledged(&got, &reference, &unknown, "r5 after the crash");
+        cluster.check_columns("r5", &[]).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_with_old_data_stays_failed_across_coordinator_restarts() {
+    with_timeout(async {
+        let mut cluster = Cluster::start(options()).await.unwrap();
+        let c = client(&cluster).await;
+        let info = c
+            .create_volume(
+                VolumeSpec::new("r5", RaidLevel::Raid5, 2 * MIB)
+                    .columns(5)
+                    .stripe_unit_bytes(16 * KIB),
+            )
+            .await
+            .unwrap();
+        let size = info.size_bytes as usize;
+        let mut rng = StdRng::seed_from_u64(2);
+        let old = random(&mut rng, size);
+        let vol = c.volume("r5");
+        vol.write_at(0, Bytes::from(old.clone())).await.unwrap();
+        let old_column = cluster.read_column("r5", 2).await.unwrap();
+
+        let x = node_of(&c, "r5", 2).await;
+        cluster.nodes[x].kill9().await.unwrap();
+        let new = random(&mut rng, size);
+        vol.write_at(0, Bytes::from(new.clone())).await.unwrap();
+        let s = vol.status().await.unwrap();
+        assert_eq!(s.components[2].state, ComponentState::Failed);
+
+        // The node comes back on its old data: the coordinator sees it, and never reads it.
+        cluster.nodes[x].restart_on_same_port().await.unwrap();
+        let node_id = s.components[2].node_id.clone();
+        eventually(
+            "the node reachable again",
+            Duration::from_secs(30),
+            || async {
+                let info = c.cluster_info().await.ok()?;
+                info.nodes
+                    .iter()
+                    .any(|n| n.node_id == node_id && n.reachable)
+                    .then_some(())
+            },
+        )
+        .await;
+        assert!(vol.read_at(0, size).await.unwrap()[..] == new[..]);
+        assert_eq!(
+            vol.status().await.unwrap().components[2].state,
+            ComponentState::Failed
+        );
+
+        // A clean restart: assembled at once, degraded, the node still failed.
+        cluster.coordinator.terminate().await.unwrap();
+        cluster.coordinator.restart().await.unwrap();
+        let c = client(&cluster).await;
+        let vol = c.volume("r5");
+        let s = settled(&c, "r5").await;
+        assert_eq!(s.state, VolumeState::Degraded);
+        assert_eq!(s.components[2].state, ComponentState::Failed);
+        assert_eq!(s.resync, None, "a clean volume needs no resync");
+        assert!(vol.read_at(0, size).await.unwrap()[..] == new[..]);
+
+        // A crash: not clean and degraded, so only by force; still the node stays failed.
+        cluster.coordinator.kill9().await.unwrap();
+        cluster.coordinator.restart().await.unwrap();
+        let c = client(&cluster).await;
+        let vol = c.volume("r5");
+        let s = vol.status().await.unwrap();
+        assert_eq!(s.state, VolumeState::NotAssembled);
+        assert_eq!(s.components[2].state, ComponentState::Failed);
+        assert!(matches!(
+            vol.read_at(0, 4096).await,
+            Err(ClientError::NotAssembled { .. })
+        ));
+        let outcome = c.assemble_volume("r5", true).await.unwrap();
+        assert!(outcome.at_risk.is_some());
+        assert_eq!(outcome.volume.components[2].state, ComponentState::Failed);
+        let s = settled(&c, "r5").await;
+        assert_eq!(s.state, VolumeState::Degraded);
+        assert!(
+            vol.read_at(0, size).await.unwrap()[..] == new[..],
+            "no stale byte is ever read"
+        );
+        // The node's component still holds the old data: nothing was read from it, nothing
+        // written to it.
+        assert!(cluster.read_column("r5", 2).await.unwrap() == old_column);
+        cluster.check_columns("r5", &[2]).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_k_of_n_label_writes_fails_no_healthy_component() {
+    // Five rounds of crash and reassembly: a longer deadline than the others.
+    let test = async {
+        let mut cluster = Cluster::start(options()).await.unwrap();
+        // RAID 5 over 5 columns, column 2 lost: the change is written to n = 4 labels.
+        for k in 0..=4usize {
+            let name = format!("k{k}");
+            let c = client(&cluster).await;
+            let info = c
+                .create_volume(
+                    VolumeSpec::new(&name, RaidLevel::Raid5, MIB)
+                        .columns(5)
+                        .stripe_unit_bytes(16 * KIB),
+                )
+                .await
+                .unwrap();
+            let size = info.size_bytes as usize;
+            let stripe = info.stripe_data_bytes().unwrap() as usize;
+            let mut rng = StdRng::seed_from_u64(10 + k as u64);
+            let old = random(&mut rng, size);
+            c.volume(&name)
+                .write_at(0, Bytes::from(old.clone()))
+                .await
+                .unwrap();
+            let x = node_of(&c, &name, 2).await;
+
+            // Arm the hook for the next life, then lose column 2's node and write across it.
+            cluster
+                .coordinator
+                .set_env(CRASH_AFTER_LABEL_WRITES_ENV, Some(&k.to_string()));
+            cluster.coordinator.terminate().await.unwrap();
+            cluster.coordinator.restart().await.unwrap();
+            let c = client(&cluster).await;
+            settled(&c, &name).await;
+            cluster.nodes[x].kill9().await.unwrap();
+            let w = random(&mut rng, stripe);
+            let written = c
+                .volume(&name)
+                .write_at(stripe as u64, Bytes::from(w.clone()))
+                .await;
+            assert!(
+                written.is_err(),
+                "k = {k}: the coordinator aborts before the ack"
+            );
+            cluster
+                .coordinator
+                .wait_exit(Duration::from_secs(30))
+                .await
+                .unwrap();
+            let log = cluster.coordinator.log();
+            assert!(
+                log.contains(&format!("aborting after {k} label writes")),
+                "k = {k}: {log}"
+            );
+            // Exactly k of the surviving columns carry the new label (column 2 failed).
+            let counters = label_counters(&cluster, &info, &[2]).await;
+            let newest = counters.iter().max().copied().unwrap();
+            let ahead = counters.iter().filter(|&&c| c == newest).count();
+            if k == 0 {
+                assert!(counters.iter().all(|&c| c == newest), "{counters:?}");
+            } else {
+                assert_eq!(ahead, k, "k = {k}: counters {counters:?}");
+            }
+
+            // The node comes back on its old label; the coordinator restarts without the hook.
+            cluster.nodes[x].restart_on_same_port().await.unwrap();
+            cluster
+                .coordinator
+                .set_env(CRASH_AFTER_LABEL_WRITES_ENV, None);
+            cluster.coordinator.restart().await.unwrap();
+            let c = client(&cluster).await;
+            let s = c.volume(&name).status().await.unwrap();
+            for comp in s.components.iter().filter(|comp| comp.column != 2) {
+                assert_eq!(
+                    comp.state,
+                    ComponentState::Optimal,
+                    "k = {k}: a healthy column was failed: {s:?}"
+                );
+            }
+            if k == 0 {
+                // The failure never reached a label or the store: column 2 is in use again
+                // (its write was never acknowledged), and the volume is resynced.
+                assert_eq!(s.components[2].state, ComponentState::Optimal, "{s:?}");
+                assert_ne!(s.state, VolumeState::NotAssembled, "{s:?}");
+            } else {
+                // The highest counter records column 2 failed: not clean and degraded.
+                assert_eq!(s.components[2].state, ComponentState::Failed, "k = {k}");
+                assert_eq!(s.state, VolumeState::NotAssembled, "k = {k}");
+                assert!(s.assembly.needs_force, "k = {k}: {s:?}");
+                c.assemble_volume(&name, true).await.unwrap();
+            }
+            let s = settled(&c, &name).await;
+            assert_eq!(
+                s.state,
+                if k == 0 {
+                    VolumeState::Optimal
+                } else {
+                    VolumeState::Degraded
+                },
+                "k = {k}"
+            );
+            let got = c.volume(&name).read_at(0, size).await.unwrap();
+            check_acknowledged(&got, &old, &vec![(stripe as u64, w)], &name);
+            cluster.check_columns(&name, &[]).await.unwrap();
+            c.delete_volume(&name).await.unwrap();
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(400), test).await {
+        Ok(()) => {}
+        Err(_) => panic!("test did not finish within 400 s"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_writes_of_an_older_coordinator_life_are_fenced_off() {
+    with_timeout(async {
+        let mut cluster = Cluster::start(ClusterOptions {
+            fault_injection: true,
+            ..options()
+        })
+        .await
+        .unwrap();
+        let c = client(&cluster).await;
+        let info = c
+            .create_volume(
+                VolumeSpec::new("r5", RaidLevel::Raid5, MIB)
+                    .columns(5)
+                    .stripe_unit_bytes(16 * KIB),
+            )
+            .await
+            .unwrap();
+        let size = info.size_bytes as usize;
+        let stripe = info.stripe_data_bytes().unwrap() as usize;
+        let mut rng = StdRng::seed_from_u64(4);
+        let old = random(&mut rng, size);
+        let vol = c.volume("r5");
+        vol.write_at(0, Bytes::from(old.clone())).await.unwrap();
+        let before = cluster.read_column("r5", 1).await.unwrap();
+        let epoch = c.cluster_info().await.unwrap().epoch;
+
+        // Column 1's node will answer the next write with a timeout and apply it 15 s later.
+        let x = node_of(&c, "r5", 1).await;
+        let component = info.components[1].component_id.clone();
+        cluster.nodes[x]
+            .client()
+            .await
+            .unwrap()
+            .inject_fault(spb::InjectFaultRequest {
+                component_id: component.clone(),
+                kind: spb::FaultKind::LateApply as i32,
+                ops: spb::FaultOps::Write as i32,
+                count: 1,
+                delay_ms: 15_000,
+                status_code: 0,
+            })
+            .await
+            .unwrap();
+        let new = random(&mut rng, stripe);
+        vol.write_at(0, Bytes::from(new.clone())).await.unwrap();
+        let s = vol.status().await.unwrap();
+        assert_eq!(
+            s.components[1].state,
+            ComponentState::Failed,
+            "a write that timed out fails its column"
+        );
+        cluster.nodes[x]
+            .wait_for_log("injected fault", Duration::from_secs(10))
+            .await
+            .unwrap();
+
+        // A new coordinator life: a new epoch, every node fenced at it before the release.
+        cluster.coordinator.terminate().await.unwrap();
+        cluster.coordinator.restart().await.unwrap();
+        let c = client(&cluster).await;
+        let now = c.cluster_info().await.unwrap().epoch;
+        assert!(now > epoch, "epoch {now} after {epoch}");
+        let node_epoch = cluster.nodes[x]
+            .client()
+            .await
+            .unwrap()
+            .get_node_info(spb::GetNodeInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .epoch;
+        assert_eq!(node_epoch, now, "the node was fenced at the new epoch");
+        assert!(
+            !cluster.nodes[x].log().contains("late-applied operation"),
+            "the held write was released before the new coordinator fenced the node"
+        );
+
+        // The held write is released: refused, and not one byte of the column changed.
+        let log = cluster.nodes[x]
+            .wait_for_log("late-applied operation refused", Duration::from_secs(40))
+            .await
+            .unwrap();
+        assert!(!log.contains("late-applied operation done"), "{log}");
+        assert!(log.contains("epoch"), "refused for its epoch: {log}");
+        assert!(cluster.read_column("r5", 1).await.unwrap() == before);
+
+        let s = settled(&c, "r5").await;
+        assert_eq!(s.state, VolumeState::Degraded);
+        let mut expect = old.clone();
+        expect[..stripe].copy_from_slice(&new);
+        assert!(c.volume("r5").read_at(0, size).await.unwrap()[..] == expect[..]);
+        cluster.check_columns("r5", &[]).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_while_degraded_refuses_assembly_and_force_through_the_cli_brings_the_data_back() {
+    with_timeout(async {
+        let mut cluster = Cluster::start(options()).await.unwrap();
+        let c = client(&cluster).await;
+        let info = c
+            .create_volume(
+                VolumeSpec::new("r5", RaidLevel::Raid5, 2 * MIB)
+                    .columns(5)
+                    .stripe_unit_bytes(16 * KIB),
+            )
+            .await
+            .unwrap();
+        let size = info.size_bytes as usize;
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut reference = random(&mut rng, size);
+        let vol = c.volume("r5");
+        vol.write_at(0, Bytes::from(reference.clone()))
+            .await
+            .unwrap();
+        let x = node_of(&c, "r5", 3).await;
+        cluster.nodes[x].kill9().await.unwrap();
+        for _ in 0..20 {
+            let off = rng.random_range(0..size - 1);
+            let len = rng.random_range(1..=(size - off).min(40 * KIB as usize));
+            let data = random(&mut rng, len);
+            vol.write_at(off as u64, Bytes::from(data.clone()))
+                .await
+                .unwrap();
+            reference[off..off + len].copy_from_slice(&data);
+        }
+        assert_eq!(vol.status().await.unwrap().state, VolumeState::Degraded);
+
+        cluster.coordinator.kill9().await.unwrap();
+        cluster.coordinator.restart().await.unwrap();
+        let c = client(&cluster).await;
+        let vol = c.volume("r5");
+        let s = vol.status().await.unwrap();
+        assert_eq!(s.state, VolumeState::NotAssembled);
+        assert!(s.assembly.needs_force, "{s:?}");
+        let problem = s.assembly.problem.clone().unwrap();
+        assert!(problem.contains("--force"), "{problem}");
+        assert_eq!(s.components[3].state, ComponentState::Failed);
+        assert!(matches!(
+            vol.read_at(0, 4096).await,
+            Err(ClientError::NotAssembled { .. })
+        ));
+        assert!(matches!(
+            vol.write_at(0, Bytes::from_static(b"x")).await,
+            Err(ClientError::NotAssembled { .. })
+        ));
+        let listed = c.list_volumes().await.unwrap();
+        assert_eq!(listed[0].state, VolumeState::NotAssembled);
+
+        // The CLI: refused without --force, assembled with it, saying what is at risk.
+        let cli = dagraid_tests::process::binary("dagraid", "DAGRAID_BIN").unwrap();
+        let run = |force: bool| {
+            let mut cmd = tokio::process::Command::new(&cli);
+            cmd.arg("--coordinator")
+                .arg(cluster.url())
+                .arg("--token")
+                .arg(cluster.options.token.clone().unwrap())
+                .args(["volume", "assemble", "r5"]);
+            if force {
+                cmd.arg("--force");
+            }
+            cmd.output()
+        };
+        let refused = run(false).await.unwrap();
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("not assembled"), "{stderr}");
+        let forced = run(true).await.unwrap();
+        let stdout = String::from_utf8_lossy(&forced.stdout);
+        assert!(
+            forced.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&forced.stderr)
+        );
+        assert!(stdout.contains("at risk:"), "{stdout}");
+        assert!(stdout.contains("assembled volume r5"), "{stdout}");
+
+        let s = settled(&c, "r5").await;
+        assert_eq!(s.state, VolumeState::Degraded);
+        assert!(s.assembly.forced);
+        let resync = s.resync.expect("a forced assembly resyncs what it can");
+        assert!(resync.stripes_skipped > 0, "{resync:?}");
+        assert!(
+            vol.read_at(0, size).await.unwrap()[..] == reference[..],
+            "the acknowledged data is back"
+        );
+        cluster.check_columns("r5", &[3]).await.unwrap();
+    })
+    .await;
+}
