@@ -6,20 +6,19 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use dagraid_client::cli::{Args, run};
 
-/// Ctrl-C or SIGTERM; only `dagraid up` waits for it.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+/// Completes on SIGTERM or SIGINT (Ctrl-C); only `dagraid up` waits for it. The handlers are
+/// installed when this is called, so a signal that arrives while `up` is still starting its
+/// children stops the cluster cleanly instead of killing `dagraid` alone.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
+    })
 }
 
 fn main() -> ExitCode {
@@ -31,7 +30,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args, shutdown_signal())) {
+    let shutdown = match runtime.block_on(async { shutdown_signal() }) {
+        Ok(shutdown) => shutdown,
+        Err(err) => {
+            eprintln!("dagraid: error: cannot install the signal handlers: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, shutdown)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // `{:#}` puts the whole chain of causes on one line.

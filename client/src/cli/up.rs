@@ -131,6 +131,7 @@ async fn start_cluster(
             id,
             node_bin,
             args,
+            &[],
             &logs,
             "dagraid-node listening on ",
             timeout,
@@ -162,12 +163,12 @@ async fn start_cluster(
         coordinator_args.push("--node".into());
         coordinator_args.push(format!("{}={}", node.name, node.address));
     }
-    coordinator_args.push("--token".into());
-    coordinator_args.push(token.to_owned());
+    // The token goes in the environment, not on the command line, where `ps` would show it.
     let coordinator = start_process(
         "coordinator".into(),
         coordinator_bin,
         coordinator_args,
+        &[("DAGRAID_TOKEN", token)],
         &logs,
         "dagraid-coordinator listening on ",
         timeout,
@@ -366,6 +367,7 @@ async fn start_process(
     name: String,
     program: &Path,
     args: Vec<String>,
+    envs: &[(&str, &str)],
     logs: &Path,
     ready_prefix: &'static str,
     timeout: Duration,
@@ -376,17 +378,8 @@ async fn start_process(
         .append(true)
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
-    // Where this run's part of the log starts; the token is not written there.
-    let shown_args: Vec<&str> = {
-        let mut hide_next = false;
-        args.iter()
-            .map(|a| {
-                let shown = if hide_next { "<token>" } else { a.as_str() };
-                hide_next = a == "--token";
-                shown
-            })
-            .collect()
-    };
+    // Where this run's part of the log starts.
+    let shown_args: Vec<&str> = args.iter().map(String::as_str).collect();
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = writeln!(
         log,
@@ -399,6 +392,7 @@ async fn start_process(
         .with_context(|| format!("cannot open {}", log_path.display()))?;
     let mut child = Command::new(program)
         .args(&args)
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(stderr))
