@@ -702,17 +702,19 @@ async fn a_stopped_node_is_failed_by_the_health_loop_and_io_goes_on() {
 
         // No I/O at all while the node goes away: the health loop alone finds it.
         cluster.node_mut("n4").stop().await;
-        let r5 = eventually(Duration::from_secs(30), "n4's columns failed", || {
+        // The health loop fails the columns volume after volume (each change durable on the
+        // labels and in the store): wait for both.
+        let (r5, r6) = eventually(Duration::from_secs(30), "n4's columns failed", || {
             let mut client = client.clone();
             async move {
-                let v = get(&mut client, "r5").await;
-                (v.state == pb::VolumeState::Degraded as i32).then_some(v)
+                let r5 = get(&mut client, "r5").await;
+                let r6 = get(&mut client, "r6").await;
+                let degraded = |v: &pb::Volume| v.state == pb::VolumeState::Degraded as i32;
+                (degraded(&r5) && degraded(&r6)).then_some((r5, r6))
             }
         })
         .await;
         assert_eq!(r5.components[3].state, pb::ComponentState::Failed as i32);
-        let r6 = get(&mut client, "r6").await;
-        assert_eq!(r6.state, pb::VolumeState::Degraded as i32);
         assert_eq!(r6.components[3].state, pb::ComponentState::Failed as i32);
         let info = client
             .get_cluster_info(pb::GetClusterInfoRequest {})
