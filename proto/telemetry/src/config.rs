@@ -1,0 +1,274 @@
+//! What the telemetry of one process is: the standard OpenTelemetry variables and their flags.
+//!
+//! Precedence: a flag, then its variable (clap reads both), then the default. Export is off
+//! unless an endpoint is given: with no endpoint nothing but the local log is set up.
+
+use std::time::Duration;
+
+use opentelemetry_sdk::trace::Sampler;
+
+/// The trace flags every dagraid binary accepts (flattened into its command line). Each has the
+/// standard OpenTelemetry variable as its environment form.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
+pub struct TelemetryArgs {
+    /// OTLP/gRPC endpoint to export traces to, e.g. http://127.0.0.1:4317 (Jaeger, an
+    /// OpenTelemetry collector). No endpoint: no export.
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported spans [default: the binary's name].
+    #[arg(long, value_name = "NAME", env = "OTEL_SERVICE_NAME")]
+    pub service_name: Option<String>,
+    /// Sampler: always_on, always_off, traceidratio, parentbased_always_on,
+    /// parentbased_always_off or parentbased_traceidratio [default: parentbased_always_on].
+    #[arg(long, value_name = "SAMPLER", env = "OTEL_TRACES_SAMPLER")]
+    pub trace_sampler: Option<String>,
+    /// The sampler's argument: the ratio of traces kept (0 to 1) by the traceidratio
+    /// samplers [default: 1].
+    #[arg(long, value_name = "RATIO", env = "OTEL_TRACES_SAMPLER_ARG")]
+    pub trace_sampler_arg: Option<String>,
+}
+
+/// Which traces are kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SamplerChoice {
+    /// Every trace.
+    AlwaysOn,
+    /// None.
+    AlwaysOff,
+    /// This ratio of root traces, by trace id.
+    Ratio(f64),
+    /// The caller's decision when a call carries a trace context; for roots, the inner choice.
+    ParentBased(ParentlessChoice),
+}
+
+/// The decision for traces that start here ([`SamplerChoice::ParentBased`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ParentlessChoice {
+    /// Every root trace.
+    AlwaysOn,
+    /// No root trace (only calls that arrive sampled are traced).
+    AlwaysOff,
+    /// This ratio of root traces.
+    Ratio(f64),
+}
+
+impl SamplerChoice {
+    /// Parses the `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` pair.
+    pub fn parse(name: Option<&str>, arg: Option<&str>) -> Result<SamplerChoice, String> {
+        let ratio = || -> Result<f64, String> {
+            match arg.map(str::trim).filter(|a| !a.is_empty()) {
+                None => Ok(1.0),
+                Some(a) => match a.parse::<f64>() {
+                    Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+                    _ => Err(format!(
+                        "the trace sampler argument must be a ratio from 0 to 1, got {a:?}"
+                    )),
+                },
+            }
+        };
+        let name = name.map(str::trim).filter(|n| !n.is_empty());
+        Ok(match name.unwrap_or("parentbased_always_on") {
+            "always_on" => SamplerChoice::AlwaysOn,
+            "always_off" => SamplerChoice::AlwaysOff,
+            "traceidratio" => SamplerChoice::Ratio(ratio()?),
+            "parentbased_always_on" => SamplerChoice::ParentBased(ParentlessChoice::AlwaysOn),
+            "parentbased_always_off" => SamplerChoice::ParentBased(ParentlessChoice::AlwaysOff),
+            "parentbased_traceidratio" => {
+                SamplerChoice::ParentBased(ParentlessChoice::Ratio(ratio()?))
+            }
+            other => {
+                return Err(format!(
+                    "unknown trace sampler {other:?}: expected always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio"
+                ));
+            }
+        })
+    }
+
+    pub(crate) fn to_sdk(self) -> Sampler {
+        let parentless = |c: ParentlessChoice| match c {
+            ParentlessChoice::AlwaysOn => Sampler::AlwaysOn,
+            ParentlessChoice::AlwaysOff => Sampler::AlwaysOff,
+            ParentlessChoice::Ratio(r) => Sampler::TraceIdRatioBased(r),
+        };
+        match self {
+            SamplerChoice::AlwaysOn => Sampler::AlwaysOn,
+            SamplerChoice::AlwaysOff => Sampler::AlwaysOff,
+            SamplerChoice::Ratio(r) => Sampler::TraceIdRatioBased(r),
+            SamplerChoice::ParentBased(c) => Sampler::ParentBased(Box::new(parentless(c))),
+        }
+    }
+}
+
+/// How the batch exporter queues and sends spans (the standard `OTEL_BSP_*` variables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSettings {
+    /// Spans waiting for export at most; a span ending while the queue is full is dropped and
+    /// counted (`OTEL_BSP_MAX_QUEUE_SIZE`, default 8192).
+    pub max_queue: usize,
+    /// Spans per export call at most (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, default 512).
+    pub max_batch: usize,
+    /// Longest a span waits before its batch is sent (`OTEL_BSP_SCHEDULE_DELAY`, ms, default
+    /// 1000).
+    pub delay: Duration,
+    /// Deadline of one export call (`OTEL_BSP_EXPORT_TIMEOUT`, ms, default 10000).
+    pub export_timeout: Duration,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings {
+            max_queue: 8192,
+            max_batch: 512,
+            delay: Duration::from_millis(1000),
+            export_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl BatchSettings {
+    /// The defaults, overridden by the `OTEL_BSP_*` variables that are set.
+    pub fn from_env() -> Result<BatchSettings, String> {
+        let var = |name: &str| -> Result<Option<u64>, String> {
+            match std::env::var(name) {
+                Ok(v) if !v.trim().is_empty() => v
+                    .trim()
+                    .parse::<u64>()
+                    .map(Some)
+                    .map_err(|_| format!("{name} must be a whole number, got {v:?}")),
+                _ => Ok(None),
+            }
+        };
+        let mut s = BatchSettings::default();
+        if let Some(n) = var("OTEL_BSP_MAX_QUEUE_SIZE")? {
+            s.max_queue = (n as usize).max(1);
+        }
+        if let Some(n) = var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")? {
+            s.max_batch = (n as usize).max(1);
+        }
+        if let Some(ms) = var("OTEL_BSP_SCHEDULE_DELAY")? {
+            s.delay = Duration::from_millis(ms.max(1));
+        }
+        if let Some(ms) = var("OTEL_BSP_EXPORT_TIMEOUT")? {
+            s.export_timeout = Duration::from_millis(ms.max(1));
+        }
+        s.max_batch = s.max_batch.min(s.max_queue);
+        Ok(s)
+    }
+}
+
+/// The resolved trace settings of one process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceSettings {
+    /// Where spans go; `None`: tracing export is off.
+    pub endpoint: Option<String>,
+    /// `service.name`.
+    pub service_name: String,
+    /// Which traces are kept.
+    pub sampler: SamplerChoice,
+    /// Queueing and batching.
+    pub batch: BatchSettings,
+}
+
+impl TraceSettings {
+    /// Resolves `args` (flags and the standard variables) for a process whose default service
+    /// name is `default_service`. `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, when set, wins over the
+    /// general endpoint, as the OpenTelemetry specification says.
+    pub fn resolve(args: &TelemetryArgs, default_service: &str) -> Result<TraceSettings, String> {
+        let traces_endpoint = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").ok();
+        let endpoint = traces_endpoint
+            .or_else(|| args.otlp_endpoint.clone())
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty());
+        if let Some(e) = &endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(format!(
+                "the OTLP endpoint must be an http:// or https:// URL, got {e:?}"
+            ));
+        }
+        let service_name = args
+            .service_name
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(default_service)
+            .to_owned();
+        Ok(TraceSettings {
+            endpoint,
+            service_name,
+            sampler: SamplerChoice::parse(
+                args.trace_sampler.as_deref(),
+                args.trace_sampler_arg.as_deref(),
+            )?,
+            batch: BatchSettings::from_env()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samplers_parse_like_the_specification_says() {
+        let p = |n, a| SamplerChoice::parse(n, a);
+        assert_eq!(
+            p(None, None).unwrap(),
+            SamplerChoice::ParentBased(ParentlessChoice::AlwaysOn)
+        );
+        assert_eq!(p(Some("always_on"), None).unwrap(), SamplerChoice::AlwaysOn);
+        assert_eq!(
+            p(Some("always_off"), Some("0.5")).unwrap(),
+            SamplerChoice::AlwaysOff
+        );
+        assert_eq!(
+            p(Some("traceidratio"), Some("0.25")).unwrap(),
+            SamplerChoice::Ratio(0.25)
+        );
+        assert_eq!(
+            p(Some("traceidratio"), None).unwrap(),
+            SamplerChoice::Ratio(1.0)
+        );
+        assert_eq!(
+            p(Some("parentbased_traceidratio"), Some("0.1")).unwrap(),
+            SamplerChoice::ParentBased(ParentlessChoice::Ratio(0.1))
+        );
+        assert_eq!(
+            p(Some("parentbased_always_off"), None).unwrap(),
+            SamplerChoice::ParentBased(ParentlessChoice::AlwaysOff)
+        );
+        for bad in ["1.5", "-0.1", "half"] {
+            let e = p(Some("traceidratio"), Some(bad)).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+        assert!(
+            p(Some("sometimes"), None)
+                .unwrap_err()
+                .contains("sometimes")
+        );
+    }
+
+    #[test]
+    fn no_endpoint_means_no_export_and_the_default_service_name() {
+        let s = TraceSettings::resolve(&TelemetryArgs::default(), "dagraid-node").unwrap();
+        if std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none() {
+            assert_eq!(s.endpoint, None);
+        }
+        assert_eq!(s.service_name, "dagraid-node");
+        let args = TelemetryArgs {
+            otlp_endpoint: Some(" ".into()),
+            service_name: Some("n1".into()),
+            ..TelemetryArgs::default()
+        };
+        let s = TraceSettings::resolve(&args, "dagraid-node").unwrap();
+        assert_eq!(s.service_name, "n1");
+        let args = TelemetryArgs {
+            otlp_endpoint: Some("127.0.0.1:4317".into()),
+            ..TelemetryArgs::default()
+        };
+        if std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none() {
+            let e = TraceSettings::resolve(&args, "x").unwrap_err();
+            assert!(e.contains("http://"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The batch span processor: a bounded queue in front of the OTLP exporter, drained by one
+//! thread of its own, so that ending a span never waits for the network.
+//!
+//! The SDK's own batch processor counts the spans it drops but keeps that count private; this
+//! one counts every span that ends ([`ExportStats`]): queued, dropped because the queue was
+//! full, exported, or lost in a failed export. The counts are process-wide (one tracer provider
+//! per process) and feed the `dagraid_trace_spans_*_total` metrics.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use opentelemetry::Context;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+
+use crate::config::BatchSettings;
+
+/// What became of the spans that ended in this process.
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    /// Spans that ended while export was on (sampled ones only).
+    pub ended: AtomicU64,
+    /// Of those, dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Sent and acknowledged by the receiver.
+    pub exported: AtomicU64,
+    /// Lost in an export that failed.
+    pub failed: AtomicU64,
+}
+
+impl ExportStats {
+    /// A consistent-enough copy: `(ended, dropped, exported, failed)`.
+    pub fn snapshot(&self) -> (u64, u64, u64, u64) {
+        (
+            self.ended.load(Ordering::Relaxed),
+            self.dropped.load(Ordering::Relaxed),
+            self.exported.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+static STATS: ExportStats = ExportStats {
+    ended: AtomicU64::new(0),
+    dropped: AtomicU64::new(0),
+    exported: AtomicU64::new(0),
+    failed: AtomicU64::new(0),
+};
+
+/// The process's span counters.
+pub fn stats() -> &'static ExportStats {
+    &STATS
+}
+
+enum Message {
+    Span(Box<SpanData>),
+    Flush(SyncSender<OTelSdkResult>),
+    Shutdown(SyncSender<OTelSdkResult>),
+    Resource(Resource),
+}
+
+/// Queues ended spans and exports them in batches from its own thread.
+pub struct QueueingProcessor {
+    queue: SyncSender<Message>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    stats: &'static ExportStats,
+    /// Bounds the wait of a flush or a shutdown.
+    control_timeout: Duration,
+}
+
+impl std::fmt::Debug for QueueingProcessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueingProcessor").finish_non_exhaustive()
+    }
+}
+
+impl QueueingProcessor {
+    /// A processor sending to `exporter` with `settings`, counting into the process's
+    /// [`stats`].
+    pub fn new<E: SpanExporter + 'static>(exporter: E, settings: BatchSettings) -> Self {
+        Self::with_stats(exporter, settings, &STATS)
+    }
+
+    fn with_stats<E: SpanExporter + 'static>(
+        exporter: E,
+        settings: BatchSettings,
+        stats: &'static ExportStats,
+    ) -> Self {
+        let (queue, rx) = sync_channel(settings.max_queue.max(1));
+        let worker = std::thread::Builder::new()
+            .name("dagraid-otlp-export".into())
+            .spawn(move || Worker::new(exporter, settings, stats).run(rx))
+            .expect("spawning the span export thread");
+        QueueingProcessor {
+            queue,
+            worker: Mutex::new(Some(worker)),
+            stats,
+            control_timeout: settings.export_timeout * 2 + Duration::from_secs(1),
+        }
+    }
+
+    fn control(&self, make: impl FnOnce(SyncSender<OTelSdkResult>) -> Message) -> OTelSdkResult {
+        let (tx, rx) = sync_channel(1);
+        // A control message waits for room in the queue (never dropped, unlike a span).
+        self.queue
+            .send(make(tx))
+            .map_err(|_| OTelSdkError::AlreadyShutdown)?;
+        rx.recv_timeout(self.control_timeout)
+            .map_err(|_| OTelSdkError::Timeout(self.control_timeout))?
+    }
+}
+
+impl SpanProcessor for QueueingProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        self.stats.ended.fetch_add(1, Ordering::Relaxed);
+        match self.queue.try_send(Message::Span(Box::new(span))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.control(Message::Flush)
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        let result = self.control(Message::Shutdown);
+        if let Some(worker) = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = worker.join();
+        }
+        result
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        let _ = self.queue.send(Message::Resource(resource.clone()));
+    }
+}
+
+struct Worker<E> {
+    exporter: E,
+    settings: BatchSettings,
+    stats: &'static ExportStats,
+    batch: Vec<SpanData>,
+    last_error_logged: Option<Instant>,
+}
+
+impl<E: SpanExporter> Worker<E> {
+    fn new(exporter: E, settings: BatchSettings, stats: &'static ExportStats) -> Self {
+        Worker {
+            exporter,
+            settings,
+            stats,
+            batch: Vec::with_capacity(settings.max_batch),
+            last_error_logged: None,
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Message>) {
+        let mut deadline = Instant::now() + self.settings.delay;
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(Message::Span(span)) => {
+                    self.batch.push(*span);
+                    if self.batch.len() >= self.settings.max_batch {
+                        let _ = self.export();
+                        deadline = Instant::now() + self.settings.delay;
+                    }
+                }
+                // The queue is FIFO: every span that ended before the flush is in the batch.
+                Ok(Message::Flush(reply)) => {
+                    let result = self.export();
+                    let _ = reply.send(result);
+                }
+                Ok(Message::Shutdown(reply)) => {
+                    let result = self.export();
+                    let _ = self.exporter.shutdown();
+                    let _ = reply.send(result);
+                    return;
+                }
+                Ok(Message::Resource(resource)) => self.exporter.set_resource(&resource),
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.export();
+                    deadline = Instant::now() + self.settings.delay;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.export();
+                    let _ = self.exporter.shutdown();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn export(&mut self) -> OTelSdkResult {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.settings.max_batch));
+        let n = batch.len() as u64;
+        let result = futures::executor::block_on(self.exporter.export(batch));
+        match &result {
+            Ok(()) => {
+                self.stats.exported.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(err) => {
+                self.stats.failed.fetch_add(n, Ordering::Relaxed);
+                // Said at most every 10 s: a receiver that is down must not flood the log.
+                let now = Instant::now();
+                if self
+                    .last_error_logged
+                    .is_none_or(|t| now.duration_since(t) > Duration::from_secs(10))
+                {
+                    self.last_error_logged = Some(now);
+                    eprintln!("trace export failed ({n} spans lost): {err}");
+                }
+            }
+        }
+        result
+    }
+}
+
+/// A test exporter: keeps what it is sent, and can be made slow.
+#[cfg(test)]
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeepingExporter {
+    pub(crate) spans: std::sync::Arc<Mutex<Vec<SpanData>>>,
+    pub(crate) delay: Duration,
+}
+
+#[cfg(test)]
+impl SpanExporter for KeepingExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        std::thread::sleep(self.delay);
+        self.spans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(batch);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{Tracer, TracerProvider};
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+
+    use super::*;
+
+    fn leak_stats() -> &'static ExportStats {
+        Box::leak(Box::new(ExportStats::default()))
+    }
+
+    #[test]
+    fn every_span_is_exported_or_counted_as_dropped() {
+        for (queue, delay) in [(8192, Duration::ZERO), (4, Duration::from_millis(20))] {
+            let exporter = KeepingExporter {
+                delay,
+                ..KeepingExporter::default()
+            };
+            let stats = leak_stats();
+            let settings = BatchSettings {
+                max_queue: queue,
+                max_batch: 4.min(queue),
+                delay: Duration::from_millis(10),
+                export_timeout: Duration::from_secs(5),
+            };
+            let processor = QueueingProcessor::with_stats(exporter.clone(), settings, stats);
+            let provider = SdkTracerProvider::builder()
+                .with_span_processor(processor)
+                .build();
+            let tracer = provider.tracer("test");
+            for i in 0..500 {
+                tracer.in_span(format!("s{i}"), |_| {});
+            }
+            provider.force_flush().unwrap();
+            let (ended, dropped, exported, failed) = stats.snapshot();
+            assert_eq!(ended, 500);
+            assert_eq!(failed, 0);
+            assert_eq!(dropped + exported, 500);
+            assert_eq!(exporter.spans.lock().unwrap().len() as u64, exported);
+            if queue == 8192 {
+                assert_eq!(dropped, 0, "a large queue never drops");
+            } else {
+                assert!(dropped > 0, "a tiny queue behind a slow exporter drops");
+            }
+            provider.shutdown().unwrap();
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! dagraid's telemetry plumbing, shared by the coordinator, the storage node and the client:
+//! trace export over OTLP/gRPC, W3C trace context in gRPC metadata, the gRPC server span and
+//! call metrics, and the Prometheus `/metrics` endpoint.
+//!
+//! Code map:
+//! - [`config`]: the standard `OTEL_*` variables and their flags ([`TelemetryArgs`]), resolved
+//!   into [`TraceSettings`]; export is off unless an endpoint is set.
+//! - [`export`]: the batch span processor: a bounded queue drained by a thread of its own, so
+//!   ending a span never waits for the network; it counts what it drops.
+//! - [`propagation`]: inject the current span's context into a call's metadata, extract it
+//!   from a call's headers.
+//! - [`grpc`]: the tower layer of the servers: one span per call, the call metrics.
+//! - [`metrics`]: the `/metrics` HTTP endpoint over a prometheus-client registry, the latency
+//!   buckets, the trace export counters as metrics.
+//! - `receiver` (feature `receiver`): an in-process OTLP receiver for tests and benches.
+//!
+//! [`init`] installs the process's `tracing` subscriber: the log on stderr (`RUST_LOG`,
+//! default `info`), plus, when an endpoint is set, the OpenTelemetry layer, which sees only
+//! dagraid's own spans and events at INFO and above (never those of tonic, h2 or hyper, and
+//! not limited by `RUST_LOG`).
+
+pub mod config;
+pub mod export;
+pub mod grpc;
+pub mod metrics;
+pub mod propagation;
+#[cfg(feature = "receiver")]
+pub mod receiver;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::{Dispatch, Level};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+pub use config::{BatchSettings, SamplerChoice, TelemetryArgs, TraceSettings};
+pub use grpc::{GrpcServerLayer, GrpcServerMetrics};
+pub use metrics::MetricsServer;
+
+/// The telemetry of a process; [`Telemetry::shutdown`] sends the spans still queued.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+    settings: TraceSettings,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &TraceSettings {
+        &self.settings
+    }
+
+    /// Sends every span that ended so far (blocking: call it from a blocking thread, e.g.
+    /// `spawn_blocking`, since the export needs the runtime's reactor).
+    pub fn flush_blocking(&self) -> Result<(), String> {
+        match &self.provider {
+            Some(p) => p.force_flush().map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends the spans still queued and stops the exporter. Call it inside the runtime (the
+    /// exporter's connection lives there), before the runtime ends.
+    pub async fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = provider.force_flush();
+                let _ = provider.shutdown();
+            })
+            .await;
+        }
+    }
+}
+
+/// The OpenTelemetry layer's filter: dagraid's own spans and events, INFO and above.
+fn dagraid_only(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target().starts_with("dagraid") && *meta.level() <= Level::INFO
+}
+
+/// Builds (without installing) a subscriber per `settings`: the log to `log` filtered by
+/// `log_filter`, and the exporting layer when `settings` has an endpoint. Must run inside a
+/// Tokio runtime when it exports (the exporter connects lazily through it).
+pub fn build<W>(
+    settings: &TraceSettings,
+    log_filter: EnvFilter,
+    log: W,
+    ansi: bool,
+) -> Result<(Dispatch, Telemetry), String>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(log)
+        .with_ansi(ansi)
+        .with_filter(log_filter);
+    let provider = match &settings.endpoint {
+        None => None,
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .with_timeout(settings.batch.export_timeout)
+                .build()
+                .map_err(|e| format!("trace exporter for {endpoint}: {e}"))?;
+            let processor = export::QueueingProcessor::new(exporter, settings.batch);
+            Some(
+                SdkTracerProvider::builder()
+                    .with_span_processor(processor)
+                    .with_sampler(settings.sampler.to_sdk())
+                    .with_resource(
+                        Resource::builder()
+                            .with_service_name(settings.service_name.clone())
+                            .build(),
+                    )
+                    .build(),
+            )
+        }
+    };
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("dagraid"))
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(tracing_subscriber::filter::filter_fn(dagraid_only))
+    });
+    let dispatch = Dispatch::new(tracing_subscriber::registry().with(fmt).with(otel));
+    Ok((
+        dispatch,
+        Telemetry {
+            provider,
+            settings: settings.clone(),
+        },
+    ))
+}
+
+/// Installs the process's subscriber: the log on stderr (`RUST_LOG`, default `info`) and, when
+/// `args` (or the `OTEL_*` variables) name an endpoint, trace export as `default_service`
+/// unless `OTEL_SERVICE_NAME` says otherwise. Must run inside a Tokio runtime.
+pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<Telemetry, String> {
+    let settings = TraceSettings::resolve(args, default_service)?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (dispatch, telemetry) = build(&settings, filter, std::io::stderr, ansi)?;
+    tracing::dispatcher::set_global_default(dispatch)
+        .map_err(|e| format!("installing the tracing subscriber: {e}"))?;
+    if let Some(endpoint) = &settings.endpoint {
+        tracing::info!(
+            endpoint = %endpoint,
+            service = %settings.service_name,
+            sampler = ?settings.sampler,
+            "exporting traces over OTLP/gRPC"
+        );
+    }
+    Ok(telemetry)
+}
