@@ -140,63 +140,117 @@ fn options() -> ClusterOptions {
     }
 }
 
+/// One volume under load: what was acknowledged, and the writes whose answer never came.
+struct Loaded {
+    name: String,
+    size: u64,
+    reference: Arc<Mutex<Vec<u8>>>,
+    unknown: Arc<Mutex<Unknown>>,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_the_coordinator_under_writes_reassembles_resyncs_and_loses_nothing() {
     with_timeout(async {
-        let mut cluster = Cluster::start(options()).await.unwrap();
+        let mut cluster = Cluster::start(ClusterOptions {
+            fault_injection: true,
+            ..options()
+        })
+        .await
+        .unwrap();
         let c = client(&cluster).await;
-        let info = c
-            .create_volume(
-                VolumeSpec::new("r5", RaidLevel::Raid5, 8 * MIB)
-                    .columns(5)
-                    .stripe_unit_bytes(16 * KIB),
-            )
-            .await
-            .unwrap();
-        let size = info.size_bytes;
         let mut rng = StdRng::seed_from_u64(1);
-        let first = random(&mut rng, size as usize);
-        c.volume("r5")
-            .write_at(0, Bytes::from(first.clone()))
-            .await
-            .unwrap();
-        let reference = Arc::new(Mutex::new(first));
-        let unknown: Arc<Mutex<Unknown>> = Arc::default();
         let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
-
-        // Writers on disjoint regions, each until its first error (the coordinator is gone).
-        let writers = 4u64;
-        let region = size / writers;
+        let mut volumes = Vec::new();
         let mut tasks = Vec::new();
-        for w in 0..writers {
-            let vol = c.volume("r5");
-            let (reference, unknown, acked) = (reference.clone(), unknown.clone(), acked.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut rng = StdRng::seed_from_u64(100 + w);
-                loop {
-                    let off = w * region + rng.random_range(0..region - 1);
-                    let len = rng.random_range(1..=(w * region + region - off).min(48 * KIB));
-                    let data = random(&mut rng, len as usize);
-                    match vol.write_at(off, Bytes::from(data.clone())).await {
-                        Ok(()) => {
-                            reference.lock().unwrap()[off as usize..(off + len) as usize]
-                                .copy_from_slice(&data);
-                            acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        }
-                        Err(_) => {
-                            unknown.lock().unwrap().push((off, data));
-                            return;
+        for (name, level, columns) in [
+            ("r1", RaidLevel::Raid1, 4),
+            ("r5", RaidLevel::Raid5, 5),
+            ("r6", RaidLevel::Raid6, 5),
+        ] {
+            let info = c
+                .create_volume(
+                    VolumeSpec::new(name, level, 4 * MIB)
+                        .columns(columns)
+                        .stripe_unit_bytes(16 * KIB),
+                )
+                .await
+                .unwrap();
+            let size = info.size_bytes;
+            let first = random(&mut rng, size as usize);
+            c.volume(name)
+                .write_at(0, Bytes::from(first.clone()))
+                .await
+                .unwrap();
+            let loaded = Loaded {
+                name: name.to_owned(),
+                size,
+                reference: Arc::new(Mutex::new(first)),
+                unknown: Arc::default(),
+            };
+            // Writers on disjoint regions, each until its first error (the coordinator is
+            // gone): that write's outcome is unknown.
+            let writers = 2u64;
+            let region = size / writers;
+            for w in 0..writers {
+                let vol = c.volume(name);
+                let (reference, unknown, acked) = (
+                    loaded.reference.clone(),
+                    loaded.unknown.clone(),
+                    acked.clone(),
+                );
+                let seed = 100 + w + 10 * columns as u64;
+                tasks.push(tokio::spawn(async move {
+                    let mut rng = StdRng::seed_from_u64(seed);
+                    loop {
+                        let off = w * region + rng.random_range(0..region - 1);
+                        let len = rng.random_range(1..=(w * region + region - off).min(48 * KIB));
+                        let data = random(&mut rng, len as usize);
+                        match vol.write_at(off, Bytes::from(data.clone())).await {
+                            Ok(()) => {
+                                reference.lock().unwrap()[off as usize..(off + len) as usize]
+                                    .copy_from_slice(&data);
+                                acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            Err(_) => {
+                                unknown.lock().unwrap().push((off, data));
+                                return;
+                            }
                         }
                     }
-                }
-            }));
+                }));
+            }
+            volumes.push(loaded);
         }
         eventually(
-            "40 writes acknowledged",
+            "60 writes acknowledged",
             Duration::from_secs(60),
-            || async { (acked.load(std::sync::atomic::Ordering::SeqCst) >= 40).then_some(()) },
+            || async { (acked.load(std::sync::atomic::Ordering::SeqCst) >= 60).then_some(()) },
         )
         .await;
+        // Make sure the crash tears a stripe: r5's column 1 node holds its next write for 5 s,
+        // the coordinator dies meanwhile (before its 2 s deadline fails the column), and the
+        // next coordinator's Fence refuses the held write when it comes out. The stripe's other
+        // columns have the write, column 1 does not: only the resync makes it consistent.
+        let r5 = c.volume("r5").describe().await.unwrap();
+        let x = node_of(&c, "r5", 1).await;
+        cluster.nodes[x]
+            .client()
+            .await
+            .unwrap()
+            .inject_fault(spb::InjectFaultRequest {
+                component_id: r5.components[1].component_id.clone(),
+                kind: spb::FaultKind::Delay as i32,
+                ops: spb::FaultOps::Write as i32,
+                count: 1,
+                delay_ms: 5000,
+                status_code: 0,
+            })
+            .await
+            .unwrap();
+        cluster.nodes[x]
+            .wait_for_log("injected fault", Duration::from_secs(10))
+            .await
+            .unwrap();
         cluster.coordinator.kill9().await.unwrap();
         for t in tasks {
             t.await.unwrap();
@@ -205,21 +259,23 @@ async fn kill9_of_the_coordinator_under_writes_reassembles_resyncs_and_loses_not
 
         cluster.coordinator.restart().await.unwrap();
         let c = client(&cluster).await;
-        let v = settled(&c, "r5").await;
-        assert_eq!(v.state, VolumeState::Optimal, "{v:?}");
-        let resync = v
-            .resync
-            .expect("a volume that was not shut down cleanly is resynced");
-        assert_eq!(resync.error, None);
-        assert_eq!(resync.stripes_done, resync.stripes_total);
-        assert_eq!(resync.stripes_skipped, 0);
+        for v in &volumes {
+            let s = settled(&c, &v.name).await;
+            assert_eq!(s.state, VolumeState::Optimal, "{s:?}");
+            let resync = s
+                .resync
+                .expect("a volume that was not shut down cleanly is resynced");
+            assert_eq!(resync.error, None, "{}", v.name);
+            assert_eq!(resync.stripes_done, resync.stripes_total, "{}", v.name);
+            assert_eq!(resync.stripes_skipped, 0, "{}", v.name);
+            let got = c.volume(&v.name).read_at(0, v.size as usize).await.unwrap();
+            let reference = v.reference.lock().unwrap().clone();
+            let unknown = v.unknown.lock().unwrap().clone();
+            assert!(!unknown.is_empty());
+            check_acknowledged(&got, &reference, &unknown, &v.name);
+            cluster.check_columns(&v.name, &[]).await.unwrap();
+        }
         assert!(cluster.coordinator.log().contains("resync finished"));
-
-        let got = c.volume("r5").read_at(0, size as usize).await.unwrap();
-        let reference = reference.lock().unwrap().clone();
-        let unknown = unknown.lock().unwrap().clone();
-        check_acknowledged(&got, &reference, &unknown, "r5 after the crash");
-        cluster.check_columns("r5", &[]).await.unwrap();
     })
     .await;
 }
