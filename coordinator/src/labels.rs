@@ -400,3 +400,107 @@ impl VolumeLabels {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use dagraid_core::layout::{Geometry, RaidLevel};
+
+    use super::*;
+    use crate::node_client::{FencingContext, NodeClientConfig};
+    use crate::store::{ComponentRecord, LevelRecord, StateRecord, VOLUME_RECORD_VERSION};
+
+    fn volume(columns: usize, node_id: impl Fn(usize) -> String) -> VolumeLabels {
+        let layout = Layout::new(
+            RaidLevel::Raid6,
+            Geometry::new(columns, 16, 4096, 1 << 20).unwrap(),
+        )
+        .unwrap();
+        let id = "v0123456789abcdef";
+        let record = VolumeRecord {
+            version: VOLUME_RECORD_VERSION,
+            name: "a-volume-name".into(),
+            id: id.into(),
+            level: LevelRecord::Raid6,
+            stripe_unit_blocks: 16,
+            block_size: 4096,
+            blocks_per_column: 1 << 20,
+            mod_counter: 1,
+            config_epoch: 1,
+            clean: false,
+            components: (0..columns)
+                .map(|c| ComponentRecord {
+                    column: c as u32,
+                    node_id: node_id(c),
+                    node_address: "127.0.0.1:1".into(),
+                    component_id: format!("{id}-c{c}"),
+                    serial: u64::MAX,
+                    state: StateRecord::Optimal,
+                })
+                .collect(),
+        };
+        let fencing = FencingContext::new("dagraid", 1);
+        let columns = record
+            .components
+            .iter()
+            .map(|c| LabelColumn {
+                node_id: c.node_id.clone(),
+                component_id: c.component_id.clone(),
+                serial: c.serial,
+                client: NodeClient::new(
+                    "127.0.0.1:1",
+                    fencing.clone(),
+                    NodeClientConfig::default(),
+                )
+                .unwrap(),
+            })
+            .collect();
+        VolumeLabels::new("dagraid", &record, &layout, columns, Duration::from_secs(1))
+    }
+
+    #[tokio::test]
+    async fn a_label_carries_the_durable_state_and_every_member() {
+        let v = volume(5, |c| format!("node{}", c + 1));
+        let state = DurableState {
+            mod_counter: 9,
+            config_epoch: 4,
+            clean: true,
+            states: vec![
+                ComponentState::Optimal,
+                ComponentState::Failed,
+                ComponentState::Optimal,
+                ComponentState::Optimal,
+                ComponentState::Optimal,
+            ],
+        };
+        let label = v.label(3, &state);
+        let back = ComponentLabel::decode(&label.encode()).unwrap();
+        assert_eq!(back, label);
+        assert_eq!(
+            (back.column, back.mod_counter, back.config_epoch),
+            (3, 9, 4)
+        );
+        assert!(back.clean);
+        assert_eq!(back.cluster_id, "dagraid");
+        assert_eq!(back.members[1].state, LabelState::Failed);
+        assert_eq!(back.members[4].node_id, "node5");
+        assert_eq!(back.states(), state.states);
+    }
+
+    #[tokio::test]
+    async fn labels_must_fit_the_label_area() {
+        // Up to a few dozen columns with ordinary ids fit in 4 KiB.
+        volume(16, |c| format!("node{}", c + 1)).fit().unwrap();
+        let too_many = volume(64, |c| format!("storage-node-with-a-long-name-{c}"));
+        let err = too_many.fit().unwrap_err();
+        assert!(err.contains("4096"), "{err}");
+        assert!(too_many.largest_label_bytes() > LABEL_AREA_BYTES);
+    }
+
+    #[test]
+    fn the_crash_hook_is_taken_by_one_change_only() {
+        let hook = CrashHook::new(2);
+        assert!(matches!(ArmedCrash::take(Some(&hook)), Some(ArmedCrash(2))));
+        assert!(ArmedCrash::take(Some(&hook)).is_none());
+        assert!(ArmedCrash::take(None).is_none());
+    }
+}
