@@ -1,6 +1,7 @@
 //! The `dagraid` command-line tool: flags ([`Args`]), the verbs, and [`run`].
 //!
 //! - `cluster_file.rs`: `<data-dir>/cluster.toml`, written by `dagraid up`, read by the verbs.
+//! - `health.rs`: `dagraid health`, the container health check.
 //! - `output.rs`: tables and JSON.
 //! - `up.rs`: `dagraid up`, a local cluster of `dagraid-node` and `dagraid-coordinator`
 //!   processes.
@@ -8,6 +9,7 @@
 //! The binary (`src/main.rs`) only parses [`Args`] and calls [`run`].
 
 pub mod cluster_file;
+pub mod health;
 pub mod output;
 mod up;
 
@@ -143,6 +145,18 @@ pub enum Command {
         /// The column to fail (0-based, as `dagraid status` shows).
         column: u32,
     },
+    /// Check a coordinator or storage node with the gRPC health service (no token needed).
+    ///
+    /// Exit code 0 and `...: serving` when it answers SERVING, 1 otherwise (not serving,
+    /// unreachable, no answer within --timeout). The container images' health checks run it.
+    Health {
+        /// The server, host:port or a URL (e.g. 127.0.0.1:7001, http://coordinator:7070).
+        address: String,
+        /// The gRPC service to ask about: dagraid.volume.v1.VolumeService (the coordinator),
+        /// dagraid.storage.v1.StorageNode (a storage node) [default: the server as a whole].
+        #[arg(long, default_value = "")]
+        service: String,
+    },
 }
 
 /// Options of `dagraid up`.
@@ -218,6 +232,9 @@ fn size_arg(text: &str) -> Result<u64, String> {
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     match &args.command {
         Command::Up(up_args) => up::run(&args, up_args, shutdown).await,
+        Command::Health { address, service } => {
+            health::check(address, service, Duration::from_secs(args.timeout)).await
+        }
         _ => {
             let target = Target::resolve(&args)?;
             let client = target.connect(&args).await?;
@@ -325,7 +342,7 @@ fn same_url(a: &str, b: &str) -> bool {
 async fn verb(args: &Args, target: &Target, client: &Client) -> anyhow::Result<()> {
     let _ = target;
     match &args.command {
-        Command::Up(_) => unreachable!("handled by run"),
+        Command::Up(_) | Command::Health { .. } => unreachable!("handled by run"),
         Command::Volume(VolumeCommand::Create {
             name,
             level,
