@@ -13,10 +13,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+use tracing::Instrument;
 
 use crate::backend::StorageBackend;
 use crate::checksum::block_checksum;
@@ -61,6 +62,9 @@ pub struct BlockStore {
     /// Where the failure is recorded for the next start (best effort); `None` in unit tests.
     failure_marker: Option<PathBuf>,
     failure_recorded: AtomicBool,
+    /// Bytes of blocks read and checked, and written durably (the `/metrics` counters).
+    bytes_read: AtomicU64,
+    bytes_written: AtomicU64,
 }
 
 enum Guards {
@@ -143,6 +147,8 @@ impl BlockStore {
             region_blocks,
             locks: (0..stripes).map(|_| Arc::new(RwLock::new(()))).collect(),
             commit,
+            bytes_read: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
             label_lock: tokio::sync::Mutex::new(()),
             metadata_lock: tokio::sync::Mutex::new(()),
             failure_marker,
@@ -171,6 +177,16 @@ impl BlockStore {
     /// Syncs completed so far.
     pub fn syncs_completed(&self) -> u64 {
         self.commit.syncs_completed()
+    }
+
+    /// Bytes of blocks read (and verified) so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of blocks written and made durable so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written.load(Ordering::Relaxed)
     }
 
     fn failed_error(&self, reason: String) -> NodeError {
@@ -278,8 +294,27 @@ impl BlockStore {
         }
     }
 
-    /// Reads `count` blocks from `start`, verifying every checksum.
+    /// Reads `count` blocks from `start`, verifying every checksum. Traced as `disk.read`.
     pub async fn read_blocks(&self, start: u64, count: u64) -> Result<Bytes, NodeError> {
+        let span = tracing::info_span!(
+            "disk.read",
+            component = %self.header.id,
+            start_block = start,
+            blocks = count,
+            bytes = count * u64::from(self.header.block_size),
+        );
+        let r = self
+            .read_blocks_untraced(start, count)
+            .instrument(span)
+            .await;
+        if let Ok(data) = &r {
+            self.bytes_read
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    async fn read_blocks_untraced(&self, start: u64, count: u64) -> Result<Bytes, NodeError> {
         self.ensure_serving()?;
         let len = self.check_range(start, count)? as usize;
         let guards = self.lock(start, count, false).await;
@@ -358,8 +393,28 @@ impl BlockStore {
         Ok(Bytes::from(data))
     }
 
-    /// Writes whole blocks from `start`; returns once they are durable.
+    /// Writes whole blocks from `start`; returns once they are durable. Traced as
+    /// `disk.write` (the pwrites and the wait for the group commit's fdatasync).
     pub async fn write_blocks(&self, start: u64, data: Bytes) -> Result<(), NodeError> {
+        let len = data.len() as u64;
+        let span = tracing::info_span!(
+            "disk.write",
+            component = %self.header.id,
+            start_block = start,
+            blocks = len / u64::from(self.header.block_size),
+            bytes = len,
+        );
+        let r = self
+            .write_blocks_untraced(start, data)
+            .instrument(span)
+            .await;
+        if r.is_ok() {
+            self.bytes_written.fetch_add(len, Ordering::Relaxed);
+        }
+        r
+    }
+
+    async fn write_blocks_untraced(&self, start: u64, data: Bytes) -> Result<(), NodeError> {
         self.ensure_serving()?;
         let count = self.check_write(start, data.len())?;
         let data_len = data.len();
@@ -399,11 +454,12 @@ impl BlockStore {
         }
     }
 
-    /// Makes every write that completed before this call durable.
+    /// Makes every write that completed before this call durable. Traced as `disk.flush`.
     pub async fn flush(&self) -> Result<(), NodeError> {
         self.ensure_serving()?;
+        let span = tracing::info_span!("disk.flush", component = %self.header.id);
         let ticket = self.commit.ticket();
-        self.wait_durable(ticket).await
+        self.wait_durable(ticket).instrument(span).await
     }
 
     fn area_offset(&self, area: Area) -> u64 {

@@ -29,6 +29,8 @@ pub struct NodeConfig {
     pub max_io_bytes: u64,
     /// Whether InjectFault is accepted.
     pub fault_injection: bool,
+    /// Where to serve Prometheus metrics (`/metrics`); `None`: not served. Port 0 picks one.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The optional TOML configuration file; every key is optional and flags override it.
@@ -47,6 +49,8 @@ pub struct FileConfig {
     pub max_io_bytes: Option<u64>,
     /// See [`NodeConfig::fault_injection`].
     pub fault_injection: Option<bool>,
+    /// See [`NodeConfig::metrics_listen`].
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl FileConfig {
@@ -77,6 +81,7 @@ impl NodeConfig {
             cluster_id: None,
             max_io_bytes: DEFAULT_MAX_IO_BYTES,
             fault_injection: false,
+            metrics_listen: None,
         }
     }
 

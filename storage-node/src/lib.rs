@@ -10,6 +10,9 @@
 //! - [`faults`]: test-only fault injection, off unless enabled.
 //! - [`node`]: the data directory and its components; every request is validated here.
 //! - [`service`]: the gRPC adapter; [`error`] is the one error type and its status mapping.
+//! - [`metrics`]: the `/metrics` registry (call metrics, per-component counters read at
+//!   scrape time); calls are traced by `dagraid_telemetry`'s gRPC layer, disk I/O in
+//!   [`block_store`] (`disk.read`, `disk.write`, `disk.flush`).
 //! - [`start`] / [`run`]: bind, open, serve, shut down gracefully. The `dagraid-node` binary is a
 //!   thin wrapper over them.
 
@@ -22,6 +25,7 @@ pub mod faults;
 pub mod fencing;
 pub mod group_commit;
 pub mod layout;
+pub mod metrics;
 pub mod node;
 pub mod node_state;
 pub mod service;
@@ -33,6 +37,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use dagraid_proto::storage::v1::storage_node_server::StorageNodeServer;
+use dagraid_telemetry::{GrpcServerLayer, MetricsServer};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
@@ -58,7 +63,17 @@ pub struct StartedNode {
     node: Arc<Node>,
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
+    metrics: Arc<metrics::NodeMetrics>,
+    metrics_server: Option<MetricsServer>,
 }
+
+/// Calls that get a span only when they carry a trace context: polled by the coordinator's
+/// health loop every second.
+const QUIET_METHODS: &[&str] = &[
+    "dagraid.storage.v1.StorageNode/GetNodeInfo",
+    "grpc.health.v1.Health/Check",
+    "grpc.health.v1.Health/Watch",
+];
 
 /// Opens the data directory and binds the listening socket.
 ///
@@ -80,10 +95,22 @@ pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
         addr: config.listen,
         source,
     })?;
+    let node = Arc::new(node);
+    let metrics = Arc::new(metrics::NodeMetrics::new(node.clone()));
+    let metrics_server = match config.metrics_listen {
+        None => None,
+        Some(addr) => Some(
+            MetricsServer::start(addr, metrics.registry().clone())
+                .await
+                .map_err(|source| NodeError::Bind { addr, source })?,
+        ),
+    };
     Ok(StartedNode {
-        node: Arc::new(node),
+        node,
         listener,
         local_addr,
+        metrics,
+        metrics_server,
     })
 }
 
@@ -96,6 +123,16 @@ impl StartedNode {
     /// The node behind the server.
     pub fn node(&self) -> &Arc<Node> {
         &self.node
+    }
+
+    /// Where `/metrics` is served (port 0 resolved), if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::local_addr)
+    }
+
+    /// The node's metrics (served at [`StartedNode::metrics_addr`] when configured).
+    pub fn metrics(&self) -> &Arc<metrics::NodeMetrics> {
+        &self.metrics
     }
 
     /// Serves until `shutdown` completes, then stops accepting, releases hung operations and
@@ -112,7 +149,11 @@ impl StartedNode {
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let token = self.node.shutdown_token().clone();
         tracing::info!(addr = %self.local_addr, "serving");
+        let traced = GrpcServerLayer::new(Some(self.metrics.grpc().clone())).quiet(QUIET_METHODS);
+        // Kept until the server stops.
+        let _metrics_server = self.metrics_server;
         Server::builder()
+            .layer(traced)
             .max_frame_size(HTTP2_MAX_FRAME_SIZE)
             .initial_stream_window_size(HTTP2_STREAM_WINDOW)
             .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)

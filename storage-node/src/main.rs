@@ -34,9 +34,14 @@ struct Args {
     /// Accept InjectFault calls (tests only).
     #[arg(long)]
     fault_injection: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free port) [default: off].
+    #[arg(long, value_name = "ADDR", env = "DAGRAID_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    telemetry: dagraid_telemetry::TelemetryArgs,
 }
 
-fn config(args: Args) -> Result<NodeConfig, NodeError> {
+fn config(args: &Args) -> Result<NodeConfig, NodeError> {
     let file = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -46,7 +51,7 @@ fn config(args: Args) -> Result<NodeConfig, NodeError> {
         }
         None => FileConfig::default(),
     };
-    let data_dir = args.data_dir.or(file.data_dir).ok_or_else(|| {
+    let data_dir = args.data_dir.clone().or(file.data_dir).ok_or_else(|| {
         NodeError::Config("--data-dir is required (or data-dir in the config file)".into())
     })?;
     Ok(NodeConfig {
@@ -55,13 +60,14 @@ fn config(args: Args) -> Result<NodeConfig, NodeError> {
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
         data_dir,
-        node_id: args.node_id.or(file.node_id),
-        cluster_id: args.cluster_id.or(file.cluster_id),
+        node_id: args.node_id.clone().or(file.node_id),
+        cluster_id: args.cluster_id.clone().or(file.cluster_id),
         max_io_bytes: args
             .max_io_bytes
             .or(file.max_io_bytes)
             .unwrap_or(DEFAULT_MAX_IO_BYTES),
         fault_injection: args.fault_injection || file.fault_injection.unwrap_or(false),
+        metrics_listen: args.metrics_listen.or(file.metrics_listen),
     })
 }
 
@@ -86,25 +92,28 @@ fn shutdown_signal() -> Result<impl Future<Output = ()>, NodeError> {
 async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let started = dagraid_node::start(config).await?;
     let shutdown = shutdown_signal()?;
-    // The one line scripts and the test harness wait for.
+    // The one line scripts and the test harness wait for, first.
     println!("dagraid-node listening on {}", started.local_addr());
+    if let Some(addr) = started.metrics_addr() {
+        println!("dagraid-node metrics on http://{addr}/metrics");
+    }
     started.serve(shutdown).await
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let result = config(args).and_then(|config| {
+    let result = config(&args).and_then(|config| {
         let runtime =
             tokio::runtime::Runtime::new().map_err(|e| NodeError::io("starting the runtime", e))?;
-        runtime.block_on(serve(config))
+        runtime.block_on(async {
+            let telemetry = dagraid_telemetry::init(&args.telemetry, "dagraid-node")
+                .map_err(NodeError::Config)?;
+            let served = serve(config).await;
+            // The spans still queued go out before the runtime (and the exporter's
+            // connection) ends.
+            telemetry.shutdown().await;
+            served
+        })
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

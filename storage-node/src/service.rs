@@ -8,6 +8,7 @@ use std::time::Duration;
 use dagraid_proto::storage::v1 as pb;
 use pb::storage_node_server::StorageNode;
 use tonic::{Code, Request, Response, Status};
+use tracing::Instrument;
 
 use crate::block_store::{BlockStore, ComponentHealth};
 use crate::error::NodeError;
@@ -30,13 +31,13 @@ impl StorageService {
 
 /// Runs a mutating operation in its own task, so a client that gives up (dropping the request)
 /// cannot cut it in half: the write and its in-flight registration end together, which keeps
-/// `Fence` honest.
+/// `Fence` honest. The task stays in the call's span, so its disk I/O is traced under it.
 async fn detached<T, F>(op: F) -> Result<T, Status>
 where
     T: Send + 'static,
     F: Future<Output = Result<T, NodeError>> + Send + 'static,
 {
-    match tokio::spawn(op).await {
+    match tokio::spawn(op.in_current_span()).await {
         Ok(result) => result.map_err(Status::from),
         Err(join) => Err(NodeError::io("operation task", std::io::Error::other(join)).into()),
     }

@@ -41,9 +41,10 @@ use crate::array::{ArrayError, ArrayState, ComponentState, ComponentStates, Fail
 use crate::dag::ComponentTable;
 use crate::dag::builders::{self, BuildError, ColumnFaults, DagFamily, StripeRequest};
 use crate::dag::select::{AccessKind, select};
-use crate::engine::{Direction, Engine, EngineConfig};
+use crate::engine::{DagOrigin, Direction, Engine, EngineConfig, EngineStats};
 use crate::io::IoErrorKind;
 use crate::layout::{ColumnSet, Layout, LayoutError, StripeAccess};
+use crate::stats::LatencyHistogram;
 use crate::stripe_lock::{LockMode, StripeLockRequest, StripeLockTable};
 
 /// Settings of an array's access pipeline.
@@ -236,6 +237,22 @@ pub struct AccessStats {
     pub rolled_forward: AtomicU64,
     /// DAGs that rolled backward.
     pub rolled_backward: AtomicU64,
+    /// DAGs by family ([`DagFamily::ALL`] order) and how they ended ([`Direction::ALL`] order).
+    pub dag_outcomes: [[AtomicU64; 3]; 9],
+    /// Reads that failed.
+    pub read_errors: AtomicU64,
+    /// Writes that failed.
+    pub write_errors: AtomicU64,
+    /// Flushes that succeeded.
+    pub flushes: AtomicU64,
+    /// Flushes that failed.
+    pub flush_errors: AtomicU64,
+    /// Time of every read (served or failed), from the call to its answer.
+    pub read_latency: LatencyHistogram,
+    /// Time of every write.
+    pub write_latency: LatencyHistogram,
+    /// Time of every flush.
+    pub flush_latency: LatencyHistogram,
 }
 
 impl AccessStats {
@@ -245,6 +262,11 @@ impl AccessStats {
             .position(|f| *f == family)
             .unwrap_or(0);
         self.dags[i].fetch_add(1, Ordering::Relaxed);
+        let d = Direction::ALL
+            .iter()
+            .position(|x| *x == direction)
+            .unwrap_or(0);
+        self.dag_outcomes[i][d].fetch_add(1, Ordering::Relaxed);
         match direction {
             Direction::Forward => {}
             Direction::RolledForward => {
@@ -396,6 +418,11 @@ impl Array {
         &self.locks
     }
 
+    /// The engine's counters: DAGs in flight, firings by mnemonic.
+    pub fn engine_stats(&self) -> &EngineStats {
+        self.engine.stats()
+    }
+
     fn lock_states(&self) -> std::sync::MutexGuard<'_, ComponentStates> {
         self.states.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -410,8 +437,9 @@ impl Array {
         offset: u64,
         len: u64,
     ) -> Result<(ReadData, AccessReport), AccessError> {
+        let start = std::time::Instant::now();
         let r = self.access(AccessKind::Read, offset, len, None).await;
-        self.count(&r, AccessKind::Read, len);
+        self.count(&r, AccessKind::Read, len, start);
         r
     }
 
@@ -423,19 +451,34 @@ impl Array {
         data: Bytes,
     ) -> Result<AccessReport, AccessError> {
         let len = data.len() as u64;
+        let start = std::time::Instant::now();
         let r = self
             .access(AccessKind::Write, offset, len, Some(data))
             .await
             .map(|(_, report)| report);
-        self.count(&r, AccessKind::Write, len);
+        self.count(&r, AccessKind::Write, len, start);
         r
     }
 
-    fn count<T>(&self, r: &Result<T, AccessError>, kind: AccessKind, len: u64) {
+    fn count<T>(
+        &self,
+        r: &Result<T, AccessError>,
+        kind: AccessKind,
+        len: u64,
+        start: std::time::Instant,
+    ) {
         let s = &self.stats;
+        match kind {
+            AccessKind::Read => s.read_latency.observe(start.elapsed()),
+            AccessKind::Write => s.write_latency.observe(start.elapsed()),
+        }
         match (r, kind) {
-            (Err(_), _) => {
+            (Err(_), kind) => {
                 s.errors.fetch_add(1, Ordering::Relaxed);
+                match kind {
+                    AccessKind::Read => s.read_errors.fetch_add(1, Ordering::Relaxed),
+                    AccessKind::Write => s.write_errors.fetch_add(1, Ordering::Relaxed),
+                };
             }
             (Ok(_), AccessKind::Read) => {
                 s.reads.fetch_add(1, Ordering::Relaxed);
@@ -571,7 +614,7 @@ impl Array {
             generation: 0,
         };
         let mut last = String::new();
-        for _ in 0..self.config.max_tries.max(1) {
+        for attempt in 1..=self.config.max_tries.max(1) {
             let (failed, generation) = {
                 let st = self.lock_states();
                 (st.failed_columns(), st.generation())
@@ -607,7 +650,11 @@ impl Array {
             for &c in &built.columns_read {
                 self.load[c].fetch_add(1, Ordering::Relaxed);
             }
-            let result = self.engine.run(built.dag).await;
+            let origin = DagOrigin {
+                stripe: s.stripe,
+                attempt,
+            };
+            let result = self.engine.run_for(built.dag, Some(origin)).await;
             for &c in &built.columns_read {
                 self.load[c].fetch_sub(1, Ordering::Relaxed);
             }
@@ -873,6 +920,18 @@ impl Array {
     /// Makes every acknowledged write of every live component durable. A component whose flush
     /// fails is marked failed (while tolerated); more failures than that fail the flush.
     pub async fn flush(&self) -> Result<(), AccessError> {
+        let start = std::time::Instant::now();
+        let r = self.flush_components().await;
+        let s = &self.stats;
+        s.flush_latency.observe(start.elapsed());
+        match &r {
+            Ok(()) => s.flushes.fetch_add(1, Ordering::Relaxed),
+            Err(_) => s.flush_errors.fetch_add(1, Ordering::Relaxed),
+        };
+        r
+    }
+
+    async fn flush_components(&self) -> Result<(), AccessError> {
         let failed = self.lock_states().failed_columns();
         let flushes = self
             .components

@@ -11,6 +11,7 @@ pub mod io;
 pub mod layout;
 pub mod meta;
 pub mod parity;
+pub mod stats;
 pub mod stripe_lock;
 #[cfg(feature = "testing")]
 pub mod testing;

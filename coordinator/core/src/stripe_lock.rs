@@ -148,6 +148,8 @@ struct Counters {
     cancelled: AtomicU64,
     waiting: AtomicU64,
     held: AtomicU64,
+    /// Waits of the requests that had to wait.
+    waits: crate::stats::LatencyHistogram,
 }
 
 type Shard = HashMap<u64, Vec<Entry>>;
@@ -330,6 +332,7 @@ impl StripeLockTable {
                 .counters
                 .wait_nanos
                 .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+            inner.counters.waits.observe(waited);
             if let Some(observer) = &inner.observer {
                 observer.waited(stripe, request.mode, waited);
             }
@@ -356,6 +359,11 @@ impl StripeLockTable {
             waiting: c.waiting.load(Ordering::Relaxed),
             held: c.held.load(Ordering::Relaxed),
         }
+    }
+
+    /// How long the requests that had to wait waited (uncontended grants are not in it).
+    pub fn wait_histogram(&self) -> crate::stats::HistogramSnapshot {
+        self.inner.counters.waits.snapshot()
     }
 
     /// Stripes with a lock held or waited for (idle stripes take no memory). Walks every shard:

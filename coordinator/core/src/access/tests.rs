@@ -623,6 +623,65 @@ async fn data_loss_on_a_read_is_rebuilt_and_rewritten_not_failed() {
 }
 
 #[tokio::test]
+async fn the_counters_see_every_dag_firing_and_retry() {
+    use crate::engine::Direction;
+    let r = rig(RaidLevel::Raid5, 5, &[]);
+    let st = r.array.stats();
+    let fam = |f: DagFamily| DagFamily::ALL.iter().position(|x| *x == f).unwrap();
+    let dir = |d: Direction| Direction::ALL.iter().position(|x| *x == d).unwrap();
+    let e = r.array.engine_stats();
+    // A fault-free small write: one DAG forward, every node fired once.
+    r.array.write(0, Bytes::from(vec![1u8; 16])).await.unwrap();
+    assert_eq!(
+        st.dag_outcomes[fam(DagFamily::SmallWrite)][dir(Direction::Forward)]
+            .load(Ordering::Relaxed),
+        1
+    );
+    for m in [
+        Mnemonic::Rod,
+        Mnemonic::Rop,
+        Mnemonic::Xor,
+        Mnemonic::Cmt,
+        Mnemonic::Wnd,
+    ] {
+        assert_eq!(e.firings(m, false, false), 1, "{m}");
+    }
+    // Rod fails: the first DAG rolls back (Rod failed, the other reads undone), the retry is a
+    // degraded write.
+    let col = r.layout.locate(0).unwrap().column;
+    r.faulty[col].inject(
+        Trigger::node(Mnemonic::Rod).times(1),
+        Fault::Fail(IoErrorKind::Unavailable),
+    );
+    let report = r.array.write(0, Bytes::from(vec![2u8; 16])).await.unwrap();
+    assert_eq!(report.retries(), 1);
+    assert_eq!(e.firings(Mnemonic::Rod, false, true), 1);
+    assert_eq!(e.firings(Mnemonic::Rop, true, false), 1, "Rop undone");
+    assert_eq!(
+        e.firings(Mnemonic::Nil, true, false),
+        1,
+        "the header undone"
+    );
+    assert_eq!(
+        st.dag_outcomes[fam(DagFamily::SmallWrite)][dir(Direction::RolledBackward)]
+            .load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        st.dag_outcomes[fam(DagFamily::DegradedWrite)][dir(Direction::Forward)]
+            .load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(st.writes.load(Ordering::Relaxed), 2);
+    assert_eq!(st.write_latency.snapshot().count(), 2);
+    assert_eq!(e.dags_in_flight(), 0);
+    r.array.read(0, 16).await.unwrap();
+    r.array.flush().await.unwrap();
+    assert_eq!(st.read_latency.snapshot().count(), 1);
+    assert_eq!(st.flushes.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
 async fn raid0_data_loss_is_an_error_naming_the_range() {
     let r = rig(RaidLevel::Raid0, 3, &[]);
     r.faulty[0].inject(

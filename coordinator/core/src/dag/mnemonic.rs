@@ -53,6 +53,11 @@ pub enum Mnemonic {
 }
 
 impl Mnemonic {
+    /// Its position in [`Mnemonic::ALL`] (for per-mnemonic counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Every mnemonic, in declaration order.
     pub const ALL: [Mnemonic; 22] = [
         Mnemonic::Nil,

@@ -19,7 +19,8 @@
 //!
 //! Every firing, do and undo, is a `tracing` span named by the node's [`Mnemonic`], child of the
 //! DAG's span (`dag`), which records the result; the recovery decision and each skipped node are
-//! events on the DAG span.
+//! events on the DAG span. [`EngineStats`] counts DAGs in flight and firings by mnemonic, for
+//! metrics read at scrape time.
 
 mod recovery;
 mod result;
@@ -27,6 +28,7 @@ mod run;
 mod trace;
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -54,10 +56,57 @@ impl Default for EngineConfig {
     }
 }
 
-/// Runs DAGs. Cheap to clone; holds only its configuration.
+/// Counters of one engine: DAGs in flight, and every firing by mnemonic, phase and outcome.
+/// Relaxed atomics, one increment per firing; read by metrics at scrape time.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    in_flight: AtomicU64,
+    /// `[mnemonic][do, undo][succeeded, failed]`.
+    firings: [[[AtomicU64; 2]; 2]; Mnemonic::ALL.len()],
+    skipped: [AtomicU64; Mnemonic::ALL.len()],
+}
+
+impl EngineStats {
+    /// DAGs started and not yet finished.
+    pub fn dags_in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Firings of `mnemonic` so far: its undo (`undo`) or do, failed or succeeded.
+    pub fn firings(&self, mnemonic: Mnemonic, undo: bool, failed: bool) -> u64 {
+        self.firings[mnemonic.index()][usize::from(undo)][usize::from(failed)]
+            .load(Ordering::Relaxed)
+    }
+
+    /// Nodes of `mnemonic` skipped (behind a failed or skipped true-data antecedent).
+    pub fn skipped(&self, mnemonic: Mnemonic) -> u64 {
+        self.skipped[mnemonic.index()].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn fired(&self, mnemonic: Mnemonic, undo: bool, failed: bool) {
+        self.firings[mnemonic.index()][usize::from(undo)][usize::from(failed)]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn skip(&self, mnemonic: Mnemonic) {
+        self.skipped[mnemonic.index()].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Which stripe a DAG serves and which try it is, recorded on its span (`stripe`, `attempt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DagOrigin {
+    /// The stripe.
+    pub stripe: u64,
+    /// 1 for the first DAG of the stripe, 2 for the retry after a roll-backward, ...
+    pub attempt: u32,
+}
+
+/// Runs DAGs. Cheap to clone; holds its configuration and its counters.
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     config: EngineConfig,
+    stats: Arc<EngineStats>,
     /// Test hook: the undo of this node fails (no undo needs storage, so none can fail otherwise).
     #[cfg(test)]
     fail_undo_of: Option<NodeId>,
@@ -70,6 +119,7 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Self {
         Engine {
             config,
+            stats: Arc::default(),
             #[cfg(test)]
             fail_undo_of: None,
         }
@@ -80,6 +130,7 @@ impl Engine {
     pub(crate) fn failing_undo_of(config: EngineConfig, node: NodeId) -> Self {
         Engine {
             config,
+            stats: Arc::default(),
             fail_undo_of: Some(node),
         }
     }
@@ -89,12 +140,22 @@ impl Engine {
         &self.config
     }
 
+    /// The counters of the DAGs this engine (and its clones) ran.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
     /// Starts `dag` in its own task and returns a handle to its result.
     ///
     /// The DAG's span is a child of the caller's current span. Dropping the handle does not stop
     /// the DAG. Must be called within a Tokio runtime (like `tokio::spawn`).
     pub fn run(&self, dag: Dag) -> DagHandle {
-        let (dag_id, span, run) = self.prepare(dag);
+        self.run_for(dag, None)
+    }
+
+    /// [`Engine::run`], with the stripe and try the DAG is for recorded on its span.
+    pub fn run_for(&self, dag: Dag, origin: Option<DagOrigin>) -> DagHandle {
+        let (dag_id, span, run) = self.prepare(dag, origin);
         let join = tokio::spawn(run.execute().instrument(span));
         DagHandle { dag_id, join }
     }
@@ -104,13 +165,13 @@ impl Engine {
     /// Dropping this future mid-run tears the DAG (writes may be half issued): use it only from a
     /// task that is itself never cancelled. [`Engine::run`] is the safe default.
     pub async fn execute(&self, dag: Dag) -> DagResult {
-        let (_, span, run) = self.prepare(dag);
+        let (_, span, run) = self.prepare(dag, None);
         run.execute().instrument(span).await
     }
 
-    fn prepare(&self, dag: Dag) -> (u64, tracing::Span, run::Run) {
+    fn prepare(&self, dag: Dag, origin: Option<DagOrigin>) -> (u64, tracing::Span, run::Run) {
         let dag_id = NEXT_DAG_ID.fetch_add(1, Ordering::Relaxed);
-        let span = trace::dag_span(dag_id, dag.kind(), dag.len());
+        let span = trace::dag_span(dag_id, dag.kind(), dag.len(), origin);
         let run = run::Run::new(dag_id, dag.into_parts(), self, span.clone());
         (dag_id, span, run)
     }

@@ -18,6 +18,13 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// Every direction.
+    pub const ALL: [Direction; 3] = [
+        Direction::Forward,
+        Direction::RolledForward,
+        Direction::RolledBackward,
+    ];
+
     /// Short stable name, as recorded on the DAG span.
     pub fn as_str(self) -> &'static str {
         match self {

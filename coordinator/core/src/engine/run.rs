@@ -60,6 +60,7 @@ pub(crate) struct Run {
     has_commit: bool,
     deadline: Duration,
     dag_span: Span,
+    stats: std::sync::Arc<super::EngineStats>,
 
     state: Vec<State>,
     ant_done: Vec<u32>,
@@ -93,6 +94,7 @@ impl Run {
             buffers: parts.buffers,
             deadline: engine.config.node_deadline,
             dag_span,
+            stats: engine.stats.clone(),
             state: (0..n).map(|_| State::Wait).collect(),
             ant_done: vec![0; n],
             succ_fired: vec![0; n],
@@ -109,6 +111,10 @@ impl Run {
 
     /// Runs the DAG to its completion and reports.
     pub(crate) async fn execute(mut self) -> DagResult {
+        let stats = self.stats.clone();
+        stats
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // The header is ready by construction: it has no antecedents.
         self.fire(0);
         self.drain();
@@ -116,7 +122,11 @@ impl Run {
             self.work.push(Work::Finish(finish));
             self.drain();
         }
-        self.into_result()
+        let result = self.into_result();
+        stats
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        result
     }
 
     fn drain(&mut self) {
@@ -239,6 +249,11 @@ impl Run {
             (Phase::Undo, Err(_)) => "undo_failed",
         };
         span.record("outcome", outcome);
+        self.stats.fired(
+            self.nodes[node].mnemonic(),
+            phase == Phase::Undo,
+            result.is_err(),
+        );
         if let Err(e) = &result {
             span.record("error", tracing::field::display(e));
         }
@@ -340,6 +355,7 @@ impl Run {
 
     fn skip(&mut self, node: usize) {
         self.state[node] = State::Skipped;
+        self.stats.skip(self.nodes[node].mnemonic());
         for k in 0..self.nodes[node].antecedents().len() {
             let a = self.nodes[node].antecedents()[k].0.index();
             self.succ_fired[a] += 1;

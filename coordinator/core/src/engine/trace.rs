@@ -67,12 +67,19 @@ pub(crate) fn node_span(mnemonic: Mnemonic, parent: &Span, f: &NodeFields<'_>) -
 }
 
 /// Opens the span of one DAG run, child of the caller's current span.
-pub(crate) fn dag_span(dag_id: u64, dag_kind: &'static str, nodes: usize) -> Span {
+pub(crate) fn dag_span(
+    dag_id: u64,
+    dag_kind: &'static str,
+    nodes: usize,
+    origin: Option<super::DagOrigin>,
+) -> Span {
     tracing::info_span!(
         "dag",
         dag_id,
         dag_kind,
         nodes = nodes as u64,
+        stripe = origin.map(|o| o.stripe),
+        attempt = origin.map(|o| u64::from(o.attempt)),
         direction = tracing::field::Empty,
         committed = tracing::field::Empty,
         failed = tracing::field::Empty,
