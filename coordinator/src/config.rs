@@ -126,6 +126,8 @@ pub struct CoordinatorConfig {
     /// **Test only**: abort the process after this many label writes of the first state change
     /// recorded (`crate::labels::CrashHook`); from `DAGRAID_TEST_CRASH_AFTER_LABEL_WRITES`.
     pub test_crash_after_label_writes: Option<usize>,
+    /// Where to serve Prometheus metrics (`/metrics`); `None`: not served. Port 0 picks one.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl CoordinatorConfig {
@@ -142,6 +144,7 @@ impl CoordinatorConfig {
             max_io_bytes: DEFAULT_MAX_IO_BYTES,
             assembly_wait: Duration::from_millis(DEFAULT_ASSEMBLY_WAIT_MS),
             test_crash_after_label_writes: None,
+            metrics_listen: None,
         }
     }
 
@@ -222,6 +225,7 @@ impl CoordinatorConfig {
 /// health-interval-ms = 1000
 /// max-io-bytes = 16777216
 /// assembly-wait-ms = 10000
+/// metrics-listen = "0.0.0.0:9464"
 /// nodes = [
 ///   { id = "node1", address = "127.0.0.1:7001" },
 ///   { id = "node2", address = "127.0.0.1:7002" },
@@ -248,6 +252,8 @@ pub struct FileConfig {
     pub max_io_bytes: Option<u64>,
     /// See [`CoordinatorConfig::assembly_wait`], in milliseconds.
     pub assembly_wait_ms: Option<u64>,
+    /// See [`CoordinatorConfig::metrics_listen`].
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl FileConfig {
@@ -327,6 +333,12 @@ pub struct Args {
         hide = true
     )]
     pub test_crash_after_label_writes: Option<usize>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free port) [default: off].
+    #[arg(long, value_name = "ADDR", env = "DAGRAID_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Trace export (OTLP/gRPC), configured like any OpenTelemetry SDK.
+    #[command(flatten)]
+    pub telemetry: dagraid_telemetry::TelemetryArgs,
 }
 
 impl Args {
@@ -375,6 +387,7 @@ impl Args {
             config.assembly_wait = Duration::from_millis(ms);
         }
         config.test_crash_after_label_writes = self.test_crash_after_label_writes;
+        config.metrics_listen = self.metrics_listen.or(file.metrics_listen);
         config.validate()?;
         Ok(config)
     }

@@ -22,6 +22,11 @@
 //! - [`service`]: the `VolumeService` gRPC implementation and the bearer-token check.
 //! - [`error`]: node-call errors and their `Status -> IoError` mapping; the volume API's
 //!   [`error::ServiceError`] and its one `-> Status` mapping.
+//! - [`metrics`]: the `/metrics` registry: volume, DAG, firing, component, stripe-lock and
+//!   storage-RPC metrics, mostly read at scrape time from the core's counters. Traces: every
+//!   API call gets a span from `dagraid_telemetry`'s gRPC layer (the caller's trace context as
+//!   its parent); the core's `access`, `dag` and node spans nest under it, and the node client
+//!   carries the context on to the storage nodes.
 //! - [`Coordinator`] / [`run`]: start-up (store, epoch, fencing, assembly), serving, graceful
 //!   shutdown (drain, then every volume marked clean). The `dagraid-coordinator` binary is a
 //!   thin wrapper over them.
@@ -30,6 +35,7 @@ pub mod config;
 pub mod durable;
 pub mod error;
 pub mod labels;
+pub mod metrics;
 pub mod node_client;
 pub mod registry;
 pub mod remote;
@@ -48,6 +54,7 @@ use std::time::Duration;
 use dagraid_core::access::ArrayConfig;
 use dagraid_core::engine::EngineConfig;
 use dagraid_proto::volume::v1::volume_service_server::VolumeServiceServer;
+use dagraid_telemetry::{GrpcServerLayer, MetricsServer};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
@@ -58,6 +65,7 @@ pub use config::CoordinatorConfig;
 
 use crate::config::NodeSpec;
 use crate::labels::CrashHook;
+use crate::metrics::CoordinatorMetrics;
 use crate::node_client::{
     FencingContext, HTTP2_CONNECTION_WINDOW, HTTP2_MAX_FRAME_SIZE, HTTP2_STREAM_WINDOW,
     NodeClientConfig,
@@ -116,6 +124,8 @@ pub struct Coordinator {
     epoch: u64,
     stop: CancellationToken,
     task: Option<JoinHandle<Result<(), CoordinatorError>>>,
+    metrics: Arc<CoordinatorMetrics>,
+    metrics_server: Option<MetricsServer>,
 }
 
 impl Drop for Coordinator {
@@ -177,6 +187,15 @@ impl Coordinator {
                 addr: config.listen,
                 source,
             })?;
+        let metrics = Arc::new(CoordinatorMetrics::new());
+        let metrics_server = match config.metrics_listen {
+            None => None,
+            Some(addr) => Some(
+                MetricsServer::start(addr, metrics.registry().clone())
+                    .await
+                    .map_err(|source| CoordinatorError::Bind { addr, source })?,
+            ),
+        };
 
         let records = {
             let store = store.clone();
@@ -204,7 +223,10 @@ impl Coordinator {
             &config.nodes,
             &extra,
             fencing.clone(),
-            node_client_config(&config),
+            NodeClientConfig {
+                metrics: Some(metrics.storage().clone()),
+                ..node_client_config(&config)
+            },
             config.node_deadline,
         )?);
         registry.check_all().await;
@@ -248,6 +270,7 @@ impl Coordinator {
                 crash,
             },
         ));
+        metrics.watch(&volumes);
         volumes.assemble_all(records).await;
 
         let stop = CancellationToken::new();
@@ -268,7 +291,11 @@ impl Coordinator {
         health.set_serving::<VolumeServiceServer<VolumeApi>>().await;
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let signal = stop.clone();
+        // Health checks are polled: traced only when they carry a trace context.
+        let traced = GrpcServerLayer::new(Some(metrics.grpc().clone()))
+            .quiet(&["grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch"]);
         let server = Server::builder()
+            .layer(traced)
             .max_frame_size(HTTP2_MAX_FRAME_SIZE)
             .initial_stream_window_size(HTTP2_STREAM_WINDOW)
             .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
@@ -306,7 +333,19 @@ impl Coordinator {
             epoch,
             stop,
             task: Some(task),
+            metrics,
+            metrics_server,
         })
+    }
+
+    /// The coordinator's metrics (served at [`Coordinator::metrics_addr`] when configured).
+    pub fn metrics(&self) -> &Arc<CoordinatorMetrics> {
+        &self.metrics
+    }
+
+    /// Where `/metrics` is served (port 0 resolved), if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::local_addr)
     }
 
     /// The address actually bound (port 0 resolved).

@@ -25,17 +25,19 @@ fn shutdown_signal() -> Result<impl Future<Output = ()>, String> {
     })
 }
 
-async fn serve(args: Args) -> Result<(), String> {
-    let config = args.into_config()?;
+async fn serve(config: dagraid_coordinator::CoordinatorConfig) -> Result<(), String> {
     let coordinator = Coordinator::start(config)
         .await
         .map_err(|e| e.to_string())?;
     let shutdown = shutdown_signal()?;
-    // The one line scripts, `dagraid up` and the test harness wait for.
+    // The one line scripts, `dagraid up` and the test harness wait for, first.
     println!(
         "dagraid-coordinator listening on {}",
         coordinator.local_addr()
     );
+    if let Some(addr) = coordinator.metrics_addr() {
+        println!("dagraid-coordinator metrics on http://{addr}/metrics");
+    }
     coordinator
         .run_until(shutdown)
         .await
@@ -44,17 +46,19 @@ async fn serve(args: Args) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let result = tokio::runtime::Runtime::new()
-        .map_err(|e| format!("starting the runtime: {e}"))
-        .and_then(|runtime| runtime.block_on(serve(args)));
+    let telemetry_args = args.telemetry.clone();
+    let result = args.into_config().and_then(|config| {
+        let runtime =
+            tokio::runtime::Runtime::new().map_err(|e| format!("starting the runtime: {e}"))?;
+        runtime.block_on(async {
+            let telemetry = dagraid_telemetry::init(&telemetry_args, "dagraid-coordinator")?;
+            let served = serve(config).await;
+            // The spans still queued go out before the runtime (and the exporter's
+            // connection) ends.
+            telemetry.shutdown().await;
+            served
+        })
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -13,6 +13,10 @@
 //! The admin calls the coordinator needs (node info, components, slots, fencing) are plain
 //! methods here, with proto types converted at this boundary.
 //!
+//! Every call carries the current span's W3C trace context (a block I/O call runs inside its
+//! DAG node's span, so the node's call span nests under it) and is timed into
+//! [`crate::metrics::StorageRpcMetrics`] when the client has them.
+//!
 //! **Fenced before the first write.** A client sends `Fence(epoch)` to its node before the first
 //! mutating call (block write, flush, slot write, create, delete) of each owner epoch
 //! ([`NodeClient::ensure_fenced`]), unless [`NodeClient::fence`] already did. So a node that was
@@ -33,6 +37,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use crate::error::NodeClientError;
+use crate::metrics::{NodeRpcMetrics, StorageRpcMetrics};
 
 /// HTTP/2 frame size: a 1 MiB block travels in one frame (the setting that matters most for
 /// large transfers, STACK.md). The storage node uses the same value.
@@ -91,7 +96,7 @@ impl FencingContext {
 }
 
 /// How a [`NodeClient`] talks to its node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct NodeClientConfig {
     /// HTTP/2 connections to the node, used round robin.
     pub connections: usize,
@@ -109,6 +114,8 @@ pub struct NodeClientConfig {
     pub keepalive_interval: Duration,
     /// A connection whose ping is not answered within this is closed.
     pub keepalive_timeout: Duration,
+    /// Where call latencies and errors are counted; `None`: not counted.
+    pub metrics: Option<StorageRpcMetrics>,
 }
 
 impl Default for NodeClientConfig {
@@ -121,6 +128,7 @@ impl Default for NodeClientConfig {
             connect_timeout: Duration::from_secs(2),
             keepalive_interval: Duration::from_secs(1),
             keepalive_timeout: Duration::from_secs(2),
+            metrics: None,
         }
     }
 }
@@ -250,6 +258,7 @@ struct Inner {
     /// One Fence at a time.
     fence_lock: tokio::sync::Mutex<()>,
     config: NodeClientConfig,
+    metrics: Option<NodeRpcMetrics>,
 }
 
 impl fmt::Debug for NodeClient {
@@ -311,6 +320,7 @@ impl NodeClient {
                 fencing,
                 fenced: AtomicU64::new(0),
                 fence_lock: tokio::sync::Mutex::new(()),
+                metrics: config.metrics.as_ref().map(|m| m.for_node(address)),
                 config,
             }),
         })
@@ -336,22 +346,36 @@ impl NodeClient {
         self.inner.clients[i % self.inner.clients.len()].clone()
     }
 
-    /// One call under `deadline`, which starts now. The deadline is also sent to the node
-    /// (`grpc-timeout`), so the node gives up on work nobody waits for; expiry is answered here
-    /// as DEADLINE_EXCEEDED even when the node never answers at all (a stopped process).
-    async fn call<M, T, F, Fut>(&self, deadline: Duration, message: M, rpc: F) -> Result<T, Status>
+    /// One call of RPC `name` under `deadline`, which starts now. The deadline is also sent to
+    /// the node (`grpc-timeout`), so the node gives up on work nobody waits for; expiry is
+    /// answered here as DEADLINE_EXCEEDED even when the node never answers at all (a stopped
+    /// process). The call carries the current span's trace context.
+    async fn call<M, T, F, Fut>(
+        &self,
+        name: &'static str,
+        deadline: Duration,
+        message: M,
+        rpc: F,
+    ) -> Result<T, Status>
     where
         F: FnOnce(Rpc, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let mut request = Request::new(message);
         request.set_timeout(deadline);
-        match tokio::time::timeout(deadline, rpc(self.pick(), request)).await {
+        dagraid_telemetry::propagation::inject_current(request.metadata_mut());
+        let start = std::time::Instant::now();
+        let answer = match tokio::time::timeout(deadline, rpc(self.pick(), request)).await {
             Ok(answer) => answer.map(Response::into_inner),
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "no answer within {deadline:?}"
             ))),
+        };
+        if let Some(m) = &self.inner.metrics {
+            let error = answer.as_ref().err().map(|s| s.code() as i32);
+            m.observe(name, start.elapsed().as_secs_f64(), error);
         }
+        answer
     }
 
     /// The highest epoch this client has fenced its node at (0: never).
@@ -378,6 +402,7 @@ impl NodeClient {
         };
         let answer = self
             .call(
+                "Fence",
                 self.inner.config.io_deadline,
                 request,
                 |mut c, r| async move { c.fence(r).await },
@@ -406,7 +431,12 @@ impl NodeClient {
 
     /// A block I/O call: waits for a place among the node's calls in flight, then runs under
     /// the I/O deadline.
-    pub(crate) async fn io_call<M, T, F, Fut>(&self, message: M, rpc: F) -> Result<T, Status>
+    pub(crate) async fn io_call<M, T, F, Fut>(
+        &self,
+        name: &'static str,
+        message: M,
+        rpc: F,
+    ) -> Result<T, Status>
     where
         F: FnOnce(Rpc, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
@@ -417,7 +447,8 @@ impl NodeClient {
             .acquire()
             .await
             .map_err(|_| Status::unavailable("node client closed"))?;
-        self.call(self.inner.config.io_deadline, message, rpc).await
+        self.call(name, self.inner.config.io_deadline, message, rpc)
+            .await
     }
 
     async fn admin_call<M, T, F, Fut>(
@@ -430,7 +461,7 @@ impl NodeClient {
         F: FnOnce(Rpc, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
-        self.call(self.inner.config.admin_deadline, message, rpc)
+        self.call(name, self.inner.config.admin_deadline, message, rpc)
             .await
             .map_err(|status| {
                 let err = NodeClientError::from_status(&self.inner.address, name, &status);

@@ -103,7 +103,9 @@ impl RemoteComponent {
         };
         let answer = self
             .node
-            .io_call(request, |mut c, r| async move { c.read_blocks(r).await })
+            .io_call("ReadBlocks", request, |mut c, r| async move {
+                c.read_blocks(r).await
+            })
             .await
             .map_err(|s| self.failed(&s, IoOp::Read, start, n))?;
         if answer.data.len() as u64 != expected {
@@ -148,7 +150,9 @@ impl RemoteComponent {
             data,
         };
         self.node
-            .io_call(request, |mut c, r| async move { c.write_blocks(r).await })
+            .io_call("WriteBlocks", request, |mut c, r| async move {
+                c.write_blocks(r).await
+            })
             .await
             .map(drop)
             .map_err(|s| self.failed(&s, IoOp::Write, start, n))
@@ -164,7 +168,7 @@ impl RemoteComponent {
             component_id: self.component_id.clone(),
         };
         self.node
-            .io_call(request, |mut c, r| async move { c.flush(r).await })
+            .io_call("Flush", request, |mut c, r| async move { c.flush(r).await })
             .await
             .map(drop)
             .map_err(|s| self.failed(&s, IoOp::Flush, 0, 0))

@@ -1,0 +1,639 @@
+//! The coordinator's `/metrics`.
+//!
+//! Almost everything is read at scrape time from counters the core keeps anyway (per volume:
+//! `AccessStats`, the engine's `EngineStats`, the stripe-lock table), so the data path pays a
+//! few relaxed atomic increments and nothing here touches it. Recorded as they happen: the
+//! volume API's call metrics (the gRPC layer of `dagraid_telemetry`) and the storage RPCs
+//! ([`StorageRpcMetrics`], one histogram per node and RPC resolved when the node client is
+//! made).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, Weak};
+
+use dagraid_core::array::{ArrayState, ComponentState};
+use dagraid_core::dag::Mnemonic;
+use dagraid_core::dag::builders::DagFamily;
+use dagraid_core::engine::Direction;
+use dagraid_core::stats::{HistogramSnapshot, LATENCY_BOUNDS_NS};
+use dagraid_telemetry::GrpcServerMetrics;
+use dagraid_telemetry::grpc::code_name;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::volumes::{VolumeEntry, VolumeManager};
+
+/// The storage RPCs whose latency is kept, by name.
+const RPCS: [&str; 10] = [
+    "ReadBlocks",
+    "WriteBlocks",
+    "Flush",
+    "Fence",
+    "GetNodeInfo",
+    "CreateComponent",
+    "DeleteComponent",
+    "ListComponents",
+    "ReadSlot",
+    "WriteSlot",
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    node: String,
+    rpc: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcErrorLabels {
+    node: String,
+    rpc: &'static str,
+    code: &'static str,
+}
+
+/// Latency and errors of the coordinator's calls to the storage nodes.
+#[derive(Debug, Clone)]
+pub struct StorageRpcMetrics {
+    seconds: Family<RpcLabels, Histogram, fn() -> Histogram>,
+    errors: Family<RpcErrorLabels, Counter>,
+}
+
+impl StorageRpcMetrics {
+    fn register(registry: &mut Registry) -> StorageRpcMetrics {
+        let m = StorageRpcMetrics {
+            seconds: Family::new_with_constructor(dagraid_telemetry::metrics::latency_histogram),
+            errors: Family::default(),
+        };
+        registry.register(
+            "dagraid_storage_rpc_seconds",
+            "Time of the coordinator's calls to the storage nodes, by node address and RPC",
+            m.seconds.clone(),
+        );
+        registry.register(
+            "dagraid_storage_rpc_errors",
+            "Failed calls to the storage nodes, by node address, RPC and gRPC code",
+            m.errors.clone(),
+        );
+        m
+    }
+
+    /// The histograms of one node, resolved once (a call then costs no label lookup).
+    pub fn for_node(&self, node: &str) -> NodeRpcMetrics {
+        NodeRpcMetrics {
+            node: node.to_owned(),
+            seconds: RPCS.map(|rpc| {
+                self.seconds
+                    .get_or_create(&RpcLabels {
+                        node: node.to_owned(),
+                        rpc,
+                    })
+                    .clone()
+            }),
+            errors: self.errors.clone(),
+        }
+    }
+}
+
+/// [`StorageRpcMetrics`] of one node.
+#[derive(Debug, Clone)]
+pub struct NodeRpcMetrics {
+    node: String,
+    seconds: [Histogram; RPCS.len()],
+    errors: Family<RpcErrorLabels, Counter>,
+}
+
+impl NodeRpcMetrics {
+    /// Counts one call of `rpc` that took `seconds` and failed with gRPC code `error` (if it
+    /// did).
+    pub fn observe(&self, rpc: &'static str, seconds: f64, error: Option<i32>) {
+        if let Some(i) = RPCS.iter().position(|r| *r == rpc) {
+            self.seconds[i].observe(seconds);
+        }
+        if let Some(code) = error {
+            self.errors
+                .get_or_create(&RpcErrorLabels {
+                    node: self.node.clone(),
+                    rpc,
+                    code: code_name(code),
+                })
+                .inc();
+        }
+    }
+}
+
+/// The coordinator's metrics: the registry `/metrics` serves and the parts recorded live.
+#[derive(Debug)]
+pub struct CoordinatorMetrics {
+    registry: Arc<Registry>,
+    grpc: GrpcServerMetrics,
+    storage: StorageRpcMetrics,
+    volumes: Arc<OnceLock<Weak<VolumeManager>>>,
+}
+
+impl Default for CoordinatorMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CoordinatorMetrics {
+    /// Every metric registered; the volume metrics appear once [`CoordinatorMetrics::watch`]
+    /// names the volumes.
+    pub fn new() -> CoordinatorMetrics {
+        let mut registry = Registry::default();
+        let grpc = GrpcServerMetrics::register(&mut registry);
+        let storage = StorageRpcMetrics::register(&mut registry);
+        let volumes: Arc<OnceLock<Weak<VolumeManager>>> = Arc::default();
+        registry.register_collector(Box::new(VolumeCollector {
+            volumes: volumes.clone(),
+        }));
+        registry.register_collector(Box::new(dagraid_telemetry::metrics::TraceExportCollector));
+        CoordinatorMetrics {
+            registry: Arc::new(registry),
+            grpc,
+            storage,
+            volumes,
+        }
+    }
+
+    /// Reports the volumes (and storage nodes) of `volumes` from now on.
+    pub fn watch(&self, volumes: &Arc<VolumeManager>) {
+        let _ = self.volumes.set(Arc::downgrade(volumes));
+    }
+
+    /// The registry, for the `/metrics` endpoint.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The volume API's call metrics.
+    pub fn grpc(&self) -> &GrpcServerMetrics {
+        &self.grpc
+    }
+
+    /// The storage RPC metrics.
+    pub fn storage(&self) -> &StorageRpcMetrics {
+        &self.storage
+    }
+
+    /// The metrics as Prometheus text (what a scrape without `Accept` gets).
+    pub fn render(&self) -> String {
+        dagraid_telemetry::metrics::render(
+            &self.registry,
+            dagraid_telemetry::metrics::Format::Prometheus,
+        )
+    }
+}
+
+#[derive(Debug)]
+struct VolumeCollector {
+    volumes: Arc<OnceLock<Weak<VolumeManager>>>,
+}
+
+/// Histogram buckets as the encoder wants them: (upper bound in seconds, count in the bucket).
+fn buckets(h: &HistogramSnapshot) -> Vec<(f64, u64)> {
+    LATENCY_BOUNDS_NS
+        .iter()
+        .map(|&b| b as f64 / 1e9)
+        .chain([f64::INFINITY])
+        .zip(h.buckets)
+        .collect()
+}
+
+fn encode_histogram(
+    m: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    labels: &[(&str, &str)],
+    h: &HistogramSnapshot,
+) -> Result<(), std::fmt::Error> {
+    m.encode_family(&labels)?
+        .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            h.sum_ns as f64 / 1e9,
+            h.count(),
+            &buckets(h),
+            None,
+        )
+}
+
+fn counter(
+    m: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    labels: &[(&str, &str)],
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    ConstCounter::new(v).encode(m.encode_family(&labels)?)
+}
+
+fn gauge(
+    m: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    labels: &[(&str, &str)],
+    v: i64,
+) -> Result<(), std::fmt::Error> {
+    ConstGauge::new(v).encode(m.encode_family(&labels)?)
+}
+
+const COMPONENT_STATES: [&str; 2] = ["optimal", "failed"];
+const VOLUME_STATES: [&str; 5] = [
+    "optimal",
+    "degraded",
+    "failed",
+    "resyncing",
+    "not_assembled",
+];
+
+fn component_state_name(s: ComponentState) -> &'static str {
+    if s.is_failed() { "failed" } else { "optimal" }
+}
+
+impl Collector for VolumeCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(volumes) = self.volumes.get().and_then(Weak::upgrade) else {
+            return Ok(());
+        };
+        let entries = volumes.entries();
+        let assembled: Vec<_> = entries
+            .iter()
+            .filter_map(|e| match e {
+                VolumeEntry::Assembled(v) => Some(v.clone()),
+                VolumeEntry::Unassembled(_) => None,
+            })
+            .collect();
+        let registry = volumes.registry();
+
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_build_info",
+                "Always 1; the coordinator's version",
+                None,
+                MetricType::Gauge,
+            )?;
+            gauge(&mut m, &[("version", env!("CARGO_PKG_VERSION"))], 1)?;
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_storage_node_up",
+                "1 while the health loop reaches the storage node, 0 when it does not",
+                None,
+                MetricType::Gauge,
+            )?;
+            for n in registry.nodes() {
+                let up = n.health().reachable;
+                gauge(
+                    &mut m,
+                    &[("node", n.id()), ("address", n.address())],
+                    i64::from(up),
+                )?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_volume_state",
+                "1 for each volume's current state, 0 for the others (optimal, degraded, failed, resyncing, not_assembled)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for e in &entries {
+                let now = match e {
+                    VolumeEntry::Unassembled(_) => "not_assembled",
+                    VolumeEntry::Assembled(v) => match v.array().array_state() {
+                        ArrayState::Failed => "failed",
+                        _ if v.resyncing() => "resyncing",
+                        ArrayState::Optimal => "optimal",
+                        ArrayState::Degraded => "degraded",
+                    },
+                };
+                for s in VOLUME_STATES {
+                    gauge(
+                        &mut m,
+                        &[("volume", e.name()), ("state", s)],
+                        i64::from(s == now),
+                    )?;
+                }
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_component_state",
+                "1 for each component's current state, 0 for the other (optimal, failed)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for e in &entries {
+                let (records, states): (&[crate::store::ComponentRecord], Vec<ComponentState>) =
+                    match e {
+                        VolumeEntry::Assembled(v) => {
+                            (v.components(), v.array().states().states().to_vec())
+                        }
+                        VolumeEntry::Unassembled(u) => {
+                            (&u.record().components, u.states().to_vec())
+                        }
+                    };
+                for c in records {
+                    let now = states
+                        .get(c.column as usize)
+                        .copied()
+                        .map(component_state_name)
+                        .unwrap_or("failed");
+                    let column = c.column.to_string();
+                    for s in COMPONENT_STATES {
+                        gauge(
+                            &mut m,
+                            &[
+                                ("volume", e.name()),
+                                ("column", &column),
+                                ("node", &c.node_id),
+                                ("component", &c.component_id),
+                                ("state", s),
+                            ],
+                            i64::from(s == now),
+                        )?;
+                    }
+                }
+            }
+        }
+        {
+            // Nodes a failed column could be rebuilt on: reachable, and holding no column of the
+            // volume already.
+            let mut m = enc.encode_descriptor(
+                "dagraid_volume_spare_nodes",
+                "Reachable storage nodes that hold no column of the volume (where a failed column could be rebuilt)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for v in &assembled {
+                let used: BTreeSet<&str> =
+                    v.components().iter().map(|c| c.node_id.as_str()).collect();
+                let spare = registry
+                    .nodes()
+                    .iter()
+                    .filter(|n| !used.contains(n.id()) && n.health().reachable)
+                    .count();
+                gauge(&mut m, &[("volume", v.name())], spare as i64)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_volume_lost_stripes",
+                "Stripes marked lost after a torn write (unreadable until rewritten whole)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for v in &assembled {
+                gauge(
+                    &mut m,
+                    &[("volume", v.name())],
+                    v.array().lost_stripes().len() as i64,
+                )?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_volume_operations",
+                "Volume reads, writes and flushes answered, by outcome",
+                None,
+                MetricType::Counter,
+            )?;
+            for v in &assembled {
+                let s = v.array().stats();
+                let l = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
+                for (op, ok, err) in [
+                    ("read", l(&s.reads), l(&s.read_errors)),
+                    ("write", l(&s.writes), l(&s.write_errors)),
+                    ("flush", l(&s.flushes), l(&s.flush_errors)),
+                ] {
+                    counter(
+                        &mut m,
+                        &[("volume", v.name()), ("op", op), ("outcome", "ok")],
+                        ok,
+                    )?;
+                    counter(
+                        &mut m,
+                        &[("volume", v.name()), ("op", op), ("outcome", "error")],
+                        err,
+                    )?;
+                }
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_volume_bytes",
+                "Bytes of the reads served and the writes acknowledged",
+                None,
+                MetricType::Counter,
+            )?;
+            for v in &assembled {
+                let s = v.array().stats();
+                counter(
+                    &mut m,
+                    &[("volume", v.name()), ("op", "read")],
+                    s.bytes_read.load(Ordering::Relaxed),
+                )?;
+                counter(
+                    &mut m,
+                    &[("volume", v.name()), ("op", "write")],
+                    s.bytes_written.load(Ordering::Relaxed),
+                )?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_volume_operation_seconds",
+                "Time of volume reads, writes and flushes in the coordinator, from the call to the answer",
+                None,
+                MetricType::Histogram,
+            )?;
+            for v in &assembled {
+                let s = v.array().stats();
+                for (op, h) in [
+                    ("read", &s.read_latency),
+                    ("write", &s.write_latency),
+                    ("flush", &s.flush_latency),
+                ] {
+                    encode_histogram(&mut m, &[("volume", v.name()), ("op", op)], &h.snapshot())?;
+                }
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_dags",
+                "DAGs run, by kind and outcome (forward, rolled_forward, rolled_backward)",
+                None,
+                MetricType::Counter,
+            )?;
+            for v in &assembled {
+                let s = v.array().stats();
+                for (i, family) in DagFamily::ALL.iter().enumerate() {
+                    for (d, direction) in Direction::ALL.iter().enumerate() {
+                        let n = s.dag_outcomes[i][d].load(Ordering::Relaxed);
+                        // Kinds a level never runs stay out, except the plain forward count.
+                        if n > 0 || *direction == Direction::Forward {
+                            counter(
+                                &mut m,
+                                &[
+                                    ("volume", v.name()),
+                                    ("kind", family.name()),
+                                    ("outcome", direction.as_str()),
+                                ],
+                                n,
+                            )?;
+                        }
+                    }
+                }
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_recoveries",
+                "DAGs that met a failure and recovered, by direction (forward: completed past the commit; backward: undone, then retried)",
+                None,
+                MetricType::Counter,
+            )?;
+            for v in &assembled {
+                let s = v.array().stats();
+                counter(
+                    &mut m,
+                    &[("volume", v.name()), ("direction", "forward")],
+                    s.rolled_forward.load(Ordering::Relaxed),
+                )?;
+                counter(
+                    &mut m,
+                    &[("volume", v.name()), ("direction", "backward")],
+                    s.rolled_backward.load(Ordering::Relaxed),
+                )?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_dags_in_flight",
+                "DAGs running now",
+                None,
+                MetricType::Gauge,
+            )?;
+            for v in &assembled {
+                gauge(
+                    &mut m,
+                    &[("volume", v.name())],
+                    v.array().engine_stats().dags_in_flight() as i64,
+                )?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_node_firings",
+                "DAG node firings, by mnemonic, phase (do, undo) and outcome (ok, failed); mnemonics never fired are left out",
+                None,
+                MetricType::Counter,
+            )?;
+            for v in &assembled {
+                let e = v.array().engine_stats();
+                for mn in Mnemonic::ALL {
+                    let counts = [(false, false), (false, true), (true, false), (true, true)]
+                        .map(|(undo, failed)| (undo, failed, e.firings(mn, undo, failed)));
+                    if counts.iter().all(|c| c.2 == 0) {
+                        continue;
+                    }
+                    for (undo, failed, n) in counts {
+                        counter(
+                            &mut m,
+                            &[
+                                ("volume", v.name()),
+                                ("mnemonic", mn.as_str()),
+                                ("phase", if undo { "undo" } else { "do" }),
+                                ("outcome", if failed { "failed" } else { "ok" }),
+                            ],
+                            n,
+                        )?;
+                    }
+                }
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_node_skips",
+                "DAG nodes skipped behind a failed (or skipped) antecedent, by mnemonic",
+                None,
+                MetricType::Counter,
+            )?;
+            for v in &assembled {
+                let e = v.array().engine_stats();
+                for mn in Mnemonic::ALL {
+                    let n = e.skipped(mn);
+                    if n > 0 {
+                        counter(
+                            &mut m,
+                            &[("volume", v.name()), ("mnemonic", mn.as_str())],
+                            n,
+                        )?;
+                    }
+                }
+            }
+        }
+        let locks: HashMap<&str, _> = assembled
+            .iter()
+            .map(|v| (v.name(), v.array().stripe_locks().stats()))
+            .collect();
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_stripe_lock_acquired",
+                "Stripe locks granted",
+                None,
+                MetricType::Counter,
+            )?;
+            for (name, s) in &locks {
+                counter(&mut m, &[("volume", name)], s.acquired)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_stripe_lock_contended",
+                "Stripe locks granted only after a wait",
+                None,
+                MetricType::Counter,
+            )?;
+            for (name, s) in &locks {
+                counter(&mut m, &[("volume", name)], s.contended)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_stripe_lock_wait_seconds",
+                "How long the stripe-lock requests that had to wait waited",
+                None,
+                MetricType::Histogram,
+            )?;
+            for v in &assembled {
+                encode_histogram(
+                    &mut m,
+                    &[("volume", v.name())],
+                    &v.array().stripe_locks().wait_histogram(),
+                )?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_stripe_locks_held",
+                "Stripe locks held now",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (name, s) in &locks {
+                gauge(&mut m, &[("volume", name)], s.held as i64)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_stripe_lock_waiting",
+                "Stripe-lock requests waiting now",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (name, s) in &locks {
+                gauge(&mut m, &[("volume", name)], s.waiting as i64)?;
+            }
+        }
+        Ok(())
+    }
+}
