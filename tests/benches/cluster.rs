@@ -58,16 +58,25 @@ const FAILED_COLUMN: u32 = 2;
 const DIRECT_CONNECTIONS: usize = 4;
 const CLUSTER: &str = "dagraid";
 
-/// Length of one round of one measurement; `CLUSTER_BENCH_MS` overrides it.
+/// Length of one round of one measurement; `CLUSTER_BENCH_MS` overrides it. Short rounds, many
+/// of them: the machine's load changes within seconds, and each side must see the same load.
 fn round() -> Duration {
     let ms = std::env::var("CLUSTER_BENCH_MS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
+        .unwrap_or(100);
     Duration::from_millis(ms)
 }
 /// Rounds of each measurement, alternating with the measurements it is compared with.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 20;
+
+/// Rounds of workload group `name` (`seq-write`, `seq-read`, `small`): [`ROUNDS`], or none when
+/// `CLUSTER_BENCH_ONLY` (comma-separated) does not list it, e.g. to profile one group.
+fn rounds(name: &str) -> usize {
+    let on =
+        std::env::var("CLUSTER_BENCH_ONLY").map_or(true, |only| only.split(',').any(|w| w == name));
+    if on { ROUNDS } else { 0 }
+}
 
 // ---------------------------------------------------------------- samples
 
@@ -77,6 +86,8 @@ struct Sample {
     elapsed: Duration,
     latencies: Vec<Duration>,
     bytes_per_op: u64,
+    /// CPU time of this process's threads during the measurement, by [`Part`].
+    cpu_ns: [u64; 3],
 }
 
 impl Sample {
@@ -86,7 +97,12 @@ impl Sample {
             elapsed: Duration::ZERO,
             latencies: Vec::new(),
             bytes_per_op,
+            cpu_ns: [0; 3],
         }
+    }
+    /// Microseconds of CPU per operation spent by `part`'s threads.
+    fn cpu_us(&self, part: Part) -> f64 {
+        self.cpu_ns[part as usize] as f64 / 1e3 / self.ops as f64
     }
     fn iops(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
@@ -95,6 +111,9 @@ impl Sample {
         self.iops() * self.bytes_per_op as f64 / 1e9
     }
     fn percentile_us(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
         let mut l = self.latencies.clone();
         l.sort_unstable();
         let i = ((l.len() as f64 * p).ceil() as usize).clamp(1, l.len()) - 1;
@@ -127,6 +146,7 @@ where
     F: FnMut(u64) -> Fut,
     Fut: Future<Output = ()>,
 {
+    let cpu_before = cpu_ns();
     rt.block_on(async {
         let start = Instant::now();
         let mut n = 0u64;
@@ -139,6 +159,47 @@ where
         sample.ops += n;
         sample.elapsed += start.elapsed();
     });
+    for (total, (after, before)) in sample
+        .cpu_ns
+        .iter_mut()
+        .zip(cpu_ns().into_iter().zip(cpu_before))
+    {
+        *total += after.saturating_sub(before);
+    }
+}
+
+/// The parts of the cluster, told apart by the names of their runtimes' threads.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    /// The 5 storage nodes' runtime.
+    Nodes = 0,
+    /// The coordinator's runtime.
+    Coordinator = 1,
+    /// The SDK client's runtime and the bench's own thread (which drives the direct I/O).
+    Client = 2,
+}
+
+/// CPU time used so far by this process's live threads, by [`Part`] (`/proc` schedstat, ns).
+fn cpu_ns() -> [u64; 3] {
+    let mut out = [0; 3];
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let ns: u64 = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        let part = match comm.trim() {
+            "nodes" => Part::Nodes,
+            "coordinator" => Part::Coordinator,
+            _ => Part::Client,
+        };
+        out[part as usize] += ns;
+    }
+    out
 }
 
 // ---------------------------------------------------------------- the model of the volume
@@ -344,9 +405,11 @@ async fn direct_for(v: &VolumeInfo, epoch: u64) -> Direct {
 
 // ---------------------------------------------------------------- the cluster
 
-fn runtime(threads: usize) -> Runtime {
+/// A runtime whose threads are named `name` (profiles tell the parts apart by thread name).
+fn runtime(name: &str, threads: usize) -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
+        .thread_name(name)
         .enable_all()
         .build()
         .unwrap()
@@ -362,8 +425,12 @@ fn ratio(a: f64, b: f64) -> f64 {
     a / b
 }
 
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "MISSED" }
+fn verdict(ratio: f64, met: bool) -> &'static str {
+    match (ratio.is_nan(), met) {
+        (true, _) => "not run",
+        (false, true) => "met",
+        (false, false) => "MISSED",
+    }
 }
 
 fn assert_healthy(v: &VolumeInfo) {
@@ -384,9 +451,9 @@ fn main() {
     let run = round();
     let dir = tempfile::tempdir().expect("temp dir");
     // Each server on its own runtime, as it would be in its own process.
-    let nodes_rt = runtime(2);
-    let coord_rt = runtime(2);
-    let client_rt = runtime(2);
+    let nodes_rt = runtime("nodes", 2);
+    let coord_rt = runtime("coordinator", 2);
+    let client_rt = runtime("client", 2);
 
     let mut specs = Vec::new();
     for i in 1..=NODES {
@@ -477,7 +544,7 @@ fn main() {
     let mut coord_seq_write = Sample::new(LARGE);
     let mut direct_seq_write = Sample::new(LARGE);
     let mut next_write = 0u64;
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds("seq-write") {
         measure(&client_rt, &mut coord_seq_write, run, |_| {
             let off = (next_write % stripes) * LARGE;
             next_write += 1;
@@ -498,7 +565,7 @@ fn main() {
     let mut direct_seq_read = Sample::new(LARGE);
     let mut degraded_seq_read = Sample::new(LARGE);
     let mut next_read = 0u64;
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds("seq-read") {
         measure(&client_rt, &mut coord_seq_read, run, |_| {
             let off = (next_read % stripes) * LARGE;
             next_read += 1;
@@ -538,7 +605,7 @@ fn main() {
     let mut direct_small_read = Sample::new(SMALL);
     let mut rng_c = StdRng::seed_from_u64(1);
     let mut rng_d = StdRng::seed_from_u64(2);
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds("small") {
         measure(&client_rt, &mut coord_small_write, run, |_| {
             let off = rng_c.random_range(0..blocks) * SMALL;
             let (v, data, model) = (healthy.clone(), small.clone(), model.clone());
@@ -666,22 +733,47 @@ fn main() {
         degraded_seq_read.gbps_cell()
     );
     println!();
+    println!(
+        "| CPU per operation (this process's threads, by runtime) | nodes | coordinator | client and bench | total |"
+    );
+    println!("|---|---|---|---|---|");
+    for (name, sample) in [
+        ("1 MiB write, coordinator", &coord_seq_write),
+        ("1 MiB write, direct", &direct_seq_write),
+        ("1 MiB read, coordinator", &coord_seq_read),
+        ("1 MiB read, direct", &direct_seq_read),
+        ("1 MiB read, degraded, coordinator", &degraded_seq_read),
+        ("4 KiB write, coordinator", &coord_small_write),
+        ("4 KiB write, direct", &direct_small_write),
+        ("4 KiB read, coordinator", &coord_small_read),
+        ("4 KiB read, direct", &direct_small_read),
+    ] {
+        let parts = [Part::Nodes, Part::Coordinator, Part::Client].map(|p| sample.cpu_us(p));
+        println!(
+            "| {name} | {:.0} us | {:.0} us | {:.0} us | {:.0} us |",
+            parts[0],
+            parts[1],
+            parts[2],
+            parts.iter().sum::<f64>()
+        );
+    }
+    println!();
     println!("Targets (issue 6):");
     println!(
         "- full-stripe writes >= 0.5x direct: {} ({seq_write:.2}x)",
-        verdict(seq_write >= 0.5)
+        verdict(seq_write, seq_write >= 0.5)
     );
     println!(
         "- sequential reads >= 0.6x direct: {} ({seq_read:.2}x)",
-        verdict(seq_read >= 0.6)
+        verdict(seq_read, seq_read >= 0.6)
     );
     println!(
         "- 4 KiB small-write p50 <= 4x the direct 4 KiB write p50: {} ({small_write_p50:.2}x the same component I/O; {block_write_p50:.2}x one block write)",
-        verdict(small_write_p50 <= 4.0)
+        verdict(small_write_p50, small_write_p50 <= 4.0)
     );
     println!(
         "- degraded reads >= 0.5x healthy: {} ({degraded:.2}x)",
-        verdict(degraded >= 0.5)
+        verdict(degraded, degraded >= 0.5)
     );
     println!(
         "- no component failed spuriously: met (healthy volume optimal, no errors, no DAG rolled backward; degraded volume: only column {FAILED_COLUMN} failed)"
