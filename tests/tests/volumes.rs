@@ -252,9 +252,21 @@ async fn a_stopped_node_is_failed_by_its_deadline_and_the_load_goes_on() {
         assert_eq!(status.state, VolumeState::Degraded);
         cluster.check_columns("r5", &[0]).await.unwrap();
         cluster.nodes[victim].resume().await.unwrap();
-        // Back, it still serves nothing of this volume: reads stay degraded and correct.
+        // Back, it still serves nothing of this volume: once the health loop reaches it again,
+        // its column is still failed, and reads stay degraded and correct.
         let before = c.volume("r5").read_at(0, 4096).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let node_id = format!("node{}", victim + 1);
+        loop {
+            let info = c.cluster_info().await.unwrap();
+            if info
+                .nodes
+                .iter()
+                .any(|n| n.node_id == node_id && n.reachable)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let status = c.volume("r5").status().await.unwrap();
         assert_eq!(status.components[0].state.as_str(), "failed");
         assert_eq!(c.volume("r5").read_at(0, 4096).await.unwrap(), before);
