@@ -463,9 +463,12 @@ impl Client {
         self.inner.rpcs[i % self.inner.rpcs.len()].clone()
     }
 
+    /// A call's request: deadline, token, and the current span's trace context (so the
+    /// coordinator's spans join the caller's trace).
     fn request<M>(&self, message: M) -> Request<M> {
         let mut request = Request::new(message);
         request.set_timeout(self.inner.options.request_timeout);
+        dagraid_telemetry::propagation::inject_current(request.metadata_mut());
         if let Some(authorization) = &self.inner.authorization {
             request
                 .metadata_mut()

@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::{Bytes, BytesMut};
 use dagraid_proto::volume::v1 as pb;
 use futures::{StreamExt, TryStreamExt};
+use tracing::Instrument;
 
 use crate::chunk::{self, Piece};
 use crate::{Client, ClientError, VolumeInfo};
@@ -66,6 +67,25 @@ impl Volume {
     /// # }
     /// ```
     pub async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, ClientError> {
+        let span = tracing::info_span!(
+            "client.read",
+            otel.kind = "client",
+            volume = %self.name,
+            offset,
+            length = len as u64,
+            otel.status_code = tracing::field::Empty,
+        );
+        let r = self
+            .read_untraced(offset, len)
+            .instrument(span.clone())
+            .await;
+        if r.is_err() {
+            span.record("otel.status_code", "error");
+        }
+        r
+    }
+
+    async fn read_untraced(&self, offset: u64, len: usize) -> Result<Bytes, ClientError> {
         let pieces = self.pieces(offset, len).await?;
         let mut pieces = pieces.peekable();
         let first = pieces.next().expect("a range has at least one piece");
@@ -97,6 +117,25 @@ impl Volume {
     /// ```
     pub async fn write_at(&self, offset: u64, data: impl Into<Bytes>) -> Result<(), ClientError> {
         let data: Bytes = data.into();
+        let span = tracing::info_span!(
+            "client.write",
+            otel.kind = "client",
+            volume = %self.name,
+            offset,
+            length = data.len() as u64,
+            otel.status_code = tracing::field::Empty,
+        );
+        let r = self
+            .write_untraced(offset, data)
+            .instrument(span.clone())
+            .await;
+        if r.is_err() {
+            span.record("otel.status_code", "error");
+        }
+        r
+    }
+
+    async fn write_untraced(&self, offset: u64, data: Bytes) -> Result<(), ClientError> {
         let pieces = self.pieces(offset, data.len()).await?;
         let in_flight = self.client.options().max_in_flight;
         futures::stream::iter(pieces)

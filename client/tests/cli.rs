@@ -407,6 +407,7 @@ echo "$@" >> "$FAKE_RECORD/args-node"
 trap 'echo "node $$" >> "$FAKE_RECORD/stops"; exit 0' TERM
 echo "starting up" >&2
 echo "dagraid-node listening on 127.0.0.1:$$"
+echo "dagraid-node metrics on http://127.0.0.1:$$/metrics"
 while :; do sleep 1 & wait $!; done
 "#;
 
@@ -415,6 +416,7 @@ echo "$@" > "$FAKE_RECORD/args-coordinator"
 env > "$FAKE_RECORD/env-coordinator"
 trap 'echo coordinator-term >> "$FAKE_RECORD/stops"; sleep 0.3; echo coordinator-exit >> "$FAKE_RECORD/stops"; exit 0' TERM
 echo "dagraid-coordinator listening on $FAKE_COORDINATOR_ADDR"
+echo "dagraid-coordinator metrics on http://127.0.0.1:9/metrics"
 while :; do sleep 1 & wait $!; done
 "#;
 
@@ -496,7 +498,8 @@ fn pid_of(output: &str, process: &str) -> u32 {
     output
         .lines()
         .find(|l| l.split_whitespace().next() == Some(process))
-        .and_then(|l| l.split_whitespace().last())
+        // PROCESS ADDRESS PID METRICS
+        .and_then(|l| l.split_whitespace().nth(2))
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no pid of {process} in:\n{output}"))
 }
@@ -529,13 +532,16 @@ async fn up_starts_supervises_and_stops_in_order() {
     for i in 1..=3 {
         assert!(seen.contains(&format!("node{i} ")), "{seen}");
     }
+    // Every process's metrics URL, from its second line.
+    assert!(seen.contains("METRICS"), "{seen}");
+    assert!(seen.contains("http://127.0.0.1:9/metrics"), "{seen}");
 
     // The nodes got their flags, the coordinator every node's address and the token.
     let node_args = fx.recorded("args-node");
     let d = fx.data_dir.display();
     for i in 1..=3 {
         let want = format!(
-            "--listen 127.0.0.1:0 --data-dir {d}/node{i} --node-id node{i} --cluster-id dagraid"
+            "--listen 127.0.0.1:0 --data-dir {d}/node{i} --node-id node{i} --cluster-id dagraid --metrics-listen 127.0.0.1:0"
         );
         assert!(node_args.lines().any(|l| l == want), "{node_args}");
     }

@@ -113,7 +113,8 @@ impl Up {
         self.seen
             .lines()
             .find(|l| l.split_whitespace().next() == Some(process))
-            .and_then(|l| l.split_whitespace().last())
+            // PROCESS ADDRESS PID METRICS
+            .and_then(|l| l.split_whitespace().nth(2))
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no pid of {process} in:\n{}", self.seen))
     }

@@ -18,6 +18,8 @@ use crate::process;
 
 /// The line the coordinator prints on stdout once it serves.
 pub const COORDINATOR_PREFIX: &str = "dagraid-coordinator listening on ";
+/// Its second line with `--metrics-listen`.
+pub const COORDINATOR_METRICS_PREFIX: &str = "dagraid-coordinator metrics on ";
 
 /// Path of the `dagraid-coordinator` binary: `DAGRAID_COORDINATOR_BIN`, else next to the test
 /// executable.
@@ -40,6 +42,10 @@ pub struct ClusterOptions {
     pub fault_injection: bool,
     /// More flags for the coordinator (e.g. `--assembly-wait-ms`).
     pub coordinator_args: Vec<String>,
+    /// Environment of every process (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub env: Vec<(String, String)>,
+    /// Start every process with `--metrics-listen 127.0.0.1:0` (their URLs: `metrics_url()`).
+    pub metrics: bool,
 }
 
 impl Default for ClusterOptions {
@@ -51,6 +57,8 @@ impl Default for ClusterOptions {
             health_interval_ms: 500,
             fault_injection: false,
             coordinator_args: Vec::new(),
+            env: Vec::new(),
+            metrics: false,
         }
     }
 }
@@ -62,21 +70,42 @@ pub struct CoordinatorProcess {
     env: Vec<(String, String)>,
     child: Option<Child>,
     addr: SocketAddr,
+    metrics_url: Option<String>,
 }
 
 impl CoordinatorProcess {
     /// Starts a coordinator with `args` (besides `--listen` and `--data-dir`).
     pub async fn start(args: Vec<String>) -> Result<Self> {
+        Self::start_with_env(args, Vec::new()).await
+    }
+
+    /// [`CoordinatorProcess::start`] with environment variables `env`. With
+    /// `--metrics-listen` among `args`, its metrics line is read too ([`Self::metrics_url`]).
+    pub async fn start_with_env(args: Vec<String>, env: Vec<(String, String)>) -> Result<Self> {
         let data_dir = tempfile::tempdir().context("creating the coordinator data directory")?;
         let mut c = CoordinatorProcess {
             data_dir,
             args,
-            env: Vec::new(),
+            env,
             child: None,
             addr: ([127, 0, 0, 1], 0).into(),
+            metrics_url: None,
         };
         c.spawn("127.0.0.1:0").await?;
         Ok(c)
+    }
+
+    /// Its `/metrics` URL (started with `--metrics-listen`).
+    pub fn metrics_url(&self) -> Option<&str> {
+        self.metrics_url.as_deref()
+    }
+
+    /// Its `/metrics` now, as Prometheus text.
+    pub async fn scrape(&self) -> Result<String> {
+        let url = self
+            .metrics_url()
+            .context("the coordinator was started without --metrics-listen")?;
+        crate::process::http_get(url).await
     }
 
     async fn spawn(&mut self, listen: &str) -> Result<()> {
@@ -88,10 +117,18 @@ impl CoordinatorProcess {
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         let log = self.data_dir.path().join("coordinator.log");
-        let (child, addr) =
-            process::spawn_listening(cmd, "dagraid-coordinator", COORDINATOR_PREFIX, &log).await?;
+        let metrics = self.args.iter().any(|a| a == "--metrics-listen");
+        let (child, addr, metrics_url) = process::spawn_listening_with(
+            cmd,
+            "dagraid-coordinator",
+            COORDINATOR_PREFIX,
+            metrics.then_some(COORDINATOR_METRICS_PREFIX),
+            &log,
+        )
+        .await?;
         self.child = Some(child);
         self.addr = addr;
+        self.metrics_url = metrics_url;
         Ok(())
     }
 
@@ -172,6 +209,8 @@ impl Cluster {
                     node_id: Some(format!("node{i}")),
                     cluster_id: Some("dagraid".to_owned()),
                     fault_injection: options.fault_injection,
+                    metrics: options.metrics,
+                    env: options.env.clone(),
                     ..NodeOptions::default()
                 })
                 .await?,
@@ -193,8 +232,12 @@ impl Cluster {
             args.push("--token".to_owned());
             args.push(t.clone());
         }
+        if options.metrics {
+            args.push("--metrics-listen".to_owned());
+            args.push("127.0.0.1:0".to_owned());
+        }
         args.extend(options.coordinator_args.iter().cloned());
-        let coordinator = CoordinatorProcess::start(args).await?;
+        let coordinator = CoordinatorProcess::start_with_env(args, options.env.clone()).await?;
         Ok(Cluster {
             nodes,
             coordinator,

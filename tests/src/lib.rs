@@ -5,12 +5,15 @@
 //! - [`cluster`]: N storage nodes and a `dagraid-coordinator`, each a real process, and the
 //!   column checker that reads every column straight from the nodes and verifies P, Q and
 //!   mirrors against the data.
-//! - [`process`]: finding the binaries, waiting for their "listening on" line, signals.
+//! - [`process`]: finding the binaries, waiting for their "listening on" (and metrics) lines,
+//!   signals, a plain HTTP GET for `/metrics`.
+//! - [`prom`]: samples of Prometheus text, `promtool check metrics`.
 //! - [`with_timeout`]: every test body runs under a deadline.
 
 pub mod cluster;
 pub mod node;
 pub mod process;
+pub mod prom;
 
 use std::future::Future;
 use std::time::Duration;

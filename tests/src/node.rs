@@ -12,6 +12,8 @@ use tonic::transport::{Channel, Endpoint};
 
 /// The line the node prints on stdout once it serves.
 pub const LISTENING_PREFIX: &str = "dagraid-node listening on ";
+/// Its second line with `--metrics-listen`.
+pub const METRICS_PREFIX: &str = "dagraid-node metrics on ";
 pub use crate::process::START_TIMEOUT;
 /// Client-side message limit: above any node's payload limit used in tests.
 pub const CLIENT_MESSAGE_LIMIT: usize = 256 << 20;
@@ -32,6 +34,10 @@ pub struct NodeOptions {
     pub max_io_bytes: Option<u64>,
     /// `--fault-injection`.
     pub fault_injection: bool,
+    /// `--metrics-listen 127.0.0.1:0`, and read the metrics URL from the second line.
+    pub metrics: bool,
+    /// Environment variables (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `dagraid-node` on a temporary data directory; killed when dropped.
@@ -41,6 +47,7 @@ pub struct NodeProcess {
     log_path: PathBuf,
     child: Option<Child>,
     addr: SocketAddr,
+    metrics_url: Option<String>,
 }
 
 impl NodeProcess {
@@ -54,6 +61,7 @@ impl NodeProcess {
             log_path,
             child: None,
             addr: ([127, 0, 0, 1], 0).into(),
+            metrics_url: None,
         };
         node.spawn("127.0.0.1:0").await?;
         Ok(node)
@@ -80,12 +88,35 @@ impl NodeProcess {
         if self.options.fault_injection {
             cmd.arg("--fault-injection");
         }
-        let (child, addr) =
-            crate::process::spawn_listening(cmd, "dagraid-node", LISTENING_PREFIX, &self.log_path)
-                .await?;
+        if self.options.metrics {
+            cmd.arg("--metrics-listen").arg("127.0.0.1:0");
+        }
+        cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));
+        let (child, addr, metrics_url) = crate::process::spawn_listening_with(
+            cmd,
+            "dagraid-node",
+            LISTENING_PREFIX,
+            self.options.metrics.then_some(METRICS_PREFIX),
+            &self.log_path,
+        )
+        .await?;
         self.child = Some(child);
         self.addr = addr;
+        self.metrics_url = metrics_url;
         Ok(())
+    }
+
+    /// Its `/metrics` URL (started with [`NodeOptions::metrics`]).
+    pub fn metrics_url(&self) -> Option<&str> {
+        self.metrics_url.as_deref()
+    }
+
+    /// Its `/metrics` now, as Prometheus text.
+    pub async fn scrape(&self) -> Result<String> {
+        let url = self
+            .metrics_url()
+            .context("the node was started without --metrics-listen")?;
+        crate::process::http_get(url).await
     }
 
     /// The address the node listens on.

@@ -36,11 +36,24 @@ pub fn binary(name: &str, env_var: &str) -> Result<PathBuf> {
 /// Spawns `cmd` with stderr appended to `log_path` and waits until its first stdout line is
 /// `<prefix><address>`; returns the child and the address. Stdout keeps being drained.
 pub async fn spawn_listening(
-    mut cmd: Command,
+    cmd: Command,
     what: &str,
     prefix: &str,
     log_path: &Path,
 ) -> Result<(Child, SocketAddr)> {
+    let (child, addr, _) = spawn_listening_with(cmd, what, prefix, None, log_path).await?;
+    Ok((child, addr))
+}
+
+/// [`spawn_listening`], and when `second` is given, also waits for the second stdout line,
+/// `<second><rest>`, and returns its rest (the metrics URL of `--metrics-listen`).
+pub async fn spawn_listening_with(
+    mut cmd: Command,
+    what: &str,
+    prefix: &str,
+    second: Option<&str>,
+    log_path: &Path,
+) -> Result<(Child, SocketAddr, Option<String>)> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -67,12 +80,57 @@ pub async fn spawn_listening(
         Ok(Err(err)) => Err(anyhow!("reading {what} stdout: {err}")),
         Err(_) => Err(anyhow!("{what} did not listen within {START_TIMEOUT:?}")),
     };
-    let addr = addr.map_err(|err| {
+    let with_log = |err: anyhow::Error| {
         let log = std::fs::read_to_string(log_path).unwrap_or_default();
         anyhow!("{err}; log:\n{log}")
-    })?;
+    };
+    let addr = addr.map_err(with_log)?;
+    let rest = match second {
+        None => None,
+        Some(second) => {
+            let line = tokio::time::timeout(START_TIMEOUT, lines.next_line()).await;
+            match line {
+                Ok(Ok(Some(line))) => Some(
+                    line.strip_prefix(second)
+                        .map(|r| r.trim().to_owned())
+                        .ok_or_else(|| anyhow!("unexpected second line from {what}: {line:?}"))
+                        .map_err(with_log)?,
+                ),
+                _ => return Err(with_log(anyhow!("{what} printed no second line"))),
+            }
+        }
+    };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, addr))
+    Ok((child, addr, rest))
+}
+
+/// GETs `url` (`http://host:port/path`) over plain HTTP/1.1 and returns the body; the status
+/// must be 200.
+pub async fn http_get(url: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("not an http:// URL: {url}"))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .with_context(|| format!("connecting to {host}"))?;
+    stream
+        .write_all(
+            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut answer = String::new();
+    tokio::time::timeout(START_TIMEOUT, stream.read_to_string(&mut answer))
+        .await
+        .context("no answer")??;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("malformed answer from {url}: {answer:?}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {url}: {head}");
+    }
+    Ok(body.to_owned())
 }
 
 /// Sends `signal` (like `-STOP`) to the child.

@@ -236,11 +236,51 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
             health::check(address, service, Duration::from_secs(args.timeout)).await
         }
         _ => {
-            let target = Target::resolve(&args)?;
-            let client = target.connect(&args).await?;
-            verb(&args, &target, &client)
-                .await
-                .map_err(|e| target.explain(e))
+            let telemetry = trace_export();
+            let result = async {
+                let target = Target::resolve(&args)?;
+                let client = target.connect(&args).await?;
+                verb(&args, &target, &client)
+                    .await
+                    .map_err(|e| target.explain(e))
+            }
+            .await;
+            if let Some(t) = telemetry {
+                t.shutdown().await;
+            }
+            result
+        }
+    }
+}
+
+/// When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the verb's calls are exported as one trace (the
+/// SDK's `client.read` / `client.write` span, the coordinator's and the nodes' spans under it);
+/// otherwise nothing is set up. Only warnings are logged (stderr stays the verbs').
+fn trace_export() -> Option<dagraid_telemetry::Telemetry> {
+    let var = |k: &str| std::env::var(k).ok();
+    let args = dagraid_telemetry::TelemetryArgs {
+        otlp_endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        service_name: var("OTEL_SERVICE_NAME"),
+        trace_sampler: var("OTEL_TRACES_SAMPLER"),
+        trace_sampler_arg: var("OTEL_TRACES_SAMPLER_ARG"),
+    };
+    let settings = match dagraid_telemetry::TraceSettings::resolve(&args, "dagraid") {
+        Ok(s) if s.endpoint.is_some() => s,
+        Ok(_) => return None,
+        Err(e) => {
+            eprintln!("dagraid: warning: no trace export: {e}");
+            return None;
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::new("warn");
+    match dagraid_telemetry::build(&settings, filter, std::io::stderr, false) {
+        Ok((dispatch, telemetry)) => {
+            let _ = tracing::dispatcher::set_global_default(dispatch);
+            Some(telemetry)
+        }
+        Err(e) => {
+            eprintln!("dagraid: warning: no trace export: {e}");
+            None
         }
     }
 }

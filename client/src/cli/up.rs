@@ -126,6 +126,8 @@ async fn start_cluster(
             id.clone(),
             "--cluster-id".into(),
             CLUSTER_ID.into(),
+            "--metrics-listen".into(),
+            "127.0.0.1:0".into(),
         ];
         start_process(
             id,
@@ -133,7 +135,7 @@ async fn start_cluster(
             args,
             &[],
             &logs,
-            "dagraid-node listening on ",
+            ("dagraid-node listening on ", "dagraid-node metrics on "),
             timeout,
         )
     });
@@ -163,6 +165,8 @@ async fn start_cluster(
         coordinator_args.push("--node".into());
         coordinator_args.push(format!("{}={}", node.name, node.address));
     }
+    coordinator_args.push("--metrics-listen".into());
+    coordinator_args.push("127.0.0.1:0".into());
     // The token goes in the environment, not on the command line, where `ps` would show it.
     let coordinator = start_process(
         "coordinator".into(),
@@ -170,7 +174,10 @@ async fn start_cluster(
         coordinator_args,
         &[("DAGRAID_TOKEN", token)],
         &logs,
-        "dagraid-coordinator listening on ",
+        (
+            "dagraid-coordinator listening on ",
+            "dagraid-coordinator metrics on ",
+        ),
         timeout,
     )
     .await?;
@@ -220,15 +227,20 @@ async fn start_cluster(
             .as_ref()
             .map_or(0, |c| c.pid)
             .to_string(),
+        cluster
+            .coordinator
+            .as_ref()
+            .map_or_else(String::new, |c| c.metrics.clone()),
     ]];
     for node in &cluster.nodes {
         rows.push(vec![
             node.name.clone(),
             node.address.clone(),
             node.pid.to_string(),
+            node.metrics.clone(),
         ]);
     }
-    for line in super::output::table(&["PROCESS", "ADDRESS", "PID"], &rows).lines() {
+    for line in super::output::table(&["PROCESS", "ADDRESS", "PID", "METRICS"], &rows).lines() {
         println!("  {line}");
     }
     println!(
@@ -250,6 +262,8 @@ struct Process {
     pid: u32,
     /// What it printed after "listening on ".
     address: String,
+    /// Its `/metrics` URL, from its second line.
+    metrics: String,
     /// Set once it has exited.
     exited: Option<ExitStatus>,
 }
@@ -361,17 +375,19 @@ impl Process {
     }
 }
 
-/// Spawns `program` with `args`, its stderr (and any stdout after the listening line) to
-/// `<logs>/<name>.log`, and waits until it prints a line starting with `ready_prefix`.
+/// Spawns `program` with `args`, its stderr (and any stdout after its first two lines) to
+/// `<logs>/<name>.log`, and waits until it prints its listening line (starting with the first
+/// prefix of `ready`) and then its metrics line (the second).
 async fn start_process(
     name: String,
     program: &Path,
     args: Vec<String>,
     envs: &[(&str, &str)],
     logs: &Path,
-    ready_prefix: &'static str,
+    ready: (&'static str, &'static str),
     timeout: Duration,
 ) -> anyhow::Result<Process> {
+    let (ready_prefix, metrics_prefix) = ready;
     let log_path = logs.join(format!("{name}.log"));
     let mut log = std::fs::OpenOptions::new()
         .create(true)
@@ -402,17 +418,21 @@ async fn start_process(
         .with_context(|| format!("cannot start {}", program.display()))?;
     let pid = child.id().unwrap_or(0);
     let stdout = child.stdout.take().expect("stdout is piped");
-    let (ready_tx, ready_rx) = oneshot::channel::<String>();
-    // Reads the listening line, then keeps draining stdout into the log so that the child
-    // never blocks on a full pipe.
+    let (ready_tx, ready_rx) = oneshot::channel::<(String, String)>();
+    // Reads the listening and metrics lines, then keeps draining stdout into the log so that
+    // the child never blocks on a full pipe.
     tokio::spawn(async move {
         let mut lines = BufReader::new(stdout).lines();
         let mut ready_tx = Some(ready_tx);
+        let mut address = None;
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.strip_prefix(ready_prefix)
+            if let Some(rest) = line.strip_prefix(ready_prefix) {
+                address = Some(rest.trim().to_owned());
+            } else if let Some(rest) = line.strip_prefix(metrics_prefix)
+                && let Some(address) = address.take()
                 && let Some(tx) = ready_tx.take()
             {
-                let _ = tx.send(rest.trim().to_owned());
+                let _ = tx.send((address, rest.trim().to_owned()));
             }
             let _ = writeln!(log, "{line}");
         }
@@ -427,11 +447,12 @@ async fn start_process(
     };
     tokio::select! {
         ready = ready_rx => match ready {
-            Ok(address) if !address.is_empty() => Ok(Process {
+            Ok((address, metrics)) if !address.is_empty() => Ok(Process {
                 name,
                 child,
                 pid,
                 address,
+                metrics,
                 exited: None,
             }),
             _ => {
