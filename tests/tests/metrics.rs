@@ -268,6 +268,49 @@ async fn counters_and_histograms_move_by_what_the_io_did() {
         } else {
             eprintln!("promtool not installed (Debian package prometheus): check skipped");
         }
+
+        // Every metric the alert rules and the dashboard name exists in this real output.
+        let families: Vec<&str> = after
+            .lines()
+            .chain(node_after.lines())
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        for file in ["prometheus/alerts.yml", "grafana/dashboards/dagraid.json"] {
+            let text = std::fs::read_to_string(deploy.join(file)).unwrap();
+            for name in metric_names(&text) {
+                let family = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name);
+                assert!(
+                    families.contains(&family),
+                    "{file} names {name}, which no process exports"
+                );
+            }
+        }
     })
     .await;
+}
+
+/// The `dagraid_*` names in a text.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("dagraid_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        // Not a part of a longer word (dagraid-prometheus, "dagraid_up" in prose).
+        let before = rest[..i].chars().last();
+        if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            out.push(tail[..end].to_owned());
+        }
+        rest = &tail[end..];
+    }
+    out.sort();
+    out.dedup();
+    out
 }
