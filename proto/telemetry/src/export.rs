@@ -1,14 +1,16 @@
 //! The batch span processor: a bounded queue in front of the OTLP exporter, drained by one
-//! thread of its own, so that ending a span never waits for the network.
+//! thread of its own, so that ending a span never waits for the network. The thread sleeps on
+//! a control queue and wakes only when a batch is full, on its timer, or for a flush, never
+//! once per span.
 //!
 //! The SDK's own batch processor counts the spans it drops but keeps that count private; this
 //! one counts every span that ends ([`ExportStats`]): queued, dropped because the queue was
 //! full, exported, or lost in a failed export. The counts are process-wide (one tracer provider
 //! per process) and feed the `dagraid_trace_spans_*_total` metrics.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -56,8 +58,12 @@ pub fn stats() -> &'static ExportStats {
     &STATS
 }
 
-enum Message {
-    Span(Box<SpanData>),
+/// What the export thread is asked to do; spans travel in a queue of their own, which the
+/// thread drains without ever sleeping on it (a wake-up per span would cost a context switch per
+/// span on the data path's cores).
+enum Control {
+    /// A batch is full: send it now.
+    Export,
     Flush(SyncSender<OTelSdkResult>),
     Shutdown(SyncSender<OTelSdkResult>),
     Resource(Resource),
@@ -65,7 +71,13 @@ enum Message {
 
 /// Queues ended spans and exports them in batches from its own thread.
 pub struct QueueingProcessor {
-    queue: SyncSender<Message>,
+    spans: SyncSender<SpanData>,
+    control: SyncSender<Control>,
+    /// Spans in the queue (approximately: the thread subtracts what it drained).
+    queued: Arc<AtomicUsize>,
+    /// Whether an [`Control::Export`] is on its way (at most one at a time).
+    export_asked: Arc<AtomicBool>,
+    max_batch: usize,
     worker: Mutex<Option<JoinHandle<()>>>,
     stats: &'static ExportStats,
     /// Bounds the wait of a flush or a shutdown.
@@ -90,23 +102,38 @@ impl QueueingProcessor {
         settings: BatchSettings,
         stats: &'static ExportStats,
     ) -> Self {
-        let (queue, rx) = sync_channel(settings.max_queue.max(1));
+        let (spans, span_rx) = sync_channel(settings.max_queue.max(1));
+        let (control, control_rx) = sync_channel(16);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let export_asked = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            exporter,
+            settings,
+            stats,
+            spans: span_rx,
+            queued: queued.clone(),
+            export_asked: export_asked.clone(),
+            last_error_logged: None,
+        };
         let worker = std::thread::Builder::new()
             .name("dagraid-otlp-export".into())
-            .spawn(move || Worker::new(exporter, settings, stats).run(rx))
+            .spawn(move || worker.run(control_rx))
             .expect("spawning the span export thread");
         QueueingProcessor {
-            queue,
+            spans,
+            control,
+            queued,
+            export_asked,
+            max_batch: settings.max_batch.max(1),
             worker: Mutex::new(Some(worker)),
             stats,
             control_timeout: settings.export_timeout * 2 + Duration::from_secs(1),
         }
     }
 
-    fn control(&self, make: impl FnOnce(SyncSender<OTelSdkResult>) -> Message) -> OTelSdkResult {
+    fn ask(&self, make: impl FnOnce(SyncSender<OTelSdkResult>) -> Control) -> OTelSdkResult {
         let (tx, rx) = sync_channel(1);
-        // A control message waits for room in the queue (never dropped, unlike a span).
-        self.queue
+        self.control
             .send(make(tx))
             .map_err(|_| OTelSdkError::AlreadyShutdown)?;
         rx.recv_timeout(self.control_timeout)
@@ -119,8 +146,16 @@ impl SpanProcessor for QueueingProcessor {
 
     fn on_end(&self, span: SpanData) {
         self.stats.ended.fetch_add(1, Ordering::Relaxed);
-        match self.queue.try_send(Message::Span(Box::new(span))) {
-            Ok(()) => {}
+        match self.spans.try_send(span) {
+            Ok(()) => {
+                let queued = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+                if queued >= self.max_batch && !self.export_asked.swap(true, Ordering::AcqRel) {
+                    // Never blocks: if the control queue is full a request is already pending.
+                    if self.control.try_send(Control::Export).is_err() {
+                        self.export_asked.store(false, Ordering::Release);
+                    }
+                }
+            }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -128,11 +163,11 @@ impl SpanProcessor for QueueingProcessor {
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        self.control(Message::Flush)
+        self.ask(Control::Flush)
     }
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        let result = self.control(Message::Shutdown);
+        let result = self.ask(Control::Shutdown);
         if let Some(worker) = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = worker.join();
         }
@@ -140,7 +175,7 @@ impl SpanProcessor for QueueingProcessor {
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        let _ = self.queue.send(Message::Resource(resource.clone()));
+        let _ = self.control.send(Control::Resource(resource.clone()));
     }
 }
 
@@ -148,51 +183,33 @@ struct Worker<E> {
     exporter: E,
     settings: BatchSettings,
     stats: &'static ExportStats,
-    batch: Vec<SpanData>,
+    spans: Receiver<SpanData>,
+    queued: Arc<AtomicUsize>,
+    export_asked: Arc<AtomicBool>,
     last_error_logged: Option<Instant>,
 }
 
 impl<E: SpanExporter> Worker<E> {
-    fn new(exporter: E, settings: BatchSettings, stats: &'static ExportStats) -> Self {
-        Worker {
-            exporter,
-            settings,
-            stats,
-            batch: Vec::with_capacity(settings.max_batch),
-            last_error_logged: None,
-        }
-    }
-
-    fn run(mut self, rx: Receiver<Message>) {
-        let mut deadline = Instant::now() + self.settings.delay;
+    fn run(mut self, control: Receiver<Control>) {
         loop {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
-                Ok(Message::Span(span)) => {
-                    self.batch.push(*span);
-                    if self.batch.len() >= self.settings.max_batch {
-                        let _ = self.export();
-                        deadline = Instant::now() + self.settings.delay;
-                    }
+            match control.recv_timeout(self.settings.delay) {
+                Ok(Control::Export) | Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.drain();
                 }
-                // The queue is FIFO: every span that ended before the flush is in the batch.
-                Ok(Message::Flush(reply)) => {
-                    let result = self.export();
+                // Every span that ended before the flush was asked for is in the queue.
+                Ok(Control::Flush(reply)) => {
+                    let result = self.drain();
                     let _ = reply.send(result);
                 }
-                Ok(Message::Shutdown(reply)) => {
-                    let result = self.export();
+                Ok(Control::Shutdown(reply)) => {
+                    let result = self.drain();
                     let _ = self.exporter.shutdown();
                     let _ = reply.send(result);
                     return;
                 }
-                Ok(Message::Resource(resource)) => self.exporter.set_resource(&resource),
-                Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.export();
-                    deadline = Instant::now() + self.settings.delay;
-                }
+                Ok(Control::Resource(resource)) => self.exporter.set_resource(&resource),
                 Err(RecvTimeoutError::Disconnected) => {
-                    let _ = self.export();
+                    let _ = self.drain();
                     let _ = self.exporter.shutdown();
                     return;
                 }
@@ -200,11 +217,27 @@ impl<E: SpanExporter> Worker<E> {
         }
     }
 
-    fn export(&mut self) -> OTelSdkResult {
-        if self.batch.is_empty() {
-            return Ok(());
+    /// Exports everything queued now, in batches of at most `max_batch`.
+    fn drain(&mut self) -> OTelSdkResult {
+        self.export_asked.store(false, Ordering::Release);
+        let mut result = Ok(());
+        loop {
+            let batch: Vec<SpanData> = self
+                .spans
+                .try_iter()
+                .take(self.settings.max_batch.max(1))
+                .collect();
+            if batch.is_empty() {
+                return result;
+            }
+            self.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+            if let Err(e) = self.export(batch) {
+                result = Err(e);
+            }
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.settings.max_batch));
+    }
+
+    fn export(&mut self, batch: Vec<SpanData>) -> OTelSdkResult {
         let n = batch.len() as u64;
         let result = futures::executor::block_on(self.exporter.export(batch));
         match &result {
@@ -232,7 +265,7 @@ impl<E: SpanExporter> Worker<E> {
 #[cfg(test)]
 #[derive(Debug, Clone, Default)]
 pub(crate) struct KeepingExporter {
-    pub(crate) spans: std::sync::Arc<Mutex<Vec<SpanData>>>,
+    pub(crate) spans: Arc<Mutex<Vec<SpanData>>>,
     pub(crate) delay: Duration,
 }
 

@@ -129,7 +129,11 @@ where
             .with_tracer(p.tracer("dagraid"))
             .with_location(false)
             .with_threads(false)
+            .with_target(false)
             .with_tracked_inactivity(false)
+            // Propagation reads the span's context directly; attaching it as the current
+            // OpenTelemetry context on every poll would only cost.
+            .with_context_activation(false)
             .with_filter(tracing_subscriber::filter::filter_fn(dagraid_only))
     });
     let dispatch = Dispatch::new(tracing_subscriber::registry().with(fmt).with(otel));

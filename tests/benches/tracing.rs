@@ -1,0 +1,226 @@
+//! Tracing overhead: `cargo bench -p dagraid-tests --bench tracing`.
+//!
+//! Two identical clusters in this process (5 storage nodes and a coordinator each, on
+//! 127.0.0.1:0 ports, every server on its own runtime as if it were its own process), each with
+//! a RAID 5 volume (5 columns, 64 KiB units), and the SDK writing 4 KiB at random aligned offsets
+//! with 4 and with 16 writes in flight:
+//!
+//! - **traced**: every thread of that cluster (and of its client) runs under the production
+//!   subscriber *with* export: 100% sampling (`always_on`), the OpenTelemetry layer, the batch
+//!   processor, OTLP/gRPC to a real receiver in this process (`OtlpReceiver`, counting);
+//! - **plain**: the production subscriber without an endpoint (the log layer only, at `info`,
+//!   to a sink), i.e. tracing off.
+//!
+//! Rounds alternate (traced, plain, traced, ...), so a change of load on the shared machine hits
+//! both sides of the ratio. At the end every queued span is flushed and the run asserts that the
+//! receiver got every span that ended (none dropped, none lost in a failed export) and prints the
+//! traced/plain throughput ratio against the 0.9 target.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dagraid_client::{Client, ClientOptions, RaidLevel, Volume, VolumeSpec};
+use dagraid_coordinator::{Coordinator, CoordinatorConfig, config::NodeSpec};
+use dagraid_telemetry::receiver::OtlpReceiver;
+use dagraid_telemetry::{BatchSettings, SamplerChoice, TraceSettings};
+use futures::StreamExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::runtime::Runtime;
+use tracing::Dispatch;
+
+const NODES: usize = 5;
+const VOLUME_BYTES: u64 = 256 << 20;
+const WRITE: u64 = 4096;
+/// Writes in flight: a client waiting on each write's durability, and a CPU-bound load that
+/// saturates the machine's two cores.
+const IN_FLIGHT: [usize; 2] = [4, 16];
+const ROUNDS: usize = 4;
+const ROUND: Duration = Duration::from_secs(3);
+
+/// A runtime whose every thread (workers and blocking pool) runs under `dispatch`.
+fn runtime(name: &str, threads: usize, dispatch: &Dispatch) -> Runtime {
+    let d = dispatch.clone();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .on_thread_start(move || {
+            // Kept for the thread's life.
+            std::mem::forget(tracing::dispatcher::set_default(&d));
+        })
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One cluster and the SDK handle on its volume, every runtime under `dispatch`.
+struct Side {
+    name: &'static str,
+    _dir: tempfile::TempDir,
+    _nodes: Runtime,
+    _coordinator_rt: Runtime,
+    _coordinator: Coordinator,
+    client_rt: Runtime,
+    volume: Volume,
+    ops: [u64; 2],
+    busy: [Duration; 2],
+}
+
+impl Side {
+    fn start(name: &'static str, dispatch: &Dispatch) -> Side {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = runtime(&format!("{name}-nodes"), 2, dispatch);
+        let coordinator_rt = runtime(&format!("{name}-coord"), 2, dispatch);
+        let client_rt = runtime(&format!("{name}-client"), 2, dispatch);
+        let mut specs = Vec::new();
+        for i in 1..=NODES {
+            let mut config = dagraid_node::NodeConfig::new(dir.path().join(format!("node{i}")));
+            config.listen = "127.0.0.1:0".parse().unwrap();
+            config.node_id = Some(format!("n{i}"));
+            let started = nodes.block_on(dagraid_node::start(config)).unwrap();
+            specs.push(NodeSpec {
+                id: format!("n{i}"),
+                address: started.local_addr().to_string(),
+            });
+            nodes.spawn(started.serve(std::future::pending()));
+        }
+        let mut config = CoordinatorConfig::new(dir.path().join("coordinator"));
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.nodes = specs;
+        let coordinator = coordinator_rt.block_on(Coordinator::start(config)).unwrap();
+        let url = format!("http://{}", coordinator.local_addr());
+        let volume = client_rt.block_on(async {
+            let client = Client::connect(url, ClientOptions::default())
+                .await
+                .unwrap();
+            client
+                .create_volume(
+                    VolumeSpec::new("bench", RaidLevel::Raid5, VOLUME_BYTES)
+                        .columns(NODES as u32)
+                        .stripe_unit_bytes(64 << 10),
+                )
+                .await
+                .unwrap();
+            let v = client.volume("bench");
+            // Warm up: connections, the cached limits.
+            v.write_at(0, vec![0u8; WRITE as usize]).await.unwrap();
+            v
+        });
+        Side {
+            name,
+            _dir: dir,
+            _nodes: nodes,
+            _coordinator_rt: coordinator_rt,
+            _coordinator: coordinator,
+            client_rt,
+            volume,
+            ops: [0; 2],
+            busy: [Duration::ZERO; 2],
+        }
+    }
+
+    /// Random 4 KiB writes, `IN_FLIGHT[level]` at once, for one round.
+    fn round(&mut self, level: usize, seed: u64) {
+        let in_flight = IN_FLIGHT[level];
+        let volume = self.volume.clone();
+        let done = Arc::new(AtomicU64::new(0));
+        let counted = done.clone();
+        let started = Instant::now();
+        self.client_rt.block_on(async move {
+            let blocks = VOLUME_BYTES / WRITE;
+            let mut rng = StdRng::seed_from_u64(seed);
+            let data = Bytes::from(vec![0x5au8; WRITE as usize]);
+            let offsets: Vec<u64> = (0..1_000_000)
+                .map(|_| rng.random_range(0..blocks) * WRITE)
+                .collect();
+            let deadline = Instant::now() + ROUND;
+            let mut writes = futures::stream::iter(offsets)
+                .take_while(|_| std::future::ready(Instant::now() < deadline))
+                .map(|o| {
+                    let v = volume.clone();
+                    let d = data.clone();
+                    async move { v.write_at(o, d).await }
+                })
+                .buffer_unordered(in_flight);
+            while let Some(r) = writes.next().await {
+                r.expect("a benchmark write failed");
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        self.busy[level] += started.elapsed();
+        self.ops[level] += done.load(Ordering::Relaxed);
+    }
+
+    fn rate(&self, level: usize) -> f64 {
+        self.ops[level] as f64 / self.busy[level].as_secs_f64()
+    }
+}
+
+fn main() {
+    let started = Instant::now();
+    // The receiver and the exporter's connection live on a runtime of their own.
+    let telemetry_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("otlp")
+        .enable_all()
+        .build()
+        .unwrap();
+    let receiver = telemetry_rt.block_on(OtlpReceiver::counting()).unwrap();
+    let settings = TraceSettings {
+        endpoint: Some(receiver.endpoint()),
+        service_name: "dagraid-bench".into(),
+        sampler: SamplerChoice::AlwaysOn,
+        batch: BatchSettings::from_env().unwrap(),
+    };
+    let info = || tracing_subscriber::EnvFilter::new("info");
+    let (traced, telemetry) = telemetry_rt
+        .block_on(async { dagraid_telemetry::build(&settings, info(), std::io::sink, false) })
+        .unwrap();
+    let off = TraceSettings {
+        endpoint: None,
+        ..settings.clone()
+    };
+    let (plain, _) = dagraid_telemetry::build(&off, info(), std::io::sink, false).unwrap();
+
+    let mut sides = [Side::start("traced", &traced), Side::start("plain", &plain)];
+    for level in 0..IN_FLIGHT.len() {
+        for round in 0..ROUNDS {
+            for side in &mut sides {
+                side.round(level, round as u64);
+            }
+        }
+    }
+    let flush = std::thread::spawn(move || telemetry.flush_blocking().map(|()| telemetry));
+    let telemetry = flush.join().unwrap().expect("flush");
+    let (ended, dropped, exported, failed) = dagraid_telemetry::export::stats().snapshot();
+    let received = receiver.count();
+
+    let [t, p] = &sides;
+    println!(
+        "tracing overhead: 4 KiB random writes, RAID 5 over {NODES} in-process nodes, {ROUNDS} alternating rounds of {ROUND:?} per load"
+    );
+    for (level, in_flight) in IN_FLIGHT.iter().enumerate() {
+        let ratio = t.rate(level) / p.rate(level);
+        println!(
+            "  {in_flight:>2} in flight: traced {:>6.0} writes/s ({} writes), plain {:>6.0} writes/s ({} writes): traced / plain {ratio:.3} (target >= 0.9: {})",
+            t.rate(level),
+            t.ops[level],
+            p.rate(level),
+            p.ops[level],
+            if ratio >= 0.9 { "met" } else { "NOT MET" }
+        );
+    }
+    println!(
+        "  spans: {ended} ended, {received} received, {exported} exported, {dropped} dropped, {failed} lost in failed exports ({:.1} per write)",
+        ended as f64 / (t.ops.iter().sum::<u64>() + 1) as f64
+    );
+    println!("  batch settings: {:?}", settings.batch);
+    println!("  run took {:.0} s", started.elapsed().as_secs_f64());
+    assert_eq!(dropped, 0, "spans were dropped");
+    assert_eq!(failed, 0, "spans were lost in failed exports");
+    assert_eq!(received, ended, "the receiver got every span that ended");
+    telemetry_rt.block_on(telemetry.shutdown());
+    drop(sides);
+}
