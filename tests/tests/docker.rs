@@ -489,6 +489,25 @@ impl Cli {
     }
 }
 
+/// `GET path` over HTTP/1.0 from `addr`; the body of a 200 answer.
+fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer)?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("no HTTP answer from {addr}: {answer:?}"))?;
+    let status = head.lines().next().unwrap_or_default();
+    ensure!(
+        status.split_whitespace().nth(1) == Some("200"),
+        "GET {path} from {addr}: {status}"
+    );
+    Ok(body.to_owned())
+}
+
 fn report_rate(verb: &str, volume: &str, offset: usize, len: usize, started: Instant) {
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
@@ -625,6 +644,17 @@ fn scenario() -> anyhow::Result<()> {
             "a storage node publishes a port: {line}"
         );
     }
+    // The coordinator's metrics, through the published port (Prometheus text).
+    let page = wait_until(
+        "the coordinator's /metrics",
+        Duration::from_secs(60),
+        || http_get(&metrics, "/metrics").map(Some),
+    )?;
+    ensure!(
+        page.contains("# TYPE") && page.contains("dagraid"),
+        "not Prometheus metrics of dagraid: {}",
+        &page[..page.len().min(500)]
+    );
     let cli = Cli {
         bin: target_dir.join("image-context").join("dagraid"),
         url: format!("http://{api}"),
