@@ -57,7 +57,6 @@ fn runtime(name: &str, threads: usize, dispatch: &Dispatch) -> Runtime {
 
 /// One cluster and the SDK handle on its volume, every runtime under `dispatch`.
 struct Side {
-    name: &'static str,
     _dir: tempfile::TempDir,
     _nodes: Runtime,
     _coordinator_rt: Runtime,
@@ -109,7 +108,6 @@ impl Side {
             v
         });
         Side {
-            name,
             _dir: dir,
             _nodes: nodes,
             _coordinator_rt: coordinator_rt,
