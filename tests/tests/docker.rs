@@ -282,7 +282,7 @@ impl Project {
 
     /// The container of `service`.
     fn container(&self, service: &str) -> anyhow::Result<String> {
-        let id = self.run(&["ps", "-q", service], Duration::from_secs(60))?;
+        let id = self.run(&["ps", "-a", "-q", service], Duration::from_secs(60))?;
         let id = id.trim();
         ensure!(!id.is_empty(), "no container for service {service}");
         Ok(id.to_owned())
@@ -299,7 +299,7 @@ impl Project {
     /// Waits until every container of the project runs and its health check passes.
     fn wait_healthy(&self, deadline: Duration) -> anyhow::Result<()> {
         wait_until("every container healthy", deadline, || {
-            let ids = self.run(&["ps", "-q"], Duration::from_secs(60))?;
+            let ids = self.run(&["ps", "-a", "-q"], Duration::from_secs(60))?;
             let ids: Vec<&str> = ids.split_whitespace().collect();
             ensure!(ids.len() == 7, "{} containers, want 7", ids.len());
             let mut args = vec![
