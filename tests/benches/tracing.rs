@@ -57,6 +57,7 @@ fn runtime(name: &str, threads: usize, dispatch: &Dispatch) -> Runtime {
 
 /// One cluster and the SDK handle on its volume, every runtime under `dispatch`.
 struct Side {
+    name: &'static str,
     _dir: tempfile::TempDir,
     _nodes: Runtime,
     _coordinator_rt: Runtime,
@@ -65,6 +66,11 @@ struct Side {
     volume: Volume,
     ops: [u64; 2],
     busy: [Duration; 2],
+    /// CPU time of this side's threads (and of the bench's thread while it drove this side's
+    /// rounds), ns, by load.
+    cpu_ns: [u64; 2],
+    /// CPU time of the export thread and of the receiver's runtime during this side's rounds.
+    export_cpu_ns: [u64; 2],
 }
 
 impl Side {
@@ -108,6 +114,7 @@ impl Side {
             v
         });
         Side {
+            name,
             _dir: dir,
             _nodes: nodes,
             _coordinator_rt: coordinator_rt,
@@ -116,6 +123,8 @@ impl Side {
             volume,
             ops: [0; 2],
             busy: [Duration::ZERO; 2],
+            cpu_ns: [0; 2],
+            export_cpu_ns: [0; 2],
         }
     }
 
@@ -126,6 +135,7 @@ impl Side {
         let done = Arc::new(AtomicU64::new(0));
         let counted = done.clone();
         let started = Instant::now();
+        let cpu_before = cpu_ns(self.name);
         self.client_rt.block_on(async move {
             let blocks = VOLUME_BYTES / WRITE;
             let mut rng = StdRng::seed_from_u64(seed);
@@ -149,11 +159,48 @@ impl Side {
         });
         self.busy[level] += started.elapsed();
         self.ops[level] += done.load(Ordering::Relaxed);
+        let cpu_after = cpu_ns(self.name);
+        self.cpu_ns[level] += cpu_after.0 - cpu_before.0;
+        self.export_cpu_ns[level] += cpu_after.1 - cpu_before.1;
     }
 
     fn rate(&self, level: usize) -> f64 {
         self.ops[level] as f64 / self.busy[level].as_secs_f64()
     }
+
+    /// CPU µs per write: this side's threads, and the export path's.
+    fn cpu_per_write(&self, level: usize) -> (f64, f64) {
+        let ops = self.ops[level].max(1) as f64;
+        (
+            self.cpu_ns[level] as f64 / ops / 1e3,
+            self.export_cpu_ns[level] as f64 / ops / 1e3,
+        )
+    }
+}
+
+/// CPU time used so far (`/proc` schedstat, ns) by the threads of side `name` plus the
+/// bench's own thread (which drives the side's writes), and by the export path (the export
+/// thread and the receiver's runtime).
+fn cpu_ns(name: &str) -> (u64, u64) {
+    let mut out = (0, 0);
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        let ns: u64 = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        if comm.starts_with(name) || comm.starts_with("tracing-") {
+            out.0 += ns;
+        } else if comm.starts_with("dagraid-otlp") || comm.starts_with("otlp") {
+            out.1 += ns;
+        }
+    }
+    out
 }
 
 fn main() {
@@ -208,6 +255,12 @@ fn main() {
             p.rate(level),
             p.ops[level],
             if ratio >= 0.9 { "met" } else { "NOT MET" }
+        );
+        let (tc, te) = t.cpu_per_write(level);
+        let (pc, _) = p.cpu_per_write(level);
+        println!(
+            "     CPU per write: traced {tc:.0} us + export path {te:.0} us, plain {pc:.0} us: traced / plain {:.3}",
+            (tc + te) / pc
         );
     }
     println!(

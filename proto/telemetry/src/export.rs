@@ -1,7 +1,8 @@
 //! The batch span processor: a bounded queue in front of the OTLP exporter, drained by one
 //! thread of its own, so that ending a span never waits for the network. The thread sleeps on
 //! a control queue and wakes only when a batch is full, on its timer, or for a flush, never
-//! once per span.
+//! once per span. The exporter is built on that thread, in a current-thread runtime of its
+//! own, so its gRPC connection (encoding, socket I/O) never runs on the data path's runtime.
 //!
 //! The SDK's own batch processor counts the spans it drops but keeps that count private; this
 //! one counts every span that ends ([`ExportStats`]): queued, dropped because the queue was
@@ -91,35 +92,88 @@ impl std::fmt::Debug for QueueingProcessor {
 }
 
 impl QueueingProcessor {
-    /// A processor sending to `exporter` with `settings`, counting into the process's
-    /// [`stats`].
-    pub fn new<E: SpanExporter + 'static>(exporter: E, settings: BatchSettings) -> Self {
-        Self::with_stats(exporter, settings, &STATS)
+    /// A processor sending to the exporter `make` builds, with `settings`, counting into the
+    /// process's [`stats`].
+    ///
+    /// `make` runs on the export thread, inside the thread's own current-thread Tokio runtime,
+    /// so the exporter's connection (its gRPC channel, the encoding of every batch, the
+    /// socket I/O) lives on that thread and never on the data path's runtime. An error of
+    /// `make` is returned here.
+    pub fn new<E, F>(make: F, settings: BatchSettings) -> Result<Self, String>
+    where
+        E: SpanExporter + 'static,
+        F: FnOnce() -> Result<E, String> + Send + 'static,
+    {
+        Self::with_stats(make, settings, &STATS)
     }
 
-    fn with_stats<E: SpanExporter + 'static>(
-        exporter: E,
+    fn with_stats<E, F>(
+        make: F,
         settings: BatchSettings,
         stats: &'static ExportStats,
-    ) -> Self {
+    ) -> Result<Self, String>
+    where
+        E: SpanExporter + 'static,
+        F: FnOnce() -> Result<E, String> + Send + 'static,
+    {
         let (spans, span_rx) = sync_channel(settings.max_queue.max(1));
         let (control, control_rx) = sync_channel(16);
         let queued = Arc::new(AtomicUsize::new(0));
         let export_asked = Arc::new(AtomicBool::new(false));
-        let worker = Worker {
-            exporter,
-            settings,
-            stats,
-            spans: span_rx,
-            queued: queued.clone(),
-            export_asked: export_asked.clone(),
-            last_error_logged: None,
-        };
+        let (ready_tx, ready_rx) = sync_channel(1);
+        let (thread_queued, thread_asked) = (queued.clone(), export_asked.clone());
         let worker = std::thread::Builder::new()
             .name("dagraid-otlp-export".into())
-            .spawn(move || worker.run(control_rx))
-            .expect("spawning the span export thread");
-        QueueingProcessor {
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("the span export runtime: {e}")));
+                        return;
+                    }
+                };
+                let exporter = {
+                    let _entered = runtime.enter();
+                    make()
+                };
+                let exporter = match exporter {
+                    Ok(exporter) => {
+                        let _ = ready_tx.send(Ok(()));
+                        exporter
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                Worker {
+                    exporter,
+                    runtime,
+                    settings,
+                    stats,
+                    spans: span_rx,
+                    queued: thread_queued,
+                    export_asked: thread_asked,
+                    last_error_logged: None,
+                }
+                .run(control_rx)
+            })
+            .map_err(|e| format!("spawning the span export thread: {e}"))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = worker.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = worker.join();
+                return Err("the span export thread ended while starting".into());
+            }
+        }
+        Ok(QueueingProcessor {
             spans,
             control,
             queued,
@@ -128,7 +182,7 @@ impl QueueingProcessor {
             worker: Mutex::new(Some(worker)),
             stats,
             control_timeout: settings.export_timeout * 2 + Duration::from_secs(1),
-        }
+        })
     }
 
     fn ask(&self, make: impl FnOnce(SyncSender<OTelSdkResult>) -> Control) -> OTelSdkResult {
@@ -181,6 +235,8 @@ impl SpanProcessor for QueueingProcessor {
 
 struct Worker<E> {
     exporter: E,
+    /// Drives the exporter's connection, on this thread only.
+    runtime: tokio::runtime::Runtime,
     settings: BatchSettings,
     stats: &'static ExportStats,
     spans: Receiver<SpanData>,
@@ -191,6 +247,9 @@ struct Worker<E> {
 
 impl<E: SpanExporter> Worker<E> {
     fn run(mut self, control: Receiver<Control>) {
+        // The exporter's shutdown and resource calls may need the runtime too.
+        let handle = self.runtime.handle().clone();
+        let _entered = handle.enter();
         loop {
             match control.recv_timeout(self.settings.delay) {
                 Ok(Control::Export) | Err(RecvTimeoutError::Timeout) => {
@@ -239,7 +298,7 @@ impl<E: SpanExporter> Worker<E> {
 
     fn export(&mut self, batch: Vec<SpanData>) -> OTelSdkResult {
         let n = batch.len() as u64;
-        let result = futures::executor::block_on(self.exporter.export(batch));
+        let result = self.runtime.block_on(self.exporter.export(batch));
         match &result {
             Ok(()) => {
                 self.stats.exported.fetch_add(n, Ordering::Relaxed);
@@ -306,7 +365,9 @@ mod tests {
                 delay: Duration::from_millis(10),
                 export_timeout: Duration::from_secs(5),
             };
-            let processor = QueueingProcessor::with_stats(exporter.clone(), settings, stats);
+            let keeping = exporter.clone();
+            let processor =
+                QueueingProcessor::with_stats(move || Ok(keeping), settings, stats).unwrap();
             let provider = SdkTracerProvider::builder()
                 .with_span_processor(processor)
                 .build();

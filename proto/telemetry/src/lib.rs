@@ -58,8 +58,9 @@ impl Telemetry {
         &self.settings
     }
 
-    /// Sends every span that ended so far (blocking: call it from a blocking thread, e.g.
-    /// `spawn_blocking`, since the export needs the runtime's reactor).
+    /// Sends every span that ended so far and waits for the receiver's answer (blocking: in
+    /// async code call it from `spawn_blocking`). The export runs on the export thread's own
+    /// runtime, so any thread may call this.
     pub fn flush_blocking(&self) -> Result<(), String> {
         match &self.provider {
             Some(p) => p.force_flush().map_err(|e| e.to_string()),
@@ -67,8 +68,8 @@ impl Telemetry {
         }
     }
 
-    /// Sends the spans still queued and stops the exporter. Call it inside the runtime (the
-    /// exporter's connection lives there), before the runtime ends.
+    /// Sends the spans still queued and stops the exporter and its thread (without blocking
+    /// the caller's runtime).
     pub async fn shutdown(self) {
         if let Some(provider) = self.provider {
             let _ = tokio::task::spawn_blocking(move || {
@@ -85,9 +86,43 @@ fn dagraid_only(meta: &tracing::Metadata<'_>) -> bool {
     meta.target().starts_with("dagraid") && *meta.level() <= Level::INFO
 }
 
+/// [`dagraid_only`] as a per-layer filter whose answer is cached per callsite and which tells
+/// its level: a callsite it refuses (every `trace!` of h2, hyper or tonic) stays disabled
+/// for good instead of being asked again on every hit, and `debug!`/`trace!` callsites are
+/// skipped by the level check alone. (A `filter_fn` would make every callsite in the process
+/// "sometimes", evaluated on every hit: measurably slower on the data path.)
+#[derive(Debug, Clone, Copy)]
+struct DagraidOnly;
+
+impl<S> tracing_subscriber::layer::Filter<S> for DagraidOnly {
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        dagraid_only(meta)
+    }
+
+    fn callsite_enabled(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if dagraid_only(meta) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::INFO)
+    }
+}
+
 /// Builds (without installing) a subscriber per `settings`: the log to `log` filtered by
-/// `log_filter`, and the exporting layer when `settings` has an endpoint. Must run inside a
-/// Tokio runtime when it exports (the exporter connects lazily through it).
+/// `log_filter`, and the exporting layer when `settings` has an endpoint. The exporter and its
+/// connection live on the export thread, in a runtime of their own ([`export`]), never on the
+/// caller's runtime.
 pub fn build<W>(
     settings: &TraceSettings,
     log_filter: EnvFilter,
@@ -104,13 +139,16 @@ where
     let provider = match &settings.endpoint {
         None => None,
         Some(endpoint) => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint.clone())
-                .with_timeout(settings.batch.export_timeout)
-                .build()
-                .map_err(|e| format!("trace exporter for {endpoint}: {e}"))?;
-            let processor = export::QueueingProcessor::new(exporter, settings.batch);
+            let (endpoint, timeout) = (endpoint.clone(), settings.batch.export_timeout);
+            let make = move || {
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint.clone())
+                    .with_timeout(timeout)
+                    .build()
+                    .map_err(|e| format!("trace exporter for {endpoint}: {e}"))
+            };
+            let processor = export::QueueingProcessor::new(make, settings.batch)?;
             Some(
                 SdkTracerProvider::builder()
                     .with_span_processor(processor)
@@ -134,7 +172,7 @@ where
             // Propagation reads the span's context directly; attaching it as the current
             // OpenTelemetry context on every poll would only cost.
             .with_context_activation(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(dagraid_only))
+            .with_filter(DagraidOnly)
     });
     let dispatch = Dispatch::new(tracing_subscriber::registry().with(fmt).with(otel));
     Ok((
@@ -148,7 +186,7 @@ where
 
 /// Installs the process's subscriber: the log on stderr (`RUST_LOG`, default `info`) and, when
 /// `args` (or the `OTEL_*` variables) name an endpoint, trace export as `default_service`
-/// unless `OTEL_SERVICE_NAME` says otherwise. Must run inside a Tokio runtime.
+/// unless `OTEL_SERVICE_NAME` says otherwise.
 pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<Telemetry, String> {
     let settings = TraceSettings::resolve(args, default_service)?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -165,4 +203,40 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<Telemetry, St
         );
     }
     Ok(telemetry)
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::layer::Filter;
+    use tracing_subscriber::registry::Registry;
+
+    use super::*;
+
+    /// The callsites of this test, as seen by the filter.
+    fn metadata_of(span: &tracing::Span) -> &'static tracing::Metadata<'static> {
+        span.metadata().expect("an enabled span has metadata")
+    }
+
+    #[test]
+    fn the_export_filter_decides_once_per_callsite_and_tells_its_level() {
+        // A subscriber that enables everything, so that the spans below have metadata.
+        let all = tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink));
+        tracing::subscriber::with_default(all, || {
+            let ours = tracing::info_span!(target: "dagraid_core::engine", "Rod");
+            let ours_debug = tracing::debug_span!(target: "dagraid_core::engine", "detail");
+            let foreign = tracing::info_span!(target: "h2::proto", "poll");
+            let filter = DagraidOnly;
+            let interest = |s: &tracing::Span| {
+                <DagraidOnly as Filter<Registry>>::callsite_enabled(&filter, metadata_of(s))
+            };
+            assert!(interest(&ours).is_always());
+            assert!(interest(&ours_debug).is_never());
+            assert!(interest(&foreign).is_never());
+            assert_eq!(
+                <DagraidOnly as Filter<Registry>>::max_level_hint(&filter),
+                Some(tracing::level_filters::LevelFilter::INFO)
+            );
+        });
+    }
 }
