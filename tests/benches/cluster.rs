@@ -181,25 +181,13 @@ enum Part {
 
 /// CPU time used so far by this process's live threads, by [`Part`] (`/proc` schedstat, ns).
 fn cpu_ns() -> [u64; 3] {
-    let mut out = [0; 3];
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        let path = task.path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        let ns: u64 = std::fs::read_to_string(path.join("schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
-        let part = match comm.trim() {
+    dagraid_tests::cpu::by_thread_name(|comm| {
+        Some(match comm {
             "nodes" => Part::Nodes,
             "coordinator" => Part::Coordinator,
             _ => Part::Client,
-        };
-        out[part as usize] += ns;
-    }
-    out
+        } as usize)
+    })
 }
 
 // ---------------------------------------------------------------- the model of the volume

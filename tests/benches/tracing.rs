@@ -182,25 +182,16 @@ impl Side {
 /// bench's own thread (which drives the side's writes), and by the export path (the export
 /// thread and the receiver's runtime).
 fn cpu_ns(name: &str) -> (u64, u64) {
-    let mut out = (0, 0);
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        let path = task.path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        let comm = comm.trim();
-        let ns: u64 = std::fs::read_to_string(path.join("schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
+    let [side, export] = dagraid_tests::cpu::by_thread_name(|comm| {
         if comm.starts_with(name) || comm.starts_with("tracing-") {
-            out.0 += ns;
+            Some(0)
         } else if comm.starts_with("dagraid-otlp") || comm.starts_with("otlp") {
-            out.1 += ns;
+            Some(1)
+        } else {
+            None
         }
-    }
-    out
+    });
+    (side, export)
 }
 
 fn main() {

@@ -7,10 +7,12 @@
 //!   mirrors against the data.
 //! - [`process`]: finding the binaries, waiting for their "listening on" (and metrics) lines,
 //!   signals, a plain HTTP GET for `/metrics`.
+//! - [`cpu`]: CPU time of this process's threads by thread name, for the benches.
 //! - [`prom`]: samples of Prometheus text, `promtool check metrics`.
 //! - [`with_timeout`]: every test body runs under a deadline.
 
 pub mod cluster;
+pub mod cpu;
 pub mod node;
 pub mod process;
 pub mod prom;
