@@ -1,5 +1,9 @@
-//! A real OTLP/gRPC trace receiver for tests and benches (feature `receiver`): the collector
-//! service of `opentelemetry-proto`, in process on 127.0.0.1, keeping what it is sent.
+//! A real OTLP/gRPC trace receiver for tests and benches (feature `receiver`), in process on
+//! 127.0.0.1: [`OtlpReceiver::start`] serves the collector service of `opentelemetry-proto` and
+//! keeps every span it is sent; [`OtlpReceiver::counting`] serves the same gRPC method but only
+//! counts the spans, walking the protobuf wire format without decoding it ([`count_spans`]), so
+//! that a bench's receiver, which stands for a collector on another machine, costs the cores
+//! it shares with the system under test as little as it can.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -72,6 +76,9 @@ fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The largest export request either receiver takes.
+const MAX_MESSAGE: usize = 64 << 20;
 
 #[derive(Debug, Default)]
 struct Shared {
@@ -171,14 +178,18 @@ impl OtlpReceiver {
             keep,
             ..Shared::default()
         });
-        let service =
-            TraceServiceServer::new(Service(shared.clone())).max_decoding_message_size(64 << 20);
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let router = if keep {
+            tonic::transport::Server::builder().add_service(
+                TraceServiceServer::new(Service(shared.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE),
+            )
+        } else {
+            tonic::transport::Server::builder()
+                .add_service(counting::CountingServer(shared.clone()))
+        };
         let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(incoming)
-                .await;
+            let _ = router.serve_with_incoming(incoming).await;
         });
         Ok(OtlpReceiver { addr, shared, task })
     }
@@ -256,5 +267,336 @@ impl OtlpReceiver {
                 };
             }
         }
+    }
+}
+
+/// Counts the spans in an encoded `ExportTraceServiceRequest` without decoding it: request
+/// field 1 (`resource_spans`), in each of those field 2 (`scope_spans`), in each of those field
+/// 2 (`spans`); everything else is skipped by its wire type. `Err` on malformed protobuf.
+pub fn count_spans(request: &[u8]) -> Result<u64, &'static str> {
+    let mut n = 0;
+    for field in Fields(request) {
+        let (number, payload) = field?;
+        if number != 1 {
+            continue;
+        }
+        for field in Fields(payload.ok_or("resource_spans is not length-delimited")?) {
+            let (number, payload) = field?;
+            if number != 2 {
+                continue;
+            }
+            for field in Fields(payload.ok_or("scope_spans is not length-delimited")?) {
+                if field?.0 == 2 {
+                    n += 1;
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// The fields of one protobuf message: number, and the payload of a length-delimited one.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Fields<'a> {
+    fn varint(&mut self) -> Result<u64, &'static str> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = self.0.split_first().ok_or("truncated varint")?;
+            self.0 = rest;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("varint longer than 10 bytes")
+    }
+
+    fn take(&mut self, len: u64) -> Result<&'a [u8], &'static str> {
+        let len = usize::try_from(len).map_err(|_| "length out of range")?;
+        if len > self.0.len() {
+            return Err("truncated field");
+        }
+        let (taken, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Ok(taken)
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(u64, Option<&'a [u8]>), &'static str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let field = (|| {
+            let key = self.varint()?;
+            let payload = match key & 7 {
+                0 => {
+                    self.varint()?;
+                    None
+                }
+                1 => {
+                    self.take(8)?;
+                    None
+                }
+                2 => {
+                    let len = self.varint()?;
+                    Some(self.take(len)?)
+                }
+                5 => {
+                    self.take(4)?;
+                    None
+                }
+                _ => return Err("unsupported wire type"),
+            };
+            Ok((key >> 3, payload))
+        })();
+        if field.is_err() {
+            // Stop after the first error.
+            self.0 = &[];
+        }
+        Some(field)
+    }
+}
+
+/// The counting receiver's gRPC service: `TraceService/Export` with a codec that only counts.
+mod counting {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use bytes::Buf;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::codegen::{Body, BoxFuture, Context, Poll, Service, StdError, http};
+    use tonic::server::{NamedService, UnaryService};
+    use tonic::{Request, Response, Status};
+
+    use super::{MAX_MESSAGE, Shared, count_spans};
+
+    const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+    /// A request, counted: how many spans it held.
+    pub(super) struct Counted(u64);
+
+    /// Decodes a request into its span count; encodes the empty `ExportTraceServiceResponse`.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub(super) struct CountCodec;
+
+    impl Codec for CountCodec {
+        type Encode = ();
+        type Decode = Counted;
+        type Encoder = CountCodec;
+        type Decoder = CountCodec;
+
+        fn encoder(&mut self) -> Self::Encoder {
+            CountCodec
+        }
+
+        fn decoder(&mut self) -> Self::Decoder {
+            CountCodec
+        }
+    }
+
+    impl Encoder for CountCodec {
+        type Item = ();
+        type Error = Status;
+
+        /// An empty message (no partial success) is zero bytes.
+        fn encode(&mut self, (): (), _dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            Ok(())
+        }
+    }
+
+    impl Decoder for CountCodec {
+        type Item = Counted;
+        type Error = Status;
+
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Counted>, Status> {
+            let len = src.remaining();
+            // The buffer of one message is contiguous.
+            let n = count_spans(&src.chunk()[..len]).map_err(Status::invalid_argument)?;
+            src.advance(len);
+            Ok(Some(Counted(n)))
+        }
+    }
+
+    /// The service, for `tonic::transport::Server::add_service`.
+    #[derive(Clone)]
+    pub(super) struct CountingServer(pub(super) Arc<Shared>);
+
+    impl NamedService for CountingServer {
+        const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    }
+
+    struct Export(Arc<Shared>);
+
+    impl UnaryService<Counted> for Export {
+        type Response = ();
+        type Future = std::future::Ready<Result<Response<()>, Status>>;
+
+        fn call(&mut self, request: Request<Counted>) -> Self::Future {
+            let Counted(n) = request.into_inner();
+            self.0.count.fetch_add(n, Ordering::Relaxed);
+            self.0.arrived.notify_waiters();
+            std::future::ready(Ok(Response::new(())))
+        }
+    }
+
+    impl<B> Service<http::Request<B>> for CountingServer
+    where
+        B: Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<B>) -> Self::Future {
+            if request.uri().path() != EXPORT {
+                let path = request.uri().path().to_owned();
+                return Box::pin(async move {
+                    Ok(Status::unimplemented(format!("no method {path}")).into_http())
+                });
+            }
+            let shared = self.0.clone();
+            Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(CountCodec)
+                    .apply_max_message_size_config(Some(MAX_MESSAGE), None);
+                Ok(grpc.unary(Export(shared), request).await)
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span};
+    use prost::Message;
+
+    use super::*;
+
+    fn span(i: u64) -> Span {
+        Span {
+            trace_id: vec![7; 16],
+            span_id: i.to_be_bytes().to_vec(),
+            name: format!("span {i}"),
+            kind: 1,
+            start_time_unix_nano: i,
+            end_time_unix_nano: i + 1,
+            attributes: vec![KeyValue {
+                key: "k".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::DoubleValue(1.5)),
+                }),
+                ..KeyValue::default()
+            }],
+            events: vec![span::Event {
+                name: "e".into(),
+                ..span::Event::default()
+            }],
+            ..Span::default()
+        }
+    }
+
+    #[test]
+    fn count_spans_counts_what_a_full_decode_finds() {
+        let mut next = 0;
+        let mut spans = |n: usize| {
+            (0..n)
+                .map(|_| {
+                    next += 1;
+                    span(next)
+                })
+                .collect::<Vec<_>>()
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![
+                ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![KeyValue {
+                            key: "service.name".into(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue("s".into())),
+                            }),
+                            ..KeyValue::default()
+                        }],
+                        ..Resource::default()
+                    }),
+                    scope_spans: vec![
+                        ScopeSpans {
+                            scope: Some(InstrumentationScope {
+                                name: "dagraid".into(),
+                                ..InstrumentationScope::default()
+                            }),
+                            spans: spans(3),
+                            schema_url: "x".into(),
+                        },
+                        ScopeSpans {
+                            spans: spans(0),
+                            ..ScopeSpans::default()
+                        },
+                    ],
+                    schema_url: "y".into(),
+                },
+                ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans: spans(200),
+                        ..ScopeSpans::default()
+                    }],
+                    ..ResourceSpans::default()
+                },
+            ],
+        };
+        let bytes = request.encode_to_vec();
+        assert_eq!(count_spans(&bytes), Ok(203));
+        assert_eq!(count_spans(&[]), Ok(0));
+        // Every cut inside the message is malformed, never a wrong count that looks right.
+        for cut in [1, bytes.len() / 2, bytes.len() - 1] {
+            assert!(count_spans(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        assert_eq!(count_spans(&[0x0b]), Err("unsupported wire type"));
+    }
+
+    #[tokio::test]
+    async fn the_counting_receiver_counts_what_the_exporter_sends() {
+        use opentelemetry::trace::{Tracer, TracerProvider};
+
+        let receiver = OtlpReceiver::counting().await.unwrap();
+        let endpoint = receiver.endpoint();
+        let processor = crate::export::QueueingProcessor::new(
+            move || {
+                use opentelemetry_otlp::WithExportConfig;
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint)
+                    .build()
+                    .map_err(|e| e.to_string())
+            },
+            crate::BatchSettings::default(),
+        )
+        .unwrap();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .build();
+        let tracer = provider.tracer("test");
+        for i in 0..1234 {
+            tracer.in_span(format!("s{i}"), |_| {});
+        }
+        tokio::task::spawn_blocking(move || {
+            provider.force_flush().unwrap();
+            provider.shutdown().unwrap();
+        })
+        .await
+        .unwrap();
+        assert_eq!(receiver.count(), 1234);
     }
 }
