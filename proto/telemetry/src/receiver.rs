@@ -82,7 +82,6 @@ const MAX_MESSAGE: usize = 64 << 20;
 
 #[derive(Debug, Default)]
 struct Shared {
-    keep: bool,
     spans: Mutex<Vec<ReceivedSpan>>,
     count: AtomicU64,
     arrived: Notify,
@@ -108,9 +107,6 @@ impl TraceService for Service {
                 .unwrap_or_default();
             for ss in &rs.scope_spans {
                 n += ss.spans.len() as u64;
-                if !self.0.keep {
-                    continue;
-                }
                 for s in &ss.spans {
                     kept.push(ReceivedSpan {
                         service: service.clone(),
@@ -132,13 +128,11 @@ impl TraceService for Service {
                 }
             }
         }
-        if self.0.keep {
-            self.0
-                .spans
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(kept);
-        }
+        self.0
+            .spans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(kept);
         self.0.count.fetch_add(n, Ordering::Relaxed);
         self.0.arrived.notify_waiters();
         Ok(Response::new(ExportTraceServiceResponse {
@@ -174,10 +168,7 @@ impl OtlpReceiver {
     async fn start_with(keep: bool) -> std::io::Result<OtlpReceiver> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            keep,
-            ..Shared::default()
-        });
+        let shared = Arc::new(Shared::default());
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let router = if keep {
             tonic::transport::Server::builder().add_service(
