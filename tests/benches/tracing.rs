@@ -14,7 +14,8 @@
 //! Rounds alternate (traced, plain, traced, ...), so a change of load on the shared machine hits
 //! both sides of the ratio. At the end every queued span is flushed and the run asserts that the
 //! receiver got every span that ended (none dropped, none lost in a failed export) and prints the
-//! traced/plain throughput ratio against the 0.9 target.
+//! traced/plain throughput ratio against the 0.9 target, and the CPU time per write of each
+//! side and of the export path (export thread and receiver) from `/proc` schedstat.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -160,8 +161,10 @@ impl Side {
         self.busy[level] += started.elapsed();
         self.ops[level] += done.load(Ordering::Relaxed);
         let cpu_after = cpu_ns(self.name);
-        self.cpu_ns[level] += cpu_after.0 - cpu_before.0;
-        self.export_cpu_ns[level] += cpu_after.1 - cpu_before.1;
+        // Only live threads are summed: a blocking-pool thread that ended during the round
+        // takes its time out of the sum, which must not wrap.
+        self.cpu_ns[level] += cpu_after.0.saturating_sub(cpu_before.0);
+        self.export_cpu_ns[level] += cpu_after.1.saturating_sub(cpu_before.1);
     }
 
     fn rate(&self, level: usize) -> f64 {

@@ -87,6 +87,14 @@ struct Shared {
     arrived: Notify,
 }
 
+impl Shared {
+    /// Counts `n` more spans received and wakes the waiters.
+    fn arrived(&self, n: u64) {
+        self.count.fetch_add(n, Ordering::Relaxed);
+        self.arrived.notify_waiters();
+    }
+}
+
 struct Service(Arc<Shared>);
 
 #[tonic::async_trait]
@@ -133,8 +141,7 @@ impl TraceService for Service {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(kept);
-        self.0.count.fetch_add(n, Ordering::Relaxed);
-        self.0.arrived.notify_waiters();
+        self.0.arrived(n);
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
@@ -356,7 +363,6 @@ impl<'a> Iterator for Fields<'a> {
 mod counting {
     use std::convert::Infallible;
     use std::sync::Arc;
-    use std::sync::atomic::Ordering;
 
     use bytes::Buf;
     use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -429,8 +435,7 @@ mod counting {
 
         fn call(&mut self, request: Request<Counted>) -> Self::Future {
             let Counted(n) = request.into_inner();
-            self.0.count.fetch_add(n, Ordering::Relaxed);
-            self.0.arrived.notify_waiters();
+            self.0.arrived(n);
             std::future::ready(Ok(Response::new(())))
         }
     }
