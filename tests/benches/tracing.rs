@@ -212,6 +212,7 @@ fn main() {
         service_name: "dagraid-bench".into(),
         sampler: SamplerChoice::AlwaysOn,
         batch: BatchSettings::from_env().unwrap(),
+        resource_attributes: Vec::new(),
     };
     let info = || tracing_subscriber::EnvFilter::new("info");
     let (traced, telemetry) = telemetry_rt

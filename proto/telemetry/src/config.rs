@@ -5,8 +5,6 @@
 
 use std::time::Duration;
 
-use opentelemetry_sdk::trace::Sampler;
-
 /// The trace flags every dagraid binary accepts (flattened into its command line). Each has the
 /// standard OpenTelemetry variable as its environment form.
 #[derive(Debug, Clone, Default, PartialEq, clap::Args)]
@@ -84,17 +82,30 @@ impl SamplerChoice {
         })
     }
 
-    pub(crate) fn to_sdk(self) -> Sampler {
-        let parentless = |c: ParentlessChoice| match c {
-            ParentlessChoice::AlwaysOn => Sampler::AlwaysOn,
-            ParentlessChoice::AlwaysOff => Sampler::AlwaysOff,
-            ParentlessChoice::Ratio(r) => Sampler::TraceIdRatioBased(r),
+    /// Whether a span of trace `trace_id` is sampled, given its parent's decision (`None` for
+    /// a root). The ratio samplers decide by the trace id (its lower 64 bits, as the
+    /// OpenTelemetry SDKs do), so every process of a trace takes the same decision.
+    pub fn sampled(self, parent: Option<bool>, trace_id: u128) -> bool {
+        let ratio = |r: f64| {
+            if r >= 1.0 {
+                true
+            } else if r <= 0.0 {
+                false
+            } else {
+                let bound = (r * (1u64 << 63) as f64) as u64;
+                ((trace_id as u64) >> 1) < bound
+            }
         };
         match self {
-            SamplerChoice::AlwaysOn => Sampler::AlwaysOn,
-            SamplerChoice::AlwaysOff => Sampler::AlwaysOff,
-            SamplerChoice::Ratio(r) => Sampler::TraceIdRatioBased(r),
-            SamplerChoice::ParentBased(c) => Sampler::ParentBased(Box::new(parentless(c))),
+            SamplerChoice::AlwaysOn => true,
+            SamplerChoice::AlwaysOff => false,
+            SamplerChoice::Ratio(r) => ratio(r),
+            SamplerChoice::ParentBased(inner) => match (parent, inner) {
+                (Some(sampled), _) => sampled,
+                (None, ParentlessChoice::AlwaysOn) => true,
+                (None, ParentlessChoice::AlwaysOff) => false,
+                (None, ParentlessChoice::Ratio(r)) => ratio(r),
+            },
         }
     }
 }
@@ -167,6 +178,9 @@ pub struct TraceSettings {
     pub sampler: SamplerChoice,
     /// Queueing and batching.
     pub batch: BatchSettings,
+    /// More attributes of the process's resource (`OTEL_RESOURCE_ATTRIBUTES`), besides
+    /// `service.name`.
+    pub resource_attributes: Vec<(String, String)>,
 }
 
 impl TraceSettings {
@@ -179,12 +193,17 @@ impl TraceSettings {
             .or_else(|| args.otlp_endpoint.clone())
             .map(|e| e.trim().to_owned())
             .filter(|e| !e.is_empty());
-        if let Some(e) = &endpoint
-            && !(e.starts_with("http://") || e.starts_with("https://"))
-        {
-            return Err(format!(
-                "the OTLP endpoint must be an http:// or https:// URL, got {e:?}"
-            ));
+        if let Some(e) = &endpoint {
+            if e.starts_with("https://") {
+                return Err(format!(
+                    "the OTLP endpoint {e:?} needs TLS, which dagraid does not include: use an http:// endpoint (a collector on the host or the private network)"
+                ));
+            }
+            if !e.starts_with("http://") {
+                return Err(format!(
+                    "the OTLP endpoint must be an http:// URL, got {e:?}"
+                ));
+            }
         }
         let service_name = args
             .service_name
@@ -201,8 +220,50 @@ impl TraceSettings {
                 args.trace_sampler_arg.as_deref(),
             )?,
             batch: BatchSettings::from_env()?,
+            resource_attributes: resource_attributes(
+                std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+                    .ok()
+                    .as_deref()
+                    .unwrap_or(""),
+            )?,
         })
     }
+}
+
+/// Parses `OTEL_RESOURCE_ATTRIBUTES`: `key=value` pairs separated by commas, values
+/// percent-encoded (the W3C baggage form the specification names).
+pub fn resource_attributes(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("OTEL_RESOURCE_ATTRIBUTES: {pair:?} is not key=value"))?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(format!("OTEL_RESOURCE_ATTRIBUTES: {pair:?} has no key"));
+        }
+        let value = percent_decode(value.trim())
+            .ok_or_else(|| format!("OTEL_RESOURCE_ATTRIBUTES: {pair:?} has a bad %-escape"))?;
+        out.push((key.to_owned(), value));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -249,6 +310,51 @@ mod tests {
     }
 
     #[test]
+    fn samplers_decide_like_the_specification_says() {
+        let root = None;
+        assert!(SamplerChoice::AlwaysOn.sampled(Some(false), 5));
+        assert!(!SamplerChoice::AlwaysOff.sampled(Some(true), 5));
+        let parent_based = SamplerChoice::ParentBased(ParentlessChoice::AlwaysOff);
+        assert!(parent_based.sampled(Some(true), 5));
+        assert!(!parent_based.sampled(root, 5));
+        assert!(SamplerChoice::ParentBased(ParentlessChoice::AlwaysOn).sampled(root, 5));
+        // A ratio keeps about that share of trace ids, and decides the same for the same id.
+        let ids =
+            (0..20_000u128).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+        let kept = ids
+            .clone()
+            .filter(|id| SamplerChoice::Ratio(0.25).sampled(root, *id))
+            .count();
+        assert!((4_000..6_000).contains(&kept), "{kept}");
+        for id in ids.take(100) {
+            let r = SamplerChoice::Ratio(0.5).sampled(root, id);
+            assert_eq!(
+                SamplerChoice::ParentBased(ParentlessChoice::Ratio(0.5)).sampled(root, id),
+                r
+            );
+            assert_eq!(SamplerChoice::Ratio(0.5).sampled(Some(!r), id), r);
+        }
+        assert!(!SamplerChoice::Ratio(0.0).sampled(root, u128::MAX));
+        assert!(SamplerChoice::Ratio(1.0).sampled(root, u128::MAX));
+    }
+
+    #[test]
+    fn resource_attributes_parse_and_bad_ones_are_named() {
+        assert_eq!(
+            resource_attributes(" deployment.environment=prod , team=storage%2Craid,").unwrap(),
+            vec![
+                ("deployment.environment".to_owned(), "prod".to_owned()),
+                ("team".to_owned(), "storage,raid".to_owned()),
+            ]
+        );
+        assert_eq!(resource_attributes("").unwrap(), vec![]);
+        for bad in ["novalue", "=x", "k=%zz", "k=%4"] {
+            let e = resource_attributes(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
     fn no_endpoint_means_no_export_and_the_default_service_name() {
         let s = TraceSettings::resolve(&TelemetryArgs::default(), "dagraid-node").unwrap();
         if std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none() {
@@ -269,6 +375,12 @@ mod tests {
         if std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none() {
             let e = TraceSettings::resolve(&args, "x").unwrap_err();
             assert!(e.contains("http://"), "{e}");
+            let args = TelemetryArgs {
+                otlp_endpoint: Some("https://collector:4317".into()),
+                ..TelemetryArgs::default()
+            };
+            let e = TraceSettings::resolve(&args, "x").unwrap_err();
+            assert!(e.contains("TLS"), "{e}");
         }
     }
 }

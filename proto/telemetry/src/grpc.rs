@@ -3,7 +3,9 @@
 //! `dagraid_grpc_server_handling_seconds`.
 //!
 //! The span is named after the method (`dagraid.storage.v1.StorageNode/WriteBlocks` in an
-//! exported trace, through the `otel.name` field) and records `rpc.grpc.status_code`. Calls
+//! exported trace, through the `otel.name` field), is a child of the caller's span when the call
+//! carries a W3C `traceparent` (recorded in its `traceparent` field), and records
+//! `rpc.grpc.status_code`. Calls
 //! that arrive without a trace context and are listed as background ([`GrpcServerLayer::quiet`]:
 //! health checks, node info polled every second) get no span, so a health loop does not fill
 //! the tracing backend with one-span traces.
@@ -15,7 +17,6 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use opentelemetry::trace::TraceContextExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -24,8 +25,8 @@ use prometheus_client::registry::Registry;
 use tonic::codegen::http::{Request, Response};
 use tower::{Layer, Service};
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::context::SpanContext;
 use crate::metrics::latency_histogram;
 
 /// gRPC status code names, by number.
@@ -217,11 +218,15 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let method = request.uri().path().trim_start_matches('/').to_owned();
-        let parent = crate::propagation::extract(request.headers());
-        let has_parent = parent.span().span_context().is_valid();
-        let span = if has_parent || !self.layer.quiet.iter().any(|q| *q == method) {
+        // The caller's trace context: the span records it and the export layer makes the
+        // span its child. An invalid one is ignored (the call starts a trace of its own).
+        let headers = request.headers();
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let traceparent =
+            header("traceparent").filter(|tp| SpanContext::from_traceparent(tp).is_some());
+        let span = if traceparent.is_some() || !self.layer.quiet.iter().any(|q| *q == method) {
             let (service, name) = method.split_once('/').unwrap_or(("", method.as_str()));
-            let span = tracing::info_span!(
+            tracing::info_span!(
                 "grpc",
                 otel.name = %method,
                 otel.kind = "server",
@@ -230,11 +235,9 @@ where
                 rpc.method = %name,
                 rpc.grpc.status_code = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
-            );
-            if has_parent {
-                let _ = span.set_parent(parent);
-            }
-            span
+                traceparent,
+                tracestate = traceparent.and(header("tracestate")),
+            )
         } else {
             tracing::Span::none()
         };

@@ -4,9 +4,13 @@
 //!
 //! Code map:
 //! - [`config`]: the standard `OTEL_*` variables and their flags ([`TelemetryArgs`]), resolved
-//!   into [`TraceSettings`]; export is off unless an endpoint is set.
-//! - [`export`]: the batch span processor: a bounded queue drained by a thread of its own, so
-//!   ending a span never waits for the network; it counts what it drops.
+//!   into [`TraceSettings`]; export is off unless an endpoint is set. The sampler's decision.
+//! - [`context`]: a span's W3C identity ([`SpanContext`]), `traceparent`, the id generator.
+//! - [`layer`]: the export layer, which records each span `tracing` opens into a
+//!   [`record::SpanRecord`] in the span's extensions and queues it when the span closes.
+//! - [`export`]: the bounded queue and the export thread, which batches, encodes and sends,
+//!   so ending a span never waits for the network; it counts what it drops.
+//! - [`otlp`]: the OTLP protobuf encoding of a batch, written straight from the records.
 //! - [`propagation`]: inject the current span's context into a call's metadata, extract it
 //!   from a call's headers.
 //! - [`grpc`]: the tower layer of the servers: one span per call, the call metrics.
@@ -15,42 +19,54 @@
 //! - `receiver` (feature `receiver`): an in-process OTLP receiver for tests and benches.
 //!
 //! [`init`] installs the process's `tracing` subscriber: the log on stderr (`RUST_LOG`,
-//! default `info`), plus, when an endpoint is set, the OpenTelemetry layer, which sees only
-//! dagraid's own spans and events at INFO and above (never those of tonic, h2 or hyper, and
-//! not limited by `RUST_LOG`).
+//! default `info`), plus, when an endpoint is set, the export layer, which sees only dagraid's
+//! own spans and events at INFO and above (never those of tonic, h2 or hyper, and not limited
+//! by `RUST_LOG`).
+//!
+//! Why not `tracing-opentelemetry` and the OpenTelemetry SDK: with them, exporting every span
+//! of a 4 KiB write cost 20-25% of the write throughput on the benchmark machine (span
+//! builders, SDK spans, the conversion to OTLP types, allocation per attribute); the layer
+//! and encoder here keep one compact record per span and write the protobuf from it
+//! (`docs/BENCHMARKS.md`, "Tracing overhead").
 
 pub mod config;
+pub mod context;
 pub mod export;
 pub mod grpc;
+pub mod layer;
 pub mod metrics;
+pub mod otlp;
 pub mod propagation;
 #[cfg(feature = "receiver")]
 pub mod receiver;
+pub mod record;
 
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::{Dispatch, Level};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 pub use config::{BatchSettings, SamplerChoice, TelemetryArgs, TraceSettings};
+pub use context::SpanContext;
 pub use grpc::{GrpcServerLayer, GrpcServerMetrics};
 pub use metrics::MetricsServer;
+
+use crate::export::Exporter;
+use crate::layer::ExportLayer;
+use crate::otlp::RequestEncoder;
+use crate::record::Value;
 
 /// The telemetry of a process; [`Telemetry::shutdown`] sends the spans still queued.
 #[derive(Debug)]
 pub struct Telemetry {
-    provider: Option<SdkTracerProvider>,
+    exporter: Option<Exporter>,
     settings: TraceSettings,
 }
 
 impl Telemetry {
     /// Whether spans are exported.
     pub fn exporting(&self) -> bool {
-        self.provider.is_some()
+        self.exporter.is_some()
     }
 
     /// The settings in force.
@@ -62,26 +78,22 @@ impl Telemetry {
     /// async code call it from `spawn_blocking`). The export runs on the export thread's own
     /// runtime, so any thread may call this.
     pub fn flush_blocking(&self) -> Result<(), String> {
-        match &self.provider {
-            Some(p) => p.force_flush().map_err(|e| e.to_string()),
+        match &self.exporter {
+            Some(e) => e.flush(),
             None => Ok(()),
         }
     }
 
-    /// Sends the spans still queued and stops the exporter and its thread (without blocking
-    /// the caller's runtime).
+    /// Sends the spans still queued and stops the export thread (without blocking the
+    /// caller's runtime).
     pub async fn shutdown(self) {
-        if let Some(provider) = self.provider {
-            let _ = tokio::task::spawn_blocking(move || {
-                let _ = provider.force_flush();
-                let _ = provider.shutdown();
-            })
-            .await;
+        if let Some(exporter) = self.exporter {
+            let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
         }
     }
 }
 
-/// The OpenTelemetry layer's filter: dagraid's own spans and events, INFO and above.
+/// The export layer's filter: dagraid's own spans and events, INFO and above.
 fn dagraid_only(meta: &tracing::Metadata<'_>) -> bool {
     meta.target().starts_with("dagraid") && *meta.level() <= Level::INFO
 }
@@ -119,8 +131,38 @@ impl<S> tracing_subscriber::layer::Filter<S> for DagraidOnly {
     }
 }
 
+/// The resource of the process's spans: `service.name`, the SDK's name, language and
+/// version, then the `OTEL_RESOURCE_ATTRIBUTES` (which cannot override `service.name`: its
+/// flag and `OTEL_SERVICE_NAME` do).
+fn resource(settings: &TraceSettings) -> Vec<(String, Value)> {
+    let mut attributes = vec![
+        (
+            "service.name".to_owned(),
+            Value::Str(settings.service_name.clone()),
+        ),
+        (
+            "telemetry.sdk.name".to_owned(),
+            Value::Str("dagraid-telemetry".into()),
+        ),
+        (
+            "telemetry.sdk.language".to_owned(),
+            Value::Str("rust".into()),
+        ),
+        (
+            "telemetry.sdk.version".to_owned(),
+            Value::Str(env!("CARGO_PKG_VERSION").into()),
+        ),
+    ];
+    for (k, v) in &settings.resource_attributes {
+        if !attributes.iter().any(|(have, _)| have == k) {
+            attributes.push((k.clone(), Value::Str(v.clone())));
+        }
+    }
+    attributes
+}
+
 /// Builds (without installing) a subscriber per `settings`: the log to `log` filtered by
-/// `log_filter`, and the exporting layer when `settings` has an endpoint. The exporter and its
+/// `log_filter`, and the export layer when `settings` has an endpoint. The exporter and its
 /// connection live on the export thread, in a runtime of their own ([`export`]), never on the
 /// caller's runtime.
 pub fn build<W>(
@@ -136,49 +178,21 @@ where
         .with_writer(log)
         .with_ansi(ansi)
         .with_filter(log_filter);
-    let provider = match &settings.endpoint {
-        None => None,
+    let (layer, exporter) = match &settings.endpoint {
+        None => (None, None),
         Some(endpoint) => {
-            let (endpoint, timeout) = (endpoint.clone(), settings.batch.export_timeout);
-            let make = move || {
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint.clone())
-                    .with_timeout(timeout)
-                    .build()
-                    .map_err(|e| format!("trace exporter for {endpoint}: {e}"))
-            };
-            let processor = export::QueueingProcessor::new(make, settings.batch)?;
-            Some(
-                SdkTracerProvider::builder()
-                    .with_span_processor(processor)
-                    .with_sampler(settings.sampler.to_sdk())
-                    .with_resource(
-                        Resource::builder()
-                            .with_service_name(settings.service_name.clone())
-                            .build(),
-                    )
-                    .build(),
-            )
+            let encoder =
+                RequestEncoder::new(&resource(settings), "dagraid", env!("CARGO_PKG_VERSION"));
+            let (queue, exporter) = Exporter::start(endpoint, encoder, settings.batch)?;
+            let layer = ExportLayer::new(settings.sampler, queue).with_filter(DagraidOnly);
+            (Some(layer), Some(exporter))
         }
     };
-    let otel = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("dagraid"))
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            // Propagation reads the span's context directly; attaching it as the current
-            // OpenTelemetry context on every poll would only cost.
-            .with_context_activation(false)
-            .with_filter(DagraidOnly)
-    });
-    let dispatch = Dispatch::new(tracing_subscriber::registry().with(fmt).with(otel));
+    let dispatch = Dispatch::new(tracing_subscriber::registry().with(fmt).with(layer));
     Ok((
         dispatch,
         Telemetry {
-            provider,
+            exporter,
             settings: settings.clone(),
         },
     ))

@@ -1,97 +1,117 @@
 //! W3C trace context (`traceparent`, `tracestate`) in gRPC metadata: injected by callers from
-//! their current `tracing` span, extracted by servers into the parent of their call span.
+//! their current `tracing` span, extracted by servers, whose call span records it in its
+//! `traceparent` / `tracestate` fields (the export layer makes the span a child of it).
 
-use opentelemetry::Context;
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tonic::codegen::http::HeaderMap;
-use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tonic::metadata::{MetadataMap, MetadataValue};
 
-struct MetadataInjector<'a>(&'a mut MetadataMap);
-
-impl Injector for MetadataInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(key), Ok(value)) = (
-            MetadataKey::from_bytes(key.as_bytes()),
-            MetadataValue::try_from(value.as_str()),
-        ) {
-            self.0.insert(key, value);
-        }
-    }
-}
-
-struct HeaderExtractor<'a>(&'a HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
+use crate::context::SpanContext;
 
 /// Adds the current `tracing` span's trace context to `metadata`, so the callee's spans join
-/// this trace. Costs one branch when the current span is disabled or not exported.
+/// this trace. The context is the export layer's, or, in a process that exports with
+/// OpenTelemetry's own SDK (an application using the client SDK under `tracing-opentelemetry`,
+/// say), the current OpenTelemetry context. Costs one branch when no span is current.
 pub fn inject_current(metadata: &mut MetadataMap) {
     let span = tracing::Span::current();
-    if span.is_disabled() {
+    if !span.is_disabled()
+        && let Some(cx) = crate::layer::context_of(&span)
+    {
+        inject(&cx, metadata);
         return;
     }
-    inject(&span.context(), metadata);
+    let otel = opentelemetry::Context::current();
+    let otel = otel.span();
+    let sc = otel.span_context();
+    if sc.is_valid() {
+        let state = sc.trace_state().header();
+        inject(
+            &SpanContext {
+                trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
+                span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
+                sampled: sc.is_sampled(),
+                state: (!state.is_empty()).then(|| state.into()),
+            },
+            metadata,
+        );
+    }
 }
 
-/// Adds `cx`'s trace context to `metadata` (nothing if `cx` has no valid span).
-pub fn inject(cx: &Context, metadata: &mut MetadataMap) {
-    if !cx.span().span_context().is_valid() {
-        return;
+/// Adds `cx` to `metadata` as `traceparent` (and `tracestate` when it has one).
+pub fn inject(cx: &SpanContext, metadata: &mut MetadataMap) {
+    if let Ok(v) = MetadataValue::try_from(cx.traceparent()) {
+        metadata.insert("traceparent", v);
     }
-    TraceContextPropagator::new().inject_context(cx, &mut MetadataInjector(metadata));
+    if let Some(state) = &cx.state
+        && let Ok(v) = MetadataValue::try_from(state.as_ref())
+    {
+        metadata.insert("tracestate", v);
+    }
 }
 
-/// The trace context a call carries in its headers (an empty context when none).
-pub fn extract(headers: &HeaderMap) -> Context {
-    if !headers.contains_key("traceparent") {
-        return Context::new();
-    }
-    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+/// The trace context a call carries in its headers: `None` when it has none or an invalid
+/// one (the callee then starts a trace of its own).
+pub fn extract(headers: &HeaderMap) -> Option<SpanContext> {
+    let parent = headers.get("traceparent")?.to_str().ok()?;
+    let mut cx = SpanContext::from_traceparent(parent)?;
+    cx.state = headers
+        .get("tracestate")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .map(Into::into);
+    Some(cx)
 }
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
 
     use super::*;
 
     #[test]
     fn a_context_survives_metadata() {
-        let sc = SpanContext::new(
-            TraceId::from(0x0af7651916cd43dd8448eb211c80319c_u128),
-            SpanId::from(0xb7ad6b7169203331_u64),
-            TraceFlags::SAMPLED,
-            true,
-            TraceState::default(),
-        );
-        let cx = Context::new().with_remote_span_context(sc.clone());
+        let cx = SpanContext {
+            trace_id: 0x0af7651916cd43dd8448eb211c80319c,
+            span_id: 0xb7ad6b7169203331,
+            sampled: true,
+            state: Some("congo=t61rcWkgMzE".into()),
+        };
         let mut md = MetadataMap::new();
         inject(&cx, &mut md);
         assert_eq!(
             md.get("traceparent").unwrap(),
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
         );
+        assert_eq!(md.get("tracestate").unwrap(), "congo=t61rcWkgMzE");
         let headers = md.into_headers();
-        let back = extract(&headers);
-        let got = back.span().span_context().clone();
-        assert_eq!(got.trace_id(), sc.trace_id());
-        assert_eq!(got.span_id(), sc.span_id());
-        assert!(got.is_sampled());
-        // Nothing to inject, nothing extracted.
-        let mut empty = MetadataMap::new();
-        inject(&Context::new(), &mut empty);
-        assert!(empty.is_empty());
-        assert!(!extract(&HeaderMap::new()).span().span_context().is_valid());
+        assert_eq!(extract(&headers), Some(cx));
+        assert_eq!(extract(&HeaderMap::new()), None);
+        let mut bad = HeaderMap::new();
+        bad.insert("traceparent", "00-zz-yy-01".parse().unwrap());
+        assert_eq!(extract(&bad), None, "an invalid traceparent is no parent");
+    }
+
+    #[test]
+    fn without_a_span_nothing_is_injected_unless_opentelemetry_has_a_context() {
+        let mut md = MetadataMap::new();
+        inject_current(&mut md);
+        assert!(md.is_empty());
+        // An application's own OpenTelemetry context is carried on.
+        let sc = opentelemetry::trace::SpanContext::new(
+            TraceId::from(0x0af7651916cd43dd8448eb211c80319c_u128),
+            SpanId::from(0xb7ad6b7169203331_u64),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        let _attached = opentelemetry::Context::new()
+            .with_remote_span_context(sc)
+            .attach();
+        inject_current(&mut md);
+        assert_eq!(
+            md.get("traceparent").unwrap(),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        assert!(md.get("tracestate").is_none());
     }
 }

@@ -268,96 +268,7 @@ impl OtlpReceiver {
     }
 }
 
-/// Counts the spans in an encoded `ExportTraceServiceRequest` without decoding it: request
-/// field 1 (`resource_spans`), in each of those field 2 (`scope_spans`), in each of those field
-/// 2 (`spans`); everything else is skipped by its wire type. `Err` on malformed protobuf.
-pub fn count_spans(request: &[u8]) -> Result<u64, &'static str> {
-    let mut n = 0;
-    for field in Fields(request) {
-        let (number, payload) = field?;
-        if number != 1 {
-            continue;
-        }
-        for field in Fields(payload.ok_or("resource_spans is not length-delimited")?) {
-            let (number, payload) = field?;
-            if number != 2 {
-                continue;
-            }
-            for field in Fields(payload.ok_or("scope_spans is not length-delimited")?) {
-                if field?.0 == 2 {
-                    n += 1;
-                }
-            }
-        }
-    }
-    Ok(n)
-}
-
-/// The fields of one protobuf message: number, and the payload of a length-delimited one.
-struct Fields<'a>(&'a [u8]);
-
-impl<'a> Fields<'a> {
-    fn varint(&mut self) -> Result<u64, &'static str> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = self.0.split_first().ok_or("truncated varint")?;
-            self.0 = rest;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err("varint longer than 10 bytes")
-    }
-
-    fn take(&mut self, len: u64) -> Result<&'a [u8], &'static str> {
-        let len = usize::try_from(len).map_err(|_| "length out of range")?;
-        if len > self.0.len() {
-            return Err("truncated field");
-        }
-        let (taken, rest) = self.0.split_at(len);
-        self.0 = rest;
-        Ok(taken)
-    }
-}
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = Result<(u64, Option<&'a [u8]>), &'static str>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.0.is_empty() {
-            return None;
-        }
-        let field = (|| {
-            let key = self.varint()?;
-            let payload = match key & 7 {
-                0 => {
-                    self.varint()?;
-                    None
-                }
-                1 => {
-                    self.take(8)?;
-                    None
-                }
-                2 => {
-                    let len = self.varint()?;
-                    Some(self.take(len)?)
-                }
-                5 => {
-                    self.take(4)?;
-                    None
-                }
-                _ => return Err("unsupported wire type"),
-            };
-            Ok((key >> 3, payload))
-        })();
-        if field.is_err() {
-            // Stop after the first error.
-            self.0 = &[];
-        }
-        Some(field)
-    }
-}
+pub use crate::otlp::count_spans;
 
 /// The counting receiver's gRPC service: `TraceService/Export` with a codec that only counts.
 mod counting {
@@ -370,7 +281,8 @@ mod counting {
     use tonic::server::{NamedService, UnaryService};
     use tonic::{Request, Response, Status};
 
-    use super::{MAX_MESSAGE, Shared, count_spans};
+    use super::{MAX_MESSAGE, Shared};
+    use crate::otlp::count_spans;
 
     const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -564,35 +476,34 @@ mod tests {
 
     #[tokio::test]
     async fn the_counting_receiver_counts_what_the_exporter_sends() {
-        use opentelemetry::trace::{Tracer, TracerProvider};
+        use crate::export::{ExportStats, Exporter};
+        use crate::otlp::RequestEncoder;
+        use tracing_subscriber::layer::SubscriberExt;
 
         let receiver = OtlpReceiver::counting().await.unwrap();
+        let stats: &'static ExportStats = Box::leak(Box::default());
         let endpoint = receiver.endpoint();
-        let processor = crate::export::QueueingProcessor::new(
-            move || {
-                use opentelemetry_otlp::WithExportConfig;
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint)
-                    .build()
-                    .map_err(|e| e.to_string())
-            },
+        let (queue, exporter) = Exporter::start_with(
+            move || crate::export::GrpcTransport::new(&endpoint, Duration::from_secs(10)),
+            RequestEncoder::new(&[], "test", "0"),
             crate::BatchSettings::default(),
+            stats,
         )
         .unwrap();
-        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .build();
-        let tracer = provider.tracer("test");
-        for i in 0..1234 {
-            tracer.in_span(format!("s{i}"), |_| {});
-        }
+        let layer = crate::layer::ExportLayer::new(crate::SamplerChoice::AlwaysOn, queue);
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..1234u64 {
+                let _span = tracing::info_span!("s", i).entered();
+            }
+        });
         tokio::task::spawn_blocking(move || {
-            provider.force_flush().unwrap();
-            provider.shutdown().unwrap();
+            exporter.flush().unwrap();
+            exporter.shutdown().unwrap();
         })
         .await
         .unwrap();
         assert_eq!(receiver.count(), 1234);
+        assert_eq!(stats.snapshot(), (1234, 0, 1234, 0));
     }
 }

@@ -22,6 +22,7 @@ async fn a_call_and_its_server_span_are_one_trace() {
             delay: Duration::from_millis(50),
             ..BatchSettings::default()
         },
+        resource_attributes: Vec::new(),
     };
     let (dispatch, telemetry) = dagraid_telemetry::build(
         &settings,
