@@ -1,35 +1,42 @@
-//! The export queue and its thread: a span that closes goes into a bounded queue
-//! ([`SpanQueue::push`], never blocking); one thread of its own drains the queue in batches,
-//! encodes each batch as an OTLP `ExportTraceServiceRequest` ([`crate::otlp`]) and sends it over
-//! gRPC. The thread sleeps on a control queue and wakes only when a batch is full, on its timer,
-//! or for a flush, never once per span. Its gRPC connection lives in a current-thread runtime
-//! of the thread's own, so the encoding and the socket I/O never run on the data path's
-//! runtime.
+//! The export queue and its thread. A span that ends is encoded at once into a buffer of the
+//! thread it ended on ([`SpanQueue::push`]): an uncontended lock and a copy, never a wait,
+//! never a cache line shared with the other threads of the data path. One thread of its own
+//! takes the buffers' bytes in turn, puts them into OTLP `ExportTraceServiceRequest`s
+//! ([`crate::otlp`]) of at most `max_batch` spans and sends them over gRPC. It sleeps on a
+//! control queue and wakes on its timer, when a thread's buffer holds a full batch, or for a
+//! flush, never once per span. Its gRPC connection lives in a current-thread runtime of the
+//! thread's own, so the socket I/O never runs on the data path's runtime.
 //!
-//! Every span that ends is counted ([`ExportStats`]): queued, dropped because the queue was
-//! full, exported, or lost in a failed export (or rejected by the receiver). The counts are
+//! The queue is bounded: at most `max_queue` spans wait in all the buffers together (threads
+//! take the right to queue in chunks from a shared budget, which the export thread refills as
+//! it takes spans); a span that ends beyond it is dropped and counted.
+//!
+//! Every span that ends is counted ([`ExportStats`]): dropped because the queue was full,
+//! exported, or lost in a failed export (or rejected by the receiver). The counts are
 //! process-wide and feed the `dagraid_trace_spans_*_total` metrics.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::config::BatchSettings;
-use crate::otlp::{self, RequestEncoder};
+use crate::otlp::{self, Field, Fields, RequestEncoder};
 use crate::record::SpanRecord;
 
 /// What became of the spans that ended in this process.
 #[derive(Debug, Default)]
 pub struct ExportStats {
-    /// Spans that ended while export was on (sampled ones only).
+    /// Spans that ended while export was on (sampled ones only), counted when the export
+    /// thread takes them from their thread's buffer, or when they are dropped.
     pub ended: AtomicU64,
     /// Of those, dropped because the queue was full.
     pub dropped: AtomicU64,
@@ -63,45 +70,24 @@ pub fn stats() -> &'static ExportStats {
     &STATS
 }
 
-/// The largest request sent: the gRPC default limit of a receiver (4 MiB) with room to spare.
-/// A batch whose encoding would be larger goes in several requests.
-const MAX_REQUEST_BYTES: usize = (4 << 20) - (64 << 10);
+/// The largest request sent (a batch whose encoding would be larger goes in several): within
+/// HTTP/2's default initial stream window (64 KiB), so a request never waits for the
+/// receiver's window update, and below the allocator's threshold for mapping fresh pages,
+/// so the buffers of a request cost no page faults.
+const MAX_REQUEST_BYTES: usize = 60 << 10;
+
+/// The codec's buffer: a whole request and its gRPC frame header, so it never grows.
+const CODEC_BUFFER_BYTES: usize = MAX_REQUEST_BYTES + (4 << 10);
 
 /// The collector's method.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// What the export thread is asked to do; spans travel in a queue of their own, which the
-/// thread drains without ever sleeping on it (a wake-up per span would cost a context switch per
-/// span on the data path's cores).
+/// What the export thread is asked to do.
 enum Control {
-    /// A batch is full: send it now.
+    /// A thread's buffer holds a full batch: send now.
     Export,
     Flush(SyncSender<Result<(), String>>),
     Shutdown(SyncSender<Result<(), String>>),
-}
-
-/// Where the export layer puts the spans that end.
-#[derive(Debug)]
-pub struct SpanQueue {
-    sink: Sink,
-    stats: &'static ExportStats,
-}
-
-#[derive(Debug)]
-enum Sink {
-    /// The export thread's queue.
-    Thread {
-        spans: SyncSender<SpanRecord>,
-        control: SyncSender<Control>,
-        /// Spans in the queue (approximately: the thread subtracts what it drained).
-        queued: Arc<AtomicUsize>,
-        /// Whether an [`Control::Export`] is on its way (at most one at a time).
-        export_asked: Arc<AtomicBool>,
-        max_batch: usize,
-    },
-    /// Unit tests of the layer: keep every span.
-    #[cfg(test)]
-    Collect(Arc<Mutex<Vec<SpanRecord>>>),
 }
 
 impl std::fmt::Debug for Control {
@@ -114,34 +100,143 @@ impl std::fmt::Debug for Control {
     }
 }
 
-impl SpanQueue {
-    /// Queues a span that ended; drops and counts it when the queue is full. Never blocks.
-    pub(crate) fn push(&self, span: SpanRecord) {
-        self.stats.ended.fetch_add(1, Ordering::Relaxed);
-        match &self.sink {
-            Sink::Thread {
-                spans,
-                control,
-                queued,
-                export_asked,
-                max_batch,
-            } => match spans.try_send(span) {
-                Ok(()) => {
-                    let n = queued.fetch_add(1, Ordering::AcqRel) + 1;
-                    if n >= *max_batch && !export_asked.swap(true, Ordering::AcqRel) {
-                        // Never blocks: if the control queue is full a request is pending.
-                        if control.try_send(Control::Export).is_err() {
-                            export_asked.store(false, Ordering::Release);
-                        }
-                    }
-                }
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            },
-            #[cfg(test)]
-            Sink::Collect(spans) => spans.lock().unwrap_or_else(|p| p.into_inner()).push(span),
+/// The spans that ended on one thread and wait for the export thread, encoded.
+#[derive(Debug, Default)]
+struct ThreadBuffer {
+    pending: Mutex<Pending>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    /// Whole `ScopeSpans.spans` fields.
+    bytes: Vec<u8>,
+    /// How many spans `bytes` holds.
+    spans: usize,
+    /// Spans this thread may still queue before it takes more of the shared budget.
+    credits: usize,
+}
+
+impl ThreadBuffer {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What the threads that end spans and the export thread share.
+#[derive(Debug)]
+struct Shared {
+    /// Every thread's buffer; the export thread forgets those of threads that ended.
+    buffers: Mutex<Vec<Arc<ThreadBuffer>>>,
+    /// Spans that may still be queued, all threads together (`max_queue` at the start).
+    budget: AtomicI64,
+    /// How much of the budget a thread takes at a time.
+    chunk: usize,
+    max_batch: usize,
+    control: SyncSender<Control>,
+    /// Whether an [`Control::Export`] is on its way (at most one at a time).
+    export_asked: AtomicBool,
+    /// Set once the export thread stopped: spans that end later are dropped.
+    closed: AtomicBool,
+    stats: &'static ExportStats,
+}
+
+impl Shared {
+    /// Takes a chunk of the budget; `false` when the queue is full.
+    fn take_credits(&self) -> bool {
+        let chunk = self.chunk as i64;
+        if self.budget.fetch_sub(chunk, Ordering::AcqRel) >= chunk {
+            true
+        } else {
+            self.budget.fetch_add(chunk, Ordering::AcqRel);
+            false
         }
+    }
+}
+
+thread_local! {
+    /// This thread's buffer for each live queue (in practice one), by the queue's address.
+    static BUFFERS: RefCell<Vec<(Weak<Shared>, Arc<ThreadBuffer>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Where the export layer puts the spans that end.
+#[derive(Debug)]
+pub struct SpanQueue {
+    sink: Sink,
+}
+
+#[derive(Debug)]
+enum Sink {
+    /// The export thread's buffers.
+    Thread(Arc<Shared>),
+    /// Unit tests of the layer: keep every span.
+    #[cfg(test)]
+    Collect(Arc<Mutex<Vec<SpanRecord>>>),
+}
+
+impl SpanQueue {
+    /// Queues a span that ended (encoding it into this thread's buffer); drops and counts it
+    /// when the queue is full. Never blocks on anything but this thread's own buffer, which
+    /// the export thread holds only to swap its bytes out.
+    pub(crate) fn push(&self, span: &SpanRecord) {
+        let shared = match &self.sink {
+            Sink::Thread(shared) => shared,
+            #[cfg(test)]
+            Sink::Collect(spans) => {
+                spans
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(span.clone());
+                return;
+            }
+        };
+        let dropped = || {
+            shared.stats.ended.fetch_add(1, Ordering::Relaxed);
+            shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        };
+        if shared.closed.load(Ordering::Acquire) {
+            return dropped();
+        }
+        let buffer = Self::buffer_of_this_thread(shared);
+        let mut pending = buffer.lock();
+        if pending.credits == 0 {
+            if !shared.take_credits() {
+                drop(pending);
+                return dropped();
+            }
+            pending.credits = shared.chunk;
+        }
+        pending.credits -= 1;
+        otlp::encode_span(&mut pending.bytes, span);
+        pending.spans += 1;
+        let full = pending.spans >= shared.max_batch;
+        drop(pending);
+        if full && !shared.export_asked.swap(true, Ordering::AcqRel) {
+            // Never blocks: if the control queue is full a request is pending.
+            if shared.control.try_send(Control::Export).is_err() {
+                shared.export_asked.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// This thread's buffer for `shared`, made and registered on the thread's first span.
+    fn buffer_of_this_thread(shared: &Arc<Shared>) -> Arc<ThreadBuffer> {
+        BUFFERS.with(|buffers| {
+            let mut buffers = buffers.borrow_mut();
+            let ptr = Arc::as_ptr(shared);
+            if let Some((_, b)) = buffers.iter().find(|(s, _)| s.as_ptr() == ptr) {
+                return b.clone();
+            }
+            // Forget the buffers of queues that are gone (an address can be reused).
+            buffers.retain(|(s, _)| s.strong_count() > 0);
+            let b = Arc::new(ThreadBuffer::default());
+            shared
+                .buffers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(b.clone());
+            buffers.push((Arc::downgrade(shared), b.clone()));
+            b
+        })
     }
 
     /// A queue that keeps what it is given (for unit tests of the layer).
@@ -150,7 +245,6 @@ impl SpanQueue {
         let spans = Arc::new(Mutex::new(Vec::new()));
         let queue = SpanQueue {
             sink: Sink::Collect(spans.clone()),
-            stats: Box::leak(Box::default()),
         };
         (Arc::new(queue), spans)
     }
@@ -261,6 +355,10 @@ impl Encoder for RawCodec {
         dst.put(item);
         Ok(())
     }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(CODEC_BUFFER_BYTES, CODEC_BUFFER_BYTES)
+    }
 }
 
 impl Decoder for RawCodec {
@@ -323,12 +421,20 @@ impl Exporter {
         T: Transport,
         F: FnOnce() -> Result<T, String> + Send + 'static,
     {
-        let (spans, span_rx) = sync_channel(settings.max_queue.max(1));
         let (control, control_rx) = sync_channel(16);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let export_asked = Arc::new(AtomicBool::new(false));
+        let max_queue = settings.max_queue.max(1);
+        let shared = Arc::new(Shared {
+            buffers: Mutex::new(Vec::new()),
+            budget: AtomicI64::new(max_queue as i64),
+            chunk: (max_queue / 128).clamp(1, 64),
+            max_batch: settings.max_batch.max(1),
+            control: control.clone(),
+            export_asked: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            stats,
+        });
         let (ready_tx, ready_rx) = sync_channel(1);
-        let (thread_queued, thread_asked) = (queued.clone(), export_asked.clone());
+        let thread_shared = shared.clone();
         let worker = std::thread::Builder::new()
             .name("dagraid-otlp-export".into())
             .spawn(move || {
@@ -346,12 +452,10 @@ impl Exporter {
                     transport,
                     encoder,
                     settings,
-                    stats,
-                    spans: span_rx,
-                    queued: thread_queued,
-                    export_asked: thread_asked,
-                    batch: Vec::with_capacity(settings.max_batch.max(1)),
-                    buffer: Vec::new(),
+                    shared: thread_shared,
+                    taken: Vec::new(),
+                    spare: Vec::new(),
+                    request: Vec::new(),
                 }
                 .run(control_rx)
             })
@@ -368,14 +472,7 @@ impl Exporter {
             }
         }
         let queue = SpanQueue {
-            sink: Sink::Thread {
-                spans,
-                control: control.clone(),
-                queued,
-                export_asked,
-                max_batch: settings.max_batch.max(1),
-            },
-            stats,
+            sink: Sink::Thread(shared),
         };
         let exporter = Exporter {
             control,
@@ -420,13 +517,14 @@ struct Worker<T> {
     transport: T,
     encoder: RequestEncoder,
     settings: BatchSettings,
-    stats: &'static ExportStats,
-    spans: Receiver<SpanRecord>,
-    queued: Arc<AtomicUsize>,
-    export_asked: Arc<AtomicBool>,
-    /// The batch being sent, and the request it is encoded into; both keep their capacity.
-    batch: Vec<SpanRecord>,
-    buffer: Vec<u8>,
+    shared: Arc<Shared>,
+    /// The bytes taken from the threads' buffers, and their span counts.
+    taken: Vec<(Vec<u8>, usize)>,
+    /// Emptied buffers, swapped into the threads' buffers as they are taken (so neither side
+    /// allocates in the steady state).
+    spare: Vec<Vec<u8>>,
+    /// The request being sent.
+    request: Vec<u8>,
 }
 
 impl<T: Transport> Worker<T> {
@@ -436,17 +534,19 @@ impl<T: Transport> Worker<T> {
                 Ok(Control::Export) | Err(RecvTimeoutError::Timeout) => {
                     let _ = self.drain();
                 }
-                // Every span that ended before the flush was asked for is in the queue.
+                // Every span that ended before the flush was asked for is in a buffer.
                 Ok(Control::Flush(reply)) => {
                     let result = self.drain();
                     let _ = reply.send(result);
                 }
                 Ok(Control::Shutdown(reply)) => {
+                    self.shared.closed.store(true, Ordering::Release);
                     let result = self.drain();
                     let _ = reply.send(result);
                     return;
                 }
                 Err(RecvTimeoutError::Disconnected) => {
+                    self.shared.closed.store(true, Ordering::Release);
                     let _ = self.drain();
                     return;
                 }
@@ -454,60 +554,143 @@ impl<T: Transport> Worker<T> {
         }
     }
 
-    /// Exports everything queued now, in batches of at most `max_batch`.
+    /// Takes every thread's spans and sends them.
     fn drain(&mut self) -> Result<(), String> {
-        self.export_asked.store(false, Ordering::Release);
-        let mut result = Ok(());
-        loop {
-            self.batch.clear();
-            self.batch
-                .extend(self.spans.try_iter().take(self.settings.max_batch.max(1)));
-            if self.batch.is_empty() {
-                return result;
+        self.shared.export_asked.store(false, Ordering::Release);
+        let buffers: Vec<Arc<ThreadBuffer>> = {
+            let mut all = self
+                .shared
+                .buffers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // A buffer only this list holds belongs to a thread that ended; once empty it goes.
+            all.retain(|b| Arc::strong_count(b) > 1 || b.lock().spans > 0);
+            all.clone()
+        };
+        let mut spans = 0;
+        for b in &buffers {
+            let mut pending = b.lock();
+            if pending.spans == 0 {
+                continue;
             }
-            self.queued.fetch_sub(self.batch.len(), Ordering::AcqRel);
-            let mut sent = 0;
-            while sent < self.batch.len() {
-                let n =
-                    self.encoder
-                        .encode(&self.batch[sent..], MAX_REQUEST_BYTES, &mut self.buffer);
-                sent += n;
-                if let Err(e) = self.send(n as u64) {
-                    result = Err(e);
+            let bytes = std::mem::replace(&mut pending.bytes, self.spare.pop().unwrap_or_default());
+            let n = std::mem::take(&mut pending.spans);
+            drop(pending);
+            spans += n;
+            self.taken.push((bytes, n));
+        }
+        let stats = self.shared.stats;
+        stats.ended.fetch_add(spans as u64, Ordering::Relaxed);
+        self.shared.budget.fetch_add(spans as i64, Ordering::AcqRel);
+        let result = self.send_taken();
+        for (mut bytes, _) in self.taken.drain(..) {
+            bytes.clear();
+            self.spare.push(bytes);
+        }
+        result
+    }
+
+    /// Sends the taken spans in requests of at most `max_batch` spans and
+    /// [`MAX_REQUEST_BYTES`] bytes.
+    fn send_taken(&mut self) -> Result<(), String> {
+        let max_batch = self.settings.max_batch.max(1);
+        let room = MAX_REQUEST_BYTES.saturating_sub(self.encoder.head_len());
+        let mut result = Ok(());
+        let mut pieces: Vec<&[u8]> = Vec::new();
+        let (mut in_request, mut bytes) = (0, 0);
+        for (taken, _) in &self.taken {
+            let mut rest = taken.as_slice();
+            while !rest.is_empty() {
+                let (k, cut) = take_spans(rest, max_batch - in_request, room - bytes);
+                if k == 0 && in_request == 0 {
+                    // A single span larger than a request: it goes alone, the receiver decides.
+                    let cut = otlp::after_spans(rest, 1);
+                    pieces.push(&rest[..cut]);
+                    rest = &rest[cut..];
+                    in_request = 1;
+                } else {
+                    pieces.push(&rest[..cut]);
+                    rest = &rest[cut..];
+                    in_request += k;
+                    bytes += cut;
+                }
+                if !rest.is_empty() || in_request == max_batch {
+                    self.encoder.request(&pieces, &mut self.request);
+                    if let Err(e) = send(
+                        &mut self.transport,
+                        &self.request,
+                        in_request,
+                        self.shared.stats,
+                    ) {
+                        result = Err(e);
+                    }
+                    pieces.clear();
+                    (in_request, bytes) = (0, 0);
                 }
             }
         }
+        if in_request > 0 {
+            self.encoder.request(&pieces, &mut self.request);
+            if let Err(e) = send(
+                &mut self.transport,
+                &self.request,
+                in_request,
+                self.shared.stats,
+            ) {
+                result = Err(e);
+            }
+        }
+        result
     }
+}
 
-    /// Sends the request in the buffer, which holds `n` spans, and counts them.
-    fn send(&mut self, n: u64) -> Result<(), String> {
-        let request = Bytes::copy_from_slice(&self.buffer);
-        match self.transport.send(request) {
-            Ok(rejected) => {
-                let rejected = rejected.min(n);
-                self.stats
-                    .exported
-                    .fetch_add(n - rejected, Ordering::Relaxed);
-                self.stats.failed.fetch_add(rejected, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                self.stats.failed.fetch_add(n, Ordering::Relaxed);
-                let e = format!("trace export failed ({n} spans lost): {e}");
-                log_rate_limited(&e);
-                Err(e)
-            }
+/// How many whole spans at the start of `spans` fit in `max_spans` and `max_bytes`, and
+/// where they end.
+fn take_spans(spans: &[u8], max_spans: usize, max_bytes: usize) -> (usize, usize) {
+    let mut fields = Fields::new(spans);
+    let (mut k, mut end) = (0, 0);
+    while k < max_spans {
+        let Some(Ok((_, Field::Len(_)))) = fields.next() else {
+            break;
+        };
+        let next = spans.len() - fields.rest();
+        if next > max_bytes {
+            break;
+        }
+        (k, end) = (k + 1, next);
+    }
+    (k, end)
+}
+
+/// Sends `request`, which holds `n` spans, and counts them.
+fn send<T: Transport>(
+    transport: &mut T,
+    request: &[u8],
+    n: usize,
+    stats: &ExportStats,
+) -> Result<(), String> {
+    let n = n as u64;
+    match transport.send(Bytes::copy_from_slice(request)) {
+        Ok(rejected) => {
+            let rejected = rejected.min(n);
+            stats.exported.fetch_add(n - rejected, Ordering::Relaxed);
+            stats.failed.fetch_add(rejected, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            stats.failed.fetch_add(n, Ordering::Relaxed);
+            let e = format!("trace export failed ({n} spans lost): {e}");
+            log_rate_limited(&e);
+            Err(e)
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
 
     use super::*;
     use crate::context::SpanContext;
-    use crate::record::{SpanKind, Status};
 
     fn leak_stats() -> &'static ExportStats {
         Box::leak(Box::new(ExportStats::default()))
@@ -518,6 +701,7 @@ mod tests {
     struct Counting {
         spans: Arc<AtomicU64>,
         requests: Arc<AtomicU64>,
+        largest: Arc<AtomicU64>,
         delay: Duration,
         fail: bool,
         reject: u64,
@@ -532,28 +716,23 @@ mod tests {
             let n = crate::otlp::count_spans(&request).map_err(str::to_owned)?;
             self.spans.fetch_add(n, Ordering::Relaxed);
             self.requests.fetch_add(1, Ordering::Relaxed);
+            self.largest.fetch_max(n, Ordering::Relaxed);
             Ok(self.reject)
         }
     }
 
     fn span(i: u64) -> SpanRecord {
-        SpanRecord {
-            context: SpanContext {
+        let mut r = SpanRecord::new(
+            SpanContext {
                 trace_id: 1,
                 span_id: i + 1,
                 sampled: true,
                 state: None,
             },
-            parent_span_id: 0,
-            parent_remote: false,
-            name: Cow::Borrowed("s"),
-            kind: SpanKind::Internal,
-            start_ns: 1,
-            end_ns: 2,
-            attributes: Vec::new(),
-            events: Vec::new(),
-            status: Status::Unset,
-        }
+            std::borrow::Cow::Borrowed("s"),
+        );
+        (r.start_ns, r.end_ns) = (1, 2);
+        r
     }
 
     fn start(
@@ -586,7 +765,7 @@ mod tests {
             };
             let (q, exporter) = start(transport.clone(), settings, stats);
             for i in 0..500 {
-                q.push(span(i));
+                q.push(&span(i));
             }
             exporter.flush().unwrap();
             let (ended, dropped, exported, failed) = stats.snapshot();
@@ -597,10 +776,11 @@ mod tests {
             if queue == 8192 {
                 assert_eq!(dropped, 0, "a large queue never drops");
                 assert_eq!(
-                    transport.requests.load(Ordering::Relaxed),
-                    125,
-                    "batches of 4"
+                    transport.largest.load(Ordering::Relaxed),
+                    4,
+                    "batches of 4 at most"
                 );
+                assert!(transport.requests.load(Ordering::Relaxed) >= 125);
             } else {
                 assert!(dropped > 0, "a tiny queue behind a slow exporter drops");
             }
@@ -627,13 +807,13 @@ mod tests {
         };
         let (q, exporter) = start(failing, settings, stats);
         for i in 0..5 {
-            q.push(span(i));
+            q.push(&span(i));
         }
         // The flush sends them itself, so it sees the failure.
         let e = exporter.flush().unwrap_err();
         assert!(e.contains("refused") && e.contains("5 spans lost"), "{e}");
         for i in 5..25 {
-            q.push(span(i));
+            q.push(&span(i));
         }
         let _ = exporter.flush();
         assert_eq!(stats.snapshot(), (25, 0, 0, 25));
@@ -644,13 +824,16 @@ mod tests {
             reject: 2,
             ..Counting::default()
         };
-        let (q, exporter) = start(rejecting, settings, stats);
+        let (q, exporter) = start(rejecting.clone(), settings, stats);
         for i in 0..25 {
-            q.push(span(i));
+            q.push(&span(i));
         }
         exporter.flush().unwrap();
-        // Three requests (10, 10, 5), two spans rejected of each.
-        assert_eq!(stats.snapshot(), (25, 0, 19, 6));
+        // Two spans rejected of each request (of at most 10 spans: 3 requests or more).
+        let requests = rejecting.requests.load(Ordering::Relaxed);
+        assert!(requests >= 3);
+        assert_eq!(rejecting.largest.load(Ordering::Relaxed), 10);
+        assert_eq!(stats.snapshot(), (25, 0, 25 - 2 * requests, 2 * requests));
         exporter.shutdown().unwrap();
     }
 
@@ -675,7 +858,7 @@ mod tests {
             stats,
         )
         .unwrap();
-        q.push(span(0));
+        q.push(&span(0));
         let e = exporter.flush().unwrap_err();
         assert!(e.contains("1 spans lost"), "{e}");
         assert_eq!(stats.snapshot(), (1, 0, 0, 1));

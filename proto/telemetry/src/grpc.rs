@@ -26,7 +26,6 @@ use tonic::codegen::http::{Request, Response};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::context::SpanContext;
 use crate::metrics::latency_histogram;
 
 /// gRPC status code names, by number.
@@ -219,11 +218,11 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let method = request.uri().path().trim_start_matches('/').to_owned();
         // The caller's trace context: the span records it and the export layer makes the
-        // span its child. An invalid one is ignored (the call starts a trace of its own).
+        // span its child (an invalid one is ignored there: the call starts a trace of its
+        // own).
         let headers = request.headers();
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let traceparent =
-            header("traceparent").filter(|tp| SpanContext::from_traceparent(tp).is_some());
+        let traceparent = header("traceparent");
         let span = if traceparent.is_some() || !self.layer.quiet.iter().any(|q| *q == method) {
             let (service, name) = method.split_once('/').unwrap_or(("", method.as_str()));
             tracing::info_span!(

@@ -17,7 +17,8 @@
 //! not queued.
 
 use std::borrow::Cow;
-use std::fmt;
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 use tracing::field::{Field, Visit};
@@ -29,7 +30,8 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::config::SamplerChoice;
 use crate::context::{SpanContext, new_span_id, new_trace_id};
 use crate::export::SpanQueue;
-use crate::record::{self, Attribute, SpanEvent, SpanKind, SpanRecord, Status, Value, now_ns};
+use crate::otlp;
+use crate::record::{SpanKind, SpanRecord, Status, ValueRef, now_ns};
 
 /// The layer (see the module's documentation).
 #[derive(Debug, Clone)]
@@ -67,27 +69,50 @@ impl Visit for RemoteParent {
     }
 }
 
-/// Records a span's fields into its record.
-struct SpanFields<'a>(&'a mut SpanRecord);
+/// Formats a `Debug` (or `%` Display) value into this thread's scratch string and hands it to
+/// `f`: the value is encoded from there, with no allocation of its own.
+fn with_text<T>(value: &dyn fmt::Debug, f: impl FnOnce(&str) -> T) -> T {
+    thread_local! {
+        static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut s) => {
+            s.clear();
+            let _ = write!(s, "{value:?}");
+            f(&s)
+        }
+        // Re-entered (a Debug impl that records a span): format on the heap.
+        Err(_) => f(&format!("{value:?}")),
+    })
+}
+
+/// A `u64` as OTLP's signed integer, or as text above `i64::MAX`.
+fn unsigned(v: u64, f: impl FnOnce(ValueRef<'_>)) {
+    match i64::try_from(v) {
+        Ok(i) => f(ValueRef::Int(i)),
+        Err(_) => f(ValueRef::Str(&v.to_string())),
+    }
+}
+
+/// Records a span's fields into its record. A field recorded a second time replaces its value;
+/// the record's bit mask of recorded fields spares the first recording the search.
+struct SpanFields<'a> {
+    record: &'a mut SpanRecord,
+}
 
 impl SpanFields<'_> {
-    fn value(&mut self, field: &Field, value: Value) {
-        let r = &mut *self.0;
+    fn value(&mut self, field: &Field, value: ValueRef<'_>) {
+        let r = &mut *self.record;
         match field.name() {
             "traceparent" | "tracestate" => {}
-            "otel.name" => {
-                r.name = Cow::Owned(match value {
-                    Value::Str(s) => s,
-                    other => text(&other),
-                })
-            }
+            "otel.name" => r.name = Cow::Owned(text(value)),
             "otel.kind" => {
-                if let Some(kind) = SpanKind::parse(&text(&value)) {
+                if let Some(kind) = SpanKind::parse(&text(value)) {
                     r.kind = kind;
                 }
             }
             "otel.status_code" => {
-                let code = text(&value);
+                let code = text(value);
                 if code.eq_ignore_ascii_case("error") {
                     if !matches!(r.status, Status::Error(_)) {
                         r.status = Status::Error(None);
@@ -97,98 +122,88 @@ impl SpanFields<'_> {
                 }
             }
             "otel.status_message" | "otel.status_description" => {
-                r.status = Status::Error(Some(text(&value)));
+                r.status = Status::Error(Some(text(value)));
             }
-            key => record::set(&mut r.attributes, key, value),
+            key => match 1u64.checked_shl(field.index() as u32) {
+                Some(bit) if r.recorded & bit == 0 => {
+                    r.recorded |= bit;
+                    r.add_attribute(key, value);
+                }
+                _ => r.set_attribute(key, value),
+            },
         }
     }
 }
 
-fn text(value: &Value) -> String {
+fn text(value: ValueRef<'_>) -> String {
     match value {
-        Value::Str(s) => s.clone(),
-        Value::Int(i) => i.to_string(),
-        Value::Double(d) => d.to_string(),
-        Value::Bool(b) => b.to_string(),
+        ValueRef::Str(s) => s.to_owned(),
+        ValueRef::Int(i) => i.to_string(),
+        ValueRef::Double(d) => d.to_string(),
+        ValueRef::Bool(b) => b.to_string(),
     }
 }
 
-/// A `u64` as OTLP's signed integer, or as text above `i64::MAX`.
-fn unsigned(v: u64) -> Value {
-    i64::try_from(v).map_or_else(|_| Value::Str(v.to_string()), Value::Int)
+/// The `Visit` methods of a visitor whose `value` method takes a [`ValueRef`].
+macro_rules! visit_values {
+    () => {
+        fn record_i64(&mut self, field: &Field, value: i64) {
+            self.value(field, ValueRef::Int(value));
+        }
+
+        fn record_u64(&mut self, field: &Field, value: u64) {
+            unsigned(value, |v| self.value(field, v));
+        }
+
+        fn record_f64(&mut self, field: &Field, value: f64) {
+            self.value(field, ValueRef::Double(value));
+        }
+
+        fn record_bool(&mut self, field: &Field, value: bool) {
+            self.value(field, ValueRef::Bool(value));
+        }
+
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.value(field, ValueRef::Str(value));
+        }
+
+        fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+            self.value(field, ValueRef::Str(&value.to_string()));
+        }
+
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            with_text(value, |s| self.value(field, ValueRef::Str(s)));
+        }
+    };
 }
 
 impl Visit for SpanFields<'_> {
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.value(field, Value::Int(value));
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.value(field, unsigned(value));
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.value(field, Value::Double(value));
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.value(field, Value::Bool(value));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.value(field, Value::Str(value.to_owned()));
-    }
-
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.value(field, Value::Str(value.to_string()));
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.value(field, Value::Str(format!("{value:?}")));
-    }
+    visit_values!();
 }
 
-/// Records an event's fields: its message as its name, the rest as attributes.
-struct EventFields<'a>(&'a mut SpanEvent);
+/// Records an event's fields: its message as its name, the rest as encoded attributes.
+struct EventFields {
+    name: String,
+    attributes: Vec<u8>,
+}
 
-impl EventFields<'_> {
-    fn value(&mut self, field: &Field, value: Value) {
+impl EventFields {
+    fn value(&mut self, field: &Field, value: ValueRef<'_>) {
         if field.name() == "message" {
-            self.0.name = text(&value);
+            self.name = text(value);
         } else {
-            record::set(&mut self.0.attributes, field.name(), value);
+            otlp::put_key_value(
+                &mut self.attributes,
+                otlp::EVENT_ATTRIBUTES,
+                field.name(),
+                value,
+            );
         }
     }
 }
 
-impl Visit for EventFields<'_> {
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.value(field, Value::Int(value));
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.value(field, unsigned(value));
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.value(field, Value::Double(value));
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.value(field, Value::Bool(value));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.value(field, Value::Str(value.to_owned()));
-    }
-
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.value(field, Value::Str(value.to_string()));
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.value(field, Value::Str(format!("{value:?}")));
-    }
+impl Visit for EventFields {
+    visit_values!();
 }
 
 impl<S> tracing_subscriber::Layer<S> for ExportLayer
@@ -232,26 +247,19 @@ where
             }
         };
         let sampled = self.sampler.sampled(parent_sampled, trace_id);
-        let mut record = SpanRecord {
-            context: SpanContext {
-                trace_id,
-                span_id: new_span_id(),
-                sampled,
-                state,
-            },
-            parent_span_id,
-            parent_remote,
-            name: Cow::Borrowed(meta.name()),
-            kind: SpanKind::Internal,
-            start_ns: 0,
-            end_ns: 0,
-            attributes: Vec::new(),
-            events: Vec::new(),
-            status: Status::Unset,
+        let context = SpanContext {
+            trace_id,
+            span_id: new_span_id(),
+            sampled,
+            state,
         };
+        let mut record = SpanRecord::new(context, Cow::Borrowed(meta.name()));
+        record.parent_span_id = parent_span_id;
+        record.parent_remote = parent_remote;
         if sampled {
-            record.attributes.reserve(meta.fields().len());
-            attrs.record(&mut SpanFields(&mut record));
+            attrs.record(&mut SpanFields {
+                record: &mut record,
+            });
             record.start_ns = now_ns();
         }
         span.extensions_mut().insert(record);
@@ -265,7 +273,7 @@ where
         if let Some(record) = extensions.get_mut::<SpanRecord>()
             && record.context.sampled
         {
-            values.record(&mut SpanFields(record));
+            values.record(&mut SpanFields { record });
         }
     }
 
@@ -281,31 +289,33 @@ where
             return;
         }
         let meta = event.metadata();
-        let mut e = SpanEvent {
-            time_ns: now_ns(),
+        let mut e = EventFields {
             name: String::new(),
-            attributes: Vec::with_capacity(meta.fields().len()),
+            attributes: Vec::new(),
         };
-        event.record(&mut EventFields(&mut e));
-        e.attributes.push(Attribute {
-            key: "level",
-            value: Value::Str(meta.level().as_str().to_owned()),
-        });
+        event.record(&mut e);
+        otlp::put_key_value(
+            &mut e.attributes,
+            otlp::EVENT_ATTRIBUTES,
+            "level",
+            ValueRef::Str(meta.level().as_str()),
+        );
         if e.name.is_empty() {
             e.name = meta.name().to_owned();
         }
         if *meta.level() == Level::ERROR && !matches!(record.status, Status::Error(Some(_))) {
             record.status = Status::Error(Some(e.name.clone()));
         }
-        record.events.push(e);
+        record.add_event(now_ns(), &e.name, &e.attributes);
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else {
             return;
         };
-        let record = span.extensions_mut().remove::<SpanRecord>();
-        if let Some(mut record) = record
+        // Encoded where it lies; the registry drops the record with the span's extensions.
+        let mut extensions = span.extensions_mut();
+        if let Some(record) = extensions.get_mut::<SpanRecord>()
             && record.context.sampled
         {
             record.end_ns = now_ns();
@@ -336,6 +346,7 @@ mod tests {
     use super::*;
     use crate::config::ParentlessChoice;
     use crate::export::SpanQueue;
+    use crate::record::Value;
 
     /// Runs `f` under a registry with the export layer (sampler `sampler`); returns the records
     /// the spans closed into, in closing order.
@@ -348,8 +359,8 @@ mod tests {
         v
     }
 
-    fn attr<'a>(r: &'a SpanRecord, key: &str) -> Option<&'a Value> {
-        r.attributes.iter().find(|a| a.key == key).map(|a| &a.value)
+    fn attr(r: &SpanRecord, key: &str) -> Option<Value> {
+        r.attribute(key)
     }
 
     #[test]
@@ -391,7 +402,7 @@ mod tests {
         assert_eq!(outer.kind, SpanKind::Server);
         assert_eq!(outer.parent_span_id, 0);
         assert_eq!(outer.status, Status::Error(None));
-        assert_eq!(attr(outer, "rpc.grpc.status_code"), Some(&Value::Int(14)));
+        assert_eq!(attr(outer, "rpc.grpc.status_code"), Some(Value::Int(14)));
         assert!(
             attr(outer, "otel.kind").is_none(),
             "special fields are not attributes"
@@ -402,34 +413,36 @@ mod tests {
         assert_eq!(dag.parent_span_id, outer.context.span_id);
         assert!(!dag.parent_remote);
         assert_ne!(dag.context.span_id, outer.context.span_id);
-        assert_eq!(attr(dag, "dag_id"), Some(&Value::Int(7)));
+        assert_eq!(attr(dag, "dag_id"), Some(Value::Int(7)));
         assert_eq!(
             attr(dag, "dag_kind"),
-            Some(&Value::Str("small_write".into()))
+            Some(Value::Str("small_write".into()))
         );
-        assert_eq!(attr(dag, "big"), Some(&Value::Str(u64::MAX.to_string())));
-        assert_eq!(attr(dag, "neg"), Some(&Value::Int(-3)));
-        assert_eq!(attr(dag, "ratio"), Some(&Value::Double(0.5)));
-        assert_eq!(attr(dag, "ok"), Some(&Value::Bool(true)));
-        assert_eq!(attr(dag, "volume"), Some(&Value::Str("vol0".into())));
-        assert_eq!(attr(dag, "direction"), Some(&Value::Str("forward".into())));
+        assert_eq!(attr(dag, "big"), Some(Value::Str(u64::MAX.to_string())));
+        assert_eq!(attr(dag, "neg"), Some(Value::Int(-3)));
+        assert_eq!(attr(dag, "ratio"), Some(Value::Double(0.5)));
+        assert_eq!(attr(dag, "ok"), Some(Value::Bool(true)));
+        assert_eq!(attr(dag, "volume"), Some(Value::Str("vol0".into())));
+        assert_eq!(attr(dag, "direction"), Some(Value::Str("forward".into())));
         assert_eq!(
-            dag.attributes
+            dag.attributes()
                 .iter()
-                .filter(|a| a.key == "direction")
+                .filter(|(k, _)| k == "direction")
                 .count(),
             1
         );
-        assert_eq!(dag.events.len(), 2);
-        assert_eq!(dag.events[0].name, "recovery decision");
-        assert!(dag.events[0].attributes.contains(&Attribute {
-            key: "mnemonic",
-            value: Value::Str("Rod".into())
-        }));
-        assert!(dag.events[0].attributes.contains(&Attribute {
-            key: "level",
-            value: Value::Str("INFO".into())
-        }));
+        let events = dag.events();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].name, "recovery decision");
+        assert_eq!(
+            events[0].attributes,
+            [
+                ("node".to_owned(), Value::Int(3)),
+                ("mnemonic".to_owned(), Value::Str("Rod".into())),
+                ("level".to_owned(), Value::Str("INFO".into())),
+            ]
+        );
+        assert_eq!(events[1].name, "it broke");
         assert_eq!(dag.status, Status::Error(Some("it broke".into())));
         assert!(dag.start_ns > 0 && dag.end_ns >= dag.start_ns);
         assert!(outer.start_ns <= dag.start_ns && outer.end_ns >= dag.end_ns);
@@ -463,7 +476,10 @@ mod tests {
         assert_eq!(server.parent_span_id, 0xb7ad6b7169203331);
         assert!(server.parent_remote);
         assert_eq!(server.context.state.as_deref(), Some("v=1"));
-        assert!(server.attributes.is_empty(), "traceparent is no attribute");
+        assert!(
+            server.attributes().is_empty(),
+            "traceparent is no attribute"
+        );
         assert_eq!(access.parent_span_id, server.context.span_id);
         assert_eq!(access.context.state.as_deref(), Some("v=1"));
         assert!(!access.parent_remote);

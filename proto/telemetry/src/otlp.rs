@@ -1,13 +1,16 @@
-//! The OTLP trace protocol on the wire: an `ExportTraceServiceRequest` written straight from
-//! [`SpanRecord`]s into protobuf bytes (no intermediate message types, no per-span allocation),
-//! and the fields of the collector's answer read back without a decoder.
+//! The OTLP trace protocol on the wire: each span written straight from its [`SpanRecord`]
+//! into protobuf bytes when it ends (no intermediate message types, no per-span allocation),
+//! an `ExportTraceServiceRequest` put together from those bytes, and the fields of the
+//! collector's answer read back without a decoder.
 //!
 //! The schema is `opentelemetry/proto/collector/trace/v1/trace_service.proto` and the messages
 //! it includes (trace, common, resource), version 1.x. Each message's size is computed before
 //! it is written, as protobuf's length-delimited fields need; the tests decode what this writes
 //! with `opentelemetry-proto`'s generated types.
 
-use crate::record::{Attribute, SpanEvent, SpanRecord, Status, Value};
+use std::ops::Range;
+
+use crate::record::{SpanEvent, SpanRecord, Status, Value, ValueRef};
 
 /// Protobuf wire types.
 const VARINT: u32 = 0;
@@ -18,6 +21,85 @@ const FIXED32: u32 = 5;
 /// The span flag bits (`SpanFlags`): the parent's remoteness is known, and it is remote.
 const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 const FLAG_IS_REMOTE: u32 = 0x200;
+
+/// `ScopeSpans.spans`: the field each encoded span is.
+const SCOPE_SPANS_SPANS: u32 = 2;
+/// `Span.attributes`.
+pub(crate) const SPAN_ATTRIBUTES: u32 = 9;
+/// `Span.events`.
+const SPAN_EVENTS: u32 = 11;
+/// `Span.Event.attributes`.
+pub(crate) const EVENT_ATTRIBUTES: u32 = 3;
+
+/// Where encoded bytes go: a `Vec`, or a record's inline attribute buffer. A message is
+/// written in one piece: its size is computed first, [`Out::space`] makes room for exactly that
+/// many bytes, and a [`Cursor`] fills them.
+pub(crate) trait Out {
+    /// `n` more bytes at the end, to be overwritten.
+    fn space(&mut self, n: usize) -> &mut [u8];
+}
+
+impl Out for Vec<u8> {
+    fn space(&mut self, n: usize) -> &mut [u8] {
+        let len = self.len();
+        self.resize(len + n, 0);
+        &mut self[len..]
+    }
+}
+
+/// Fills a slice of exactly the size of what is written into it.
+pub(crate) struct Cursor<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(buf: &'a mut [u8]) -> Cursor<'a> {
+        Cursor { buf, at: 0 }
+    }
+
+    fn byte(&mut self, b: u8) {
+        self.buf[self.at] = b;
+        self.at += 1;
+    }
+
+    fn slice(&mut self, bytes: &[u8]) {
+        self.buf[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
+
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    fn key(&mut self, tag: u32, wire: u32) {
+        self.varint(u64::from((tag << 3) | wire));
+    }
+
+    fn len(&mut self, tag: u32, len: usize) {
+        self.key(tag, LEN);
+        self.varint(len as u64);
+    }
+
+    fn bytes(&mut self, tag: u32, bytes: &[u8]) {
+        self.len(tag, bytes.len());
+        self.slice(bytes);
+    }
+
+    fn fixed64(&mut self, tag: u32, v: u64) {
+        self.key(tag, FIXED64);
+        self.slice(&v.to_le_bytes());
+    }
+
+    /// Checks that exactly the computed size was written.
+    fn done(self) {
+        debug_assert_eq!(self.at, self.buf.len(), "message size computed wrong");
+    }
+}
 
 fn varint_len(v: u64) -> usize {
     ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
@@ -32,94 +114,140 @@ fn len_field(tag: u32, len: usize) -> usize {
     key_len(tag) + varint_len(len as u64) + len
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_key(out: &mut Vec<u8>, tag: u32, wire: u32) {
-    put_varint(out, u64::from((tag << 3) | wire));
-}
-
-fn put_len(out: &mut Vec<u8>, tag: u32, len: usize) {
-    put_key(out, tag, LEN);
-    put_varint(out, len as u64);
-}
-
-fn put_bytes(out: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
-    put_len(out, tag, bytes.len());
-    out.extend_from_slice(bytes);
-}
-
-fn put_fixed64(out: &mut Vec<u8>, tag: u32, v: u64) {
-    put_key(out, tag, FIXED64);
-    out.extend_from_slice(&v.to_le_bytes());
+/// Appends field `tag` holding `bytes`.
+fn put_bytes(out: &mut impl Out, tag: u32, bytes: &[u8]) {
+    let mut c = Cursor::new(out.space(len_field(tag, bytes.len())));
+    c.bytes(tag, bytes);
+    c.done();
 }
 
 // --- common.v1: AnyValue, KeyValue.
 
-fn any_value_len(v: &Value) -> usize {
+fn any_value_len(v: ValueRef<'_>) -> usize {
     match v {
-        Value::Str(s) => len_field(1, s.len()),
-        Value::Bool(_) => key_len(2) + 1,
-        Value::Int(i) => key_len(3) + varint_len(*i as u64),
-        Value::Double(_) => key_len(4) + 8,
+        ValueRef::Str(s) => len_field(1, s.len()),
+        ValueRef::Bool(_) => key_len(2) + 1,
+        ValueRef::Int(i) => key_len(3) + varint_len(i as u64),
+        ValueRef::Double(_) => key_len(4) + 8,
     }
 }
 
-fn put_any_value(out: &mut Vec<u8>, v: &Value) {
-    match v {
-        Value::Str(s) => put_bytes(out, 1, s.as_bytes()),
-        Value::Bool(b) => {
-            put_key(out, 2, VARINT);
-            out.push(u8::from(*b));
-        }
-        Value::Int(i) => {
-            put_key(out, 3, VARINT);
-            put_varint(out, *i as u64);
-        }
-        Value::Double(d) => put_fixed64(out, 4, d.to_bits()),
-    }
-}
-
-fn key_value_len(key: &str, value: &Value) -> usize {
+fn key_value_len(key: &str, value: ValueRef<'_>) -> usize {
     len_field(1, key.len()) + len_field(2, any_value_len(value))
 }
 
-fn put_key_value(out: &mut Vec<u8>, tag: u32, key: &str, value: &Value) {
-    put_len(out, tag, key_value_len(key, value));
-    put_bytes(out, 1, key.as_bytes());
-    put_len(out, 2, any_value_len(value));
-    put_any_value(out, value);
-}
-
-fn attributes_len(tag: u32, attributes: &[Attribute]) -> usize {
-    attributes
-        .iter()
-        .map(|a| len_field(tag, key_value_len(a.key, &a.value)))
-        .sum()
-}
-
-fn put_attributes(out: &mut Vec<u8>, tag: u32, attributes: &[Attribute]) {
-    for a in attributes {
-        put_key_value(out, tag, a.key, &a.value);
+/// Appends a `KeyValue` as field `tag` of the message being written.
+pub(crate) fn put_key_value(out: &mut impl Out, tag: u32, key: &str, value: ValueRef<'_>) {
+    let len = key_value_len(key, value);
+    let mut c = Cursor::new(out.space(len_field(tag, len)));
+    c.len(tag, len);
+    c.bytes(1, key.as_bytes());
+    c.len(2, any_value_len(value));
+    match value {
+        ValueRef::Str(s) => c.bytes(1, s.as_bytes()),
+        ValueRef::Bool(b) => {
+            c.key(2, VARINT);
+            c.byte(u8::from(b));
+        }
+        ValueRef::Int(i) => {
+            c.key(3, VARINT);
+            c.varint(i as u64);
+        }
+        ValueRef::Double(d) => c.fixed64(4, d.to_bits()),
     }
+    c.done();
+}
+
+/// Where the `KeyValue` field whose key is `key` lies in encoded attributes, if anywhere.
+pub(crate) fn find_attribute(attributes: &[u8], key: &str) -> Option<Range<usize>> {
+    let mut fields = Fields::new(attributes);
+    let mut start = 0;
+    while let Some(Ok((_, Field::Len(kv)))) = fields.next() {
+        let end = attributes.len() - fields.0.len();
+        if Fields::new(kv)
+            .next()
+            .is_some_and(|f| f == Ok((1, Field::Len(key.as_bytes()))))
+        {
+            return Some(start..end);
+        }
+        start = end;
+    }
+    None
+}
+
+fn decode_value(any: &[u8]) -> Value {
+    match Fields::new(any).next() {
+        Some(Ok((1, Field::Len(s)))) => Value::Str(String::from_utf8_lossy(s).into_owned()),
+        Some(Ok((2, Field::Varint(b)))) => Value::Bool(b != 0),
+        Some(Ok((3, Field::Varint(i)))) => Value::Int(i as i64),
+        Some(Ok((4, Field::Fixed(d)))) => Value::Double(f64::from_bits(d)),
+        _ => Value::Str(String::new()),
+    }
+}
+
+/// Decodes encoded `KeyValue` fields (any tag).
+pub(crate) fn decode_attributes(encoded: &[u8]) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for field in Fields::new(encoded) {
+        let Ok((_, Field::Len(kv))) = field else {
+            break;
+        };
+        let (mut key, mut value) = (String::new(), Value::Str(String::new()));
+        for f in Fields::new(kv).flatten() {
+            match f {
+                (1, Field::Len(k)) => key = String::from_utf8_lossy(k).into_owned(),
+                (2, Field::Len(v)) => value = decode_value(v),
+                _ => {}
+            }
+        }
+        out.push((key, value));
+    }
+    out
+}
+
+/// Decodes encoded `Span.events` fields.
+pub(crate) fn decode_events(encoded: &[u8]) -> Vec<SpanEvent> {
+    let mut out = Vec::new();
+    for field in Fields::new(encoded) {
+        let Ok((_, Field::Len(event))) = field else {
+            break;
+        };
+        let mut e = SpanEvent {
+            time_ns: 0,
+            name: String::new(),
+            attributes: Vec::new(),
+        };
+        let mut attributes = Vec::new();
+        let mut fields = Fields::new(event);
+        let mut start = 0;
+        while let Some(Ok((tag, payload))) = fields.next() {
+            let end = event.len() - fields.0.len();
+            match (tag, payload) {
+                (1, Field::Fixed(t)) => e.time_ns = t,
+                (2, Field::Len(n)) => e.name = String::from_utf8_lossy(n).into_owned(),
+                (3, Field::Len(_)) => attributes.extend_from_slice(&event[start..end]),
+                _ => {}
+            }
+            start = end;
+        }
+        e.attributes = decode_attributes(&attributes);
+        out.push(e);
+    }
+    out
 }
 
 // --- trace.v1: Span, Span.Event, Status.
 
-fn event_len(e: &SpanEvent) -> usize {
-    key_len(1) + 8 + len_field(2, e.name.len()) + attributes_len(3, &e.attributes)
-}
-
-fn put_event(out: &mut Vec<u8>, e: &SpanEvent) {
-    put_len(out, 11, event_len(e));
-    put_fixed64(out, 1, e.time_ns);
-    put_bytes(out, 2, e.name.as_bytes());
-    put_attributes(out, 3, &e.attributes);
+/// Appends a `Span.events` field: an event at `time_ns` named `name` with the encoded
+/// `Event.attributes` fields `attributes`.
+pub(crate) fn put_event(out: &mut Vec<u8>, time_ns: u64, name: &str, attributes: &[u8]) {
+    let len = key_len(1) + 8 + len_field(2, name.len()) + attributes.len();
+    let mut c = Cursor::new(out.space(len_field(SPAN_EVENTS, len)));
+    c.len(SPAN_EVENTS, len);
+    c.fixed64(1, time_ns);
+    c.bytes(2, name.as_bytes());
+    c.slice(attributes);
+    c.done();
 }
 
 fn status_len(s: &Status) -> usize {
@@ -130,20 +258,6 @@ fn status_len(s: &Status) -> usize {
             key_len(3) + 1 + message.as_ref().map_or(0, |m| len_field(2, m.len()))
         }
     }
-}
-
-fn put_status(out: &mut Vec<u8>, s: &Status) {
-    let (code, message) = match s {
-        Status::Unset => return,
-        Status::Ok => (1, None),
-        Status::Error(message) => (2, message.as_deref()),
-    };
-    put_len(out, 15, status_len(s));
-    if let Some(m) = message {
-        put_bytes(out, 2, m.as_bytes());
-    }
-    put_key(out, 3, VARINT);
-    put_varint(out, code);
 }
 
 /// The size of a span's message, without its own tag and length.
@@ -159,41 +273,48 @@ fn span_len(s: &SpanRecord) -> usize {
     n += len_field(5, s.name.len());
     n += key_len(6) + 1; // the kind, 1 to 5
     n += 2 * (key_len(7) + 8);
-    n += attributes_len(9, &s.attributes);
-    n += s
-        .events
-        .iter()
-        .map(|e| len_field(11, event_len(e)))
-        .sum::<usize>();
+    n += s.attributes.len() + s.events.len();
     if s.status != Status::Unset {
         n += len_field(15, status_len(&s.status));
     }
     n + key_len(16) + 4
 }
 
-fn put_span(out: &mut Vec<u8>, s: &SpanRecord, len: usize) {
-    let start = out.len();
+/// Appends span `s` to `out` as a whole `ScopeSpans.spans` field: what an export request is
+/// made of ([`RequestEncoder::request`]).
+pub fn encode_span(out: &mut Vec<u8>, s: &SpanRecord) {
+    let len = span_len(s);
+    let mut c = Cursor::new(out.space(len_field(SCOPE_SPANS_SPANS, len)));
+    c.len(SCOPE_SPANS_SPANS, len);
     let cx = &s.context;
-    put_len(out, 2, len); // ScopeSpans.spans
-    let body = out.len();
-    put_bytes(out, 1, &cx.trace_id.to_be_bytes());
-    put_bytes(out, 2, &cx.span_id.to_be_bytes());
+    c.bytes(1, &cx.trace_id.to_be_bytes());
+    c.bytes(2, &cx.span_id.to_be_bytes());
     if let Some(state) = &cx.state {
-        put_bytes(out, 3, state.as_bytes());
+        c.bytes(3, state.as_bytes());
     }
     if s.parent_span_id != 0 {
-        put_bytes(out, 4, &s.parent_span_id.to_be_bytes());
+        c.bytes(4, &s.parent_span_id.to_be_bytes());
     }
-    put_bytes(out, 5, s.name.as_bytes());
-    put_key(out, 6, VARINT);
-    out.push(s.kind as u8);
-    put_fixed64(out, 7, s.start_ns);
-    put_fixed64(out, 8, s.end_ns);
-    put_attributes(out, 9, &s.attributes);
-    for e in &s.events {
-        put_event(out, e);
+    c.bytes(5, s.name.as_bytes());
+    c.key(6, VARINT);
+    c.byte(s.kind as u8);
+    c.fixed64(7, s.start_ns);
+    c.fixed64(8, s.end_ns);
+    c.slice(s.attributes.as_slice());
+    c.slice(&s.events);
+    let (code, message) = match &s.status {
+        Status::Unset => (0, None),
+        Status::Ok => (1, None),
+        Status::Error(message) => (2, message.as_deref()),
+    };
+    if code != 0 {
+        c.len(15, status_len(&s.status));
+        if let Some(m) = message {
+            c.bytes(2, m.as_bytes());
+        }
+        c.key(3, VARINT);
+        c.varint(code);
     }
-    put_status(out, &s.status);
     let mut flags = u32::from(cx.sampled);
     if s.parent_span_id != 0 {
         flags |= FLAG_HAS_IS_REMOTE;
@@ -201,14 +322,26 @@ fn put_span(out: &mut Vec<u8>, s: &SpanRecord, len: usize) {
             flags |= FLAG_IS_REMOTE;
         }
     }
-    put_key(out, 16, FIXED32);
-    out.extend_from_slice(&flags.to_le_bytes());
-    debug_assert_eq!(out.len() - body, len, "span size computed wrong");
-    debug_assert!(out.len() > start);
+    c.key(16, FIXED32);
+    c.slice(&flags.to_le_bytes());
+    c.done();
+}
+
+/// The end of the first `n` encoded spans (whole `ScopeSpans.spans` fields) of `spans`, or of
+/// all of them when it holds fewer.
+pub(crate) fn after_spans(spans: &[u8], n: usize) -> usize {
+    let mut fields = Fields::new(spans);
+    for _ in 0..n {
+        match fields.next() {
+            Some(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    spans.len() - fields.0.len()
 }
 
 /// Writes export requests for one process: its resource and instrumentation scope are encoded
-/// once, each batch's spans behind them.
+/// once, the spans (encoded as they ended) behind them.
 #[derive(Debug, Clone)]
 pub struct RequestEncoder {
     /// `ResourceSpans.resource` as a whole field (tag, length, `Resource` message).
@@ -223,7 +356,7 @@ impl RequestEncoder {
     pub fn new(attributes: &[(String, Value)], scope: &str, version: &str) -> RequestEncoder {
         let mut body = Vec::new();
         for (k, v) in attributes {
-            put_key_value(&mut body, 1, k, v);
+            put_key_value(&mut body, 1, k, v.as_ref());
         }
         let mut resource = Vec::new();
         put_bytes(&mut resource, 1, &body);
@@ -235,37 +368,37 @@ impl RequestEncoder {
         RequestEncoder { resource, scope }
     }
 
-    /// Writes into `out` (cleared first) an `ExportTraceServiceRequest` with the first spans of
-    /// `spans`, as many as fit in `max_bytes` (at least one, whatever its size), and returns
-    /// how many it took.
-    pub fn encode(&self, spans: &[SpanRecord], max_bytes: usize, out: &mut Vec<u8>) -> usize {
-        out.clear();
-        if spans.is_empty() {
-            return 0;
-        }
-        let fixed = self.resource.len() + self.scope.len() + 32;
-        let mut lens = Vec::with_capacity(spans.len());
-        let mut spans_bytes = 0;
-        for s in spans {
-            let len = span_len(s);
-            let field = len_field(2, len);
-            if !lens.is_empty() && fixed + spans_bytes + field > max_bytes {
-                break;
-            }
-            spans_bytes += field;
-            lens.push(len);
-        }
-        let scope_spans = self.scope.len() + spans_bytes;
+    /// The bytes of a request up to its spans, for `spans_len` bytes of encoded spans.
+    fn head(&self, spans_len: usize, out: &mut Vec<u8>) {
+        let scope_spans = self.scope.len() + spans_len;
         let resource_spans = self.resource.len() + len_field(2, scope_spans);
-        out.reserve(len_field(1, resource_spans));
-        put_len(out, 1, resource_spans); // ExportTraceServiceRequest.resource_spans
-        out.extend_from_slice(&self.resource);
-        put_len(out, 2, scope_spans); // ResourceSpans.scope_spans
-        out.extend_from_slice(&self.scope);
-        for (s, len) in spans.iter().zip(&lens) {
-            put_span(out, s, *len);
+        let head = len_field(1, resource_spans) - resource_spans
+            + self.resource.len()
+            + (len_field(2, scope_spans) - scope_spans)
+            + self.scope.len();
+        let mut c = Cursor::new(out.space(head));
+        c.len(1, resource_spans); // ExportTraceServiceRequest.resource_spans
+        c.slice(&self.resource);
+        c.len(2, scope_spans); // ResourceSpans.scope_spans
+        c.slice(&self.scope);
+        c.done();
+    }
+
+    /// The size of a request's bytes before its spans, at most.
+    pub(crate) fn head_len(&self) -> usize {
+        self.resource.len() + self.scope.len() + 3 * 10
+    }
+
+    /// Writes into `out` (cleared first) an `ExportTraceServiceRequest` whose spans are the
+    /// encoded spans in `pieces`, in order.
+    pub fn request(&self, pieces: &[&[u8]], out: &mut Vec<u8>) {
+        out.clear();
+        let spans_len = pieces.iter().map(|p| p.len()).sum();
+        self.head(spans_len, out);
+        out.reserve(spans_len);
+        for p in pieces {
+            out.extend_from_slice(p);
         }
-        lens.len()
     }
 }
 
@@ -338,6 +471,11 @@ impl<'a> Fields<'a> {
     /// The fields of `message`.
     pub fn new(message: &'a [u8]) -> Fields<'a> {
         Fields(message)
+    }
+
+    /// How many bytes are left after the fields read so far.
+    pub fn rest(&self) -> usize {
+        self.0.len()
     }
 
     fn varint(&mut self) -> Result<u64, &'static str> {
@@ -413,51 +551,44 @@ mod tests {
     use crate::context::SpanContext;
     use crate::record::SpanKind;
 
-    fn attr(key: &'static str, value: Value) -> Attribute {
-        Attribute { key, value }
-    }
-
     fn record(i: u64) -> SpanRecord {
-        SpanRecord {
-            context: SpanContext {
+        let mut r = SpanRecord::new(
+            SpanContext {
                 trace_id: 0x0af7651916cd43dd8448eb211c80319c + u128::from(i),
                 span_id: 0xb7ad6b7169203331 + i,
                 sampled: true,
                 state: (i % 2 == 0).then(|| Arc::from("vendor=x")),
             },
-            parent_span_id: if i % 3 == 0 { 0 } else { 1000 + i },
-            parent_remote: i % 3 == 1,
-            name: if i % 2 == 0 {
+            if i % 2 == 0 {
                 Cow::Borrowed("Rod")
             } else {
                 Cow::Owned(format!("dagraid.storage.v1.StorageNode/ReadBlocks{i}"))
             },
-            kind: [SpanKind::Internal, SpanKind::Server, SpanKind::Client][i as usize % 3],
-            start_ns: 1_700_000_000_000_000_000 + i,
-            end_ns: 1_700_000_000_000_500_000 + i,
-            attributes: vec![
-                attr("dag_kind", Value::Str("small_write".into())),
-                attr("node", Value::Int(i as i64)),
-                attr("negative", Value::Int(-5)),
-                attr("ok", Value::Bool(i % 2 == 0)),
-                attr("ratio", Value::Double(0.25)),
-                attr("empty", Value::Str(String::new())),
-            ],
-            events: if i % 2 == 1 {
-                vec![SpanEvent {
-                    time_ns: 42,
-                    name: "recovery decision".into(),
-                    attributes: vec![attr("mnemonic", Value::Str("Rod".into()))],
-                }]
-            } else {
-                Vec::new()
-            },
-            status: match i % 3 {
-                0 => Status::Unset,
-                1 => Status::Ok,
-                _ => Status::Error((i % 2 == 0).then(|| "it broke".to_owned())),
-            },
+        );
+        r.parent_span_id = if i % 3 == 0 { 0 } else { 1000 + i };
+        r.parent_remote = i % 3 == 1;
+        r.kind = [SpanKind::Internal, SpanKind::Server, SpanKind::Client][i as usize % 3];
+        r.start_ns = 1_700_000_000_000_000_000 + i;
+        r.end_ns = 1_700_000_000_000_500_000 + i;
+        r.add_attribute("dag_kind", ValueRef::Str("small_write"));
+        r.add_attribute("node", ValueRef::Int(i as i64));
+        r.add_attribute("negative", ValueRef::Int(-5));
+        r.add_attribute("ok", ValueRef::Bool(i % 2 == 0));
+        r.add_attribute("ratio", ValueRef::Double(0.25));
+        r.add_attribute("empty", ValueRef::Str(""));
+        if i % 2 == 1 {
+            r.push_event(
+                42,
+                "recovery decision",
+                &[("mnemonic", ValueRef::Str("Rod"))],
+            );
         }
+        r.status = match i % 3 {
+            0 => Status::Unset,
+            1 => Status::Ok,
+            _ => Status::Error((i % 2 == 0).then(|| "it broke".to_owned())),
+        };
+        r
     }
 
     fn text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
@@ -481,8 +612,17 @@ mod tests {
         ];
         let encoder = RequestEncoder::new(&resource, "dagraid", "0.1.0");
         let spans: Vec<SpanRecord> = (0..40).map(record).collect();
+        // Two threads' buffers, say.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for s in &spans[..25] {
+            encode_span(&mut a, s);
+        }
+        for s in &spans[25..] {
+            encode_span(&mut b, s);
+        }
         let mut out = Vec::new();
-        assert_eq!(encoder.encode(&spans, usize::MAX, &mut out), 40);
+        encoder.request(&[&a, &b], &mut out);
+        assert!(encoder.head_len() >= out.len() - a.len() - b.len());
         let request = ExportTraceServiceRequest::decode(out.as_slice()).unwrap();
         assert_eq!(request.resource_spans.len(), 1);
         let rs = &request.resource_spans[0];
@@ -537,8 +677,9 @@ mod tests {
                 ]
                 .map(|(k, v)| (k.to_owned(), v))
             );
-            assert_eq!(got.events.len(), want.events.len());
-            for (e, w) in got.events.iter().zip(&want.events) {
+            let want_events = want.events();
+            assert_eq!(got.events.len(), want_events.len());
+            for (e, w) in got.events.iter().zip(&want_events) {
                 assert_eq!(e.time_unix_nano, w.time_ns);
                 assert_eq!(e.name, w.name);
                 assert_eq!(e.attributes[0].key, "mnemonic");
@@ -555,32 +696,34 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_is_cut_to_the_size_limit_and_never_empty() {
+    fn encoded_spans_are_split_on_their_boundaries() {
         let encoder = RequestEncoder::new(&[], "dagraid", "0");
-        let spans: Vec<SpanRecord> = (0..100).map(record).collect();
+        let spans: Vec<SpanRecord> = (0..10).map(record).collect();
+        let mut encoded = Vec::new();
+        for s in &spans {
+            encode_span(&mut encoded, s);
+        }
         let mut out = Vec::new();
-        let mut taken = 0;
-        let mut requests = 0;
-        while taken < spans.len() {
-            let n = encoder.encode(&spans[taken..], 2000, &mut out);
-            assert!(n >= 1);
-            assert!(
-                out.len() <= 2000 || n == 1,
-                "{} bytes for {n} spans",
-                out.len()
-            );
+        for k in [0, 1, 4, 10] {
+            let cut = after_spans(&encoded, k);
+            encoder.request(&[&encoded[..cut]], &mut out);
             let request = ExportTraceServiceRequest::decode(out.as_slice()).unwrap();
             let got = &request.resource_spans[0].scope_spans[0].spans;
-            assert_eq!(got.len(), n);
-            assert_eq!(got[0].span_id, spans[taken].context.span_id.to_be_bytes());
-            taken += n;
-            requests += 1;
+            assert_eq!(got.len(), k);
+            assert_eq!(count_spans(&out), Ok(k as u64));
+            if k > 0 {
+                assert_eq!(
+                    got[k - 1].span_id,
+                    spans[k - 1].context.span_id.to_be_bytes()
+                );
+            }
         }
-        assert!(requests > 1, "the limit cut the batch");
-        // A span larger than the limit still goes, alone.
-        assert_eq!(encoder.encode(&spans, 10, &mut out), 1);
-        assert_eq!(encoder.encode(&[], 10, &mut out), 0);
-        assert!(out.is_empty());
+        assert_eq!(
+            after_spans(&encoded, 11),
+            encoded.len(),
+            "fewer than asked: all"
+        );
+        assert_eq!(after_spans(&[], 3), 0);
     }
 
     #[test]
@@ -600,8 +743,10 @@ mod tests {
     #[test]
     fn varints_have_the_length_they_are_written_with() {
         for v in [0, 1, 127, 128, 16383, 16384, u64::from(u32::MAX), u64::MAX] {
-            let mut out = Vec::new();
-            put_varint(&mut out, v);
+            let mut out = vec![0; varint_len(v)];
+            let mut c = Cursor::new(&mut out);
+            c.varint(v);
+            c.done();
             assert_eq!(out.len(), varint_len(v), "{v}");
             let mut f = Fields(&out);
             assert_eq!(f.varint(), Ok(v));

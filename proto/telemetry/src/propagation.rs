@@ -38,13 +38,20 @@ pub fn inject_current(metadata: &mut MetadataMap) {
 }
 
 /// Adds `cx` to `metadata` as `traceparent` (and `tracestate` when it has one).
+///
+/// Both are marked sensitive, which HTTP/2 sends as never-indexed literals: a `traceparent`
+/// differs on every call, and indexing it would only push the headers that repeat (content
+/// type, authorization, timeout) out of the connection's HPACK table, costing every call a
+/// re-encoding of them.
 pub fn inject(cx: &SpanContext, metadata: &mut MetadataMap) {
-    if let Ok(v) = MetadataValue::try_from(cx.traceparent()) {
+    if let Ok(mut v) = MetadataValue::try_from(cx.traceparent()) {
+        v.set_sensitive(true);
         metadata.insert("traceparent", v);
     }
     if let Some(state) = &cx.state
-        && let Ok(v) = MetadataValue::try_from(state.as_ref())
+        && let Ok(mut v) = MetadataValue::try_from(state.as_ref())
     {
+        v.set_sensitive(true);
         metadata.insert("tracestate", v);
     }
 }
@@ -83,6 +90,10 @@ mod tests {
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
         );
         assert_eq!(md.get("tracestate").unwrap(), "congo=t61rcWkgMzE");
+        assert!(
+            md.get("traceparent").unwrap().is_sensitive(),
+            "never indexed"
+        );
         let headers = md.into_headers();
         assert_eq!(extract(&headers), Some(cx));
         assert_eq!(extract(&HeaderMap::new()), None);
