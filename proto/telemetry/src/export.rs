@@ -173,21 +173,31 @@ enum Sink {
     Collect(Arc<Mutex<Vec<SpanRecord>>>),
 }
 
+impl Sink {
+    fn shared(&self) -> Option<&Arc<Shared>> {
+        match self {
+            Sink::Thread(shared) => Some(shared),
+            #[cfg(test)]
+            Sink::Collect(_) => None,
+        }
+    }
+}
+
 impl SpanQueue {
     /// Queues a span that ended (encoding it into this thread's buffer); drops and counts it
     /// when the queue is full. Never blocks on anything but this thread's own buffer, which
     /// the export thread holds only to swap its bytes out.
     pub(crate) fn push(&self, span: &SpanRecord) {
-        let shared = match &self.sink {
-            Sink::Thread(shared) => shared,
-            #[cfg(test)]
-            Sink::Collect(spans) => {
-                spans
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(span.clone());
-                return;
-            }
+        #[cfg(test)]
+        if let Sink::Collect(spans) = &self.sink {
+            spans
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(span.clone());
+            return;
+        }
+        let Some(shared) = self.sink.shared() else {
+            return;
         };
         let dropped = || {
             shared.stats.ended.fetch_add(1, Ordering::Relaxed);
@@ -702,6 +712,7 @@ mod tests {
         spans: Arc<AtomicU64>,
         requests: Arc<AtomicU64>,
         largest: Arc<AtomicU64>,
+        largest_bytes: Arc<AtomicU64>,
         delay: Duration,
         fail: bool,
         reject: u64,
@@ -717,6 +728,8 @@ mod tests {
             self.spans.fetch_add(n, Ordering::Relaxed);
             self.requests.fetch_add(1, Ordering::Relaxed);
             self.largest.fetch_max(n, Ordering::Relaxed);
+            self.largest_bytes
+                .fetch_max(request.len() as u64, Ordering::Relaxed);
             Ok(self.reject)
         }
     }
@@ -863,5 +876,93 @@ mod tests {
         assert!(e.contains("1 spans lost"), "{e}");
         assert_eq!(stats.snapshot(), (1, 0, 0, 1));
         exporter.shutdown().unwrap();
+    }
+
+    #[test]
+    fn spans_of_many_threads_are_all_sent_and_ended_threads_are_forgotten() {
+        let transport = Counting::default();
+        let stats = leak_stats();
+        let settings = BatchSettings {
+            max_batch: 100,
+            ..BatchSettings::default()
+        };
+        let (q, exporter) = start(transport.clone(), settings, stats);
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let q = q.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        q.push(&span(t * 1000 + i));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        exporter.flush().unwrap();
+        assert_eq!(stats.snapshot(), (8000, 0, 8000, 0));
+        assert_eq!(transport.spans.load(Ordering::Relaxed), 8000);
+        assert_eq!(transport.largest.load(Ordering::Relaxed), 100);
+        // The threads ended: their buffers go once they are empty.
+        let shared = q.sink.shared().unwrap();
+        exporter.flush().unwrap();
+        assert_eq!(shared.buffers.lock().unwrap().len(), 0);
+        // This thread's buffer stays while the thread lives.
+        q.push(&span(0));
+        exporter.flush().unwrap();
+        exporter.flush().unwrap();
+        assert_eq!(shared.buffers.lock().unwrap().len(), 1);
+        assert_eq!(stats.snapshot(), (8001, 0, 8001, 0));
+        exporter.shutdown().unwrap();
+        q.push(&span(1));
+        assert_eq!(
+            stats.snapshot(),
+            (8002, 1, 8001, 0),
+            "dropped after the shutdown"
+        );
+    }
+
+    #[test]
+    fn a_batch_larger_than_a_request_goes_in_several() {
+        let transport = Counting::default();
+        let stats = leak_stats();
+        let settings = BatchSettings {
+            delay: Duration::from_secs(3600),
+            ..BatchSettings::default()
+        };
+        let (q, exporter) = start(transport.clone(), settings, stats);
+        let big = "x".repeat(1000);
+        for i in 0..300 {
+            let mut s = span(i);
+            s.set_attribute("big", crate::record::ValueRef::Str(&big));
+            q.push(&s);
+        }
+        exporter.flush().unwrap();
+        assert_eq!(stats.snapshot(), (300, 0, 300, 0));
+        assert_eq!(transport.spans.load(Ordering::Relaxed), 300);
+        let largest = transport.largest_bytes.load(Ordering::Relaxed) as usize;
+        assert!(largest <= MAX_REQUEST_BYTES, "{largest}");
+        assert!(
+            largest > MAX_REQUEST_BYTES - 2000,
+            "requests are filled: {largest}"
+        );
+        assert!(transport.requests.load(Ordering::Relaxed) >= 5);
+        exporter.shutdown().unwrap();
+    }
+
+    #[test]
+    fn take_spans_stops_at_either_limit_on_a_span_boundary() {
+        let mut encoded = Vec::new();
+        let mut ends = Vec::new();
+        for i in 0..10 {
+            otlp::encode_span(&mut encoded, &span(i));
+            ends.push(encoded.len());
+        }
+        assert_eq!(take_spans(&encoded, 3, usize::MAX), (3, ends[2]));
+        assert_eq!(take_spans(&encoded, 100, usize::MAX), (10, ends[9]));
+        assert_eq!(take_spans(&encoded, 100, ends[4] + 1), (5, ends[4]));
+        assert_eq!(take_spans(&encoded, 100, ends[0] - 1), (0, 0));
+        assert_eq!(take_spans(&[], 100, 100), (0, 0));
     }
 }

@@ -355,8 +355,7 @@ mod tests {
         let layer = ExportLayer::new(sampler, queue);
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, f);
-        let v = collected.lock().unwrap().clone();
-        v
+        collected.lock().unwrap().clone()
     }
 
     fn attr(r: &SpanRecord, key: &str) -> Option<Value> {

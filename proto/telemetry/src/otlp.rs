@@ -102,7 +102,7 @@ impl<'a> Cursor<'a> {
 }
 
 fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn key_len(tag: u32) -> usize {
@@ -557,15 +557,15 @@ mod tests {
                 trace_id: 0x0af7651916cd43dd8448eb211c80319c + u128::from(i),
                 span_id: 0xb7ad6b7169203331 + i,
                 sampled: true,
-                state: (i % 2 == 0).then(|| Arc::from("vendor=x")),
+                state: i.is_multiple_of(2).then(|| Arc::from("vendor=x")),
             },
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 Cow::Borrowed("Rod")
             } else {
                 Cow::Owned(format!("dagraid.storage.v1.StorageNode/ReadBlocks{i}"))
             },
         );
-        r.parent_span_id = if i % 3 == 0 { 0 } else { 1000 + i };
+        r.parent_span_id = if i.is_multiple_of(3) { 0 } else { 1000 + i };
         r.parent_remote = i % 3 == 1;
         r.kind = [SpanKind::Internal, SpanKind::Server, SpanKind::Client][i as usize % 3];
         r.start_ns = 1_700_000_000_000_000_000 + i;
@@ -573,7 +573,7 @@ mod tests {
         r.add_attribute("dag_kind", ValueRef::Str("small_write"));
         r.add_attribute("node", ValueRef::Int(i as i64));
         r.add_attribute("negative", ValueRef::Int(-5));
-        r.add_attribute("ok", ValueRef::Bool(i % 2 == 0));
+        r.add_attribute("ok", ValueRef::Bool(i.is_multiple_of(2)));
         r.add_attribute("ratio", ValueRef::Double(0.25));
         r.add_attribute("empty", ValueRef::Str(""));
         if i % 2 == 1 {
@@ -586,7 +586,7 @@ mod tests {
         r.status = match i % 3 {
             0 => Status::Unset,
             1 => Status::Ok,
-            _ => Status::Error((i % 2 == 0).then(|| "it broke".to_owned())),
+            _ => Status::Error(i.is_multiple_of(2).then(|| "it broke".to_owned())),
         };
         r
     }
