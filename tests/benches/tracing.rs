@@ -6,8 +6,8 @@
 //! with 4 and with 16 writes in flight:
 //!
 //! - **traced**: every thread of that cluster (and of its client) runs under the production
-//!   subscriber *with* export: 100% sampling (`always_on`), the OpenTelemetry layer, the batch
-//!   processor, OTLP/gRPC to a real receiver in this process (`OtlpReceiver`, counting);
+//!   subscriber *with* export: 100% sampling (`always_on`), the export layer, the export
+//!   thread, OTLP/gRPC to a real receiver in this process (`OtlpReceiver`, counting);
 //! - **plain**: the production subscriber without an endpoint (the log layer only, at `info`,
 //!   to a sink), i.e. tracing off.
 //!

@@ -605,6 +605,14 @@ impl<T: Transport> Worker<T> {
     fn send_taken(&mut self) -> Result<(), String> {
         let max_batch = self.settings.max_batch.max(1);
         let room = MAX_REQUEST_BYTES.saturating_sub(self.encoder.head_len());
+        let (encoder, request, transport) = (&self.encoder, &mut self.request, &mut self.transport);
+        let stats = self.shared.stats;
+        // Sends the request made of `pieces` (which holds `n` spans) and empties `pieces`.
+        let mut send_request = |pieces: &mut Vec<&[u8]>, n: usize| {
+            encoder.request(pieces, request);
+            pieces.clear();
+            send(transport, request, n, stats)
+        };
         let mut result = Ok(());
         let mut pieces: Vec<&[u8]> = Vec::new();
         let (mut in_request, mut bytes) = (0, 0);
@@ -625,30 +633,17 @@ impl<T: Transport> Worker<T> {
                     bytes += cut;
                 }
                 if !rest.is_empty() || in_request == max_batch {
-                    self.encoder.request(&pieces, &mut self.request);
-                    if let Err(e) = send(
-                        &mut self.transport,
-                        &self.request,
-                        in_request,
-                        self.shared.stats,
-                    ) {
+                    if let Err(e) = send_request(&mut pieces, in_request) {
                         result = Err(e);
                     }
-                    pieces.clear();
                     (in_request, bytes) = (0, 0);
                 }
             }
         }
-        if in_request > 0 {
-            self.encoder.request(&pieces, &mut self.request);
-            if let Err(e) = send(
-                &mut self.transport,
-                &self.request,
-                in_request,
-                self.shared.stats,
-            ) {
-                result = Err(e);
-            }
+        if in_request > 0
+            && let Err(e) = send_request(&mut pieces, in_request)
+        {
+            result = Err(e);
         }
         result
     }
