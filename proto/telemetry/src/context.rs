@@ -24,30 +24,19 @@ impl SpanContext {
     /// is read by its first four fields, as the specification asks; anything malformed, and
     /// all-zero ids, are `None` (the callee then starts a trace of its own).
     pub fn from_traceparent(value: &str) -> Option<SpanContext> {
-        let value = value.trim();
-        let mut parts = value.split('-');
-        let version = parts.next()?;
-        let trace = parts.next()?;
-        let span = parts.next()?;
-        let flags = parts.next()?;
-        let lower_hex = |s: &str, len: usize| {
-            s.len() == len
-                && s.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        };
-        if !lower_hex(version, 2) || version == "ff" {
+        let v = value.trim().as_bytes();
+        // version "-" trace "-" span "-" flags: 2 + 1 + 32 + 1 + 16 + 1 + 2.
+        if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
             return None;
         }
-        // Version 00 has exactly four fields; later versions may append more.
-        if version == "00" && parts.next().is_some() {
+        let version = hex(&v[..2])?;
+        // Version 00 has exactly four fields; later versions may append more after a '-'.
+        if version == 0xff || (version == 0 && v.len() != 55) || (v.len() > 55 && v[55] != b'-') {
             return None;
         }
-        if !lower_hex(trace, 32) || !lower_hex(span, 16) || !lower_hex(flags, 2) {
-            return None;
-        }
-        let trace_id = u128::from_str_radix(trace, 16).ok()?;
-        let span_id = u64::from_str_radix(span, 16).ok()?;
-        let flags = u8::from_str_radix(flags, 16).ok()?;
+        let trace_id = hex(&v[3..35])?;
+        let span_id = hex(&v[36..52])? as u64;
+        let flags = hex(&v[53..55])?;
         if trace_id == 0 || span_id == 0 {
             return None;
         }
@@ -61,20 +50,43 @@ impl SpanContext {
 
     /// The `traceparent` header value of this context (version 00).
     pub fn traceparent(&self) -> String {
-        self.to_string()
+        String::from_utf8_lossy(&self.traceparent_bytes()).into_owned()
     }
+
+    /// [`SpanContext::traceparent`] without an allocation.
+    pub fn traceparent_bytes(&self) -> [u8; 55] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'-'; 55];
+        out[0] = b'0';
+        out[1] = b'0';
+        for (i, o) in out[3..35].iter_mut().enumerate() {
+            *o = DIGITS[((self.trace_id >> (124 - 4 * i)) & 0xf) as usize];
+        }
+        for (i, o) in out[36..52].iter_mut().enumerate() {
+            *o = DIGITS[((self.span_id >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        out[53] = b'0';
+        out[54] = if self.sampled { b'1' } else { b'0' };
+        out
+    }
+}
+
+/// Lower-case hex digits (what W3C trace context allows) as a number; `None` for anything else.
+fn hex(digits: &[u8]) -> Option<u128> {
+    digits.iter().try_fold(0u128, |n, &d| {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            _ => return None,
+        };
+        Some((n << 4) | u128::from(v))
+    })
 }
 
 impl fmt::Display for SpanContext {
     /// The `traceparent` form.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id,
-            self.span_id,
-            u8::from(self.sampled)
-        )
+        f.write_str(&self.traceparent())
     }
 }
 
@@ -138,12 +150,30 @@ mod tests {
         assert_eq!(cx.span_id, 0xb7ad6b7169203331);
         assert!(cx.sampled);
         assert_eq!(cx.traceparent(), tp);
+        assert_eq!(cx.to_string(), tp);
+        for (trace_id, span_id) in [(1u128, 1u64), (u128::MAX, u64::MAX), (0x10 << 100, 0xf00)] {
+            let cx = SpanContext {
+                trace_id,
+                span_id,
+                sampled: false,
+                state: None,
+            };
+            assert_eq!(
+                cx.traceparent(),
+                format!("00-{trace_id:032x}-{span_id:016x}-00")
+            );
+            assert_eq!(SpanContext::from_traceparent(&cx.traceparent()), Some(cx));
+        }
         let unsampled = SpanContext::from_traceparent(
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
         )
         .unwrap();
         assert!(!unsampled.sampled);
         assert!(unsampled.traceparent().ends_with("-00"));
+        assert!(
+            SpanContext::from_traceparent(&format!(" {tp} ")).is_some(),
+            "trimmed"
+        );
         // A later version with an extra field is read by its first four.
         assert!(
             SpanContext::from_traceparent(

@@ -326,7 +326,7 @@ where
 
 /// The context of the nearest span around `span` (itself included) that the export layer
 /// records; `None` when no export layer runs or no such span is open.
-pub(crate) fn context_of(span: &tracing::Span) -> Option<SpanContext> {
+pub fn context_of(span: &tracing::Span) -> Option<SpanContext> {
     span.with_subscriber(|(id, dispatch)| {
         let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
         let span = registry.span(id)?;
@@ -337,6 +337,21 @@ pub(crate) fn context_of(span: &tracing::Span) -> Option<SpanContext> {
         })
     })
     .flatten()
+}
+
+/// The context of the nearest span around the current one (itself included) that the export
+/// layer records: [`context_of`] for the current span, without taking a handle on it.
+pub(crate) fn current_context() -> Option<SpanContext> {
+    tracing::dispatcher::get_default(|dispatch| {
+        let current = dispatch.current_span();
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let span = registry.span(current.id()?)?;
+        span.scope().find_map(|s| {
+            s.extensions()
+                .get::<SpanRecord>()
+                .map(|r| r.context.clone())
+        })
+    })
 }
 
 #[cfg(test)]

@@ -13,10 +13,7 @@ use crate::context::SpanContext;
 /// OpenTelemetry's own SDK (an application using the client SDK under `tracing-opentelemetry`,
 /// say), the current OpenTelemetry context. Costs one branch when no span is current.
 pub fn inject_current(metadata: &mut MetadataMap) {
-    let span = tracing::Span::current();
-    if !span.is_disabled()
-        && let Some(cx) = crate::layer::context_of(&span)
-    {
+    if let Some(cx) = crate::layer::current_context() {
         inject(&cx, metadata);
         return;
     }
@@ -44,7 +41,7 @@ pub fn inject_current(metadata: &mut MetadataMap) {
 /// type, authorization, timeout) out of the connection's HPACK table, costing every call a
 /// re-encoding of them.
 pub fn inject(cx: &SpanContext, metadata: &mut MetadataMap) {
-    if let Ok(mut v) = MetadataValue::try_from(cx.traceparent()) {
+    if let Ok(mut v) = MetadataValue::try_from(&cx.traceparent_bytes()[..]) {
         v.set_sensitive(true);
         metadata.insert("traceparent", v);
     }
