@@ -1,5 +1,5 @@
 //! The export queue and its thread. A span that ends is encoded at once into a buffer of the
-//! thread it ended on ([`SpanQueue::push`]): an uncontended lock and a copy, never a wait,
+//! thread it ended on (`SpanQueue::push`): an uncontended lock and a copy, never a wait,
 //! never a cache line shared with the other threads of the data path. One thread of its own
 //! takes the buffers' bytes in turn, puts them into OTLP `ExportTraceServiceRequest`s
 //! ([`crate::otlp`]) of at most `max_batch` spans and sends them over gRPC. It sleeps on a
