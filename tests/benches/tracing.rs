@@ -244,7 +244,7 @@ fn main() {
         service_name: "dagraid-bench".into(),
         sampler: SamplerChoice::AlwaysOn,
         batch: BatchSettings::from_env().unwrap(),
-        resource_attributes: Vec::new(),
+        ..TraceSettings::default()
     };
     let info = || tracing_subscriber::EnvFilter::new("info");
     let (traced, telemetry) = telemetry_rt

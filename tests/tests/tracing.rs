@@ -91,7 +91,7 @@ async fn one_write_is_one_trace_down_to_the_disk_with_failures_and_recovery() {
                 delay: Duration::from_millis(100),
                 ..BatchSettings::default()
             },
-            resource_attributes: Vec::new(),
+            ..TraceSettings::default()
         };
         let (dispatch, telemetry) = dagraid_telemetry::build(
             &settings,

@@ -91,7 +91,7 @@ fn main() {
             max_queue: 1 << 20,
             ..BatchSettings::default()
         },
-        resource_attributes: Vec::new(),
+        ..TraceSettings::default()
     };
     let info = || tracing_subscriber::EnvFilter::new("info");
     let (on, telemetry) =

@@ -121,7 +121,9 @@ pub struct BatchSettings {
     /// Longest a span waits before its batch is sent (`OTEL_BSP_SCHEDULE_DELAY`, ms, default
     /// 1000).
     pub delay: Duration,
-    /// Deadline of one export call (`OTEL_BSP_EXPORT_TIMEOUT`, ms, default 10000).
+    /// Deadline of one export call (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`,
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT` or `OTEL_BSP_EXPORT_TIMEOUT`, the first one set, ms,
+    /// default 10000).
     pub export_timeout: Duration,
 }
 
@@ -137,11 +139,16 @@ impl Default for BatchSettings {
 }
 
 impl BatchSettings {
-    /// The defaults, overridden by the `OTEL_BSP_*` variables that are set.
+    /// The defaults, overridden by the `OTEL_BSP_*` (and OTLP timeout) variables that are set.
     pub fn from_env() -> Result<BatchSettings, String> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`BatchSettings::from_env`] with the variables `lookup` gives.
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<BatchSettings, String> {
         let var = |name: &str| -> Result<Option<u64>, String> {
-            match std::env::var(name) {
-                Ok(v) if !v.trim().is_empty() => v
+            match lookup(name) {
+                Some(v) if !v.trim().is_empty() => v
                     .trim()
                     .parse::<u64>()
                     .map(Some)
@@ -159,8 +166,15 @@ impl BatchSettings {
         if let Some(ms) = var("OTEL_BSP_SCHEDULE_DELAY")? {
             s.delay = Duration::from_millis(ms.max(1));
         }
-        if let Some(ms) = var("OTEL_BSP_EXPORT_TIMEOUT")? {
-            s.export_timeout = Duration::from_millis(ms.max(1));
+        for name in [
+            "OTEL_BSP_EXPORT_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        ] {
+            // The later, more specific one wins.
+            if let Some(ms) = var(name)? {
+                s.export_timeout = Duration::from_millis(ms.max(1));
+            }
         }
         s.max_batch = s.max_batch.min(s.max_queue);
         Ok(s)
@@ -181,6 +195,24 @@ pub struct TraceSettings {
     /// More attributes of the process's resource (`OTEL_RESOURCE_ATTRIBUTES`), besides
     /// `service.name`.
     pub resource_attributes: Vec<(String, String)>,
+    /// gRPC metadata sent with every export call (`OTEL_EXPORTER_OTLP_TRACES_HEADERS` or
+    /// `OTEL_EXPORTER_OTLP_HEADERS`), e.g. a collector's API key; valid metadata, checked by
+    /// [`TraceSettings::resolve`].
+    pub headers: Vec<(String, String)>,
+}
+
+impl Default for TraceSettings {
+    /// No export; service `dagraid`, the default sampler and batching, nothing more.
+    fn default() -> Self {
+        TraceSettings {
+            endpoint: None,
+            service_name: "dagraid".into(),
+            sampler: SamplerChoice::ParentBased(ParentlessChoice::AlwaysOn),
+            batch: BatchSettings::default(),
+            resource_attributes: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
 }
 
 impl TraceSettings {
@@ -220,30 +252,57 @@ impl TraceSettings {
                 args.trace_sampler_arg.as_deref(),
             )?,
             batch: BatchSettings::from_env()?,
-            resource_attributes: resource_attributes(
-                std::env::var("OTEL_RESOURCE_ATTRIBUTES")
-                    .ok()
-                    .as_deref()
-                    .unwrap_or(""),
-            )?,
+            resource_attributes: key_values("OTEL_RESOURCE_ATTRIBUTES")?,
+            headers: headers()?,
         })
     }
 }
 
-/// Parses `OTEL_RESOURCE_ATTRIBUTES`: `key=value` pairs separated by commas, values
+/// The `key=value` list in variable `name` (empty when unset).
+fn key_values(name: &str) -> Result<Vec<(String, String)>, String> {
+    parse_key_values(name, &std::env::var(name).unwrap_or_default())
+}
+
+/// The export calls' metadata: `OTEL_EXPORTER_OTLP_TRACES_HEADERS` when set, else
+/// `OTEL_EXPORTER_OTLP_HEADERS`; each pair must be valid ASCII gRPC metadata.
+fn headers() -> Result<Vec<(String, String)>, String> {
+    let name = if std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_HEADERS").is_some() {
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
+    } else {
+        "OTEL_EXPORTER_OTLP_HEADERS"
+    };
+    let headers = key_values(name)?;
+    check_headers(name, &headers)?;
+    Ok(headers)
+}
+
+/// Checks that every pair of `headers` (from variable `name`) is valid ASCII gRPC metadata.
+pub fn check_headers(name: &str, headers: &[(String, String)]) -> Result<(), String> {
+    use tonic::metadata::{Ascii, MetadataKey, MetadataValue};
+    for (k, v) in headers {
+        MetadataKey::<Ascii>::from_bytes(k.as_bytes())
+            .map_err(|_| format!("{name}: {k:?} is not a valid gRPC metadata key"))?;
+        MetadataValue::<Ascii>::try_from(v.as_str())
+            .map_err(|_| format!("{name}: the value of {k:?} is not valid gRPC metadata"))?;
+    }
+    Ok(())
+}
+
+/// Parses the value `text` of variable `name` (`OTEL_RESOURCE_ATTRIBUTES`,
+/// `OTEL_EXPORTER_OTLP_HEADERS`): `key=value` pairs separated by commas, values
 /// percent-encoded (the W3C baggage form the specification names).
-pub fn resource_attributes(text: &str) -> Result<Vec<(String, String)>, String> {
+pub fn parse_key_values(name: &str, text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (key, value) = pair
             .split_once('=')
-            .ok_or_else(|| format!("OTEL_RESOURCE_ATTRIBUTES: {pair:?} is not key=value"))?;
+            .ok_or_else(|| format!("{name}: {pair:?} is not key=value"))?;
         let key = key.trim();
         if key.is_empty() {
-            return Err(format!("OTEL_RESOURCE_ATTRIBUTES: {pair:?} has no key"));
+            return Err(format!("{name}: {pair:?} has no key"));
         }
         let value = percent_decode(value.trim())
-            .ok_or_else(|| format!("OTEL_RESOURCE_ATTRIBUTES: {pair:?} has a bad %-escape"))?;
+            .ok_or_else(|| format!("{name}: {pair:?} has a bad %-escape"))?;
         out.push((key.to_owned(), value));
     }
     Ok(out)
@@ -310,6 +369,45 @@ mod tests {
     }
 
     #[test]
+    fn batch_settings_come_from_the_variables_and_the_specific_timeout_wins() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            BatchSettings::from_vars(vars(&[])).unwrap(),
+            BatchSettings::default()
+        );
+        let s = BatchSettings::from_vars(vars(&[
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1000"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "250"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "1000"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+        ]))
+        .unwrap();
+        assert_eq!(s.max_queue, 100);
+        assert_eq!(s.max_batch, 100, "a batch never exceeds the queue");
+        assert_eq!(s.delay, Duration::from_millis(250));
+        assert_eq!(s.export_timeout, Duration::from_millis(2000));
+        let s = BatchSettings::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "3000"),
+        ]))
+        .unwrap();
+        assert_eq!(s.export_timeout, Duration::from_millis(3000));
+        let e = BatchSettings::from_vars(vars(&[("OTEL_BSP_SCHEDULE_DELAY", "soon")])).unwrap_err();
+        assert!(
+            e.contains("OTEL_BSP_SCHEDULE_DELAY") && e.contains("soon"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn samplers_decide_like_the_specification_says() {
         let root = None;
         assert!(SamplerChoice::AlwaysOn.sampled(Some(false), 5));
@@ -339,19 +437,33 @@ mod tests {
     }
 
     #[test]
-    fn resource_attributes_parse_and_bad_ones_are_named() {
+    fn key_value_lists_parse_and_bad_ones_are_named() {
         assert_eq!(
-            resource_attributes(" deployment.environment=prod , team=storage%2Craid,").unwrap(),
+            parse_key_values("X", " deployment.environment=prod , team=storage%2Craid,").unwrap(),
             vec![
                 ("deployment.environment".to_owned(), "prod".to_owned()),
                 ("team".to_owned(), "storage,raid".to_owned()),
             ]
         );
-        assert_eq!(resource_attributes("").unwrap(), vec![]);
+        assert_eq!(parse_key_values("X", "").unwrap(), vec![]);
         for bad in ["novalue", "=x", "k=%zz", "k=%4"] {
-            let e = resource_attributes(bad).unwrap_err();
-            assert!(e.contains(bad), "{e}");
+            let e = parse_key_values("OTEL_X", bad).unwrap_err();
+            assert!(e.contains(bad) && e.starts_with("OTEL_X: "), "{e}");
         }
+        let ok = parse_key_values("H", "api-key=secret%20value").unwrap();
+        assert!(check_headers("H", &ok).is_ok());
+        let bad_key = vec![("bad key".to_owned(), "v".to_owned())];
+        assert!(
+            check_headers("H", &bad_key)
+                .unwrap_err()
+                .contains("\"bad key\"")
+        );
+        let bad_value = vec![("k".to_owned(), "line\nbreak".to_owned())];
+        assert!(
+            check_headers("H", &bad_value)
+                .unwrap_err()
+                .contains("value of \"k\"")
+        );
     }
 
     #[test]

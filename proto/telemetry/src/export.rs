@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes};
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
+use tonic::metadata::{Ascii, MetadataKey, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -270,12 +271,29 @@ pub(crate) struct GrpcTransport {
     runtime: tokio::runtime::Runtime,
     client: tonic::client::Grpc<Channel>,
     timeout: Duration,
+    /// Metadata of every call (`OTEL_EXPORTER_OTLP_HEADERS`).
+    headers: Vec<(MetadataKey<Ascii>, MetadataValue<Ascii>)>,
 }
 
 impl GrpcTransport {
     /// A lazy connection to `endpoint` (the first export connects; a collector that is down
-    /// at start-up costs the spans of the exports that fail, not the process).
-    pub(crate) fn new(endpoint: &str, timeout: Duration) -> Result<GrpcTransport, String> {
+    /// at start-up costs the spans of the exports that fail, not the process); every call
+    /// carries `headers`.
+    pub(crate) fn new(
+        endpoint: &str,
+        timeout: Duration,
+        headers: &[(String, String)],
+    ) -> Result<GrpcTransport, String> {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| {
+                let key = MetadataKey::from_bytes(k.as_bytes())
+                    .map_err(|_| format!("{k:?} is not a valid gRPC metadata key"))?;
+                let value = MetadataValue::try_from(v.as_str())
+                    .map_err(|_| format!("the value of {k:?} is not valid gRPC metadata"))?;
+                Ok((key, value))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -292,6 +310,7 @@ impl GrpcTransport {
             runtime,
             client: tonic::client::Grpc::new(channel),
             timeout,
+            headers,
         })
     }
 }
@@ -300,6 +319,10 @@ impl Transport for GrpcTransport {
     fn send(&mut self, request: Bytes) -> Result<u64, String> {
         let mut client = self.client.clone();
         let timeout = self.timeout;
+        let mut request = tonic::Request::new(request);
+        for (k, v) in &self.headers {
+            request.metadata_mut().insert(k.clone(), v.clone());
+        }
         let answer = self.runtime.block_on(async move {
             tokio::time::timeout(timeout, async move {
                 client
@@ -307,11 +330,7 @@ impl Transport for GrpcTransport {
                     .await
                     .map_err(|e| Status::unavailable(e.to_string()))?;
                 client
-                    .unary(
-                        tonic::Request::new(request),
-                        PathAndQuery::from_static(EXPORT_PATH),
-                        RawCodec,
-                    )
+                    .unary(request, PathAndQuery::from_static(EXPORT_PATH), RawCodec)
                     .await
             })
             .await
@@ -403,17 +422,19 @@ pub(crate) struct Exporter {
 }
 
 impl Exporter {
-    /// Starts the export thread sending to the OTLP/gRPC `endpoint`, counting into the
-    /// process's [`stats`].
+    /// Starts the export thread sending to the OTLP/gRPC `endpoint` with `headers` on every
+    /// call, counting into the process's [`stats`].
     pub(crate) fn start(
         endpoint: &str,
+        headers: &[(String, String)],
         encoder: RequestEncoder,
         settings: BatchSettings,
     ) -> Result<(Arc<SpanQueue>, Exporter), String> {
         let endpoint = endpoint.to_owned();
+        let headers = headers.to_vec();
         let timeout = settings.export_timeout;
         Self::start_with(
-            move || GrpcTransport::new(&endpoint, timeout),
+            move || GrpcTransport::new(&endpoint, timeout, &headers),
             encoder,
             settings,
             &STATS,
@@ -860,7 +881,7 @@ mod tests {
         };
         let endpoint = format!("http://127.0.0.1:{port}");
         let (q, exporter) = Exporter::start_with(
-            move || GrpcTransport::new(&endpoint, Duration::from_secs(5)),
+            move || GrpcTransport::new(&endpoint, Duration::from_secs(5), &[]),
             RequestEncoder::new(&[], "test", "0"),
             settings,
             stats,

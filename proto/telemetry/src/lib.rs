@@ -183,7 +183,8 @@ where
         Some(endpoint) => {
             let encoder =
                 RequestEncoder::new(&resource(settings), "dagraid", env!("CARGO_PKG_VERSION"));
-            let (queue, exporter) = Exporter::start(endpoint, encoder, settings.batch)?;
+            let (queue, exporter) =
+                Exporter::start(endpoint, &settings.headers, encoder, settings.batch)?;
             let layer = ExportLayer::new(settings.sampler, queue).with_filter(DagraidOnly);
             (Some(layer), Some(exporter))
         }

@@ -83,6 +83,8 @@ const MAX_MESSAGE: usize = 64 << 20;
 #[derive(Debug, Default)]
 struct Shared {
     spans: Mutex<Vec<ReceivedSpan>>,
+    /// The metadata of the last request (the keeping receiver only), lower-case keys.
+    headers: Mutex<BTreeMap<String, String>>,
     count: AtomicU64,
     arrived: Notify,
 }
@@ -103,6 +105,17 @@ impl TraceService for Service {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let headers = request
+            .metadata()
+            .iter()
+            .filter_map(|kv| match kv {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                    Some((k.to_string(), v.to_str().ok()?.to_owned()))
+                }
+                tonic::metadata::KeyAndValueRef::Binary(..) => None,
+            })
+            .collect();
+        *self.0.headers.lock().unwrap_or_else(|p| p.into_inner()) = headers;
         let request = request.into_inner();
         let mut n = 0u64;
         let mut kept = Vec::new();
@@ -206,6 +219,15 @@ impl OtlpReceiver {
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.shared
             .spans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The ASCII metadata of the last export request (the keeping receiver only).
+    pub fn last_headers(&self) -> BTreeMap<String, String> {
+        self.shared
+            .headers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -484,7 +506,7 @@ mod tests {
         let stats: &'static ExportStats = Box::leak(Box::default());
         let endpoint = receiver.endpoint();
         let (queue, exporter) = Exporter::start_with(
-            move || crate::export::GrpcTransport::new(&endpoint, Duration::from_secs(10)),
+            move || crate::export::GrpcTransport::new(&endpoint, Duration::from_secs(10), &[]),
             RequestEncoder::new(&[], "test", "0"),
             crate::BatchSettings::default(),
             stats,

@@ -22,7 +22,8 @@ async fn a_call_and_its_server_span_are_one_trace() {
             delay: Duration::from_millis(50),
             ..BatchSettings::default()
         },
-        resource_attributes: Vec::new(),
+        headers: vec![("x-collector-key".into(), "s3cret".into())],
+        ..TraceSettings::default()
     };
     let (dispatch, telemetry) = dagraid_telemetry::build(
         &settings,
@@ -94,6 +95,14 @@ async fn a_call_and_its_server_span_are_one_trace() {
     assert_ne!(root.trace_id, caller.trace_id);
     assert_eq!(root.attr("rpc.grpc.status_code"), Some("5"), "NOT_FOUND");
     assert!(root.error);
+    assert_eq!(
+        receiver
+            .last_headers()
+            .get("x-collector-key")
+            .map(String::as_str),
+        Some("s3cret"),
+        "OTEL_EXPORTER_OTLP_HEADERS go with every export call"
+    );
 
     let text = metrics::render(&registry, metrics::Format::Prometheus);
     assert!(
