@@ -30,7 +30,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::config::BatchSettings;
-use crate::otlp::{self, Field, Fields, RequestEncoder};
+use crate::otlp::{self, RequestEncoder, take_spans};
 use crate::record::SpanRecord;
 
 /// What became of the spans that ended in this process.
@@ -549,8 +549,8 @@ struct Worker<T> {
     encoder: RequestEncoder,
     settings: BatchSettings,
     shared: Arc<Shared>,
-    /// The bytes taken from the threads' buffers, and their span counts.
-    taken: Vec<(Vec<u8>, usize)>,
+    /// The bytes taken from the threads' buffers.
+    taken: Vec<Vec<u8>>,
     /// Emptied buffers, swapped into the threads' buffers as they are taken (so neither side
     /// allocates in the steady state).
     spare: Vec<Vec<u8>>,
@@ -608,13 +608,13 @@ impl<T: Transport> Worker<T> {
             let n = std::mem::take(&mut pending.spans);
             drop(pending);
             spans += n;
-            self.taken.push((bytes, n));
+            self.taken.push(bytes);
         }
         let stats = self.shared.stats;
         stats.ended.fetch_add(spans as u64, Ordering::Relaxed);
         self.shared.budget.fetch_add(spans as i64, Ordering::AcqRel);
         let result = self.send_taken();
-        for (mut bytes, _) in self.taken.drain(..) {
+        for mut bytes in self.taken.drain(..) {
             bytes.clear();
             self.spare.push(bytes);
         }
@@ -637,23 +637,20 @@ impl<T: Transport> Worker<T> {
         let mut result = Ok(());
         let mut pieces: Vec<&[u8]> = Vec::new();
         let (mut in_request, mut bytes) = (0, 0);
-        for (taken, _) in &self.taken {
+        for taken in &self.taken {
             let mut rest = taken.as_slice();
             while !rest.is_empty() {
-                let (k, cut) = take_spans(rest, max_batch - in_request, room - bytes);
-                if k == 0 && in_request == 0 {
-                    // A single span larger than a request: it goes alone, the receiver decides.
-                    let cut = otlp::after_spans(rest, 1);
-                    pieces.push(&rest[..cut]);
-                    rest = &rest[cut..];
-                    in_request = 1;
-                } else {
-                    pieces.push(&rest[..cut]);
-                    rest = &rest[cut..];
-                    in_request += k;
-                    bytes += cut;
+                let (mut k, mut cut) = take_spans(rest, max_batch - in_request, room - bytes);
+                // A single span larger than a request goes alone; the receiver decides.
+                let alone = k == 0 && in_request == 0;
+                if alone {
+                    (k, cut) = take_spans(rest, 1, usize::MAX);
                 }
-                if !rest.is_empty() || in_request == max_batch {
+                pieces.push(&rest[..cut]);
+                rest = &rest[cut..];
+                in_request += k;
+                bytes += cut;
+                if alone || !rest.is_empty() || in_request == max_batch {
                     if let Err(e) = send_request(&mut pieces, in_request) {
                         result = Err(e);
                     }
@@ -668,24 +665,6 @@ impl<T: Transport> Worker<T> {
         }
         result
     }
-}
-
-/// How many whole spans at the start of `spans` fit in `max_spans` and `max_bytes`, and
-/// where they end.
-fn take_spans(spans: &[u8], max_spans: usize, max_bytes: usize) -> (usize, usize) {
-    let mut fields = Fields::new(spans);
-    let (mut k, mut end) = (0, 0);
-    while k < max_spans {
-        let Some(Ok((_, Field::Len(_)))) = fields.next() else {
-            break;
-        };
-        let next = spans.len() - fields.rest();
-        if next > max_bytes {
-            break;
-        }
-        (k, end) = (k + 1, next);
-    }
-    (k, end)
 }
 
 /// Sends `request`, which holds `n` spans, and counts them.
@@ -964,6 +943,37 @@ mod tests {
             "requests are filled: {largest}"
         );
         assert!(transport.requests.load(Ordering::Relaxed) >= 5);
+        exporter.shutdown().unwrap();
+    }
+
+    #[test]
+    fn a_span_larger_than_a_request_goes_alone() {
+        let transport = Counting::default();
+        let stats = leak_stats();
+        let settings = BatchSettings {
+            delay: Duration::from_secs(3600),
+            ..BatchSettings::default()
+        };
+        let (q, exporter) = start(transport.clone(), settings, stats);
+        // The big span ends on a thread of its own: it is the last span of its buffer, and the
+        // next buffer's spans must not join its request.
+        let pushing = q.clone();
+        std::thread::spawn(move || {
+            let huge = "x".repeat(MAX_REQUEST_BYTES + 1000);
+            let mut big = span(0);
+            big.set_attribute("huge", crate::record::ValueRef::Str(&huge));
+            pushing.push(&big);
+        })
+        .join()
+        .unwrap();
+        for i in 1..=10 {
+            q.push(&span(i));
+        }
+        exporter.flush().unwrap();
+        assert_eq!(stats.snapshot(), (11, 0, 11, 0));
+        // The big span alone, then the ten small ones together.
+        assert_eq!(transport.requests.load(Ordering::Relaxed), 2);
+        assert_eq!(transport.largest.load(Ordering::Relaxed), 10);
         exporter.shutdown().unwrap();
     }
 

@@ -327,17 +327,22 @@ pub fn encode_span(out: &mut Vec<u8>, s: &SpanRecord) {
     c.done();
 }
 
-/// The end of the first `n` encoded spans (whole `ScopeSpans.spans` fields) of `spans`, or of
-/// all of them when it holds fewer.
-pub(crate) fn after_spans(spans: &[u8], n: usize) -> usize {
+/// How many whole spans (whole `ScopeSpans.spans` fields) at the start of `spans` fit in
+/// `max_spans` and `max_bytes`, and where they end.
+pub(crate) fn take_spans(spans: &[u8], max_spans: usize, max_bytes: usize) -> (usize, usize) {
     let mut fields = Fields::new(spans);
-    for _ in 0..n {
-        match fields.next() {
-            Some(Ok(_)) => {}
-            _ => break,
+    let (mut k, mut end) = (0, 0);
+    while k < max_spans {
+        let Some(Ok((_, Field::Len(_)))) = fields.next() else {
+            break;
+        };
+        let next = spans.len() - fields.rest();
+        if next > max_bytes {
+            break;
         }
+        (k, end) = (k + 1, next);
     }
-    spans.len() - fields.0.len()
+    (k, end)
 }
 
 /// Writes export requests for one process: its resource and instrumentation scope are encoded
@@ -705,7 +710,7 @@ mod tests {
         }
         let mut out = Vec::new();
         for k in [0, 1, 4, 10] {
-            let cut = after_spans(&encoded, k);
+            let cut = take_spans(&encoded, k, usize::MAX).1;
             encoder.request(&[&encoded[..cut]], &mut out);
             let request = ExportTraceServiceRequest::decode(out.as_slice()).unwrap();
             let got = &request.resource_spans[0].scope_spans[0].spans;
@@ -719,11 +724,11 @@ mod tests {
             }
         }
         assert_eq!(
-            after_spans(&encoded, 11),
+            take_spans(&encoded, 11, usize::MAX).1,
             encoded.len(),
             "fewer than asked: all"
         );
-        assert_eq!(after_spans(&[], 3), 0);
+        assert_eq!(take_spans(&[], 3, usize::MAX).1, 0);
     }
 
     #[test]
