@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use tonic::metadata::{Ascii, MetadataKey, MetadataValue};
+
 /// The trace flags every dagraid binary accepts (flattened into its command line). Each has the
 /// standard OpenTelemetry variable as its environment form.
 #[derive(Debug, Clone, Default, PartialEq, clap::Args)]
@@ -272,20 +274,26 @@ fn headers() -> Result<Vec<(String, String)>, String> {
         "OTEL_EXPORTER_OTLP_HEADERS"
     };
     let headers = key_values(name)?;
-    check_headers(name, &headers)?;
+    metadata(name, &headers)?;
     Ok(headers)
 }
 
-/// Checks that every pair of `headers` (from variable `name`) is valid ASCII gRPC metadata.
-pub fn check_headers(name: &str, headers: &[(String, String)]) -> Result<(), String> {
-    use tonic::metadata::{Ascii, MetadataKey, MetadataValue};
-    for (k, v) in headers {
-        MetadataKey::<Ascii>::from_bytes(k.as_bytes())
-            .map_err(|_| format!("{name}: {k:?} is not a valid gRPC metadata key"))?;
-        MetadataValue::<Ascii>::try_from(v.as_str())
-            .map_err(|_| format!("{name}: the value of {k:?} is not valid gRPC metadata"))?;
-    }
-    Ok(())
+/// One pair of ASCII gRPC metadata.
+pub type MetadataPair = (MetadataKey<Ascii>, MetadataValue<Ascii>);
+
+/// `headers` (from variable `name`) as ASCII gRPC metadata; an error names the pair that is
+/// not valid metadata.
+pub fn metadata(name: &str, headers: &[(String, String)]) -> Result<Vec<MetadataPair>, String> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let key = MetadataKey::from_bytes(k.as_bytes())
+                .map_err(|_| format!("{name}: {k:?} is not a valid gRPC metadata key"))?;
+            let value = MetadataValue::try_from(v.as_str())
+                .map_err(|_| format!("{name}: the value of {k:?} is not valid gRPC metadata"))?;
+            Ok((key, value))
+        })
+        .collect()
 }
 
 /// Parses the value `text` of variable `name` (`OTEL_RESOURCE_ATTRIBUTES`,
@@ -451,16 +459,12 @@ mod tests {
             assert!(e.contains(bad) && e.starts_with("OTEL_X: "), "{e}");
         }
         let ok = parse_key_values("H", "api-key=secret%20value").unwrap();
-        assert!(check_headers("H", &ok).is_ok());
+        assert_eq!(metadata("H", &ok).unwrap()[0].1, "secret value");
         let bad_key = vec![("bad key".to_owned(), "v".to_owned())];
-        assert!(
-            check_headers("H", &bad_key)
-                .unwrap_err()
-                .contains("\"bad key\"")
-        );
+        assert!(metadata("H", &bad_key).unwrap_err().contains("\"bad key\""));
         let bad_value = vec![("k".to_owned(), "line\nbreak".to_owned())];
         assert!(
-            check_headers("H", &bad_value)
+            metadata("H", &bad_value)
                 .unwrap_err()
                 .contains("value of \"k\"")
         );

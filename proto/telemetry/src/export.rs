@@ -25,11 +25,10 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes};
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::metadata::{Ascii, MetadataKey, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::config::BatchSettings;
+use crate::config::{BatchSettings, MetadataPair};
 use crate::otlp::{self, RequestEncoder, take_spans};
 use crate::record::SpanRecord;
 
@@ -272,7 +271,7 @@ pub(crate) struct GrpcTransport {
     client: tonic::client::Grpc<Channel>,
     timeout: Duration,
     /// Metadata of every call (`OTEL_EXPORTER_OTLP_HEADERS`).
-    headers: Vec<(MetadataKey<Ascii>, MetadataValue<Ascii>)>,
+    headers: Vec<MetadataPair>,
 }
 
 impl GrpcTransport {
@@ -284,16 +283,7 @@ impl GrpcTransport {
         timeout: Duration,
         headers: &[(String, String)],
     ) -> Result<GrpcTransport, String> {
-        let headers = headers
-            .iter()
-            .map(|(k, v)| {
-                let key = MetadataKey::from_bytes(k.as_bytes())
-                    .map_err(|_| format!("{k:?} is not a valid gRPC metadata key"))?;
-                let value = MetadataValue::try_from(v.as_str())
-                    .map_err(|_| format!("the value of {k:?} is not valid gRPC metadata"))?;
-                Ok((key, value))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+        let headers = crate::config::metadata("OTEL_EXPORTER_OTLP_HEADERS", headers)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -228,20 +228,8 @@ where
                     None if attrs.is_contextual() => ctx.lookup_current(),
                     None => None,
                 };
-                let local = local.and_then(|p| {
-                    p.extensions().get::<SpanRecord>().map(|r| {
-                        (
-                            r.context.trace_id,
-                            r.context.span_id,
-                            r.context.sampled,
-                            r.context.state.clone(),
-                        )
-                    })
-                });
-                match local {
-                    Some((trace, span, sampled, state)) => {
-                        (trace, span, Some(sampled), state, false)
-                    }
+                match local.and_then(|p| recorded_context(&p)) {
+                    Some(p) => (p.trace_id, p.span_id, Some(p.sampled), p.state, false),
                     None => (new_trace_id(), 0, None, None, false),
                 }
             }
@@ -327,31 +315,34 @@ where
 /// The context of the nearest span around `span` (itself included) that the export layer
 /// records; `None` when no export layer runs or no such span is open.
 pub fn context_of(span: &tracing::Span) -> Option<SpanContext> {
-    span.with_subscriber(|(id, dispatch)| {
-        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
-        let span = registry.span(id)?;
-        span.scope().find_map(|s| {
-            s.extensions()
-                .get::<SpanRecord>()
-                .map(|r| r.context.clone())
-        })
-    })
-    .flatten()
+    span.with_subscriber(|(id, dispatch)| nearest_context(dispatch, id))
+        .flatten()
 }
 
 /// The context of the nearest span around the current one (itself included) that the export
 /// layer records: [`context_of`] for the current span, without taking a handle on it.
 pub(crate) fn current_context() -> Option<SpanContext> {
     tracing::dispatcher::get_default(|dispatch| {
-        let current = dispatch.current_span();
-        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
-        let span = registry.span(current.id()?)?;
-        span.scope().find_map(|s| {
-            s.extensions()
-                .get::<SpanRecord>()
-                .map(|r| r.context.clone())
-        })
+        nearest_context(dispatch, dispatch.current_span().id()?)
     })
+}
+
+/// The context of span `id` or of its nearest ancestor that the export layer records.
+fn nearest_context(dispatch: &tracing::Dispatch, id: &Id) -> Option<SpanContext> {
+    let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+    registry
+        .span(id)?
+        .scope()
+        .find_map(|s| recorded_context(&s))
+}
+
+/// The context the export layer recorded for `span`, if it records it.
+fn recorded_context<'a, R: LookupSpan<'a>>(
+    span: &tracing_subscriber::registry::SpanRef<'a, R>,
+) -> Option<SpanContext> {
+    span.extensions()
+        .get::<SpanRecord>()
+        .map(|r| r.context.clone())
 }
 
 #[cfg(test)]

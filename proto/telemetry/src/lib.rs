@@ -10,10 +10,11 @@
 //!   [`record::SpanRecord`] in the span's extensions and queues it when the span closes.
 //! - [`export`]: the bounded queue and the export thread, which batches, encodes and sends,
 //!   so ending a span never waits for the network; it counts what it drops.
-//! - [`otlp`]: the OTLP protobuf encoding of a batch, written straight from the records.
-//! - [`propagation`]: inject the current span's context into a call's metadata, extract it
-//!   from a call's headers.
-//! - [`grpc`]: the tower layer of the servers: one span per call, the call metrics.
+//! - [`otlp`]: the OTLP protobuf encoding of each span, written straight from its record, and
+//!   of a request made of encoded spans.
+//! - [`propagation`]: inject the current span's context into a call's metadata.
+//! - [`grpc`]: the tower layer of the servers: one span per call (a child of the context the
+//!   call carries), the call metrics.
 //! - [`metrics`]: the `/metrics` HTTP endpoint over a prometheus-client registry, the latency
 //!   buckets, the trace export counters as metrics.
 //! - `receiver` (feature `receiver`): an in-process OTLP receiver for tests and benches.
@@ -24,7 +25,7 @@
 //! by `RUST_LOG`).
 //!
 //! Why not `tracing-opentelemetry` and the OpenTelemetry SDK: with them, exporting every span
-//! of a 4 KiB write cost 20-25% of the write throughput on the benchmark machine (span
+//! of a 4 KiB write cost 18-25% of the write throughput on the benchmark machine (span
 //! builders, SDK spans, the conversion to OTLP types, allocation per attribute); the layer
 //! and encoder here keep one compact record per span and write the protobuf from it
 //! (`docs/BENCHMARKS.md`, "Tracing overhead").

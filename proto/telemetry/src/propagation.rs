@@ -1,9 +1,9 @@
-//! W3C trace context (`traceparent`, `tracestate`) in gRPC metadata: injected by callers from
-//! their current `tracing` span, extracted by servers, whose call span records it in its
-//! `traceparent` / `tracestate` fields (the export layer makes the span a child of it).
+//! W3C trace context (`traceparent`, `tracestate`) in gRPC metadata, injected by callers from
+//! their current `tracing` span. Servers do not extract it here: their call span
+//! ([`crate::grpc`]) records the headers in its `traceparent` / `tracestate` fields, and the
+//! export layer makes the span a child of that context.
 
 use opentelemetry::trace::TraceContextExt;
-use tonic::codegen::http::HeaderMap;
 use tonic::metadata::{MetadataMap, MetadataValue};
 
 use crate::context::SpanContext;
@@ -53,19 +53,6 @@ pub fn inject(cx: &SpanContext, metadata: &mut MetadataMap) {
     }
 }
 
-/// The trace context a call carries in its headers: `None` when it has none or an invalid
-/// one (the callee then starts a trace of its own).
-pub fn extract(headers: &HeaderMap) -> Option<SpanContext> {
-    let parent = headers.get("traceparent")?.to_str().ok()?;
-    let mut cx = SpanContext::from_traceparent(parent)?;
-    cx.state = headers
-        .get("tracestate")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty())
-        .map(Into::into);
-    Some(cx)
-}
-
 #[cfg(test)]
 mod tests {
     use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
@@ -91,12 +78,20 @@ mod tests {
             md.get("traceparent").unwrap().is_sensitive(),
             "never indexed"
         );
-        let headers = md.into_headers();
-        assert_eq!(extract(&headers), Some(cx));
-        assert_eq!(extract(&HeaderMap::new()), None);
-        let mut bad = HeaderMap::new();
-        bad.insert("traceparent", "00-zz-yy-01".parse().unwrap());
-        assert_eq!(extract(&bad), None, "an invalid traceparent is no parent");
+        // What the server's span records reads back as the same context.
+        let back = SpanContext::from_traceparent(md.get("traceparent").unwrap().to_str().unwrap());
+        assert_eq!(
+            back,
+            Some(SpanContext {
+                state: None,
+                ..cx.clone()
+            })
+        );
+        assert_eq!(
+            SpanContext::from_traceparent("00-zz-yy-01"),
+            None,
+            "an invalid traceparent is no parent"
+        );
     }
 
     #[test]
