@@ -46,6 +46,9 @@ struct Persisted {
     failed_here: BTreeSet<usize>,
     /// Marked clean at shutdown: no further change may be recorded.
     closed: bool,
+    /// The array's state generation ([`ComponentStates::generation`]) of the newest states
+    /// recorded: an older one is never written over them.
+    generation: u64,
 }
 
 /// The [`StateRecorder`] of one volume: labels on the surviving components, then the store.
@@ -87,6 +90,7 @@ impl VolumeStates {
                 durable,
                 failed_here: BTreeSet::new(),
                 closed: false,
+                generation: 0,
             }),
             array: OnceLock::new(),
             crash,
@@ -116,9 +120,14 @@ impl VolumeStates {
     /// `fail_unwritable`, a column whose label cannot be written is failed (within the
     /// tolerance) and the change written again; without, any label failure fails the change
     /// (assembly and creation, where nothing is served yet). `crash` is the test hook.
+    ///
+    /// `generation` is the array state generation `states` were taken at (`None`: not from the
+    /// array, as at assembly): states older than the newest recorded are never written over
+    /// them, and the call answers with the durable state as it is.
     async fn persist(
         &self,
         states: Vec<ComponentState>,
+        generation: Option<u64>,
         clean: Option<bool>,
         fail_unwritable: bool,
         crash: Option<ArmedCrash>,
@@ -129,6 +138,12 @@ impl VolumeStates {
                 "volume {:?} was marked clean for shutdown; no state change is recorded any more",
                 self.name
             ));
+        }
+        if let Some(g) = generation {
+            if g < p.generation {
+                tracing::debug!(volume = %self.name, generation = g, recorded = p.generation, "older states not recorded over newer ones");
+                return Ok(p.durable.clone());
+            }
         }
         let mut states = states;
         for &c in &p.failed_here {
@@ -176,6 +191,9 @@ impl VolumeStates {
             .await
             .map_err(|e| e.to_string())?;
         p.failed_here.extend(newly_failed.iter().copied());
+        if let Some(g) = generation {
+            p.generation = g;
+        }
         p.durable = next.clone();
         *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = next.clone();
         drop(p);
@@ -208,15 +226,28 @@ impl VolumeStates {
         &self,
         states: Vec<ComponentState>,
     ) -> Result<DurableState, String> {
-        self.persist(states, Some(false), false, None).await
+        self.persist(states, None, Some(false), false, None).await
     }
 
-    /// Clean shutdown: persists the current states with the clean flag set, then refuses any
-    /// further change (the volume must not be written after this). With the label of a
-    /// component that cannot be written, the column is failed as for any change.
+    /// Clean shutdown: persists the array's current states (not the last recorded ones: a
+    /// failure the array marked whose recording failed is still a failure) with the clean flag
+    /// set, then refuses any further change (the volume must not be written after this). With
+    /// the label of a component that cannot be written, the column is failed as for any change.
     pub async fn mark_clean(&self) -> Result<DurableState, String> {
-        let states = self.durable().states;
-        let done = self.persist(states, Some(true), true, None).await;
+        let (states, generation) = match self.array.get().and_then(Weak::upgrade) {
+            Some(array) => {
+                let st = array.states();
+                (st.states().to_vec(), Some(st.generation()))
+            }
+            None => (self.durable().states, None),
+        };
+        {
+            let mut p = self.persisted.lock().await;
+            self.settle(&mut p, &states);
+        }
+        let done = self
+            .persist(states, generation, Some(true), true, None)
+            .await;
         let mut p = self.persisted.lock().await;
         p.closed = true;
         done
@@ -240,6 +271,7 @@ fn failed_columns(states: &[ComponentState]) -> ColumnSet {
 
 impl StateRecorder for VolumeStates {
     fn record<'a>(&'a self, states: &'a ComponentStates) -> BoxFuture<'a, Result<(), String>> {
+        let generation = states.generation();
         let states = states.states().to_vec();
         Box::pin(async move {
             {
@@ -247,7 +279,9 @@ impl StateRecorder for VolumeStates {
                 self.settle(&mut p, &states);
             }
             let crash = ArmedCrash::take(self.crash.as_ref());
-            self.persist(states, None, true, crash).await.map(drop)
+            self.persist(states, Some(generation), None, true, crash)
+                .await
+                .map(drop)
         })
     }
 }

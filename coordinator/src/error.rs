@@ -27,8 +27,10 @@ pub enum NodeErrorKind {
     Timeout,
     /// The node could not be reached, or is shutting down.
     Unavailable,
-    /// The call's epoch is stale or its cluster id is not the node's: this owner must stop.
+    /// The call's epoch is stale: a newer owner exists, and this one must stop.
     Fenced,
+    /// The node's cluster id is not the coordinator's: the configuration names the wrong node.
+    WrongCluster,
     /// The component does not exist on the node.
     UnknownComponent,
     /// CreateComponent with an id already in use.
@@ -63,6 +65,7 @@ impl NodeErrorKind {
             NodeErrorKind::Timeout => "timeout",
             NodeErrorKind::Unavailable => "unavailable",
             NodeErrorKind::Fenced => "fenced",
+            NodeErrorKind::WrongCluster => "wrong cluster",
             NodeErrorKind::UnknownComponent => "unknown component",
             NodeErrorKind::ComponentExists => "component exists",
             NodeErrorKind::ComponentFailed => "component failed",
@@ -159,7 +162,8 @@ pub fn classify(status: &Status) -> NodeErrorKind {
         .get(error_kind::HEADER)
         .and_then(|v| v.to_str().ok());
     match kind {
-        Some(error_kind::STALE_EPOCH | error_kind::WRONG_CLUSTER) => NodeErrorKind::Fenced,
+        Some(error_kind::STALE_EPOCH) => NodeErrorKind::Fenced,
+        Some(error_kind::WRONG_CLUSTER) => NodeErrorKind::WrongCluster,
         Some(error_kind::CHECKSUM_MISMATCH) => data_loss(status),
         Some(error_kind::COMPONENT_FAILED) => NodeErrorKind::ComponentFailed,
         Some(error_kind::UNKNOWN_COMPONENT) => NodeErrorKind::UnknownComponent,
@@ -302,6 +306,7 @@ impl From<NodeErrorKind> for IoErrorKind {
             NodeErrorKind::Timeout => K::Timeout,
             NodeErrorKind::Unavailable => K::Unavailable,
             NodeErrorKind::Fenced => K::Fenced,
+            NodeErrorKind::WrongCluster => K::WrongCluster,
             NodeErrorKind::UnknownComponent | NodeErrorKind::ComponentFailed => K::ComponentFailed,
             NodeErrorKind::OutOfRange => K::OutOfRange,
             NodeErrorKind::InvalidRequest => K::InvalidRequest,
@@ -348,7 +353,7 @@ mod tests {
             (
                 Code::FailedPrecondition,
                 error_kind::WRONG_CLUSTER,
-                K::Fenced,
+                K::WrongCluster,
             ),
             (
                 Code::FailedPrecondition,

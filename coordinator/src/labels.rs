@@ -119,7 +119,9 @@ pub enum LabelWriteError {
 impl LabelWriteError {
     fn of(e: &NodeClientError) -> LabelWriteError {
         match e.kind() {
-            Some(NodeErrorKind::Fenced) => LabelWriteError::Fenced(e.to_string()),
+            Some(NodeErrorKind::Fenced | NodeErrorKind::WrongCluster) => {
+                LabelWriteError::Fenced(e.to_string())
+            }
             Some(NodeErrorKind::InvalidRequest | NodeErrorKind::OutOfRange) | None => {
                 LabelWriteError::Refused(e.to_string())
             }
@@ -316,9 +318,11 @@ impl VolumeLabels {
                         "component {} has failed on node {}: {e}",
                         c.component_id, c.node_id
                     ))),
-                    Some(NodeErrorKind::Fenced | NodeErrorKind::InvalidRequest) => {
-                        Ok(Found::Unreachable(format!("node {}: {e}", c.node_id)))
-                    }
+                    Some(
+                        NodeErrorKind::Fenced
+                        | NodeErrorKind::WrongCluster
+                        | NodeErrorKind::InvalidRequest,
+                    ) => Ok(Found::Unreachable(format!("node {}: {e}", c.node_id))),
                     _ => Err(format!("node {}: {e}", c.node_id)),
                 };
             }

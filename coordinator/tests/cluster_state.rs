@@ -13,6 +13,7 @@ use dagraid_core::layout::ParityKind;
 use dagraid_core::meta::label::{ComponentLabel, LabelState};
 use dagraid_proto::volume::v1 as pb;
 use rand::SeedableRng;
+use tonic::Code;
 
 const KIB: u64 = 1024;
 
@@ -202,6 +203,64 @@ async fn a_component_whose_label_cannot_be_written_is_failed_and_the_access_is_s
             .data;
         assert!(all[..] == data[..]);
         check_columns(&cluster, &after, None).await;
+    })
+    .await;
+}
+
+/// Issue 16, item 3: a failure the array marked whose recording failed (the access was not
+/// answered OK) is still a failure at a clean shutdown. Before, the shutdown wrote the
+/// recorder's last stored states (every column optimal) at a higher counter, and the failed
+/// column came back optimal at the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failure_whose_recording_failed_survives_a_clean_shutdown() {
+    with_timeout(async {
+        let mut cluster =
+            Cluster::start(5, |c| c.health_interval = Duration::from_secs(3600)).await;
+        let mut client = cluster.client().await;
+        let v = client
+            .create_volume(pb::CreateVolumeRequest {
+                stripe_unit_bytes: 16 * KIB,
+                ..create("r5", pb::RaidLevel::Raid5, 256 * KIB)
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let layout = layout_of(&v);
+        let stripe = &layout.map(0, 4096).unwrap().stripes[0];
+        let a = stripe.units[0].column;
+        let parity = stripe.parity[0].column;
+        let b = (0..5).find(|&c| c != a && c != parity).unwrap();
+        let id = |c: usize| v.components[c].node_id.clone();
+        let (node_a, node_b) = (id(a), id(b));
+        cluster.node_mut(&node_a).stop().await;
+        cluster.node_mut(&node_b).stop().await;
+        // Column a fails the write; the degraded retry needs column b: beyond the tolerance.
+        // The failure of a cannot be recorded (b's label cannot be written either).
+        let status = client
+            .write(pb::WriteRequest {
+                volume: "r5".into(),
+                offset: 0,
+                data: vec![5u8; 4096].into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        // Both nodes come back; a clean shutdown records the states the array has.
+        cluster.node_mut(&node_a).restart().await;
+        cluster.node_mut(&node_b).restart().await;
+        cluster.stop_coordinator().await;
+        cluster.start_coordinator().await;
+        let mut client = cluster.client().await;
+        let after = get(&mut client, "r5").await;
+        assert_eq!(
+            after.components[a].state,
+            pb::ComponentState::Failed as i32,
+            "the column marked failed stays failed across a clean restart"
+        );
+        assert_eq!(
+            after.components[b].state,
+            pb::ComponentState::Optimal as i32
+        );
     })
     .await;
 }

@@ -97,6 +97,11 @@ pub mod error_kind {
     /// The volume is not assembled (not clean and degraded: it needs a forced assembly; or more
     /// failures than its layout tolerates), so it serves no I/O.
     pub const NOT_ASSEMBLED: &str = "not-assembled";
+    /// A storage node refused a request the coordinator built for it (larger than the node's
+    /// limit, outside the component): the volume and the node disagree; nothing was failed.
+    pub const STORAGE_REFUSED: &str = "storage-refused";
+    /// A DAG node that touches no storage failed (a bug in the coordinator).
+    pub const DAG_NODE_FAILED: &str = "dag-node-failed";
     /// A bug or an unexpected condition on the coordinator.
     pub const INTERNAL: &str = "internal";
 }

@@ -124,6 +124,43 @@ pub enum AccessError {
         /// What the node said.
         detail: String,
     },
+    /// A storage node belongs to another cluster: the coordinator's configuration names the
+    /// wrong node (or the node was re-initialised). Not a component fault: nothing is failed.
+    #[error("column {column}: the storage node belongs to another cluster: {detail}")]
+    WrongCluster {
+        /// The column whose node answered so.
+        column: usize,
+        /// What the node said.
+        detail: String,
+    },
+    /// A storage node refused a request this coordinator built (too large for the node's
+    /// limits, or outside the component): a mismatch between the volume and the node, never a
+    /// component fault, so nothing is failed for it.
+    #[error(
+        "stripe {stripe}, column {column}: the storage node refused the request ({kind}): {detail}"
+    )]
+    StorageRefused {
+        /// The stripe.
+        stripe: u64,
+        /// The column whose node refused.
+        column: usize,
+        /// `invalid_request` or `out_of_range`.
+        kind: &'static str,
+        /// What the node said.
+        detail: String,
+    },
+    /// A DAG node that touches no component failed (a parity computation given buffers of
+    /// different sizes, a disk node whose error carries no component): a bug in a builder or
+    /// an operation, reported with the node.
+    #[error("stripe {stripe}: a {mnemonic} node failed: {detail}")]
+    NodeFailed {
+        /// The stripe.
+        stripe: u64,
+        /// The node's mnemonic.
+        mnemonic: String,
+        /// The error.
+        detail: String,
+    },
     /// A column was marked failed but the new states could not be made durable, so the access
     /// is not acknowledged.
     #[error("the new component states could not be made durable: {detail}")]
@@ -553,24 +590,23 @@ impl Array {
             .enumerate()
             .map(|(i, s)| self.run_stripe_at(i, kind, s, data))
             .collect();
-        let mut results: Vec<(usize, Result<StripeDone, AccessError>)> =
+        let mut results: Vec<(usize, StripeDone, Result<(), AccessError>)> =
             futures::stream::iter(runs)
                 .buffer_unordered(self.config.stripes_in_flight.max(1))
                 .collect()
                 .await;
-        results.sort_by_key(|(i, _)| *i);
+        results.sort_by_key(|(i, _, _)| *i);
         let mut report = AccessReport::default();
         let mut chunks = Vec::new();
         let mut generation = 0;
         let mut first_error = None;
-        for (_, r) in results {
+        for (_, done, r) in results {
+            // The marks of a stripe that failed count as much as those of one that succeeded.
+            report.dags.extend(done.dags);
+            report.marked_failed.extend(done.marked);
+            generation = generation.max(done.generation);
             match r {
-                Ok(done) => {
-                    report.dags.extend(done.dags);
-                    report.marked_failed.extend(done.marked);
-                    chunks.extend(done.chunks);
-                    generation = generation.max(done.generation);
-                }
+                Ok(()) => chunks.extend(done.chunks),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -592,27 +628,39 @@ impl Array {
         kind: AccessKind,
         s: &StripeAccess,
         data: Option<&Bytes>,
-    ) -> (usize, Result<StripeDone, AccessError>) {
-        (
-            index,
-            self.run_stripe(StripeOp::Access(kind), s, data).await,
-        )
+    ) -> (usize, StripeDone, Result<(), AccessError>) {
+        let (done, r) = self.run_stripe(StripeOp::Access(kind), s, data).await;
+        (index, done, r)
     }
 
-    /// Runs one stripe's DAGs until one completes, retrying after a roll-backward.
+    /// Runs one stripe's DAGs until one completes, retrying after a roll-backward. Whatever
+    /// the result, the returned [`StripeDone`] says which columns were marked failed and the
+    /// state generation that must be durable before anything is answered: an access that fails
+    /// still records every failure it observed.
     async fn run_stripe(
         &self,
         op: StripeOp,
         s: &StripeAccess,
         data: Option<&Bytes>,
-    ) -> Result<StripeDone, AccessError> {
-        let mut unreadable = ColumnSet::new();
+    ) -> (StripeDone, Result<(), AccessError>) {
         let mut done = StripeDone {
             chunks: Vec::new(),
             dags: Vec::new(),
             marked: Vec::new(),
             generation: 0,
         };
+        let r = self.run_stripe_dags(op, s, data, &mut done).await;
+        (done, r)
+    }
+
+    async fn run_stripe_dags(
+        &self,
+        op: StripeOp,
+        s: &StripeAccess,
+        data: Option<&Bytes>,
+        done: &mut StripeDone,
+    ) -> Result<(), AccessError> {
+        let mut unreadable = ColumnSet::new();
         let mut last = String::new();
         for attempt in 1..=self.config.max_tries.max(1) {
             let (failed, generation) = {
@@ -667,36 +715,48 @@ impl Array {
                 direction,
             });
 
-            // Process every failure, in either direction.
+            // Process every failure, in either direction. Every component fault is marked
+            // first; an error that stops the access (fencing, a refused request, a failed
+            // computation) is kept and answered after the loop, never before the other
+            // columns' failures are marked.
             let mut beyond_tolerance: Vec<(usize, String)> = Vec::new();
+            let mut stop: Option<AccessError> = None;
             for (_, report, err) in result.failures() {
                 last = err.to_string();
-                let Some(column) = report.target.map(|t| t.component) else {
-                    return Err(AccessError::Internal(format!(
-                        "stripe {}: a {} node failed: {err}",
-                        s.stripe, report.mnemonic
-                    )));
-                };
-                let Some(io) = err.io() else {
-                    return Err(AccessError::Internal(format!(
-                        "stripe {}: node {} failed: {err}",
-                        s.stripe, report.mnemonic
-                    )));
+                let (Some(column), Some(io)) = (report.target.map(|t| t.component), err.io())
+                else {
+                    stop.get_or_insert(AccessError::NodeFailed {
+                        stripe: s.stripe,
+                        mnemonic: report.mnemonic.to_string(),
+                        detail: err.to_string(),
+                    });
+                    continue;
                 };
                 match &io.kind {
                     IoErrorKind::DataLoss { .. } if !report.is_write => {
                         unreadable.insert(column);
                     }
                     IoErrorKind::Fenced => {
-                        return Err(AccessError::Fenced {
+                        // Fencing outranks every other reason: a newer owner exists.
+                        if !matches!(stop, Some(AccessError::Fenced { .. })) {
+                            stop = Some(AccessError::Fenced {
+                                detail: io.to_string(),
+                            });
+                        }
+                    }
+                    IoErrorKind::WrongCluster => {
+                        stop.get_or_insert(AccessError::WrongCluster {
+                            column,
                             detail: io.to_string(),
                         });
                     }
                     IoErrorKind::InvalidRequest | IoErrorKind::OutOfRange => {
-                        return Err(AccessError::Internal(format!(
-                            "stripe {}: storage refused a request: {io}",
-                            s.stripe
-                        )));
+                        stop.get_or_insert(AccessError::StorageRefused {
+                            stripe: s.stripe,
+                            column,
+                            kind: io.kind.as_str(),
+                            detail: io.to_string(),
+                        });
                     }
                     // Timeouts, unreachable or failed components, local errors, and a write
                     // whose outcome is unknown: the column is failed, never retried blindly.
@@ -712,6 +772,13 @@ impl Array {
                         Err(_) => beyond_tolerance.push((column, io.to_string())),
                     },
                 }
+            }
+            if let Some(stop) = stop {
+                if direction == Direction::RolledForward && family.is_write() {
+                    // Some writes may have landed: the stripe cannot be trusted.
+                    self.lock_lost().insert(s.stripe);
+                }
+                return Err(stop);
             }
             let range = s.volume_range.clone();
             let unrecoverable = |torn: bool, what: &str| AccessError::Unrecoverable {
@@ -760,7 +827,7 @@ impl Array {
                         };
                         done.chunks.push(buf.slice(p.range.clone()));
                     }
-                    return Ok(done);
+                    return Ok(());
                 }
             }
         }
@@ -876,18 +943,14 @@ impl Array {
             .map_err(|e| AccessError::Internal(e.to_string()))?;
         let this = self.clone();
         tokio::spawn(async move {
-            let r = this
+            let (done, r) = this
                 .run_stripe(StripeOp::RewriteParity, &map.stripes[0], None)
                 .await;
-            let r = match r {
-                Ok(done) => this
-                    .make_durable(done.generation)
-                    .await
-                    .map(|_| done.marked),
-                Err(e) => Err(e),
-            };
+            // Failures the resync observed are durable before it goes on, whatever happened.
+            let durable = this.make_durable(done.generation).await;
             drop(locks);
-            r
+            r?;
+            durable.map(|_| done.marked)
         })
         .await
         .map_err(|e| AccessError::Internal(format!("resync task lost: {e}")))?

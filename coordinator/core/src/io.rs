@@ -59,9 +59,12 @@ pub enum IoErrorKind {
         /// Absolute block indices within the component.
         bad_blocks: Vec<u64>,
     },
-    /// The call's epoch (or cluster) is not the owner's any more: this coordinator must stop
-    /// writing. Storage answers `stale-epoch` and `wrong-cluster` map here.
+    /// The call's epoch is not the owner's any more: this coordinator must stop writing.
+    /// Storage's `stale-epoch` answer maps here.
     Fenced,
+    /// The node belongs to another cluster (storage's `wrong-cluster`): a configuration error,
+    /// never a component fault.
+    WrongCluster,
     /// The request was malformed (length not a whole number of blocks, too large, ...). A bug on
     /// the caller's side, not a component fault.
     InvalidRequest,
@@ -94,6 +97,7 @@ impl IoErrorKind {
             IoErrorKind::Unavailable => "unavailable",
             IoErrorKind::DataLoss { .. } => "data_loss",
             IoErrorKind::Fenced => "fenced",
+            IoErrorKind::WrongCluster => "wrong_cluster",
             IoErrorKind::InvalidRequest => "invalid_request",
             IoErrorKind::ComponentFailed => "component_failed",
             IoErrorKind::OutOfRange => "out_of_range",

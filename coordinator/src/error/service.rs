@@ -204,6 +204,9 @@ fn access_code_and_kind(e: &AccessError) -> (Code, &'static str) {
         AccessError::Unrecoverable { torn: true, .. } => (Code::DataLoss, error_kind::TORN_WRITE),
         AccessError::Unreadable { .. } => (Code::DataLoss, error_kind::UNREADABLE),
         AccessError::Fenced { .. } => (Code::FailedPrecondition, error_kind::FENCED),
+        AccessError::WrongCluster { .. } => (Code::FailedPrecondition, error_kind::WRONG_CLUSTER),
+        AccessError::StorageRefused { .. } => (Code::Internal, error_kind::STORAGE_REFUSED),
+        AccessError::NodeFailed { .. } => (Code::Internal, error_kind::DAG_NODE_FAILED),
         AccessError::StateNotRecorded { .. } => (Code::Unavailable, error_kind::STATE_NOT_RECORDED),
         AccessError::Array(ArrayError::WouldExceedTolerance { .. }) => {
             (Code::FailedPrecondition, error_kind::WOULD_EXCEED_TOLERANCE)
@@ -220,6 +223,7 @@ fn access_code_and_kind(e: &AccessError) -> (Code, &'static str) {
 fn provision_code_and_kind(e: &NodeClientError) -> (Code, &'static str) {
     match e.kind() {
         Some(NodeErrorKind::Fenced) => (Code::FailedPrecondition, error_kind::FENCED),
+        Some(NodeErrorKind::WrongCluster) => (Code::FailedPrecondition, error_kind::WRONG_CLUSTER),
         Some(NodeErrorKind::NoSpace) => (Code::ResourceExhausted, error_kind::NO_SPACE),
         Some(NodeErrorKind::Timeout | NodeErrorKind::Unavailable | NodeErrorKind::Other) => {
             (Code::Unavailable, error_kind::NODE_UNAVAILABLE)

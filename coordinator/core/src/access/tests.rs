@@ -817,6 +817,69 @@ async fn a_failure_is_recorded_before_the_write_is_acknowledged_or_the_write_fai
     assert_eq!(d.into_bytes().as_ref(), b"abc");
 }
 
+/// Issue 16, item 3 and 6: a DAG in which one column times out and another refuses the
+/// request. The access fails, with its own kind (not Internal), but the timed-out column is
+/// marked failed and that mark is durable before the answer.
+#[tokio::test]
+async fn an_access_that_fails_still_records_the_failures_it_saw() {
+    let recorder = Arc::new(CountingRecorder::default());
+    let r = rig_with(RaidLevel::Raid5, 4, 6, &[], recorder.clone());
+    // A small write into stripe 0: Rod on the data column, Rop on the parity column.
+    let data_col = r.layout.locate(0).unwrap().column;
+    let parity_col = r.layout.columns() - 1;
+    assert_ne!(data_col, parity_col);
+    r.faulty[data_col].inject(
+        Trigger::node(Mnemonic::Rod).times(1),
+        Fault::Fail(IoErrorKind::Timeout),
+    );
+    r.faulty[parity_col].inject(
+        Trigger::node(Mnemonic::Rop).times(1),
+        Fault::Fail(IoErrorKind::InvalidRequest),
+    );
+    let err = r
+        .array
+        .write(0, Bytes::from_static(b"abc"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            AccessError::StorageRefused { column, kind: "invalid_request", .. } if *column == parity_col
+        ),
+        "{err}"
+    );
+    assert_eq!(r.array.states().get(data_col), Some(ComponentState::Failed));
+    assert_eq!(
+        *recorder.recorded.lock().unwrap(),
+        vec![1],
+        "the failure was recorded before the answer"
+    );
+    // Nothing was written (the DAG rolled backward): the volume still reads as before.
+    let (d, _) = r.array.read(0, 3).await.unwrap();
+    assert_eq!(d.into_bytes().as_ref(), &r.volume[..3]);
+    r.assert_consistent();
+}
+
+/// Issue 16, item 6: a node of another cluster is a configuration error, not a component fault
+/// and not fencing.
+#[tokio::test]
+async fn a_node_of_another_cluster_fails_the_access_and_nothing_else() {
+    let recorder = Arc::new(CountingRecorder::default());
+    let r = rig_with(RaidLevel::Raid5, 4, 6, &[], recorder.clone());
+    let col = r.layout.locate(0).unwrap().column;
+    r.faulty[col].inject(
+        Trigger::always().op(IoOp::Read).times(1),
+        Fault::Fail(IoErrorKind::WrongCluster),
+    );
+    let err = r.array.read(0, 3).await.unwrap_err();
+    assert!(
+        matches!(&err, AccessError::WrongCluster { column, .. } if *column == col),
+        "{err}"
+    );
+    assert_eq!(r.array.array_state(), ArrayState::Optimal);
+    assert!(recorder.recorded.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn admin_fail_refuses_beyond_tolerance_and_records() {
     let recorder = Arc::new(CountingRecorder::default());
