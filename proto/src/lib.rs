@@ -97,6 +97,9 @@ pub mod error_kind {
     /// The volume is not assembled (not clean and degraded: it needs a forced assembly; or more
     /// failures than its layout tolerates), so it serves no I/O.
     pub const NOT_ASSEMBLED: &str = "not-assembled";
+    /// The state machine of components has no such transition (e.g. a failed column straight
+    /// back to optimal: it must be rebuilt or re-added).
+    pub const NOT_ALLOWED: &str = "not-allowed";
     /// A storage node refused a request the coordinator built for it (larger than the node's
     /// limit, outside the component): the volume and the node disagree; nothing was failed.
     pub const STORAGE_REFUSED: &str = "storage-refused";

@@ -23,10 +23,11 @@
 //!
 //! More failures than the layout tolerates give [`AccessError::Unrecoverable`], naming the byte
 //! range. When that happens after a write's commit (some of its writes may have landed, others
-//! not), the stripe is marked lost: reads of it answer [`AccessError::Unreadable`] rather than
-//! serve bytes that may be wrong, until a full-stripe write makes it whole again.
+//! not), the stripe's data blocks are marked lost ([`crate::lost`]), durably before the answer:
+//! reads of them answer [`AccessError::Unreadable`] rather than serve bytes that may be wrong,
+//! until a write covers them whole. A write into a stripe with lost blocks never reads its parity
+//! (which may be torn): its redundancy is computed from the data columns.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -107,15 +108,16 @@ pub enum AccessError {
         /// Whether a write may have partly landed: the bytes are then marked lost.
         torn: bool,
     },
-    /// The bytes lie in a stripe marked lost after an earlier write could not complete.
+    /// Bytes asked for are marked lost (a write that could not complete on enough columns, or
+    /// a resync that could not repair them); nothing is served.
     #[error(
-        "bytes {offset}..{} are unreadable: an earlier write could not complete on enough columns; a write of the whole stripe makes them readable again",
+        "bytes {offset}..{} are lost: an earlier write could not complete on enough columns (or a resync could not repair them); writing them again makes them readable",
         offset + len
     )]
     Unreadable {
-        /// First byte of the lost stripe range asked for.
+        /// First lost byte within the access.
         offset: u64,
-        /// Bytes.
+        /// Bytes from there to the end of the last lost byte within the access.
         len: u64,
     },
     /// A storage node refused this coordinator's epoch: a newer owner exists.
@@ -331,8 +333,6 @@ pub struct Array {
     config: ArrayConfig,
     /// Reads in flight per column (RAID 1 reads the less loaded copy).
     load: Vec<AtomicU64>,
-    /// Stripes whose content may be torn (see [`AccessError::Unreadable`]).
-    lost_stripes: Mutex<BTreeSet<u64>>,
     stats: AccessStats,
 }
 
@@ -415,7 +415,6 @@ impl Array {
             locks: StripeLockTable::new(),
             engine: Engine::new(config.engine.clone()),
             config,
-            lost_stripes: Mutex::new(BTreeSet::new()),
             stats: AccessStats::default(),
         }))
     }
@@ -440,9 +439,23 @@ impl Array {
         self.lock_states().array_state(&self.layout)
     }
 
-    /// Stripes marked lost (see [`AccessError::Unreadable`]).
+    /// The lost blocks (see [`AccessError::Unreadable`]).
+    pub fn lost(&self) -> crate::lost::LostSet {
+        self.lock_states().lost().clone()
+    }
+
+    /// The stripes with lost blocks, in increasing order.
     pub fn lost_stripes(&self) -> Vec<u64> {
-        self.lock_lost().iter().copied().collect()
+        let per_stripe =
+            (self.layout.stripe_data_bytes() / self.layout.geometry().block_size()).max(1);
+        let mut out: Vec<u64> = Vec::new();
+        for r in self.lock_states().lost().ranges() {
+            let first = r.start / per_stripe;
+            let last = (r.end - 1) / per_stripe;
+            let from = out.last().map_or(first, |&l| first.max(l + 1));
+            out.extend(from..=last);
+        }
+        out
     }
 
     /// The counters.
@@ -464,8 +477,32 @@ impl Array {
         self.states.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_lost(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
-        self.lost_stripes.lock().unwrap_or_else(|p| p.into_inner())
+    /// The volume blocks of the bytes `range`: those it touches, and those it covers whole.
+    fn blocks_of(
+        &self,
+        range: &std::ops::Range<u64>,
+    ) -> (std::ops::Range<u64>, std::ops::Range<u64>) {
+        let bs = self.layout.geometry().block_size();
+        let touched = range.start / bs..range.end.div_ceil(bs);
+        let first_whole = range.start.div_ceil(bs);
+        let end_whole = (range.end / bs).max(first_whole);
+        (touched, first_whole..end_whole)
+    }
+
+    /// The data blocks of `stripe`.
+    fn stripe_blocks(&self, stripe: u64) -> std::ops::Range<u64> {
+        let sb = self.layout.stripe_data_bytes();
+        self.blocks_of(&(stripe * sb..(stripe + 1) * sb)).0
+    }
+
+    /// Marks the data blocks of `stripe` lost; returns the generation to make durable.
+    fn mark_stripe_lost(&self, stripe: u64) -> u64 {
+        let blocks = self.stripe_blocks(stripe);
+        let mut st = self.lock_states();
+        if st.mark_lost(blocks.clone()) {
+            tracing::warn!(stripe, blocks = ?blocks, "stripe marked lost");
+        }
+        st.generation()
     }
 
     /// Reads `len` bytes at volume offset `offset`.
@@ -576,12 +613,19 @@ impl Array {
         stripes: &[StripeAccess],
         data: Option<&Bytes>,
     ) -> Result<(ReadData, AccessReport), AccessError> {
-        if kind == AccessKind::Read {
-            let lost = self.lock_lost();
-            if let Some(s) = stripes.iter().find(|s| lost.contains(&s.stripe)) {
+        if kind == AccessKind::Read
+            && let (Some(first), Some(last)) = (stripes.first(), stripes.last())
+        {
+            let range = first.volume_range.start..last.volume_range.end;
+            let (blocks, _) = self.blocks_of(&range);
+            let lost = self.lock_states().lost().overlapping(blocks);
+            if let (Some(a), Some(b)) = (lost.first(), lost.last()) {
+                let bs = self.layout.geometry().block_size();
+                let start = (a.start * bs).max(range.start);
+                let end = (b.end * bs).min(range.end);
                 return Err(AccessError::Unreadable {
-                    offset: s.volume_range.start,
-                    len: s.volume_range.end - s.volume_range.start,
+                    offset: start,
+                    len: end - start,
                 });
             }
         }
@@ -663,15 +707,32 @@ impl Array {
         let mut unreadable = ColumnSet::new();
         let mut last = String::new();
         for attempt in 1..=self.config.max_tries.max(1) {
-            let (failed, generation) = {
+            let (failed, lost_here, generation) = {
                 let st = self.lock_states();
-                (st.failed_columns(), st.generation())
+                (
+                    st.missing_for(s.stripe),
+                    st.lost().intersects(self.stripe_blocks(s.stripe)),
+                    st.generation(),
+                )
             };
             done.generation = done.generation.max(generation);
-            let faults = ColumnFaults {
+            let mut faults = ColumnFaults {
                 failed,
                 unreadable: unreadable.clone(),
             };
+            let data_missing = s
+                .layout
+                .data_columns()
+                .any(|(_, c)| faults.failed.contains(c));
+            if lost_here && !data_missing && matches!(op, StripeOp::Access(AccessKind::Write)) {
+                // The parity of a stripe with lost blocks may be torn: never read it; the write
+                // computes the redundancy from the data columns. (With a data column missing,
+                // the degraded write reconstructs that column's units, which are lost anyway,
+                // and computes the new redundancy from the data: consistent either way.)
+                for p in &s.parity {
+                    faults.unreadable.insert(p.column);
+                }
+            }
             let load: Vec<u64> = if self.layout.level() == crate::layout::RaidLevel::Raid1 {
                 self.load
                     .iter()
@@ -776,7 +837,8 @@ impl Array {
             if let Some(stop) = stop {
                 if direction == Direction::RolledForward && family.is_write() {
                     // Some writes may have landed: the stripe cannot be trusted.
-                    self.lock_lost().insert(s.stripe);
+                    let g = self.mark_stripe_lost(s.stripe);
+                    done.generation = done.generation.max(g);
                 }
                 return Err(stop);
             }
@@ -802,21 +864,23 @@ impl Array {
                     return Err(unrecoverable(false, "nothing was written"));
                 }
                 Direction::RolledForward if !beyond_tolerance.is_empty() && family.is_write() => {
-                    self.lock_lost().insert(s.stripe);
+                    let g = self.mark_stripe_lost(s.stripe);
+                    done.generation = done.generation.max(g);
                     return Err(unrecoverable(
                         true,
                         "the write may have landed on some columns only, so the stripe is marked lost",
                     ));
                 }
                 Direction::Forward | Direction::RolledForward => {
-                    // A full-stripe user write makes a lost stripe whole; a parity rewrite
-                    // does not (a stale data unit may be what tore it).
-                    if family.is_write()
-                        && family != DagFamily::ParityRewrite
-                        && direction == Direction::Forward
-                        && s.is_full_stripe(self.layout.unit_bytes())
-                    {
-                        self.lock_lost().remove(&s.stripe);
+                    // A user write makes the blocks it covers whole again (its redundancy was
+                    // computed from the data columns, see above); a parity rewrite does not (a
+                    // stale data unit may be what tore the stripe).
+                    if family.is_write() && family != DagFamily::ParityRewrite {
+                        let (_, whole) = self.blocks_of(&s.volume_range);
+                        let mut st = self.lock_states();
+                        if st.clear_lost(whole) {
+                            done.generation = done.generation.max(st.generation());
+                        }
                     }
                     for p in &built.pieces {
                         let Some(buf) = result.buffer(p.slot) else {
@@ -973,7 +1037,7 @@ impl Array {
     ) -> Result<ComponentState, AccessError> {
         let (previous, generation) = {
             let mut st = self.lock_states();
-            let previous = st.set(column, state)?;
+            let previous = st.transition(&self.layout, column, state)?;
             (previous, st.generation())
         };
         self.make_durable(generation).await?;
@@ -995,7 +1059,7 @@ impl Array {
     }
 
     async fn flush_components(&self) -> Result<(), AccessError> {
-        let failed = self.lock_states().failed_columns();
+        let failed = self.lock_states().degraded_columns();
         let flushes = self
             .components
             .iter()

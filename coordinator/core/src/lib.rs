@@ -9,6 +9,7 @@ pub mod dag;
 pub mod engine;
 pub mod io;
 pub mod layout;
+pub mod lost;
 pub mod meta;
 pub mod parity;
 pub mod stats;

@@ -214,9 +214,13 @@ fn access_code_and_kind(e: &AccessError) -> (Code, &'static str) {
         AccessError::Array(ArrayError::NoSuchColumn { .. }) => {
             (Code::InvalidArgument, error_kind::INVALID_REQUEST)
         }
-        AccessError::Array(ArrayError::ColumnCountMismatch { .. }) | AccessError::Internal(_) => {
-            (Code::Internal, error_kind::INTERNAL)
+        AccessError::Array(ArrayError::NotAllowed { .. }) => {
+            (Code::FailedPrecondition, error_kind::NOT_ALLOWED)
         }
+        AccessError::Array(
+            ArrayError::ColumnCountMismatch { .. } | ArrayError::SpareColumn { .. },
+        )
+        | AccessError::Internal(_) => (Code::Internal, error_kind::INTERNAL),
     }
 }
 

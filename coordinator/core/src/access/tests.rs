@@ -771,6 +771,7 @@ async fn bad_ranges_are_refused_before_any_io() {
 #[derive(Debug, Default)]
 struct CountingRecorder {
     recorded: Mutex<Vec<u64>>,
+    last: Mutex<Option<ComponentStates>>,
     fail: std::sync::atomic::AtomicBool,
     calls: AtomicUsize,
 }
@@ -782,10 +783,86 @@ impl StateRecorder for CountingRecorder {
             Err("store unavailable".to_owned())
         } else {
             self.recorded.lock().unwrap().push(states.generation());
+            *self.last.lock().unwrap() = Some(states.clone());
             Ok(())
         };
         Box::pin(std::future::ready(r))
     }
+}
+
+impl CountingRecorder {
+    fn last_lost(&self) -> Vec<std::ops::Range<u64>> {
+        self.last
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|s| s.lost().ranges().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Issue 16, item 2: the lost blocks of a torn stripe are durable before the torn write is
+/// answered; a read of a lost block names the lost range; a partial write into the stripe never
+/// reads its (torn) parity, clears only the blocks it covers whole, and durably.
+#[tokio::test]
+async fn lost_blocks_are_durable_named_and_cleared_only_by_whole_block_writes() {
+    let recorder = Arc::new(CountingRecorder::default());
+    let r = rig_with(RaidLevel::Raid5, 4, 4, &[], recorder.clone());
+    let unit = r.layout.unit_bytes();
+    let bs = u64::from(BS);
+    let per_stripe = r.layout.stripe_data_bytes() / bs;
+    // The parity write after the commit is refused (not a component fault): the data unit
+    // landed, the parity did not, and no column can be failed for it: the stripe is torn.
+    r.faulty[3].inject(
+        Trigger::node(Mnemonic::Wnp),
+        Fault::Fail(IoErrorKind::InvalidRequest),
+    );
+    let err = r
+        .array
+        .write(unit, Bytes::from_static(b"hello"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AccessError::StorageRefused { .. }), "{err}");
+    assert_eq!(r.array.array_state(), ArrayState::Optimal);
+    // Durable before the answer: the recorder has the whole stripe's data blocks.
+    assert_eq!(recorder.last_lost(), vec![0..per_stripe]);
+    r.faulty[3].clear();
+    // A read that touches the lost stripe names the lost bytes within it.
+    let sb = r.layout.stripe_data_bytes();
+    let err = r.array.read(sb - 8, 16).await.unwrap_err();
+    assert_eq!(
+        err,
+        AccessError::Unreadable {
+            offset: sb - 8,
+            len: 8
+        }
+    );
+    // Rewrite block 1 whole and half of block 2: only block 1 is cleared.
+    r.log.clear();
+    let data = vec![0xabu8; (bs + bs / 2) as usize];
+    r.array.write(bs, Bytes::from(data)).await.unwrap();
+    let parity_reads = r
+        .log
+        .records()
+        .iter()
+        .filter(|x| x.component == "c3" && x.op == IoOp::Read)
+        .count();
+    assert_eq!(parity_reads, 0, "the torn parity was read by the write");
+    assert_eq!(recorder.last_lost(), vec![0..1, 2..per_stripe]);
+    let (d, _) = r.array.read(bs, bs).await.unwrap();
+    assert!(d.into_bytes().iter().all(|&b| b == 0xab));
+    assert_eq!(
+        r.array.read(2 * bs, 1).await.unwrap_err(),
+        AccessError::Unreadable {
+            offset: 2 * bs,
+            len: 1
+        }
+    );
+    assert_eq!(
+        r.array.read(0, 1).await.unwrap_err(),
+        AccessError::Unreadable { offset: 0, len: 1 }
+    );
+    r.assert_consistent();
 }
 
 #[tokio::test]
