@@ -13,7 +13,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use crate::{AssembleOutcome, ClientError, ClusterInfo, Volume, VolumeInfo, VolumeSpec};
+use crate::{AssembleOutcome, ClientError, ClusterInfo, LostRange, Volume, VolumeInfo, VolumeSpec};
 
 /// HTTP/2 frame size: a 1 MiB chunk travels in one frame (the setting that matters most for
 /// large transfers, STACK.md).
@@ -423,6 +423,27 @@ impl Client {
             })
             .await?;
         VolumeInfo::from_proto(volume)
+    }
+
+    /// The lost byte ranges of `volume`: bytes that answer DATA_LOSS (`unreadable`) until they
+    /// are written again, in increasing order.
+    pub async fn list_lost(&self, volume: &str) -> Result<Vec<LostRange>, ClientError> {
+        let request = pb::ListLostRequest {
+            volume: volume.to_owned(),
+        };
+        let answer = self
+            .call(request, |mut rpc, request| async move {
+                rpc.list_lost(request).await
+            })
+            .await?;
+        Ok(answer
+            .ranges
+            .into_iter()
+            .map(|r| LostRange {
+                offset: r.offset,
+                length: r.length,
+            })
+            .collect())
     }
 
     /// Runs the assembly of `volume` again, from the labels on its components (`raidctl -C`):

@@ -40,8 +40,8 @@ pub use client::{
 };
 pub use error::ClientError;
 pub use types::{
-    AssembleOutcome, AssemblyInfo, ClusterInfo, ComponentInfo, ComponentState, ParseRaidLevelError,
-    RaidLevel, ResyncProgress, StorageNodeInfo, VolumeCounters, VolumeInfo, VolumeSpec,
-    VolumeState,
+    AssembleOutcome, AssemblyInfo, ClusterInfo, ComponentInfo, ComponentState, LostRange,
+    ParseRaidLevelError, RaidLevel, ResyncProgress, StorageNodeInfo, VolumeCounters, VolumeInfo,
+    VolumeSpec, VolumeState,
 };
 pub use volume::Volume;

@@ -166,10 +166,16 @@ pub enum ComponentState {
     Optimal,
     /// Failed: never read or written until rebuilt.
     Failed,
-    /// Being rebuilt.
+    /// Being rebuilt: current only for the stripes already rebuilt.
     Reconstructing,
-    /// Replaced by a spare.
+    /// Replaced by a spare (reserved; no coordinator reports it).
     Spared,
+    /// Back after an outage and being re-added: current only for the regions already resynced.
+    Stale,
+    /// Current, on its spare, while copied back to a replacement.
+    Copyback,
+    /// A hot spare.
+    Spare,
     /// The coordinator did not say (a value newer than this SDK, or unset).
     Unknown,
 }
@@ -182,6 +188,9 @@ impl ComponentState {
             ComponentState::Failed => "failed",
             ComponentState::Reconstructing => "reconstructing",
             ComponentState::Spared => "spared",
+            ComponentState::Stale => "stale",
+            ComponentState::Copyback => "copyback",
+            ComponentState::Spare => "spare",
             ComponentState::Unknown => "unknown",
         }
     }
@@ -192,6 +201,9 @@ impl ComponentState {
             Ok(pb::ComponentState::Failed) => ComponentState::Failed,
             Ok(pb::ComponentState::Reconstructing) => ComponentState::Reconstructing,
             Ok(pb::ComponentState::Spared) => ComponentState::Spared,
+            Ok(pb::ComponentState::Stale) => ComponentState::Stale,
+            Ok(pb::ComponentState::Copyback) => ComponentState::Copyback,
+            Ok(pb::ComponentState::Spare) => ComponentState::Spare,
             Ok(pb::ComponentState::Unspecified) | Err(_) => ComponentState::Unknown,
         }
     }
@@ -320,8 +332,17 @@ pub struct VolumeCounters {
     pub dags_rolled_forward: u64,
     /// DAGs that failed before their commit node and were undone and retried.
     pub dags_rolled_backward: u64,
-    /// Stripes marked lost after a write that could not complete on enough columns.
+    /// Stripes with lost blocks (see [`VolumeInfo::lost_bytes`]).
     pub lost_stripes: u64,
+}
+
+/// One lost byte range of a volume (see [`crate::Client::list_lost`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LostRange {
+    /// First byte.
+    pub offset: u64,
+    /// Bytes.
+    pub length: u64,
 }
 
 /// The resync of a volume assembled after an unclean shutdown.
@@ -380,6 +401,10 @@ pub struct VolumeInfo {
     pub resync: Option<ResyncProgress>,
     /// How it was assembled, or why it is not.
     pub assembly: AssemblyInfo,
+    /// Bytes that answer DATA_LOSS until written again ([`crate::Client::list_lost`]).
+    pub lost_bytes: u64,
+    /// In how many ranges.
+    pub lost_ranges: u64,
 }
 
 impl VolumeInfo {
@@ -448,6 +473,8 @@ impl VolumeInfo {
                 forced: assembly.forced,
                 at_risk: non_empty(assembly.at_risk),
             },
+            lost_bytes: v.lost_bytes,
+            lost_ranges: v.lost_ranges,
         })
     }
 }

@@ -30,10 +30,33 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use dagraid_core::access::{Array, StateRecorder};
 use dagraid_core::array::{ComponentState, ComponentStates};
 use dagraid_core::layout::{ColumnSet, Layout};
+use dagraid_core::lost::LostSet;
 use futures::future::BoxFuture;
 
 use crate::labels::{ArmedCrash, CrashHook, LabelWriteError, VolumeLabels};
 use crate::store::{DurableState, Store};
+
+/// A failure state to record: what the array holds (or assembly decided).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposed {
+    /// Every column's state.
+    pub states: Vec<ComponentState>,
+    /// Every column's recovery watermark.
+    pub recovered: Vec<u64>,
+    /// The lost blocks.
+    pub lost: LostSet,
+}
+
+impl Proposed {
+    /// What `states` hold.
+    pub fn of(states: &ComponentStates) -> Proposed {
+        Proposed {
+            states: states.states().to_vec(),
+            recovered: states.recovered().to_vec(),
+            lost: states.lost().clone(),
+        }
+    }
+}
 
 /// What the recorder knows about the volume's durable state.
 #[derive(Debug)]
@@ -126,7 +149,7 @@ impl VolumeStates {
     /// them, and the call answers with the durable state as it is.
     async fn persist(
         &self,
-        states: Vec<ComponentState>,
+        proposed: Proposed,
         generation: Option<u64>,
         clean: Option<bool>,
         fail_unwritable: bool,
@@ -145,7 +168,11 @@ impl VolumeStates {
                 return Ok(p.durable.clone());
             }
         }
-        let mut states = states;
+        let Proposed {
+            mut states,
+            recovered,
+            lost,
+        } = proposed;
         for &c in &p.failed_here {
             if let Some(s) = states.get_mut(c) {
                 *s = ComponentState::Failed;
@@ -155,11 +182,21 @@ impl VolumeStates {
         let mut newly_failed = Vec::new();
         let next = loop {
             p.counter += 1;
+            // The lost set's counter moves only with the lost set: the metadata records are
+            // written by the changes that change it (`crate::labels`).
+            let lost_counter = if lost != p.durable.lost {
+                p.counter
+            } else {
+                p.durable.lost_counter
+            };
             let next = DurableState {
                 mod_counter: p.counter,
                 config_epoch: p.durable.config_epoch + u64::from(states != p.durable.states),
                 clean,
                 states: states.clone(),
+                recovered: recovered.clone(),
+                lost: lost.clone(),
+                lost_counter,
             };
             let failures = self.labels.write(&next, crash).await;
             if failures.is_empty() {
@@ -222,11 +259,8 @@ impl VolumeStates {
     /// Assembly: persists the decided `states`, not clean (the volume is about to serve), under
     /// a counter above every copy found (the recorder starts from the authoritative record).
     /// Every surviving label must be written.
-    pub async fn persist_assembly(
-        &self,
-        states: Vec<ComponentState>,
-    ) -> Result<DurableState, String> {
-        self.persist(states, None, Some(false), false, None).await
+    pub async fn persist_assembly(&self, proposed: Proposed) -> Result<DurableState, String> {
+        self.persist(proposed, None, Some(false), false, None).await
     }
 
     /// Clean shutdown: persists the array's current states (not the last recorded ones: a
@@ -234,19 +268,29 @@ impl VolumeStates {
     /// set, then refuses any further change (the volume must not be written after this). With
     /// the label of a component that cannot be written, the column is failed as for any change.
     pub async fn mark_clean(&self) -> Result<DurableState, String> {
-        let (states, generation) = match self.array.get().and_then(Weak::upgrade) {
+        let (proposed, generation) = match self.array.get().and_then(Weak::upgrade) {
             Some(array) => {
                 let st = array.states();
-                (st.states().to_vec(), Some(st.generation()))
+                (Proposed::of(&st), Some(st.generation()))
             }
-            None => (self.durable().states, None),
+            None => {
+                let d = self.durable();
+                (
+                    Proposed {
+                        states: d.states,
+                        recovered: d.recovered,
+                        lost: d.lost,
+                    },
+                    None,
+                )
+            }
         };
         {
             let mut p = self.persisted.lock().await;
-            self.settle(&mut p, &states);
+            self.settle(&mut p, &proposed.states);
         }
         let done = self
-            .persist(states, generation, Some(true), true, None)
+            .persist(proposed, generation, Some(true), true, None)
             .await;
         let mut p = self.persisted.lock().await;
         p.closed = true;
@@ -272,14 +316,14 @@ fn failed_columns(states: &[ComponentState]) -> ColumnSet {
 impl StateRecorder for VolumeStates {
     fn record<'a>(&'a self, states: &'a ComponentStates) -> BoxFuture<'a, Result<(), String>> {
         let generation = states.generation();
-        let states = states.states().to_vec();
+        let proposed = Proposed::of(states);
         Box::pin(async move {
             {
                 let mut p = self.persisted.lock().await;
-                self.settle(&mut p, &states);
+                self.settle(&mut p, &proposed.states);
             }
             let crash = ArmedCrash::take(self.crash.as_ref());
-            self.persist(states, Some(generation), None, true, crash)
+            self.persist(proposed, Some(generation), None, true, crash)
                 .await
                 .map(drop)
         })

@@ -19,8 +19,9 @@ use dagraid_core::array::ComponentState;
 use dagraid_core::layout::Layout;
 use dagraid_core::meta::assembly::{self, Found};
 use dagraid_core::meta::label::{
-    ComponentLabel, LABEL_MAGIC, LABEL_VERSION, LabelGeometry, LabelState, Member,
+    ComponentLabel, LABEL_MAGIC, LABEL_VERSION, LabelGeometry, LabelState, LostSummary, Member,
 };
+use dagraid_core::meta::record::MetadataRecord;
 use tokio::time::Instant;
 
 use crate::error::{NodeClientError, NodeErrorKind};
@@ -185,24 +186,43 @@ impl VolumeLabels {
                 .columns
                 .iter()
                 .zip(&state.states)
-                .map(|(c, s)| Member {
+                .enumerate()
+                .map(|(i, (c, s))| Member {
                     node_id: c.node_id.clone(),
                     component_id: c.component_id.clone(),
                     state: LabelState::from(*s),
+                    recovered: state.recovered.get(i).copied().unwrap_or(0),
                 })
                 .collect(),
+            lost: LostSummary {
+                counter: state.lost_counter,
+                blocks: state.lost.blocks(),
+            },
         }
+    }
+
+    /// The metadata record of `state` (the same on every column).
+    pub fn record(&self, state: &DurableState) -> MetadataRecord {
+        MetadataRecord::new(
+            &self.volume_id,
+            state.mod_counter,
+            &state.lost,
+            state.lost_counter,
+        )
     }
 
     /// The largest encoded label of this volume, in bytes (all columns failed but one is as
     /// long as any).
     pub fn largest_label_bytes(&self) -> usize {
-        let state = DurableState {
-            mod_counter: u64::MAX,
-            config_epoch: u64::MAX,
-            clean: false,
-            states: vec![ComponentState::Optimal; self.columns.len()],
-        };
+        let mut state = DurableState::new(
+            u64::MAX,
+            u64::MAX,
+            false,
+            vec![ComponentState::Reconstructing; self.columns.len()],
+        );
+        state.recovered = vec![u64::MAX; self.columns.len()];
+        state.lost_counter = u64::MAX;
+        state.lost = dagraid_core::lost::LostSet::from_ranges([0..u64::MAX]);
         (0..self.columns.len())
             .map(|c| self.label(c, &state).encode().len())
             .max()
@@ -220,24 +240,97 @@ impl VolumeLabels {
         Ok(())
     }
 
+    /// Writes one column's copy of `state`: the metadata record first when this change wrote
+    /// the lost set (so a label never names a lost set its own component does not hold), then
+    /// the label.
     async fn write_one(&self, column: usize, state: &DurableState) -> Result<(), LabelWriteError> {
-        let c = &self.columns[column];
+        if state.lost_counter == state.mod_counter {
+            let record = self
+                .record(state)
+                .encode()
+                .map_err(|e| LabelWriteError::Refused(e.to_string()))?;
+            self.write_area(column, SlotArea::Metadata, Bytes::from(record))
+                .await?;
+        }
         let payload = Bytes::from(self.label(column, state).encode());
+        self.write_area(column, SlotArea::Label, payload).await
+    }
+
+    async fn write_area(
+        &self,
+        column: usize,
+        area: SlotArea,
+        payload: Bytes,
+    ) -> Result<(), LabelWriteError> {
+        let c = &self.columns[column];
         match tokio::time::timeout(
             self.deadline,
-            c.client
-                .write_slot(&c.component_id, SlotArea::Label, payload),
+            c.client.write_slot(&c.component_id, area, payload),
         )
         .await
         {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(LabelWriteError::of(&e)),
             Err(_) => Err(LabelWriteError::Component(format!(
-                "node {} ({}): no answer to the label write within {:?}",
+                "node {} ({}): no answer to the {area:?} write within {:?}",
                 c.node_id,
                 c.client.address(),
                 self.deadline
             ))),
+        }
+    }
+
+    /// Reads the metadata records of `columns` for assembly (`None` for a column not asked for,
+    /// without a record, or whose record cannot be read or decoded). Reads that fail are tried
+    /// again every [`ASSEMBLY_POLL_INTERVAL`] until `until`.
+    pub async fn read_records(
+        &self,
+        columns: &[usize],
+        until: Instant,
+    ) -> Vec<Option<MetadataRecord>> {
+        let n = self.columns.len();
+        let mut out: Vec<Option<MetadataRecord>> = vec![None; n];
+        let mut pending: Vec<usize> = columns.iter().copied().filter(|&c| c < n).collect();
+        loop {
+            let remaining = until.saturating_duration_since(Instant::now());
+            let attempt = self.deadline.min(remaining.max(Duration::from_millis(200)));
+            let reads = pending.iter().map(|&c| async move {
+                let col = &self.columns[c];
+                let r = tokio::time::timeout(
+                    attempt,
+                    col.client.read_slot(&col.component_id, SlotArea::Metadata),
+                )
+                .await;
+                (c, r)
+            });
+            let mut again = Vec::new();
+            for (c, r) in futures::future::join_all(reads).await {
+                match r {
+                    Ok(Ok(Some(slot))) => match MetadataRecord::decode(&slot.payload) {
+                        Ok(record) => out[c] = Some(record),
+                        Err(e) => {
+                            tracing::warn!(column = c, error = %e, "metadata record not usable")
+                        }
+                    },
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e))
+                        if e.kind().is_some_and(|k| {
+                            matches!(k, NodeErrorKind::Timeout | NodeErrorKind::Unavailable)
+                        }) =>
+                    {
+                        again.push(c)
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(column = c, error = %e, "metadata record not readable")
+                    }
+                    Err(_) => again.push(c),
+                }
+            }
+            pending = again;
+            if pending.is_empty() || Instant::now() >= until {
+                return out;
+            }
+            tokio::time::sleep(ASSEMBLY_POLL_INTERVAL.min(remaining)).await;
         }
     }
 
@@ -439,8 +532,10 @@ mod tests {
                     component_id: format!("{id}-c{c}"),
                     serial: u64::MAX,
                     state: StateRecord::Optimal,
+                    recovered: 0,
                 })
                 .collect(),
+            lost: Default::default(),
         };
         let fencing = FencingContext::new("dagraid", 1);
         let columns = record
@@ -464,18 +559,18 @@ mod tests {
     #[tokio::test]
     async fn a_label_carries_the_durable_state_and_every_member() {
         let v = volume(5, |c| format!("node{}", c + 1));
-        let state = DurableState {
-            mod_counter: 9,
-            config_epoch: 4,
-            clean: true,
-            states: vec![
+        let state = DurableState::new(
+            9,
+            4,
+            true,
+            vec![
                 ComponentState::Optimal,
                 ComponentState::Failed,
                 ComponentState::Optimal,
                 ComponentState::Optimal,
                 ComponentState::Optimal,
             ],
-        };
+        );
         let label = v.label(3, &state);
         let back = ComponentLabel::decode(&label.encode()).unwrap();
         assert_eq!(back, label);

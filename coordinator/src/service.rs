@@ -90,7 +90,10 @@ fn component_state_to_proto(state: ComponentState) -> pb::ComponentState {
     match state {
         ComponentState::Optimal => pb::ComponentState::Optimal,
         ComponentState::Failed => pb::ComponentState::Failed,
-        _ => pb::ComponentState::Unspecified,
+        ComponentState::Reconstructing => pb::ComponentState::Reconstructing,
+        ComponentState::Stale => pb::ComponentState::Stale,
+        ComponentState::Copyback => pb::ComponentState::Copyback,
+        ComponentState::Spare => pb::ComponentState::Spare,
     }
 }
 
@@ -168,6 +171,8 @@ pub fn volume_to_proto(volume: &Volume) -> pb::Volume {
             dags_rolled_backward: stats.rolled_backward.load(Ordering::Relaxed),
             lost_stripes: array.lost_stripes().len() as u64,
         }),
+        lost_bytes: states.lost().blocks() * geometry.block_size(),
+        lost_ranges: states.lost().range_count() as u64,
         resync: resync.map(resync_to_proto),
         assembly: Some(pb::AssemblyInfo {
             problem: String::new(),
@@ -202,6 +207,8 @@ pub fn unassembled_to_proto(volume: &UnassembledVolume) -> pb::Volume {
             record.blocks_per_column * block_size,
         ),
         counters: Some(pb::VolumeCounters::default()),
+        lost_bytes: record.lost.set().blocks() * block_size,
+        lost_ranges: record.lost.ranges.len() as u64,
         resync: None,
         assembly: Some(pb::AssemblyInfo {
             problem: volume.problem().to_owned(),
@@ -382,6 +389,29 @@ impl VolumeService for VolumeApi {
                     reason,
                 })
                 .collect(),
+        }))
+    }
+
+    async fn list_lost(
+        &self,
+        request: Request<pb::ListLostRequest>,
+    ) -> Result<Response<pb::ListLostResponse>, Status> {
+        let r = request.into_inner();
+        let (lost, block_size) = match self.volumes.entry(&r.volume)? {
+            VolumeEntry::Assembled(v) => (v.array().lost(), v.layout().geometry().block_size()),
+            VolumeEntry::Unassembled(u) => {
+                (u.record().lost.set(), u64::from(u.record().block_size))
+            }
+        };
+        Ok(Response::new(pb::ListLostResponse {
+            ranges: lost
+                .ranges()
+                .map(|b| pb::LostRange {
+                    offset: b.start * block_size,
+                    length: (b.end - b.start) * block_size,
+                })
+                .collect(),
+            block_size: block_size as u32,
         }))
     }
 }

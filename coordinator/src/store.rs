@@ -21,6 +21,7 @@ use std::sync::{Arc, RwLock};
 
 use dagraid_core::array::ComponentState;
 use dagraid_core::layout::{Geometry, Layout, RaidLevel};
+use dagraid_core::lost::LostSet;
 use dagraid_core::meta::assembly::Recorded;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -28,8 +29,11 @@ use serde::{Deserialize, Serialize};
 /// Format of the store as a whole (tables and keys).
 pub const STORE_FORMAT: u64 = 1;
 /// Version of the [`VolumeRecord`] encoding this coordinator writes. Version 1 (no counters,
-/// no clean flag, no serials) is read and migrated.
-pub const VOLUME_RECORD_VERSION: u32 = 2;
+/// no clean flag, no serials) is read and migrated; version 2 (optimal and failed states only,
+/// no recovery watermarks, no lost set) is read as version 3 with nothing lost. A coordinator
+/// of version 2 refuses a version 3 record (`docs/STATE.md`: no going back after the first
+/// write of the new format).
+pub const VOLUME_RECORD_VERSION: u32 = 3;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const VOLUMES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("volumes");
@@ -137,34 +141,30 @@ impl From<LevelRecord> for RaidLevel {
     }
 }
 
-/// Component state as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StateRecord {
-    /// In use.
-    Optimal,
-    /// Out of use until rebuilt.
-    Failed,
+/// Component state as stored: the labels' spelling of every state of the state model.
+pub use dagraid_core::meta::label::LabelState as StateRecord;
+
+/// The lost set as stored: exact, whatever its size.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostRecord {
+    /// The modification counter of the change that last changed it.
+    pub counter: u64,
+    /// Half-open volume block ranges, increasing.
+    pub ranges: Vec<[u64; 2]>,
 }
 
-impl StateRecord {
-    /// The stored form of `state`; `None` for a state this format cannot hold (states that come
-    /// with rebuild need a new record version).
-    pub fn of(state: ComponentState) -> Option<StateRecord> {
-        match state {
-            ComponentState::Optimal => Some(StateRecord::Optimal),
-            ComponentState::Failed => Some(StateRecord::Failed),
-            _ => None,
+impl LostRecord {
+    /// The record of `lost` as of `counter`.
+    pub fn of(lost: &LostSet, counter: u64) -> LostRecord {
+        LostRecord {
+            counter,
+            ranges: lost.ranges().map(|r| [r.start, r.end]).collect(),
         }
     }
-}
 
-impl From<StateRecord> for ComponentState {
-    fn from(state: StateRecord) -> Self {
-        match state {
-            StateRecord::Optimal => ComponentState::Optimal,
-            StateRecord::Failed => ComponentState::Failed,
-        }
+    /// The set.
+    pub fn set(&self) -> LostSet {
+        LostSet::from_ranges(self.ranges.iter().map(|[s, e]| *s..*e))
     }
 }
 
@@ -186,6 +186,13 @@ pub struct ComponentRecord {
     pub serial: u64,
     /// Its state.
     pub state: StateRecord,
+    /// While recovering: the first stripe not yet recovered.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recovered: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// The part of a volume's state that must survive a crash, as both the store and the labels
@@ -200,9 +207,34 @@ pub struct DurableState {
     pub clean: bool,
     /// Every column's state.
     pub states: Vec<ComponentState>,
+    /// Every column's recovery watermark (the first stripe a recovering column has not
+    /// recovered yet; 0 otherwise).
+    pub recovered: Vec<u64>,
+    /// The lost blocks.
+    pub lost: LostSet,
+    /// The counter of the change that last changed `lost` (0: never).
+    pub lost_counter: u64,
 }
 
 impl DurableState {
+    /// A state with `states`, nothing recovering, nothing lost.
+    pub fn new(
+        mod_counter: u64,
+        config_epoch: u64,
+        clean: bool,
+        states: Vec<ComponentState>,
+    ) -> Self {
+        DurableState {
+            mod_counter,
+            config_epoch,
+            clean,
+            recovered: vec![0; states.len()],
+            states,
+            lost: LostSet::new(),
+            lost_counter: 0,
+        }
+    }
+
     /// The form the reassembly decision reads.
     pub fn recorded(&self) -> Recorded {
         Recorded {
@@ -210,6 +242,9 @@ impl DurableState {
             config_epoch: self.config_epoch,
             clean: self.clean,
             states: self.states.clone(),
+            recovered: self.recovered.clone(),
+            lost: self.lost.clone(),
+            lost_counter: self.lost_counter,
         }
     }
 }
@@ -241,6 +276,9 @@ pub struct VolumeRecord {
     pub clean: bool,
     /// The columns, in column order.
     pub components: Vec<ComponentRecord>,
+    /// The lost set (version 2 and before: none).
+    #[serde(default)]
+    pub lost: LostRecord,
 }
 
 /// A version 1 record: what a coordinator before labels stored.
@@ -271,7 +309,20 @@ impl From<VolumeRecordV1> for VolumeRecord {
             mod_counter: 0,
             config_epoch: 0,
             clean: false,
-            components: v1.components,
+            components: v1
+                .components
+                .into_iter()
+                .map(|c| ComponentRecord {
+                    column: c.column,
+                    node_id: c.node_id,
+                    node_address: c.node_address,
+                    component_id: c.component_id,
+                    serial: c.serial,
+                    state: c.state,
+                    recovered: 0,
+                })
+                .collect(),
+            lost: LostRecord::default(),
         }
     }
 }
@@ -301,6 +352,9 @@ impl VolumeRecord {
             config_epoch: self.config_epoch,
             clean: self.clean,
             states: self.states(),
+            recovered: self.components.iter().map(|c| c.recovered).collect(),
+            lost: self.lost.set(),
+            lost_counter: self.lost.counter,
         }
     }
 
@@ -317,22 +371,15 @@ impl VolumeRecord {
                 ),
             });
         }
-        let stored: Vec<StateRecord> = state
-            .states
-            .iter()
-            .map(|s| {
-                StateRecord::of(*s).ok_or_else(|| StoreError::Io {
-                    operation: "update",
-                    detail: format!("component state {s} cannot be stored by this version"),
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        for (c, s) in self.components.iter_mut().zip(stored) {
-            c.state = s;
+        for (column, c) in self.components.iter_mut().enumerate() {
+            c.state = state.states[column].into();
+            c.recovered = state.recovered.get(column).copied().unwrap_or(0);
         }
         self.mod_counter = state.mod_counter;
         self.config_epoch = state.config_epoch;
         self.clean = state.clean;
+        self.lost = LostRecord::of(&state.lost, state.lost_counter);
+        self.version = VOLUME_RECORD_VERSION;
         Ok(())
     }
 
@@ -358,8 +405,12 @@ impl VolumeRecord {
             1 => serde_json::from_slice::<VolumeRecordV1>(bytes)
                 .map_err(|e| bad(e.to_string()))?
                 .into(),
-            VOLUME_RECORD_VERSION => {
-                serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?
+            // Version 2 is version 3 without the new fields (their defaults: nothing lost).
+            2 | VOLUME_RECORD_VERSION => {
+                let mut r: VolumeRecord =
+                    serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+                r.version = VOLUME_RECORD_VERSION;
+                r
             }
             other => {
                 return Err(bad(format!(
@@ -650,17 +701,19 @@ mod tests {
                     component_id: format!("v0123-c{c}"),
                     serial: 100 + u64::from(c),
                     state: StateRecord::Optimal,
+                    recovered: 0,
                 })
                 .collect(),
+            lost: Default::default(),
         }
     }
 
     fn state(counter: u64, clean: bool, failed: &[usize]) -> DurableState {
-        DurableState {
-            mod_counter: counter,
-            config_epoch: counter,
+        DurableState::new(
+            counter,
+            counter,
             clean,
-            states: (0..3)
+            (0..3)
                 .map(|c| {
                     if failed.contains(&c) {
                         ComponentState::Failed
@@ -669,7 +722,7 @@ mod tests {
                     }
                 })
                 .collect(),
-        }
+        )
     }
 
     #[test]
@@ -736,12 +789,43 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_record_is_read_as_version_3_with_nothing_lost_and_the_lost_set_is_kept() {
+        // What a version 2 coordinator wrote.
+        let v2 = br#"{"version":2,"name":"a","id":"v0123","level":"raid5","stripe_unit_blocks":16,
+            "block_size":4096,"blocks_per_column":64,"mod_counter":7,"config_epoch":3,"clean":true,
+            "components":[
+              {"column":0,"node_id":"n0","node_address":"a:1","component_id":"v0123-c0","serial":1,"state":"optimal"},
+              {"column":1,"node_id":"n1","node_address":"a:2","component_id":"v0123-c1","serial":2,"state":"failed"},
+              {"column":2,"node_id":"n2","node_address":"a:3","component_id":"v0123-c2","serial":3,"state":"optimal"}]}"#;
+        let mut r = VolumeRecord::decode("a", v2).unwrap();
+        assert_eq!(r.version, VOLUME_RECORD_VERSION);
+        let d = r.durable();
+        assert_eq!((d.mod_counter, d.lost_counter), (7, 0));
+        assert!(d.lost.is_empty());
+        assert_eq!(d.states[1], ComponentState::Failed);
+        // Every state of the model and the exact lost set survive the store.
+        let mut next = d.clone();
+        next.mod_counter = 8;
+        next.states = vec![
+            ComponentState::Reconstructing,
+            ComponentState::Stale,
+            ComponentState::Copyback,
+        ];
+        next.recovered = vec![5, 6, 0];
+        next.lost = LostSet::from_ranges((0..5000u64).map(|i| 3 * i..3 * i + 1));
+        next.lost_counter = 8;
+        r.set_durable(&next).unwrap();
+        let back = VolumeRecord::decode("a", &r.encode()).unwrap();
+        assert_eq!(back.durable(), next);
+    }
+
+    #[test]
     fn records_of_an_unknown_version_are_refused() {
         let mut r = record("a");
-        r.version = 3;
+        r.version = VOLUME_RECORD_VERSION + 1;
         let bytes = serde_json::to_vec(&r).unwrap();
         let err = VolumeRecord::decode("a", &bytes).unwrap_err();
-        assert!(err.to_string().contains("record version 3"), "{err}");
+        assert!(err.to_string().contains("record version 4"), "{err}");
         let err = VolumeRecord::decode("a", b"{}").unwrap_err();
         assert!(err.to_string().contains("no version"), "{err}");
         let ok = record("a");
@@ -750,7 +834,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_record_is_migrated_to_a_dirty_unlabelled_version_2() {
+    fn a_version_1_record_is_migrated_to_a_dirty_unlabelled_version_3() {
         // Exactly what a version 1 coordinator wrote.
         let v1 = br#"{"version":1,"name":"vol0","id":"v3f2a9c0d1e2b4a5c","level":"raid5",
             "stripe_unit_blocks":16,"block_size":4096,"blocks_per_column":64,
@@ -770,11 +854,11 @@ mod tests {
             ]
         );
         assert!(r.components.iter().all(|c| c.serial == 0));
-        // Written back, it is a version 2 record.
+        // Written back, it is a version 3 record.
         let again = VolumeRecord::decode("vol0", &r.encode()).unwrap();
         assert_eq!(again, r);
         let text = String::from_utf8(r.encode()).unwrap();
-        assert!(text.contains(r#""version":2"#), "{text}");
+        assert!(text.contains(r#""version":3"#), "{text}");
         // A migrated record stored by a version 1 coordinator is read by `volumes`.
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();

@@ -32,7 +32,7 @@ use dagraid_core::layout::{Geometry, Layout, RaidLevel};
 use dagraid_core::meta::assembly::{self, Source, Verdict};
 use tokio::time::Instant;
 
-use crate::durable::VolumeStates;
+use crate::durable::{Proposed, VolumeStates};
 use crate::error::{NodeErrorKind, ServiceError};
 use crate::labels::{CrashHook, LabelColumn, VolumeLabels};
 use crate::node_client::ComponentInfo;
@@ -454,6 +454,30 @@ impl VolumeManager {
         let recorded = record.durable();
         let found = labels.read_all(&layout, &recorded, until).await;
         let plan = assembly::plan(&layout, &record.id, &recorded.recorded(), &found);
+        // The lost set: from the store and the metadata records of the columns in use.
+        let lineage: Vec<usize> = (0..layout.columns())
+            .filter(|&c| !plan.states[c].is_failed())
+            .collect();
+        let records = if plan.lost_counter > recorded.lost_counter {
+            labels.read_records(&lineage, until).await
+        } else {
+            vec![None; layout.columns()]
+        };
+        let lost = match assembly::merged_lost(
+            &plan,
+            &record.id,
+            &recorded.recorded(),
+            &found,
+            &records,
+        ) {
+            Ok(lost) => lost,
+            Err(e) => {
+                return (
+                    unassembled(record, plan.states.clone(), e, false),
+                    plan.newly_failed,
+                );
+            }
+        };
         let source = match plan.source {
             Source::Store => "store".to_owned(),
             Source::Label(c) => format!("label of column {c}"),
@@ -505,12 +529,20 @@ impl VolumeManager {
             config_epoch: plan.config_epoch,
             clean: plan.clean,
             states: before,
+            recovered: plan.recovered.clone(),
+            lost: lost.clone(),
+            lost_counter: plan.lost_counter,
+        };
+        let proposed = Proposed {
+            states: plan.states.clone(),
+            recovered: plan.recovered.clone(),
+            lost,
         };
         let volume = match self.build(
             record.clone(),
             labels,
             authoritative,
-            plan.states.clone(),
+            proposed.clone(),
             note,
         ) {
             Ok(v) => v,
@@ -522,7 +554,7 @@ impl VolumeManager {
             }
         };
         // Durable before the first access: newly failed columns, not clean, a new counter.
-        if let Err(e) = volume.recorder.persist_assembly(plan.states.clone()).await {
+        if let Err(e) = volume.recorder.persist_assembly(proposed).await {
             let problem = format!("the assembled state could not be recorded: {e}");
             return (
                 unassembled(record, plan.states.clone(), problem, false),
@@ -579,7 +611,7 @@ impl VolumeManager {
         mut record: VolumeRecord,
         labels: VolumeLabels,
         durable: DurableState,
-        states: Vec<ComponentState>,
+        proposed: Proposed,
         note: AssemblyNote,
     ) -> Result<Volume, String> {
         let layout = record.layout()?;
@@ -608,7 +640,9 @@ impl VolumeManager {
             .map_err(|e| e.to_string())?;
             components.push(Arc::new(remote));
         }
-        let states = ComponentStates::from_states(&layout, states).map_err(|e| e.to_string())?;
+        let states = ComponentStates::from_states(&layout, proposed.states)
+            .map_err(|e| e.to_string())?
+            .with_recovery(proposed.recovered, proposed.lost);
         let recorder = Arc::new(VolumeStates::new(
             self.store.clone(),
             record.name.clone(),
@@ -880,8 +914,10 @@ impl VolumeManager {
                     component_id: info.id.clone(),
                     serial: info.serial,
                     state: StateRecord::Optimal,
+                    recovered: 0,
                 })
                 .collect(),
+            lost: Default::default(),
         };
         // Labels first, then the record: a crash in between leaves orphan components, never a
         // record whose components have no label.
@@ -890,7 +926,11 @@ impl VolumeManager {
                 record.clone(),
                 labels,
                 record.durable(),
-                record.states(),
+                Proposed {
+                    states: record.states(),
+                    recovered: vec![0; record.components.len()],
+                    lost: Default::default(),
+                },
                 AssemblyNote::default(),
             ) {
                 Ok(volume) => self
@@ -1167,6 +1207,7 @@ fn check_labels_fit(
         config_epoch: 0,
         clean: false,
         components: Vec::new(),
+        lost: Default::default(),
     };
     VolumeLabels::new(cluster_id, &probe, layout, columns, Duration::from_secs(1))
         .fit()

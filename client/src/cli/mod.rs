@@ -222,6 +222,13 @@ pub enum VolumeCommand {
         #[arg(long)]
         force: bool,
     },
+    /// List the lost byte ranges of a volume: bytes that answer DATA_LOSS until written again
+    /// (a write cut short on more columns than the layout tolerates, or a resync that could not
+    /// repair them).
+    Lost {
+        /// The volume.
+        name: String,
+    },
 }
 
 fn size_arg(text: &str) -> Result<u64, String> {
@@ -446,6 +453,37 @@ async fn verb(args: &Args, target: &Target, client: &Client) -> anyhow::Result<(
                     println!("column {column} failed: {reason}");
                 }
                 print!("{}", output::volume_status(&outcome.volume));
+            }
+        }
+        Command::Volume(VolumeCommand::Lost { name }) => {
+            let ranges = client.list_lost(name).await?;
+            if args.json {
+                let list: Vec<_> = ranges
+                    .iter()
+                    .map(|r| serde_json::json!({ "offset": r.offset, "length": r.length }))
+                    .collect();
+                print_json(&serde_json::json!({
+                    "volume": name,
+                    "lost_bytes": ranges.iter().map(|r| r.length).sum::<u64>(),
+                    "ranges": list,
+                }));
+            } else if ranges.is_empty() {
+                println!("volume {name}: nothing lost");
+            } else {
+                let total: u64 = ranges.iter().map(|r| r.length).sum();
+                println!(
+                    "volume {name}: {total} bytes lost in {} range(s); writing them again makes them readable",
+                    ranges.len()
+                );
+                println!("{:>20}  {:>20}  {:>20}", "OFFSET", "END", "LENGTH");
+                for r in &ranges {
+                    println!(
+                        "{:>20}  {:>20}  {:>20}",
+                        r.offset,
+                        r.offset + r.length,
+                        r.length
+                    );
+                }
             }
         }
         Command::Status { volume } => status(args.json, client, volume.as_deref()).await?,

@@ -73,6 +73,8 @@ pub fn volume_json(v: &VolumeInfo) -> Value {
             "dags_rolled_backward": v.counters.dags_rolled_backward,
             "lost_stripes": v.counters.lost_stripes,
         },
+        "lost_bytes": v.lost_bytes,
+        "lost_ranges": v.lost_ranges,
         "resync": v.resync.as_ref().map(|r| json!({
             "running": r.running,
             "stripes_done": r.stripes_done,
@@ -208,6 +210,15 @@ pub fn volume_status(v: &VolumeInfo) -> String {
         k.dags_rolled_backward,
         k.lost_stripes
     );
+    if v.lost_bytes > 0 {
+        let _ = writeln!(
+            out,
+            "  LOST: {} in {} range(s) answer DATA_LOSS until written again (`dagraid volume lost {}`)",
+            exact_size(v.lost_bytes),
+            v.lost_ranges,
+            v.name
+        );
+    }
     if let Some(r) = &v.resync {
         let _ = writeln!(
             out,
@@ -305,6 +316,8 @@ mod tests {
             counters: VolumeCounters::default(),
             resync: None,
             assembly: Default::default(),
+            lost_bytes: 0,
+            lost_ranges: 0,
         }
     }
 

@@ -293,6 +293,8 @@ impl VolumeService for Fake {
             counters: Some(pb::VolumeCounters::default()),
             resync: None,
             assembly: None,
+            lost_bytes: 0,
+            lost_ranges: 0,
         };
         volumes.insert(
             r.name,
@@ -485,6 +487,23 @@ impl VolumeService for Fake {
             volume: Some(v.info.clone()),
             at_risk: String::new(),
             newly_failed: Vec::new(),
+        }))
+    }
+
+    async fn list_lost(
+        &self,
+        request: Request<pb::ListLostRequest>,
+    ) -> Result<Response<pb::ListLostResponse>, Status> {
+        self.check_token(&request)?;
+        let r = request.into_inner();
+        let volumes = self.volumes.lock().unwrap();
+        let v = volumes
+            .get(&r.volume)
+            .ok_or_else(|| Self::unknown(&r.volume))?;
+        // The fake never loses anything.
+        Ok(Response::new(pb::ListLostResponse {
+            ranges: Vec::new(),
+            block_size: v.info.block_size,
         }))
     }
 }

@@ -23,8 +23,10 @@
 
 use crate::array::ComponentState;
 use crate::layout::{ColumnSet, Layout};
+use crate::lost::LostSet;
 
 use super::label::{ComponentLabel, LabelGeometry};
+use super::record::MetadataRecord;
 
 /// What the coordinator found on one column's node.
 #[derive(Debug, Clone)]
@@ -49,6 +51,12 @@ pub struct Recorded {
     pub clean: bool,
     /// Every column's state.
     pub states: Vec<ComponentState>,
+    /// Every column's recovery watermark (empty: all 0).
+    pub recovered: Vec<u64>,
+    /// The lost set, exact.
+    pub lost: LostSet,
+    /// The counter of the change that last changed the lost set.
+    pub lost_counter: u64,
 }
 
 /// Where the authoritative record came from.
@@ -85,6 +93,10 @@ pub enum Verdict {
 pub struct Plan {
     /// Every column's state for the assembled volume.
     pub states: Vec<ComponentState>,
+    /// Every column's recovery watermark, from the authoritative record.
+    pub recovered: Vec<u64>,
+    /// The counter of the authoritative record's lost set (see [`merged_lost`]).
+    pub lost_counter: u64,
     /// The authoritative counter.
     pub mod_counter: u64,
     /// The authoritative config epoch.
@@ -132,6 +144,8 @@ pub fn plan(layout: &Layout, volume_id: &str, recorded: &Recorded, found: &[Foun
         recorded.config_epoch,
         recorded.clean,
         recorded.states.clone(),
+        recorded.recovered.clone(),
+        recorded.lost_counter,
     );
     for (column, f) in found.iter().enumerate() {
         if let Found::Label(l) = f {
@@ -145,12 +159,16 @@ pub fn plan(layout: &Layout, volume_id: &str, recorded: &Recorded, found: &[Foun
                     l.config_epoch,
                     l.clean,
                     states,
+                    l.recovered(),
+                    l.lost.counter,
                 );
             }
         }
     }
-    let (mod_counter, _, source, config_epoch, clean, mut states) = best;
+    let (mod_counter, _, source, config_epoch, clean, mut states, mut recovered, lost_counter) =
+        best;
     states.resize(n, ComponentState::Failed);
+    recovered.resize(n, 0);
     let mut newly_failed = Vec::new();
     for (column, f) in found.iter().enumerate() {
         let reason = match f {
@@ -163,10 +181,11 @@ pub fn plan(layout: &Layout, volume_id: &str, recorded: &Recorded, found: &[Foun
             newly_failed.push((column, reason));
         }
     }
+    // The tolerance counts every column not current everywhere (failed or recovering).
     let failed: ColumnSet = states
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.is_failed())
+        .filter(|(_, s)| !s.is_current())
         .map(|(c, _)| c)
         .collect();
     let verdict = if !layout.tolerates(&failed) {
@@ -190,6 +209,8 @@ pub fn plan(layout: &Layout, volume_id: &str, recorded: &Recorded, found: &[Foun
     };
     Plan {
         states,
+        recovered,
+        lost_counter,
         mod_counter,
         config_epoch,
         clean,
@@ -197,6 +218,52 @@ pub fn plan(layout: &Layout, volume_id: &str, recorded: &Recorded, found: &[Foun
         newly_failed,
         verdict,
     }
+}
+
+/// The lost set of the assembled volume: the union of every copy in the winning lineage whose
+/// lost section is at least as new as the authoritative record's (`plan.lost_counter`). The
+/// lineage is the store and the columns the plan keeps in use: their copies were written by
+/// every change, so they differ from the authoritative one by at most the change a crash cut
+/// short, whose marks the union keeps (conservative: a mark that change was clearing stays, and
+/// that change was never acknowledged). `records` holds each column's metadata record, in
+/// column order. `Err` when no such copy was found (nothing may be assembled on a guess).
+pub fn merged_lost(
+    plan: &Plan,
+    volume_id: &str,
+    recorded: &Recorded,
+    found: &[Found],
+    records: &[Option<MetadataRecord>],
+) -> Result<LostSet, String> {
+    let k = plan.lost_counter;
+    let mut lost = LostSet::new();
+    let mut copies = 0;
+    if recorded.lost_counter >= k {
+        lost.union_with(&recorded.lost);
+        copies += 1;
+    }
+    for (column, f) in found.iter().enumerate() {
+        let in_lineage = matches!(f, Found::Label(l) if l.volume_id == volume_id)
+            && plan.states.get(column).is_some_and(|s| !s.is_failed());
+        if !in_lineage {
+            continue;
+        }
+        let section = records
+            .get(column)
+            .and_then(Option::as_ref)
+            .filter(|r| r.volume_id == volume_id)
+            .and_then(|r| r.sections.lost.as_ref())
+            .filter(|s| s.counter >= k);
+        if let Some(section) = section {
+            lost.union_with(&section.set());
+            copies += 1;
+        }
+    }
+    if k > 0 && copies == 0 {
+        return Err(format!(
+            "the lost set of change {k} is on no copy that could be read (store or metadata records of the columns in use)"
+        ));
+    }
+    Ok(lost)
 }
 
 #[cfg(test)]
@@ -231,9 +298,60 @@ mod tests {
                     } else {
                         LabelState::Optimal
                     },
+                    recovered: 0,
                 })
                 .collect(),
+            lost: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_lost_set_is_the_union_of_the_lineage_at_or_above_the_winning_counter() {
+        let l = layout();
+        let mut winner = label(0, 5, false, &[3]);
+        winner.lost.counter = 5;
+        let found = vec![
+            Found::Label(winner),
+            Found::Label(label(1, 5, false, &[3])),
+            Found::Label(label(2, 5, false, &[3])),
+            // Column 3 is failed in the winning record: its copy is not of the lineage.
+            Found::Label(label(3, 2, false, &[])),
+        ];
+        let store = recorded(4, false, &[3]);
+        let p = plan(&l, "v1", &store, &found);
+        assert_eq!(p.lost_counter, 5);
+        let rec = |counter: u64, lost: std::ops::Range<u64>| {
+            Some(MetadataRecord::new(
+                "v1",
+                counter,
+                &LostSet::from_ranges([lost]),
+                counter,
+            ))
+        };
+        let records = vec![
+            rec(5, 0..4),
+            // A later change cut short by the crash: its marks are kept.
+            rec(6, 10..12),
+            // An older copy (its write of change 5 was the one cut short): ignored.
+            rec(3, 40..50),
+            rec(9, 60..70),
+        ];
+        let lost = merged_lost(&p, "v1", &store, &found, &records).unwrap();
+        assert_eq!(lost.ranges().collect::<Vec<_>>(), vec![0..4, 10..12]);
+        // No copy at or above counter 5: refused, never guessed.
+        let err =
+            merged_lost(&p, "v1", &store, &found, &[rec(3, 0..1), None, None, None]).unwrap_err();
+        assert!(err.contains("change 5"), "{err}");
+        // The store alone is enough when it is new enough.
+        let mut newer = store.clone();
+        newer.lost_counter = 5;
+        newer.lost = LostSet::from_ranges([7..8]);
+        assert_eq!(
+            merged_lost(&p, "v1", &newer, &found, &[None, None, None, None])
+                .unwrap()
+                .blocks(),
+            1
+        );
     }
 
     fn recorded(counter: u64, clean: bool, failed: &[usize]) -> Recorded {
@@ -241,6 +359,9 @@ mod tests {
             mod_counter: counter,
             config_epoch: counter,
             clean,
+            recovered: Vec::new(),
+            lost: LostSet::new(),
+            lost_counter: 0,
             states: (0..4)
                 .map(|c| {
                     if failed.contains(&c) {

@@ -7,6 +7,13 @@
 //! slots with a checksum and a sequence number, so an update is atomic; this module only encodes
 //! and checks the content. The encoding is JSON with a magic string and a format version, so a
 //! label can be read by an operator and migrated by a later version.
+//!
+//! Version 2 (this code) spells every state of the state model ([`ComponentState`]), carries a
+//! recovering member's watermark, and a summary of the lost set ([`LostSummary`]: the counter
+//! of its last change; the ranges themselves live in the metadata record,
+//! [`super::record`]). Version 1 labels (optimal and failed only, no lost set) are read and
+//! taken as version 2 with nothing lost; a label newer than 2 is refused. `docs/STATE.md` has
+//! the whole format.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,9 +23,9 @@ use crate::layout::{Geometry, Layout, LayoutError, RaidLevel};
 /// Marks the bytes as a dagraid label.
 pub const LABEL_MAGIC: &str = "dagraid-component-label";
 
-/// The label format this code writes; it reads this version only (a newer one is refused with
-/// [`LabelError::NewerVersion`], never guessed at).
-pub const LABEL_VERSION: u32 = 1;
+/// The label format this code writes; it reads this version and version 1 (a newer one is
+/// refused with [`LabelError::NewerVersion`], never guessed at).
+pub const LABEL_VERSION: u32 = 2;
 
 /// The geometry of the volume, as labels and the store record it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,22 +80,33 @@ pub fn level_name(level: RaidLevel) -> &'static str {
     }
 }
 
-/// A component state as labels spell it.
+/// A component state as labels (and the store) spell it: every state of [`ComponentState`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LabelState {
     /// In use.
     Optimal,
-    /// Out of use until rebuilt.
+    /// Out of use until rebuilt or re-added.
     Failed,
+    /// A hot spare.
+    Spare,
+    /// Being rebuilt.
+    Reconstructing,
+    /// Being re-added.
+    Stale,
+    /// Being copied back.
+    Copyback,
 }
 
 impl From<ComponentState> for LabelState {
     fn from(s: ComponentState) -> Self {
-        if s.is_failed() {
-            LabelState::Failed
-        } else {
-            LabelState::Optimal
+        match s {
+            ComponentState::Optimal => LabelState::Optimal,
+            ComponentState::Failed => LabelState::Failed,
+            ComponentState::Spare => LabelState::Spare,
+            ComponentState::Reconstructing => LabelState::Reconstructing,
+            ComponentState::Stale => LabelState::Stale,
+            ComponentState::Copyback => LabelState::Copyback,
         }
     }
 }
@@ -98,8 +116,21 @@ impl From<LabelState> for ComponentState {
         match s {
             LabelState::Optimal => ComponentState::Optimal,
             LabelState::Failed => ComponentState::Failed,
+            LabelState::Spare => ComponentState::Spare,
+            LabelState::Reconstructing => ComponentState::Reconstructing,
+            LabelState::Stale => ComponentState::Stale,
+            LabelState::Copyback => ComponentState::Copyback,
         }
     }
+}
+
+/// What a label says of the lost set: enough to find the copy that holds the ranges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostSummary {
+    /// The modification counter of the change that last changed the lost set (0: never).
+    pub counter: u64,
+    /// Lost blocks.
+    pub blocks: u64,
 }
 
 /// One column of the volume, as a label records it.
@@ -111,6 +142,13 @@ pub struct Member {
     pub component_id: String,
     /// Its state.
     pub state: LabelState,
+    /// While recovering: the first stripe not yet recovered (omitted when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recovered: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// The label of one component.
@@ -140,6 +178,9 @@ pub struct ComponentLabel {
     pub clean: bool,
     /// Every column's member and state, as of `mod_counter`.
     pub members: Vec<Member>,
+    /// The lost set as of `mod_counter` (version 1: none).
+    #[serde(default)]
+    pub lost: LostSummary,
 }
 
 /// Why label bytes were refused.
@@ -185,9 +226,11 @@ impl ComponentLabel {
                 found: head.version,
             });
         }
-        let label: ComponentLabel =
+        let mut label: ComponentLabel =
             serde_json::from_slice(bytes).map_err(|e| LabelError::Malformed(e.to_string()))?;
         label.check()?;
+        // Version 1 migrates to 2 as read: its fields are a subset, nothing is lost.
+        label.version = LABEL_VERSION;
         Ok(label)
     }
 
@@ -214,6 +257,11 @@ impl ComponentLabel {
     /// Every column's state, in column order.
     pub fn states(&self) -> Vec<ComponentState> {
         self.members.iter().map(|m| m.state.into()).collect()
+    }
+
+    /// Every column's recovery watermark, in column order.
+    pub fn recovered(&self) -> Vec<u64> {
+        self.members.iter().map(|m| m.recovered).collect()
     }
 }
 
@@ -249,8 +297,10 @@ mod tests {
                     } else {
                         LabelState::Optimal
                     },
+                    recovered: 0,
                 })
                 .collect(),
+            lost: LostSummary::default(),
         }
     }
 
@@ -293,5 +343,34 @@ mod tests {
         ));
         let geometry = LabelGeometry::of(&sample().geometry.layout().unwrap());
         assert_eq!(geometry, sample().geometry);
+    }
+
+    #[test]
+    fn a_version_1_label_is_read_as_version_2_and_every_state_round_trips() {
+        // What a version-1 coordinator wrote (no watermark, no lost summary).
+        let v1 = br#"{"magic":"dagraid-component-label","version":1,"cluster_id":"dagraid",
+            "volume_id":"v-1","volume_name":"vol0","column":0,"serial":7,
+            "geometry":{"level":"raid5","columns":3,"stripe_unit_blocks":16,"block_size":4096,
+            "blocks_per_column":1024},"mod_counter":4,"config_epoch":2,"clean":true,
+            "members":[{"node_id":"n1","component_id":"c0","state":"optimal"},
+            {"node_id":"n2","component_id":"c1","state":"failed"},
+            {"node_id":"n3","component_id":"c2","state":"optimal"}]}"#;
+        let l = ComponentLabel::decode(v1).unwrap();
+        assert_eq!(l.version, LABEL_VERSION);
+        assert_eq!(l.lost, LostSummary::default());
+        assert_eq!(l.recovered(), vec![0, 0, 0]);
+        assert_eq!(l.states()[1], ComponentState::Failed);
+        let mut l = sample();
+        for (i, s) in ComponentState::ALL.iter().enumerate() {
+            l.members[i % 3].state = (*s).into();
+            l.members[i % 3].recovered = i as u64;
+            l.lost = LostSummary {
+                counter: 9,
+                blocks: 3,
+            };
+            let back = ComponentLabel::decode(&l.encode()).unwrap();
+            assert_eq!(back, l);
+            assert_eq!(back.states()[i % 3], *s);
+        }
     }
 }
