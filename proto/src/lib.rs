@@ -97,6 +97,10 @@ pub mod error_kind {
     /// The volume is not assembled (not clean and degraded: it needs a forced assembly; or more
     /// failures than its layout tolerates), so it serves no I/O.
     pub const NOT_ASSEMBLED: &str = "not-assembled";
+    /// More columns are failed or gone than the volume's layout tolerates: writes are refused
+    /// (nothing was written) until enough of the gone nodes are back; reads the surviving
+    /// columns can serve are served.
+    pub const VOLUME_FAILED: &str = "volume-failed";
     /// The state machine of components has no such transition (e.g. a failed column straight
     /// back to optimal: it must be rebuilt or re-added).
     pub const NOT_ALLOWED: &str = "not-allowed";

@@ -163,6 +163,20 @@ pub enum AccessError {
         /// The error.
         detail: String,
     },
+    /// More columns are failed or gone than the layout tolerates: the volume is failed, and
+    /// writes are refused (nothing was written) until enough of the gone columns' nodes answer
+    /// again. Reads the surviving columns can serve are still served.
+    #[error(
+        "the volume is failed: columns {columns:?} are failed or their storage nodes are gone, more than {level} tolerates ({tolerance}); writes are refused until enough of them are back"
+    )]
+    VolumeFailed {
+        /// The failed or gone columns.
+        columns: Vec<usize>,
+        /// The level.
+        level: crate::layout::RaidLevel,
+        /// Failures it tolerates.
+        tolerance: usize,
+    },
     /// A column was marked failed but the new states could not be made durable, so the access
     /// is not acknowledged.
     #[error("the new component states could not be made durable: {detail}")]
@@ -613,6 +627,16 @@ impl Array {
         stripes: &[StripeAccess],
         data: Option<&Bytes>,
     ) -> Result<(ReadData, AccessReport), AccessError> {
+        if kind == AccessKind::Write {
+            let st = self.lock_states();
+            if st.array_state(&self.layout) == ArrayState::Failed {
+                return Err(AccessError::VolumeFailed {
+                    columns: st.unavailable_columns().iter().collect(),
+                    level: self.layout.level(),
+                    tolerance: self.layout.fault_tolerance(),
+                });
+            }
+        }
         if kind == AccessKind::Read
             && let (Some(first), Some(last)) = (stripes.first(), stripes.last())
         {
@@ -1026,6 +1050,17 @@ impl Array {
         let (outcome, generation) = self.mark_failed(column)?;
         self.make_durable(generation).await?;
         Ok(outcome)
+    }
+
+    /// Records that `column`'s storage node is gone (`true`, for a column that could not be
+    /// failed) or answers again (`false`). Not persisted: see [`ComponentStates::set_gone`].
+    pub fn set_gone(&self, column: usize, gone: bool) -> bool {
+        let mut st = self.lock_states();
+        let changed = st.set_gone(column, gone);
+        if changed {
+            tracing::warn!(column, gone, state = %st.array_state(&self.layout), "column gone state changed");
+        }
+        changed
     }
 
     /// Sets a column's state (rebuild completion, an administrator's override) and makes it

@@ -204,6 +204,11 @@ pub struct ComponentStates {
     /// Per column: the first stripe not yet recovered (meaningful while recovering).
     recovered: Vec<u64>,
     lost: LostSet,
+    /// Columns whose node is gone but that could not be failed (beyond the tolerance): not
+    /// persisted, not counted in the generation; they are treated as missing until their node
+    /// answers again, and while any are, the array is failed and writes are refused (so the
+    /// gone columns stay current and the array recovers by itself when they come back).
+    gone: ColumnSet,
     generation: u64,
 }
 
@@ -214,6 +219,7 @@ impl ComponentStates {
             states: vec![ComponentState::Optimal; columns],
             recovered: vec![0; columns],
             lost: LostSet::new(),
+            gone: ColumnSet::new(),
             generation: 0,
         }
     }
@@ -237,6 +243,7 @@ impl ComponentStates {
             recovered: vec![0; states.len()],
             states,
             lost: LostSet::new(),
+            gone: ColumnSet::new(),
             generation: 0,
         })
     }
@@ -282,8 +289,11 @@ impl ComponentStates {
     }
 
     /// Whether `column` holds current data for `stripe`: it may be read, and must be written,
-    /// by that stripe's DAGs.
+    /// by that stripe's DAGs. A gone column is not, until its node answers again.
     pub fn current_for(&self, column: usize, stripe: u64) -> bool {
+        if self.gone.contains(column) {
+            return false;
+        }
         match self.get(column) {
             Some(s) if s.is_current() => true,
             Some(s) if s.is_recovering() => stripe < self.recovered[column],
@@ -318,9 +328,38 @@ impl ComponentStates {
             .collect()
     }
 
-    /// The array's state under `layout`.
+    /// The columns that are gone without being failed (see the field's doc).
+    pub fn gone_columns(&self) -> &ColumnSet {
+        &self.gone
+    }
+
+    /// Records that `column`'s node is gone (`true`) or answers again (`false`); returns
+    /// whether that changed anything. Only for a column that is not failed: a failed column is
+    /// out of use whatever its node does.
+    pub fn set_gone(&mut self, column: usize, gone: bool) -> bool {
+        if gone && self.get(column).is_none_or(|s| s.is_failed()) {
+            return false;
+        }
+        if gone {
+            self.gone.insert(column)
+        } else {
+            self.gone.remove(column)
+        }
+    }
+
+    /// The columns missing everywhere or somewhere: failed, recovering, or gone.
+    pub fn unavailable_columns(&self) -> ColumnSet {
+        let mut set = self.degraded_columns();
+        for c in self.gone.iter() {
+            set.insert(c);
+        }
+        set
+    }
+
+    /// The array's state under `layout`: failed when the columns that are failed, recovering
+    /// or gone are more than the layout tolerates.
     pub fn array_state(&self, layout: &Layout) -> ArrayState {
-        let degraded = self.degraded_columns();
+        let degraded = self.unavailable_columns();
         if degraded.is_empty() {
             ArrayState::Optimal
         } else if layout.tolerates(&degraded) {

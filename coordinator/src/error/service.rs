@@ -205,6 +205,7 @@ fn access_code_and_kind(e: &AccessError) -> (Code, &'static str) {
         AccessError::Unreadable { .. } => (Code::DataLoss, error_kind::UNREADABLE),
         AccessError::Fenced { .. } => (Code::FailedPrecondition, error_kind::FENCED),
         AccessError::WrongCluster { .. } => (Code::FailedPrecondition, error_kind::WRONG_CLUSTER),
+        AccessError::VolumeFailed { .. } => (Code::FailedPrecondition, error_kind::VOLUME_FAILED),
         AccessError::StorageRefused { .. } => (Code::Internal, error_kind::STORAGE_REFUSED),
         AccessError::NodeFailed { .. } => (Code::Internal, error_kind::DAG_NODE_FAILED),
         AccessError::StateNotRecorded { .. } => (Code::Unavailable, error_kind::STATE_NOT_RECORDED),
