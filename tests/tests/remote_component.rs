@@ -146,6 +146,7 @@ async fn random_data_round_trips_including_first_and_last_block_and_1_mib() {
         let mut raw = node.client().await.unwrap();
         let on_node = raw
             .read_blocks(pb::ReadBlocksRequest {
+                fencing: None,
                 component_id: "c1".into(),
                 start_block: 0,
                 block_count: 512,

@@ -58,6 +58,7 @@ async fn create(
 ) -> pb::ComponentInfo {
     client
         .create_component(pb::CreateComponentRequest {
+            log_bytes: 0,
             fencing: fencing(0),
             component_id: id.into(),
             block_size,
@@ -92,6 +93,7 @@ async fn write(
 async fn read(client: &mut Client, id: &str, start: u64, count: u32) -> Result<Bytes, Status> {
     client
         .read_blocks(pb::ReadBlocksRequest {
+            fencing: None,
             component_id: id.into(),
             start_block: start,
             block_count: count,
@@ -259,6 +261,7 @@ async fn every_bad_input_gets_a_precise_error_and_changes_nothing() {
         };
         let refusals = [
             c.fence(pb::FenceRequest {
+                component_id: String::new(),
                 cluster_id: "other".into(),
                 epoch: 9,
             })
@@ -279,6 +282,7 @@ async fn every_bad_input_gets_a_precise_error_and_changes_nothing() {
             .await
             .map(drop),
             c.create_component(pb::CreateComponentRequest {
+                log_bytes: 0,
                 fencing: other(),
                 component_id: "foreign".into(),
                 block_size: 512,
@@ -327,6 +331,7 @@ async fn every_bad_input_gets_a_precise_error_and_changes_nothing() {
         ] {
             let e = c
                 .create_component(pb::CreateComponentRequest {
+                    log_bytes: 0,
                     fencing: fencing(0),
                     component_id: id.into(),
                     block_size: bs,
@@ -344,6 +349,7 @@ async fn every_bad_input_gets_a_precise_error_and_changes_nothing() {
         }
         let e = c
             .create_component(pb::CreateComponentRequest {
+                log_bytes: 0,
                 fencing: fencing(0),
                 component_id: "c".into(),
                 block_size: 512,
@@ -376,6 +382,7 @@ async fn every_bad_input_gets_a_precise_error_and_changes_nothing() {
         );
         let e = c
             .read_slot(pb::ReadSlotRequest {
+                fencing: None,
                 component_id: "c".into(),
                 area: 0,
             })
@@ -397,6 +404,7 @@ async fn every_bad_input_gets_a_precise_error_and_changes_nothing() {
         assert_eq!(info.epoch, 0);
         let label = c
             .read_slot(pb::ReadSlotRequest {
+                fencing: None,
                 component_id: "c".into(),
                 area: pb::SlotArea::Label as i32,
             })
@@ -549,6 +557,7 @@ async fn stale_epochs_are_rejected_for_every_mutating_call() {
         );
         let fenced = c
             .fence(pb::FenceRequest {
+                component_id: String::new(),
                 cluster_id: CLUSTER.into(),
                 epoch: 7,
             })
@@ -585,6 +594,7 @@ async fn stale_epochs_are_rejected_for_every_mutating_call() {
         assert_eq!(kind(&e), Some(error_kind::STALE_EPOCH));
         let e = c
             .create_component(pb::CreateComponentRequest {
+                log_bytes: 0,
                 fencing: fencing(6),
                 component_id: "d".into(),
                 block_size: 512,
@@ -604,6 +614,7 @@ async fn stale_epochs_are_rejected_for_every_mutating_call() {
         assert_eq!(kind(&e), Some(error_kind::STALE_EPOCH));
         let e = c
             .fence(pb::FenceRequest {
+                component_id: String::new(),
                 cluster_id: CLUSTER.into(),
                 epoch: 6,
             })
@@ -674,6 +685,7 @@ async fn a_late_applied_write_is_refused_after_a_fence() {
         assert_status(e, Code::DeadlineExceeded, error_kind::INJECTED, "injected");
         // The new owner fences before the late write applies.
         c.fence(pb::FenceRequest {
+            component_id: String::new(),
             cluster_id: CLUSTER.into(),
             epoch: 2,
         })
@@ -762,6 +774,7 @@ async fn injected_failures_delays_and_hangs_behave_and_clear() {
         // HANG: the client's deadline expires; clearing the faults releases the operation.
         inject(&mut c, pb::FaultKind::Hang, pb::FaultOps::Any, 0, 0, 0).await;
         let mut req = tonic::Request::new(pb::ReadBlocksRequest {
+            fencing: None,
             component_id: "c".into(),
             start_block: 0,
             block_count: 1,
@@ -846,6 +859,7 @@ async fn kill_9_and_restart_keeps_data_epoch_labels_and_identity() {
         .await
         .unwrap();
         c.fence(pb::FenceRequest {
+            component_id: String::new(),
             cluster_id: CLUSTER.into(),
             epoch: 3,
         })
@@ -864,6 +878,7 @@ async fn kill_9_and_restart_keeps_data_epoch_labels_and_identity() {
         assert_eq!(read(&mut c, "c", 0, 32).await.unwrap(), data);
         let meta = c
             .read_slot(pb::ReadSlotRequest {
+                fencing: None,
                 component_id: "c".into(),
                 area: pb::SlotArea::Metadata as i32,
             })
@@ -899,6 +914,7 @@ async fn components_are_created_listed_and_deleted_at_run_time() {
         let a = create(&mut c, "vol1.col0", 512, 100).await;
         let b = c
             .create_component(pb::CreateComponentRequest {
+                log_bytes: 0,
                 fencing: fencing(0),
                 component_id: "vol2.col3".into(),
                 block_size: 65536,
@@ -981,6 +997,7 @@ async fn label_and_metadata_slots_round_trip_with_sequences() {
                 assert_eq!(written.sequence, seq);
                 let got = c
                     .read_slot(pb::ReadSlotRequest {
+                        fencing: None,
                         component_id: "c".into(),
                         area: area as i32,
                     })
