@@ -24,7 +24,9 @@
 //! once before the first Fence of this client, so no write reaches an older node.
 //!
 //! **Epochs on reads.** Block and slot reads carry the coordinator's fencing too: a node refuses
-//! them once a newer owner (or a component fence) took over.
+//! them once a newer owner (or a component fence) took over. A client at epoch 0 owns nothing
+//! (a coordinator takes its epoch, at least 1, before its first read), so its reads carry none
+//! and are served unchecked: inspection tools and tests use such clients.
 //!
 //! **Fenced before the first write.** A client sends `Fence(epoch)` to its node before the first
 //! mutating call (block write, flush, slot write, create, delete) of each owner epoch
@@ -101,6 +103,12 @@ impl FencingContext {
             cluster_id: self.cluster_id.clone(),
             epoch: self.epoch(),
         }
+    }
+
+    /// The fencing a read carries: the owner's, or none at epoch 0 (not an owner: such a read
+    /// is served unchecked, like an older client's).
+    pub(crate) fn to_read_proto(&self) -> Option<pb::Fencing> {
+        (self.epoch() > 0).then(|| self.to_proto())
     }
 }
 
@@ -615,7 +623,7 @@ impl NodeClient {
         let request = pb::ReadSlotRequest {
             component_id: id.to_owned(),
             area: area.to_proto() as i32,
-            fencing: Some(self.inner.fencing.to_proto()),
+            fencing: self.inner.fencing.to_read_proto(),
         };
         let answer = self
             .admin_call("ReadSlot", request, |mut c, r| async move {
@@ -722,6 +730,8 @@ mod tests {
         assert_eq!(f.raise_epoch(7), 7);
         assert_eq!(f.to_proto().epoch, 7);
         assert_eq!(f.to_proto().cluster_id, "c");
+        assert_eq!(f.to_read_proto(), Some(f.to_proto()));
+        assert_eq!(FencingContext::new("c", 0).to_read_proto(), None);
     }
 
     #[tokio::test]

@@ -101,7 +101,7 @@ impl RemoteComponent {
             start_block: start,
             block_count: count,
             // Checked by the node like a write's: refused once a newer owner took over.
-            fencing: Some(self.node.fencing().to_proto()),
+            fencing: self.node.fencing().to_read_proto(),
         };
         let answer = self
             .node
