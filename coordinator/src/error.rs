@@ -113,6 +113,24 @@ pub enum NodeClientError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The node speaks an older storage protocol than this coordinator needs
+    /// ([`dagraid_proto::storage::PROTOCOL_VERSION`]); nodes older than protocol versions
+    /// report 0.
+    #[error(
+        "storage node {node} speaks storage protocol version {protocol_version}, this \
+         coordinator needs version {needed} or newer: upgrade the node (its software version: \
+         {version:?})"
+    )]
+    IncompatibleNode {
+        /// Address of the node.
+        node: String,
+        /// The version the node reported.
+        protocol_version: u32,
+        /// The version this coordinator needs.
+        needed: u32,
+        /// The node's software version, as it reported it.
+        version: String,
+    },
     /// One call to a node failed.
     #[error("{call} on storage node {node}: {kind}: {detail}")]
     Call {

@@ -17,6 +17,17 @@
 //! DAG node's span, so the node's call span nests under it) and is timed into
 //! [`crate::metrics::StorageRpcMetrics`] when the client has them.
 //!
+//! **Protocol checked first.** A node must speak storage protocol version
+//! [`dagraid_proto::storage::PROTOCOL_VERSION`] or newer: [`NodeClient::node_info`] (the
+//! registry's first call to every node, and its health check) refuses an older node with
+//! [`NodeClientError::IncompatibleNode`] naming it, and [`NodeClient::ensure_fenced`] checks it
+//! once before the first Fence of this client, so no write reaches an older node.
+//!
+//! **Epochs on reads.** Block and slot reads carry the coordinator's fencing too: a node refuses
+//! them once a newer owner (or a component fence) took over. A client at epoch 0 owns nothing
+//! (a coordinator takes its epoch, at least 1, before its first read), so its reads carry none
+//! and are served unchecked: inspection tools and tests use such clients.
+//!
 //! **Fenced before the first write.** A client sends `Fence(epoch)` to its node before the first
 //! mutating call (block write, flush, slot write, create, delete) of each owner epoch
 //! ([`NodeClient::ensure_fenced`]), unless [`NodeClient::fence`] already did. So a node that was
@@ -26,7 +37,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -92,6 +103,12 @@ impl FencingContext {
             cluster_id: self.cluster_id.clone(),
             epoch: self.epoch(),
         }
+    }
+
+    /// The fencing a read carries: the owner's, or none at epoch 0 (not an owner: such a read
+    /// is served unchecked, like an older client's).
+    pub(crate) fn to_read_proto(&self) -> Option<pb::Fencing> {
+        (self.epoch() > 0).then(|| self.to_proto())
     }
 }
 
@@ -207,6 +224,9 @@ pub struct NodeInfo {
     pub fault_injection_enabled: bool,
     /// The node's software version.
     pub version: String,
+    /// The storage protocol version the node speaks (at least
+    /// [`dagraid_proto::storage::PROTOCOL_VERSION`]: older nodes are refused).
+    pub protocol_version: u32,
 }
 
 /// Largest payload of the label area.
@@ -257,6 +277,8 @@ struct Inner {
     fenced: AtomicU64,
     /// One Fence at a time.
     fence_lock: tokio::sync::Mutex<()>,
+    /// Whether the node was seen to speak a protocol version this client accepts.
+    protocol_checked: AtomicBool,
     config: NodeClientConfig,
     metrics: Option<NodeRpcMetrics>,
 }
@@ -320,6 +342,7 @@ impl NodeClient {
                 fencing,
                 fenced: AtomicU64::new(0),
                 fence_lock: tokio::sync::Mutex::new(()),
+                protocol_checked: AtomicBool::new(false),
                 metrics: config.metrics.as_ref().map(|m| m.for_node(address)),
                 config,
             }),
@@ -396,9 +419,22 @@ impl NodeClient {
         if self.fenced_epoch() >= epoch {
             return Ok(());
         }
+        if !self.inner.protocol_checked.load(Ordering::Acquire) {
+            let info = self
+                .call(
+                    "GetNodeInfo",
+                    self.inner.config.io_deadline,
+                    pb::GetNodeInfoRequest {},
+                    |mut c, r| async move { c.get_node_info(r).await },
+                )
+                .await?;
+            self.check_protocol(&info)
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        }
         let request = pb::FenceRequest {
             cluster_id: self.inner.fencing.cluster_id().to_owned(),
             epoch,
+            component_id: String::new(),
         };
         let answer = self
             .call(
@@ -470,7 +506,26 @@ impl NodeClient {
             })
     }
 
-    /// Identity, epoch, limits and components of the node. Doubles as the health check.
+    /// Refuses a node older than the protocol version this client needs.
+    fn check_protocol(&self, info: &pb::NodeInfo) -> Result<(), NodeClientError> {
+        let needed = dagraid_proto::storage::PROTOCOL_VERSION;
+        if info.protocol_version < needed {
+            let err = NodeClientError::IncompatibleNode {
+                node: self.inner.address.clone(),
+                protocol_version: info.protocol_version,
+                needed,
+                version: info.version.clone(),
+            };
+            tracing::warn!(node = %self.inner.address, error = %err, "storage node refused");
+            return Err(err);
+        }
+        self.inner.protocol_checked.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Identity, epoch, limits and components of the node. Doubles as the health check. A node
+    /// older than storage protocol version [`dagraid_proto::storage::PROTOCOL_VERSION`] is
+    /// refused ([`NodeClientError::IncompatibleNode`]).
     pub async fn node_info(&self) -> Result<NodeInfo, NodeClientError> {
         let info = self
             .admin_call(
@@ -479,6 +534,7 @@ impl NodeClient {
                 |mut c, r| async move { c.get_node_info(r).await },
             )
             .await?;
+        self.check_protocol(&info)?;
         let components = info
             .components
             .into_iter()
@@ -492,6 +548,7 @@ impl NodeClient {
             max_io_bytes: info.max_io_bytes,
             fault_injection_enabled: info.fault_injection_enabled,
             version: info.version,
+            protocol_version: info.protocol_version,
         })
     }
 
@@ -510,6 +567,7 @@ impl NodeClient {
             block_size,
             block_count,
             serial,
+            log_bytes: 0,
         };
         let answer = self
             .admin_call("CreateComponent", request, |mut c, r| async move {
@@ -565,6 +623,7 @@ impl NodeClient {
         let request = pb::ReadSlotRequest {
             component_id: id.to_owned(),
             area: area.to_proto() as i32,
+            fencing: self.inner.fencing.to_read_proto(),
         };
         let answer = self
             .admin_call("ReadSlot", request, |mut c, r| async move {
@@ -609,6 +668,7 @@ impl NodeClient {
         let request = pb::FenceRequest {
             cluster_id: self.inner.fencing.cluster_id().to_owned(),
             epoch,
+            component_id: String::new(),
         };
         let answer = self
             .admin_call("Fence", request, |mut c, r| async move { c.fence(r).await })
@@ -670,6 +730,8 @@ mod tests {
         assert_eq!(f.raise_epoch(7), 7);
         assert_eq!(f.to_proto().epoch, 7);
         assert_eq!(f.to_proto().cluster_id, "c");
+        assert_eq!(f.to_read_proto(), Some(f.to_proto()));
+        assert_eq!(FencingContext::new("c", 0).to_read_proto(), None);
     }
 
     #[tokio::test]

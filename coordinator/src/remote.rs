@@ -100,6 +100,8 @@ impl RemoteComponent {
             component_id: self.component_id.clone(),
             start_block: start,
             block_count: count,
+            // Checked by the node like a write's: refused once a newer owner took over.
+            fencing: self.node.fencing().to_read_proto(),
         };
         let answer = self
             .node
@@ -219,10 +221,12 @@ mod tests {
     use crate::error::NodeErrorKind;
     use crate::node_client::{FencingContext, NodeClientConfig};
 
-    /// A node that answers reads with `extra` bytes too many (negative: too few).
+    /// A node that answers reads with `extra` bytes too many (negative: too few), and reports
+    /// `protocol_version`.
     struct WrongSizedReads {
         block_size: usize,
         extra: isize,
+        protocol_version: u32,
     }
 
     fn unimplemented<T>() -> Result<Response<T>, Status> {
@@ -251,6 +255,8 @@ mod tests {
                     state: 99,
                     ..Default::default()
                 }],
+                protocol_version: self.protocol_version,
+                version: "0.0.1".into(),
                 ..Default::default()
             }))
         }
@@ -346,6 +352,7 @@ mod tests {
             let addr = serve(WrongSizedReads {
                 block_size: 512,
                 extra,
+                protocol_version: 2,
             })
             .await;
             let c = RemoteComponent::new(client(&addr.to_string()), "c", 512, 8).unwrap();
@@ -365,6 +372,7 @@ mod tests {
         let addr = serve(WrongSizedReads {
             block_size: 512,
             extra: 0,
+            protocol_version: 2,
         })
         .await;
         let node = client(&addr.to_string());
@@ -376,6 +384,46 @@ mod tests {
         // Not implemented by this node: by code.
         let e = node.list_components().await.unwrap_err();
         assert_eq!(e.kind(), Some(&NodeErrorKind::Other), "{e}");
+    }
+
+    /// A node older than protocol version 2 (it reports 0) is refused at the first contact,
+    /// with an error naming it, and never fenced or written.
+    #[tokio::test]
+    async fn a_node_older_than_the_protocol_is_refused_by_name() {
+        for old in [0, 1] {
+            let addr = serve(WrongSizedReads {
+                block_size: 512,
+                extra: 0,
+                protocol_version: old,
+            })
+            .await
+            .to_string();
+            let node = client(&addr);
+            let e = node.node_info().await.unwrap_err();
+            assert!(
+                matches!(
+                    &e,
+                    NodeClientError::IncompatibleNode { node, protocol_version, needed: 2, .. }
+                        if *node == addr && *protocol_version == old
+                ),
+                "{e}"
+            );
+            let message = e.to_string();
+            assert!(
+                message.contains(&addr)
+                    && message.contains(&format!("protocol version {old}"))
+                    && message.contains("upgrade the node"),
+                "{message}"
+            );
+            // A client with an epoch checks before its first Fence (the fake would answer
+            // UNIMPLEMENTED to the Fence itself).
+            let fencing = FencingContext::new("dagraid", 3);
+            let node = NodeClient::new(&addr, fencing, NodeClientConfig::default()).unwrap();
+            let status = node.ensure_fenced().await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
+            assert!(status.message().contains("upgrade the node"), "{status}");
+            assert_eq!(node.fenced_epoch(), 0);
+        }
     }
 
     #[tokio::test]

@@ -10,6 +10,13 @@
 
 /// `dagraid.storage.v1`.
 pub mod storage {
+    /// The storage protocol version this code speaks, reported in `NodeInfo.protocol_version`.
+    ///
+    /// 2: per-component fence epochs (`FenceRequest.component_id`), epochs on reads
+    /// (`ReadBlocksRequest.fencing`, `ReadSlotRequest.fencing`), component files of format 2
+    /// with a log area (`ComponentInfo.log_bytes`). Nodes older than this field answer 0.
+    pub const PROTOCOL_VERSION: u32 = 2;
+
     /// Version 1 of the storage-node API.
     #[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
     pub mod v1 {

@@ -264,6 +264,7 @@ async fn grpc_sequential_reads(client: &Client, run: Duration) -> Sample {
     let mut n = 0u64;
     while start.elapsed() < run {
         let req = pb::ReadBlocksRequest {
+            fencing: None,
             component_id: "bench".into(),
             start_block: (n * u64::from(blocks)) % (REGION / SMALL as u64),
             block_count: blocks,
@@ -396,6 +397,7 @@ async fn bare_reads(client: &Client, run: Duration) -> Sample {
     let mut n = 0u64;
     while start.elapsed() < run {
         let req = pb::ReadBlocksRequest {
+            fencing: None,
             component_id: "bench".into(),
             start_block: 0,
             block_count: 256,
@@ -459,6 +461,7 @@ fn main() {
     let (node, bare) = client_rt.block_on(async {
         let mut node = connect(node_addr).await;
         node.create_component(pb::CreateComponentRequest {
+            log_bytes: 0,
             fencing: Some(pb::Fencing {
                 cluster_id: CLUSTER.into(),
                 epoch: 0,

@@ -26,6 +26,30 @@ pub trait StorageBackend: Send + Sync + 'static {
     fn sync(&self) -> io::Result<()>;
     /// Current size in bytes.
     fn size(&self) -> io::Result<u64>;
+    /// Grows the storage to `len` bytes of zeros beyond the current end, reserving the space
+    /// where it can. Not durable until a later [`StorageBackend::sync`]. Only migration grows a
+    /// component; backends that cannot answer `Unsupported`.
+    fn grow(&self, len: u64) -> io::Result<()> {
+        let _ = len;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this backend cannot grow",
+        ))
+    }
+}
+
+/// Reserves `len` bytes of `file` (from offset 0), so a full disk shows when space is reserved,
+/// not at a later write; file systems without fallocate get a sparse file.
+pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(errno)
+            if errno == rustix::io::Errno::OPNOTSUPP || errno == rustix::io::Errno::NOSYS =>
+        {
+            file.set_len(len)
+        }
+        Err(errno) => Err(io::Error::from(errno)),
+    }
 }
 
 /// A component file on the local file system.
@@ -81,6 +105,13 @@ impl StorageBackend for FileBackend {
 
     fn size(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
+    }
+
+    fn grow(&self, len: u64) -> io::Result<()> {
+        if len > self.size()? {
+            preallocate(&self.file, len)?;
+        }
+        Ok(())
     }
 }
 

@@ -23,7 +23,8 @@ use crate::backend::StorageBackend;
 use crate::checksum::block_checksum;
 use crate::error::NodeError;
 use crate::group_commit::GroupCommit;
-use crate::layout::{ComponentHeader, HEADER_BYTES, HEADER_REGION_BYTES, Layout};
+use crate::layout::{ComponentHeader, Layout};
+use crate::migrate;
 use crate::slot::{self, Area, SlotRecord};
 
 /// Region locks per component (a region is [`REGION_BYTES`] of blocks; regions share locks
@@ -59,6 +60,9 @@ pub struct BlockStore {
     commit: GroupCommit,
     label_lock: tokio::sync::Mutex<()>,
     metadata_lock: tokio::sync::Mutex<()>,
+    epoch_lock: tokio::sync::Mutex<()>,
+    /// The durable fence epoch of the component (its epoch slots; 0 if never fenced).
+    fence_epoch: AtomicU64,
     /// Where the failure is recorded for the next start (best effort); `None` in unit tests.
     failure_marker: Option<PathBuf>,
     failure_recorded: AtomicBool,
@@ -106,32 +110,24 @@ impl BlockStore {
         backend.sync()
     }
 
-    /// Opens an initialised component. Blocking. `Err` says what is wrong with the file.
+    /// Opens an initialised component, migrating a format 1 file to format 2 first (see
+    /// [`crate::migrate`]). Blocking. `Err` says what is wrong with the file.
     pub fn open(
         backend: Arc<dyn StorageBackend>,
         failure: Option<String>,
         failure_marker: Option<PathBuf>,
     ) -> Result<Self, String> {
-        let len = backend.size().map_err(|e| format!("cannot stat: {e}"))?;
-        if len < HEADER_REGION_BYTES {
-            return Err(format!(
-                "file is {len} bytes, too short for a component header"
-            ));
-        }
-        let mut buf = vec![0u8; HEADER_BYTES];
+        let migrate::OpenedHeader { header, layout, .. } = migrate::open_header(backend.as_ref())?;
+        let mut epoch_slots = vec![0u8; 2 * Area::Epoch.slot_bytes()];
         backend
-            .read_at(&mut buf, 0)
-            .map_err(|e| format!("cannot read the header: {e}"))?;
-        let header = ComponentHeader::decode(&buf).map_err(|e| e.to_string())?;
-        let layout = header
-            .layout()
-            .ok_or_else(|| "header geometry overflows".to_owned())?;
-        if len != layout.file_len {
-            return Err(format!(
-                "file is {len} bytes, expected {} for {} blocks of {} bytes",
-                layout.file_len, header.block_count, header.block_size
-            ));
-        }
+            .read_at(&mut epoch_slots, layout.epoch_offset)
+            .map_err(|e| format!("cannot read the fence epoch: {e}"))?;
+        let (a, b) = epoch_slots.split_at(Area::Epoch.slot_bytes());
+        let fence_epoch = match slot::newest(Area::Epoch, [a, b]).0 {
+            None => 0,
+            Some(record) => decode_epoch(&record.payload)
+                .ok_or_else(|| "the fence epoch record is not 8 bytes".to_owned())?,
+        };
         let region_blocks = (REGION_BYTES / u64::from(header.block_size)).max(1);
         let regions = header.block_count.div_ceil(region_blocks);
         let stripes = (regions.min(LOCK_STRIPES as u64)) as usize;
@@ -151,6 +147,8 @@ impl BlockStore {
             bytes_written: AtomicU64::new(0),
             label_lock: tokio::sync::Mutex::new(()),
             metadata_lock: tokio::sync::Mutex::new(()),
+            epoch_lock: tokio::sync::Mutex::new(()),
+            fence_epoch: AtomicU64::new(fence_epoch),
             failure_marker,
             failure_recorded: AtomicBool::new(recorded),
         })
@@ -164,6 +162,24 @@ impl BlockStore {
     /// Where its regions lie.
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// The component's durable fence epoch (0 if it was never fenced on its own).
+    pub fn fence_epoch(&self) -> u64 {
+        self.fence_epoch.load(Ordering::Acquire)
+    }
+
+    /// Makes `epoch` the component's fence epoch, durably, if it is higher; returns the fence
+    /// epoch now in force. Updates of the epoch are serialised.
+    pub async fn raise_fence_epoch(&self, epoch: u64) -> Result<u64, NodeError> {
+        let _one_at_a_time = self.epoch_lock.lock().await;
+        let current = self.fence_epoch();
+        if epoch <= current {
+            return Ok(current);
+        }
+        self.write_area(Area::Epoch, &epoch.to_le_bytes()).await?;
+        self.fence_epoch.store(epoch, Ordering::Release);
+        Ok(epoch)
     }
 
     /// Serving or failed.
@@ -466,6 +482,7 @@ impl BlockStore {
         match area {
             Area::Label => self.layout.label_offset,
             Area::Metadata => self.layout.metadata_offset,
+            Area::Epoch => self.layout.epoch_offset,
         }
     }
 
@@ -473,6 +490,8 @@ impl BlockStore {
         match area {
             Area::Label => &self.label_lock,
             Area::Metadata => &self.metadata_lock,
+            // Serialised by `raise_fence_epoch`'s own lock.
+            Area::Epoch => &self.epoch_lock,
         }
     }
 
@@ -514,6 +533,7 @@ impl BlockStore {
                 what: match area {
                     Area::Label => "label payload",
                     Area::Metadata => "metadata payload",
+                    Area::Epoch => "fence epoch payload",
                 },
                 bytes: len as u64,
                 limit: area.max_payload() as u64,
@@ -524,11 +544,16 @@ impl BlockStore {
 
     /// Atomically replaces `area` with `payload`; returns the new sequence once durable.
     pub async fn write_slot(&self, area: Area, payload: &[u8]) -> Result<u64, NodeError> {
-        self.ensure_serving()?;
-        self.check_slot_payload(area, payload.len())?;
         // Held until durable: a second update must not overwrite the slot holding the last
         // durable version while the first update is still volatile.
         let _area = self.area_lock(area).lock().await;
+        self.write_area(area, payload).await
+    }
+
+    /// [`BlockStore::write_slot`] under the area's lock, which the caller holds.
+    async fn write_area(&self, area: Area, payload: &[u8]) -> Result<u64, NodeError> {
+        self.ensure_serving()?;
+        self.check_slot_payload(area, payload.len())?;
         let (current, target) = self.read_area(area).await?;
         let sequence = current.map_or(1, |r| r.sequence + 1);
         let record = slot::encode(area, sequence, payload);
@@ -548,6 +573,10 @@ impl BlockStore {
         self.wait_durable(ticket).await?;
         Ok(sequence)
     }
+}
+
+fn decode_epoch(payload: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(payload.try_into().ok()?))
 }
 
 #[cfg(test)]

@@ -71,6 +71,19 @@ pub enum NodeError {
         /// Highest epoch accepted by the node.
         current: u64,
     },
+    /// The call's epoch is older than its component's fence epoch (a component fence raised it
+    /// above the node's epoch).
+    #[error(
+        "epoch {got} is stale: component {component:?} was fenced at epoch {current} on this node"
+    )]
+    StaleComponentEpoch {
+        /// The component.
+        component: String,
+        /// Epoch in the call.
+        got: u64,
+        /// The component's fence epoch.
+        current: u64,
+    },
     /// The component failed for good (a sync or write failed).
     #[error("component {component:?} has failed: {reason}")]
     ComponentFailed {
@@ -186,7 +199,9 @@ impl NodeError {
             Self::TooLarge { .. } => (Code::ResourceExhausted, error_kind::TOO_LARGE),
             Self::NoSpace { .. } => (Code::ResourceExhausted, error_kind::NO_SPACE),
             Self::WrongCluster { .. } => (Code::FailedPrecondition, error_kind::WRONG_CLUSTER),
-            Self::StaleEpoch { .. } => (Code::FailedPrecondition, error_kind::STALE_EPOCH),
+            Self::StaleEpoch { .. } | Self::StaleComponentEpoch { .. } => {
+                (Code::FailedPrecondition, error_kind::STALE_EPOCH)
+            }
             Self::ComponentFailed { .. } => {
                 (Code::FailedPrecondition, error_kind::COMPONENT_FAILED)
             }
@@ -294,6 +309,14 @@ mod tests {
             ),
             (
                 NodeError::StaleEpoch { got: 1, current: 2 },
+                Code::FailedPrecondition,
+            ),
+            (
+                NodeError::StaleComponentEpoch {
+                    component: "c".into(),
+                    got: 1,
+                    current: 2,
+                },
                 Code::FailedPrecondition,
             ),
             (

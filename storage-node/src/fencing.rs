@@ -1,11 +1,16 @@
-//! Owner fencing: the node-level epoch and the writes in flight under each epoch.
+//! Owner fencing: the node-level epoch, each component's own fence epoch, and the calls in flight
+//! under each epoch.
 //!
-//! A mutating call is *admitted* by checking its epoch and registering it as in flight in one step
-//! under one lock, at the moment it is applied (not when it arrived), so a write delayed past a
-//! [`Fencing::fence`] is refused. A higher epoch is written to the node state file before anything
-//! is accepted under it. `fence` returns once every admitted call of an older epoch has finished.
+//! A call on a component is *admitted* by checking its epoch against max(node epoch, component
+//! epoch) and registering it as in flight in one step under one lock, at the moment it is applied
+//! (not when it arrived), so a write delayed past a [`Fencing::fence`] or a component fence is
+//! refused. A higher node epoch is written to the node state file before anything is accepted
+//! under it; a component's epoch is written to its file (by the node) before
+//! [`Fencing::set_component_epoch`] makes it count. [`Fencing::fence`] returns once every
+//! admitted call of an older epoch has finished, [`Fencing::drain`] once every such call on one
+//! component has.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -27,23 +32,65 @@ pub struct Fencing {
 
 struct EpochState {
     epoch: u64,
-    /// Admitted, unfinished calls per epoch.
-    in_flight: BTreeMap<u64, usize>,
+    /// Fence epochs of the components a component fence raised (absent: 0).
+    component_epochs: HashMap<String, u64>,
+    /// Admitted, unfinished calls per epoch, per component.
+    in_flight: BTreeMap<u64, HashMap<String, usize>>,
 }
 
-/// An admitted mutating call; dropping it marks the call finished.
+impl EpochState {
+    fn component_epoch(&self, component: &str) -> u64 {
+        self.component_epochs.get(component).copied().unwrap_or(0)
+    }
+
+    /// Refuses `epoch` on `component` if it is below max(node epoch, component epoch).
+    fn check(&self, component: &str, epoch: u64) -> Result<(), NodeError> {
+        let component_epoch = self.component_epoch(component);
+        if epoch < component_epoch && component_epoch > self.epoch {
+            return Err(NodeError::StaleComponentEpoch {
+                component: component.to_owned(),
+                got: epoch,
+                current: component_epoch,
+            });
+        }
+        if epoch < self.epoch {
+            return Err(NodeError::StaleEpoch {
+                got: epoch,
+                current: self.epoch,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether an admitted call may raise the node's epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A mutating call: a newer epoch is persisted and adopted first.
+    Mutating,
+    /// A read: checked the same way, but a newer epoch raises nothing (a read changes nothing).
+    Read,
+}
+
+/// An admitted call on a component; dropping it marks the call finished.
 pub struct InFlight {
     fencing: Arc<Fencing>,
     epoch: u64,
+    component: String,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         {
             let mut state = self.fencing.state();
-            if let Some(n) = state.in_flight.get_mut(&self.epoch) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(calls) = state.in_flight.get_mut(&self.epoch) {
+                if let Some(n) = calls.get_mut(&self.component) {
+                    *n -= 1;
+                    if *n == 0 {
+                        calls.remove(&self.component);
+                    }
+                }
+                if calls.is_empty() {
                     state.in_flight.remove(&self.epoch);
                 }
             }
@@ -66,6 +113,7 @@ impl Fencing {
             store,
             state: Mutex::new(EpochState {
                 epoch,
+                component_epochs: HashMap::new(),
                 in_flight: BTreeMap::new(),
             }),
             raising: tokio::sync::Mutex::new(()),
@@ -101,28 +149,92 @@ impl Fencing {
         }
     }
 
-    /// Admits a mutating call of `epoch`: refuses stale epochs, durably raises the node's epoch to
-    /// a newer one, and registers the call as in flight until the returned guard drops.
+    /// The fence epoch of `component` (0 when no component fence raised it).
+    pub fn component_epoch(&self, component: &str) -> u64 {
+        self.state().component_epoch(component)
+    }
+
+    /// The epoch a call on `component` needs at least: max(node epoch, component epoch).
+    pub fn effective_epoch(&self, component: &str) -> u64 {
+        let state = self.state();
+        state.epoch.max(state.component_epoch(component))
+    }
+
+    /// Makes `epoch` the fence epoch of `component` (if higher). The caller has made it durable.
+    pub fn set_component_epoch(&self, component: &str, epoch: u64) {
+        let mut state = self.state();
+        let entry = state
+            .component_epochs
+            .entry(component.to_owned())
+            .or_default();
+        *entry = (*entry).max(epoch);
+    }
+
+    /// Forgets the fence epoch of a deleted component.
+    pub fn forget_component(&self, component: &str) {
+        self.state().component_epochs.remove(component);
+    }
+
+    /// Refuses a component fence at `epoch` below max(node epoch, component epoch), or in
+    /// another cluster.
+    pub fn check_component_fence(
+        &self,
+        cluster_id: &str,
+        component: &str,
+        epoch: u64,
+    ) -> Result<(), NodeError> {
+        self.check_cluster(cluster_id)?;
+        self.state().check(component, epoch)
+    }
+
+    /// Admits a mutating call of `epoch` on `component`: refuses an epoch below max(node epoch,
+    /// component epoch), durably raises the node's epoch to a newer one, and registers the call
+    /// as in flight until the returned guard drops.
     pub async fn admit(
         self: &Arc<Self>,
         cluster_id: &str,
+        component: &str,
         epoch: u64,
+    ) -> Result<InFlight, NodeError> {
+        self.admit_as(cluster_id, component, epoch, Kind::Mutating)
+            .await
+    }
+
+    /// Admits a read of `epoch` on `component`: checked like [`Fencing::admit`], but an epoch
+    /// newer than the node's is admitted without raising it.
+    pub async fn admit_read(
+        self: &Arc<Self>,
+        cluster_id: &str,
+        component: &str,
+        epoch: u64,
+    ) -> Result<InFlight, NodeError> {
+        self.admit_as(cluster_id, component, epoch, Kind::Read)
+            .await
+    }
+
+    async fn admit_as(
+        self: &Arc<Self>,
+        cluster_id: &str,
+        component: &str,
+        epoch: u64,
+        kind: Kind,
     ) -> Result<InFlight, NodeError> {
         self.check_cluster(cluster_id)?;
         loop {
             {
                 let mut state = self.state();
-                if epoch < state.epoch {
-                    return Err(NodeError::StaleEpoch {
-                        got: epoch,
-                        current: state.epoch,
-                    });
-                }
-                if epoch == state.epoch {
-                    *state.in_flight.entry(epoch).or_default() += 1;
+                state.check(component, epoch)?;
+                if epoch == state.epoch || kind == Kind::Read {
+                    *state
+                        .in_flight
+                        .entry(epoch)
+                        .or_default()
+                        .entry(component.to_owned())
+                        .or_default() += 1;
                     return Ok(InFlight {
                         fencing: self.clone(),
                         epoch,
+                        component: component.to_owned(),
                     });
                 }
             }
@@ -167,12 +279,24 @@ impl Fencing {
             });
         }
         self.raise(epoch).await?;
+        self.drain(None, epoch).await?;
+        Ok(self.epoch())
+    }
+
+    /// Waits until no call admitted under an epoch older than `epoch` is in flight: on
+    /// `component`, or on any component when `None`.
+    pub async fn drain(&self, component: Option<&str>, epoch: u64) -> Result<(), NodeError> {
         let mut finished = self.finished.subscribe();
         loop {
             {
                 let state = self.state();
-                if state.in_flight.range(..epoch).next().is_none() {
-                    return Ok(state.epoch);
+                let mut older = state.in_flight.range(..epoch);
+                let busy = match component {
+                    None => older.next().is_some(),
+                    Some(id) => older.any(|(_, calls)| calls.contains_key(id)),
+                };
+                if !busy {
+                    return Ok(());
                 }
             }
             if finished.changed().await.is_err() {
@@ -181,10 +305,14 @@ impl Fencing {
         }
     }
 
-    /// Calls in flight per epoch (tests).
+    /// Calls in flight per epoch, all components together (tests).
     #[cfg(test)]
     fn in_flight(&self) -> BTreeMap<u64, usize> {
-        self.state().in_flight.clone()
+        self.state()
+            .in_flight
+            .iter()
+            .map(|(epoch, calls)| (*epoch, calls.values().sum()))
+            .collect()
     }
 }
 
@@ -196,20 +324,20 @@ mod tests {
     async fn stale_and_foreign_calls_are_refused() {
         let fencing = Fencing::new("n".into(), "c".into(), 5, None);
         assert!(matches!(
-            fencing.admit("c", 4).await,
+            fencing.admit("c", "x", 4).await,
             Err(NodeError::StaleEpoch { got: 4, current: 5 })
         ));
         assert!(matches!(
-            fencing.admit("other", 5).await,
+            fencing.admit("other", "x", 5).await,
             Err(NodeError::WrongCluster { .. })
         ));
-        let guard = fencing.admit("c", 7).await.unwrap();
+        let guard = fencing.admit("c", "x", 7).await.unwrap();
         assert_eq!(
             fencing.epoch(),
             7,
             "a newer epoch is accepted and becomes current"
         );
-        assert!(fencing.admit("c", 5).await.is_err());
+        assert!(fencing.admit("c", "x", 5).await.is_err());
         drop(guard);
         assert!(fencing.in_flight().is_empty());
     }
@@ -217,7 +345,7 @@ mod tests {
     #[tokio::test]
     async fn fence_waits_for_older_calls_only() {
         let fencing = Fencing::new("n".into(), "c".into(), 1, None);
-        let old = fencing.admit("c", 1).await.unwrap();
+        let old = fencing.admit("c", "x", 1).await.unwrap();
         let fence = tokio::spawn({
             let fencing = fencing.clone();
             async move { fencing.fence("c", 2).await }
@@ -226,9 +354,9 @@ mod tests {
         while fencing.epoch() != 2 {
             tokio::task::yield_now().await;
         }
-        let new = fencing.admit("c", 2).await.unwrap();
+        let new = fencing.admit("c", "x", 2).await.unwrap();
         assert!(
-            fencing.admit("c", 1).await.is_err(),
+            fencing.admit("c", "x", 1).await.is_err(),
             "refused after the fence"
         );
         for _ in 0..100 {
@@ -248,9 +376,99 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = NodeStateFile::new(dir.path());
         let fencing = Fencing::new("n".into(), "c".into(), 0, Some(store.clone()));
-        drop(fencing.admit("c", 3).await.unwrap());
+        drop(fencing.admit("c", "x", 3).await.unwrap());
         assert_eq!(store.load().unwrap().unwrap().epoch, 3);
         fencing.fence("c", 8).await.unwrap();
         assert_eq!(store.load().unwrap().unwrap().epoch, 8);
+    }
+
+    #[tokio::test]
+    async fn a_component_epoch_refuses_older_calls_on_that_component_only() {
+        let fencing = Fencing::new("n".into(), "c".into(), 3, None);
+        fencing.set_component_epoch("a", 5);
+        assert_eq!(fencing.effective_epoch("a"), 5);
+        assert_eq!(fencing.effective_epoch("b"), 3);
+        for epoch in [3, 4] {
+            assert!(matches!(
+                fencing.admit("c", "a", epoch).await,
+                Err(NodeError::StaleComponentEpoch { ref component, got, current: 5 })
+                    if component == "a" && got == epoch
+            ));
+            assert!(matches!(
+                fencing.admit_read("c", "a", epoch).await,
+                Err(NodeError::StaleComponentEpoch { .. })
+            ));
+        }
+        // Another component only needs the node epoch.
+        drop(fencing.admit("c", "b", 3).await.unwrap());
+        // At the component's epoch: admitted; the node epoch follows (a mutating call).
+        drop(fencing.admit("c", "a", 5).await.unwrap());
+        assert_eq!(fencing.epoch(), 5);
+        // A node epoch above the component's takes over.
+        drop(fencing.admit("c", "b", 7).await.unwrap());
+        assert!(matches!(
+            fencing.admit("c", "a", 5).await,
+            Err(NodeError::StaleEpoch { got: 5, current: 7 })
+        ));
+        // A lower component epoch never lowers anything.
+        fencing.set_component_epoch("a", 2);
+        assert_eq!(fencing.component_epoch("a"), 5);
+        fencing.forget_component("a");
+        assert_eq!(fencing.component_epoch("a"), 0);
+        assert!(fencing.in_flight().is_empty());
+    }
+
+    #[tokio::test]
+    async fn reads_are_checked_but_raise_nothing() {
+        let fencing = Fencing::new("n".into(), "c".into(), 3, None);
+        assert!(matches!(
+            fencing.admit_read("c", "a", 2).await,
+            Err(NodeError::StaleEpoch { got: 2, current: 3 })
+        ));
+        assert!(matches!(
+            fencing.admit_read("other", "a", 3).await,
+            Err(NodeError::WrongCluster { .. })
+        ));
+        let read = fencing.admit_read("c", "a", 9).await.unwrap();
+        assert_eq!(fencing.epoch(), 3, "a read raised the node epoch");
+        assert_eq!(fencing.in_flight(), BTreeMap::from([(9, 1)]));
+        drop(read);
+        assert!(fencing.in_flight().is_empty());
+    }
+
+    #[tokio::test]
+    async fn draining_a_component_waits_for_its_older_calls_only() {
+        let fencing = Fencing::new("n".into(), "c".into(), 1, None);
+        let on_a = fencing.admit("c", "a", 1).await.unwrap();
+        let on_b = fencing.admit("c", "b", 1).await.unwrap();
+        fencing.set_component_epoch("a", 2);
+        let drain_a = tokio::spawn({
+            let fencing = fencing.clone();
+            async move { fencing.drain(Some("a"), 2).await }
+        });
+        let drain_b_newer = tokio::spawn({
+            let fencing = fencing.clone();
+            async move { fencing.drain(Some("c-none"), 2).await }
+        });
+        drain_b_newer.await.unwrap().unwrap();
+        let new_on_a = fencing.admit("c", "a", 2).await.unwrap();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !drain_a.is_finished(),
+            "drained with an older call in flight"
+        );
+        drop(on_b);
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !drain_a.is_finished(),
+            "another component's call ended the drain"
+        );
+        drop(on_a);
+        drain_a.await.unwrap().unwrap();
+        drop(new_on_a);
     }
 }

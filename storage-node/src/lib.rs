@@ -3,10 +3,12 @@
 //!
 //! Code map, bottom up:
 //! - [`backend`]: blocking positioned I/O and sync under a component ([`backend::FileBackend`]).
-//! - [`layout`], [`slot`], [`checksum`]: the on-disk format of a component file.
+//! - [`layout`], [`slot`], [`checksum`]: the on-disk format of a component file (format 2);
+//!   [`migrate`]: opening a header, migrating format 1 files crash-safely.
 //! - [`group_commit`]: fdatasyncs shared by concurrent writes, a few in flight at once.
 //! - [`block_store`]: one component: checksummed reads and writes, region locks, slot areas.
-//! - [`fencing`], [`node_state`]: the owner epoch and its durable record.
+//! - [`fencing`], [`node_state`]: the owner epoch, the per-component fence epochs (durable in
+//!   each component's epoch slots), the node epoch's durable record.
 //! - [`faults`]: test-only fault injection, off unless enabled.
 //! - [`node`]: the data directory and its components; every request is validated here.
 //! - [`service`]: the gRPC adapter; [`error`] is the one error type and its status mapping.
@@ -26,6 +28,7 @@ pub mod fencing;
 pub mod group_commit;
 pub mod layout;
 pub mod metrics;
+pub mod migrate;
 pub mod node;
 pub mod node_state;
 pub mod service;

@@ -44,12 +44,16 @@ where
 }
 
 fn owner(fencing: Option<pb::Fencing>) -> Result<Owner, NodeError> {
-    let fencing = fencing.ok_or_else(|| {
+    optional_owner(fencing).ok_or_else(|| {
         NodeError::InvalidArgument("fencing (cluster id and epoch) is required".into())
-    })?;
-    Ok(Owner {
-        cluster_id: fencing.cluster_id,
-        epoch: fencing.epoch,
+    })
+}
+
+/// The owner of a read: reads from clients older than protocol version 2 carry none.
+fn optional_owner(fencing: Option<pb::Fencing>) -> Option<Owner> {
+    fencing.map(|f| Owner {
+        cluster_id: f.cluster_id,
+        epoch: f.epoch,
     })
 }
 
@@ -78,6 +82,8 @@ pub fn component_info(store: &BlockStore) -> pb::ComponentInfo {
         size_bytes: u64::from(header.block_size) * header.block_count,
         state: state as i32,
         failure_reason,
+        log_bytes: header.log_bytes,
+        fence_epoch: store.fence_epoch(),
     }
 }
 
@@ -144,6 +150,7 @@ impl StorageNode for StorageService {
             max_io_bytes: summary.max_io_bytes,
             fault_injection_enabled: summary.fault_injection,
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol_version: dagraid_proto::storage::PROTOCOL_VERSION,
         }))
     }
 
@@ -161,6 +168,7 @@ impl StorageNode for StorageService {
                 req.block_size,
                 req.block_count,
                 req.serial,
+                req.log_bytes,
             )
             .await
         })
@@ -199,6 +207,7 @@ impl StorageNode for StorageService {
         let data = self
             .node
             .read_blocks(
+                optional_owner(req.fencing),
                 &req.component_id,
                 req.start_block,
                 u64::from(req.block_count),
@@ -239,7 +248,10 @@ impl StorageNode for StorageService {
     ) -> Result<Response<pb::ReadSlotResponse>, Status> {
         let req = request.into_inner();
         let area = area(req.area)?;
-        let record = self.node.read_slot(&req.component_id, area).await?;
+        let record = self
+            .node
+            .read_slot(optional_owner(req.fencing), &req.component_id, area)
+            .await?;
         Ok(Response::new(match record {
             Some(record) => pb::ReadSlotResponse {
                 present: true,
@@ -276,7 +288,15 @@ impl StorageNode for StorageService {
     ) -> Result<Response<pb::FenceResponse>, Status> {
         let req = request.into_inner();
         let node = self.node.clone();
-        let epoch = detached(async move { node.fence(&req.cluster_id, req.epoch).await }).await?;
+        let epoch = detached(async move {
+            if req.component_id.is_empty() {
+                node.fence(&req.cluster_id, req.epoch).await
+            } else {
+                node.fence_component(&req.cluster_id, &req.component_id, req.epoch)
+                    .await
+            }
+        })
+        .await?;
         Ok(Response::new(pb::FenceResponse { epoch }))
     }
 

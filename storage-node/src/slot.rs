@@ -1,4 +1,4 @@
-//! Two-slot areas (label, metadata): an update is atomic across a crash.
+//! Two-slot areas (label, metadata, fence epoch): an update is atomic across a crash.
 //!
 //! Each area has two fixed-size slots. A record is a 24-byte header (magic, format version, area,
 //! sequence, payload length, CRC-32C over the header fields and the payload) followed by the
@@ -20,6 +20,10 @@ pub const MAX_METADATA_PAYLOAD: usize = 64 * 1024;
 pub const LABEL_SLOT_BYTES: usize = 8 * 1024;
 /// Bytes of one metadata slot on disk.
 pub const METADATA_SLOT_BYTES: usize = 68 * 1024;
+/// Payload of a fence-epoch record: the epoch, u64 little-endian.
+pub const EPOCH_PAYLOAD: usize = 8;
+/// Bytes of one fence-epoch slot on disk (format 2).
+pub const EPOCH_SLOT_BYTES: usize = 4 * 1024;
 
 /// Which two-slot area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,6 +32,8 @@ pub enum Area {
     Label,
     /// The coordinator's metadata (parity map ...).
     Metadata,
+    /// The component's fence epoch (format 2; the node's own, never served over gRPC).
+    Epoch,
 }
 
 impl Area {
@@ -36,6 +42,7 @@ impl Area {
         match self {
             Self::Label => MAX_LABEL_PAYLOAD,
             Self::Metadata => MAX_METADATA_PAYLOAD,
+            Self::Epoch => EPOCH_PAYLOAD,
         }
     }
 
@@ -44,6 +51,7 @@ impl Area {
         match self {
             Self::Label => LABEL_SLOT_BYTES,
             Self::Metadata => METADATA_SLOT_BYTES,
+            Self::Epoch => EPOCH_SLOT_BYTES,
         }
     }
 
@@ -51,6 +59,7 @@ impl Area {
         match self {
             Self::Label => 1,
             Self::Metadata => 2,
+            Self::Epoch => 3,
         }
     }
 
@@ -59,6 +68,7 @@ impl Area {
         match self {
             Self::Label => "label",
             Self::Metadata => "metadata",
+            Self::Epoch => "fence epoch",
         }
     }
 }
@@ -181,7 +191,7 @@ mod tests {
     /// version, for the first write and for later ones, growing and shrinking payloads.
     #[test]
     fn torn_write_at_every_byte_reads_previous_or_new() {
-        for area in [Area::Label, Area::Metadata] {
+        for area in [Area::Label, Area::Metadata, Area::Epoch] {
             let size = area.slot_bytes();
             let mut image = vec![0u8; 2 * size];
             let versions: Vec<Vec<u8>> = vec![
@@ -193,7 +203,8 @@ mod tests {
                     .collect(),
             ];
             let mut previous: Option<SlotRecord> = None;
-            for payload in versions {
+            for mut payload in versions {
+                payload.truncate(area.max_payload());
                 let (cur, target) = newest(area, [&image[..size], &image[size..]]);
                 assert_eq!(cur, previous);
                 let seq = cur.as_ref().map_or(1, |r| r.sequence + 1);

@@ -1,4 +1,5 @@
-//! In-memory storage backends for unit tests: one that can lose power, one with gated syncs.
+//! Test helpers: in-memory storage backends (one that can lose power, one with gated syncs) and
+//! the format 1 component writer the migration tests build old files with.
 
 use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -8,6 +9,86 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
 use crate::backend::StorageBackend;
+use crate::checksum::block_checksum;
+use crate::layout::{ComponentHeader, Layout};
+use crate::slot::{self, Area, SlotRecord};
+
+/// Block size of [`v1_file`].
+pub(crate) const BLOCK_SIZE: u32 = 512;
+/// Blocks of [`v1_file`].
+pub(crate) const BLOCKS: u64 = 10;
+
+/// What a format 1 file holds, and the bytes of that file as a format 1 node wrote them.
+pub(crate) struct V1File {
+    pub(crate) header: ComponentHeader,
+    pub(crate) blocks: Vec<Vec<u8>>,
+    pub(crate) label: SlotRecord,
+    pub(crate) metadata: SlotRecord,
+    pub(crate) image: Vec<u8>,
+}
+
+/// The format 1 writer, kept here: header, blocks with their checksums, two versions of the
+/// label (the newest in slot 1) and one of the metadata (in slot 0).
+pub(crate) fn v1_file(seed: u64) -> V1File {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let header = ComponentHeader {
+        id: "legacy-1".into(),
+        serial: 0x0123_4567_89ab_cdef,
+        block_size: BLOCK_SIZE,
+        block_count: BLOCKS,
+        // Not stored by format 1.
+        log_bytes: 0,
+    };
+    let layout = Layout::v1(BLOCK_SIZE, BLOCKS).unwrap();
+    let mut image = vec![0u8; layout.file_len as usize];
+    let put = |image: &mut Vec<u8>, at: u64, bytes: &[u8]| {
+        image[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
+    };
+    put(&mut image, 0, &header.encode_v1());
+    let mut blocks = Vec::new();
+    for index in 0..BLOCKS {
+        let mut block = vec![0u8; BLOCK_SIZE as usize];
+        rng.fill(&mut block[..]);
+        put(&mut image, layout.block_offset(index), &block);
+        let crc = block_checksum(header.serial, index, &block);
+        put(
+            &mut image,
+            layout.checksum_entry_offset(index),
+            &crc.to_le_bytes(),
+        );
+        blocks.push(block);
+    }
+    let label = SlotRecord {
+        sequence: 7,
+        payload: b"label version 7".to_vec(),
+    };
+    put(
+        &mut image,
+        layout.label_offset,
+        &slot::encode(Area::Label, 6, b"label version 6"),
+    );
+    put(
+        &mut image,
+        layout.label_offset + Area::Label.slot_bytes() as u64,
+        &slot::encode(Area::Label, label.sequence, &label.payload),
+    );
+    let metadata = SlotRecord {
+        sequence: 1,
+        payload: (0..3000u32).map(|i| (i * 11) as u8).collect(),
+    };
+    put(
+        &mut image,
+        layout.metadata_offset,
+        &slot::encode(Area::Metadata, metadata.sequence, &metadata.payload),
+    );
+    V1File {
+        header,
+        blocks,
+        label,
+        metadata,
+        image,
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -56,6 +137,8 @@ struct PowerCutState {
     durable: Vec<u8>,
     /// Unsynced writes, oldest first.
     pending: Vec<(u64, Vec<u8>)>,
+    /// An unsynced growth of the disk: the new length.
+    pending_len: Option<usize>,
     ops_until_cut: Option<u64>,
     mode: CutMode,
     rng: StdRng,
@@ -75,6 +158,7 @@ impl PowerCutDisk {
                 visible: image.clone(),
                 durable: image,
                 pending: Vec::new(),
+                pending_len: None,
                 ops_until_cut: None,
                 mode: CutMode::DropAllUnsynced,
                 rng: StdRng::seed_from_u64(seed),
@@ -104,14 +188,20 @@ impl PowerCutDisk {
             if *n == 0 {
                 let mut image = s.durable.clone();
                 if s.mode == CutMode::KeepRandomSectors {
+                    // An unsynced growth may or may not have reached the disk.
+                    if let Some(len) = s.pending_len.take()
+                        && s.rng.random_bool(0.5)
+                    {
+                        image.resize(len, 0);
+                    }
                     let pending = std::mem::take(&mut s.pending);
                     for (offset, data) in &pending {
                         let (start, end) = (*offset, *offset + data.len() as u64);
                         let mut sector = start / 512 * 512;
                         while sector < end {
-                            if s.rng.random_bool(0.5) {
+                            if s.rng.random_bool(0.5) && sector < image.len() as u64 {
                                 let from = sector.max(start);
-                                let to = (sector + 512).min(end);
+                                let to = (sector + 512).min(end).min(image.len() as u64);
                                 let part = &data[(from - start) as usize..(to - start) as usize];
                                 image[from as usize..to as usize].copy_from_slice(part);
                             }
@@ -148,6 +238,9 @@ impl StorageBackend for PowerCutDisk {
     fn sync(&self) -> io::Result<()> {
         let mut s = lock(&self.state);
         Self::tick(&mut s)?;
+        if let Some(len) = s.pending_len.take() {
+            s.durable.resize(len, 0);
+        }
         let pending = std::mem::take(&mut s.pending);
         for (offset, data) in pending {
             copy_in(&mut s.durable, &data, offset)?;
@@ -157,6 +250,17 @@ impl StorageBackend for PowerCutDisk {
 
     fn size(&self) -> io::Result<u64> {
         Ok(lock(&self.state).visible.len() as u64)
+    }
+
+    fn grow(&self, len: u64) -> io::Result<()> {
+        let mut s = lock(&self.state);
+        Self::tick(&mut s)?;
+        let len = len as usize;
+        if len > s.visible.len() {
+            s.visible.resize(len, 0);
+            s.pending_len = Some(len);
+        }
+        Ok(())
     }
 }
 

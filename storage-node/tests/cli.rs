@@ -192,6 +192,7 @@ fn a_corrupt_or_wrongly_sized_component_file_is_a_clear_error() {
         serial: 1,
         block_size: 512,
         block_count: 8,
+        log_bytes: 4096,
     };
     let mut bytes = header.encode();
     bytes.resize(header.layout().unwrap().file_len as usize - 1, 0);

@@ -257,6 +257,7 @@ impl Direct {
         let data = node
             .pick()
             .read_blocks(pb::ReadBlocksRequest {
+                fencing: None,
                 component_id: component.clone(),
                 start_block: first_block,
                 block_count: blocks as u32,

@@ -372,6 +372,7 @@ async fn read_component(node: &NodeProcess, id: &str, layout: &Layout) -> Result
         let n = step.min(blocks - b);
         let r = client
             .read_blocks(spb::ReadBlocksRequest {
+                fencing: None,
                 component_id: id.to_owned(),
                 start_block: b,
                 block_count: n as u32,

@@ -117,6 +117,7 @@ async fn label_counters(cluster: &Cluster, info: &VolumeInfo, skip: &[u32]) -> V
             .await
             .unwrap()
             .read_slot(spb::ReadSlotRequest {
+                fencing: None,
                 component_id: comp.component_id.clone(),
                 area: spb::SlotArea::Label as i32,
             })

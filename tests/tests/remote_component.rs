@@ -11,7 +11,7 @@ use dagraid_coordinator::node_client::{
 };
 use dagraid_coordinator::remote::RemoteComponent;
 use dagraid_core::io::{ComponentIo, IoErrorKind};
-use dagraid_node::layout::Layout;
+use dagraid_node::layout::{Layout, default_log_bytes};
 use dagraid_proto::storage::v1 as pb;
 use dagraid_tests::node::{NodeOptions, NodeProcess};
 use dagraid_tests::with_timeout;
@@ -146,6 +146,7 @@ async fn random_data_round_trips_including_first_and_last_block_and_1_mib() {
         let mut raw = node.client().await.unwrap();
         let on_node = raw
             .read_blocks(pb::ReadBlocksRequest {
+                fencing: None,
                 component_id: "c1".into(),
                 start_block: 0,
                 block_count: 512,
@@ -200,6 +201,7 @@ async fn admin_calls_convert_the_nodes_answers() {
         assert_eq!(info.max_io_bytes, 16 << 20);
         assert!(!info.fault_injection_enabled);
         assert!(!info.version.is_empty());
+        assert_eq!(info.protocol_version, 2);
 
         let a = nc.create_component("a", 512, 8, 42).await.unwrap();
         assert_eq!(
@@ -269,7 +271,7 @@ async fn a_flipped_byte_is_data_loss_naming_exactly_that_block() {
         let data = random(&mut rng, 4096 * 64);
         c.write(0, data.clone()).await.unwrap();
 
-        let layout = Layout::new(4096, 64).unwrap();
+        let layout = Layout::new(4096, 64, default_log_bytes(4096)).unwrap();
         let path = node.component_file("c");
         let mut file = std::fs::read(&path).unwrap();
         file[(layout.block_offset(37) + 99) as usize] ^= 0x01;
@@ -327,8 +329,12 @@ async fn a_stale_epoch_or_another_cluster_is_fenced_and_changes_nothing() {
         assert_eq!((e.start_block, e.block_count), (2, 2));
         assert!(!e.kind.implicates_component());
         assert_eq!(c.flush().await.unwrap_err().kind, IoErrorKind::Fenced);
-        // Reads are not fenced, and the refused write changed nothing.
-        assert_eq!(c.read(2, 2).await.unwrap(), old);
+        // Reads carry the epoch too (protocol 2): the old owner reads nothing more.
+        let e = c.read(2, 2).await.unwrap_err();
+        assert_eq!(e.kind, IoErrorKind::Fenced, "{e}");
+        // And the refused write changed nothing, as the new owner sees.
+        let fresh = RemoteComponent::new(new_owner.clone(), "c", 512, 8).unwrap();
+        assert_eq!(fresh.read(2, 2).await.unwrap(), old);
 
         // A client of another cluster is refused whatever its epoch.
         let stranger = client_with(
@@ -339,7 +345,8 @@ async fn a_stale_epoch_or_another_cluster_is_fenced_and_changes_nothing() {
         let s = RemoteComponent::new(stranger, "c", 512, 8).unwrap();
         let e = s.write(2, Bytes::from(vec![3u8; 512])).await.unwrap_err();
         assert_eq!(e.kind, IoErrorKind::Fenced, "{e}");
-        assert_eq!(c.read(2, 2).await.unwrap(), old);
+        assert_eq!(s.read(2, 2).await.unwrap_err().kind, IoErrorKind::Fenced);
+        assert_eq!(fresh.read(2, 2).await.unwrap(), old);
 
         // Raised to the new epoch, the same component writes again.
         fencing.raise_epoch(2);

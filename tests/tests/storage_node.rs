@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use dagraid_node::layout::Layout;
+use dagraid_node::layout::{Layout, default_log_bytes};
 use dagraid_proto::error_kind;
 use dagraid_proto::storage::v1 as pb;
 use dagraid_tests::node::{NodeOptions, NodeProcess, connect};
@@ -58,6 +58,7 @@ async fn create(
 ) -> pb::ComponentInfo {
     client
         .create_component(pb::CreateComponentRequest {
+            log_bytes: 0,
             fencing: fencing(0),
             component_id: id.into(),
             block_size,
@@ -92,6 +93,7 @@ async fn write(
 async fn read(client: &mut Client, id: &str, start: u64, count: u32) -> Result<Bytes, Status> {
     client
         .read_blocks(pb::ReadBlocksRequest {
+            fencing: None,
             component_id: id.into(),
             start_block: start,
             block_count: count,
@@ -259,6 +261,7 @@ async fn every_bad_input_gets_a_precise_error_and_changes_nothing() {
         };
         let refusals = [
             c.fence(pb::FenceRequest {
+                component_id: String::new(),
                 cluster_id: "other".into(),
                 epoch: 9,
             })
@@ -279,6 +282,7 @@ async fn every_bad_input_gets_a_precise_error_and_changes_nothing() {
             .await
             .map(drop),
             c.create_component(pb::CreateComponentRequest {
+                log_bytes: 0,
                 fencing: other(),
                 component_id: "foreign".into(),
                 block_size: 512,
@@ -327,6 +331,7 @@ async fn every_bad_input_gets_a_precise_error_and_changes_nothing() {
         ] {
             let e = c
                 .create_component(pb::CreateComponentRequest {
+                    log_bytes: 0,
                     fencing: fencing(0),
                     component_id: id.into(),
                     block_size: bs,
@@ -344,6 +349,7 @@ async fn every_bad_input_gets_a_precise_error_and_changes_nothing() {
         }
         let e = c
             .create_component(pb::CreateComponentRequest {
+                log_bytes: 0,
                 fencing: fencing(0),
                 component_id: "c".into(),
                 block_size: 512,
@@ -376,6 +382,7 @@ async fn every_bad_input_gets_a_precise_error_and_changes_nothing() {
         );
         let e = c
             .read_slot(pb::ReadSlotRequest {
+                fencing: None,
                 component_id: "c".into(),
                 area: 0,
             })
@@ -397,6 +404,7 @@ async fn every_bad_input_gets_a_precise_error_and_changes_nothing() {
         assert_eq!(info.epoch, 0);
         let label = c
             .read_slot(pb::ReadSlotRequest {
+                fencing: None,
                 component_id: "c".into(),
                 area: pb::SlotArea::Label as i32,
             })
@@ -451,7 +459,7 @@ async fn a_flipped_byte_in_the_file_makes_exactly_that_block_data_loss() {
         write(&mut c, "c", 0, 0, data.clone()).await.unwrap();
 
         // Flip one byte of block 37 behind the node's back (same page cache as the node).
-        let layout = Layout::new(4096, 64).unwrap();
+        let layout = Layout::new(4096, 64, default_log_bytes(4096)).unwrap();
         let offset = layout.block_offset(37) + 1234;
         let path = node.component_file("c");
         let mut bytes = std::fs::read(&path).unwrap();
@@ -549,6 +557,7 @@ async fn stale_epochs_are_rejected_for_every_mutating_call() {
         );
         let fenced = c
             .fence(pb::FenceRequest {
+                component_id: String::new(),
                 cluster_id: CLUSTER.into(),
                 epoch: 7,
             })
@@ -585,6 +594,7 @@ async fn stale_epochs_are_rejected_for_every_mutating_call() {
         assert_eq!(kind(&e), Some(error_kind::STALE_EPOCH));
         let e = c
             .create_component(pb::CreateComponentRequest {
+                log_bytes: 0,
                 fencing: fencing(6),
                 component_id: "d".into(),
                 block_size: 512,
@@ -604,6 +614,7 @@ async fn stale_epochs_are_rejected_for_every_mutating_call() {
         assert_eq!(kind(&e), Some(error_kind::STALE_EPOCH));
         let e = c
             .fence(pb::FenceRequest {
+                component_id: String::new(),
                 cluster_id: CLUSTER.into(),
                 epoch: 6,
             })
@@ -674,6 +685,7 @@ async fn a_late_applied_write_is_refused_after_a_fence() {
         assert_status(e, Code::DeadlineExceeded, error_kind::INJECTED, "injected");
         // The new owner fences before the late write applies.
         c.fence(pb::FenceRequest {
+            component_id: String::new(),
             cluster_id: CLUSTER.into(),
             epoch: 2,
         })
@@ -721,6 +733,323 @@ async fn a_late_applied_write_lands_when_nobody_fences() {
     .await;
 }
 
+fn component_fence(component: &str, epoch: u64) -> pb::FenceRequest {
+    pb::FenceRequest {
+        cluster_id: CLUSTER.into(),
+        epoch,
+        component_id: component.into(),
+    }
+}
+
+async fn fenced_read(
+    client: &mut Client,
+    id: &str,
+    epoch: u64,
+    start: u64,
+    count: u32,
+) -> Result<Bytes, Status> {
+    client
+        .read_blocks(pb::ReadBlocksRequest {
+            fencing: fencing(epoch),
+            component_id: id.into(),
+            start_block: start,
+            block_count: count,
+        })
+        .await
+        .map(|r| r.into_inner().data)
+}
+
+/// A write applied late, after a component fence at a higher epoch, is refused at the moment it
+/// would apply: the node epoch never moved, only the component's did. (With the component-epoch
+/// check disabled in `Fencing`, this test fails: the late write lands.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_applied_write_is_refused_after_a_component_fence() {
+    with_timeout(async {
+        let node = NodeProcess::start(NodeOptions {
+            fault_injection: true,
+            ..NodeOptions::default()
+        })
+        .await
+        .unwrap();
+        let mut c = node.client().await.unwrap();
+        create(&mut c, "c", 512, 16).await;
+        let old = Bytes::from(vec![1u8; 512]);
+        write(&mut c, "c", 1, 0, old.clone()).await.unwrap();
+        inject(
+            &mut c,
+            pb::FaultKind::LateApply,
+            pb::FaultOps::Write,
+            1,
+            300,
+            0,
+        )
+        .await;
+        let e = write(&mut c, "c", 1, 0, Bytes::from(vec![2u8; 512]))
+            .await
+            .unwrap_err();
+        assert_status(e, Code::DeadlineExceeded, error_kind::INJECTED, "injected");
+        let answer = c.fence(component_fence("c", 2)).await.unwrap().into_inner();
+        assert_eq!(answer.epoch, 2);
+        let log = node
+            .wait_for_log("late-applied operation refused", Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(log.contains("was fenced at epoch 2"), "{log}");
+        assert_eq!(read(&mut c, "c", 0, 1).await.unwrap(), old);
+        assert_eq!(node_info(&mut c).await.epoch, 1, "the node epoch moved");
+    })
+    .await;
+}
+
+/// Component fences: per component, durable across kill -9, checked on every call that carries
+/// fencing (reads too), reported in ComponentInfo; reads without fencing are served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn component_fences_hold_per_component_across_a_restart_and_cover_reads() {
+    with_timeout(async {
+        let mut node = NodeProcess::start_default().await.unwrap();
+        let mut c = node.client().await.unwrap();
+        let info = create(&mut c, "a", 512, 8).await;
+        assert_eq!((info.log_bytes, info.fence_epoch), (1 << 20, 0));
+        create(&mut c, "b", 512, 8).await;
+        let block = Bytes::from(vec![4u8; 512]);
+        write(&mut c, "a", 1, 0, block.clone()).await.unwrap();
+        assert_eq!(
+            c.fence(component_fence("a", 5))
+                .await
+                .unwrap()
+                .into_inner()
+                .epoch,
+            5
+        );
+        for restart in [false, true] {
+            if restart {
+                node.kill9().await.unwrap();
+                node.restart().await.unwrap();
+                c = node.client().await.unwrap();
+            }
+            let info = node_info(&mut c).await;
+            assert_eq!(info.protocol_version, 2);
+            assert_eq!(info.epoch, 1, "restart {restart}");
+            let a = info
+                .components
+                .iter()
+                .find(|i| i.component_id == "a")
+                .unwrap();
+            assert_eq!(a.fence_epoch, 5, "restart {restart}");
+            let e = write(&mut c, "a", 4, 0, block.clone()).await.unwrap_err();
+            assert_status(
+                e,
+                Code::FailedPrecondition,
+                error_kind::STALE_EPOCH,
+                "component \"a\" was fenced at epoch 5",
+            );
+            let e = fenced_read(&mut c, "a", 4, 0, 1).await.unwrap_err();
+            assert_status(
+                e,
+                Code::FailedPrecondition,
+                error_kind::STALE_EPOCH,
+                "epoch 5",
+            );
+            let e = c
+                .read_slot(pb::ReadSlotRequest {
+                    fencing: fencing(4),
+                    component_id: "a".into(),
+                    area: pb::SlotArea::Label as i32,
+                })
+                .await
+                .unwrap_err();
+            assert_status(
+                e,
+                Code::FailedPrecondition,
+                error_kind::STALE_EPOCH,
+                "epoch 5",
+            );
+            let e = c
+                .flush(pb::FlushRequest {
+                    fencing: fencing(4),
+                    component_id: "a".into(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(kind(&e), Some(error_kind::STALE_EPOCH));
+            // An older client's read (no fencing) is served as before.
+            assert_eq!(read(&mut c, "a", 0, 1).await.unwrap(), block);
+            // The other component needs only the node epoch.
+            write(&mut c, "b", 1, 0, block.clone()).await.unwrap();
+            assert_eq!(fenced_read(&mut c, "b", 1, 0, 1).await.unwrap(), block);
+        }
+        // Reads check the cluster and the node epoch too, and raise nothing.
+        let e = c
+            .read_blocks(pb::ReadBlocksRequest {
+                fencing: Some(pb::Fencing {
+                    cluster_id: "other".into(),
+                    epoch: 9,
+                }),
+                component_id: "b".into(),
+                start_block: 0,
+                block_count: 1,
+            })
+            .await
+            .unwrap_err();
+        assert_status(
+            e,
+            Code::FailedPrecondition,
+            error_kind::WRONG_CLUSTER,
+            "other",
+        );
+        let e = fenced_read(&mut c, "b", 0, 0, 1).await.unwrap_err();
+        assert_status(
+            e,
+            Code::FailedPrecondition,
+            error_kind::STALE_EPOCH,
+            "epoch 0",
+        );
+        fenced_read(&mut c, "b", 7, 0, 1).await.unwrap();
+        assert_eq!(node_info(&mut c).await.epoch, 1, "a read raised the epoch");
+        // A component fence below the component's epoch, or of an unknown component: refused.
+        let e = c.fence(component_fence("a", 4)).await.unwrap_err();
+        assert_status(
+            e,
+            Code::FailedPrecondition,
+            error_kind::STALE_EPOCH,
+            "epoch 5",
+        );
+        let e = c.fence(component_fence("zz", 9)).await.unwrap_err();
+        assert_status(e, Code::NotFound, error_kind::UNKNOWN_COMPONENT, "zz");
+        // At its epoch the component serves again; a node-wide fence still works as before.
+        write(&mut c, "a", 5, 1, block.clone()).await.unwrap();
+        let answer = c
+            .fence(pb::FenceRequest {
+                component_id: String::new(),
+                cluster_id: CLUSTER.into(),
+                epoch: 6,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.epoch, 6);
+        let e = write(&mut c, "b", 5, 0, block.clone()).await.unwrap_err();
+        assert_eq!(kind(&e), Some(error_kind::STALE_EPOCH));
+    })
+    .await;
+}
+
+/// Writes the bytes of a format 1 component file, as a node of protocol 1 left it: header,
+/// blocks with their checksums, a label and a metadata record.
+fn format_1_file(id: &str, serial: u64, blocks: &[Vec<u8>], label: &[u8], meta: &[u8]) -> Vec<u8> {
+    use dagraid_node::checksum::block_checksum;
+    use dagraid_node::layout::ComponentHeader;
+    use dagraid_node::slot::{self, Area};
+    let header = ComponentHeader {
+        id: id.into(),
+        serial,
+        block_size: 512,
+        block_count: blocks.len() as u64,
+        log_bytes: 0,
+    };
+    let layout = Layout::v1(512, blocks.len() as u64).unwrap();
+    let mut file = vec![0u8; layout.file_len as usize];
+    let mut put = |at: u64, bytes: &[u8]| {
+        file[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
+    };
+    put(0, &header.encode_v1());
+    for (i, block) in blocks.iter().enumerate() {
+        put(layout.block_offset(i as u64), block);
+        let crc = block_checksum(serial, i as u64, block);
+        put(layout.checksum_entry_offset(i as u64), &crc.to_le_bytes());
+    }
+    put(layout.label_offset, &slot::encode(Area::Label, 1, label));
+    put(
+        layout.metadata_offset,
+        &slot::encode(Area::Metadata, 1, meta),
+    );
+    file
+}
+
+/// A data directory of a protocol 1 node: its format 1 component file is migrated at start,
+/// with its data, checksums, label and metadata, and serves as a format 2 component.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_1_component_file_is_migrated_at_start() {
+    with_timeout(async {
+        let mut node = NodeProcess::start_default().await.unwrap();
+        node.kill9().await.unwrap();
+        let mut rng = StdRng::seed_from_u64(21);
+        let blocks: Vec<Vec<u8>> = (0..8).map(|_| random(&mut rng, 512).to_vec()).collect();
+        let file = format_1_file("old", 77, &blocks, b"label v1", b"meta v1");
+        let v1_len = file.len() as u64;
+        std::fs::write(node.component_file("old"), file).unwrap();
+        node.restart().await.unwrap();
+        let mut c = node.client().await.unwrap();
+        let info = node_info(&mut c).await;
+        let old = &info.components[0];
+        assert_eq!(
+            (
+                old.component_id.as_str(),
+                old.serial,
+                old.block_count,
+                old.log_bytes
+            ),
+            ("old", 77, 8, 1 << 20)
+        );
+        let len = std::fs::metadata(node.component_file("old")).unwrap().len();
+        assert_eq!(len, v1_len + 8192 + (1 << 20), "format 2 length");
+        assert_eq!(read(&mut c, "old", 0, 8).await.unwrap(), blocks.concat());
+        for (area, payload) in [
+            (pb::SlotArea::Label, &b"label v1"[..]),
+            (pb::SlotArea::Metadata, &b"meta v1"[..]),
+        ] {
+            let slot = c
+                .read_slot(pb::ReadSlotRequest {
+                    fencing: fencing(0),
+                    component_id: "old".into(),
+                    area: area as i32,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!((slot.present, slot.sequence), (true, 1));
+            assert_eq!(slot.payload, payload);
+        }
+        c.fence(component_fence("old", 3)).await.unwrap();
+        write(&mut c, "old", 3, 7, Bytes::from(vec![6u8; 512]))
+            .await
+            .unwrap();
+        node.kill9().await.unwrap();
+        node.restart().await.unwrap();
+        let mut c = node.client().await.unwrap();
+        assert_eq!(node_info(&mut c).await.components[0].fence_epoch, 3);
+        assert_eq!(read(&mut c, "old", 7, 1).await.unwrap(), vec![6u8; 512]);
+        assert_eq!(
+            read(&mut c, "old", 0, 7).await.unwrap(),
+            blocks[..7].concat()
+        );
+    })
+    .await;
+}
+
+/// A component file of a newer format stops the start with a message saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_file_of_a_newer_format_stops_the_start_clearly() {
+    with_timeout(async {
+        let mut node = NodeProcess::start_default().await.unwrap();
+        let mut c = node.client().await.unwrap();
+        create(&mut c, "c", 512, 4).await;
+        node.kill9().await.unwrap();
+        let path = node.component_file("c");
+        let mut file = std::fs::read(&path).unwrap();
+        file[8..12].copy_from_slice(&3u32.to_le_bytes());
+        std::fs::write(&path, file).unwrap();
+        let err = node.restart().await.unwrap_err();
+        let text = format!("{err:#}\n{}", node.log());
+        assert!(
+            text.contains("written by a newer dagraid")
+                && text.contains("downgrade after the first version 3 write is not supported"),
+            "{text}"
+        );
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_failures_delays_and_hangs_behave_and_clear() {
     with_timeout(async {
@@ -762,6 +1091,7 @@ async fn injected_failures_delays_and_hangs_behave_and_clear() {
         // HANG: the client's deadline expires; clearing the faults releases the operation.
         inject(&mut c, pb::FaultKind::Hang, pb::FaultOps::Any, 0, 0, 0).await;
         let mut req = tonic::Request::new(pb::ReadBlocksRequest {
+            fencing: None,
             component_id: "c".into(),
             start_block: 0,
             block_count: 1,
@@ -846,6 +1176,7 @@ async fn kill_9_and_restart_keeps_data_epoch_labels_and_identity() {
         .await
         .unwrap();
         c.fence(pb::FenceRequest {
+            component_id: String::new(),
             cluster_id: CLUSTER.into(),
             epoch: 3,
         })
@@ -864,6 +1195,7 @@ async fn kill_9_and_restart_keeps_data_epoch_labels_and_identity() {
         assert_eq!(read(&mut c, "c", 0, 32).await.unwrap(), data);
         let meta = c
             .read_slot(pb::ReadSlotRequest {
+                fencing: None,
                 component_id: "c".into(),
                 area: pb::SlotArea::Metadata as i32,
             })
@@ -899,6 +1231,7 @@ async fn components_are_created_listed_and_deleted_at_run_time() {
         let a = create(&mut c, "vol1.col0", 512, 100).await;
         let b = c
             .create_component(pb::CreateComponentRequest {
+                log_bytes: 0,
                 fencing: fencing(0),
                 component_id: "vol2.col3".into(),
                 block_size: 65536,
@@ -981,6 +1314,7 @@ async fn label_and_metadata_slots_round_trip_with_sequences() {
                 assert_eq!(written.sequence, seq);
                 let got = c
                     .read_slot(pb::ReadSlotRequest {
+                        fencing: None,
                         component_id: "c".into(),
                         area: area as i32,
                     })

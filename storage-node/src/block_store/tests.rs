@@ -18,6 +18,7 @@ fn header(block_size: u32, block_count: u64) -> ComponentHeader {
         serial: SERIAL,
         block_size,
         block_count,
+        log_bytes: 4096,
     }
 }
 
