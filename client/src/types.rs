@@ -313,6 +313,9 @@ pub struct ComponentInfo {
     pub state: ComponentState,
     /// Bytes of the component.
     pub size_bytes: u64,
+    /// Its storage node is gone and the column could not be failed (beyond the layout's
+    /// tolerance): the volume is failed until the node answers again.
+    pub gone: bool,
 }
 
 /// Counters of a volume since the coordinator assembled it.
@@ -434,6 +437,7 @@ impl VolumeInfo {
                 component_id: c.component_id,
                 state: ComponentState::from_proto(c.state),
                 size_bytes: c.size_bytes,
+                gone: c.gone,
             })
             .collect();
         components.sort_by_key(|c| c.column);

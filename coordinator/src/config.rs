@@ -21,6 +21,8 @@ pub const DEFAULT_CLUSTER_ID: &str = "dagraid";
 pub const DEFAULT_NODE_DEADLINE_MS: u64 = 5000;
 /// Default interval of the storage-node health checks.
 pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 1000;
+/// Default of [`CoordinatorConfig::gone_after`].
+pub const DEFAULT_GONE_AFTER_MS: u64 = 3000;
 /// Default time assembly waits for storage nodes that do not answer.
 pub const DEFAULT_ASSEMBLY_WAIT_MS: u64 = 10_000;
 /// Default largest Read length / Write payload: 16 MiB.
@@ -118,6 +120,11 @@ pub struct CoordinatorConfig {
     pub node_deadline: Duration,
     /// Interval of the storage-node health checks.
     pub health_interval: Duration,
+    /// How long a storage node must go without answering a health check (and miss at least two
+    /// in a row) before it is *gone*: only then are its columns failed (or, beyond the layout's
+    /// tolerance, marked gone and the volume failed). A node that answers, however slowly, is
+    /// never gone.
+    pub gone_after: Duration,
     /// Largest Read length and Write payload.
     pub max_io_bytes: u64,
     /// How long assembly waits for a storage node that does not answer before it fails the
@@ -141,6 +148,7 @@ impl CoordinatorConfig {
             token: None,
             node_deadline: Duration::from_millis(DEFAULT_NODE_DEADLINE_MS),
             health_interval: Duration::from_millis(DEFAULT_HEALTH_INTERVAL_MS),
+            gone_after: Duration::from_millis(DEFAULT_GONE_AFTER_MS),
             max_io_bytes: DEFAULT_MAX_IO_BYTES,
             assembly_wait: Duration::from_millis(DEFAULT_ASSEMBLY_WAIT_MS),
             test_crash_after_label_writes: None,
@@ -198,6 +206,12 @@ impl CoordinatorConfig {
                 self.health_interval.as_millis()
             ));
         }
+        if self.gone_after > Duration::from_secs(3600) {
+            return Err(format!(
+                "gone-after-ms must be 0 to 3600000, got {}",
+                self.gone_after.as_millis()
+            ));
+        }
         if self.assembly_wait > Duration::from_secs(3600) {
             return Err(format!(
                 "assembly-wait-ms must be 0 to 3600000, got {}",
@@ -223,6 +237,7 @@ impl CoordinatorConfig {
 /// token = "s3cret"
 /// node-deadline-ms = 5000
 /// health-interval-ms = 1000
+/// gone-after-ms = 3000
 /// max-io-bytes = 16777216
 /// assembly-wait-ms = 10000
 /// metrics-listen = "0.0.0.0:9464"
@@ -248,6 +263,8 @@ pub struct FileConfig {
     pub node_deadline_ms: Option<u64>,
     /// See [`CoordinatorConfig::health_interval`], in milliseconds.
     pub health_interval_ms: Option<u64>,
+    /// See [`CoordinatorConfig::gone_after`], in milliseconds.
+    pub gone_after_ms: Option<u64>,
     /// See [`CoordinatorConfig::max_io_bytes`].
     pub max_io_bytes: Option<u64>,
     /// See [`CoordinatorConfig::assembly_wait`], in milliseconds.
@@ -318,6 +335,10 @@ pub struct Args {
     /// Interval of the storage-node health checks, in milliseconds [default: 1000].
     #[arg(long, value_name = "MS")]
     pub health_interval_ms: Option<u64>,
+    /// How long a storage node goes without answering health checks before it is gone and its
+    /// columns are failed, in milliseconds [default: 3000]. A node that answers is never gone.
+    #[arg(long, value_name = "MS")]
+    pub gone_after_ms: Option<u64>,
     /// Largest Read length and Write payload, in bytes [default: 16777216].
     #[arg(long, value_name = "BYTES")]
     pub max_io_bytes: Option<u64>,
@@ -379,6 +400,9 @@ impl Args {
         }
         if let Some(ms) = self.health_interval_ms.or(file.health_interval_ms) {
             config.health_interval = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.gone_after_ms.or(file.gone_after_ms) {
+            config.gone_after = Duration::from_millis(ms);
         }
         if let Some(bytes) = self.max_io_bytes.or(file.max_io_bytes) {
             config.max_io_bytes = bytes;

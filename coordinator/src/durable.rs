@@ -202,17 +202,28 @@ impl VolumeStates {
             if failures.is_empty() {
                 break next;
             }
+            let gone = self.gone_columns();
+            let mut changed = false;
             for (column, error) in failures {
                 match error {
                     LabelWriteError::Component(detail) if fail_unwritable => {
                         let mut failed: ColumnSet = failed_columns(&states);
                         failed.insert(column);
                         if !self.layout.tolerates(&failed) {
+                            if gone.contains(column) {
+                                // Its node is gone and it cannot be failed: the volume is
+                                // failed and refuses writes, so the column's data stays
+                                // current. The change is durable on the other labels and the
+                                // store; this label stays older and loses at assembly.
+                                tracing::warn!(volume = %self.name, column, error = %detail, "label of a gone column not written; the change is recorded on the others");
+                                continue;
+                            }
                             return Err(format!(
                                 "the label of column {column} cannot be written ({detail}) and failing it would exceed the tolerance of {}",
                                 self.layout.level()
                             ));
                         }
+                        changed = true;
                         tracing::warn!(volume = %self.name, column, error = %detail, "label write failed; the component is marked failed");
                         states[column] = ComponentState::Failed;
                         newly_failed.push(column);
@@ -221,6 +232,9 @@ impl VolumeStates {
                         return Err(format!("the label of column {column}: {other}"));
                     }
                 }
+            }
+            if !changed {
+                break next;
             }
         };
         self.store
@@ -238,6 +252,15 @@ impl VolumeStates {
             self.hand_failures_to_array(newly_failed);
         }
         Ok(next)
+    }
+
+    /// The columns the array knows are gone (their node does not answer; not failed).
+    fn gone_columns(&self) -> ColumnSet {
+        self.array
+            .get()
+            .and_then(Weak::upgrade)
+            .map(|a| a.states().gone_columns().clone())
+            .unwrap_or_default()
     }
 
     /// Fails, in the array, the columns whose label write failed (in a task: the array records
@@ -304,11 +327,13 @@ impl VolumeStates {
     }
 }
 
+/// The columns the tolerance counts: every column not current everywhere (failed or
+/// recovering), so a label failure never records more missing columns than the layout survives.
 fn failed_columns(states: &[ComponentState]) -> ColumnSet {
     states
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.is_failed())
+        .filter(|(_, s)| !s.is_current())
         .map(|(c, _)| c)
         .collect()
 }

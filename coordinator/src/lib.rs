@@ -229,7 +229,7 @@ impl Coordinator {
             },
             config.node_deadline,
         )?);
-        registry.check_all().await;
+        registry.check_all(config.gone_after).await;
 
         // A new owner epoch, above any a node has seen, durable before anything is served.
         let seen = registry
@@ -278,6 +278,7 @@ impl Coordinator {
             registry.clone(),
             volumes.clone(),
             config.health_interval,
+            config.gone_after,
             stop.child_token(),
         ));
 

@@ -235,7 +235,14 @@ fn gauge(
     ConstGauge::new(v).encode(m.encode_family(&labels)?)
 }
 
-const COMPONENT_STATES: [&str; 2] = ["optimal", "failed"];
+const COMPONENT_STATES: [&str; 6] = [
+    "optimal",
+    "failed",
+    "spare",
+    "reconstructing",
+    "stale",
+    "copyback",
+];
 const VOLUME_STATES: [&str; 5] = [
     "optimal",
     "degraded",
@@ -245,7 +252,7 @@ const VOLUME_STATES: [&str; 5] = [
 ];
 
 fn component_state_name(s: ComponentState) -> &'static str {
-    if s.is_failed() { "failed" } else { "optimal" }
+    s.name()
 }
 
 impl Collector for VolumeCollector {
@@ -317,7 +324,7 @@ impl Collector for VolumeCollector {
         {
             let mut m = enc.encode_descriptor(
                 "dagraid_component_state",
-                "1 for each component's current state, 0 for the other (optimal, failed)",
+                "1 for each component's current state, 0 for the others (optimal, failed, spare, reconstructing, stale, copyback)",
                 None,
                 MetricType::Gauge,
             )?;
@@ -372,6 +379,40 @@ impl Collector for VolumeCollector {
                     .filter(|n| !used.contains(n.id()) && n.health().reachable)
                     .count();
                 gauge(&mut m, &[("volume", v.name())], spare as i64)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_component_gone",
+                "1 while the column's storage node is gone and the column could not be failed (beyond the layout's tolerance: the volume is failed until the node answers again)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for v in &assembled {
+                let gone = v.array().states().gone_columns().clone();
+                for c in v.components() {
+                    gauge(
+                        &mut m,
+                        &[
+                            ("volume", v.name()),
+                            ("column", &c.column.to_string()),
+                            ("node", &c.node_id),
+                        ],
+                        i64::from(gone.contains(c.column as usize)),
+                    )?;
+                }
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_volume_lost_bytes",
+                "Bytes marked lost: they answer DATA_LOSS until written again (dagraid volume lost VOL lists them)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for v in &assembled {
+                let bytes = v.array().lost().blocks() * v.layout().geometry().block_size();
+                gauge(&mut m, &[("volume", v.name())], bytes as i64)?;
             }
         }
         {

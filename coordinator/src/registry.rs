@@ -2,13 +2,16 @@
 //! [`FencingContext`], and what the last health check said about each.
 //!
 //! The health loop ([`health_loop`]) checks every node each health interval with `GetNodeInfo`
-//! under a short deadline (the node deadline, at most [`MAX_HEALTH_DEADLINE`]). A node that
-//! misses [`MISSED_CHECKS_TO_FAIL`] checks in a row is down: every volume column on it is failed
-//! through [`dagraid_core::access::Array::fail_component`], which refuses a failure beyond the
-//! layout's tolerance (the column then stays in use and accesses that need it fail until the
-//! node is back). One missed check is not enough: on a loaded machine a check can be late, and
-//! a failed column stays failed until it is rebuilt. Accesses do not wait for the health loop:
-//! a disk operation that fails marks its column failed at once.
+//! under a short deadline (the node deadline, at most [`MAX_HEALTH_DEADLINE`]). A node is
+//! **gone** when it has missed at least [`MISSED_CHECKS_TO_FAIL`] checks in a row *and* not
+//! answered for the `gone-after` time (`CoordinatorConfig::gone_after`): only then is every
+//! volume column on it failed, through [`dagraid_core::access::Array::fail_component`], which
+//! refuses a failure beyond the layout's tolerance. Such a column is marked *gone* instead
+//! ([`dagraid_core::access::Array::set_gone`]): not persisted, treated as missing, and the
+//! volume is failed (writes refused) until the node answers again, when the mark is cleared and
+//! the volume leaves the failed state by itself. A node that answers, however slowly, is never
+//! gone: on a loaded machine a check can be late, and a failed column stays failed until it is
+//! rebuilt.
 //!
 //! A node that was not fenced at the current owner epoch (it was unreachable at start) is fenced
 //! as soon as a health check reaches it again, before anything else writes to it; the node
@@ -44,6 +47,24 @@ pub struct NodeHealth {
     pub epoch: Option<u64>,
     /// The node's largest read or write payload, from the last successful check.
     pub max_io_bytes: Option<u64>,
+    /// When the current run of missed checks began (`None` while it answers).
+    pub silent_since: Option<tokio::time::Instant>,
+    /// Whether the node is gone (see the module doc).
+    pub gone: bool,
+}
+
+/// What one round of health checks says of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeVerdict {
+    /// It answered.
+    Answers,
+    /// It missed checks, not yet for long enough to be gone.
+    Silent,
+    /// It is gone; `just` the first round it is.
+    Gone {
+        /// Whether it became gone in this round.
+        just: bool,
+    },
 }
 
 /// One storage node.
@@ -146,19 +167,33 @@ impl NodeRegistry {
         self.nodes.iter().find(|n| n.id == id)
     }
 
-    /// Checks every node once, concurrently; returns the nodes that are down (missed at least
-    /// [`MISSED_CHECKS_TO_FAIL`] checks in a row), each with whether it just went down.
-    pub async fn check_all(&self) -> Vec<(&RegisteredNode, bool)> {
+    /// Checks every node once, concurrently; says of each whether it answers, is silent, or is
+    /// gone (see the module doc) after `gone_after` without an answer.
+    pub async fn check_all(&self, gone_after: Duration) -> Vec<(&RegisteredNode, NodeVerdict)> {
         let checks = self.nodes.iter().map(|n| async move {
-            let missed = self.check(n).await;
-            (n, missed)
+            self.check(n).await;
+            (n, Self::verdict(n, gone_after))
         });
-        futures::future::join_all(checks)
-            .await
-            .into_iter()
-            .filter(|(_, missed)| *missed >= MISSED_CHECKS_TO_FAIL)
-            .map(|(n, missed)| (n, missed == MISSED_CHECKS_TO_FAIL))
-            .collect()
+        futures::future::join_all(checks).await
+    }
+
+    fn verdict(node: &RegisteredNode, gone_after: Duration) -> NodeVerdict {
+        let mut h = node.health.lock().unwrap_or_else(|p| p.into_inner());
+        if h.reachable {
+            h.gone = false;
+            return NodeVerdict::Answers;
+        }
+        let silent_for = h.silent_since.map(|t| t.elapsed()).unwrap_or_default();
+        if h.missed >= MISSED_CHECKS_TO_FAIL && silent_for >= gone_after {
+            let just = !h.gone;
+            if just {
+                tracing::warn!(node = %node.id, address = %node.address, silent_ms = silent_for.as_millis() as u64, "storage node gone");
+            }
+            h.gone = true;
+            NodeVerdict::Gone { just }
+        } else {
+            NodeVerdict::Silent
+        }
     }
 
     /// Checks one node; returns its failed checks in a row.
@@ -201,6 +236,7 @@ impl NodeRegistry {
                 h.reachable = true;
                 h.detail.clear();
                 h.missed = 0;
+                h.silent_since = None;
                 h.epoch = Some(info.epoch);
                 h.max_io_bytes = Some(info.max_io_bytes);
             }
@@ -211,6 +247,7 @@ impl NodeRegistry {
                 h.reachable = false;
                 h.detail = detail;
                 h.missed = h.missed.saturating_add(1);
+                h.silent_since.get_or_insert_with(tokio::time::Instant::now);
             }
         }
         h.missed
@@ -252,6 +289,7 @@ pub async fn health_loop(
     registry: Arc<NodeRegistry>,
     volumes: Arc<VolumeManager>,
     interval: Duration,
+    gone_after: Duration,
     cancel: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(interval);
@@ -262,8 +300,12 @@ pub async fn health_loop(
             _ = ticker.tick() => {}
         }
         let round = async {
-            for (node, just_down) in registry.check_all().await {
-                volumes.fail_columns_on(node.id(), just_down).await;
+            for (node, verdict) in registry.check_all(gone_after).await {
+                match verdict {
+                    NodeVerdict::Gone { just } => volumes.fail_columns_on(node.id(), just).await,
+                    NodeVerdict::Answers => volumes.node_answers(node.id()),
+                    NodeVerdict::Silent => {}
+                }
             }
         };
         tokio::select! {

@@ -119,6 +119,7 @@ fn resync_to_proto(r: ResyncStatus) -> pb::ResyncProgress {
 fn components_to_proto(
     volume: &[crate::store::ComponentRecord],
     states: &[ComponentState],
+    gone: &dagraid_core::layout::ColumnSet,
     component_bytes: u64,
 ) -> Vec<pb::Component> {
     volume
@@ -135,6 +136,7 @@ fn components_to_proto(
                     .unwrap_or(ComponentState::Failed),
             ) as i32,
             size_bytes: component_bytes,
+            gone: gone.contains(c.column as usize),
         })
         .collect()
 }
@@ -160,7 +162,12 @@ pub fn volume_to_proto(volume: &Volume) -> pb::Volume {
         block_size: geometry.block_size() as u32,
         size_bytes: layout.capacity(),
         state: volume_state_to_proto(array.array_state(), resyncing) as i32,
-        components: components_to_proto(volume.components(), states.states(), component_bytes),
+        components: components_to_proto(
+            volume.components(),
+            states.states(),
+            states.gone_columns(),
+            component_bytes,
+        ),
         counters: Some(pb::VolumeCounters {
             reads: stats.reads.load(Ordering::Relaxed),
             writes: stats.writes.load(Ordering::Relaxed),
@@ -204,6 +211,7 @@ pub fn unassembled_to_proto(volume: &UnassembledVolume) -> pb::Volume {
         components: components_to_proto(
             &record.components,
             volume.states(),
+            &Default::default(),
             record.blocks_per_column * block_size,
         ),
         counters: Some(pb::VolumeCounters::default()),

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use dagraid_core::access::{AccessError, Array, ArrayConfig};
-use dagraid_core::array::{ComponentState, ComponentStates, FailOutcome};
+use dagraid_core::array::{ArrayError, ComponentState, ComponentStates, FailOutcome};
 use dagraid_core::dag::ComponentTable;
 use dagraid_core::io::ComponentIo;
 use dagraid_core::layout::{Geometry, Layout, RaidLevel};
@@ -1134,9 +1134,28 @@ impl VolumeManager {
         Ok(volume)
     }
 
-    /// Fails every column of every volume on node `node_id` (the health loop found it down).
-    /// Refusals beyond the tolerance are logged as warnings when `first` (the node just went
-    /// down), quietly after that.
+    /// Clears the gone mark of every column on node `node_id` (it answers again): a volume that
+    /// was failed only because of gone columns leaves the failed state by itself.
+    pub fn node_answers(&self, node_id: &str) {
+        for volume in self.list() {
+            for c in volume.components().iter().filter(|c| c.node_id == node_id) {
+                if volume.array.set_gone(c.column as usize, false) {
+                    tracing::info!(
+                        volume = volume.name(),
+                        column = c.column,
+                        node = node_id,
+                        state = %volume.array.array_state(),
+                        "storage node answers again; its column is back in use"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Fails every column of every volume on node `node_id` (the health loop found it gone).
+    /// A column that cannot be failed (beyond the tolerance) is marked gone: the volume is then
+    /// failed until the node answers again. Logged as warnings when `first` (the node just
+    /// went), quietly after that.
     pub async fn fail_columns_on(&self, node_id: &str, first: bool) {
         for volume in self.list() {
             for c in volume.components().iter().filter(|c| c.node_id == node_id) {
@@ -1157,19 +1176,27 @@ impl VolumeManager {
                         "component marked failed: its storage node is down"
                     ),
                     Ok(FailOutcome::AlreadyFailed) => {}
-                    Err(error) if first => tracing::warn!(
+                    Err(error @ AccessError::Array(ArrayError::WouldExceedTolerance { .. })) => {
+                        volume.array.set_gone(column, true);
+                        if first {
+                            tracing::warn!(
+                                volume = volume.name(),
+                                column,
+                                node = node_id,
+                                %error,
+                                state = %volume.array.array_state(),
+                                "storage node gone beyond the tolerance: the column is marked gone, not failed, and the volume refuses writes until enough nodes are back"
+                            );
+                        } else {
+                            tracing::debug!(volume = volume.name(), column, node = node_id, %error, "storage node still gone");
+                        }
+                    }
+                    Err(error) => tracing::warn!(
                         volume = volume.name(),
                         column,
                         node = node_id,
                         %error,
-                        "storage node down, but its component stays in use"
-                    ),
-                    Err(error) => tracing::debug!(
-                        volume = volume.name(),
-                        column,
-                        node = node_id,
-                        %error,
-                        "storage node still down"
+                        "column failed for its gone node, but the change is not durable yet; the next access records it"
                     ),
                 }
             }

@@ -731,10 +731,31 @@ async fn a_stopped_node_is_failed_by_the_health_loop_and_io_goes_on() {
             random_workload(&mut client, &now, model, 22).await;
             check_columns(&cluster, &get(&mut client, &v.name).await, None).await;
         }
-        // RAID 0 cannot lose a column: it stays in use, and the bytes on it are unavailable
-        // (intact, not lost) until the node is back.
-        let r0 = get(&mut client, "r0").await;
-        assert_eq!(r0.state, pb::VolumeState::Optimal as i32);
+        // RAID 0 cannot lose a column: the column is gone, not failed, and the volume shows
+        // failed (before: optimal with a dead column); writes are refused, naming the column,
+        // and the bytes on it are unavailable (intact, not lost) until the node is back.
+        let r0 = eventually(Duration::from_secs(30), "r0 failed", || {
+            let mut client = client.clone();
+            async move {
+                let r0 = get(&mut client, "r0").await;
+                (r0.state == pb::VolumeState::Failed as i32).then_some(r0)
+            }
+        })
+        .await;
+        assert!(r0.components[3].gone, "{r0:?}");
+        assert_eq!(r0.components[3].state, pb::ComponentState::Optimal as i32);
+        let s = expect_error(
+            client
+                .write(pb::WriteRequest {
+                    volume: "r0".into(),
+                    offset: 0,
+                    data: vec![1u8; 10].into(),
+                })
+                .await,
+            Code::FailedPrecondition,
+            "volume-failed",
+        );
+        assert!(s.message().contains("[3]"), "{s:?}");
         let s = expect_error(
             client
                 .read(pb::ReadRequest {
@@ -766,6 +787,10 @@ async fn a_stopped_node_is_failed_by_the_health_loop_and_io_goes_on() {
         })
         .await;
         assert!(back == *model, "r0 reads back what was written");
+        // It left the failed state by itself.
+        let r0 = get(&mut client, "r0").await;
+        assert_eq!(r0.state, pb::VolumeState::Optimal as i32);
+        assert!(!r0.components[3].gone);
         // The failed columns stay failed even though their node is back (rebuild brings them
         // back, later).
         assert_eq!(
@@ -834,6 +859,97 @@ async fn without_health_checks_io_errors_fail_a_dead_node_and_creation_rolls_bac
         assert_eq!(after.components[1].state, pb::ComponentState::Failed as i32);
         assert_eq!(read(&mut client, "v", 0, v.size_bytes).await, model);
         check_columns(&cluster, &after, None).await;
+    })
+    .await;
+}
+
+/// Issue 16, item 4: two nodes of a RAID 5 volume gone. One column is failed (within the
+/// tolerance), the other is gone: the volume shows failed (before: degraded, with the dead
+/// column shown optimal), writes are refused naming the columns, reads the surviving columns
+/// serve are served, and when the gone node answers again the volume leaves failed by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gone_nodes_fail_a_raid5_volume_until_one_answers_again() {
+    with_timeout(async {
+        let mut cluster = Cluster::start(5, |_| {}).await;
+        let mut client = cluster.client().await;
+        let v = client
+            .create_volume(pb::CreateVolumeRequest {
+                stripe_unit_bytes: 16 * KIB,
+                ..create("r5", pb::RaidLevel::Raid5, 256 * KIB)
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut model = vec![0u8; v.size_bytes as usize];
+        random_workload(&mut client, &v, &mut model, 41).await;
+        let layout = layout_of(&v);
+        cluster.node_mut("n1").stop().await;
+        cluster.node_mut("n2").stop().await;
+        let failed = eventually(Duration::from_secs(30), "r5 failed", || {
+            let mut client = client.clone();
+            async move {
+                let v = get(&mut client, "r5").await;
+                (v.state == pb::VolumeState::Failed as i32).then_some(v)
+            }
+        })
+        .await;
+        let states: Vec<(i32, bool)> = failed
+            .components
+            .iter()
+            .map(|c| (c.state, c.gone))
+            .collect();
+        let failed_col = states
+            .iter()
+            .position(|(s, _)| *s == pb::ComponentState::Failed as i32)
+            .expect("one column failed");
+        let gone_col = states
+            .iter()
+            .position(|(_, g)| *g)
+            .expect("one column gone");
+        assert!(
+            failed_col < 2 && gone_col < 2 && failed_col != gone_col,
+            "{states:?}"
+        );
+        assert_eq!(states[gone_col].0, pb::ComponentState::Optimal as i32);
+        // Writes are refused, naming both columns.
+        let s = expect_error(
+            client
+                .write(pb::WriteRequest {
+                    volume: "r5".into(),
+                    offset: 0,
+                    data: vec![9u8; 4096].into(),
+                })
+                .await,
+            Code::FailedPrecondition,
+            "volume-failed",
+        );
+        assert!(s.message().contains("[0, 1]"), "{s:?}");
+        // A unit on a surviving column is served.
+        let unit = layout.unit_bytes();
+        let on_live = (0..layout.stripe_data_bytes() / unit)
+            .map(|i| i * unit)
+            .find(|&o| layout.locate(o).unwrap().column >= 2)
+            .unwrap();
+        assert_eq!(
+            read(&mut client, "r5", on_live, unit).await,
+            model[on_live as usize..(on_live + unit) as usize]
+        );
+        // The gone node answers again: degraded, writable, nothing lost.
+        let back = if gone_col == 0 { "n1" } else { "n2" };
+        cluster.node_mut(back).restart().await;
+        eventually(Duration::from_secs(30), "r5 degraded again", || {
+            let mut client = client.clone();
+            async move {
+                let v = get(&mut client, "r5").await;
+                (v.state == pb::VolumeState::Degraded as i32).then_some(())
+            }
+        })
+        .await;
+        let now = get(&mut client, "r5").await;
+        assert_eq!(read(&mut client, "r5", 0, v.size_bytes).await, model);
+        random_workload(&mut client, &now, &mut model, 42).await;
+        assert_eq!(read(&mut client, "r5", 0, v.size_bytes).await, model);
+        check_columns(&cluster, &get(&mut client, "r5").await, None).await;
     })
     .await;
 }

@@ -308,7 +308,7 @@ async fn a_flipped_byte_is_data_loss_naming_exactly_that_block() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stale_epoch_or_another_cluster_is_fenced_and_changes_nothing() {
+async fn a_stale_epoch_is_fenced_another_cluster_refused_and_nothing_changes() {
     with_timeout(async {
         let node = NodeProcess::start_default().await.unwrap();
         let fencing = FencingContext::new(CLUSTER, 1);
@@ -344,8 +344,11 @@ async fn a_stale_epoch_or_another_cluster_is_fenced_and_changes_nothing() {
         );
         let s = RemoteComponent::new(stranger, "c", 512, 8).unwrap();
         let e = s.write(2, Bytes::from(vec![3u8; 512])).await.unwrap_err();
-        assert_eq!(e.kind, IoErrorKind::Fenced, "{e}");
-        assert_eq!(s.read(2, 2).await.unwrap_err().kind, IoErrorKind::Fenced);
+        assert_eq!(e.kind, IoErrorKind::WrongCluster, "{e}");
+        assert_eq!(
+            s.read(2, 2).await.unwrap_err().kind,
+            IoErrorKind::WrongCluster
+        );
         assert_eq!(fresh.read(2, 2).await.unwrap(), old);
 
         // Raised to the new epoch, the same component writes again.

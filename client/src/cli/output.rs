@@ -61,6 +61,7 @@ pub fn volume_json(v: &VolumeInfo) -> Value {
             "address": c.node_address,
             "component_id": c.component_id,
             "state": c.state.as_str(),
+            "gone": c.gone,
             "size_bytes": c.size_bytes,
         })).collect::<Vec<_>>(),
         "counters": {
@@ -190,7 +191,11 @@ pub fn volume_status(v: &VolumeInfo) -> String {
                 c.node_id.clone(),
                 c.node_address.clone(),
                 c.component_id.clone(),
-                c.state.to_string(),
+                if c.gone {
+                    format!("{} (node gone)", c.state)
+                } else {
+                    c.state.to_string()
+                },
             ]
         })
         .collect();
@@ -311,6 +316,7 @@ mod tests {
                         ComponentState::Optimal
                     },
                     size_bytes: 1 << 29,
+                    gone: false,
                 })
                 .collect(),
             counters: VolumeCounters::default(),

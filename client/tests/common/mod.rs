@@ -288,6 +288,7 @@ impl VolumeService for Fake {
                     component_id: format!("{}-c{c}", r.name),
                     state: pb::ComponentState::Optimal as i32,
                     size_bytes: r.size_bytes / u64::from(columns),
+                    gone: false,
                 })
                 .collect(),
             counters: Some(pb::VolumeCounters::default()),

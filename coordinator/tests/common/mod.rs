@@ -159,6 +159,7 @@ impl Cluster {
         let mut config = CoordinatorConfig::new(data_dir.path().join("coordinator"));
         config.listen = ([127, 0, 0, 1], 0).into();
         config.health_interval = Duration::from_millis(100);
+        config.gone_after = Duration::from_millis(300);
         config.nodes = started
             .iter()
             .map(|n| NodeSpec {

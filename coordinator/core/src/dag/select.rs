@@ -37,6 +37,17 @@ pub fn select(
     faults: &ColumnFaults,
 ) -> Result<DagFamily, BuildError> {
     let failures = layout.failures(access, &faults.failed);
+    // A read that touches no unit on a missing column needs no redundancy: it is served even
+    // when the stripe has lost more columns than the layout tolerates (a failed volume still
+    // serves what its surviving columns hold).
+    if !failures.tolerated
+        && kind == AccessKind::Read
+        && layout.level() != RaidLevel::Raid1
+        && failures.failed.iter().all(|f| !f.touched)
+        && access.units.iter().all(|u| faults.readable(u.column))
+    {
+        return Ok(DagFamily::FaultFreeRead);
+    }
     if !failures.tolerated {
         return Err(BuildError::Unrecoverable {
             stripe: access.stripe,
@@ -110,6 +121,27 @@ mod tests {
             failed: failed.iter().copied().collect(),
             unreadable: unreadable.iter().copied().collect::<ColumnSet>(),
         }
+    }
+
+    #[test]
+    fn a_read_of_live_units_is_served_beyond_the_tolerance_and_a_write_is_not() {
+        let l = layout(RaidLevel::Raid5, 5);
+        // Stripe 0: data on columns 0..4, P on column 4; columns 2 and 3 missing.
+        let unit0 = l.map(0, 512).unwrap().stripes.remove(0);
+        let unit2 = l.map(2 * l.unit_bytes(), 512).unwrap().stripes.remove(0);
+        let missing = faults(&[2, 3], &[]);
+        assert_eq!(
+            select(&l, &unit0, AccessKind::Read, &missing),
+            Ok(DagFamily::FaultFreeRead)
+        );
+        assert!(matches!(
+            select(&l, &unit2, AccessKind::Read, &missing),
+            Err(BuildError::Unrecoverable { .. })
+        ));
+        assert!(matches!(
+            select(&l, &unit0, AccessKind::Write, &missing),
+            Err(BuildError::Unrecoverable { .. })
+        ));
     }
 
     #[test]
