@@ -286,6 +286,33 @@ impl VolumeStates {
         self.persist(proposed, None, Some(false), false, None).await
     }
 
+    /// [`VolumeStates::persist_assembly`], tried again with a back-off (200 ms doubling to
+    /// 2 s) until `until`, so one slow or lost label write never leaves a volume unassembled;
+    /// then once more, failing a column whose label still cannot be written (within the
+    /// tolerance, as for any change while the volume serves).
+    pub async fn persist_assembly_retrying(
+        &self,
+        proposed: Proposed,
+        until: tokio::time::Instant,
+    ) -> Result<DurableState, String> {
+        let mut delay = std::time::Duration::from_millis(200);
+        loop {
+            match self.persist_assembly(proposed.clone()).await {
+                Ok(d) => return Ok(d),
+                Err(e) if tokio::time::Instant::now() + delay < until => {
+                    tracing::warn!(volume = %self.name, error = %e, retry_in_ms = delay.as_millis() as u64, "the assembled state could not be recorded; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(2));
+                }
+                Err(e) => {
+                    tracing::warn!(volume = %self.name, error = %e, "the assembled state could not be recorded; a column whose label cannot be written is failed");
+                    break;
+                }
+            }
+        }
+        self.persist(proposed, None, Some(false), true, None).await
+    }
+
     /// Clean shutdown: persists the array's current states (not the last recorded ones: a
     /// failure the array marked whose recording failed is still a failure) with the clean flag
     /// set, then refuses any further change (the volume must not be written after this). With

@@ -554,7 +554,11 @@ impl VolumeManager {
             }
         };
         // Durable before the first access: newly failed columns, not clean, a new counter.
-        if let Err(e) = volume.recorder.persist_assembly(proposed).await {
+        if let Err(e) = volume
+            .recorder
+            .persist_assembly_retrying(proposed, until)
+            .await
+        {
             let problem = format!("the assembled state could not be recorded: {e}");
             return (
                 unassembled(record, plan.states.clone(), problem, false),

@@ -778,3 +778,81 @@ async fn a_torn_stripe_stays_lost_across_a_coordinator_kill9_until_it_is_rewritt
     })
     .await;
 }
+
+/// Issue 16, item 7: one label write at assembly that never answers does not leave the volume
+/// unassembled (before: "the assembled state could not be recorded", no retry); the write is
+/// tried again and the volume is assembled with every column in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_lost_label_write_at_assembly_is_retried_and_the_volume_assembles() {
+    with_timeout(async {
+        let mut cluster = Cluster::start(ClusterOptions {
+            fault_injection: true,
+            ..options()
+        })
+        .await
+        .unwrap();
+        let c = client(&cluster).await;
+        let info = c
+            .create_volume(
+                VolumeSpec::new("a", RaidLevel::Raid5, MIB)
+                    .columns(5)
+                    .stripe_unit_bytes(16 * KIB),
+            )
+            .await
+            .unwrap();
+        let mut rng = StdRng::seed_from_u64(7);
+        let data = random(&mut rng, info.size_bytes as usize);
+        c.volume("a")
+            .write_at(0, Bytes::from(data.clone()))
+            .await
+            .unwrap();
+        let x = node_of(&c, "a", 2).await;
+        cluster.coordinator.terminate().await.unwrap();
+        // The next write on column 2's component (the label write of the next assembly) hangs.
+        cluster.nodes[x]
+            .client()
+            .await
+            .unwrap()
+            .inject_fault(spb::InjectFaultRequest {
+                component_id: info.components[2].component_id.clone(),
+                kind: spb::FaultKind::Hang as i32,
+                ops: spb::FaultOps::Write as i32,
+                count: 1,
+                delay_ms: 0,
+                status_code: 0,
+            })
+            .await
+            .unwrap();
+        cluster.coordinator.restart().await.unwrap();
+        let c = client(&cluster).await;
+        let s = eventually("the volume assembled", Duration::from_secs(60), || {
+            let c = c.clone();
+            async move {
+                c.volume("a")
+                    .status()
+                    .await
+                    .ok()
+                    .filter(|s| s.state != VolumeState::NotAssembled)
+            }
+        })
+        .await;
+        assert_eq!(s.state, VolumeState::Optimal, "{s:?}");
+        assert!(
+            s.components
+                .iter()
+                .all(|c| c.state == ComponentState::Optimal),
+            "{s:?}"
+        );
+        let got = c.volume("a").read_at(0, data.len()).await.unwrap();
+        assert!(got[..] == data[..]);
+        assert!(
+            cluster
+                .coordinator
+                .log()
+                .contains("the assembled state could not be recorded; trying again"),
+            "the first label write was lost and retried"
+        );
+        cluster.check_columns("a", &[]).await.unwrap();
+    })
+    .await;
+}
