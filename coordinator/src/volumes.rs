@@ -451,6 +451,23 @@ impl VolumeManager {
                 return (unassembled(record, states, e, false), Vec::new());
             }
         };
+        // As at creation: every node must take a whole stripe unit in one call (a node restarted
+        // with a smaller limit would refuse every access).
+        let unit = layout.unit_bytes();
+        if let Some((node, max)) = record
+            .components
+            .iter()
+            .filter_map(|c| self.registry.get(&c.node_id))
+            .filter_map(|n| n.health().max_io_bytes.map(|m| (n, m)))
+            .find(|(_, max)| *max < unit)
+        {
+            let states = record.states();
+            let problem = format!(
+                "storage node {} takes at most {max} bytes per call, less than the volume's stripe unit of {unit} bytes: restart it with a larger --max-io-bytes",
+                node.id()
+            );
+            return (unassembled(record, states, problem, false), Vec::new());
+        }
         let recorded = record.durable();
         let found = labels.read_all(&layout, &recorded, until).await;
         let plan = assembly::plan(&layout, &record.id, &recorded.recorded(), &found);

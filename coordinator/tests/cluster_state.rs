@@ -412,3 +412,33 @@ async fn a_store_of_a_coordinator_before_labels_is_migrated_and_labelled() {
     })
     .await;
 }
+
+/// Issue 16, item 6: a node restarted with a smaller per-call limit than the volume's stripe
+/// unit is refused at assembly with a clear reason (before, the volume was assembled and every
+/// access that reached that node failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_with_a_smaller_limit_than_the_stripe_unit_is_refused_at_assembly() {
+    with_timeout(async {
+        let mut cluster = Cluster::start(3, |_| {}).await;
+        let mut client = cluster.client().await;
+        client
+            .create_volume(pb::CreateVolumeRequest {
+                stripe_unit_bytes: 64 * KIB,
+                ..create("big", pb::RaidLevel::Raid5, 1024 * KIB)
+            })
+            .await
+            .unwrap();
+        cluster.stop_coordinator().await;
+        cluster.node_mut("n2").restart_with_max_io(16 * KIB).await;
+        cluster.start_coordinator().await;
+        let mut client = cluster.client().await;
+        let v = get(&mut client, "big").await;
+        assert_eq!(v.state, pb::VolumeState::NotAssembled as i32, "{v:?}");
+        let problem = v.assembly.unwrap().problem;
+        assert!(
+            problem.contains("n2") && problem.contains("16384") && problem.contains("65536"),
+            "{problem}"
+        );
+    })
+    .await;
+}

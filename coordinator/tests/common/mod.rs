@@ -69,8 +69,15 @@ impl Node {
     }
 
     async fn serve(&mut self, listen: SocketAddr) {
+        self.serve_with(listen, None).await;
+    }
+
+    async fn serve_with(&mut self, listen: SocketAddr, max_io_bytes: Option<u64>) {
         let mut config = dagraid_node::NodeConfig::new(self.dir.path().join("data"));
         config.listen = listen;
+        if let Some(max) = max_io_bytes {
+            config.max_io_bytes = max;
+        }
         config.node_id = Some(self.id.clone());
         config.cluster_id = Some("dagraid".into());
         let started = dagraid_node::start(config).await.expect("node starts");
@@ -107,6 +114,13 @@ impl Node {
         self.stop().await;
         let addr = self.addr;
         self.serve(addr).await;
+    }
+
+    /// Serves again on the same directory and port, taking at most `max_io_bytes` per call.
+    pub async fn restart_with_max_io(&mut self, max_io_bytes: u64) {
+        self.stop().await;
+        let addr = self.addr;
+        self.serve_with(addr, Some(max_io_bytes)).await;
     }
 
     /// A client of this node (reads need no fencing).
