@@ -162,11 +162,11 @@ impl VolumeStates {
                 self.name
             ));
         }
-        if let Some(g) = generation {
-            if g < p.generation {
-                tracing::debug!(volume = %self.name, generation = g, recorded = p.generation, "older states not recorded over newer ones");
-                return Ok(p.durable.clone());
-            }
+        if let Some(g) = generation
+            && g < p.generation
+        {
+            tracing::debug!(volume = %self.name, generation = g, recorded = p.generation, "older states not recorded over newer ones");
+            return Ok(p.durable.clone());
         }
         let Proposed {
             mut states,

@@ -222,7 +222,7 @@ impl VolumeLabels {
         );
         state.recovered = vec![u64::MAX; self.columns.len()];
         state.lost_counter = u64::MAX;
-        state.lost = dagraid_core::lost::LostSet::from_ranges([0..u64::MAX]);
+        state.lost = dagraid_core::lost::LostSet::from_ranges(std::iter::once(0..u64::MAX));
         (0..self.columns.len())
             .map(|c| self.label(c, &state).encode().len())
             .max()

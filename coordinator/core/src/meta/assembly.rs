@@ -30,6 +30,7 @@ use super::record::MetadataRecord;
 
 /// What the coordinator found on one column's node.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per column, once per assembly: boxing buys nothing
 pub enum Found {
     /// A valid label.
     Label(ComponentLabel),
@@ -345,7 +346,7 @@ mod tests {
         // The store alone is enough when it is new enough.
         let mut newer = store.clone();
         newer.lost_counter = 5;
-        newer.lost = LostSet::from_ranges([7..8]);
+        newer.lost = LostSet::from_ranges(std::iter::once(7..8));
         assert_eq!(
             merged_lost(&p, "v1", &newer, &found, &[None, None, None, None])
                 .unwrap()
