@@ -177,7 +177,10 @@ impl MemComponent {
         let mut data = self.data.write().unwrap_or_else(|p| p.into_inner());
         data[s..e].copy_from_slice(bytes);
         let mut bad = self.bad.write().unwrap_or_else(|p| p.into_inner());
-        let rewritten: Vec<u64> = bad.range(start_block..start_block + count).copied().collect();
+        let rewritten: Vec<u64> = bad
+            .range(start_block..start_block + count)
+            .copied()
+            .collect();
         for b in rewritten {
             bad.remove(&b);
         }
