@@ -333,8 +333,9 @@ pub(crate) fn plan(
             }
             let p = sl.p_column().and_then(|c| image.units[c].as_ref());
             let q = sl.q_column().and_then(|c| image.units[c].as_ref());
-            let mut changed: Vec<Vec<bool>> = vec![vec![false; rows]; k];
-            for b in 0..rows {
+            // By row, then data unit: which blocks the repair rewrites.
+            let mut changed: Vec<Vec<bool>> = vec![vec![false; k]; rows];
+            for (b, changed_in_row) in changed.iter_mut().enumerate() {
                 let bad: Vec<usize> = (0..k).filter(|&i| !data[i].1.good(b)).collect();
                 if bad.is_empty() {
                     continue;
@@ -361,13 +362,13 @@ pub(crate) fn plan(
                 match rebuilt {
                     Some((x, value)) => {
                         data[x].1.data[b * bs..(b + 1) * bs].copy_from_slice(&value);
-                        changed[x][b] = true;
+                        changed_in_row[x] = true;
                         out.repaired_blocks += 1;
                     }
                     None => {
                         for &i in &bad {
                             data[i].1.data[b * bs..(b + 1) * bs].fill(0);
-                            changed[i][b] = true;
+                            changed_in_row[i] = true;
                             push_block(&mut out.lost, first_volume_block + (i * rows + b) as u64);
                         }
                     }
@@ -375,7 +376,8 @@ pub(crate) fn plan(
             }
             out.lost.sort_by_key(|r| r.start);
             for (i, (column, u)) in data.iter().enumerate() {
-                for r in runs(&changed[i]) {
+                let unit_changed: Vec<bool> = changed.iter().map(|row| row[i]).collect();
+                for r in runs(&unit_changed) {
                     out.writes.push((
                         *column,
                         unit.first + r.start as u64,

@@ -1283,7 +1283,7 @@ async fn resync_records_an_unreadable_raid5_block_lost_durably_then_makes_the_st
         (report.stripes, report.repaired, report.lost),
         (STRIPES, 0, 1)
     );
-    let lost = vec![volume_block..volume_block + 1];
+    let lost: Vec<std::ops::Range<u64>> = std::iter::once(volume_block..volume_block + 1).collect();
     assert_eq!(r.array.lost().ranges().collect::<Vec<_>>(), lost);
     // Durable while the bad block was still there: recorded before the stripe was rewritten.
     let seen = recorder.seen.lock().unwrap().clone();
