@@ -351,17 +351,31 @@ pub struct LostRange {
 /// The resync of a volume assembled after an unclean shutdown.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ResyncProgress {
-    /// Still running.
+    /// Still running: resyncing stripes, or waiting to retry after an error.
     pub running: bool,
-    /// Stripes done (rewritten or skipped).
+    /// Stripes done (rewritten, repaired, recorded lost or skipped).
     pub stripes_done: u64,
     /// Stripes of the volume.
     pub stripes_total: u64,
     /// Stripes left as they were because a data unit of theirs is on a failed column (forced
     /// assembly).
     pub stripes_skipped: u64,
-    /// Why it stopped before the end.
+    /// Stripes whose unreadable blocks were rebuilt from redundancy and rewritten.
+    pub stripes_repaired: u64,
+    /// Stripes with unreadable blocks that could not be rebuilt: those blocks are recorded lost.
+    pub stripes_lost: u64,
+    /// While running: the error that stopped the last pass, retried after a back-off; when not
+    /// running: why it stopped before the end.
     pub error: Option<String>,
+    /// Passes started again after an error.
+    pub retries: u32,
+}
+
+impl ResyncProgress {
+    /// Whether it ran to its end: the volume's redundancy agrees with its data again.
+    pub fn completed(&self) -> bool {
+        !self.running && self.error.is_none() && self.stripes_done == self.stripes_total
+    }
 }
 
 /// How a volume was assembled, or why it is not.
@@ -469,7 +483,10 @@ impl VolumeInfo {
                 stripes_done: r.stripes_done,
                 stripes_total: r.stripes_total,
                 stripes_skipped: r.stripes_skipped,
+                stripes_repaired: r.stripes_repaired,
+                stripes_lost: r.stripes_lost,
                 error: non_empty(r.error),
+                retries: r.retries,
             }),
             assembly: AssemblyInfo {
                 problem: non_empty(assembly.problem),
@@ -643,6 +660,10 @@ mod tests {
                 running: true,
                 stripes_done: 3,
                 stripes_total: 8,
+                stripes_repaired: 1,
+                stripes_lost: 2,
+                error: "stripe 3: timeout".into(),
+                retries: 4,
                 ..Default::default()
             }),
             assembly: Some(pb::AssemblyInfo {
@@ -655,7 +676,9 @@ mod tests {
         .unwrap();
         assert_eq!(v.state, VolumeState::NotAssembled);
         let r = v.resync.unwrap();
-        assert!(r.running && r.stripes_done == 3 && r.error.is_none());
+        assert!(r.running && r.stripes_done == 3 && !r.completed());
+        assert_eq!((r.stripes_repaired, r.stripes_lost, r.retries), (1, 2, 4));
+        assert_eq!(r.error.as_deref(), Some("stripe 3: timeout"));
         assert_eq!(v.assembly.problem.as_deref(), Some("dirty and degraded"));
         assert!(v.assembly.needs_force && v.assembly.at_risk.is_none());
         // An older coordinator says nothing of either.

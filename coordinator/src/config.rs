@@ -25,6 +25,10 @@ pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 1000;
 pub const DEFAULT_GONE_AFTER_MS: u64 = 3000;
 /// Default time assembly waits for storage nodes that do not answer.
 pub const DEFAULT_ASSEMBLY_WAIT_MS: u64 = 10_000;
+/// Default wait before a resync that stopped with an error is retried.
+pub const DEFAULT_RESYNC_RETRY_INITIAL_MS: u64 = 1000;
+/// Default longest wait between resync retries (the wait doubles up to it).
+pub const DEFAULT_RESYNC_RETRY_MAX_MS: u64 = 30_000;
 /// Default largest Read length / Write payload: 16 MiB.
 pub const DEFAULT_MAX_IO_BYTES: u64 = 16 << 20;
 /// Smallest accepted `max-io-bytes`: one 4 KiB block.
@@ -135,6 +139,12 @@ pub struct CoordinatorConfig {
     pub test_crash_after_label_writes: Option<usize>,
     /// Where to serve Prometheus metrics (`/metrics`); `None`: not served. Port 0 picks one.
     pub metrics_listen: Option<SocketAddr>,
+    /// Wait before a resync that stopped with an error is retried (and after a retry that
+    /// made progress).
+    pub resync_retry_initial: Duration,
+    /// Longest wait between resync retries: the wait doubles after each retry that made no
+    /// progress, up to this.
+    pub resync_retry_max: Duration,
 }
 
 impl CoordinatorConfig {
@@ -153,6 +163,8 @@ impl CoordinatorConfig {
             assembly_wait: Duration::from_millis(DEFAULT_ASSEMBLY_WAIT_MS),
             test_crash_after_label_writes: None,
             metrics_listen: None,
+            resync_retry_initial: Duration::from_millis(DEFAULT_RESYNC_RETRY_INITIAL_MS),
+            resync_retry_max: Duration::from_millis(DEFAULT_RESYNC_RETRY_MAX_MS),
         }
     }
 
@@ -218,6 +230,23 @@ impl CoordinatorConfig {
                 self.assembly_wait.as_millis()
             ));
         }
+        if self.resync_retry_initial < Duration::from_millis(10)
+            || self.resync_retry_initial > Duration::from_secs(3600)
+        {
+            return Err(format!(
+                "resync-retry-initial-ms must be 10 to 3600000, got {}",
+                self.resync_retry_initial.as_millis()
+            ));
+        }
+        if self.resync_retry_max < self.resync_retry_initial
+            || self.resync_retry_max > Duration::from_secs(86_400)
+        {
+            return Err(format!(
+                "resync-retry-max-ms must be resync-retry-initial-ms ({}) to 86400000, got {}",
+                self.resync_retry_initial.as_millis(),
+                self.resync_retry_max.as_millis()
+            ));
+        }
         if !(MIN_MAX_IO_BYTES..=MAX_MAX_IO_BYTES).contains(&self.max_io_bytes) {
             return Err(format!(
                 "max-io-bytes must be {MIN_MAX_IO_BYTES} to {MAX_MAX_IO_BYTES}, got {}",
@@ -241,6 +270,8 @@ impl CoordinatorConfig {
 /// max-io-bytes = 16777216
 /// assembly-wait-ms = 10000
 /// metrics-listen = "0.0.0.0:9464"
+/// resync-retry-initial-ms = 1000
+/// resync-retry-max-ms = 30000
 /// nodes = [
 ///   { id = "node1", address = "127.0.0.1:7001" },
 ///   { id = "node2", address = "127.0.0.1:7002" },
@@ -271,6 +302,10 @@ pub struct FileConfig {
     pub assembly_wait_ms: Option<u64>,
     /// See [`CoordinatorConfig::metrics_listen`].
     pub metrics_listen: Option<SocketAddr>,
+    /// See [`CoordinatorConfig::resync_retry_initial`], in milliseconds.
+    pub resync_retry_initial_ms: Option<u64>,
+    /// See [`CoordinatorConfig::resync_retry_max`], in milliseconds.
+    pub resync_retry_max_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -357,6 +392,13 @@ pub struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free port) [default: off].
     #[arg(long, value_name = "ADDR", env = "DAGRAID_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Wait before a resync that stopped with an error (a node timing out, ...) is retried,
+    /// in milliseconds; it doubles after each retry that made no progress [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub resync_retry_initial_ms: Option<u64>,
+    /// Longest wait between resync retries, in milliseconds [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub resync_retry_max_ms: Option<u64>,
     /// Trace export (OTLP/gRPC), configured like any OpenTelemetry SDK.
     #[command(flatten)]
     pub telemetry: dagraid_telemetry::TelemetryArgs,
@@ -412,6 +454,15 @@ impl Args {
         }
         config.test_crash_after_label_writes = self.test_crash_after_label_writes;
         config.metrics_listen = self.metrics_listen.or(file.metrics_listen);
+        if let Some(ms) = self
+            .resync_retry_initial_ms
+            .or(file.resync_retry_initial_ms)
+        {
+            config.resync_retry_initial = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.resync_retry_max_ms.or(file.resync_retry_max_ms) {
+            config.resync_retry_max = Duration::from_millis(ms);
+        }
         config.validate()?;
         Ok(config)
     }

@@ -268,6 +268,10 @@ impl Coordinator {
                 label_deadline: config.node_deadline,
                 assembly_wait: config.assembly_wait,
                 crash,
+                resync: crate::resync::ResyncSettings {
+                    retry_initial: config.resync_retry_initial,
+                    retry_max: config.resync_retry_max,
+                },
             },
         ));
         metrics.watch(&volumes);

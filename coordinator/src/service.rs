@@ -113,6 +113,9 @@ fn resync_to_proto(r: ResyncStatus) -> pb::ResyncProgress {
         stripes_total: r.total,
         stripes_skipped: r.skipped,
         error: r.error.unwrap_or_default(),
+        stripes_repaired: r.repaired,
+        stripes_lost: r.lost,
+        retries: r.retries,
     }
 }
 
@@ -151,7 +154,9 @@ pub fn volume_to_proto(volume: &Volume) -> pb::Volume {
     let stats = array.stats();
     let component_bytes = geometry.blocks_per_column() * geometry.block_size();
     let resync = volume.resync();
-    let resyncing = resync.as_ref().is_some_and(|r| r.running);
+    // Not optimal while dirty: resyncing until the resync completed (also while it waits to
+    // retry after an error).
+    let resyncing = resync.as_ref().is_some_and(|r| !r.completed());
     let note = volume.note();
     pb::Volume {
         name: volume.name().to_owned(),

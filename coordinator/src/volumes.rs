@@ -38,7 +38,7 @@ use crate::labels::{CrashHook, LabelColumn, VolumeLabels};
 use crate::node_client::ComponentInfo;
 use crate::registry::{NodeRegistry, RegisteredNode};
 use crate::remote::RemoteComponent;
-use crate::resync::{Resync, ResyncStatus};
+use crate::resync::{Resync, ResyncSettings, ResyncStatus};
 use crate::store::{
     ComponentRecord, DurableState, StateRecord, Store, VOLUME_RECORD_VERSION, VolumeRecord,
 };
@@ -140,9 +140,11 @@ impl Volume {
             .clone()
     }
 
-    /// Whether a resync is running.
+    /// Whether the volume still needs its resync: one was started and has not completed
+    /// (running, waiting to retry after an error, or stopped). Such a volume is dirty, and is
+    /// never shown optimal.
     pub fn resyncing(&self) -> bool {
-        self.resync().is_some_and(|r| r.running)
+        self.resync().is_some_and(|r| !r.completed())
     }
 
     fn access_error(&self, source: AccessError) -> ServiceError {
@@ -322,6 +324,8 @@ pub struct VolumeManagerConfig {
     pub assembly_wait: Duration,
     /// Test only: the crash hook ([`CrashHook`]).
     pub crash: Option<Arc<CrashHook>>,
+    /// How a resync that stopped with an error is retried.
+    pub resync: ResyncSettings,
 }
 
 /// The volumes of one coordinator.
@@ -584,7 +588,12 @@ impl VolumeManager {
         }
         let volume = Arc::new(volume);
         if resync && volume.layout().fault_tolerance() > 0 {
-            let r = Resync::start(name.clone(), volume.array.clone(), volume.note.forced);
+            let r = Resync::start(
+                name.clone(),
+                volume.array.clone(),
+                volume.note.forced,
+                self.config.resync,
+            );
             *volume.resync.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
         }
         tracing::info!(

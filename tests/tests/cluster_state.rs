@@ -15,6 +15,7 @@ use dagraid_client::{
 use dagraid_coordinator::labels::CRASH_AFTER_LABEL_WRITES_ENV;
 use dagraid_core::meta::label::ComponentLabel;
 use dagraid_proto::storage::v1 as spb;
+use dagraid_proto::volume::v1 as vpb;
 use dagraid_tests::cluster::{Cluster, ClusterOptions};
 use dagraid_tests::with_timeout;
 use rand::rngs::StdRng;
@@ -853,6 +854,176 @@ async fn one_lost_label_write_at_assembly_is_retried_and_the_volume_assembles() 
             "the first label write was lost and retried"
         );
         cluster.check_columns("a", &[]).await.unwrap();
+    })
+    .await;
+}
+
+/// Flips one byte of the block holding volume byte `offset` of `volume` in its component's
+/// file, behind the node's back (the node reads through the same page cache): that block then
+/// answers DATA_LOSS. `volume` is its description (taken while the coordinator was up).
+/// Returns the first byte of the volume block.
+fn corrupt_volume_block(cluster: &Cluster, volume: &vpb::Volume, offset: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let layout = dagraid_tests::cluster::layout_of(volume).unwrap();
+    let bs = layout.geometry().block_size();
+    let at = layout.locate(offset).unwrap();
+    let comp = &volume.components[at.column];
+    let node = cluster.node_by_id(&comp.node_id).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(node.component_file(&comp.component_id))
+        .unwrap();
+    // Block data starts after the 4 KiB header (docs/STORAGE-NODE.md).
+    let pos = 4096 + at.component_offset / bs * bs + 17;
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, pos).unwrap();
+    byte[0] ^= 0x5a;
+    file.write_all_at(&byte, pos).unwrap();
+    file.sync_all().unwrap();
+    offset / bs * bs
+}
+
+/// Issue 16, item 5: the coordinator killed under writes, then a data block corrupted on a
+/// node's component file of a RAID 6 and of a RAID 5 volume. The next coordinator's resync
+/// repairs the RAID 6 block (P and Q agree) and records the RAID 5 block lost (its parity is
+/// suspect after the crash), goes on to the end, and leaves both volumes optimal and consistent;
+/// the lost block answers DATA_LOSS until written, and a clean shutdown marks both clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_then_a_bad_checksum_is_repaired_or_recorded_lost_by_the_resync() {
+    with_timeout(async {
+        let mut cluster = Cluster::start(options()).await.unwrap();
+        let c = client(&cluster).await;
+        let mut rng = StdRng::seed_from_u64(51);
+        let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut volumes = Vec::new();
+        let mut tasks = Vec::new();
+        for (name, level) in [("q6", RaidLevel::Raid6), ("p5", RaidLevel::Raid5)] {
+            let info = c
+                .create_volume(
+                    VolumeSpec::new(name, level, MIB)
+                        .columns(5)
+                        .stripe_unit_bytes(16 * KIB),
+                )
+                .await
+                .unwrap();
+            let size = info.size_bytes;
+            let first = random(&mut rng, size as usize);
+            c.volume(name)
+                .write_at(0, Bytes::from(first.clone()))
+                .await
+                .unwrap();
+            let loaded = Loaded {
+                name: name.to_owned(),
+                size,
+                reference: Arc::new(Mutex::new(first)),
+                unknown: Arc::default(),
+            };
+            // One writer in the volume's first half, until the coordinator is gone.
+            let vol = c.volume(name);
+            let (reference, unknown, acked) = (
+                loaded.reference.clone(),
+                loaded.unknown.clone(),
+                acked.clone(),
+            );
+            let half = size / 2;
+            tasks.push(tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(size);
+                loop {
+                    let off = rng.random_range(0..half - 1);
+                    let len = rng.random_range(1..=(half - off).min(32 * KIB));
+                    let data = random(&mut rng, len as usize);
+                    match vol.write_at(off, Bytes::from(data.clone())).await {
+                        Ok(()) => {
+                            reference.lock().unwrap()[off as usize..(off + len) as usize]
+                                .copy_from_slice(&data);
+                            acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Err(_) => {
+                            unknown.lock().unwrap().push((off, data));
+                            return;
+                        }
+                    }
+                }
+            }));
+            volumes.push(loaded);
+        }
+        eventually(
+            "40 writes acknowledged",
+            Duration::from_secs(60),
+            || async { (acked.load(std::sync::atomic::Ordering::SeqCst) >= 40).then_some(()) },
+        )
+        .await;
+        let mut raw = cluster.volume_client().await.unwrap();
+        let mut described = Vec::new();
+        for v in &volumes {
+            described.push(raw.get_volume(&v.name).await.unwrap());
+        }
+        cluster.coordinator.kill9().await.unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // A data block in the second half (no write was in flight there at the crash): the
+        // second data unit of a stripe, a few blocks in.
+        let mut bad = Vec::new();
+        for (v, d) in volumes.iter().zip(&described) {
+            let offset = v.size / 2 + 3 * 64 * KIB + 16 * KIB + 2 * 4096 + 100;
+            bad.push(corrupt_volume_block(&cluster, d, offset));
+        }
+
+        cluster.coordinator.restart().await.unwrap();
+        let c = client(&cluster).await;
+        for (v, &block) in volumes.iter().zip(&bad) {
+            let s = settled(&c, &v.name).await;
+            assert_eq!(s.state, VolumeState::Optimal, "{s:?}");
+            let resync = s.resync.clone().expect("resynced");
+            assert!(resync.completed(), "{resync:?}");
+            assert_eq!(resync.stripes_skipped, 0, "{resync:?}");
+            let reference = v.reference.lock().unwrap().clone();
+            let unknown = v.unknown.lock().unwrap().clone();
+            let vol = c.volume(&v.name);
+            if v.name == "q6" {
+                assert_eq!(
+                    (resync.stripes_repaired, resync.stripes_lost),
+                    (1, 0),
+                    "{resync:?}"
+                );
+                assert_eq!(s.lost_bytes, 0);
+                let got = vol.read_at(0, v.size as usize).await.unwrap();
+                check_acknowledged(&got, &reference, &unknown, &v.name);
+            } else {
+                assert_eq!(
+                    (resync.stripes_repaired, resync.stripes_lost),
+                    (0, 1),
+                    "{resync:?}"
+                );
+                let lost = c.list_lost(&v.name).await.unwrap();
+                assert_eq!(lost.len(), 1, "{lost:?}");
+                assert_eq!((lost[0].offset, lost[0].length), (block, 4096));
+                let err = vol.read_at(block, 4096).await.unwrap_err();
+                assert!(matches!(err, ClientError::Unreadable { .. }), "{err:?}");
+                // Everything else is served as acknowledged.
+                let before = vol.read_at(0, block as usize).await.unwrap();
+                check_acknowledged(&before, &reference[..block as usize], &unknown, &v.name);
+                let after = vol
+                    .read_at(block + 4096, (v.size - block - 4096) as usize)
+                    .await
+                    .unwrap();
+                assert!(after[..] == reference[(block + 4096) as usize..]);
+                // A whole write of the block makes it readable again.
+                let fresh = random(&mut rng, 4096);
+                vol.write_at(block, Bytes::from(fresh.clone()))
+                    .await
+                    .unwrap();
+                assert_eq!(vol.read_at(block, 4096).await.unwrap()[..], fresh[..]);
+                assert!(c.list_lost(&v.name).await.unwrap().is_empty());
+            }
+            cluster.check_columns(&v.name, &[]).await.unwrap();
+        }
+        // Resynced to the end: a clean shutdown marks both clean.
+        cluster.coordinator.terminate().await.unwrap();
+        let log = cluster.coordinator.log();
+        assert_eq!(log.matches("volume marked clean").count(), 2, "{log}");
     })
     .await;
 }

@@ -81,7 +81,10 @@ pub fn volume_json(v: &VolumeInfo) -> Value {
             "stripes_done": r.stripes_done,
             "stripes_total": r.stripes_total,
             "stripes_skipped": r.stripes_skipped,
+            "stripes_repaired": r.stripes_repaired,
+            "stripes_lost": r.stripes_lost,
             "error": r.error,
+            "retries": r.retries,
         })),
         "assembly": {
             "problem": v.assembly.problem,
@@ -168,6 +171,54 @@ fn exact_size(bytes: u64) -> String {
     }
 }
 
+/// The resync's line of `dagraid status`: progress, what it repaired, lost and skipped, and
+/// its state (running, waiting to retry after an error, stopped, done).
+fn resync_line(r: &crate::ResyncProgress) -> String {
+    let mut line = format!("{} of {} stripes", r.stripes_done, r.stripes_total);
+    let mut notes = Vec::new();
+    if r.stripes_repaired > 0 {
+        notes.push(format!("{} repaired", r.stripes_repaired));
+    }
+    if r.stripes_lost > 0 {
+        notes.push(format!("{} with lost blocks", r.stripes_lost));
+    }
+    if r.stripes_skipped > 0 {
+        notes.push(format!(
+            "{} skipped: their data is on a failed column",
+            r.stripes_skipped
+        ));
+    }
+    if !notes.is_empty() {
+        let _ = write!(line, " ({})", notes.join(", "));
+    }
+    let retries = match r.retries {
+        0 => String::new(),
+        1 => " (1 retry so far)".to_owned(),
+        n => format!(" ({n} retries so far)"),
+    };
+    match (&r.error, r.running) {
+        (Some(e), true) => {
+            let _ = write!(line, ", retrying after an error{retries}: {e}");
+        }
+        (Some(e), false) => {
+            let _ = write!(line, ", stopped: {e}");
+        }
+        (None, true) => line.push_str(", running"),
+        (None, false) => {
+            line.push_str(", done");
+            if r.retries > 0 {
+                let _ = write!(
+                    line,
+                    " after {} retr{}",
+                    r.retries,
+                    if r.retries == 1 { "y" } else { "ies" }
+                );
+            }
+        }
+    }
+    line
+}
+
 /// One volume in the manner of `raidctl -s`: layout, state, a line per component, counters.
 pub fn volume_status(v: &VolumeInfo) -> String {
     let mut out = String::new();
@@ -225,25 +276,7 @@ pub fn volume_status(v: &VolumeInfo) -> String {
         );
     }
     if let Some(r) = &v.resync {
-        let _ = writeln!(
-            out,
-            "  resync: {} of {} stripes{}{}",
-            r.stripes_done,
-            r.stripes_total,
-            if r.stripes_skipped > 0 {
-                format!(
-                    " ({} skipped: their data is on a failed column)",
-                    r.stripes_skipped
-                )
-            } else {
-                String::new()
-            },
-            match (&r.error, r.running) {
-                (Some(e), _) => format!(", stopped: {e}"),
-                (None, true) => ", running".to_owned(),
-                (None, false) => ", done".to_owned(),
-            }
-        );
+        let _ = writeln!(out, "  resync: {}", resync_line(r));
     }
     if let Some(problem) = &v.assembly.problem {
         let _ = writeln!(out, "  not assembled: {problem}");
@@ -360,6 +393,42 @@ mod tests {
         assert!(
             text.lines()
                 .any(|l| l.contains("node2") && l.ends_with("failed")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_resync_line_shows_repairs_losses_errors_and_retries() {
+        let mut v = volume();
+        v.resync = Some(crate::ResyncProgress {
+            running: true,
+            stripes_done: 3,
+            stripes_total: 8,
+            stripes_repaired: 1,
+            stripes_lost: 2,
+            error: Some("stripe 3: timeout".into()),
+            retries: 2,
+            ..Default::default()
+        });
+        let text = volume_status(&v);
+        let line = text.lines().find(|l| l.contains("resync:")).unwrap();
+        assert_eq!(
+            line,
+            "  resync: 3 of 8 stripes (1 repaired, 2 with lost blocks), retrying after an error (2 retries so far): stripe 3: timeout"
+        );
+        let json = volume_json(&v);
+        assert_eq!(json["resync"]["stripes_repaired"], 1);
+        assert_eq!(json["resync"]["stripes_lost"], 2);
+        assert_eq!(json["resync"]["retries"], 2);
+        v.resync = Some(crate::ResyncProgress {
+            stripes_done: 8,
+            stripes_total: 8,
+            retries: 1,
+            ..Default::default()
+        });
+        let text = volume_status(&v);
+        assert!(
+            text.contains("  resync: 8 of 8 stripes, done after 1 retry\n"),
             "{text}"
         );
     }

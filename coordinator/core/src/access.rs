@@ -45,6 +45,7 @@ use crate::dag::select::{AccessKind, select};
 use crate::engine::{DagOrigin, Direction, Engine, EngineConfig, EngineStats};
 use crate::io::IoErrorKind;
 use crate::layout::{ColumnSet, Layout, LayoutError, StripeAccess};
+use crate::resync::{StripeOutcome, StripeResync};
 use crate::stats::LatencyHistogram;
 use crate::stripe_lock::{LockMode, StripeLockRequest, StripeLockTable};
 
@@ -371,8 +372,12 @@ enum StripeOp {
 /// What a resync did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResyncReport {
-    /// Stripes whose redundancy was rewritten.
+    /// Stripes done: rewritten, repaired or recorded lost.
     pub stripes: u64,
+    /// Of those, stripes whose unreadable blocks were rebuilt from redundancy.
+    pub repaired: u64,
+    /// Of those, stripes with unreadable blocks that could not be rebuilt: recorded lost.
+    pub lost: u64,
     /// Columns marked failed on the way.
     pub marked_failed: Vec<usize>,
 }
@@ -383,6 +388,8 @@ struct StripeDone {
     dags: Vec<DagRecord>,
     marked: Vec<usize>,
     generation: u64,
+    /// Columns whose reads answered data loss in this stripe.
+    unreadable: ColumnSet,
 }
 
 impl Array {
@@ -716,6 +723,7 @@ impl Array {
             dags: Vec::new(),
             marked: Vec::new(),
             generation: 0,
+            unreadable: ColumnSet::new(),
         };
         let r = self.run_stripe_dags(op, s, data, &mut done).await;
         (done, r)
@@ -820,6 +828,7 @@ impl Array {
                 match &io.kind {
                     IoErrorKind::DataLoss { .. } if !report.is_write => {
                         unreadable.insert(column);
+                        done.unreadable.insert(column);
                     }
                     IoErrorKind::Fenced => {
                         // Fencing outranks every other reason: a newer owner exists.
@@ -974,8 +983,10 @@ impl Array {
     /// Resync: rewrites the redundancy of every stripe from its data (parity and Q recomputed,
     /// RAID 1 primaries copied to their secondaries), `stripes_in_flight` stripes at a time, each
     /// under its whole-stripe write lock while user I/O goes on. Used after an unclean shutdown,
-    /// when a write may have landed on some columns of a stripe and not on others. `progress`
-    /// is told the number of stripes done after each one.
+    /// when a write may have landed on some columns of a stripe and not on others. Unreadable
+    /// blocks are repaired or recorded lost ([`Array::resync_stripe`]) and the resync goes on;
+    /// the first error is answered once every stripe was tried. `progress` is told the number
+    /// of stripes tried after each one.
     pub async fn resync(
         self: &Arc<Self>,
         progress: impl Fn(u64) + Send + Sync + 'static,
@@ -990,7 +1001,7 @@ impl Array {
             let done_ref = &done;
             let this_ref = &this;
             let runs = (0..total).map(|stripe| async move {
-                let r = this_ref.resync_stripe(stripe).await;
+                let r = this_ref.resync_stripe(stripe, false).await;
                 progress(done_ref.fetch_add(1, Ordering::Relaxed) + 1);
                 r
             });
@@ -999,9 +1010,14 @@ impl Array {
             let mut first_error = None;
             while let Some(r) = results.next().await {
                 match r {
-                    Ok(marked) => {
+                    Ok(done) => {
                         report.stripes += 1;
-                        report.marked_failed.extend(marked);
+                        match done.outcome {
+                            StripeOutcome::Repaired => report.repaired += 1,
+                            StripeOutcome::Lost => report.lost += 1,
+                            StripeOutcome::Rewritten | StripeOutcome::Skipped => {}
+                        }
+                        report.marked_failed.extend(done.marked_failed);
                     }
                     Err(e) => {
                         first_error.get_or_insert(e);
@@ -1018,9 +1034,17 @@ impl Array {
         .map_err(|e| AccessError::Internal(format!("resync task lost: {e}")))?
     }
 
-    /// Rewrites one stripe's redundancy under its whole-stripe write lock; returns the columns
-    /// it marked failed.
-    pub async fn resync_stripe(self: &Arc<Self>, stripe: u64) -> Result<Vec<usize>, AccessError> {
+    /// Resyncs one stripe under its whole-stripe write lock: its redundancy rewritten from its
+    /// data by the parity rewrite DAG. When a data unit (RAID 1: a primary copy) answers data
+    /// loss, the stripe is repaired where its redundancy allows and its unrepairable blocks are
+    /// recorded lost, durably before anything is written ([`crate::resync`]). With
+    /// `skip_failed_data`, a RAID 4/5/6 stripe with a data unit on a failed column is left as
+    /// it was ([`StripeOutcome::Skipped`]); without it, that stripe is an error.
+    pub async fn resync_stripe(
+        self: &Arc<Self>,
+        stripe: u64,
+        skip_failed_data: bool,
+    ) -> Result<StripeResync, AccessError> {
         let sb = self.layout.stripe_data_bytes();
         let map = self.layout.map(stripe * sb, sb)?;
         let lock = StripeLockRequest::whole_stripe(&self.layout, stripe, LockMode::Write);
@@ -1031,17 +1055,184 @@ impl Array {
             .map_err(|e| AccessError::Internal(e.to_string()))?;
         let this = self.clone();
         tokio::spawn(async move {
-            let (done, r) = this
-                .run_stripe(StripeOp::RewriteParity, &map.stripes[0], None)
+            let mut result = StripeResync {
+                outcome: StripeOutcome::Rewritten,
+                marked_failed: Vec::new(),
+                lost_blocks: Vec::new(),
+            };
+            let mut generation = 0;
+            let r = this
+                .resync_locked(
+                    &map.stripes[0],
+                    skip_failed_data,
+                    &mut result,
+                    &mut generation,
+                )
                 .await;
             // Failures the resync observed are durable before it goes on, whatever happened.
-            let durable = this.make_durable(done.generation).await;
+            let durable = this.make_durable(generation).await;
             drop(locks);
             r?;
-            durable.map(|_| done.marked)
+            durable.map(|_| result)
         })
         .await
         .map_err(|e| AccessError::Internal(format!("resync task lost: {e}")))?
+    }
+
+    async fn resync_locked(
+        &self,
+        s: &StripeAccess,
+        skip_failed_data: bool,
+        result: &mut StripeResync,
+        generation: &mut u64,
+    ) -> Result<(), AccessError> {
+        let sl = s.layout;
+        let parity_level = self.layout.fault_tolerance() > 0
+            && self.layout.level() != crate::layout::RaidLevel::Raid1;
+        let data_missing = |missing: &ColumnSet| {
+            parity_level && sl.data_columns().any(|(_, c)| missing.contains(c))
+        };
+        let mut last = String::new();
+        for _ in 0..self.config.max_tries.max(1) {
+            let missing = self.lock_states().missing_for(s.stripe);
+            if skip_failed_data && data_missing(&missing) {
+                result.outcome = result.outcome.max(StripeOutcome::Skipped);
+                return Ok(());
+            }
+            let (done, r) = self.run_stripe(StripeOp::RewriteParity, s, None).await;
+            *generation = (*generation).max(done.generation);
+            result.marked_failed.extend(done.marked);
+            let refused = match r {
+                Ok(()) => return Ok(()),
+                Err(e @ AccessError::Unrecoverable { torn: false, .. })
+                    if !done.unreadable.is_empty() =>
+                {
+                    e
+                }
+                Err(e) => return Err(e),
+            };
+            // A data unit answered data loss: repair what the redundancy allows.
+            let missing = self.lock_states().missing_for(s.stripe);
+            if data_missing(&missing) {
+                return Err(refused);
+            }
+            let deadline = self.config.engine.node_deadline;
+            let image = match crate::resync::read_stripe(
+                &self.layout,
+                &self.components,
+                &sl,
+                &missing,
+                deadline,
+            )
+            .await
+            {
+                Ok(image) => image,
+                Err(e) => {
+                    last = e.error.to_string();
+                    self.resync_io_error(s, e, result, generation)?;
+                    continue;
+                }
+            };
+            let plan = crate::resync::plan(&self.layout, &sl, &image).map_err(|detail| {
+                self.build_error(
+                    s,
+                    BuildError::Unrecoverable {
+                        stripe: s.stripe,
+                        lost: Vec::new(),
+                        detail,
+                    },
+                )
+            })?;
+            if !plan.lost.is_empty() {
+                let g = {
+                    let mut st = self.lock_states();
+                    for blocks in &plan.lost {
+                        st.mark_lost(blocks.clone());
+                    }
+                    st.generation()
+                };
+                *generation = (*generation).max(g);
+                tracing::warn!(
+                    stripe = s.stripe,
+                    blocks = ?plan.lost,
+                    "resync: unreadable blocks cannot be rebuilt; recorded lost"
+                );
+                result.lost_blocks.extend(plan.lost.iter().cloned());
+                // The lost set is durable before the bad blocks are overwritten.
+                self.make_durable(g).await?;
+            }
+            if plan.repaired_blocks > 0 {
+                tracing::info!(
+                    stripe = s.stripe,
+                    blocks = plan.repaired_blocks,
+                    "resync: unreadable blocks rebuilt from redundancy"
+                );
+            }
+            result.outcome = result.outcome.max(plan.outcome());
+            let errors = crate::resync::apply(&self.components, &plan, deadline).await;
+            if errors.is_empty() {
+                return Ok(());
+            }
+            for e in errors {
+                last = e.error.to_string();
+                self.resync_io_error(s, e, result, generation)?;
+            }
+            // A column failed on the way: the next try sees it.
+        }
+        Err(AccessError::RetriesExhausted {
+            stripe: s.stripe,
+            tries: self.config.max_tries.max(1),
+            last,
+        })
+    }
+
+    /// A component call of the resync's repair failed: a component fault marks the column
+    /// failed (while tolerated, then the stripe is tried again); anything else is the error.
+    fn resync_io_error(
+        &self,
+        s: &StripeAccess,
+        e: crate::resync::ColumnError,
+        result: &mut StripeResync,
+        generation: &mut u64,
+    ) -> Result<(), AccessError> {
+        let crate::resync::ColumnError { column, error } = e;
+        match &error.kind {
+            IoErrorKind::Fenced => Err(AccessError::Fenced {
+                detail: error.to_string(),
+            }),
+            IoErrorKind::WrongCluster => Err(AccessError::WrongCluster {
+                column,
+                detail: error.to_string(),
+            }),
+            IoErrorKind::InvalidRequest | IoErrorKind::OutOfRange => {
+                Err(AccessError::StorageRefused {
+                    stripe: s.stripe,
+                    column,
+                    kind: error.kind.as_str(),
+                    detail: error.to_string(),
+                })
+            }
+            _ => match self.mark_failed(column) {
+                Ok((outcome, g)) => {
+                    if outcome == FailOutcome::Marked {
+                        tracing::warn!(column, %error, "component marked failed");
+                        result.marked_failed.push(column);
+                    }
+                    *generation = (*generation).max(g);
+                    Ok(())
+                }
+                Err(_) => Err(AccessError::Unrecoverable {
+                    offset: s.volume_range.start,
+                    len: s.volume_range.end - s.volume_range.start,
+                    lost: vec![column],
+                    detail: format!(
+                        "resync: column {column}: {error}; more columns failed than {} tolerates",
+                        self.layout.level()
+                    ),
+                    torn: false,
+                }),
+            },
+        }
     }
 
     /// Administrator's fail (raidctl -f): marks `column` failed if the layout survives it, and

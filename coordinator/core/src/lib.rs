@@ -12,6 +12,7 @@ pub mod layout;
 pub mod lost;
 pub mod meta;
 pub mod parity;
+pub mod resync;
 pub mod stats;
 pub mod stripe_lock;
 #[cfg(feature = "testing")]

@@ -1104,3 +1104,217 @@ async fn resync_of_a_degraded_array_refuses_stripes_whose_data_is_lost() {
     let (d, _) = r.array.read(0, r.layout.capacity()).await.unwrap();
     assert_eq!(d.into_bytes().as_ref(), r.volume.as_slice());
 }
+
+// ------------------------------------------------------------------ resync over bad checksums
+// Issue 16, item 5: a resync that meets a bad checksum repairs what redundancy allows and
+// records the rest lost, and goes on.
+
+/// Makes block `block` of data unit `index` of `stripe` bad (a checksum mismatch over garbage)
+/// on its column (`mirror`: on the RAID 1 secondary instead); returns the column and the
+/// volume block.
+fn corrupt(r: &Rig, stripe: u64, index: usize, block: u64, mirror: bool) -> (usize, u64) {
+    let sl = r.layout.stripe(stripe).unwrap();
+    let column = if mirror {
+        sl.mirror_column(index).unwrap()
+    } else {
+        sl.data_column(index).unwrap()
+    };
+    let component_block = stripe * UNIT_BLOCKS + block;
+    r.mems[column].poke(
+        (component_block * u64::from(BS)) as usize,
+        &[0x5a; BS as usize],
+    );
+    r.mems[column].mark_bad(component_block);
+    let volume_block =
+        stripe * sl.data_units() as u64 * UNIT_BLOCKS + index as u64 * UNIT_BLOCKS + block;
+    (column, volume_block)
+}
+
+/// Every stripe's redundancy agrees with its data, lost stripes included.
+fn assert_fully_consistent(r: &Rig) {
+    let skip = r.array.states().failed_columns();
+    if let Err(errors) = verify_columns(&r.layout, &r.contents(), &skip) {
+        panic!("inconsistent: {errors:?}");
+    }
+}
+
+fn block_of(r: &Rig, column: usize, block: u64) -> Vec<u8> {
+    r.mems[column].peek(block, 1)
+}
+
+#[tokio::test]
+async fn resync_repairs_an_unreadable_raid1_primary_from_its_secondary() {
+    let r = rig(RaidLevel::Raid1, 21, &[]);
+    let bs = u64::from(BS);
+    let (column, _) = corrupt(&r, 2, 1, 3, false);
+    // Both copies bad: nothing to repair from.
+    let (both_primary, both_block) = corrupt(&r, 4, 0, 1, false);
+    let (both_secondary, _) = corrupt(&r, 4, 0, 1, true);
+    let report = r.array.resync(|_| {}).await.unwrap();
+    assert_eq!(
+        (report.stripes, report.repaired, report.lost),
+        (STRIPES, 1, 1)
+    );
+    // The bad primary was rewritten from the secondary.
+    let cb = 2 * UNIT_BLOCKS + 3;
+    assert!(
+        r.mems[column].bad_blocks().is_empty(),
+        "{:?}",
+        r.mems[column].bad_blocks()
+    );
+    let good = &r.images[column][(cb * bs) as usize..((cb + 1) * bs) as usize];
+    assert_eq!(block_of(&r, column, cb), good);
+    // The pair with both copies bad is recorded lost (that block only) and made consistent.
+    assert!(r.mems[both_primary].bad_blocks().is_empty());
+    assert!(r.mems[both_secondary].bad_blocks().is_empty());
+    let lost: Vec<_> = r.array.lost().ranges().collect();
+    assert_eq!(lost, vec![both_block..both_block + 1]);
+    assert_fully_consistent(&r);
+    // Everything else reads back as it was.
+    let (d, _) = r.array.read(0, both_block * bs).await.unwrap();
+    assert_eq!(
+        d.into_bytes().as_ref(),
+        &r.volume[..(both_block * bs) as usize]
+    );
+    let (d, _) = r
+        .array
+        .read(
+            (both_block + 1) * bs,
+            r.layout.capacity() - (both_block + 1) * bs,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        d.into_bytes().as_ref(),
+        &r.volume[((both_block + 1) * bs) as usize..]
+    );
+}
+
+#[tokio::test]
+async fn resync_repairs_a_raid6_data_block_when_p_and_q_agree() {
+    let r = rig(RaidLevel::Raid6, 22, &[]);
+    let (column, _) = corrupt(&r, 3, 1, 2, false);
+    // Another stripe with stale parity, as an unclean shutdown leaves it.
+    let p = r.layout.stripe(5).unwrap().p_column().unwrap();
+    r.mems[p].poke(5 * r.layout.unit_bytes() as usize, &[0xee]);
+    let report = r.array.resync(|_| {}).await.unwrap();
+    assert_eq!(
+        (report.stripes, report.repaired, report.lost),
+        (STRIPES, 1, 0)
+    );
+    assert!(r.mems[column].bad_blocks().is_empty());
+    assert!(r.array.lost().is_empty());
+    assert_eq!(r.contents(), r.images);
+    assert_fully_consistent(&r);
+    let (d, _) = r.array.read(0, r.layout.capacity()).await.unwrap();
+    assert_eq!(d.into_bytes().as_ref(), r.volume.as_slice());
+}
+
+#[tokio::test]
+async fn resync_records_a_raid6_block_lost_when_p_and_q_disagree() {
+    let r = rig(RaidLevel::Raid6, 23, &[]);
+    let bs = u64::from(BS);
+    let (column, volume_block) = corrupt(&r, 3, 0, 1, false);
+    // A write torn by the crash: P of that row does not match the data any more.
+    let p = r.layout.stripe(3).unwrap().p_column().unwrap();
+    r.mems[p].poke(((3 * UNIT_BLOCKS + 1) * bs) as usize, &[0x77; 3]);
+    let report = r.array.resync(|_| {}).await.unwrap();
+    assert_eq!(
+        (report.stripes, report.repaired, report.lost),
+        (STRIPES, 0, 1)
+    );
+    assert!(r.mems[column].bad_blocks().is_empty());
+    assert_eq!(
+        r.array.lost().ranges().collect::<Vec<_>>(),
+        vec![volume_block..volume_block + 1]
+    );
+    assert_fully_consistent(&r);
+    assert_eq!(
+        r.array.read(volume_block * bs, bs).await.unwrap_err(),
+        AccessError::Unreadable {
+            offset: volume_block * bs,
+            len: bs
+        }
+    );
+    // The block's neighbours read back as they were.
+    let (d, _) = r.array.read((volume_block + 1) * bs, bs).await.unwrap();
+    assert_eq!(
+        d.into_bytes().as_ref(),
+        &r.volume[((volume_block + 1) * bs) as usize..((volume_block + 2) * bs) as usize]
+    );
+}
+
+/// Records, at every call, the lost set and whether the watched block was still bad.
+#[derive(Debug)]
+struct ProbeRecorder {
+    watched: Mutex<Option<(Arc<MemComponent>, u64)>>,
+    seen: Mutex<Vec<(Vec<std::ops::Range<u64>>, bool)>>,
+}
+
+impl StateRecorder for ProbeRecorder {
+    fn record<'a>(&'a self, states: &'a ComponentStates) -> BoxFuture<'a, Result<(), String>> {
+        let still_bad = self
+            .watched
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|(m, b)| m.bad_blocks().contains(b));
+        self.seen
+            .lock()
+            .unwrap()
+            .push((states.lost().ranges().collect(), still_bad));
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[tokio::test]
+async fn resync_records_an_unreadable_raid5_block_lost_durably_then_makes_the_stripe_consistent() {
+    let recorder = Arc::new(ProbeRecorder {
+        watched: Mutex::new(None),
+        seen: Mutex::new(Vec::new()),
+    });
+    let r = rig_with(RaidLevel::Raid5, 4, 24, &[], recorder.clone());
+    let bs = u64::from(BS);
+    let (column, volume_block) = corrupt(&r, 1, 2, 3, false);
+    let cb = UNIT_BLOCKS + 3;
+    *recorder.watched.lock().unwrap() = Some((r.mems[column].clone(), cb));
+    let report = r.array.resync(|_| {}).await.unwrap();
+    assert_eq!(
+        (report.stripes, report.repaired, report.lost),
+        (STRIPES, 0, 1)
+    );
+    let lost: Vec<std::ops::Range<u64>> = std::iter::once(volume_block..volume_block + 1).collect();
+    assert_eq!(r.array.lost().ranges().collect::<Vec<_>>(), lost);
+    // Durable while the bad block was still there: recorded before the stripe was rewritten.
+    let seen = recorder.seen.lock().unwrap().clone();
+    let first = seen.iter().find(|(l, _)| *l == lost).expect("recorded");
+    assert!(
+        first.1,
+        "the lost set was recorded after the block was overwritten"
+    );
+    assert!(r.mems[column].bad_blocks().is_empty());
+    assert_fully_consistent(&r);
+    // Reads answer data loss for that block, serve the others.
+    assert_eq!(
+        r.array.read(volume_block * bs - 4, 8).await.unwrap_err(),
+        AccessError::Unreadable {
+            offset: volume_block * bs,
+            len: 4
+        }
+    );
+    let (d, _) = r.array.read(0, volume_block * bs).await.unwrap();
+    assert_eq!(
+        d.into_bytes().as_ref(),
+        &r.volume[..(volume_block * bs) as usize]
+    );
+    // A whole write of the block clears it.
+    let data = Bytes::from(vec![0x42u8; bs as usize]);
+    r.array
+        .write(volume_block * bs, data.clone())
+        .await
+        .unwrap();
+    assert!(r.array.lost().is_empty());
+    let (d, _) = r.array.read(volume_block * bs, bs).await.unwrap();
+    assert_eq!(d.into_bytes(), data);
+    assert_fully_consistent(&r);
+}

@@ -3,7 +3,9 @@
 //! Only for unit tests of the core: integration tests use real storage nodes.
 //!
 //! - [`MemComponent`]: a component in a `Vec<u8>`, applied synchronously (a write is visible when
-//!   its call returns its future), so tests can check contents right after a DAG.
+//!   its call returns its future), so tests can check contents right after a DAG. Blocks can be
+//!   marked bad ([`MemComponent::mark_bad`]): like a storage node's checksum mismatch, a read
+//!   that covers one answers [`IoErrorKind::DataLoss`] naming it, until the block is written.
 //! - [`FaultyComponent`]: wraps any component, records every call in an [`IoLog`] (with the DAG
 //!   node that issued it, see [`crate::engine::issuing_node`]), and injects [`Fault`]s chosen by a
 //!   [`Trigger`]: the Nth call on the component, a call of a kind, at a block, or from a named node.
@@ -12,6 +14,7 @@
 mod faulty;
 pub mod reference;
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -28,6 +31,8 @@ pub struct MemComponent {
     block_size: u32,
     block_count: u64,
     data: RwLock<Vec<u8>>,
+    /// Blocks whose "checksum" does not match: reads covering them answer data loss.
+    bad: RwLock<BTreeSet<u64>>,
 }
 
 impl MemComponent {
@@ -40,6 +45,7 @@ impl MemComponent {
             block_size,
             block_count,
             data: RwLock::new(vec![0; len]),
+            bad: RwLock::new(BTreeSet::new()),
         })
     }
 
@@ -72,6 +78,7 @@ impl MemComponent {
             block_size,
             block_count: (data.len() / block_size as usize) as u64,
             data: RwLock::new(data),
+            bad: RwLock::new(BTreeSet::new()),
         })
     }
 
@@ -79,6 +86,26 @@ impl MemComponent {
     pub fn poke(&self, offset: usize, bytes: &[u8]) {
         let mut data = self.data.write().unwrap_or_else(|p| p.into_inner());
         data[offset..offset + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// Makes `block` bad, as a storage node's checksum mismatch: every read covering it answers
+    /// [`IoErrorKind::DataLoss`] naming the bad blocks of the request, until the block is
+    /// written again.
+    pub fn mark_bad(&self, block: u64) {
+        self.bad
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(block);
+    }
+
+    /// The blocks that are bad now (see [`MemComponent::mark_bad`]).
+    pub fn bad_blocks(&self) -> Vec<u64> {
+        self.bad
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
     }
 
     /// A copy of `block_count` blocks from `start_block`, read directly (no fault, no log).
@@ -113,6 +140,23 @@ impl MemComponent {
 
     pub(crate) fn read_now(&self, start_block: u64, block_count: u32) -> Result<Bytes, IoError> {
         let (s, e) = self.range(start_block, u64::from(block_count))?;
+        let end = start_block + u64::from(block_count);
+        let bad: Vec<u64> = self
+            .bad
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .range(start_block..end)
+            .copied()
+            .collect();
+        if !bad.is_empty() {
+            return Err(IoError::new(
+                IoErrorKind::DataLoss { bad_blocks: bad },
+                &self.id,
+                start_block,
+                u64::from(block_count),
+                "checksum mismatch",
+            ));
+        }
         let data = self.data.read().unwrap_or_else(|p| p.into_inner());
         Ok(Bytes::copy_from_slice(&data[s..e]))
     }
@@ -128,9 +172,18 @@ impl MemComponent {
                 format!("{} bytes is not a whole number of blocks", bytes.len()),
             ));
         }
-        let (s, e) = self.range(start_block, (bytes.len() / bs) as u64)?;
+        let count = (bytes.len() / bs) as u64;
+        let (s, e) = self.range(start_block, count)?;
         let mut data = self.data.write().unwrap_or_else(|p| p.into_inner());
         data[s..e].copy_from_slice(bytes);
+        let mut bad = self.bad.write().unwrap_or_else(|p| p.into_inner());
+        let rewritten: Vec<u64> = bad
+            .range(start_block..start_block + count)
+            .copied()
+            .collect();
+        for b in rewritten {
+            bad.remove(&b);
+        }
         Ok(())
     }
 }

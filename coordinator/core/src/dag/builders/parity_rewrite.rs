@@ -6,7 +6,9 @@
 //! over the whole stripe unit and written to every live parity column; RAID 1 copies each
 //! primary to its live secondary (Linux md's rule: the first copy wins). A stripe whose data is
 //! not all readable cannot be rewritten (its lost units need the old parity), which is why a
-//! volume that is both dirty and degraded is not assembled automatically. RAID 0 has nothing to
+//! volume that is both dirty and degraded is not assembled automatically. A data unit that
+//! answered data loss (RAID 1: a primary copy) refuses the stripe too: the resync then repairs
+//! it block by block where the redundancy allows, or records it lost (`crate::resync`). RAID 0 has nothing to
 //! rewrite. The caller holds the whole stripe's write lock; the access given must cover the whole
 //! stripe (its user data is not used).
 
@@ -46,6 +48,14 @@ pub fn build(req: &StripeRequest<'_>) -> Result<BuiltDag, BuildError> {
                 let Some(secondary) = sl.mirror_column(i) else {
                     continue;
                 };
+                if faults.writable(primary) && !faults.readable(primary) {
+                    // Blocks of the primary answered data loss: copying it would skip them
+                    // and leave the pair's only good copy unprotected. The resync repairs
+                    // the pair from the secondary instead (`crate::resync`).
+                    return Err(ctx.unrecoverable(format!(
+                        "data unit {i}: its primary copy on column {primary} is unreadable"
+                    )));
+                }
                 if !faults.readable(primary) || !faults.writable(secondary) {
                     continue;
                 }
