@@ -112,6 +112,9 @@ impl Resync {
             ..ResyncStatus::default()
         }));
         let cancel = CancellationToken::new();
+        // From now until it completes, stripes not resynced yet are served conservatively
+        // (RAID 1 reads its primary; degraded reads write nothing back).
+        array.set_resync_progress(Some(0));
         let worker = Worker {
             volume,
             array,
@@ -208,6 +211,7 @@ impl Worker {
                     retries = s.retries,
                     "resync finished"
                 );
+                self.array.set_resync_progress(None);
                 self.update(|s| {
                     s.running = false;
                     s.error = None;
@@ -266,6 +270,7 @@ impl Worker {
             match r {
                 Ok(result) => {
                     done.insert(stripe);
+                    self.array.set_resync_progress(Some(done.first_not_done));
                     self.update(|s| {
                         s.done += 1;
                         match result.outcome {

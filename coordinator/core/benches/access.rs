@@ -112,6 +112,7 @@ fn measure(rt: &tokio::runtime::Runtime, c: &Case, s: &Setup, budget: Duration) 
         faults: &s.faults,
         data,
         load: &[],
+        in_sync: true,
     };
     let family = select(&s.layout, access, c.kind, &s.faults).unwrap();
     assert_eq!(family, c.expect, "{}", c.name);

@@ -348,6 +348,9 @@ pub struct Array {
     config: ArrayConfig,
     /// Reads in flight per column (RAID 1 reads the less loaded copy).
     load: Vec<AtomicU64>,
+    /// The stripes below this one are in sync; those from it on await their resync (see
+    /// [`Array::set_resync_progress`]); `u64::MAX` when no resync is pending.
+    synced_below: AtomicU64,
     stats: AccessStats,
 }
 
@@ -427,6 +430,7 @@ impl Array {
         let generation = states.generation();
         Ok(Arc::new(Array {
             load: (0..layout.columns()).map(|_| AtomicU64::new(0)).collect(),
+            synced_below: AtomicU64::new(u64::MAX),
             layout,
             components,
             states: Mutex::new(states),
@@ -780,6 +784,7 @@ impl Array {
                 faults: &faults,
                 data,
                 load: &load,
+                in_sync: !lost_here && s.stripe < self.synced_below.load(Ordering::Acquire),
             };
             let built = match op {
                 StripeOp::Access(kind) => select(&self.layout, s, kind, &faults),
@@ -1241,6 +1246,15 @@ impl Array {
         let (outcome, generation) = self.mark_failed(column)?;
         self.make_durable(generation).await?;
         Ok(outcome)
+    }
+
+    /// Says how far a resync has come: `Some(n)` while one is pending or running and every
+    /// stripe below `n` is in sync again, `None` once every stripe is. A stripe not in sync is
+    /// served without ever making its bytes look more certain than they are: a RAID 1 read takes
+    /// the resync's source copy, and a degraded read does not write rebuilt blocks back.
+    pub fn set_resync_progress(&self, synced_below: Option<u64>) {
+        self.synced_below
+            .store(synced_below.unwrap_or(u64::MAX), Ordering::Release);
     }
 
     /// Records that `column`'s storage node is gone (`true`, for a column that could not be

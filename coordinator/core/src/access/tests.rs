@@ -356,6 +356,7 @@ fn disk_nodes(r: &Rig, s: &Scenario) -> (DagFamily, Vec<(Mnemonic, usize)>) {
         faults: &faults,
         data: s.write.then_some(&data),
         load: &[],
+        in_sync: true,
     };
     let built = build(family, &req).unwrap();
     let nodes = built
@@ -1317,4 +1318,82 @@ async fn resync_records_an_unreadable_raid5_block_lost_durably_then_makes_the_st
     let (d, _) = r.array.read(volume_block * bs, bs).await.unwrap();
     assert_eq!(d.into_bytes(), data);
     assert_fully_consistent(&r);
+}
+
+// ------------------------------------------------------------------ stripes awaiting a resync
+
+/// Issue 17, item 4: while a stripe awaits its resync, a RAID 1 read takes the primary (the
+/// resync's source), so two reads with no write between return the same bytes even when the
+/// copies differ (before, an idle array read the secondary of every other unit).
+#[tokio::test]
+async fn a_raid1_stripe_awaiting_its_resync_reads_the_resync_source() {
+    let r = rig(RaidLevel::Raid1, 9, &[]);
+    let unit = r.layout.unit_bytes();
+    // Data unit 1 of stripe 0: ties go to its secondary on an idle array.
+    let u = r
+        .layout
+        .map(unit, unit)
+        .unwrap()
+        .stripes
+        .remove(0)
+        .units
+        .remove(0);
+    let secondary = u.mirror_column.unwrap();
+    let blocks = u.blocks.first;
+    r.mems[secondary]
+        .write_now(blocks, &vec![0xee; unit as usize])
+        .unwrap();
+    let primary_bytes = &r.volume[unit as usize..(2 * unit) as usize];
+    let (d, _) = r.array.read(unit, unit).await.unwrap();
+    assert!(
+        d.into_bytes().iter().all(|&b| b == 0xee),
+        "the premise: in sync, the secondary is read"
+    );
+    r.array.set_resync_progress(Some(0));
+    for _ in 0..3 {
+        let (d, _) = r.array.read(unit, unit).await.unwrap();
+        assert_eq!(d.into_bytes().as_ref(), primary_bytes);
+    }
+    // Once the stripe is resynced, either copy may serve it again.
+    r.array.set_resync_progress(Some(1));
+    let (d, _) = r.array.read(unit, unit).await.unwrap();
+    assert!(d.into_bytes().iter().all(|&b| b == 0xee));
+}
+
+/// Issue 17, item 3: a degraded read of a stripe awaiting its resync serves the rebuilt bytes
+/// but writes nothing back (the parity it rebuilt from may be stale); once in sync, it repairs.
+#[tokio::test]
+async fn a_degraded_read_repairs_only_a_stripe_in_sync() {
+    let r = rig(RaidLevel::Raid5, 3, &[]);
+    let (offset, len) = (100, 50);
+    let col = r.layout.locate(offset).unwrap().column;
+    let repaired = |r: &Rig| {
+        r.log.writes().iter().any(|w| {
+            w.component == format!("c{col}") && w.issuer.is_some_and(|i| i.mnemonic == Mnemonic::W)
+        })
+    };
+    r.array.set_resync_progress(Some(0));
+    r.faulty[col].inject(
+        Trigger::always().op(IoOp::Read).times(1),
+        Fault::Fail(IoErrorKind::DataLoss {
+            bad_blocks: vec![6],
+        }),
+    );
+    let (d, _) = r.array.read(offset, len).await.unwrap();
+    assert_eq!(d.into_bytes().as_ref(), &r.volume[100..150]);
+    assert!(
+        !repaired(&r),
+        "nothing written into a stripe awaiting its resync"
+    );
+    r.array.set_resync_progress(None);
+    r.faulty[col].inject(
+        Trigger::always().op(IoOp::Read).times(1),
+        Fault::Fail(IoErrorKind::DataLoss {
+            bad_blocks: vec![6],
+        }),
+    );
+    let (d, _) = r.array.read(offset, len).await.unwrap();
+    assert_eq!(d.into_bytes().as_ref(), &r.volume[100..150]);
+    assert!(repaired(&r));
+    r.assert_consistent();
 }

@@ -83,7 +83,9 @@ pub fn build(req: &StripeRequest<'_>) -> Result<BuiltDag, BuildError> {
         content[i] = Some(produced);
     }
     let c = b.commit(&control(b.dangling()));
-    for &i in &rebuilt {
+    // Only in a stripe whose redundancy is known good: before its resync (or with lost blocks)
+    // the rebuilt bytes may be wrong, and writing them back would make them look right.
+    for &i in rebuilt.iter().filter(|_| req.in_sync) {
         let column = column_of(i);
         if let (true, Some(n)) = (faults.writable(column), &content[i]) {
             let mut deps = vec![(c, EdgeKind::Control)];

@@ -2,7 +2,9 @@
 //! `Nil -> [Rod -> Ovl] -> Cmt -> {Wpd, Wsd} -> Nil -> Trm`.
 //!
 //! A read takes each unit from the less loaded of its readable copies (ties go to the primary on
-//! even stripes and to the secondary on odd ones, so an idle array still spreads its reads); a
+//! even stripes and to the secondary on odd ones, so an idle array still spreads its reads),
+//! except in a stripe not in sync (awaiting its resync), where it reads the primary, the copy
+//! the resync copies from, while that one is readable; a
 //! copy that is failed or unreadable is simply not chosen, which is RAID 1's degraded read. A
 //! write goes to every live copy; a partial block is read from one readable copy and merged
 //! before the commit.
@@ -23,6 +25,9 @@ fn copies(u: &UnitAccess) -> impl Iterator<Item = usize> {
 /// The readable copy of `u` to read from, if any.
 fn pick_copy(ctx: &Ctx<'_>, u: &UnitAccess) -> Option<usize> {
     let load = |c: usize| ctx.req.load.get(c).copied().unwrap_or(0);
+    if !ctx.req.in_sync && ctx.faults().readable(u.column) {
+        return Some(u.column);
+    }
     let odd = (ctx.access().stripe + u.data_index as u64) % 2 == 1;
     copies(u)
         .filter(|&c| ctx.faults().readable(c))

@@ -169,6 +169,11 @@ pub struct StripeRequest<'a> {
     pub data: Option<&'a Bytes>,
     /// Reads in flight per column (RAID 1 reads the less loaded copy); may be empty.
     pub load: &'a [u64],
+    /// Whether the stripe's redundancy is known to agree with its data: not awaiting a resync,
+    /// no lost blocks. Only then may a degraded read write rebuilt blocks back, and a RAID 1
+    /// read pick either copy; otherwise it reads the resync's source (the primary) while that
+    /// one is readable, so two reads with no write between return the same bytes.
+    pub in_sync: bool,
 }
 
 /// One run of the caller's bytes: `range` of the buffer in `slot`. A read's pieces, in order,

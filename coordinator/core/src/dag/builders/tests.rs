@@ -187,6 +187,7 @@ fn run_case(c: &Case) -> Result<(), TestCaseError> {
             faults: &faults,
             data: c.write.then_some(&data),
             load: &[],
+            in_sync: true,
         };
         let built = select(&a.layout, s, kind, &faults).and_then(|f| build(f, &req));
         let must = must_succeed(&a.layout, s, &faults);
@@ -257,6 +258,7 @@ fn run_one(
         faults,
         data,
         load: &[],
+        in_sync: true,
     };
     let family = select(&a.layout, s, kind, faults).unwrap();
     let built = build(family, &req).unwrap();
