@@ -399,6 +399,7 @@ fn node_client_config(config: &CoordinatorConfig) -> NodeClientConfig {
     let io_deadline = (config.node_deadline * 4 / 5).max(Duration::from_millis(1));
     NodeClientConfig {
         io_deadline,
+        max_in_flight: config.max_in_flight_per_node,
         ..NodeClientConfig::default()
     }
 }
