@@ -78,7 +78,7 @@ async fn queued_calls_behind_one_in_flight_per_node_fail_no_column() {
         .unwrap();
         let table: ComponentTable = components.into();
         let array = Array::new(
-            layout.clone(),
+            layout,
             table,
             ComponentStates::all_optimal(4),
             ArrayConfig {
