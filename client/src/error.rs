@@ -120,6 +120,14 @@ pub enum ClientError {
         /// The coordinator's message.
         message: String,
     },
+    /// The coordinator's queue of accesses waiting to run is full (RESOURCE_EXHAUSTED,
+    /// `overloaded`): back-pressure, nothing was done. Not retried by the SDK; retry later,
+    /// with a pause.
+    #[error("{}", labelled("coordinator overloaded", .message))]
+    Overloaded {
+        /// The coordinator's message.
+        message: String,
+    },
     /// The administrative change would leave more failures than the layout tolerates
     /// (`would-exceed-tolerance`).
     #[error("{}", labelled("would exceed the layout's tolerance", .message))]
@@ -227,6 +235,7 @@ impl ClientError {
             }
             Some(error_kind::SHUTTING_DOWN) => ClientError::Unavailable { message },
             Some(error_kind::NO_SPACE) => ClientError::NoSpace { message },
+            Some(error_kind::OVERLOADED) => ClientError::Overloaded { message },
             // A kind this SDK does not know yet reads like no kind at all.
             _ => Self::by_code(status, kind.is_some(), message),
         }
@@ -406,6 +415,11 @@ mod tests {
                 Code::ResourceExhausted,
                 error_kind::NO_SPACE,
                 E::NoSpace { message: msg() },
+            ),
+            (
+                Code::ResourceExhausted,
+                error_kind::OVERLOADED,
+                E::Overloaded { message: msg() },
             ),
         ];
         for (code, kind, want) in cases {

@@ -23,6 +23,16 @@ pub const DEFAULT_NODE_DEADLINE_MS: u64 = 5000;
 pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 1000;
 /// Default of [`CoordinatorConfig::gone_after`].
 pub const DEFAULT_GONE_AFTER_MS: u64 = 3000;
+/// Default of [`CoordinatorConfig::max_in_flight_per_node`].
+pub const DEFAULT_MAX_IN_FLIGHT_PER_NODE: usize = 64;
+/// Largest accepted `max-in-flight-per-node`.
+pub const MAX_MAX_IN_FLIGHT_PER_NODE: usize = 65_536;
+/// Default of [`CoordinatorConfig::max_accesses`].
+pub const DEFAULT_MAX_ACCESSES: usize = 128;
+/// Default of [`CoordinatorConfig::max_queued_accesses`].
+pub const DEFAULT_MAX_QUEUED_ACCESSES: usize = 1024;
+/// Largest accepted `max-accesses` and `max-queued-accesses`.
+pub const MAX_ACCESS_LIMIT: usize = 1 << 20;
 /// Default time assembly waits for storage nodes that do not answer.
 pub const DEFAULT_ASSEMBLY_WAIT_MS: u64 = 10_000;
 /// Default wait before a resync that stopped with an error is retried.
@@ -131,6 +141,15 @@ pub struct CoordinatorConfig {
     pub gone_after: Duration,
     /// Largest Read length and Write payload.
     pub max_io_bytes: u64,
+    /// Block reads, writes and flushes in flight to one storage node at once (all its volumes
+    /// together). More wait their turn in the coordinator, and that wait is never counted
+    /// against [`CoordinatorConfig::node_deadline`].
+    pub max_in_flight_per_node: usize,
+    /// Reads, writes and flushes (all volumes together) running at once; more wait in a queue.
+    pub max_accesses: usize,
+    /// Reads, writes and flushes waiting to run; one more is refused at once with
+    /// RESOURCE_EXHAUSTED `overloaded` (back-pressure: nothing was done, no column failed).
+    pub max_queued_accesses: usize,
     /// How long assembly waits for a storage node that does not answer before it fails the
     /// node's columns (only nodes whose columns the latest record calls optimal are awaited).
     pub assembly_wait: Duration,
@@ -160,6 +179,9 @@ impl CoordinatorConfig {
             health_interval: Duration::from_millis(DEFAULT_HEALTH_INTERVAL_MS),
             gone_after: Duration::from_millis(DEFAULT_GONE_AFTER_MS),
             max_io_bytes: DEFAULT_MAX_IO_BYTES,
+            max_in_flight_per_node: DEFAULT_MAX_IN_FLIGHT_PER_NODE,
+            max_accesses: DEFAULT_MAX_ACCESSES,
+            max_queued_accesses: DEFAULT_MAX_QUEUED_ACCESSES,
             assembly_wait: Duration::from_millis(DEFAULT_ASSEMBLY_WAIT_MS),
             test_crash_after_label_writes: None,
             metrics_listen: None,
@@ -253,6 +275,24 @@ impl CoordinatorConfig {
                 self.max_io_bytes
             ));
         }
+        if !(1..=MAX_MAX_IN_FLIGHT_PER_NODE).contains(&self.max_in_flight_per_node) {
+            return Err(format!(
+                "max-in-flight-per-node must be 1 to {MAX_MAX_IN_FLIGHT_PER_NODE}, got {}",
+                self.max_in_flight_per_node
+            ));
+        }
+        if !(1..=MAX_ACCESS_LIMIT).contains(&self.max_accesses) {
+            return Err(format!(
+                "max-accesses must be 1 to {MAX_ACCESS_LIMIT}, got {}",
+                self.max_accesses
+            ));
+        }
+        if self.max_queued_accesses > MAX_ACCESS_LIMIT {
+            return Err(format!(
+                "max-queued-accesses must be 0 to {MAX_ACCESS_LIMIT}, got {}",
+                self.max_queued_accesses
+            ));
+        }
         Ok(())
     }
 }
@@ -268,6 +308,9 @@ impl CoordinatorConfig {
 /// health-interval-ms = 1000
 /// gone-after-ms = 3000
 /// max-io-bytes = 16777216
+/// max-in-flight-per-node = 64
+/// max-accesses = 128
+/// max-queued-accesses = 1024
 /// assembly-wait-ms = 10000
 /// metrics-listen = "0.0.0.0:9464"
 /// resync-retry-initial-ms = 1000
@@ -298,6 +341,12 @@ pub struct FileConfig {
     pub gone_after_ms: Option<u64>,
     /// See [`CoordinatorConfig::max_io_bytes`].
     pub max_io_bytes: Option<u64>,
+    /// See [`CoordinatorConfig::max_in_flight_per_node`].
+    pub max_in_flight_per_node: Option<usize>,
+    /// See [`CoordinatorConfig::max_accesses`].
+    pub max_accesses: Option<usize>,
+    /// See [`CoordinatorConfig::max_queued_accesses`].
+    pub max_queued_accesses: Option<usize>,
     /// See [`CoordinatorConfig::assembly_wait`], in milliseconds.
     pub assembly_wait_ms: Option<u64>,
     /// See [`CoordinatorConfig::metrics_listen`].
@@ -377,6 +426,18 @@ pub struct Args {
     /// Largest Read length and Write payload, in bytes [default: 16777216].
     #[arg(long, value_name = "BYTES")]
     pub max_io_bytes: Option<u64>,
+    /// Block reads, writes and flushes in flight to one storage node at once; more wait in the
+    /// coordinator, and the wait is not counted against the node deadline [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_in_flight_per_node: Option<usize>,
+    /// Reads, writes and flushes (all volumes together) running at once; more wait their turn
+    /// [default: 128].
+    #[arg(long, value_name = "N")]
+    pub max_accesses: Option<usize>,
+    /// Reads, writes and flushes waiting to run; one more is refused with RESOURCE_EXHAUSTED
+    /// `overloaded` [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_queued_accesses: Option<usize>,
     /// How long assembly at start waits for a storage node that does not answer before it
     /// fails its columns, in milliseconds [default: 10000].
     #[arg(long, value_name = "MS")]
@@ -449,6 +510,15 @@ impl Args {
         if let Some(bytes) = self.max_io_bytes.or(file.max_io_bytes) {
             config.max_io_bytes = bytes;
         }
+        if let Some(n) = self.max_in_flight_per_node.or(file.max_in_flight_per_node) {
+            config.max_in_flight_per_node = n;
+        }
+        if let Some(n) = self.max_accesses.or(file.max_accesses) {
+            config.max_accesses = n;
+        }
+        if let Some(n) = self.max_queued_accesses.or(file.max_queued_accesses) {
+            config.max_queued_accesses = n;
+        }
         if let Some(ms) = self.assembly_wait_ms.or(file.assembly_wait_ms) {
             config.assembly_wait = Duration::from_millis(ms);
         }
@@ -503,6 +573,8 @@ mod tests {
         assert_eq!(c.health_interval, Duration::from_secs(1));
         assert_eq!(c.max_io_bytes, 16 << 20);
         assert_eq!(c.assembly_wait, Duration::from_secs(10));
+        assert_eq!(c.max_in_flight_per_node, 64);
+        assert_eq!((c.max_accesses, c.max_queued_accesses), (128, 1024));
         assert_eq!(c.test_crash_after_label_writes, None);
         assert_eq!(c.store_path(), PathBuf::from("/d/coordinator.redb"));
     }
@@ -519,6 +591,9 @@ node-deadline-ms = 700
 health-interval-ms = 50
 max-io-bytes = 65536
 assembly-wait-ms = 250
+max-in-flight-per-node = 8
+max-accesses = 16
+max-queued-accesses = 0
 nodes = [{ id = "a", address = "h1:1" }, { id = "b", address = "h2:2" }]
 "#,
         )
@@ -535,6 +610,8 @@ nodes = [{ id = "a", address = "h1:1" }, { id = "b", address = "h2:2" }]
         assert_eq!(c.health_interval, Duration::from_millis(50));
         assert_eq!(c.max_io_bytes, 65536);
         assert_eq!(c.assembly_wait, Duration::from_millis(250));
+        assert_eq!(c.max_in_flight_per_node, 8);
+        assert_eq!((c.max_accesses, c.max_queued_accesses), (16, 0));
         assert_eq!(c.nodes.len(), 2);
 
         let c = Args::try_parse_from([
@@ -549,6 +626,8 @@ nodes = [{ id = "a", address = "h1:1" }, { id = "b", address = "h2:2" }]
             "4096",
             "--assembly-wait-ms",
             "0",
+            "--max-in-flight-per-node",
+            "1",
         ])
         .unwrap()
         .merge(file)
@@ -558,6 +637,7 @@ nodes = [{ id = "a", address = "h1:1" }, { id = "b", address = "h2:2" }]
         assert_eq!(c.nodes, vec!["z=h9:9".parse::<NodeSpec>().unwrap()]);
         assert_eq!(c.max_io_bytes, 4096);
         assert_eq!(c.assembly_wait, Duration::ZERO);
+        assert_eq!(c.max_in_flight_per_node, 1);
         assert_eq!(c.cluster_id, "c1");
     }
 
@@ -599,6 +679,18 @@ nodes = [{ id = "a", address = "h1:1" }, { id = "b", address = "h2:2" }]
             (
                 vec!["--data-dir", "/d", "--assembly-wait-ms", "3600001"],
                 "assembly-wait-ms",
+            ),
+            (
+                vec!["--data-dir", "/d", "--max-in-flight-per-node", "0"],
+                "max-in-flight-per-node",
+            ),
+            (
+                vec!["--data-dir", "/d", "--max-accesses", "0"],
+                "max-accesses",
+            ),
+            (
+                vec!["--data-dir", "/d", "--max-queued-accesses", "9999999"],
+                "max-queued-accesses",
             ),
             (vec!["--data-dir", "/d", "--token", "a b"], "token"),
             (vec!["--data-dir", "/d", "--listen", "nowhere"], "listen"),

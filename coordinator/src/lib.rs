@@ -52,6 +52,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dagraid_core::access::ArrayConfig;
+use dagraid_core::admission::{Admission, AdmissionLimits};
 use dagraid_core::engine::EngineConfig;
 use dagraid_proto::volume::v1::volume_service_server::VolumeServiceServer;
 use dagraid_telemetry::{GrpcServerLayer, MetricsServer};
@@ -263,6 +264,11 @@ impl Coordinator {
                     engine: EngineConfig {
                         node_deadline: config.node_deadline,
                     },
+                    // One admission for every volume: they share the storage nodes.
+                    admission: Some(Admission::new(AdmissionLimits {
+                        in_progress: config.max_accesses,
+                        queued: config.max_queued_accesses,
+                    })),
                     ..ArrayConfig::default()
                 },
                 label_deadline: config.node_deadline,
@@ -396,13 +402,14 @@ impl Coordinator {
     }
 }
 
-/// How the coordinator talks to each storage node: the node client's own I/O deadline is four
-/// fifths of the engine's, so a slow node is reported by the client as a timeout before the
-/// engine's deadline fires.
+/// How the coordinator talks to each storage node. The node deadline is the node client's
+/// timeout, which starts when a call is sent (after its wait for a place among the node's calls
+/// in flight): it measures the node alone, and the engine adds none of its own around these
+/// calls (`ComponentIo::own_deadline`).
 fn node_client_config(config: &CoordinatorConfig) -> NodeClientConfig {
-    let io_deadline = (config.node_deadline * 4 / 5).max(Duration::from_millis(1));
     NodeClientConfig {
-        io_deadline,
+        io_deadline: config.node_deadline,
+        max_in_flight: config.max_in_flight_per_node,
         ..NodeClientConfig::default()
     }
 }

@@ -5,10 +5,24 @@
 //! (see STACK.md). Connections are made lazily and remade after a failure, so a node that is down
 //! when the coordinator starts, or restarts later, costs failed calls and nothing else.
 //!
-//! Block I/O ([`crate::remote::RemoteComponent`]) passes through a per-node limit of calls in
-//! flight; the per-call deadline starts only once a call holds its place, so time spent queued
-//! locally is never mistaken for a slow node. HTTP/2 keepalive finds a dead peer on an idle
-//! connection within seconds.
+//! **Block I/O is a stack of tower layers** ([`crate::remote::RemoteComponent`] calls it
+//! through [`NodeClient::io_call`]), outermost first:
+//!
+//! ```text
+//! concurrency_limit(max_in_flight)   wait for one of the node's places in flight (FIFO): queue time
+//!   ObserveLayer                     time the call at the node into the RPC metrics (timeouts too)
+//!     map_err(deadline_status)       the timeout's expiry as DEADLINE_EXCEEDED
+//!       timeout(io_deadline)         starts when the call is sent: measures the node, nothing else
+//!         NodeRpc                    trace context, `grpc-timeout`, a connection round robin, the RPC
+//! ```
+//!
+//! The timeout sits inside the limit, so a call's deadline starts only once it holds its place
+//! and leaves for the node: time queued in the coordinator is never mistaken for a slow node,
+//! and a timeout only ever happens to a call that was sent. No outer deadline counts the queue
+//! either ([`dagraid_core::io::ComponentIo::own_deadline`]); the wait is bounded because every
+//! call ahead ends within its own deadline and the accesses that feed the queue are admitted
+//! through a bounded queue of their own ([`dagraid_core::admission`]). HTTP/2 keepalive finds a
+//! dead peer on an idle connection within seconds.
 //!
 //! The admin calls the coordinator needs (node info, components, slots, fencing) are plain
 //! methods here, with proto types converted at this boundary.
@@ -38,14 +52,20 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dagraid_proto::storage::v1 as pb;
+use futures::future::BoxFuture;
 use pb::storage_node_client::StorageNodeClient;
 use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
+use tower::limit::ConcurrencyLimit;
+use tower::timeout::Timeout;
+use tower::util::MapErr;
+use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
 use crate::error::NodeClientError;
 use crate::metrics::{NodeRpcMetrics, StorageRpcMetrics};
@@ -117,11 +137,12 @@ impl FencingContext {
 pub struct NodeClientConfig {
     /// HTTP/2 connections to the node, used round robin.
     pub connections: usize,
-    /// Block I/O calls in flight to the node at once; more wait their turn locally, and that
-    /// wait does not count against [`NodeClientConfig::io_deadline`].
+    /// Block I/O calls in flight to the node at once; more wait their turn locally (first come,
+    /// first served), and that wait does not count against [`NodeClientConfig::io_deadline`].
     pub max_in_flight: usize,
-    /// Deadline of one block read, write or flush, from the moment it is sent. Keep it below the
-    /// engine's own per-node deadline, so a slow node is reported by this client as a timeout.
+    /// Deadline of one block read, write or flush, from the moment it is sent (after its wait
+    /// for a place in flight): it measures the node. The engine puts no deadline of its own
+    /// around these calls (`ComponentIo::own_deadline`).
     pub io_deadline: Duration,
     /// Deadline of one admin call (node info, create, delete, slots, fence).
     pub admin_deadline: Duration,
@@ -261,6 +282,172 @@ pub struct SlotVersion {
 
 type Rpc = StorageNodeClient<Channel>;
 
+/// One block RPC: its request message, its answer, and how to send it.
+pub(crate) trait BlockCall: Send + 'static {
+    /// The node's answer.
+    type Answer: Send + 'static;
+    /// The RPC's name, in metrics and errors.
+    const NAME: &'static str;
+    /// Sends `request` on `client`.
+    fn send(
+        client: Rpc,
+        request: Request<Self>,
+    ) -> BoxFuture<'static, Result<Response<Self::Answer>, Status>>
+    where
+        Self: Sized;
+}
+
+impl BlockCall for pb::ReadBlocksRequest {
+    type Answer = pb::ReadBlocksResponse;
+    const NAME: &'static str = "ReadBlocks";
+    fn send(
+        mut client: Rpc,
+        request: Request<Self>,
+    ) -> BoxFuture<'static, Result<Response<Self::Answer>, Status>> {
+        Box::pin(async move { client.read_blocks(request).await })
+    }
+}
+
+impl BlockCall for pb::WriteBlocksRequest {
+    type Answer = pb::WriteBlocksResponse;
+    const NAME: &'static str = "WriteBlocks";
+    fn send(
+        mut client: Rpc,
+        request: Request<Self>,
+    ) -> BoxFuture<'static, Result<Response<Self::Answer>, Status>> {
+        Box::pin(async move { client.write_blocks(request).await })
+    }
+}
+
+impl BlockCall for pb::FlushRequest {
+    type Answer = pb::FlushResponse;
+    const NAME: &'static str = "Flush";
+    fn send(
+        mut client: Rpc,
+        request: Request<Self>,
+    ) -> BoxFuture<'static, Result<Response<Self::Answer>, Status>> {
+        Box::pin(async move { client.flush(request).await })
+    }
+}
+
+/// The innermost service of the block I/O stack: sends one block call on the next connection,
+/// with the current span's trace context and the deadline in `grpc-timeout` (so the node gives
+/// up on work nobody waits for).
+#[derive(Clone)]
+struct NodeRpc {
+    clients: Arc<[Rpc]>,
+    next: Arc<AtomicUsize>,
+    deadline: Duration,
+}
+
+impl<C: BlockCall> Service<C> for NodeRpc {
+    type Response = C::Answer;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<C::Answer, Status>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        // Each connection waits for its own readiness inside the generated client.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, message: C) -> Self::Future {
+        let mut request = Request::new(message);
+        request.set_timeout(self.deadline);
+        dagraid_telemetry::propagation::inject_current(request.metadata_mut());
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let client = self.clients[i % self.clients.len()].clone();
+        Box::pin(async move { C::send(client, request).await.map(Response::into_inner) })
+    }
+}
+
+/// The timeout's expiry (or any other error a layer raised) as a status: DEADLINE_EXCEEDED for
+/// a call that was sent and got no answer within its deadline.
+fn deadline_status(error: BoxError) -> Status {
+    match error.downcast::<Status>() {
+        Ok(status) => *status,
+        Err(error) if error.is::<tower::timeout::error::Elapsed>() => Status::deadline_exceeded(
+            "the node gave no answer within the I/O deadline (counted from when the call was sent)",
+        ),
+        Err(error) => Status::unknown(error.to_string()),
+    }
+}
+
+/// Times each call into the node's RPC metrics: latency and error code by RPC name.
+#[derive(Clone)]
+struct ObserveLayer {
+    metrics: Option<NodeRpcMetrics>,
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// See [`ObserveLayer`].
+#[derive(Clone)]
+struct Observe<S> {
+    inner: S,
+    metrics: Option<NodeRpcMetrics>,
+}
+
+impl<C, S> Service<C> for Observe<S>
+where
+    C: BlockCall,
+    S: Service<C, Response = C::Answer, Error = Status>,
+    S::Future: Send + 'static,
+{
+    type Response = C::Answer;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<C::Answer, Status>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, message: C) -> Self::Future {
+        let start = Instant::now();
+        let answer = self.inner.call(message);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let answer = answer.await;
+            if let Some(m) = &metrics {
+                let error = answer.as_ref().err().map(|s| s.code() as i32);
+                m.observe(C::NAME, start.elapsed().as_secs_f64(), error);
+            }
+            answer
+        })
+    }
+}
+
+/// The block I/O stack, outermost first (see the module documentation).
+type IoStack = ConcurrencyLimit<Observe<MapErr<Timeout<NodeRpc>, fn(BoxError) -> Status>>>;
+
+fn io_stack(
+    clients: Arc<[Rpc]>,
+    next: Arc<AtomicUsize>,
+    config: &NodeClientConfig,
+    metrics: Option<NodeRpcMetrics>,
+) -> IoStack {
+    ServiceBuilder::new()
+        // Waits for a place among the node's calls in flight: the queue, counted by no deadline.
+        .concurrency_limit(config.max_in_flight)
+        // Times what the node took (timeouts included) into the metrics.
+        .layer(ObserveLayer { metrics })
+        .map_err(deadline_status as fn(BoxError) -> Status)
+        // Starts when the call is sent: the node's time alone.
+        .timeout(config.io_deadline)
+        .service(NodeRpc {
+            clients,
+            next,
+            deadline: config.io_deadline,
+        })
+}
+
 /// Connections to one storage node, shared by every component on it (cheap to clone).
 #[derive(Clone)]
 pub struct NodeClient {
@@ -269,9 +456,10 @@ pub struct NodeClient {
 
 struct Inner {
     address: String,
-    clients: Vec<Rpc>,
-    next: AtomicUsize,
-    in_flight: Semaphore,
+    clients: Arc<[Rpc]>,
+    next: Arc<AtomicUsize>,
+    /// Block I/O: limit, metrics, timeout, RPC (cloned per call; the clones share the limit).
+    io: IoStack,
     fencing: Arc<FencingContext>,
     /// The highest epoch the node is known to be fenced at by this client.
     fenced: AtomicU64,
@@ -326,24 +514,26 @@ impl NodeClient {
             });
         }
         // Each lazy channel is its own connection.
-        let clients = (0..config.connections)
+        let clients: Arc<[Rpc]> = (0..config.connections)
             .map(|_| {
                 StorageNodeClient::new(endpoint.connect_lazy())
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES)
             })
             .collect();
+        let next = Arc::new(AtomicUsize::new(0));
+        let metrics = config.metrics.as_ref().map(|m| m.for_node(address));
         Ok(Self {
             inner: Arc::new(Inner {
                 address: address.to_owned(),
+                io: io_stack(clients.clone(), next.clone(), &config, metrics.clone()),
                 clients,
-                next: AtomicUsize::new(0),
-                in_flight: Semaphore::new(config.max_in_flight),
+                next,
                 fencing,
                 fenced: AtomicU64::new(0),
                 fence_lock: tokio::sync::Mutex::new(()),
                 protocol_checked: AtomicBool::new(false),
-                metrics: config.metrics.as_ref().map(|m| m.for_node(address)),
+                metrics,
                 config,
             }),
         })
@@ -369,7 +559,8 @@ impl NodeClient {
         self.inner.clients[i % self.inner.clients.len()].clone()
     }
 
-    /// One call of RPC `name` under `deadline`, which starts now. The deadline is also sent to
+    /// One admin call of RPC `name` under `deadline`, which starts now (admin calls are not
+    /// queued: they pass no limit of calls in flight). The deadline is also sent to
     /// the node (`grpc-timeout`), so the node gives up on work nobody waits for; expiry is
     /// answered here as DEADLINE_EXCEEDED even when the node never answers at all (a stopped
     /// process). The call carries the current span's trace context.
@@ -387,7 +578,7 @@ impl NodeClient {
         let mut request = Request::new(message);
         request.set_timeout(deadline);
         dagraid_telemetry::propagation::inject_current(request.metadata_mut());
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         let answer = match tokio::time::timeout(deadline, rpc(self.pick(), request)).await {
             Ok(answer) => answer.map(Response::into_inner),
             Err(_) => Err(Status::deadline_exceeded(format!(
@@ -465,26 +656,17 @@ impl NodeClient {
         Ok(())
     }
 
-    /// A block I/O call: waits for a place among the node's calls in flight, then runs under
-    /// the I/O deadline.
-    pub(crate) async fn io_call<M, T, F, Fut>(
-        &self,
-        name: &'static str,
-        message: M,
-        rpc: F,
-    ) -> Result<T, Status>
-    where
-        F: FnOnce(Rpc, Request<M>) -> Fut,
-        Fut: Future<Output = Result<Response<T>, Status>>,
-    {
-        let _permit = self
-            .inner
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| Status::unavailable("node client closed"))?;
-        self.call(name, self.inner.config.io_deadline, message, rpc)
-            .await
+    /// A block I/O call through the stack: waits (uncounted) for a place among the node's
+    /// calls in flight, then is sent under the I/O deadline, which starts then. Dropping the
+    /// future while it waits leaves the queue; nothing was sent.
+    pub(crate) async fn io_call<C: BlockCall>(&self, message: C) -> Result<C::Answer, Status> {
+        let mut io = self.inner.io.clone();
+        ServiceExt::<C>::ready(&mut io).await?.call(message).await
+    }
+
+    /// The deadline of one block call, counted from when it is sent.
+    pub fn io_deadline(&self) -> Duration {
+        self.inner.config.io_deadline
     }
 
     async fn admin_call<M, T, F, Fut>(

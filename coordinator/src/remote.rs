@@ -105,9 +105,7 @@ impl RemoteComponent {
         };
         let answer = self
             .node
-            .io_call("ReadBlocks", request, |mut c, r| async move {
-                c.read_blocks(r).await
-            })
+            .io_call(request)
             .await
             .map_err(|s| self.failed(&s, IoOp::Read, start, n))?;
         if answer.data.len() as u64 != expected {
@@ -152,9 +150,7 @@ impl RemoteComponent {
             data,
         };
         self.node
-            .io_call("WriteBlocks", request, |mut c, r| async move {
-                c.write_blocks(r).await
-            })
+            .io_call(request)
             .await
             .map(drop)
             .map_err(|s| self.failed(&s, IoOp::Write, start, n))
@@ -170,7 +166,7 @@ impl RemoteComponent {
             component_id: self.component_id.clone(),
         };
         self.node
-            .io_call("Flush", request, |mut c, r| async move { c.flush(r).await })
+            .io_call(request)
             .await
             .map(drop)
             .map_err(|s| self.failed(&s, IoOp::Flush, 0, 0))
@@ -207,6 +203,13 @@ impl ComponentIo for RemoteComponent {
 
     fn flush(&self) -> BoxFuture<'_, Result<(), IoError>> {
         Box::pin(self.flush_component())
+    }
+
+    /// Every call is bounded by its node client's I/O deadline, counted from when it is sent:
+    /// a call may first wait for a place among its node's calls in flight, and that wait must
+    /// not count (the engine adds no deadline of its own).
+    fn own_deadline(&self) -> Option<std::time::Duration> {
+        Some(self.node.io_deadline())
     }
 }
 

@@ -116,6 +116,10 @@ pub mod error_kind {
     pub const STORAGE_REFUSED: &str = "storage-refused";
     /// A DAG node that touches no storage failed (a bug in the coordinator).
     pub const DAG_NODE_FAILED: &str = "dag-node-failed";
+    /// The coordinator's queue of accesses waiting to run is full (RESOURCE_EXHAUSTED):
+    /// back-pressure, not a failure. Nothing was done and no column was failed; retry later,
+    /// with a pause.
+    pub const OVERLOADED: &str = "overloaded";
     /// A bug or an unexpected condition on the coordinator.
     pub const INTERNAL: &str = "internal";
 }

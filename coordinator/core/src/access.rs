@@ -38,6 +38,7 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::admission::{Admission, Admitted, Overloaded};
 use crate::array::{ArrayError, ArrayState, ComponentState, ComponentStates, FailOutcome};
 use crate::dag::ComponentTable;
 use crate::dag::builders::{self, BuildError, ColumnFaults, DagFamily, StripeRequest};
@@ -58,6 +59,9 @@ pub struct ArrayConfig {
     pub max_tries: u32,
     /// Stripes of one access in flight at once.
     pub stripes_in_flight: usize,
+    /// The admission every read, write and flush passes before it takes a stripe lock, shared
+    /// by the arrays of one coordinator; `None`: no limit (tests, tools).
+    pub admission: Option<Arc<Admission>>,
 }
 
 impl Default for ArrayConfig {
@@ -66,6 +70,7 @@ impl Default for ArrayConfig {
             engine: EngineConfig::default(),
             max_tries: 5,
             stripes_in_flight: 64,
+            admission: None,
         }
     }
 }
@@ -121,6 +126,10 @@ pub enum AccessError {
         /// Bytes from there to the end of the last lost byte within the access.
         len: u64,
     },
+    /// Too many accesses were waiting to run: refused before anything was done (back-pressure;
+    /// retrying later is safe).
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
     /// A storage node refused this coordinator's epoch: a newer owner exists.
     #[error("fenced: {detail}")]
     Fenced {
@@ -612,6 +621,8 @@ impl Array {
             len,
             stripes = map.stripes.len() as u64,
         );
+        // Admitted before any lock is taken: a full queue refuses here, having done nothing.
+        let admitted = self.admit().instrument(span.clone()).await?;
         let locks = self
             .locks
             .lock(StripeLockRequest::for_map(&map, mode))
@@ -624,6 +635,7 @@ impl Array {
             async move {
                 let r = this.run_locked(kind, &map.stripes, data.as_ref()).await;
                 drop(locks);
+                drop(admitted);
                 r
             }
             .instrument(span),
@@ -1298,7 +1310,17 @@ impl Array {
         r
     }
 
+    /// A place among the accesses running ([`ArrayConfig::admission`]), waited for in its
+    /// queue; refused at once when the queue is full.
+    async fn admit(&self) -> Result<Option<Admitted>, AccessError> {
+        match &self.config.admission {
+            Some(admission) => Ok(Some(admission.admit().await?)),
+            None => Ok(None),
+        }
+    }
+
     async fn flush_components(&self) -> Result<(), AccessError> {
+        let _admitted = self.admit().await?;
         let failed = self.lock_states().degraded_columns();
         let flushes = self
             .components

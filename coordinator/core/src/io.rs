@@ -23,9 +23,14 @@ use futures::future::BoxFuture;
 /// - a block whose checksum does not match is reported as [`IoErrorKind::DataLoss`] naming it;
 /// - a call under an epoch older than the node's is refused with [`IoErrorKind::Fenced`].
 ///
-/// Implementations must not apply deadlines of their own that are longer than the caller's: the
-/// engine puts its own deadline around every call and treats expiry as
-/// [`IoErrorKind::Timeout`].
+/// **Deadlines measure the storage, never a queue.** A component whose calls may wait locally
+/// before they leave for storage (a remote component behind its node's limit of calls in
+/// flight) bounds every call itself, with a deadline that starts when the call is sent, answers
+/// [`IoErrorKind::Timeout`] at its expiry, and says so through
+/// [`ComponentIo::own_deadline`]; the engine then puts no deadline of its own around the call
+/// (one would count the wait in the queue against the storage and fail a healthy column for
+/// the coordinator's own load). A component that does not queue (the default) is bounded by
+/// the engine's deadline around the whole call.
 pub trait ComponentIo: Send + Sync + fmt::Debug {
     /// Stable identifier used in errors and traces (for a remote component, its component id).
     fn id(&self) -> &str;
@@ -44,6 +49,14 @@ pub trait ComponentIo: Send + Sync + fmt::Debug {
 
     /// Makes every acknowledged or pending write of the component durable.
     fn flush(&self) -> BoxFuture<'_, Result<(), IoError>>;
+
+    /// The deadline this component puts on each call itself, counted from the moment the call
+    /// leaves for storage (after any wait in a local queue, which no deadline counts); expiry
+    /// answers [`IoErrorKind::Timeout`]. `None` (the default): the component sets none and the
+    /// engine bounds the whole call with its own node deadline.
+    fn own_deadline(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// What went wrong with a component call; callers branch on this, never on [`IoError::detail`].

@@ -4,6 +4,7 @@
 //! No gRPC, no exporter: storage is reached only through the [`io::ComponentIo`] trait.
 
 pub mod access;
+pub mod admission;
 pub mod array;
 pub mod dag;
 pub mod engine;

@@ -209,6 +209,7 @@ fn access_code_and_kind(e: &AccessError) -> (Code, &'static str) {
         AccessError::StorageRefused { .. } => (Code::Internal, error_kind::STORAGE_REFUSED),
         AccessError::NodeFailed { .. } => (Code::Internal, error_kind::DAG_NODE_FAILED),
         AccessError::StateNotRecorded { .. } => (Code::Unavailable, error_kind::STATE_NOT_RECORDED),
+        AccessError::Overloaded(_) => (Code::ResourceExhausted, error_kind::OVERLOADED),
         AccessError::Array(ArrayError::WouldExceedTolerance { .. }) => {
             (Code::FailedPrecondition, error_kind::WOULD_EXCEED_TOLERANCE)
         }
@@ -432,6 +433,16 @@ mod tests {
                 access(AccessError::Internal("bug".into())),
                 Code::Internal,
                 "internal",
+            ),
+            (
+                access(AccessError::Overloaded(
+                    dagraid_core::admission::Overloaded {
+                        in_progress: 2,
+                        queued: 3,
+                    },
+                )),
+                Code::ResourceExhausted,
+                "overloaded",
             ),
             (
                 provision(NodeErrorKind::NoSpace),

@@ -80,6 +80,8 @@ impl Node {
         }
         config.node_id = Some(self.id.clone());
         config.cluster_id = Some("dagraid".into());
+        // Tests slow nodes down (DELAY) through the node's own fault injection.
+        config.fault_injection = true;
         let started = dagraid_node::start(config).await.expect("node starts");
         self.addr = started.local_addr();
         let (tx, rx) = oneshot::channel();

@@ -13,8 +13,11 @@
 //!   failed node is still issued;
 //! - backward, completed nodes are undone in reverse dependency order, each once, only after every
 //!   successor they fired has settled; nodes that never fired are never undone;
-//! - every disk node runs under [`EngineConfig::node_deadline`]; expiry is a
-//!   [`crate::io::IoErrorKind::Timeout`] failure like any other;
+//! - every disk node runs under a deadline that measures the storage, never a local queue:
+//!   [`EngineConfig::node_deadline`] around the whole call for a component that sets none, the
+//!   component's own (which starts when the call is sent) for one that does
+//!   ([`crate::io::ComponentIo::own_deadline`]); expiry is a [`crate::io::IoErrorKind::Timeout`]
+//!   failure like any other;
 //! - a failed undo is reported in the [`DagResult`], never a panic.
 //!
 //! Every firing, do and undo, is a `tracing` span named by the node's [`Mnemonic`], child of the
@@ -43,8 +46,11 @@ pub use result::{DagResult, Direction, NodeOutcome, NodeReport};
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Deadline of every disk node. A remote call can hang; past this the node fails with
-    /// `Timeout` and the DAG recovers like for any other failure.
+    /// Deadline of every disk node on a component that sets none of its own
+    /// ([`crate::io::ComponentIo::own_deadline`]). A call can hang; past this the node fails
+    /// with `Timeout` and the DAG recovers like for any other failure. A component that may
+    /// queue calls locally bounds them itself from the moment they are sent, and is not wrapped
+    /// in this deadline: it would count the queue.
     pub node_deadline: Duration,
 }
 
