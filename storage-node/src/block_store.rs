@@ -11,7 +11,6 @@
 //! - Reads verify every block and answer [`NodeError::ChecksumMismatch`] naming the bad blocks;
 //!   bad bytes are never returned.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -22,6 +21,7 @@ use tracing::Instrument;
 use crate::backend::StorageBackend;
 use crate::checksum::block_checksum;
 use crate::error::NodeError;
+use crate::failure_marker::FailureMarker;
 use crate::group_commit::GroupCommit;
 use crate::layout::{ComponentHeader, Layout};
 use crate::migrate;
@@ -64,7 +64,7 @@ pub struct BlockStore {
     /// The durable fence epoch of the component (its epoch slots; 0 if never fenced).
     fence_epoch: AtomicU64,
     /// Where the failure is recorded for the next start (best effort); `None` in unit tests.
-    failure_marker: Option<PathBuf>,
+    failure_marker: Option<FailureMarker>,
     failure_recorded: AtomicBool,
     /// Bytes of blocks read and checked, and written durably (the `/metrics` counters).
     bytes_read: AtomicU64,
@@ -111,12 +111,13 @@ impl BlockStore {
     }
 
     /// Opens an initialised component, migrating a format 1 file to format 2 first (see
-    /// [`crate::migrate`]). Blocking. `Err` says what is wrong with the file.
+    /// [`crate::migrate`]); a component whose `failure_marker` records a failure opens failed.
+    /// Blocking. `Err` says what is wrong with the file.
     pub fn open(
         backend: Arc<dyn StorageBackend>,
-        failure: Option<String>,
-        failure_marker: Option<PathBuf>,
+        failure_marker: Option<FailureMarker>,
     ) -> Result<Self, String> {
+        let failure = failure_marker.as_ref().and_then(FailureMarker::load);
         let migrate::OpenedHeader { header, layout, .. } = migrate::open_header(backend.as_ref())?;
         let mut epoch_slots = vec![0u8; 2 * Area::Epoch.slot_bytes()];
         backend
@@ -225,14 +226,10 @@ impl BlockStore {
         self.commit.fail(reason);
         let reason = self.commit.failure().unwrap_or_default();
         if !self.failure_recorded.swap(true, Ordering::SeqCst)
-            && let Some(path) = self.failure_marker.clone()
+            && let Some(marker) = self.failure_marker.clone()
         {
             let text = reason.clone();
-            let written = tokio::task::spawn_blocking(move || {
-                std::fs::write(&path, text.as_bytes())?;
-                std::fs::File::open(&path)?.sync_all()
-            })
-            .await;
+            let written = tokio::task::spawn_blocking(move || marker.record(&text)).await;
             if !matches!(written, Ok(Ok(()))) {
                 tracing::warn!(component = %self.header.id, "could not record the failure");
             }

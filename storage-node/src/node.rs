@@ -21,6 +21,7 @@ use crate::backend::{FileBackend, StorageBackend, preallocate};
 use crate::block_store::BlockStore;
 use crate::config::{DEFAULT_CLUSTER_ID, NodeConfig};
 use crate::error::NodeError;
+use crate::failure_marker::FailureMarker;
 use crate::faults::{Fault, FaultAction, FaultRegistry, Op};
 use crate::fencing::{Fencing, InFlight};
 use crate::layout::{
@@ -633,7 +634,7 @@ fn component_path(dir: &Path, id: &str) -> PathBuf {
 }
 
 fn failure_marker_path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.failed"))
+    dir.join(crate::failure_marker::file_name(id))
 }
 
 fn open_components(dir: &Path) -> Result<BTreeMap<String, Arc<BlockStore>>, NodeError> {
@@ -669,16 +670,9 @@ fn open_components(dir: &Path) -> Result<BTreeMap<String, Arc<BlockStore>>, Node
             .write(true)
             .open(&path)
             .map_err(|e| bad(format!("cannot open: {e}")))?;
-        let marker = failure_marker_path(dir, id);
-        let failure = fs::read_to_string(&marker).ok().map(|reason| {
-            if reason.is_empty() {
-                "failed before the last restart".to_owned()
-            } else {
-                reason
-            }
-        });
         let backend: Arc<dyn StorageBackend> = Arc::new(FileBackend::new(file));
-        let store = BlockStore::open(backend, failure, Some(marker)).map_err(bad)?;
+        let marker = FailureMarker::local(dir, id);
+        let store = BlockStore::open(backend, Some(marker)).map_err(bad)?;
         if store.header().id != id {
             return Err(bad(format!(
                 "its header names component {:?}",
@@ -724,7 +718,7 @@ fn create_component_file(
         BlockStore::initialize(backend.as_ref(), header).map_err(|e| io_err("initialising", e))?;
         fs::rename(&tmp, &path).map_err(|e| io_err("renaming", e))?;
         sync_dir(dir).map_err(|e| io_err("syncing the directory of", e))?;
-        BlockStore::open(backend, None, Some(marker.clone())).map_err(|reason| {
+        BlockStore::open(backend, Some(FailureMarker::local(dir, id))).map_err(|reason| {
             NodeError::BadComponentFile {
                 path: path.clone(),
                 reason,

@@ -26,7 +26,7 @@ fn gated_store(block_size: u32, block_count: u64) -> (Arc<GatedBackend>, BlockSt
     let h = header(block_size, block_count);
     let backend = Arc::new(GatedBackend::new(h.layout().unwrap().file_len as usize));
     BlockStore::initialize(backend.as_ref(), &h).unwrap();
-    let store = BlockStore::open(backend.clone(), None, None).unwrap();
+    let store = BlockStore::open(backend.clone(), None).unwrap();
     (backend, store)
 }
 
@@ -244,7 +244,11 @@ async fn a_failure_is_recorded_and_survives_a_reopen() {
     let h = header(512, 8);
     let backend = Arc::new(GatedBackend::new(h.layout().unwrap().file_len as usize));
     BlockStore::initialize(backend.as_ref(), &h).unwrap();
-    let store = BlockStore::open(backend.clone(), None, Some(marker.clone())).unwrap();
+    let store = BlockStore::open(
+        backend.clone(),
+        Some(FailureMarker::local(dir.path(), "c0")),
+    )
+    .unwrap();
     backend.fail_syncs();
     store
         .write_blocks(0, Bytes::from(vec![1u8; 512]))
@@ -254,7 +258,7 @@ async fn a_failure_is_recorded_and_survives_a_reopen() {
     assert!(recorded.contains("fdatasync failed"), "{recorded}");
 
     backend.heal_syncs();
-    let reopened = BlockStore::open(backend, Some(recorded.clone()), Some(marker)).unwrap();
+    let reopened = BlockStore::open(backend, Some(FailureMarker::local(dir.path(), "c0"))).unwrap();
     assert_eq!(reopened.health(), ComponentHealth::Failed(recorded));
     assert!(matches!(
         reopened.read_blocks(0, 1).await,
@@ -310,7 +314,7 @@ async fn power_cut_run(seed: u64, mode: CutMode) -> (usize, usize) {
         seed,
     ));
     BlockStore::initialize(disk.as_ref(), &h).unwrap();
-    let store = Arc::new(BlockStore::open(disk.clone(), None, None).unwrap());
+    let store = Arc::new(BlockStore::open(disk.clone(), None).unwrap());
     let mut rng = StdRng::seed_from_u64(seed);
     disk.arm(rng.random_range(1..250), mode);
 
@@ -370,7 +374,7 @@ async fn power_cut_run(seed: u64, mode: CutMode) -> (usize, usize) {
 
     // Restart on what survived.
     let disk = Arc::new(PowerCutDisk::from_image(image, 0));
-    let store = BlockStore::open(disk, None, None).expect("header survives");
+    let store = BlockStore::open(disk, None).expect("header survives");
     let mut acked_blocks = 0;
     let mut lost_unacked = 0;
     for block in 0..BLOCKS {
