@@ -1,5 +1,9 @@
 //! The failure marker: a small file beside a component file (`<id>.failed`, the reason inside)
 //! that records that the component failed for good, so that it never reopens as healthy.
+//!
+//! Recording it is durable before it returns: the file is written, fsynced, and its directory
+//! fsynced (a new file's entry survives a power cut only once the directory is synced). A marker
+//! that exists but cannot be read counts as a failure.
 
 use std::io;
 use std::sync::Arc;
@@ -35,9 +39,13 @@ impl FailureMarker {
         Self::new(Arc::new(LocalDirectory::new(dir)), file_name(id))
     }
 
-    /// The recorded reason, if the component failed. Blocking.
+    /// The recorded reason, if the component failed; a marker that cannot be read counts as a
+    /// failure (its reason says so). Blocking.
     pub fn load(&self) -> Option<String> {
-        let bytes = self.dir.read_file(&self.name).ok()??;
+        let bytes = match self.dir.read_file(&self.name) {
+            Ok(bytes) => bytes?,
+            Err(err) => return Some(format!("its failure marker cannot be read: {err}")),
+        };
         let reason = String::from_utf8_lossy(&bytes).into_owned();
         Some(if reason.is_empty() {
             NO_REASON.to_owned()
@@ -46,9 +54,10 @@ impl FailureMarker {
         })
     }
 
-    /// Records `reason`. Blocking.
+    /// Records `reason` durably: write, fsync the file, fsync the directory. Blocking.
     pub fn record(&self, reason: &str) -> io::Result<()> {
         self.dir.write_file(&self.name, reason.as_bytes())?;
-        self.dir.sync_file(&self.name)
+        self.dir.sync_file(&self.name)?;
+        self.dir.sync_dir()
     }
 }

@@ -475,7 +475,7 @@ impl Node {
             self.fencing.check_cluster(&owner.cluster_id)?;
         }
         let store = self.component(id)?;
-        store.ensure_serving()?;
+        store.ensure_serving().await?;
         let bytes = store.check_range(start, count)?;
         self.check_io_size("read answer", bytes)?;
         if self.meet_faults(id, Op::Read).await?.is_some() {
@@ -498,7 +498,7 @@ impl Node {
     ) -> Result<(), NodeError> {
         self.fencing.check_cluster(&owner.cluster_id)?;
         let store = self.component(id)?;
-        store.ensure_serving()?;
+        store.ensure_serving().await?;
         self.check_io_size("write payload", data.len() as u64)?;
         store.check_write(start, data.len())?;
         let fencing = self.fencing.clone();
@@ -519,7 +519,7 @@ impl Node {
     pub async fn flush(self: &Arc<Self>, owner: Owner, id: &str) -> Result<(), NodeError> {
         self.fencing.check_cluster(&owner.cluster_id)?;
         let store = self.component(id)?;
-        store.ensure_serving()?;
+        store.ensure_serving().await?;
         let fencing = self.fencing.clone();
         let component = id.to_owned();
         let apply = async move {
@@ -546,7 +546,7 @@ impl Node {
             self.fencing.check_cluster(&owner.cluster_id)?;
         }
         let store = self.component(id)?;
-        store.ensure_serving()?;
+        store.ensure_serving().await?;
         if self.meet_faults(id, Op::Read).await?.is_some() {
             return Err(NodeError::Injected {
                 component: id.to_owned(),
@@ -567,7 +567,7 @@ impl Node {
     ) -> Result<u64, NodeError> {
         self.fencing.check_cluster(&owner.cluster_id)?;
         let store = self.component(id)?;
-        store.ensure_serving()?;
+        store.ensure_serving().await?;
         store.check_slot_payload(area, payload.len())?;
         let fencing = self.fencing.clone();
         let component = id.to_owned();
@@ -604,7 +604,7 @@ impl Node {
             // Not concurrently with the deletion (or re-creation) of the component.
             let _admin = self.admin.lock().await;
             let store = self.component(id)?;
-            store.ensure_serving()?;
+            store.ensure_serving().await?;
             self.fencing.check_component_fence(cluster_id, id, epoch)?;
             store.raise_fence_epoch(epoch).await?;
             self.fencing.set_component_epoch(id, epoch);
