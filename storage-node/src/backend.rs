@@ -3,10 +3,14 @@
 //!
 //! The real backend is a [`std::fs::File`]; unit tests use a simulated disk that can lose power
 //! (see `power_cut` in the block store's tests).
+//!
+//! [`Directory`] is the same seam for the small files kept beside a component file (its failure
+//! marker): the real one is [`LocalDirectory`], unit tests simulate one that loses power.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 
 /// Blocking byte-addressed storage with an explicit durability point.
 pub trait StorageBackend: Send + Sync + 'static {
@@ -112,6 +116,55 @@ impl StorageBackend for FileBackend {
             preallocate(&self.file, len)?;
         }
         Ok(())
+    }
+}
+
+/// Blocking operations on the directory that holds component files, as the failure marker needs
+/// them. Nothing is durable until synced: a file's bytes by [`Directory::sync_file`], a new
+/// file's entry by [`Directory::sync_dir`].
+pub trait Directory: Send + Sync + 'static {
+    /// Creates (or truncates) the file `name` and writes `data` into it.
+    fn write_file(&self, name: &str, data: &[u8]) -> io::Result<()>;
+    /// Makes the bytes of the file `name` durable (fsync).
+    fn sync_file(&self, name: &str) -> io::Result<()>;
+    /// Makes the directory's entries durable (fsync of the directory).
+    fn sync_dir(&self) -> io::Result<()>;
+    /// The bytes of the file `name`, `None` if there is no such file.
+    fn read_file(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
+}
+
+/// A directory on the local file system.
+#[derive(Debug, Clone)]
+pub struct LocalDirectory {
+    path: PathBuf,
+}
+
+impl LocalDirectory {
+    /// The directory at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+}
+
+impl Directory for LocalDirectory {
+    fn write_file(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        std::fs::write(self.path.join(name), data)
+    }
+
+    fn sync_file(&self, name: &str) -> io::Result<()> {
+        File::open(self.path.join(name))?.sync_all()
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.path)?.sync_all()
+    }
+
+    fn read_file(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.path.join(name)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 }
 

@@ -7,13 +7,13 @@
 //!   are taken in increasing order, so overlapping accesses never deadlock.
 //! - A write is acknowledged only after a sync that started after its pwrite (group commit).
 //! - After a failed write or sync the component is failed for good; every later operation answers
-//!   [`NodeError::ComponentFailed`].
+//!   [`NodeError::ComponentFailed`], and only once the failure marker is durable (written, file
+//!   and directory fsynced), so a component that answered "failed" never reopens as healthy.
 //! - Reads verify every block and answer [`NodeError::ChecksumMismatch`] naming the bad blocks;
 //!   bad bytes are never returned.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
@@ -22,6 +22,7 @@ use tracing::Instrument;
 use crate::backend::StorageBackend;
 use crate::checksum::block_checksum;
 use crate::error::NodeError;
+use crate::failure_marker::FailureMarker;
 use crate::group_commit::GroupCommit;
 use crate::layout::{ComponentHeader, Layout};
 use crate::migrate;
@@ -63,9 +64,11 @@ pub struct BlockStore {
     epoch_lock: tokio::sync::Mutex<()>,
     /// The durable fence epoch of the component (its epoch slots; 0 if never fenced).
     fence_epoch: AtomicU64,
-    /// Where the failure is recorded for the next start (best effort); `None` in unit tests.
-    failure_marker: Option<PathBuf>,
-    failure_recorded: AtomicBool,
+    /// Where the failure is recorded for the next start; `None` in unit tests.
+    failure_marker: Option<FailureMarker>,
+    /// Set once the failure is recorded (or the attempt failed, with why): the failure is
+    /// answered only then. Set at open for a component that opens failed.
+    failure_recorded: tokio::sync::OnceCell<Result<(), String>>,
     /// Bytes of blocks read and checked, and written durably (the `/metrics` counters).
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
@@ -111,12 +114,13 @@ impl BlockStore {
     }
 
     /// Opens an initialised component, migrating a format 1 file to format 2 first (see
-    /// [`crate::migrate`]). Blocking. `Err` says what is wrong with the file.
+    /// [`crate::migrate`]); a component whose `failure_marker` records a failure opens failed.
+    /// Blocking. `Err` says what is wrong with the file.
     pub fn open(
         backend: Arc<dyn StorageBackend>,
-        failure: Option<String>,
-        failure_marker: Option<PathBuf>,
+        failure_marker: Option<FailureMarker>,
     ) -> Result<Self, String> {
+        let failure = failure_marker.as_ref().and_then(FailureMarker::load);
         let migrate::OpenedHeader { header, layout, .. } = migrate::open_header(backend.as_ref())?;
         let mut epoch_slots = vec![0u8; 2 * Area::Epoch.slot_bytes()];
         backend
@@ -150,7 +154,11 @@ impl BlockStore {
             epoch_lock: tokio::sync::Mutex::new(()),
             fence_epoch: AtomicU64::new(fence_epoch),
             failure_marker,
-            failure_recorded: AtomicBool::new(recorded),
+            failure_recorded: if recorded {
+                tokio::sync::OnceCell::new_with(Some(Ok(())))
+            } else {
+                tokio::sync::OnceCell::new()
+            },
         })
     }
 
@@ -212,33 +220,50 @@ impl BlockStore {
         }
     }
 
-    /// Refuses every operation once the component failed.
-    pub fn ensure_serving(&self) -> Result<(), NodeError> {
+    /// Refuses every operation once the component failed, answering only once the failure is
+    /// recorded.
+    pub async fn ensure_serving(&self) -> Result<(), NodeError> {
         match self.commit.failure() {
             None => Ok(()),
-            Some(reason) => Err(self.failed_error(reason)),
+            Some(_) => Err(self.failed_answer().await),
         }
     }
 
-    /// Fails the component for good and records it (best effort) for the next start.
+    /// Fails the component for good: from now on nothing not yet durable is acknowledged. Returns
+    /// the answer once the failure is recorded.
     async fn fail(&self, reason: String) -> NodeError {
         self.commit.fail(reason);
+        self.failed_answer().await
+    }
+
+    /// The answer of a failed component, once its failure is recorded for the next start (every
+    /// caller waits for the same, single recording).
+    async fn failed_answer(&self) -> NodeError {
         let reason = self.commit.failure().unwrap_or_default();
-        if !self.failure_recorded.swap(true, Ordering::SeqCst)
-            && let Some(path) = self.failure_marker.clone()
-        {
-            let text = reason.clone();
-            let written = tokio::task::spawn_blocking(move || {
-                std::fs::write(&path, text.as_bytes())?;
-                std::fs::File::open(&path)?.sync_all()
-            })
+        let recorded = self
+            .failure_recorded
+            .get_or_init(|| self.record_failure(reason.clone()))
             .await;
-            if !matches!(written, Ok(Ok(()))) {
-                tracing::warn!(component = %self.header.id, "could not record the failure");
-            }
+        match recorded {
+            Ok(()) => self.failed_error(reason),
+            Err(why) => self.failed_error(format!("{reason} ({why})")),
         }
+    }
+
+    /// Records the failure durably in the failure marker.
+    async fn record_failure(&self, reason: String) -> Result<(), String> {
         tracing::error!(component = %self.header.id, %reason, "component failed");
-        self.failed_error(reason)
+        let Some(marker) = self.failure_marker.clone() else {
+            return Ok(());
+        };
+        let written = tokio::task::spawn_blocking(move || marker.record(&reason)).await;
+        let why = match written {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(err)) => format!("the failure could not be recorded: {err}"),
+            Err(join) => format!("the failure could not be recorded: {join}"),
+        };
+        tracing::error!(component = %self.header.id, %why, "component failure not recorded");
+        Err(why)
     }
 
     /// Checks a block range: at least one block, inside the component. Returns the byte length.
@@ -331,7 +356,7 @@ impl BlockStore {
     }
 
     async fn read_blocks_untraced(&self, start: u64, count: u64) -> Result<Bytes, NodeError> {
-        self.ensure_serving()?;
+        self.ensure_serving().await?;
         let len = self.check_range(start, count)? as usize;
         let guards = self.lock(start, count, false).await;
         let layout = self.layout;
@@ -431,7 +456,7 @@ impl BlockStore {
     }
 
     async fn write_blocks_untraced(&self, start: u64, data: Bytes) -> Result<(), NodeError> {
-        self.ensure_serving()?;
+        self.ensure_serving().await?;
         let count = self.check_write(start, data.len())?;
         let data_len = data.len();
         let guards = self.lock(start, count, true).await;
@@ -472,7 +497,7 @@ impl BlockStore {
 
     /// Makes every write that completed before this call durable. Traced as `disk.flush`.
     pub async fn flush(&self) -> Result<(), NodeError> {
-        self.ensure_serving()?;
+        self.ensure_serving().await?;
         let span = tracing::info_span!("disk.flush", component = %self.header.id);
         let ticket = self.commit.ticket();
         self.wait_durable(ticket).instrument(span).await
@@ -521,7 +546,7 @@ impl BlockStore {
 
     /// The newest complete version of `area`, if it was ever written.
     pub async fn read_slot(&self, area: Area) -> Result<Option<SlotRecord>, NodeError> {
-        self.ensure_serving()?;
+        self.ensure_serving().await?;
         let _area = self.area_lock(area).lock().await;
         Ok(self.read_area(area).await?.0)
     }
@@ -552,7 +577,7 @@ impl BlockStore {
 
     /// [`BlockStore::write_slot`] under the area's lock, which the caller holds.
     async fn write_area(&self, area: Area, payload: &[u8]) -> Result<u64, NodeError> {
-        self.ensure_serving()?;
+        self.ensure_serving().await?;
         self.check_slot_payload(area, payload.len())?;
         let (current, target) = self.read_area(area).await?;
         let sequence = current.map_or(1, |r| r.sequence + 1);

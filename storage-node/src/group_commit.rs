@@ -2,16 +2,45 @@
 //!
 //! After its pwrite completes, a write takes a ticket. A sync covers every ticket taken before the
 //! sync *started*, so a write is acknowledged only by a sync that began after its data reached the
-//! file: the highest ticket covered by any completed sync is the durable point.
+//! file: the highest ticket covered by a sync whose success is trusted (below) is the durable
+//! point, `durable_through`.
 //!
 //! A waiter whose ticket no started sync covers starts one, if fewer than
 //! [`MAX_SYNCS_IN_FLIGHT`] run; otherwise it waits, and the first sync to end starts the next one
 //! on its own blocking thread at once, covering every ticket taken so far (no hand-off between
 //! syncs). Syncs run to completion even if the call that started them is cancelled, so a
-//! cancelled caller never leaves the machinery stuck. If a sync fails, the group commit is failed
-//! for good and every present and future waiter gets the failure: nothing is retried and
-//! acknowledged later.
-
+//! cancelled caller never leaves the machinery stuck.
+//!
+//! # A write-back error is never hidden
+//!
+//! Linux reports a write-back error of a file to *one* fsync per open file description (the
+//! `errseq` cursor of the `struct file` advances when an fsync reports it), and every sync of a
+//! component runs on the same descriptor. When syncs overlap, the page whose write-back failed
+//! may belong to one sync's range while another sync, running at the same time, is the one that
+//! reports the error; the first then returns success although its data is not on disk (and the
+//! kernel has marked the failed pages clean, so no later sync writes them again). So:
+//!
+//! - **A sync's success is trusted only once every sync that overlapped it has succeeded.** Syncs
+//!   are numbered in start order. When sync `s` ends successfully, every sync numbered below
+//!   `next_sync` (the next number to hand out) has started, and only those can have run during
+//!   `s`: a sync that starts after `s` returned cannot take an error `s` should have seen, since
+//!   `s` waited for its pages' write-back and checked for errors before returning. `s` is kept
+//!   as *unconfirmed* with that mark, and raises `durable_through` only when no sync numbered
+//!   below the mark still runs. Marks are taken in completion order, so the unconfirmed syncs form
+//!   a queue confirmed from its front.
+//! - **Any failure fails everything not yet durable, for good.** A failed sync (or a failed
+//!   pwrite, [`GroupCommit::fail`]) sets the failure, drops every unconfirmed success and freezes
+//!   `durable_through`: no later success is applied. Every waiter, present and future, gets the
+//!   failure; nothing is retried and acknowledged later.
+//!
+//! Whatever the order in which overlapping syncs end, then: if any of them fails, none of their
+//! successes counts, because each success waits for the others to end and a failure arriving
+//! first or last drops it; a success counts only when it overlapped no failure. The writes covered
+//! only by those syncs, and every write pending when the failure happened, are never
+//! acknowledged. The price is latency: an acknowledgement may wait, beyond its own sync, for the
+//! syncs that were running when that sync ended (at most [`MAX_SYNCS_IN_FLIGHT`] - 1 of them,
+//! each already under way).
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -54,14 +83,72 @@ struct Inner {
 struct State {
     /// Last ticket handed out; tickets start at 1.
     last_ticket: u64,
-    /// Every ticket up to this one is durable.
+    /// Every ticket up to this one is durable: covered by a sync whose success is trusted.
     durable_through: u64,
     /// Every ticket up to this one is covered by a sync that has started.
     started_through: u64,
-    /// Syncs running now, at most [`MAX_SYNCS_IN_FLIGHT`].
-    syncs_running: usize,
+    /// Number of the next sync to start (syncs are numbered from 0 in start order).
+    next_sync: u64,
+    /// Numbers of the syncs running now, at most [`MAX_SYNCS_IN_FLIGHT`].
+    running: BTreeSet<u64>,
+    /// Successful syncs waiting for the syncs that overlapped them, in completion order.
+    unconfirmed: VecDeque<Unconfirmed>,
     failure: Option<String>,
     syncs_completed: u64,
+}
+
+/// A sync that succeeded, not yet trusted.
+struct Unconfirmed {
+    /// Every sync numbered below this one had started when it ended: it is trusted once they
+    /// have all ended well.
+    overlapped_below: u64,
+    /// The last ticket it covers.
+    covers: u64,
+}
+
+impl State {
+    /// Starts a sync covering every ticket taken so far; returns its number and what it covers.
+    fn start_sync(&mut self) -> (u64, u64) {
+        let number = self.next_sync;
+        self.next_sync += 1;
+        self.running.insert(number);
+        self.started_through = self.last_ticket;
+        (number, self.last_ticket)
+    }
+
+    /// Applies the outcome of sync `number`, which covered tickets up to `covers`.
+    fn finish_sync(&mut self, number: u64, covers: u64, result: std::io::Result<()>) {
+        self.running.remove(&number);
+        self.syncs_completed += 1;
+        match result {
+            Ok(()) => self.unconfirmed.push_back(Unconfirmed {
+                overlapped_below: self.next_sync,
+                covers,
+            }),
+            Err(err) => {
+                self.failure
+                    .get_or_insert(format!("fdatasync failed: {err}"));
+            }
+        }
+        self.confirm();
+    }
+
+    /// Raises the durable point with every success whose overlapping syncs have all ended (and
+    /// so, with no failure seen, ended well); after a failure, drops them all.
+    fn confirm(&mut self) {
+        if self.failure.is_some() {
+            self.unconfirmed.clear();
+            return;
+        }
+        let oldest_running = self.running.first().copied().unwrap_or(self.next_sync);
+        while let Some(front) = self.unconfirmed.front() {
+            if front.overlapped_below > oldest_running {
+                break;
+            }
+            self.durable_through = self.durable_through.max(front.covers);
+            self.unconfirmed.pop_front();
+        }
+    }
 }
 
 impl GroupCommit {
@@ -92,9 +179,14 @@ impl GroupCommit {
         self.state().failure.clone()
     }
 
-    /// Fails the group commit for good (for example after a failed pwrite). Keeps the first reason.
+    /// Fails the group commit for good (for example after a failed pwrite): nothing not yet
+    /// durable is acknowledged any more. Keeps the first reason.
     pub fn fail(&self, reason: String) {
-        self.state().failure.get_or_insert(reason);
+        {
+            let mut state = self.state();
+            state.failure.get_or_insert(reason);
+            state.confirm();
+        }
         self.inner.progress.send_modify(|v| *v += 1);
     }
 
@@ -113,8 +205,19 @@ impl GroupCommit {
     /// earlier one is still finishing).
     #[cfg(test)]
     pub(crate) async fn idle(&self) {
-        while self.state().syncs_running > 0 {
+        while !self.state().running.is_empty() {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Waits until `n` syncs have completed and their outcome is applied (tests).
+    #[cfg(test)]
+    pub(crate) async fn wait_syncs_completed(&self, n: u64) {
+        let mut progress = self.inner.progress.subscribe();
+        while self.syncs_completed() < n {
+            if progress.changed().await.is_err() {
+                return;
+            }
         }
     }
 
@@ -135,14 +238,12 @@ impl GroupCommit {
                 if state.durable_through >= ticket {
                     return Ok(());
                 }
-                if ticket > state.started_through && state.syncs_running < MAX_SYNCS_IN_FLIGHT {
-                    state.syncs_running += 1;
-                    let covers = state.last_ticket;
-                    state.started_through = covers;
+                if ticket > state.started_through && state.running.len() < MAX_SYNCS_IN_FLIGHT {
+                    let (number, covers) = state.start_sync();
                     let inner = self.inner.clone();
                     // Detached: the syncs run to completion even if this caller is cancelled.
                     drop(tokio::task::spawn_blocking(move || {
-                        sync_loop(&inner, covers)
+                        sync_loop(&inner, number, covers)
                     }));
                 }
             }
@@ -153,31 +254,21 @@ impl GroupCommit {
     }
 }
 
-/// Runs syncs on a blocking thread, the first covering every ticket up to `covers`. When a sync
-/// ends and tickets taken after the last started sync are waiting, the same thread starts the next
-/// one at once, covering every ticket taken so far; otherwise it gives up its place.
-fn sync_loop(inner: &Inner, mut covers: u64) {
+/// Runs syncs on a blocking thread, the first (number `number`) covering every ticket up to
+/// `covers`. When a sync ends and tickets taken after the last started sync are waiting, the same
+/// thread starts the next one at once, covering every ticket taken so far; otherwise it gives up
+/// its place.
+fn sync_loop(inner: &Inner, mut number: u64, mut covers: u64) {
     loop {
         // A panicking backend must not keep its place with waiters parked forever.
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.backend.sync()))
                 .unwrap_or_else(|_| Err(std::io::Error::other("the sync panicked")));
         let mut state = inner.lock_state();
-        state.syncs_completed += 1;
-        match result {
-            Ok(()) => state.durable_through = state.durable_through.max(covers),
-            Err(err) => {
-                state
-                    .failure
-                    .get_or_insert(format!("fdatasync failed: {err}"));
-            }
-        }
+        state.finish_sync(number, covers, result);
         let more = state.failure.is_none() && state.last_ticket > state.started_through;
         if more {
-            covers = state.last_ticket;
-            state.started_through = covers;
-        } else {
-            state.syncs_running -= 1;
+            (number, covers) = state.start_sync();
         }
         drop(state);
         inner.progress.send_modify(|v| *v += 1);
@@ -216,18 +307,20 @@ mod tests {
             })
             .collect();
         backend.wait_sync_started(2).await;
-        // Sync #1 (and only it: the gate releases in start order) completes.
+        // Sync #1 (and only it: the gate releases in start order) completes. Its success is
+        // trusted only once the syncs that overlapped it end, but it never covers the later
+        // writes.
         backend.release_one();
-        first_wait.await.unwrap().unwrap();
-        assert_eq!(
-            commit.durable_through(),
-            first,
+        commit.wait_syncs_completed(1).await;
+        assert!(
+            commit.durable_through() <= first,
             "acknowledged by a sync that started before its ticket"
         );
         for w in &later {
             assert!(!w.is_finished(), "acknowledged without its own sync");
         }
         backend.open_gate();
+        first_wait.await.unwrap().unwrap();
         for w in later {
             w.await.unwrap().unwrap();
         }
@@ -286,5 +379,94 @@ mod tests {
         let t2 = commit.ticket();
         assert!(commit.wait_durable(t2).await.is_err());
         assert_eq!(commit.failure().as_deref(), Some(err.as_str()));
+    }
+
+    /// Starts sync #1 covering one write and sync #2 covering three more (held at the gate, which
+    /// releases them only when told), after sync #0 acknowledged a first write. Returns the first
+    /// write's ticket and the waits of the four others.
+    async fn two_overlapping_syncs(
+        commit: &GroupCommit,
+        backend: &GatedBackend,
+    ) -> (u64, Vec<tokio::task::JoinHandle<Result<(), String>>>) {
+        let acknowledged = commit.ticket();
+        commit.wait_durable(acknowledged).await.unwrap();
+        backend.close_gate();
+        let wait = |ticket: u64| {
+            let commit = commit.clone();
+            tokio::spawn(async move { commit.wait_durable(ticket).await })
+        };
+        let mut waits = vec![wait(commit.ticket())];
+        backend.wait_sync_started(2).await;
+        // Taken before any of them waits: sync #2 covers all three.
+        let later: Vec<u64> = (0..3).map(|_| commit.ticket()).collect();
+        waits.extend(later.into_iter().map(wait));
+        backend.wait_sync_started(3).await;
+        (acknowledged, waits)
+    }
+
+    async fn assert_all_failed(waits: Vec<tokio::task::JoinHandle<Result<(), String>>>) {
+        for (i, w) in waits.into_iter().enumerate() {
+            let result = w.await.unwrap();
+            assert!(
+                result.is_err(),
+                "write {i}, pending when a sync failed, was acknowledged"
+            );
+        }
+    }
+
+    /// Sync #1 fails first; sync #2, which started later and covers every pending write, then
+    /// succeeds: it must not acknowledge (or count as durable) anything pending at the failure.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sync_that_ends_after_a_failed_one_acknowledges_nothing_pending_at_the_failure() {
+        let backend = Arc::new(GatedBackend::new(1 << 16));
+        let commit = GroupCommit::new(backend.clone());
+        let (acknowledged, waits) = two_overlapping_syncs(&commit, &backend).await;
+        backend.fail_sync(1);
+        backend.release(1);
+        commit.wait_syncs_completed(2).await;
+        backend.release(2);
+        commit.wait_syncs_completed(3).await;
+        assert_eq!(
+            commit.durable_through(),
+            acknowledged,
+            "a sync ending after the failure raised the durable point"
+        );
+        assert_all_failed(waits).await;
+        let next = commit.ticket();
+        assert!(commit.wait_durable(next).await.is_err());
+    }
+
+    /// The failing sync (#1) ends last: sync #2, which started while #1 ran, succeeds first. Its
+    /// success proves nothing (the write-back error it would have reported may have gone to #1),
+    /// so it must acknowledge nothing until #1 is done, and then nothing at all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sync_that_succeeds_while_an_earlier_one_later_fails_acknowledges_nothing() {
+        let backend = Arc::new(GatedBackend::new(1 << 16));
+        let commit = GroupCommit::new(backend.clone());
+        let (acknowledged, waits) = two_overlapping_syncs(&commit, &backend).await;
+        backend.fail_sync(1);
+        backend.release(2);
+        commit.wait_syncs_completed(2).await;
+        backend.release(1);
+        commit.wait_syncs_completed(3).await;
+        assert_eq!(commit.durable_through(), acknowledged);
+        assert_all_failed(waits).await;
+    }
+
+    /// The later sync (#2) fails last, after the earlier one (#1) succeeded: Linux reports a
+    /// write-back error to one fsync of the file only, so #2 may have taken the error of a page
+    /// #1 wrote back, and #1's writes are not acknowledged either.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sync_that_overlapped_a_failed_one_acknowledges_nothing() {
+        let backend = Arc::new(GatedBackend::new(1 << 16));
+        let commit = GroupCommit::new(backend.clone());
+        let (acknowledged, waits) = two_overlapping_syncs(&commit, &backend).await;
+        backend.fail_sync(2);
+        backend.release(1);
+        commit.wait_syncs_completed(2).await;
+        backend.release(2);
+        commit.wait_syncs_completed(3).await;
+        assert_eq!(commit.durable_through(), acknowledged);
+        assert_all_failed(waits).await;
     }
 }

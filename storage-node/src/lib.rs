@@ -6,6 +6,7 @@
 //! - [`layout`], [`slot`], [`checksum`]: the on-disk format of a component file (format 2);
 //!   [`migrate`]: opening a header, migrating format 1 files crash-safely.
 //! - [`group_commit`]: fdatasyncs shared by concurrent writes, a few in flight at once.
+//! - [`failure_marker`]: the durable record that a component failed for good.
 //! - [`block_store`]: one component: checksummed reads and writes, region locks, slot areas.
 //! - [`fencing`], [`node_state`]: the owner epoch, the per-component fence epochs (durable in
 //!   each component's epoch slots), the node epoch's durable record.
@@ -23,6 +24,7 @@ pub mod block_store;
 pub mod checksum;
 pub mod config;
 pub mod error;
+pub mod failure_marker;
 pub mod faults;
 pub mod fencing;
 pub mod group_commit;

@@ -21,6 +21,7 @@ use crate::backend::{FileBackend, StorageBackend, preallocate};
 use crate::block_store::BlockStore;
 use crate::config::{DEFAULT_CLUSTER_ID, NodeConfig};
 use crate::error::NodeError;
+use crate::failure_marker::FailureMarker;
 use crate::faults::{Fault, FaultAction, FaultRegistry, Op};
 use crate::fencing::{Fencing, InFlight};
 use crate::layout::{
@@ -474,7 +475,7 @@ impl Node {
             self.fencing.check_cluster(&owner.cluster_id)?;
         }
         let store = self.component(id)?;
-        store.ensure_serving()?;
+        store.ensure_serving().await?;
         let bytes = store.check_range(start, count)?;
         self.check_io_size("read answer", bytes)?;
         if self.meet_faults(id, Op::Read).await?.is_some() {
@@ -497,7 +498,7 @@ impl Node {
     ) -> Result<(), NodeError> {
         self.fencing.check_cluster(&owner.cluster_id)?;
         let store = self.component(id)?;
-        store.ensure_serving()?;
+        store.ensure_serving().await?;
         self.check_io_size("write payload", data.len() as u64)?;
         store.check_write(start, data.len())?;
         let fencing = self.fencing.clone();
@@ -518,7 +519,7 @@ impl Node {
     pub async fn flush(self: &Arc<Self>, owner: Owner, id: &str) -> Result<(), NodeError> {
         self.fencing.check_cluster(&owner.cluster_id)?;
         let store = self.component(id)?;
-        store.ensure_serving()?;
+        store.ensure_serving().await?;
         let fencing = self.fencing.clone();
         let component = id.to_owned();
         let apply = async move {
@@ -545,7 +546,7 @@ impl Node {
             self.fencing.check_cluster(&owner.cluster_id)?;
         }
         let store = self.component(id)?;
-        store.ensure_serving()?;
+        store.ensure_serving().await?;
         if self.meet_faults(id, Op::Read).await?.is_some() {
             return Err(NodeError::Injected {
                 component: id.to_owned(),
@@ -566,7 +567,7 @@ impl Node {
     ) -> Result<u64, NodeError> {
         self.fencing.check_cluster(&owner.cluster_id)?;
         let store = self.component(id)?;
-        store.ensure_serving()?;
+        store.ensure_serving().await?;
         store.check_slot_payload(area, payload.len())?;
         let fencing = self.fencing.clone();
         let component = id.to_owned();
@@ -603,7 +604,7 @@ impl Node {
             // Not concurrently with the deletion (or re-creation) of the component.
             let _admin = self.admin.lock().await;
             let store = self.component(id)?;
-            store.ensure_serving()?;
+            store.ensure_serving().await?;
             self.fencing.check_component_fence(cluster_id, id, epoch)?;
             store.raise_fence_epoch(epoch).await?;
             self.fencing.set_component_epoch(id, epoch);
@@ -633,7 +634,7 @@ fn component_path(dir: &Path, id: &str) -> PathBuf {
 }
 
 fn failure_marker_path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.failed"))
+    dir.join(crate::failure_marker::file_name(id))
 }
 
 fn open_components(dir: &Path) -> Result<BTreeMap<String, Arc<BlockStore>>, NodeError> {
@@ -669,16 +670,9 @@ fn open_components(dir: &Path) -> Result<BTreeMap<String, Arc<BlockStore>>, Node
             .write(true)
             .open(&path)
             .map_err(|e| bad(format!("cannot open: {e}")))?;
-        let marker = failure_marker_path(dir, id);
-        let failure = fs::read_to_string(&marker).ok().map(|reason| {
-            if reason.is_empty() {
-                "failed before the last restart".to_owned()
-            } else {
-                reason
-            }
-        });
         let backend: Arc<dyn StorageBackend> = Arc::new(FileBackend::new(file));
-        let store = BlockStore::open(backend, failure, Some(marker)).map_err(bad)?;
+        let marker = FailureMarker::local(dir, id);
+        let store = BlockStore::open(backend, Some(marker)).map_err(bad)?;
         if store.header().id != id {
             return Err(bad(format!(
                 "its header names component {:?}",
@@ -724,7 +718,7 @@ fn create_component_file(
         BlockStore::initialize(backend.as_ref(), header).map_err(|e| io_err("initialising", e))?;
         fs::rename(&tmp, &path).map_err(|e| io_err("renaming", e))?;
         sync_dir(dir).map_err(|e| io_err("syncing the directory of", e))?;
-        BlockStore::open(backend, None, Some(marker.clone())).map_err(|reason| {
+        BlockStore::open(backend, Some(FailureMarker::local(dir, id))).map_err(|reason| {
             NodeError::BadComponentFile {
                 path: path.clone(),
                 reason,

@@ -1,6 +1,8 @@
-//! Test helpers: in-memory storage backends (one that can lose power, one with gated syncs) and
-//! the format 1 component writer the migration tests build old files with.
+//! Test helpers: in-memory storage backends (one that can lose power, one with gated syncs), a
+//! directory that can lose power, and the format 1 component writer the migration tests build
+//! old files with.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -8,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
-use crate::backend::StorageBackend;
+use crate::backend::{Directory, StorageBackend};
 use crate::checksum::block_checksum;
 use crate::layout::{ComponentHeader, Layout};
 use crate::slot::{self, Area, SlotRecord};
@@ -140,6 +142,8 @@ struct PowerCutState {
     /// An unsynced growth of the disk: the new length.
     pending_len: Option<usize>,
     ops_until_cut: Option<u64>,
+    /// Syncs fail (a write-back error): the pending writes stay unsynced.
+    fail_syncs: bool,
     mode: CutMode,
     rng: StdRng,
     after_cut: Option<Vec<u8>>,
@@ -160,6 +164,7 @@ impl PowerCutDisk {
                 pending: Vec::new(),
                 pending_len: None,
                 ops_until_cut: None,
+                fail_syncs: false,
                 mode: CutMode::DropAllUnsynced,
                 rng: StdRng::seed_from_u64(seed),
                 after_cut: None,
@@ -179,6 +184,52 @@ impl PowerCutDisk {
         lock(&self.state).after_cut.clone()
     }
 
+    /// Makes every later sync fail with EIO, like a write-back error: what it would have made
+    /// durable stays unsynced (lost at a cut).
+    pub(crate) fn fail_syncs(&self) {
+        lock(&self.state).fail_syncs = true;
+    }
+
+    /// Cuts the power now; returns the image a restart would see.
+    pub(crate) fn cut_now(&self, mode: CutMode) -> Vec<u8> {
+        let mut s = lock(&self.state);
+        if let Some(image) = &s.after_cut {
+            return image.clone();
+        }
+        s.mode = mode;
+        Self::cut(&mut s);
+        s.after_cut.clone().unwrap_or_default()
+    }
+
+    /// Loses the power: keeps the durable image (and, in [`CutMode::KeepRandomSectors`], some of
+    /// the unsynced sectors) as what a restart sees.
+    fn cut(s: &mut PowerCutState) {
+        let mut image = s.durable.clone();
+        if s.mode == CutMode::KeepRandomSectors {
+            // An unsynced growth may or may not have reached the disk.
+            if let Some(len) = s.pending_len.take()
+                && s.rng.random_bool(0.5)
+            {
+                image.resize(len, 0);
+            }
+            let pending = std::mem::take(&mut s.pending);
+            for (offset, data) in &pending {
+                let (start, end) = (*offset, *offset + data.len() as u64);
+                let mut sector = start / 512 * 512;
+                while sector < end {
+                    if s.rng.random_bool(0.5) && sector < image.len() as u64 {
+                        let from = sector.max(start);
+                        let to = (sector + 512).min(end).min(image.len() as u64);
+                        let part = &data[(from - start) as usize..(to - start) as usize];
+                        image[from as usize..to as usize].copy_from_slice(part);
+                    }
+                    sector += 512;
+                }
+            }
+        }
+        s.after_cut = Some(image);
+    }
+
     /// Counts one write or sync; cuts the power when due. `Err` once the power is off.
     fn tick(s: &mut PowerCutState) -> io::Result<()> {
         if s.after_cut.is_some() {
@@ -186,30 +237,7 @@ impl PowerCutDisk {
         }
         if let Some(n) = &mut s.ops_until_cut {
             if *n == 0 {
-                let mut image = s.durable.clone();
-                if s.mode == CutMode::KeepRandomSectors {
-                    // An unsynced growth may or may not have reached the disk.
-                    if let Some(len) = s.pending_len.take()
-                        && s.rng.random_bool(0.5)
-                    {
-                        image.resize(len, 0);
-                    }
-                    let pending = std::mem::take(&mut s.pending);
-                    for (offset, data) in &pending {
-                        let (start, end) = (*offset, *offset + data.len() as u64);
-                        let mut sector = start / 512 * 512;
-                        while sector < end {
-                            if s.rng.random_bool(0.5) && sector < image.len() as u64 {
-                                let from = sector.max(start);
-                                let to = (sector + 512).min(end).min(image.len() as u64);
-                                let part = &data[(from - start) as usize..(to - start) as usize];
-                                image[from as usize..to as usize].copy_from_slice(part);
-                            }
-                            sector += 512;
-                        }
-                    }
-                }
-                s.after_cut = Some(image);
+                Self::cut(s);
                 return Err(io::Error::other("power cut"));
             }
             *n -= 1;
@@ -238,6 +266,9 @@ impl StorageBackend for PowerCutDisk {
     fn sync(&self) -> io::Result<()> {
         let mut s = lock(&self.state);
         Self::tick(&mut s)?;
+        if s.fail_syncs {
+            return Err(io::Error::other("injected EIO"));
+        }
         if let Some(len) = s.pending_len.take() {
             s.durable.resize(len, 0);
         }
@@ -279,7 +310,11 @@ struct Gate {
     entered: u64,
     /// Syncs with an index below this pass a closed gate (released in start order).
     released: u64,
+    /// Syncs let through a closed gate out of order, by index.
+    released_out_of_order: BTreeSet<u64>,
     fail: bool,
+    /// Syncs that fail, by index.
+    failing: BTreeSet<u64>,
 }
 
 impl GatedBackend {
@@ -310,6 +345,18 @@ impl GatedBackend {
     pub(crate) fn release_one(&self) {
         lock(&self.gate).released += 1;
         self.gate_changed.notify_all();
+    }
+
+    /// Lets the held sync with start index `index` (0 for the first sync) through, whatever
+    /// the syncs started before it do.
+    pub(crate) fn release(&self, index: u64) {
+        lock(&self.gate).released_out_of_order.insert(index);
+        self.gate_changed.notify_all();
+    }
+
+    /// Makes the sync with start index `index` fail (an fsync that reports a write-back error).
+    pub(crate) fn fail_sync(&self, index: u64) {
+        lock(&self.gate).failing.insert(index);
     }
 
     /// Makes syncs fail.
@@ -362,13 +409,14 @@ impl StorageBackend for GatedBackend {
         gate.entered += 1;
         // Counted under the gate's lock, so the order of `syncs_started` is the order of `index`.
         self.syncs_started.send_modify(|n| *n += 1);
-        while gate.closed && index >= gate.released {
+        while gate.closed && index >= gate.released && !gate.released_out_of_order.contains(&index)
+        {
             gate = self
                 .gate_changed
                 .wait(gate)
                 .unwrap_or_else(|p| p.into_inner());
         }
-        if gate.fail {
+        if gate.fail || gate.failing.contains(&index) {
             return Err(io::Error::other("injected EIO"));
         }
         Ok(())
@@ -376,5 +424,118 @@ impl StorageBackend for GatedBackend {
 
     fn size(&self) -> io::Result<u64> {
         Ok(lock(&self.image).len() as u64)
+    }
+}
+
+/// A directory in memory that can lose power: a file's bytes survive a cut only once the file
+/// was synced, and a new file only once the directory was synced too (like ext4 without
+/// `auto_da_alloc` help; a file synced but not its entry may vanish).
+#[derive(Default)]
+pub(crate) struct PowerCutDirectory {
+    state: Mutex<DirectoryState>,
+    /// While true, every operation waits at the gate.
+    held: Mutex<bool>,
+    held_changed: Condvar,
+    /// Operations that reached the gate so far.
+    entered: watch::Sender<u64>,
+}
+
+#[derive(Default, Clone)]
+struct DirectoryState {
+    /// What reads see.
+    visible: BTreeMap<String, Vec<u8>>,
+    /// The synced bytes of each file (whether or not its entry is durable).
+    synced: BTreeMap<String, Vec<u8>>,
+    /// Entries that survive a cut.
+    durable_entries: BTreeSet<String>,
+}
+
+impl PowerCutDirectory {
+    /// An empty directory.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Holds every later operation until [`PowerCutDirectory::release`].
+    pub(crate) fn hold(&self) {
+        *lock(&self.held) = true;
+    }
+
+    /// Lets every operation through.
+    pub(crate) fn release(&self) {
+        *lock(&self.held) = false;
+        self.held_changed.notify_all();
+    }
+
+    /// Waits until `n` operations have reached the gate.
+    pub(crate) async fn wait_entered(&self, n: u64) {
+        let mut rx = self.entered.subscribe();
+        rx.wait_for(|&entered| entered >= n)
+            .await
+            .expect("sender lives as long as self");
+    }
+
+    fn gate(&self) {
+        self.entered.send_modify(|n| *n += 1);
+        let mut held = lock(&self.held);
+        while *held {
+            held = self
+                .held_changed
+                .wait(held)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Cuts the power: the directory a restart would see.
+    pub(crate) fn after_cut(&self) -> Self {
+        let s = lock(&self.state);
+        let mut files = BTreeMap::new();
+        for name in &s.durable_entries {
+            files.insert(
+                name.clone(),
+                s.synced.get(name).cloned().unwrap_or_default(),
+            );
+        }
+        Self {
+            state: Mutex::new(DirectoryState {
+                visible: files.clone(),
+                synced: files,
+                durable_entries: s.durable_entries.clone(),
+            }),
+            ..Self::default()
+        }
+    }
+}
+
+impl Directory for PowerCutDirectory {
+    fn write_file(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        self.gate();
+        lock(&self.state)
+            .visible
+            .insert(name.to_owned(), data.to_vec());
+        Ok(())
+    }
+
+    fn sync_file(&self, name: &str) -> io::Result<()> {
+        self.gate();
+        let mut s = lock(&self.state);
+        let data = s
+            .visible
+            .get(name)
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        s.synced.insert(name.to_owned(), data);
+        Ok(())
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        self.gate();
+        let mut s = lock(&self.state);
+        s.durable_entries = s.visible.keys().cloned().collect();
+        Ok(())
+    }
+
+    fn read_file(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        Ok(lock(&self.state).visible.get(name).cloned())
     }
 }

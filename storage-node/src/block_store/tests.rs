@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::testing::{CutMode, GatedBackend, PowerCutDisk};
+use crate::testing::{CutMode, GatedBackend, PowerCutDirectory, PowerCutDisk};
 
 const SERIAL: u64 = 0x5e71a1;
 
@@ -26,7 +26,7 @@ fn gated_store(block_size: u32, block_count: u64) -> (Arc<GatedBackend>, BlockSt
     let h = header(block_size, block_count);
     let backend = Arc::new(GatedBackend::new(h.layout().unwrap().file_len as usize));
     BlockStore::initialize(backend.as_ref(), &h).unwrap();
-    let store = BlockStore::open(backend.clone(), None, None).unwrap();
+    let store = BlockStore::open(backend.clone(), None).unwrap();
     (backend, store)
 }
 
@@ -244,7 +244,11 @@ async fn a_failure_is_recorded_and_survives_a_reopen() {
     let h = header(512, 8);
     let backend = Arc::new(GatedBackend::new(h.layout().unwrap().file_len as usize));
     BlockStore::initialize(backend.as_ref(), &h).unwrap();
-    let store = BlockStore::open(backend.clone(), None, Some(marker.clone())).unwrap();
+    let store = BlockStore::open(
+        backend.clone(),
+        Some(FailureMarker::local(dir.path(), "c0")),
+    )
+    .unwrap();
     backend.fail_syncs();
     store
         .write_blocks(0, Bytes::from(vec![1u8; 512]))
@@ -254,7 +258,7 @@ async fn a_failure_is_recorded_and_survives_a_reopen() {
     assert!(recorded.contains("fdatasync failed"), "{recorded}");
 
     backend.heal_syncs();
-    let reopened = BlockStore::open(backend, Some(recorded.clone()), Some(marker)).unwrap();
+    let reopened = BlockStore::open(backend, Some(FailureMarker::local(dir.path(), "c0"))).unwrap();
     assert_eq!(reopened.health(), ComponentHealth::Failed(recorded));
     assert!(matches!(
         reopened.read_blocks(0, 1).await,
@@ -264,6 +268,101 @@ async fn a_failure_is_recorded_and_survives_a_reopen() {
         reopened.write_blocks(0, Bytes::from(vec![2u8; 512])).await,
         Err(NodeError::ComponentFailed { .. })
     ));
+}
+
+/// A sync fails, the failure is answered, and the power goes: the restart sees only what was
+/// synced, of the component file and of its directory, and the component opens failed.
+#[tokio::test]
+async fn a_component_whose_sync_failed_reopens_failed_after_a_power_cut() {
+    let h = header(512, 8);
+    let disk = Arc::new(PowerCutDisk::new(h.layout().unwrap().file_len as usize, 7));
+    BlockStore::initialize(disk.as_ref(), &h).unwrap();
+    let dir = Arc::new(PowerCutDirectory::new());
+    let store = BlockStore::open(
+        disk.clone(),
+        Some(FailureMarker::new(dir.clone(), "c0.failed")),
+    )
+    .unwrap();
+    store
+        .write_blocks(0, Bytes::from(vec![1u8; 512]))
+        .await
+        .unwrap();
+    disk.fail_syncs();
+    let err = store
+        .write_blocks(1, Bytes::from(vec![2u8; 512]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NodeError::ComponentFailed { .. }), "{err}");
+
+    let image = disk.cut_now(CutMode::DropAllUnsynced);
+    let dir = Arc::new(dir.after_cut());
+    let reopened = BlockStore::open(
+        Arc::new(PowerCutDisk::from_image(image, 0)),
+        Some(FailureMarker::new(dir, "c0.failed")),
+    )
+    .unwrap();
+    assert!(
+        matches!(reopened.health(), ComponentHealth::Failed(ref r) if r.contains("fdatasync failed")),
+        "{:?}",
+        reopened.health()
+    );
+    assert!(matches!(
+        reopened.read_blocks(0, 1).await,
+        Err(NodeError::ComponentFailed { .. })
+    ));
+}
+
+/// While the failure is being recorded, no call answers that the component failed: the answer
+/// waits until the record is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_call_reports_the_failure_before_it_is_recorded() {
+    use futures::FutureExt;
+
+    let h = header(512, 8);
+    let backend = Arc::new(GatedBackend::new(h.layout().unwrap().file_len as usize));
+    BlockStore::initialize(backend.as_ref(), &h).unwrap();
+    let dir = Arc::new(PowerCutDirectory::new());
+    let store = Arc::new(
+        BlockStore::open(
+            backend.clone(),
+            Some(FailureMarker::new(dir.clone(), "c0.failed")),
+        )
+        .unwrap(),
+    );
+    dir.hold();
+    backend.fail_syncs();
+    let failing = tokio::spawn({
+        let store = store.clone();
+        async move { store.write_blocks(0, Bytes::from(vec![1u8; 512])).await }
+    });
+    // The failed write is recording the failure, held at the directory's gate.
+    dir.wait_entered(1).await;
+    let read_answered = store.read_blocks(0, 1).now_or_never().is_some();
+    let flush_answered = store.flush().now_or_never().is_some();
+    // Released before asserting: a test runtime cannot shut down with a thread held at the gate.
+    dir.release();
+    assert!(
+        !read_answered,
+        "a read answered before the failure was recorded"
+    );
+    assert!(
+        !flush_answered,
+        "a flush answered before the failure was recorded"
+    );
+    assert!(matches!(
+        failing.await.unwrap(),
+        Err(NodeError::ComponentFailed { .. })
+    ));
+    assert!(matches!(
+        store.read_blocks(0, 1).await,
+        Err(NodeError::ComponentFailed { .. })
+    ));
+    let after_cut = FailureMarker::new(Arc::new(dir.after_cut()), "c0.failed");
+    assert!(
+        after_cut
+            .load()
+            .is_some_and(|r| r.contains("fdatasync failed"))
+    );
 }
 
 #[tokio::test]
@@ -310,7 +409,7 @@ async fn power_cut_run(seed: u64, mode: CutMode) -> (usize, usize) {
         seed,
     ));
     BlockStore::initialize(disk.as_ref(), &h).unwrap();
-    let store = Arc::new(BlockStore::open(disk.clone(), None, None).unwrap());
+    let store = Arc::new(BlockStore::open(disk.clone(), None).unwrap());
     let mut rng = StdRng::seed_from_u64(seed);
     disk.arm(rng.random_range(1..250), mode);
 
@@ -370,7 +469,7 @@ async fn power_cut_run(seed: u64, mode: CutMode) -> (usize, usize) {
 
     // Restart on what survived.
     let disk = Arc::new(PowerCutDisk::from_image(image, 0));
-    let store = BlockStore::open(disk, None, None).expect("header survives");
+    let store = BlockStore::open(disk, None).expect("header survives");
     let mut acked_blocks = 0;
     let mut lost_unacked = 0;
     for block in 0..BLOCKS {

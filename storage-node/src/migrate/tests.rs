@@ -22,7 +22,7 @@ fn header_version(disk: &PowerCutDisk) -> Result<u32, HeaderError> {
 /// Opens `disk` as a block store and checks it is the format 2 version of `v1`, with every block
 /// (through its checksum), the label and the metadata intact, and no fence epoch.
 async fn assert_migrated(disk: Arc<PowerCutDisk>, v1: &V1File) {
-    let store = BlockStore::open(disk.clone(), None, None)
+    let store = BlockStore::open(disk.clone(), None)
         .unwrap_or_else(|e| panic!("a migrated file does not open: {e}"));
     let expected = ComponentHeader {
         log_bytes: default_log_bytes(BLOCK_SIZE),
@@ -64,13 +64,13 @@ async fn a_format_1_file_opens_as_format_2_with_its_data_checksums_labels_and_me
     assert_eq!(again.migrated_from, None);
     assert_migrated(disk.clone(), &v1).await;
     // The migrated file takes writes and fence epochs like any format 2 file.
-    let store = BlockStore::open(disk.clone(), None, None).unwrap();
+    let store = BlockStore::open(disk.clone(), None).unwrap();
     store
         .write_blocks(9, bytes::Bytes::from(vec![5u8; 512]))
         .await
         .unwrap();
     assert_eq!(store.raise_fence_epoch(4).await.unwrap(), 4);
-    let store = BlockStore::open(disk, None, None).unwrap();
+    let store = BlockStore::open(disk, None).unwrap();
     assert_eq!(store.fence_epoch(), 4);
     assert_eq!(store.read_blocks(9, 1).await.unwrap(), vec![5u8; 512]);
 }
