@@ -113,6 +113,7 @@ fn measure(rt: &tokio::runtime::Runtime, c: &Case, s: &Setup, budget: Duration) 
         data,
         load: &[],
         in_sync: true,
+        repair: false,
     };
     let family = select(&s.layout, access, c.kind, &s.faults).unwrap();
     assert_eq!(family, c.expect, "{}", c.name);

@@ -269,6 +269,20 @@ pub struct AccessReport {
     pub dags: Vec<DagRecord>,
     /// Columns this access marked failed.
     pub marked_failed: Vec<usize>,
+    /// Blocks that answered data loss to this access's reads (repaired after a read, see
+    /// [`Array::read`]).
+    pub bad_blocks: Vec<BadBlocks>,
+}
+
+/// Blocks of one column that answered data loss in one stripe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadBlocks {
+    /// The stripe.
+    pub stripe: u64,
+    /// The column.
+    pub column: usize,
+    /// Absolute block indices within the column's component.
+    pub blocks: Vec<u64>,
 }
 
 impl AccessReport {
@@ -379,6 +393,12 @@ enum StripeOp {
     Access(AccessKind),
     /// Resync: recompute the stripe's redundancy from its data.
     RewriteParity,
+    /// Repair: read the access's blocks with `column` unreadable (it answered data loss for
+    /// them) and write what was rebuilt back to it, under the stripe's write lock.
+    Repair {
+        /// The column whose blocks are bad.
+        column: usize,
+    },
 }
 
 /// What a resync did.
@@ -402,6 +422,8 @@ struct StripeDone {
     generation: u64,
     /// Columns whose reads answered data loss in this stripe.
     unreadable: ColumnSet,
+    /// The blocks they named.
+    bad: Vec<BadBlocks>,
 }
 
 impl Array {
@@ -635,6 +657,16 @@ impl Array {
             async move {
                 let r = this.run_locked(kind, &map.stripes, data.as_ref()).await;
                 drop(locks);
+                // Blocks that answered data loss to a read are repaired now, each stripe under
+                // its write lock, before the read is answered (so whatever the repair marks is
+                // durable first).
+                let r = match r {
+                    Ok((read, report)) if !report.bad_blocks.is_empty() => this
+                        .repair(&report.bad_blocks)
+                        .await
+                        .map(|()| (read, report)),
+                    other => other,
+                };
                 drop(admitted);
                 r
             }
@@ -695,6 +727,7 @@ impl Array {
             // The marks of a stripe that failed count as much as those of one that succeeded.
             report.dags.extend(done.dags);
             report.marked_failed.extend(done.marked);
+            report.bad_blocks.extend(done.bad);
             generation = generation.max(done.generation);
             match r {
                 Ok(()) => chunks.extend(done.chunks),
@@ -740,6 +773,7 @@ impl Array {
             marked: Vec::new(),
             generation: 0,
             unreadable: ColumnSet::new(),
+            bad: Vec::new(),
         };
         let r = self.run_stripe_dags(op, s, data, &mut done).await;
         (done, r)
@@ -753,6 +787,9 @@ impl Array {
         done: &mut StripeDone,
     ) -> Result<(), AccessError> {
         let mut unreadable = ColumnSet::new();
+        if let StripeOp::Repair { column } = op {
+            unreadable.insert(column);
+        }
         let mut last = String::new();
         for attempt in 1..=self.config.max_tries.max(1) {
             let (failed, lost_here, generation) = {
@@ -797,9 +834,11 @@ impl Array {
                 data,
                 load: &load,
                 in_sync: !lost_here && s.stripe < self.synced_below.load(Ordering::Acquire),
+                repair: matches!(op, StripeOp::Repair { .. }),
             };
             let built = match op {
                 StripeOp::Access(kind) => select(&self.layout, s, kind, &faults),
+                StripeOp::Repair { .. } => select(&self.layout, s, AccessKind::Read, &faults),
                 StripeOp::RewriteParity => Ok(DagFamily::ParityRewrite),
             }
             .and_then(|family| builders::build(family, &req))
@@ -843,9 +882,14 @@ impl Array {
                     continue;
                 };
                 match &io.kind {
-                    IoErrorKind::DataLoss { .. } if !report.is_write => {
+                    IoErrorKind::DataLoss { bad_blocks } if !report.is_write => {
                         unreadable.insert(column);
                         done.unreadable.insert(column);
+                        done.bad.push(BadBlocks {
+                            stripe: s.stripe,
+                            column,
+                            blocks: bad_blocks.clone(),
+                        });
                     }
                     IoErrorKind::Fenced => {
                         // Fencing outranks every other reason: a newer owner exists.
@@ -1258,6 +1302,81 @@ impl Array {
         let (outcome, generation) = self.mark_failed(column)?;
         self.make_durable(generation).await?;
         Ok(outcome)
+    }
+
+    /// Repairs `bad` blocks: for each run of consecutive bad blocks, under the stripe's write
+    /// lock, the blocks are read again with their column unreadable (rebuilt from redundancy,
+    /// or RAID 1's other copy) and written back to that column, exactly those blocks, only when
+    /// the stripe is in sync (no resync pending, no lost blocks) and the column still current.
+    /// A repair that fails is logged (the read already has its bytes); a failure it marks is
+    /// made durable before this returns, and that failing fails the caller.
+    async fn repair(&self, bad: &[BadBlocks]) -> Result<(), AccessError> {
+        for b in bad {
+            let mut blocks = b.blocks.clone();
+            blocks.sort_unstable();
+            blocks.dedup();
+            let mut runs: Vec<std::ops::Range<u64>> = Vec::new();
+            for blk in blocks {
+                match runs.last_mut() {
+                    Some(r) if r.end == blk => r.end += 1,
+                    _ => runs.push(blk..blk + 1),
+                }
+            }
+            for run in runs {
+                let Some(range) = self.volume_range_of(b.stripe, b.column, run.clone()) else {
+                    continue;
+                };
+                let map = self.layout.map(range.start, range.end - range.start)?;
+                let Some(s) = map.stripes.first() else {
+                    continue;
+                };
+                let lock = StripeLockRequest::whole_stripe(&self.layout, b.stripe, LockMode::Write);
+                let locks = self
+                    .locks
+                    .lock([lock])
+                    .await
+                    .map_err(|e| AccessError::Internal(e.to_string()))?;
+                let (done, r) = self
+                    .run_stripe(StripeOp::Repair { column: b.column }, s, None)
+                    .await;
+                let durable = self.make_durable(done.generation).await;
+                drop(locks);
+                durable?;
+                match r {
+                    Ok(()) => {
+                        tracing::info!(stripe = b.stripe, column = b.column, blocks = ?run, "blocks that answered data loss repaired")
+                    }
+                    Err(error) => {
+                        tracing::warn!(stripe = b.stripe, column = b.column, blocks = ?run, %error, "blocks that answered data loss not repaired")
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The volume bytes of component blocks `blocks` of `column` in `stripe` (a data unit, or
+    /// its RAID 1 copy); `None` for blocks outside the stripe's data units.
+    fn volume_range_of(
+        &self,
+        stripe: u64,
+        column: usize,
+        blocks: std::ops::Range<u64>,
+    ) -> Option<std::ops::Range<u64>> {
+        let sb = self.layout.stripe_data_bytes();
+        let map = self.layout.map(stripe * sb, sb).ok()?;
+        let bs = self.layout.geometry().block_size();
+        let s = map.stripes.first()?;
+        let u = s
+            .units
+            .iter()
+            .find(|u| u.column == column || u.mirror_column == Some(column))?;
+        let first = u.blocks.first;
+        if blocks.start < first || blocks.end > first + u.blocks.count {
+            return None;
+        }
+        let start = u.volume_offset + (blocks.start - first) * bs;
+        Some(start..start + (blocks.end - blocks.start) * bs)
     }
 
     /// Says how far a resync has come: `Some(n)` while one is pending or running and every

@@ -357,6 +357,7 @@ fn disk_nodes(r: &Rig, s: &Scenario) -> (DagFamily, Vec<(Mnemonic, usize)>) {
         data: s.write.then_some(&data),
         load: &[],
         in_sync: true,
+        repair: false,
     };
     let built = build(family, &req).unwrap();
     let nodes = built
@@ -600,11 +601,13 @@ async fn overlapping_writers_and_readers_never_see_a_torn_stripe() {
 async fn data_loss_on_a_read_is_rebuilt_and_rewritten_not_failed() {
     let r = rig(RaidLevel::Raid5, 3, &[]);
     let (offset, len) = (100, 50);
-    let col = r.layout.locate(offset).unwrap().column;
+    let loc = r.layout.locate(offset).unwrap();
+    let col = loc.column;
+    let bad = loc.component_offset / u64::from(BS);
     r.faulty[col].inject(
         Trigger::always().op(IoOp::Read).times(1),
         Fault::Fail(IoErrorKind::DataLoss {
-            bad_blocks: vec![6],
+            bad_blocks: vec![bad],
         }),
     );
     let (d, report) = r.array.read(offset, len).await.unwrap();
@@ -615,11 +618,18 @@ async fn data_loss_on_a_read_is_rebuilt_and_rewritten_not_failed() {
         [DagFamily::FaultFreeRead, DagFamily::DegradedRead]
     );
     assert_eq!(r.array.array_state(), ArrayState::Optimal);
-    // The rebuilt blocks were written back to the column that lost them.
-    let repaired = r.log.writes().iter().any(|w| {
-        w.component == format!("c{col}") && w.issuer.is_some_and(|i| i.mnemonic == Mnemonic::W)
-    });
-    assert!(repaired);
+    // The bad block, and only it, was written back to the column that lost it (issue 17,
+    // item 3: before, the whole hull of the column under the read's shared lock).
+    let repairs: Vec<(u64, u64)> = r
+        .log
+        .writes()
+        .iter()
+        .filter(|w| {
+            w.component == format!("c{col}") && w.issuer.is_some_and(|i| i.mnemonic == Mnemonic::W)
+        })
+        .map(|w| (w.start_block, w.block_count))
+        .collect();
+    assert_eq!(repairs, vec![(bad, 1)]);
     r.assert_consistent();
 }
 
@@ -1366,7 +1376,9 @@ async fn a_raid1_stripe_awaiting_its_resync_reads_the_resync_source() {
 async fn a_degraded_read_repairs_only_a_stripe_in_sync() {
     let r = rig(RaidLevel::Raid5, 3, &[]);
     let (offset, len) = (100, 50);
-    let col = r.layout.locate(offset).unwrap().column;
+    let loc = r.layout.locate(offset).unwrap();
+    let col = loc.column;
+    let bad = loc.component_offset / u64::from(BS);
     let repaired = |r: &Rig| {
         r.log.writes().iter().any(|w| {
             w.component == format!("c{col}") && w.issuer.is_some_and(|i| i.mnemonic == Mnemonic::W)
@@ -1376,7 +1388,7 @@ async fn a_degraded_read_repairs_only_a_stripe_in_sync() {
     r.faulty[col].inject(
         Trigger::always().op(IoOp::Read).times(1),
         Fault::Fail(IoErrorKind::DataLoss {
-            bad_blocks: vec![6],
+            bad_blocks: vec![bad],
         }),
     );
     let (d, _) = r.array.read(offset, len).await.unwrap();
@@ -1389,11 +1401,44 @@ async fn a_degraded_read_repairs_only_a_stripe_in_sync() {
     r.faulty[col].inject(
         Trigger::always().op(IoOp::Read).times(1),
         Fault::Fail(IoErrorKind::DataLoss {
-            bad_blocks: vec![6],
+            bad_blocks: vec![bad],
         }),
     );
     let (d, _) = r.array.read(offset, len).await.unwrap();
     assert_eq!(d.into_bytes().as_ref(), &r.volume[100..150]);
     assert!(repaired(&r));
+    r.assert_consistent();
+}
+
+/// Issue 17, item 4: a RAID 1 read whose copy answers data loss is served from the other copy,
+/// and the bad block is rewritten from it (before, only the resync did that).
+#[tokio::test]
+async fn a_raid1_read_rewrites_a_bad_copy_from_the_other() {
+    let r = rig(RaidLevel::Raid1, 10, &[]);
+    let loc = r.layout.locate(0).unwrap();
+    let primary = loc.column;
+    let bad = loc.component_offset / u64::from(BS);
+    r.mems[primary].write_now(bad, &[0u8; BS as usize]).unwrap();
+    r.mems[primary].mark_bad(bad);
+    r.array.set_resync_progress(Some(0));
+    // Awaiting its resync, the read takes the primary, falls back to the secondary, and
+    // writes nothing back.
+    let (d, _) = r.array.read(0, 8).await.unwrap();
+    assert_eq!(d.into_bytes().as_ref(), &r.volume[..8]);
+    assert!(r.log.writes().is_empty());
+    r.array.set_resync_progress(None);
+    let (d, _) = r.array.read(0, 8).await.unwrap();
+    assert_eq!(d.into_bytes().as_ref(), &r.volume[..8]);
+    let repairs: Vec<(String, u64, u64)> = r
+        .log
+        .writes()
+        .iter()
+        .map(|w| (w.component.clone(), w.start_block, w.block_count))
+        .collect();
+    assert_eq!(repairs, vec![(format!("c{primary}"), bad, 1)]);
+    assert_eq!(
+        &r.mems[primary].contents()[(bad * u64::from(BS)) as usize..][..8],
+        &r.volume[..8]
+    );
     r.assert_consistent();
 }

@@ -4,8 +4,9 @@
 //! rebuilt over the stripe's hull from the surviving data units (`Rud` for touched ones, `Rrd`
 //! for the rest) and as many readable parity units as there are lost data units (P preferred:
 //! one loss with P is a plain XOR). The caller's bytes come from the surviving reads and the
-//! rebuilt buffers. A lost unit whose column is still live (a checksum mismatch, not a failure)
-//! gets its rebuilt blocks written back after the commit (`W`): the bad copy is repaired.
+//! rebuilt buffers. In a repair (`StripeRequest::repair`: the access pipeline's second pass
+//! over exactly the blocks that answered data loss, under the stripe's write lock), a lost unit
+//! whose column is still live gets its rebuilt blocks written back after the commit (`W`).
 
 use crate::dag::{EdgeKind, Mnemonic};
 use crate::layout::ParityKind;
@@ -75,17 +76,21 @@ pub fn build(req: &StripeRequest<'_>) -> Result<BuiltDag, BuildError> {
             },
         ));
     }
-    // Rebuild the lost units the caller reads, and those whose live column can be repaired.
-    let wanted = |i: usize| access.unit(i).is_some() || faults.writable(column_of(i));
+    // Rebuild the lost units the caller reads, and (a repair) those whose live column can be
+    // written back.
+    let wanted =
+        |i: usize| access.unit(i).is_some() || (req.repair && faults.writable(column_of(i)));
     let mut rebuilt = Vec::new();
     for (i, produced) in recover_units(&mut b, &combos, &content, &parity_bufs, wanted, h) {
         rebuilt.push(i);
         content[i] = Some(produced);
     }
     let c = b.commit(&control(b.dangling()));
-    // Only in a stripe whose redundancy is known good: before its resync (or with lost blocks)
-    // the rebuilt bytes may be wrong, and writing them back would make them look right.
-    for &i in rebuilt.iter().filter(|_| req.in_sync) {
+    // Only a repair writes back (under the stripe's write lock, for exactly the blocks that
+    // answered data loss), and only in a stripe whose redundancy is known good: before its
+    // resync (or with lost blocks) the rebuilt bytes may be wrong, and writing them back would
+    // make them look right.
+    for &i in rebuilt.iter().filter(|_| req.repair && req.in_sync) {
         let column = column_of(i);
         if let (true, Some(n)) = (faults.writable(column), &content[i]) {
             let mut deps = vec![(c, EdgeKind::Control)];

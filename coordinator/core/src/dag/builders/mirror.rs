@@ -42,6 +42,7 @@ pub fn build_read(req: &StripeRequest<'_>) -> Result<BuiltDag, BuildError> {
     let mut reads = Vec::new();
     let mut pieces = Vec::new();
     let mut columns = Vec::new();
+    let mut repairs = Vec::new();
     for u in &ctx.access().units {
         let column = pick_copy(&ctx, u).ok_or_else(|| {
             ctx.unrecoverable(format!(
@@ -57,9 +58,25 @@ pub fn build_read(req: &StripeRequest<'_>) -> Result<BuiltDag, BuildError> {
             slot,
             range: start..start + u.len as usize,
         });
+        // A repair copies the good copy over the one that answered data loss.
+        if ctx.req.repair && ctx.req.in_sync {
+            for bad in copies(u)
+                .filter(|&c| c != column && !ctx.faults().readable(c) && ctx.faults().writable(c))
+            {
+                repairs.push((bad, r, slot, u.blocks));
+            }
+        }
     }
     let c = b.commit(&control(reads));
-    b.terminate(&control([c]));
+    for (bad, r, slot, blocks) in repairs {
+        b.write(
+            Mnemonic::W,
+            ctx.target(bad, blocks)?,
+            slot,
+            &[(c, EdgeKind::Control), (r, EdgeKind::TrueData)],
+        );
+    }
+    b.terminate(&control(b.dangling()));
     finish(b, DagFamily::MirrorRead, pieces, columns)
 }
 

@@ -174,6 +174,9 @@ pub struct StripeRequest<'a> {
     /// read pick either copy; otherwise it reads the resync's source (the primary) while that
     /// one is readable, so two reads with no write between return the same bytes.
     pub in_sync: bool,
+    /// A repair (under the stripe's write lock): a read that writes the blocks it rebuilt for
+    /// an unreadable live column back to that column. Plain reads never write.
+    pub repair: bool,
 }
 
 /// One run of the caller's bytes: `range` of the buffer in `slot`. A read's pieces, in order,

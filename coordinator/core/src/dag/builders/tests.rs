@@ -188,6 +188,7 @@ fn run_case(c: &Case) -> Result<(), TestCaseError> {
             data: c.write.then_some(&data),
             load: &[],
             in_sync: true,
+            repair: false,
         };
         let built = select(&a.layout, s, kind, &faults).and_then(|f| build(f, &req));
         let must = must_succeed(&a.layout, s, &faults);
@@ -259,6 +260,8 @@ fn run_one(
         data,
         load: &[],
         in_sync: true,
+        // Reads here run as the pipeline's repair pass does (rebuilt blocks written back).
+        repair: data.is_none(),
     };
     let family = select(&a.layout, s, kind, faults).unwrap();
     let built = build(family, &req).unwrap();
