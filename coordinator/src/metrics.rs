@@ -381,6 +381,27 @@ impl Collector for VolumeCollector {
                 gauge(&mut m, &[("volume", v.name())], spare as i64)?;
             }
         }
+        if let Some(admission) = volumes.admission() {
+            {
+                let mut m = enc.encode_descriptor(
+                    "dagraid_accesses",
+                    "Volume reads, writes and flushes admitted and running, or waiting for a place (the admission queue; full answers RESOURCE_EXHAUSTED overloaded)",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                gauge(&mut m, &[("state", "running")], admission.running() as i64)?;
+                gauge(&mut m, &[("state", "waiting")], admission.waiting() as i64)?;
+            }
+            let limits = admission.limits();
+            let mut m = enc.encode_descriptor(
+                "dagraid_accesses_limit",
+                "The admission queue's limits: accesses running at once (--max-accesses) and waiting (--max-queued-accesses)",
+                None,
+                MetricType::Gauge,
+            )?;
+            gauge(&mut m, &[("state", "running")], limits.in_progress as i64)?;
+            gauge(&mut m, &[("state", "waiting")], limits.queued as i64)?;
+        }
         {
             let mut m = enc.encode_descriptor(
                 "dagraid_component_gone",

@@ -356,6 +356,11 @@ impl VolumeManager {
         &self.registry
     }
 
+    /// The admission queue every volume's accesses share, if there is one.
+    pub fn admission(&self) -> Option<&Arc<dagraid_core::admission::Admission>> {
+        self.config.array.admission.as_ref()
+    }
+
     fn map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, VolumeEntry>> {
         self.volumes.read().unwrap_or_else(|p| p.into_inner())
     }

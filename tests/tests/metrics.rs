@@ -212,6 +212,23 @@ async fn counters_and_histograms_move_by_what_the_io_did() {
             16.0,
             "one stripe lock per access"
         );
+        // The admission queue: idle after the I/O, with its default limits.
+        assert_eq!(
+            sample(&after, "dagraid_accesses", &[("state", "running")]),
+            0.0
+        );
+        assert_eq!(
+            sample(&after, "dagraid_accesses", &[("state", "waiting")]),
+            0.0
+        );
+        assert_eq!(
+            sample(&after, "dagraid_accesses_limit", &[("state", "running")]),
+            128.0
+        );
+        assert_eq!(
+            sample(&after, "dagraid_accesses_limit", &[("state", "waiting")]),
+            1024.0
+        );
         let address = node.addr().to_string();
         assert_eq!(
             delta(
