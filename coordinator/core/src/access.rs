@@ -1317,10 +1317,7 @@ impl Array {
             blocks.dedup();
             let mut runs: Vec<std::ops::Range<u64>> = Vec::new();
             for blk in blocks {
-                match runs.last_mut() {
-                    Some(r) if r.end == blk => r.end += 1,
-                    _ => runs.push(blk..blk + 1),
-                }
+                crate::resync::push_block(&mut runs, blk);
             }
             for run in runs {
                 let Some(range) = self.volume_range_of(b.stripe, b.column, run.clone()) else {
@@ -1356,27 +1353,26 @@ impl Array {
     }
 
     /// The volume bytes of component blocks `blocks` of `column` in `stripe` (a data unit, or
-    /// its RAID 1 copy); `None` for blocks outside the stripe's data units.
+    /// its RAID 1 copy), through [`Layout::resolve`]; `None` for blocks that hold no data of
+    /// that stripe or do not map to one run of volume bytes.
     fn volume_range_of(
         &self,
         stripe: u64,
         column: usize,
         blocks: std::ops::Range<u64>,
     ) -> Option<std::ops::Range<u64>> {
-        let sb = self.layout.stripe_data_bytes();
-        let map = self.layout.map(stripe * sb, sb).ok()?;
+        use crate::layout::ComponentContent;
         let bs = self.layout.geometry().block_size();
-        let s = map.stripes.first()?;
-        let u = s
-            .units
-            .iter()
-            .find(|u| u.column == column || u.mirror_column == Some(column))?;
-        let first = u.blocks.first;
-        if blocks.start < first || blocks.end > first + u.blocks.count {
-            return None;
-        }
-        let start = u.volume_offset + (blocks.start - first) * bs;
-        Some(start..start + (blocks.end - blocks.start) * bs)
+        let volume_offset = |block: u64| match self.layout.resolve(column, block * bs).ok()? {
+            ComponentContent::Data { volume_offset }
+            | ComponentContent::Mirror { volume_offset } => Some(volume_offset),
+            _ => None,
+        };
+        let start = volume_offset(blocks.start)?;
+        let last = volume_offset(blocks.end.checked_sub(1)?)?;
+        let len = (blocks.end - blocks.start) * bs;
+        (self.layout.locate(start).ok()?.stripe == stripe && last + bs - start == len)
+            .then_some(start..start + len)
     }
 
     /// Says how far a resync has come: `Some(n)` while one is pending or running and every

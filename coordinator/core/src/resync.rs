@@ -249,11 +249,12 @@ fn runs(flags: &[bool]) -> Vec<Range<usize>> {
     out
 }
 
-/// Adds volume block `block` to `lost`, merging with the last range when adjacent.
-fn push_block(lost: &mut Vec<Range<u64>>, block: u64) {
-    match lost.last_mut() {
+/// Adds block `block` to `ranges` (blocks pushed in increasing order), merging with the last
+/// range when adjacent.
+pub(crate) fn push_block(ranges: &mut Vec<Range<u64>>, block: u64) {
+    match ranges.last_mut() {
         Some(r) if r.end == block => r.end = block + 1,
-        _ => lost.push(block..block + 1),
+        _ => ranges.push(block..block + 1),
     }
 }
 
