@@ -97,7 +97,15 @@ async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     if let Some(addr) = started.metrics_addr() {
         println!("dagraid-node metrics on http://{addr}/metrics");
     }
-    started.serve(shutdown).await
+    let power_lost = started.node().power_lost().clone();
+    tokio::select! {
+        served = started.serve(shutdown) => served,
+        () = power_lost.cancelled() => {
+            // Like a machine losing its power: no graceful step at all.
+            eprintln!("dagraid-node: power cut (fault injection): exiting");
+            std::process::exit(dagraid_node::POWER_CUT_EXIT_CODE)
+        }
+    }
 }
 
 fn main() -> ExitCode {
