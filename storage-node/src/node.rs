@@ -748,12 +748,13 @@ type OpenComponents = (
 /// `backend` as a component sees it: behind a volatile cache when `cached`.
 fn component_backend(
     backend: Arc<dyn StorageBackend>,
+    id: &str,
     cached: bool,
 ) -> (Arc<dyn StorageBackend>, Option<Arc<VolatileCache>>) {
     if !cached {
         return (backend, None);
     }
-    let cache = Arc::new(VolatileCache::new(backend));
+    let cache = Arc::new(VolatileCache::new(backend, id));
     (cache.clone(), Some(cache))
 }
 
@@ -791,7 +792,7 @@ fn open_components(dir: &Path, cached: bool) -> Result<OpenComponents, NodeError
             .write(true)
             .open(&path)
             .map_err(|e| bad(format!("cannot open: {e}")))?;
-        let (backend, cache) = component_backend(Arc::new(FileBackend::new(file)), cached);
+        let (backend, cache) = component_backend(Arc::new(FileBackend::new(file)), id, cached);
         let marker = FailureMarker::local(dir, id);
         let store = BlockStore::open(backend, Some(marker)).map_err(bad)?;
         if store.header().id != id {
@@ -845,7 +846,7 @@ fn create_component_file(
         BlockStore::initialize(backend.as_ref(), header).map_err(|e| io_err("initialising", e))?;
         fs::rename(&tmp, &path).map_err(|e| io_err("renaming", e))?;
         sync_dir(dir).map_err(|e| io_err("syncing the directory of", e))?;
-        let (backend, cache) = component_backend(backend, cached);
+        let (backend, cache) = component_backend(backend, id, cached);
         let store =
             BlockStore::open(backend, Some(FailureMarker::local(dir, id))).map_err(|reason| {
                 NodeError::BadComponentFile {

@@ -76,6 +76,8 @@ struct CacheState {
 
 /// A component's storage behind a volatile write cache (see the module documentation).
 pub struct VolatileCache {
+    /// The component, in logs.
+    component: String,
     disk: Arc<dyn StorageBackend>,
     state: RwLock<CacheState>,
     /// Held while a sync reads preimages and writes its batch into the file, and by the cut:
@@ -105,9 +107,10 @@ fn power_is_off() -> io::Error {
 }
 
 impl VolatileCache {
-    /// A cache in front of `disk`, empty.
-    pub fn new(disk: Arc<dyn StorageBackend>) -> Self {
+    /// An empty cache in front of `disk`, the file of `component`.
+    pub fn new(disk: Arc<dyn StorageBackend>, component: impl Into<String>) -> Self {
         Self {
+            component: component.into(),
             disk,
             state: RwLock::new(CacheState::default()),
             apply: Mutex::new(()),
@@ -298,7 +301,7 @@ impl StorageBackend for VolatileCache {
     fn sync(&self) -> io::Result<()> {
         let _one_at_a_time = lock(&self.one_sync);
         // Write the batch (every write taken so far) into the file, keeping what it replaces.
-        let batch_end = {
+        let (batch_end, batch_len) = {
             let _apply = lock(&self.apply);
             let (batch, batch_end): (Vec<(u64, Arc<[u8]>)>, u64) = {
                 let state = self.read_state();
@@ -327,10 +330,17 @@ impl StorageBackend for VolatileCache {
             for (offset, data) in &batch {
                 self.disk.write_at(data, *offset)?;
             }
-            batch_end
+            (batch_end, batch.len())
         };
         {
             let mut held = lock(&self.held);
+            if *held {
+                tracing::info!(
+                    component = %self.component,
+                    writes = batch_len,
+                    "sync held before its fdatasync (fault injection)"
+                );
+            }
             while *held && !self.read_state().powerless {
                 held = self
                     .held_changed

@@ -29,7 +29,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 fn cache_over(image: Vec<u8>) -> (Arc<GatedBackend>, VolatileCache) {
     let disk = Arc::new(GatedBackend::from_image(image));
-    let cache = VolatileCache::new(disk.clone());
+    let cache = VolatileCache::new(disk.clone(), "c0");
     (disk, cache)
 }
 
@@ -219,7 +219,7 @@ fn block_store_power_cut_run(seed: u64, hold: bool) -> (u64, u64) {
         header.layout().unwrap().file_len as usize,
     ));
     BlockStore::initialize(disk.as_ref(), &header).unwrap();
-    let cache = Arc::new(VolatileCache::new(disk.clone()));
+    let cache = Arc::new(VolatileCache::new(disk.clone(), "c0"));
     let store = Arc::new(BlockStore::open(cache.clone(), None).unwrap());
     let history: Arc<Mutex<HashMap<u64, BlockHistory>>> = Arc::default();
     let label: Arc<Mutex<BlockHistory>> = Arc::default();
