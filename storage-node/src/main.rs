@@ -31,7 +31,8 @@ struct Args {
     /// Largest payload of one read or write, in bytes [default: 16777216].
     #[arg(long)]
     max_io_bytes: Option<u64>,
-    /// Accept InjectFault calls (tests only).
+    /// Accept InjectFault calls, and keep unsynced writes in a volatile write cache so that an
+    /// injected power cut loses them (tests only).
     #[arg(long)]
     fault_injection: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free port) [default: off].

@@ -303,7 +303,7 @@ impl StorageBackend for VolatileCache {
         // Write the batch (every write taken so far) into the file, keeping what it replaces.
         let (batch_end, batch_len) = {
             let _apply = lock(&self.apply);
-            let (batch, batch_end): (Vec<(u64, Arc<[u8]>)>, u64) = {
+            let (batch, batch_end): (Vec<CachedWrite>, u64) = {
                 let state = self.read_state();
                 if state.powerless {
                     drop(state);
@@ -312,23 +312,26 @@ impl StorageBackend for VolatileCache {
                 let batch = state
                     .writes
                     .range(state.applied_through + 1..)
-                    .map(|(_, w)| (w.offset, w.data.clone()))
+                    .map(|(_, w)| CachedWrite {
+                        offset: w.offset,
+                        data: w.data.clone(),
+                    })
                     .collect();
                 (batch, state.last_seq)
             };
             let mut preimages = Vec::with_capacity(batch.len());
-            for (offset, data) in &batch {
-                let mut old = vec![0u8; data.len()];
-                self.disk.read_at(&mut old, *offset)?;
-                preimages.push((*offset, old));
+            for write in &batch {
+                let mut old = vec![0u8; write.data.len()];
+                self.disk.read_at(&mut old, write.offset)?;
+                preimages.push((write.offset, old));
             }
             let mut state = self.write_state();
             // Recorded before the first byte changes: a failure midway leaves them to the cut.
             state.preimages.extend(preimages);
             state.applied_through = batch_end;
             drop(state);
-            for (offset, data) in &batch {
-                self.disk.write_at(data, *offset)?;
+            for write in &batch {
+                self.disk.write_at(&write.data, write.offset)?;
             }
             (batch_end, batch.len())
         };

@@ -246,6 +246,7 @@ async fn kill9_of_the_coordinator_under_writes_reassembles_resyncs_and_loses_not
                 count: 1,
                 delay_ms: 5000,
                 status_code: 0,
+                seed: 0,
             })
             .await
             .unwrap();
@@ -525,6 +526,7 @@ async fn late_writes_of_an_older_coordinator_life_are_fenced_off() {
                 count: 1,
                 delay_ms: 15_000,
                 status_code: 0,
+                seed: 0,
             })
             .await
             .unwrap();
@@ -732,6 +734,7 @@ async fn a_torn_stripe_stays_lost_across_a_coordinator_kill9_until_it_is_rewritt
                 count: 1,
                 delay_ms: 0,
                 status_code: tonic::Code::Unavailable as i32,
+                seed: 0,
             })
             .await
             .unwrap();
@@ -821,6 +824,7 @@ async fn one_lost_label_write_at_assembly_is_retried_and_the_volume_assembles() 
                 count: 1,
                 delay_ms: 0,
                 status_code: 0,
+                seed: 0,
             })
             .await
             .unwrap();

@@ -426,7 +426,7 @@ async fn power_cuts_are_refused_without_fault_injection_or_for_one_component() {
 /// mid-load and it comes back on what it had synced. The coordinator handles it like any node
 /// fault: no write fails; afterwards every acknowledged byte reads back and the column checker
 /// passes (the cut node's column, failed by the coordinator, is skipped; if it was not failed,
-/// it is checked like any other).
+/// it is checked like any other), and the node's components came back healthy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raid5_volume_keeps_every_acknowledged_byte_across_a_node_power_cut() {
     with_timeout(async {
@@ -535,6 +535,20 @@ async fn a_raid5_volume_keeps_every_acknowledged_byte_across_a_node_power_cut() 
             "{:?}",
             status.state
         );
+        // The cut node reopened its component from the file as a healthy component: a power
+        // cut records no failure (the coordinator's own verdict on the column stands apart).
+        let info = cluster.nodes[2]
+            .client()
+            .await
+            .unwrap()
+            .get_node_info(pb::GetNodeInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!info.components.is_empty());
+        for c in &info.components {
+            assert_eq!(c.state, pb::ComponentState::Optimal as i32, "{c:?}");
+        }
         let got = client.volume("r5").read_at(0, size).await.unwrap();
         let reference = reference.lock().unwrap().clone();
         let first_bad = got.iter().zip(&reference).position(|(g, r)| g != r);
