@@ -1,6 +1,6 @@
 //! Power cuts of real `dagraid-node` processes (InjectFault `POWER_CUT`, fault-injection mode):
 //! what was not synced is lost, the sync in flight is torn, every acknowledged write survives,
-//! and a RAID 5 cluster rides through one node's power cut with every acknowledged byte.
+//! and RAID 5 and RAID 6 clusters ride through power cuts of nodes with every acknowledged byte.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -422,13 +422,13 @@ async fn power_cuts_are_refused_without_fault_injection_or_for_one_component() {
     .await;
 }
 
-/// Test (b): a RAID 5 volume on 5 nodes under writes from 8 clients; one node's power is cut
-/// mid-load and it comes back on what it had synced. The coordinator handles it like any node
-/// fault: no write fails; afterwards every acknowledged byte reads back and the column checker
-/// passes (the cut node's column, failed by the coordinator, is skipped; if it was not failed,
-/// it is checked like any other), and the node's components came back healthy.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_raid5_volume_keeps_every_acknowledged_byte_across_a_node_power_cut() {
+/// Test (b): a volume on 5 nodes, first an idle cut (below), then under writes from 8 clients
+/// the power of each node of `cuts` (indices) is cut in turn mid-load and it comes back on what
+/// it had synced. The coordinator handles it like any node fault: no write fails; afterwards
+/// every acknowledged byte reads back and the column checker passes (a cut node's column, failed
+/// by the coordinator, is skipped; if it was not failed, it is checked like any other), and the
+/// cut nodes' components came back healthy.
+async fn power_cuts_under_load(level: RaidLevel, cuts: &[usize]) {
     with_timeout(async {
         const KIB: u64 = 1024;
         const MIB: u64 = 1024 * KIB;
@@ -453,7 +453,7 @@ async fn a_raid5_volume_keeps_every_acknowledged_byte_across_a_node_power_cut() 
         .unwrap();
         let info = client
             .create_volume(
-                VolumeSpec::new("r5", RaidLevel::Raid5, 4 * MIB)
+                VolumeSpec::new(VOLUME, level, 4 * MIB)
                     .columns(5)
                     .stripe_unit_bytes(16 * KIB),
             )
@@ -470,14 +470,14 @@ async fn a_raid5_volume_keeps_every_acknowledged_byte_across_a_node_power_cut() 
         let mut first = vec![0u8; size];
         rng.fill(&mut first[..]);
         client
-            .volume("r5")
+            .volume(VOLUME)
             .write_at(0, Bytes::from(first.clone()))
             .await
             .unwrap();
         cluster.power_cut(1, 10).await.unwrap();
-        let status = client.volume("r5").status().await.unwrap();
+        let status = client.volume(VOLUME).status().await.unwrap();
         assert_eq!(status.state, VolumeState::Optimal, "{status:?}");
-        cluster.check_columns("r5", &[]).await.unwrap();
+        cluster.check_columns(VOLUME, &[]).await.unwrap();
 
         let reference = Arc::new(Mutex::new(first));
         let failed = Arc::new(Mutex::new(Vec::<(u64, Vec<u8>, String)>::new()));
@@ -485,7 +485,7 @@ async fn a_raid5_volume_keeps_every_acknowledged_byte_across_a_node_power_cut() 
         let stop = Arc::new(AtomicU64::new(0));
         let mut writers = Vec::new();
         for w in 0..CLIENTS {
-            let vol = client.volume("r5");
+            let vol = client.volume(VOLUME);
             let (reference, failed, acks, stop) = (
                 reference.clone(),
                 failed.clone(),
@@ -523,22 +523,24 @@ async fn a_raid5_volume_keeps_every_acknowledged_byte_across_a_node_power_cut() 
             })
         };
         wait_acks(200).await;
-        let cut_at = acks.load(Ordering::Relaxed);
-        cluster.power_cut(2, 11).await.unwrap();
-        wait_acks(cut_at + 300).await;
+        for &index in cuts {
+            let cut_at = acks.load(Ordering::Relaxed);
+            cluster.power_cut(index, 11 + index as u64).await.unwrap();
+            wait_acks(cut_at + 300).await;
+        }
         stop.store(1, Ordering::Relaxed);
         for w in writers {
             w.await.unwrap();
         }
 
-        let status = client.volume("r5").status().await.unwrap();
+        let status = client.volume(VOLUME).status().await.unwrap();
         let states: Vec<_> = status
             .components
             .iter()
             .map(|c| (c.node_id.clone(), c.state))
             .collect();
         eprintln!(
-            "after the power cut of node3: {:?}, columns {states:?}",
+            "{level:?} after the power cuts of nodes {cuts:?} (0-based): {:?}, columns {states:?}",
             status.state
         );
         let failed = failed.lock().unwrap().clone();
@@ -555,23 +557,37 @@ async fn a_raid5_volume_keeps_every_acknowledged_byte_across_a_node_power_cut() 
         );
         // The cut node reopened its component from the file as a healthy component: a power
         // cut records no failure (the coordinator's own verdict on the column stands apart).
-        let info = cluster.nodes[2]
-            .client()
-            .await
-            .unwrap()
-            .get_node_info(pb::GetNodeInfoRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(!info.components.is_empty());
-        for c in &info.components {
-            assert_eq!(c.state, pb::ComponentState::Optimal as i32, "{c:?}");
+        for &index in cuts {
+            let info = cluster.nodes[index]
+                .client()
+                .await
+                .unwrap()
+                .get_node_info(pb::GetNodeInfoRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(!info.components.is_empty());
+            for c in &info.components {
+                assert_eq!(c.state, pb::ComponentState::Optimal as i32, "{c:?}");
+            }
         }
-        let got = client.volume("r5").read_at(0, size).await.unwrap();
+        let got = client.volume(VOLUME).read_at(0, size).await.unwrap();
         let reference = reference.lock().unwrap().clone();
         let first_bad = got.iter().zip(&reference).position(|(g, r)| g != r);
         assert_eq!(first_bad, None, "an acknowledged byte differs");
-        cluster.check_columns("r5", &[]).await.unwrap();
+        cluster.check_columns(VOLUME, &[]).await.unwrap();
     })
     .await;
+}
+
+const VOLUME: &str = "v";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raid5_volume_keeps_every_acknowledged_byte_across_a_node_power_cut() {
+    power_cuts_under_load(RaidLevel::Raid5, &[2]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raid6_volume_keeps_every_acknowledged_byte_across_two_node_power_cuts() {
+    power_cuts_under_load(RaidLevel::Raid6, &[2, 4]).await;
 }
