@@ -184,7 +184,8 @@ impl StartedNode {
     }
 }
 
-/// Opens, binds and serves until `shutdown` completes.
+/// Opens, binds and serves until `shutdown` completes. An injected power cut does not end it:
+/// the caller watches [`Node::power_lost`] (the binary exits at once).
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
     start(config).await?.serve(shutdown).await
 }

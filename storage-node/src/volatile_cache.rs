@@ -128,7 +128,7 @@ impl VolatileCache {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes not yet durable: (only in memory, written into the file by the sync in flight).
+    /// Writes not yet durable, as (only in memory, in the file by the sync in flight).
     pub fn pending_writes(&self) -> (usize, usize) {
         let state = self.read_state();
         let in_file = state.writes.range(..=state.applied_through).count();
