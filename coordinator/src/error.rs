@@ -1,6 +1,6 @@
-//! Errors of calls to storage nodes, and the one place where a `tonic::Status` becomes one;
-//! and ([`service`]) the volume API's own errors, with the one place where they become a
-//! `tonic::Status`.
+//! Errors of calls to storage nodes, and the one place where a `tonic::Status` becomes one. (The
+//! volume API's own errors, which wrap these and those of the layers above, live higher up, in
+//! [`crate::service_error`].)
 //!
 //! The node names every error it produces in the `dagraid-error-kind` metadata
 //! ([`dagraid_proto::error_kind`]); the gRPC code alone is ambiguous (FAILED_PRECONDITION is a
@@ -15,10 +15,6 @@ use std::fmt;
 use dagraid_core::io::{IoError, IoErrorKind};
 use dagraid_proto::error_kind;
 use tonic::{Code, Status};
-
-pub mod service;
-
-pub use service::ServiceError;
 
 /// What went wrong with a call to a storage node, as precisely as the node's answer says.
 #[derive(Debug, Clone, PartialEq, Eq)]

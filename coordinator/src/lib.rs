@@ -20,8 +20,11 @@
 //! - [`volumes`]: creating (provisioning and labelling components), deleting, finding and
 //!   assembling volumes (from their labels and the store, at start and on demand).
 //! - [`service`]: the `VolumeService` gRPC implementation and the bearer-token check.
-//! - [`error`]: node-call errors and their `Status -> IoError` mapping; the volume API's
-//!   [`error::ServiceError`] and its one `-> Status` mapping.
+//! - [`error`]: node-call errors and their `Status -> IoError` mapping.
+//! - [`service_error`]: the volume API's [`service_error::ServiceError`] and its one
+//!   `-> Status` mapping.
+//! - [`rpc_metrics`]: latency and errors of the calls to the storage nodes, owned by the node
+//!   clients that record them.
 //! - [`metrics`]: the `/metrics` registry: volume, DAG, firing, component, stripe-lock and
 //!   storage-RPC metrics, mostly read at scrape time from the core's counters. Traces: every
 //!   API call gets a span from `dagraid_telemetry`'s gRPC layer (the caller's trace context as
@@ -42,6 +45,7 @@ pub mod remote;
 pub mod resync;
 pub mod rpc_metrics;
 pub mod service;
+pub mod service_error;
 pub mod store;
 pub mod volumes;
 

@@ -19,8 +19,8 @@ use std::sync::atomic::Ordering;
 use tonic::service::Interceptor;
 use tonic::{Request, Response, Status};
 
-use crate::error::ServiceError;
 use crate::resync::ResyncStatus;
+use crate::service_error::ServiceError;
 use crate::volumes::{UnassembledVolume, Volume, VolumeEntry, VolumeManager, VolumeSpec};
 
 /// Implements `dagraid.volume.v1.VolumeService`.

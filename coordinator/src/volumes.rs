@@ -20,8 +20,7 @@
 //! Creation, deletion and on-demand assembly are serialised (one at a time); accesses never wait
 //! for them.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dagraid_core::access::{AccessError, Array, ArrayConfig};
@@ -30,15 +29,17 @@ use dagraid_core::dag::ComponentTable;
 use dagraid_core::io::ComponentIo;
 use dagraid_core::layout::{Geometry, Layout, RaidLevel};
 use dagraid_core::meta::assembly::{self, Source, Verdict};
+use dashmap::DashMap;
 use tokio::time::Instant;
 
 use crate::durable::{Proposed, VolumeStates};
-use crate::error::{NodeErrorKind, ServiceError};
+use crate::error::NodeErrorKind;
 use crate::labels::{CrashHook, LabelColumn, VolumeLabels};
 use crate::node_client::ComponentInfo;
 use crate::registry::{NodeRegistry, RegisteredNode};
 use crate::remote::RemoteComponent;
 use crate::resync::{Resync, ResyncSettings, ResyncStatus};
+use crate::service_error::ServiceError;
 use crate::store::{
     ComponentRecord, DurableState, StateRecord, Store, VOLUME_RECORD_VERSION, VolumeRecord,
 };
@@ -334,7 +335,9 @@ pub struct VolumeManager {
     store: Store,
     registry: Arc<NodeRegistry>,
     config: VolumeManagerConfig,
-    volumes: RwLock<BTreeMap<String, VolumeEntry>>,
+    /// The volumes by name: every access looks its volume up here, so it takes no global lock
+    /// (a sharded map; listings sort by name).
+    volumes: DashMap<String, VolumeEntry>,
     /// Serialises creations, deletions and on-demand assemblies.
     admin: tokio::sync::Mutex<()>,
 }
@@ -346,7 +349,7 @@ impl VolumeManager {
             store,
             registry,
             config,
-            volumes: RwLock::new(BTreeMap::new()),
+            volumes: DashMap::new(),
             admin: tokio::sync::Mutex::new(()),
         }
     }
@@ -361,12 +364,15 @@ impl VolumeManager {
         self.config.array.admission.as_ref()
     }
 
-    fn map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, VolumeEntry>> {
-        self.volumes.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn map_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, VolumeEntry>> {
-        self.volumes.write().unwrap_or_else(|p| p.into_inner())
+    /// Every entry, sorted by name.
+    fn sorted(&self) -> Vec<VolumeEntry> {
+        let mut entries: Vec<(String, VolumeEntry)> = self
+            .volumes
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.into_iter().map(|(_, e)| e).collect()
     }
 
     /// Assembles every stored volume (at start, before serving), concurrently, sharing one
@@ -380,7 +386,7 @@ impl VolumeManager {
             (name, entry)
         });
         for (name, entry) in futures::future::join_all(assemblies).await {
-            self.map_mut().insert(name, entry);
+            self.volumes.insert(name, entry);
         }
     }
 
@@ -407,7 +413,7 @@ impl VolumeManager {
         let (entry, newly_failed) = self
             .assemble_record_reporting(unassembled.record.clone(), until, force)
             .await;
-        self.map_mut().insert(name.to_owned(), entry.clone());
+        self.volumes.insert(name.to_owned(), entry.clone());
         match entry {
             VolumeEntry::Assembled(volume) => Ok(AssemblyReport {
                 volume,
@@ -716,9 +722,9 @@ impl VolumeManager {
 
     /// Volume `name`, assembled or not.
     pub fn entry(&self, name: &str) -> Result<VolumeEntry, ServiceError> {
-        self.map()
+        self.volumes
             .get(name)
-            .cloned()
+            .map(|e| e.value().clone())
             .ok_or_else(|| ServiceError::UnknownVolume {
                 name: name.to_owned(),
             })
@@ -726,15 +732,15 @@ impl VolumeManager {
 
     /// Every volume, assembled or not, by name.
     pub fn entries(&self) -> Vec<VolumeEntry> {
-        self.map().values().cloned().collect()
+        self.sorted()
     }
 
     /// Every assembled volume, by name.
     pub fn list(&self) -> Vec<Arc<Volume>> {
-        self.map()
-            .values()
+        self.sorted()
+            .into_iter()
             .filter_map(|e| match e {
-                VolumeEntry::Assembled(v) => Some(v.clone()),
+                VolumeEntry::Assembled(v) => Some(v),
                 VolumeEntry::Unassembled(_) => None,
             })
             .collect()
@@ -742,10 +748,11 @@ impl VolumeManager {
 
     /// Columns of all volumes on node `node_id`.
     pub fn components_on(&self, node_id: &str) -> usize {
-        self.map()
-            .values()
+        self.volumes
+            .iter()
             .map(|v| {
-                v.components()
+                v.value()
+                    .components()
                     .iter()
                     .filter(|c| c.node_id == node_id)
                     .count()
@@ -755,7 +762,7 @@ impl VolumeManager {
 
     /// Forgets every volume (the coordinator is stopping).
     pub fn clear(&self) {
-        self.map_mut().clear();
+        self.volumes.clear();
     }
 
     /// Stops every resync after the stripes in progress (the coordinator is stopping); a
@@ -832,7 +839,7 @@ impl VolumeManager {
     pub async fn create(&self, spec: VolumeSpec) -> Result<Arc<Volume>, ServiceError> {
         check_name(&spec.name)?;
         let _one_at_a_time = self.admin.lock().await;
-        if self.map().contains_key(&spec.name) {
+        if self.volumes.contains_key(&spec.name) {
             return Err(ServiceError::VolumeExists { name: spec.name });
         }
         let columns = self.columns_for(&spec)?;
@@ -991,7 +998,7 @@ impl VolumeManager {
                 return Err(e);
             }
         };
-        self.map_mut()
+        self.volumes
             .insert(spec.name.clone(), VolumeEntry::Assembled(volume.clone()));
         tracing::info!(volume = %spec.name, %id, "volume created");
         Ok(volume)
@@ -1124,14 +1131,14 @@ impl VolumeManager {
     /// reached keeps an orphan component, logged with its id).
     pub async fn delete(&self, name: &str) -> Result<(), ServiceError> {
         let _one_at_a_time = self.admin.lock().await;
-        let entry = self
-            .map_mut()
+        let (_, entry) = self
+            .volumes
             .remove(name)
             .ok_or_else(|| ServiceError::UnknownVolume {
                 name: name.to_owned(),
             })?;
         if let Err(e) = self.store.remove_volume_async(name.to_owned()).await {
-            self.map_mut().insert(name.to_owned(), entry);
+            self.volumes.insert(name.to_owned(), entry);
             return Err(ServiceError::Store(e));
         }
         if let VolumeEntry::Assembled(v) = &entry

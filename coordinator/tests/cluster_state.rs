@@ -311,7 +311,11 @@ async fn a_node_down_at_start_is_fenced_when_it_comes_back() {
         cluster.node_mut("n5").stop().await;
         cluster.start_coordinator().await;
         let epoch = cluster.coordinator.as_ref().unwrap().epoch();
-        assert_eq!(epoch, 2);
+        // The second life: owner epochs are taken in steps of 2^32.
+        assert_eq!(
+            epoch,
+            2 * dagraid_coordinator::node_client::OWNER_EPOCH_STEP
+        );
         cluster.node_mut("n5").restart().await;
         eventually(
             Duration::from_secs(10),
@@ -343,7 +347,11 @@ async fn a_store_of_a_coordinator_before_labels_is_migrated_and_labelled() {
         for (column, n) in cluster.nodes.iter().enumerate() {
             let client = NodeClient::new(
                 &n.addr().to_string(),
-                FencingContext::new("dagraid", 1),
+                // A client of the stopped coordinator's life (the nodes were fenced at it).
+                FencingContext::new(
+                    "dagraid",
+                    dagraid_coordinator::node_client::OWNER_EPOCH_STEP,
+                ),
                 NodeClientConfig::default(),
             )
             .unwrap();

@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
@@ -71,7 +72,9 @@ pub struct Node {
     cluster_id: String,
     max_io_bytes: u64,
     components_dir: PathBuf,
-    components: RwLock<BTreeMap<String, Arc<BlockStore>>>,
+    /// The components by id: every call looks its component up here, so it takes no global
+    /// lock (a sharded map; listings sort by id).
+    components: DashMap<String, Arc<BlockStore>>,
     /// Serialises component creation and deletion.
     admin: tokio::sync::Mutex<()>,
     fencing: Arc<Fencing>,
@@ -211,7 +214,7 @@ impl Node {
             cluster_id: state.cluster_id.clone(),
             max_io_bytes: config.max_io_bytes,
             components_dir,
-            components: RwLock::new(components),
+            components: components.into_iter().collect(),
             admin: tokio::sync::Mutex::new(()),
             fencing,
             faults: FaultRegistry::new(config.fault_injection),
@@ -259,15 +262,13 @@ impl Node {
 
     /// The components, ordered by id.
     pub fn components_list(&self) -> Vec<Arc<BlockStore>> {
-        self.map_read().values().cloned().collect()
-    }
-
-    fn map_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<BlockStore>>> {
-        self.components.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn map_write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<BlockStore>>> {
-        self.components.write().unwrap_or_else(|p| p.into_inner())
+        let mut list: Vec<(String, Arc<BlockStore>)> = self
+            .components
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list.into_iter().map(|(_, c)| c).collect()
     }
 
     fn check_id(id: &str) -> Result<(), NodeError> {
@@ -283,9 +284,9 @@ impl Node {
     /// The component `id`.
     pub fn component(&self, id: &str) -> Result<Arc<BlockStore>, NodeError> {
         Self::check_id(id)?;
-        self.map_read()
+        self.components
             .get(id)
-            .cloned()
+            .map(|c| c.value().clone())
             .ok_or_else(|| NodeError::UnknownComponent(id.to_owned()))
     }
 
@@ -343,7 +344,7 @@ impl Node {
             .admit(&owner.cluster_id, id, owner.epoch)
             .await?;
         let _admin = self.admin.lock().await;
-        if self.map_read().contains_key(id) {
+        if self.components.contains_key(id) {
             return Err(NodeError::ComponentExists(id.to_owned()));
         }
         let serial = if serial == 0 {
@@ -371,7 +372,7 @@ impl Node {
         if let Some(cache) = cache {
             self.lock_caches().insert(id.to_owned(), cache);
         }
-        self.map_write().insert(id.to_owned(), store.clone());
+        self.components.insert(id.to_owned(), store.clone());
         tracing::info!(
             component = id,
             block_size,
@@ -407,7 +408,7 @@ impl Node {
         })
         .await
         .map_err(|e| NodeError::io("delete task", io::Error::other(e)))??;
-        self.map_write().remove(id);
+        self.components.remove(id);
         self.lock_caches().remove(id);
         self.fencing.forget_component(id);
         self.faults.forget(Some(id));
