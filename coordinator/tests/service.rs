@@ -2,6 +2,7 @@
 
 mod common;
 
+use dagraid_coordinator::node_client::OWNER_EPOCH_STEP;
 use std::time::Duration;
 
 use common::*;
@@ -137,7 +138,8 @@ async fn volumes_are_listed_deleted_and_reassembled_after_a_restart() {
             .unwrap()
             .into_inner();
         assert_eq!(info.cluster_id, "dagraid");
-        assert_eq!(info.epoch, 1);
+        // The first life's owner epoch (owner epochs go in steps of 2^32).
+        assert_eq!(info.epoch, OWNER_EPOCH_STEP);
         assert_eq!(info.max_io_bytes, 16 << 20);
         assert_eq!(info.nodes.len(), 5);
         assert!(info.nodes.iter().all(|n| n.reachable && n.components == 0));
@@ -220,13 +222,21 @@ async fn volumes_are_listed_deleted_and_reassembled_after_a_restart() {
         // new epoch that every node has accepted.
         cluster.stop_coordinator().await;
         cluster.start_coordinator().await;
-        assert_eq!(cluster.coordinator.as_ref().unwrap().epoch(), 2);
+        assert_eq!(
+            cluster.coordinator.as_ref().unwrap().epoch(),
+            2 * OWNER_EPOCH_STEP
+        );
         let mut client = cluster.client().await;
         assert_eq!(read(&mut client, "a", 0, a.size_bytes).await, model_a);
         assert_eq!(read(&mut client, "b", 0, b.size_bytes).await, model_b);
         assert_eq!(get(&mut client, "b").await.id, b.id);
         for n in &cluster.nodes {
-            assert_eq!(n.client().node_info().await.unwrap().epoch, 2, "{}", n.id);
+            assert_eq!(
+                n.client().node_info().await.unwrap().epoch,
+                2 * OWNER_EPOCH_STEP,
+                "{}",
+                n.id
+            );
         }
         check_columns(&cluster, &get(&mut client, "a").await, Some(&model_a)).await;
         check_columns(&cluster, &get(&mut client, "b").await, Some(&model_b)).await;

@@ -137,6 +137,11 @@ impl CoordinatorProcess {
         self.addr
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Its URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

@@ -10,10 +10,12 @@
 //!   signals, a plain HTTP GET for `/metrics`.
 //! - [`cpu`]: CPU time of this process's threads by thread name, for the benches.
 //! - [`prom`]: samples of Prometheus text, `promtool check metrics`.
+//! - [`load`]: the load and overload runs of docs/RELIABILITY.md (binary `load`).
 //! - [`with_timeout`]: every test body runs under a deadline.
 
 pub mod cluster;
 pub mod cpu;
+pub mod load;
 pub mod node;
 pub mod process;
 pub mod prom;

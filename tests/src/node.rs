@@ -126,6 +126,11 @@ impl NodeProcess {
         self.addr
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(tokio::process::Child::id)
+    }
+
     /// The node's data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.path().join("data")

@@ -747,7 +747,8 @@ async fn a_torn_stripe_stays_lost_across_a_coordinator_kill9_until_it_is_rewritt
             stripe0.units[1].volume_offset..stripe0.units[1].volume_offset + stripe0.units[1].len;
         assert!(a != x && parity != x);
         c.fail_component("t", x as u32).await.unwrap();
-        // The parity write of the next write to stripe 0 fails: beyond the tolerance.
+        // The parity write of the next write to stripe 0 fails with a local error on the node
+        // (not a timeout, whose write would be fenced and redone): beyond the tolerance.
         let p_node = node_of(&c, "t", parity).await;
         cluster.nodes[p_node]
             .client()
@@ -759,7 +760,7 @@ async fn a_torn_stripe_stays_lost_across_a_coordinator_kill9_until_it_is_rewritt
                 ops: spb::FaultOps::Write as i32,
                 count: 1,
                 delay_ms: 0,
-                status_code: tonic::Code::Unavailable as i32,
+                status_code: tonic::Code::Internal as i32,
                 seed: 0,
             })
             .await
