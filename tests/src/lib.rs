@@ -9,10 +9,13 @@
 //!   signals, a plain HTTP GET for `/metrics`.
 //! - [`cpu`]: CPU time of this process's threads by thread name, for the benches.
 //! - [`prom`]: samples of Prometheus text, `promtool check metrics`.
+//! - [`linearizability`]: the per-block linearizability checker and the API contract it holds
+//!   the service to.
 //! - [`with_timeout`]: every test body runs under a deadline.
 
 pub mod cluster;
 pub mod cpu;
+pub mod linearizability;
 pub mod node;
 pub mod process;
 pub mod prom;
