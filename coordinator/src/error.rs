@@ -267,6 +267,8 @@ pub enum IoOp {
     Write,
     /// `Flush`.
     Flush,
+    /// `Fence` of one component.
+    Fence,
 }
 
 impl IoOp {
@@ -275,6 +277,7 @@ impl IoOp {
             IoOp::Read => "read",
             IoOp::Write => "write",
             IoOp::Flush => "flush",
+            IoOp::Fence => "fence",
         }
     }
 }

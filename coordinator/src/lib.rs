@@ -239,7 +239,9 @@ impl Coordinator {
             .filter_map(|n| n.health().epoch)
             .max()
             .unwrap_or(0);
-        let epoch = store.take_epoch_async(seen.saturating_add(1)).await?;
+        let epoch = store
+            .take_epoch_async(seen.saturating_add(1), node_client::OWNER_EPOCH_STEP)
+            .await?;
         fencing.raise_epoch(epoch);
         let fenced = registry.fence_all(epoch).await;
         tracing::info!(

@@ -47,6 +47,16 @@
 //! ([`NodeClient::ensure_fenced`]), unless [`NodeClient::fence`] already did. So a node that was
 //! unreachable when the coordinator started (and was not fenced then) drains the writes of older
 //! coordinator lives before it receives any write of this one, and refuses them afterwards.
+//!
+//! **Components fenced one at a time.** A write that timed out has an unknown outcome: it may
+//! still land, late, over another connection. Before such a component is written again, the
+//! access fences it alone ([`NodeClient::fence_component`]): a component fence epoch above the
+//! owner epoch, durable on the node, which drains the component's older calls and refuses them
+//! from then on; this client's later calls on the component carry that epoch
+//! ([`NodeClient::component_epoch`]). Owner epochs are taken in steps of [`OWNER_EPOCH_STEP`]
+//! and component fence epochs lie between an owner's epoch and the next step, so a newer owner
+//! is above every component fence of an older one. The answer to the fence doubles as a
+//! liveness probe: a node that answers it is slow, not gone.
 
 use std::fmt;
 use std::future::Future;
@@ -57,6 +67,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dagraid_proto::storage::v1 as pb;
+use dashmap::DashMap;
 use futures::future::BoxFuture;
 use pb::storage_node_client::StorageNodeClient;
 use tokio::sync::Semaphore;
@@ -81,6 +92,10 @@ pub const HTTP2_CONNECTION_WINDOW: u32 = 32 << 20;
 /// `max_io_bytes` is at most 1 GiB) plus its message overhead, so that the node, not this
 /// client, decides what is too large and says so precisely.
 pub const MAX_MESSAGE_BYTES: usize = (1 << 30) + (2 << 20);
+
+/// Owner epochs are multiples of this ([`crate::store::Store::take_epoch`]); the epochs up to
+/// the next multiple are that owner's component fence epochs ([`NodeClient::fence_component`]).
+pub const OWNER_EPOCH_STEP: u64 = 1 << 32;
 
 /// Ownership of the writes of one coordinator: cluster id and owner epoch, shared by all its
 /// node clients and attached to every mutating call.
@@ -123,12 +138,6 @@ impl FencingContext {
             cluster_id: self.cluster_id.clone(),
             epoch: self.epoch(),
         }
-    }
-
-    /// The fencing a read carries: the owner's, or none at epoch 0 (not an owner: such a read
-    /// is served unchecked, like an older client's).
-    pub(crate) fn to_read_proto(&self) -> Option<pb::Fencing> {
-        (self.epoch() > 0).then(|| self.to_proto())
     }
 }
 
@@ -454,6 +463,13 @@ pub struct NodeClient {
     inner: Arc<Inner>,
 }
 
+/// A component fence this client completed.
+#[derive(Debug, Clone, Copy)]
+struct ComponentFence {
+    epoch: u64,
+    sequence: u64,
+}
+
 struct Inner {
     address: String,
     clients: Arc<[Rpc]>,
@@ -467,6 +483,13 @@ struct Inner {
     fence_lock: tokio::sync::Mutex<()>,
     /// Whether the node was seen to speak a protocol version this client accepts.
     protocol_checked: AtomicBool,
+    /// Components this client fenced on their own: the fence epoch and the sequence number of
+    /// the fence that set it ([`NodeClient::fence_component`]).
+    component_fences: DashMap<String, ComponentFence>,
+    /// Component fences sent so far (their sequence numbers).
+    component_fences_sent: AtomicU64,
+    /// One component fence at a time.
+    component_fence_lock: tokio::sync::Mutex<()>,
     config: NodeClientConfig,
     metrics: Option<NodeRpcMetrics>,
 }
@@ -533,6 +556,9 @@ impl NodeClient {
                 fenced: AtomicU64::new(0),
                 fence_lock: tokio::sync::Mutex::new(()),
                 protocol_checked: AtomicBool::new(false),
+                component_fences: DashMap::new(),
+                component_fences_sent: AtomicU64::new(0),
+                component_fence_lock: tokio::sync::Mutex::new(()),
                 metrics,
                 config,
             }),
@@ -547,6 +573,100 @@ impl NodeClient {
     /// The fencing every mutating call of this client carries.
     pub fn fencing(&self) -> &Arc<FencingContext> {
         &self.inner.fencing
+    }
+
+    /// The epoch this client's calls on `component` carry: the owner epoch, or the
+    /// component's own fence epoch once [`NodeClient::fence_component`] raised it (and no newer
+    /// owner epoch replaced it).
+    pub fn component_epoch(&self, component: &str) -> u64 {
+        let owner = self.inner.fencing.epoch();
+        match self.inner.component_fences.get(component) {
+            Some(f) if f.epoch > owner => f.epoch,
+            _ => owner,
+        }
+    }
+
+    /// The fencing a mutating call on `component` carries.
+    pub(crate) fn fencing_for(&self, component: &str) -> pb::Fencing {
+        pb::Fencing {
+            cluster_id: self.inner.fencing.cluster_id().to_owned(),
+            epoch: self.component_epoch(component),
+        }
+    }
+
+    /// The fencing a read of `component` carries: none at owner epoch 0 (see the module doc).
+    pub(crate) fn read_fencing_for(&self, component: &str) -> Option<pb::Fencing> {
+        (self.inner.fencing.epoch() > 0).then(|| self.fencing_for(component))
+    }
+
+    /// Fences `component` alone, after a write on it ended with an unknown outcome: when this
+    /// returns `Ok`, every call this client sent on the component before the call began has
+    /// finished on the node or will be refused there, so the write can be redone without a late
+    /// copy of the old one landing after it. Returns the component's fence epoch, which this
+    /// client's later calls on it carry.
+    ///
+    /// Callers that began while another fence of the component was on its way share the next
+    /// one (any fence sent after a caller began covers that caller's writes). The fence is an
+    /// admin call under the I/O deadline, not queued behind the node's block calls; the node
+    /// makes the epoch durable in the component's file before it counts. Fails with the node's
+    /// answer, DEADLINE_EXCEEDED if it does not answer (a node that answers is slow, not gone),
+    /// or FAILED_PRECONDITION / `stale-epoch` when a newer owner took over.
+    pub async fn fence_component(&self, component: &str) -> Result<u64, Status> {
+        let began = self.inner.component_fences_sent.load(Ordering::Acquire);
+        let owner = self.inner.fencing.epoch();
+        if owner == 0 {
+            return Err(Status::failed_precondition(
+                "a client at epoch 0 owns nothing and cannot fence a component",
+            ));
+        }
+        self.ensure_fenced().await?;
+        let _one_at_a_time = self.inner.component_fence_lock.lock().await;
+        if let Some(f) = self.inner.component_fences.get(component)
+            && f.sequence > began
+            && f.epoch > owner
+        {
+            return Ok(f.epoch);
+        }
+        let epoch = self.component_epoch(component) + 1;
+        if epoch / OWNER_EPOCH_STEP != owner / OWNER_EPOCH_STEP {
+            return Err(Status::resource_exhausted(format!(
+                "component {component}: this owner's component fence epochs are used up; restart the coordinator to take a new owner epoch"
+            )));
+        }
+        let sequence = self
+            .inner
+            .component_fences_sent
+            .fetch_add(1, Ordering::AcqRel)
+            + 1;
+        let request = pb::FenceRequest {
+            cluster_id: self.inner.fencing.cluster_id().to_owned(),
+            epoch,
+            component_id: component.to_owned(),
+        };
+        let answer = self
+            .call(
+                "Fence",
+                self.inner.config.io_deadline,
+                request,
+                |mut c, r| async move { c.fence(r).await },
+            )
+            .await?;
+        if answer.epoch > epoch {
+            let mut status = Status::failed_precondition(format!(
+                "component {component} is at epoch {}, above this coordinator's {epoch}: a newer coordinator owns it",
+                answer.epoch
+            ));
+            status.metadata_mut().insert(
+                dagraid_proto::error_kind::HEADER,
+                tonic::metadata::MetadataValue::from_static(dagraid_proto::error_kind::STALE_EPOCH),
+            );
+            return Err(status);
+        }
+        self.inner
+            .component_fences
+            .insert(component.to_owned(), ComponentFence { epoch, sequence });
+        tracing::info!(node = %self.inner.address, component, epoch, "component fenced after a write with an unknown outcome");
+        Ok(epoch)
     }
 
     /// The client's settings.
@@ -786,7 +906,7 @@ impl NodeClient {
     pub async fn delete_component(&self, id: &str) -> Result<(), NodeClientError> {
         self.gate("DeleteComponent").await?;
         let request = pb::DeleteComponentRequest {
-            fencing: Some(self.inner.fencing.to_proto()),
+            fencing: Some(self.fencing_for(id)),
             component_id: id.to_owned(),
         };
         self.admin_call("DeleteComponent", request, |mut c, r| async move {
@@ -805,7 +925,7 @@ impl NodeClient {
         let request = pb::ReadSlotRequest {
             component_id: id.to_owned(),
             area: area.to_proto() as i32,
-            fencing: self.inner.fencing.to_read_proto(),
+            fencing: self.read_fencing_for(id),
         };
         let answer = self
             .admin_call("ReadSlot", request, |mut c, r| async move {
@@ -827,7 +947,7 @@ impl NodeClient {
     ) -> Result<u64, NodeClientError> {
         self.gate("WriteSlot").await?;
         let request = pb::WriteSlotRequest {
-            fencing: Some(self.inner.fencing.to_proto()),
+            fencing: Some(self.fencing_for(id)),
             component_id: id.to_owned(),
             area: area.to_proto() as i32,
             payload,
@@ -912,8 +1032,6 @@ mod tests {
         assert_eq!(f.raise_epoch(7), 7);
         assert_eq!(f.to_proto().epoch, 7);
         assert_eq!(f.to_proto().cluster_id, "c");
-        assert_eq!(f.to_read_proto(), Some(f.to_proto()));
-        assert_eq!(FencingContext::new("c", 0).to_read_proto(), None);
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use dagraid_proto::storage::v1 as pb;
 use futures::future::BoxFuture;
 
 use crate::error::{IoOp, NodeClientError, status_to_io_error};
-use crate::node_client::{ComponentInfo, NodeClient};
+use crate::node_client::{BlockCall, ComponentInfo, NodeClient};
 
 /// One component on one storage node: (node, component id, block size, block count).
 ///
@@ -96,18 +96,15 @@ impl RemoteComponent {
         let n = u64::from(count);
         self.check_range(start, n)?;
         let expected = n * u64::from(self.block_size);
-        let request = pb::ReadBlocksRequest {
-            component_id: self.component_id.clone(),
-            start_block: start,
-            block_count: count,
-            // Checked by the node like a write's: refused once a newer owner took over.
-            fencing: self.node.fencing().to_read_proto(),
-        };
         let answer = self
-            .node
-            .io_call(request)
-            .await
-            .map_err(|s| self.failed(&s, IoOp::Read, start, n))?;
+            .refenced(IoOp::Read, start, n, |fencing| pb::ReadBlocksRequest {
+                component_id: self.component_id.clone(),
+                start_block: start,
+                block_count: count,
+                // Checked by the node like a write's: refused once a newer owner took over.
+                fencing: (fencing.epoch > 0).then_some(fencing),
+            })
+            .await?;
         if answer.data.len() as u64 != expected {
             let err = self.error(
                 IoErrorKind::Other,
@@ -143,17 +140,14 @@ impl RemoteComponent {
             .ensure_fenced()
             .await
             .map_err(|s| self.failed(&s, IoOp::Write, start, n))?;
-        let request = pb::WriteBlocksRequest {
-            fencing: Some(self.node.fencing().to_proto()),
+        self.refenced(IoOp::Write, start, n, |fencing| pb::WriteBlocksRequest {
+            fencing: Some(fencing),
             component_id: self.component_id.clone(),
             start_block: start,
-            data,
-        };
-        self.node
-            .io_call(request)
-            .await
-            .map(drop)
-            .map_err(|s| self.failed(&s, IoOp::Write, start, n))
+            data: data.clone(),
+        })
+        .await
+        .map(drop)
     }
 
     async fn flush_component(&self) -> Result<(), IoError> {
@@ -161,15 +155,43 @@ impl RemoteComponent {
             .ensure_fenced()
             .await
             .map_err(|s| self.failed(&s, IoOp::Flush, 0, 0))?;
-        let request = pb::FlushRequest {
-            fencing: Some(self.node.fencing().to_proto()),
+        self.refenced(IoOp::Flush, 0, 0, |fencing| pb::FlushRequest {
+            fencing: Some(fencing),
             component_id: self.component_id.clone(),
-        };
-        self.node
-            .io_call(request)
-            .await
-            .map(drop)
-            .map_err(|s| self.failed(&s, IoOp::Flush, 0, 0))
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Sends the block call `request(fencing)` makes, with the fencing the component's calls
+    /// carry now. A call the node refused as stale because this client fenced the component
+    /// meanwhile (its epoch moved past the one sent) is sent again with the new epoch: the node
+    /// refuses a stale call before applying anything, so nothing is retried blindly. A refusal
+    /// with no such move (a newer owner) is the answer.
+    async fn refenced<C: BlockCall>(
+        &self,
+        op: IoOp,
+        start: u64,
+        count: u64,
+        request: impl Fn(pb::Fencing) -> C,
+    ) -> Result<C::Answer, IoError> {
+        loop {
+            let fencing = self.node.fencing_for(&self.component_id);
+            let sent = fencing.epoch;
+            match self.node.io_call(request(fencing)).await {
+                Ok(answer) => return Ok(answer),
+                Err(status) => {
+                    let err = self.failed(&status, op, start, count);
+                    if err.kind == IoErrorKind::Fenced
+                        && self.node.component_epoch(&self.component_id) > sent
+                    {
+                        tracing::debug!(component = %self.component_id, sent, "refused under an epoch this client fenced past: sent again");
+                        continue;
+                    }
+                    return Err(err);
+                }
+            }
+        }
     }
 
     fn failed(&self, status: &tonic::Status, op: IoOp, start: u64, count: u64) -> IoError {
@@ -203,6 +225,17 @@ impl ComponentIo for RemoteComponent {
 
     fn flush(&self) -> BoxFuture<'_, Result<(), IoError>> {
         Box::pin(self.flush_component())
+    }
+
+    /// A component fence on the node ([`NodeClient::fence_component`]), under the I/O deadline.
+    fn fence(&self) -> BoxFuture<'_, Result<(), IoError>> {
+        Box::pin(async move {
+            self.node
+                .fence_component(&self.component_id)
+                .await
+                .map(drop)
+                .map_err(|s| self.failed(&s, IoOp::Fence, 0, 0))
+        })
     }
 
     /// Every call is bounded by its node client's I/O deadline, counted from when it is sent:

@@ -543,9 +543,14 @@ impl Store {
         })
     }
 
-    /// Takes a new owner epoch, durably: the stored epoch plus one, or `at_least` if that is
-    /// higher. Returns it.
-    pub fn take_epoch(&self, at_least: u64) -> Result<u64, StoreError> {
+    /// Takes a new owner epoch, durably: the smallest multiple of `step` (at least 1) above the
+    /// stored epoch and at least `at_least`. Returns it.
+    ///
+    /// The coordinator takes epochs in steps of
+    /// [`crate::node_client::OWNER_EPOCH_STEP`]: the epochs in between are the component fence
+    /// epochs of that owner, so the next owner's epoch is above all of them.
+    pub fn take_epoch(&self, at_least: u64, step: u64) -> Result<u64, StoreError> {
+        let step = step.max(1);
         self.with_db(|db| {
             let txn = db.begin_write().map_err(io("epoch"))?;
             let epoch = {
@@ -555,7 +560,8 @@ impl Store {
                     .map_err(io("epoch"))?
                     .map(|v| v.value())
                     .unwrap_or(0);
-                let epoch = stored.saturating_add(1).max(at_least);
+                let floor = stored.saturating_add(1).max(at_least);
+                let epoch = floor.div_ceil(step).saturating_mul(step);
                 meta.insert(EPOCH_KEY, epoch).map_err(io("epoch"))?;
                 epoch
             };
@@ -651,8 +657,8 @@ impl Store {
     }
 
     /// [`Store::take_epoch`] off the async threads.
-    pub async fn take_epoch_async(&self, at_least: u64) -> Result<u64, StoreError> {
-        self.blocking(move |s| s.take_epoch(at_least)).await
+    pub async fn take_epoch_async(&self, at_least: u64, step: u64) -> Result<u64, StoreError> {
+        self.blocking(move |s| s.take_epoch(at_least, step)).await
     }
 
     /// [`Store::insert_volume`] off the async threads.
@@ -731,9 +737,15 @@ mod tests {
         let path = dir.path().join("coordinator.redb");
         let store = Store::open(&path).unwrap();
         assert_eq!(store.epoch().unwrap(), 0);
-        assert_eq!(store.take_epoch(0).unwrap(), 1);
-        assert_eq!(store.take_epoch(0).unwrap(), 2);
-        assert_eq!(store.take_epoch(10).unwrap(), 10);
+        assert_eq!(store.take_epoch(0, 1).unwrap(), 1);
+        assert_eq!(store.take_epoch(0, 1).unwrap(), 2);
+        assert_eq!(store.take_epoch(10, 1).unwrap(), 10);
+        // In steps: the next multiple above the stored epoch and at least `at_least`.
+        assert_eq!(store.take_epoch(0, 1 << 32).unwrap(), 1 << 32);
+        assert_eq!(store.take_epoch(0, 1 << 32).unwrap(), 2 << 32);
+        assert_eq!(store.take_epoch((2 << 32) + 5, 1 << 32).unwrap(), 3 << 32);
+        assert_eq!(store.epoch().unwrap(), 3 << 32);
+        assert_eq!(store.take_epoch(10, 1).unwrap(), (3 << 32) + 1);
         store.insert_volume(&record("a")).unwrap();
         store.insert_volume(&record("b")).unwrap();
         assert_eq!(

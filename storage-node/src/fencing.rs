@@ -6,7 +6,10 @@
 //! (not when it arrived), so a write delayed past a [`Fencing::fence`] or a component fence is
 //! refused. A higher node epoch is written to the node state file before anything is accepted
 //! under it; a component's epoch is written to its file (by the node) before
-//! [`Fencing::set_component_epoch`] makes it count. [`Fencing::fence`] returns once every
+//! [`Fencing::set_component_epoch`] makes it count. A mutating call at exactly a component's
+//! fence epoch (the coordinator that fenced one component after a write with an unknown
+//! outcome) is admitted on that component without raising the node epoch; a call above both
+//! raises it (a newer owner). [`Fencing::fence`] returns once every
 //! admitted call of an older epoch has finished, [`Fencing::drain`] once every such call on one
 //! component has.
 
@@ -188,8 +191,9 @@ impl Fencing {
     }
 
     /// Admits a mutating call of `epoch` on `component`: refuses an epoch below max(node epoch,
-    /// component epoch), durably raises the node's epoch to a newer one, and registers the call
-    /// as in flight until the returned guard drops.
+    /// component epoch), durably raises the node's epoch to a newer one (unless `epoch` is the
+    /// component's own fence epoch), and registers the call as in flight until the returned
+    /// guard drops.
     pub async fn admit(
         self: &Arc<Self>,
         cluster_id: &str,
@@ -224,7 +228,11 @@ impl Fencing {
             {
                 let mut state = self.state();
                 state.check(component, epoch)?;
-                if epoch == state.epoch || kind == Kind::Read {
+                // A call at the component's own fence epoch (above the node's) is the fencing
+                // owner's call on that component only: it raises nothing, or every other
+                // component's calls at the owner epoch would be refused.
+                let at_component_fence = epoch == state.component_epoch(component);
+                if epoch == state.epoch || at_component_fence || kind == Kind::Read {
                     *state
                         .in_flight
                         .entry(epoch)
@@ -401,9 +409,14 @@ mod tests {
         }
         // Another component only needs the node epoch.
         drop(fencing.admit("c", "b", 3).await.unwrap());
-        // At the component's epoch: admitted; the node epoch follows (a mutating call).
+        // At the component's epoch: admitted, and the node epoch stays (the owner's calls on
+        // the other components carry it).
         drop(fencing.admit("c", "a", 5).await.unwrap());
-        assert_eq!(fencing.epoch(), 5);
+        assert_eq!(fencing.epoch(), 3);
+        drop(fencing.admit("c", "b", 3).await.unwrap());
+        // Above the component's epoch: a newer owner, the node epoch follows.
+        drop(fencing.admit("c", "a", 6).await.unwrap());
+        assert_eq!(fencing.epoch(), 6);
         // A node epoch above the component's takes over.
         drop(fencing.admit("c", "b", 7).await.unwrap());
         assert!(matches!(

@@ -976,9 +976,11 @@ mod tests {
         ));
         node.write_blocks(owner(5), "a", 0, block()).await.unwrap();
         node.read_blocks(Some(owner(5)), "a", 0, 1).await.unwrap();
-        // A read at a newer epoch is served and raises nothing.
+        // A read at a newer epoch is served and raises nothing; nor did the write at the
+        // component's own fence epoch (the owner's calls on "b" still carry epoch 1).
         node.read_blocks(Some(owner(9)), "a", 0, 1).await.unwrap();
-        assert_eq!(node.summary().epoch, 5);
+        assert_eq!(node.summary().epoch, 1);
+        node.write_blocks(owner(1), "b", 0, block()).await.unwrap();
         // The epoch lives and dies with the component.
         node.delete_component(&owner(5), "a").await.unwrap();
         node.create_component(&owner(5), "a", 512, 4, 0, 0)

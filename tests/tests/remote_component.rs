@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dagraid_coordinator::error::NodeErrorKind;
+use dagraid_coordinator::error::{NodeErrorKind, classify};
 use dagraid_coordinator::node_client::{
     FencingContext, NodeClient, NodeClientConfig, NodeComponentState, SlotArea,
 };
@@ -666,6 +666,98 @@ async fn time_queued_behind_the_local_limit_does_not_count_against_the_deadline(
             "the read did not wait behind both delayed writes ({queued_and_served:?}): the test proves nothing"
         );
         assert_eq!(read.unwrap(), [data.clone(), data.clone(), data].concat());
+    })
+    .await;
+}
+
+/// Issue 17, item 2: fencing one component after a write with an unknown outcome. The late
+/// copy of the write is refused; a call of the same client that was already on its way under
+/// the older epoch (admitted by the node only after the fence) is refused by the node and sent
+/// again under the new epoch, so the client's own fence never fails its other calls; the other
+/// component of the node keeps the owner epoch; and a fence that does not answer in time is a
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_fence_refuses_late_writes_and_the_clients_older_calls_are_sent_again() {
+    with_timeout(async {
+        let node = faulty_node().await;
+        let owner = 1u64 << 32;
+        // A deadline under the keepalive timeout: a stopped node is a timeout, not a lost
+        // connection.
+        let nc = client_with(
+            &node,
+            FencingContext::new(CLUSTER, owner),
+            NodeClientConfig {
+                io_deadline: Duration::from_secs(1),
+                ..NodeClientConfig::default()
+            },
+        );
+        let a = create(&nc, "a", 512, 8).await;
+        let b = create(&nc, "b", 512, 8).await;
+        let old = Bytes::from(vec![1u8; 512]);
+        let new = Bytes::from(vec![2u8; 512]);
+        a.write(0, old.clone()).await.unwrap();
+
+        // The next write of "a" times out and is applied 1 s later, unless fenced off.
+        inject(
+            &node,
+            "a",
+            pb::FaultKind::LateApply,
+            pb::FaultOps::Write,
+            1,
+            1000,
+            Code::Ok,
+        )
+        .await;
+        let e = a.write(0, Bytes::from(vec![9u8; 512])).await.unwrap_err();
+        assert_eq!(e.kind, IoErrorKind::Timeout, "{e}");
+        // A write of "a" on its way under the owner epoch, admitted only in 300 ms.
+        inject(
+            &node,
+            "a",
+            pb::FaultKind::Delay,
+            pb::FaultOps::Write,
+            1,
+            300,
+            Code::Ok,
+        )
+        .await;
+        let on_its_way = tokio::spawn({
+            let a = a.clone();
+            let data = random(&mut StdRng::seed_from_u64(1), 512);
+            async move { (a.write(1, data.clone()).await, data) }
+        });
+        node.wait_for_log_count("injected fault", 2, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let epoch = nc.fence_component("a").await.unwrap();
+        assert_eq!(epoch, owner + 1);
+        assert_eq!(nc.component_epoch("a"), owner + 1);
+        assert_eq!(
+            nc.component_epoch("b"),
+            owner,
+            "other components keep the owner epoch"
+        );
+        let (answer, data) = on_its_way.await.unwrap();
+        answer.expect("refused under the older epoch, then sent again under the new one");
+        assert_eq!(a.read(1, 1).await.unwrap(), data);
+        // The redo, then the late copy of the first write is released: refused.
+        a.write(0, new.clone()).await.unwrap();
+        node.wait_for_log("late-applied operation refused", Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(a.read(0, 1).await.unwrap(), new);
+        // The node epoch did not move: the other component is written at the owner epoch.
+        b.write(0, new.clone()).await.unwrap();
+        let info = nc.node_info().await.unwrap();
+        assert_eq!(info.epoch, owner);
+
+        // A second fence of the same component takes the next epoch; a hung node times out.
+        assert_eq!(nc.fence_component("a").await.unwrap(), owner + 2);
+        node.pause().await.unwrap();
+        let e = nc.fence_component("a").await.unwrap_err();
+        assert_eq!(classify(&e), NodeErrorKind::Timeout, "{e}");
+        node.resume().await.unwrap();
+        assert_eq!(nc.fence_component("a").await.unwrap(), owner + 3);
     })
     .await;
 }

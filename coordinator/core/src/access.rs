@@ -324,6 +324,9 @@ pub struct AccessStats {
     pub flushes: AtomicU64,
     /// Flushes that failed.
     pub flush_errors: AtomicU64,
+    /// Disk writes whose outcome was unknown (a timeout, a lost connection), redone after a
+    /// fence of their component instead of failing its column.
+    pub redone_writes: AtomicU64,
     /// Time of every read (served or failed), from the call to its answer.
     pub read_latency: LatencyHistogram,
     /// Time of every write.
@@ -868,9 +871,11 @@ impl Array {
             // first; an error that stops the access (fencing, a refused request, a failed
             // computation) is kept and answered after the loop, never before the other
             // columns' failures are marked.
+            let failures = self.redo_unknown_writes(s.stripe, &result).await;
             let mut beyond_tolerance: Vec<(usize, String)> = Vec::new();
             let mut stop: Option<AccessError> = None;
-            for (_, report, err) in result.failures() {
+            for (report, err) in &failures {
+                let (report, err) = (*report, err);
                 last = err.to_string();
                 let (Some(column), Some(io)) = (report.target.map(|t| t.component), err.io())
                 else {
@@ -994,6 +999,97 @@ impl Array {
             tries: self.config.max_tries.max(1),
             last,
         })
+    }
+
+    /// The failures of a finished DAG that the access must process, after redoing its writes
+    /// whose outcome is unknown.
+    ///
+    /// A write that timed out (or lost its connection) may still land, late. It is redone, not
+    /// counted as a failure: its component is fenced first ([`ComponentIo::fence`]: no write
+    /// sent before can land after it), then the same bytes are written again. Those bytes were
+    /// computed by the DAG under the stripe lock, which the access still holds, so the redo is
+    /// idempotent and completes the DAG's roll forward: the stripe ends as if the write had
+    /// answered. A fence that does not answer in time is tried again, up to
+    /// [`ArrayConfig::max_tries`] rounds, while the column is still current (the health loop
+    /// fails or marks gone a column whose node stopped answering); only then, or when the
+    /// fence or the redo fails for another reason, is the failure processed like any other
+    /// (the column is failed, and beyond the layout's tolerance the stripe is lost).
+    ///
+    /// [`ComponentIo::fence`]: crate::io::ComponentIo::fence
+    async fn redo_unknown_writes<'r>(
+        &self,
+        stripe: u64,
+        result: &'r crate::engine::DagResult,
+    ) -> Vec<(&'r crate::engine::NodeReport, crate::dag::NodeError)> {
+        let mut remaining = Vec::new();
+        for (_, report, err) in result.failures() {
+            let redo = match (report.target, err.io(), &report.unwritten) {
+                (Some(t), Some(io), Some(data)) if report.is_write && io.kind.outcome_unknown() => {
+                    Some((t, io.clone(), data.clone()))
+                }
+                _ => None,
+            };
+            let Some((target, first, data)) = redo else {
+                remaining.push((report, err.clone()));
+                continue;
+            };
+            match self.redo_write(stripe, target, data, first).await {
+                Ok(()) => {}
+                Err(e) => remaining.push((report, crate::dag::NodeError::Io(e))),
+            }
+        }
+        remaining
+    }
+
+    /// Fences `target`'s component and writes `data` to it again (see
+    /// [`Array::redo_unknown_writes`]).
+    async fn redo_write(
+        &self,
+        stripe: u64,
+        target: crate::dag::DiskTarget,
+        data: Bytes,
+        first: crate::io::IoError,
+    ) -> Result<(), crate::io::IoError> {
+        let column = target.component;
+        let io = self.components[column].clone();
+        let deadline = self.config.engine.node_deadline;
+        let mut last = first;
+        for round in 1..=self.config.max_tries.max(1) {
+            if !self.lock_states().current_for(column, stripe) {
+                // Failed or gone meanwhile (the health loop): nothing to redo on it.
+                break;
+            }
+            if let Err(e) = bounded(io.as_ref(), &target, deadline, "fence", io.fence()).await {
+                let again = e.kind == IoErrorKind::Timeout;
+                last = e;
+                if again {
+                    continue;
+                }
+                break;
+            }
+            let redo = io.write(target.start_block, data.clone());
+            match bounded(io.as_ref(), &target, deadline, "redo", redo).await {
+                Ok(()) => {
+                    tracing::info!(
+                        column,
+                        stripe,
+                        round,
+                        first_error = %last,
+                        "write with an unknown outcome redone after fencing its component"
+                    );
+                    self.stats.redone_writes.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(e) => {
+                    let again = e.kind.outcome_unknown();
+                    last = e;
+                    if !again {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last)
     }
 
     fn build_error(&self, s: &StripeAccess, e: BuildError) -> AccessError {
@@ -1467,6 +1563,30 @@ impl Array {
             })
         }
     }
+}
+
+/// `call` on `io`, bounded by the engine's `deadline` unless `io` bounds its calls itself.
+async fn bounded(
+    io: &dyn crate::io::ComponentIo,
+    target: &crate::dag::DiskTarget,
+    deadline: std::time::Duration,
+    what: &'static str,
+    call: BoxFuture<'_, Result<(), crate::io::IoError>>,
+) -> Result<(), crate::io::IoError> {
+    if io.own_deadline().is_some() {
+        return call.await;
+    }
+    tokio::time::timeout(deadline, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::io::IoError::new(
+                IoErrorKind::Timeout,
+                io.id(),
+                target.start_block,
+                u64::from(target.block_count),
+                format!("{what}: no answer within the node deadline of {deadline:?}"),
+            ))
+        })
 }
 
 #[cfg(test)]

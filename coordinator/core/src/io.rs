@@ -50,6 +50,16 @@ pub trait ComponentIo: Send + Sync + fmt::Debug {
     /// Makes every acknowledged or pending write of the component durable.
     fn flush(&self) -> BoxFuture<'_, Result<(), IoError>>;
 
+    /// Fences the component after a write to it ended with an unknown outcome (a timeout, a
+    /// lost connection): once this returns `Ok`, no write issued to the component before the
+    /// call can still land (storage finished it or will refuse it), so the write can be redone
+    /// without a late copy of the old one overwriting the redo. An answer also shows that the
+    /// storage is alive: slow, not gone. The default is for components that never apply a write
+    /// after answering it (in memory): there is nothing to fence.
+    fn fence(&self) -> BoxFuture<'_, Result<(), IoError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// The deadline this component puts on each call itself, counted from the moment the call
     /// leaves for storage (after any wait in a local queue, which no deadline counts); expiry
     /// answers [`IoErrorKind::Timeout`]. `None` (the default): the component sets none and the
@@ -101,6 +111,13 @@ impl IoErrorKind {
                 | IoErrorKind::ComponentFailed
                 | IoErrorKind::Other
         )
+    }
+
+    /// Whether a write that failed this way may still have been applied, or may be applied
+    /// later: no answer in time, or the connection was lost on the way. Such a write is never
+    /// retried blindly: its component is fenced first ([`ComponentIo::fence`]).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, IoErrorKind::Timeout | IoErrorKind::Unavailable)
     }
 
     /// Short stable name, used in traces and logs.

@@ -730,6 +730,11 @@ async fn a_post_commit_write_failure_without_tolerance_is_an_error_and_the_strip
         Trigger::node(Mnemonic::Wnp),
         Fault::Fail(IoErrorKind::Unavailable),
     );
+    // Its node is down: the fence before a redo does not answer either.
+    r.faulty[3].inject(
+        Trigger::always().op(IoOp::Fence),
+        Fault::Fail(IoErrorKind::Unavailable),
+    );
     let err = r
         .array
         .write(offset, Bytes::from_static(b"hello"))
@@ -884,6 +889,11 @@ async fn a_failure_is_recorded_before_the_write_is_acknowledged_or_the_write_fai
     r.faulty[col].inject(
         Trigger::node(Mnemonic::Wnd),
         Fault::Fail(IoErrorKind::Timeout),
+    );
+    // The node is gone: the fence before a redo fails too, so the column is failed.
+    r.faulty[col].inject(
+        Trigger::always().op(IoOp::Fence).times(1),
+        Fault::Fail(IoErrorKind::Unavailable),
     );
     recorder.fail.store(true, Ordering::Relaxed);
     let err = r
@@ -1440,5 +1450,141 @@ async fn a_raid1_read_rewrites_a_bad_copy_from_the_other() {
         &r.mems[primary].contents()[(bad * u64::from(BS)) as usize..][..8],
         &r.volume[..8]
     );
+    r.assert_consistent();
+}
+
+// ------------------------------------------------------------------ writes with an unknown outcome
+
+/// Issue 17, item 2: a write that timed out on a live component has an unknown outcome. It is
+/// redone after a fence of its component (same bytes, under the stripe lock), the column is not
+/// failed and the stripe is not lost; the late copy of the first write is refused by the fence,
+/// so it cannot land over a later write of the same blocks.
+#[tokio::test]
+async fn a_write_with_an_unknown_outcome_is_fenced_and_redone_not_failed_or_lost() {
+    for (level, mnemonic) in [
+        (RaidLevel::Raid5, Mnemonic::Wnp),
+        (RaidLevel::Raid5, Mnemonic::Wnd),
+        (RaidLevel::Raid6, Mnemonic::Wnq),
+        (RaidLevel::Raid1, Mnemonic::Wpd),
+        (RaidLevel::Raid1, Mnemonic::Wsd),
+        (RaidLevel::Raid0, Mnemonic::W),
+    ] {
+        let what = format!("{level} {mnemonic}");
+        let r = rig(level, 7, &[]);
+        let len = 5usize;
+        let offset = r.layout.unit_bytes() + 3;
+        let stripe = r.layout.map(offset, len as u64).unwrap().stripes[0].clone();
+        // The column the faulted node writes: parity / Q for those mnemonics, else the data's.
+        let data_column = r.layout.locate(offset).unwrap().column;
+        let column = match mnemonic {
+            Mnemonic::Wnp => stripe.parity[0].column,
+            Mnemonic::Wnq => stripe.parity[1].column,
+            Mnemonic::Wsd => (0..r.layout.columns())
+                .find_map(|i| {
+                    let sl = r.layout.stripe(stripe.stripe).unwrap();
+                    (sl.data_column(i) == Some(data_column))
+                        .then(|| sl.mirror_column(i))
+                        .flatten()
+                })
+                .unwrap(),
+            _ => data_column,
+        };
+        let gate = Gate::new();
+        r.faulty[column].inject(
+            Trigger::node(mnemonic).times(1),
+            Fault::LateApply(gate.clone()),
+        );
+        let first = Bytes::from(vec![0xa1u8; len]);
+        r.array.write(offset, first.clone()).await.unwrap();
+        assert!(
+            r.array.states().failed_columns().is_empty(),
+            "{what}: a live column was failed for a timeout"
+        );
+        assert!(r.array.lost_stripes().is_empty(), "{what}: stripe lost");
+        assert_eq!(
+            r.array.stats().redone_writes.load(Ordering::Relaxed),
+            1,
+            "{what}"
+        );
+        // The component was fenced before the redo was written.
+        let on_column: Vec<_> = r
+            .log
+            .records()
+            .into_iter()
+            .filter(|x| x.component == format!("c{column}"))
+            .collect();
+        let fence = on_column
+            .iter()
+            .position(|x| x.op == IoOp::Fence)
+            .unwrap_or_else(|| panic!("{what}: no fence in {on_column:?}"));
+        assert!(
+            on_column[fence + 1..]
+                .iter()
+                .any(|x| x.op == IoOp::Write && x.result == Some(Ok(()))),
+            "{what}: no redo after the fence"
+        );
+        // A second write of the same bytes, then the late copy of the first arrives: refused.
+        let second = Bytes::from(vec![0xb2u8; len]);
+        r.array.write(offset, second.clone()).await.unwrap();
+        gate.open();
+        r.log
+            .wait_until(|records| records.iter().any(|x| x.late_apply && x.result.is_some()))
+            .await;
+        let late = r.log.records().into_iter().find(|x| x.late_apply).unwrap();
+        assert_eq!(
+            late.result,
+            Some(Err(IoErrorKind::Fenced)),
+            "{what}: the late write was not refused"
+        );
+        let (d, _) = r.array.read(offset, len as u64).await.unwrap();
+        assert_eq!(d.into_bytes(), second, "{what}");
+        r.assert_consistent();
+    }
+}
+
+/// A write that timed out on a component whose fence does not answer in time is tried again
+/// (the node may only be slow); once the fence answers, the write is redone.
+#[tokio::test(start_paused = true)]
+async fn a_fence_that_times_out_is_tried_again_while_the_column_is_current() {
+    let r = rig(RaidLevel::Raid5, 8, &[]);
+    let col = r.layout.locate(0).unwrap().column;
+    r.faulty[col].inject(
+        Trigger::node(Mnemonic::Wnd).times(1),
+        Fault::Fail(IoErrorKind::Timeout),
+    );
+    r.faulty[col].inject(Trigger::always().op(IoOp::Fence).times(2), Fault::Hang);
+    r.array.write(0, Bytes::from_static(b"xyz")).await.unwrap();
+    assert!(r.array.states().failed_columns().is_empty());
+    let fences = r
+        .log
+        .records()
+        .iter()
+        .filter(|x| x.op == IoOp::Fence)
+        .count();
+    assert_eq!(fences, 3, "two fences timed out, the third answered");
+    let (d, _) = r.array.read(0, 3).await.unwrap();
+    assert_eq!(d.into_bytes().as_ref(), b"xyz");
+    r.assert_consistent();
+}
+
+/// A timed-out write whose component cannot be fenced (its node is down) fails the column like
+/// any component fault: the write completes degraded.
+#[tokio::test]
+async fn a_write_whose_component_cannot_be_fenced_fails_the_column() {
+    let r = rig(RaidLevel::Raid5, 9, &[]);
+    let col = r.layout.locate(0).unwrap().column;
+    r.faulty[col].inject(
+        Trigger::node(Mnemonic::Wnd),
+        Fault::Fail(IoErrorKind::Timeout),
+    );
+    r.faulty[col].inject(
+        Trigger::always().op(IoOp::Fence),
+        Fault::Fail(IoErrorKind::Unavailable),
+    );
+    r.array.write(0, Bytes::from_static(b"xyz")).await.unwrap();
+    assert_eq!(r.array.states().get(col), Some(ComponentState::Failed));
+    assert_eq!(r.array.stats().redone_writes.load(Ordering::Relaxed), 0);
+    let (d, _) = r.array.read(0, 3).await.unwrap();
+    assert_eq!(d.into_bytes().as_ref(), b"xyz");
     r.assert_consistent();
 }

@@ -82,6 +82,9 @@ pub struct NodeReport {
     pub is_write: bool,
     /// How it ended.
     pub outcome: NodeOutcome,
+    /// For a disk write whose do failed: the bytes it was to write. Its outcome may be unknown
+    /// (a timeout), and the access redoes it with these bytes once the component is fenced.
+    pub unwritten: Option<Bytes>,
 }
 
 /// The result of one DAG run.

@@ -455,11 +455,19 @@ impl Run {
                     State::Undone => NodeOutcome::Undone,
                     State::UndoFailed(e) => NodeOutcome::UndoFailed(e),
                 };
+                // A failed write keeps its bytes: the access may redo it after a fence.
+                let unwritten = match (node.op(), &outcome) {
+                    (NodeOp::Write { from, .. }, NodeOutcome::Failed(_)) => {
+                        ops::resolve(&self.buffers, from).ok()
+                    }
+                    _ => None,
+                };
                 NodeReport {
                     mnemonic: node.mnemonic(),
                     target: node.op().target().copied(),
                     is_write: node.op().is_write(),
                     outcome,
+                    unwritten,
                 }
             })
             .collect();

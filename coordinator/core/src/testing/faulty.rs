@@ -21,6 +21,8 @@ pub enum IoOp {
     Write,
     /// `flush`.
     Flush,
+    /// `fence`.
+    Fence,
 }
 
 /// One recorded call.
@@ -165,7 +167,9 @@ pub enum Fault {
     /// Succeed, but flip the first byte: of the data returned (read) or stored (write).
     Corrupt,
     /// Answer `Timeout` at once, and apply the write when the gate opens (reads and flushes just
-    /// time out). Models a write that reached the node after its caller gave up.
+    /// time out). Models a write that reached the node after its caller gave up; like the
+    /// storage node, the component refuses it (result `Fenced`, not applied) when it was fenced
+    /// ([`ComponentIo::fence`]) after the write was issued.
     LateApply(Gate),
 }
 
@@ -256,6 +260,8 @@ pub struct FaultyComponent {
     log: IoLog,
     rules: Mutex<Vec<Rule>>,
     calls: AtomicU64,
+    /// Fences so far: a late write issued before a fence is refused.
+    fences: Arc<AtomicU64>,
 }
 
 impl FaultyComponent {
@@ -266,6 +272,7 @@ impl FaultyComponent {
             log,
             rules: Mutex::new(Vec::new()),
             calls: AtomicU64::new(0),
+            fences: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -414,9 +421,21 @@ impl ComponentIo for FaultyComponent {
                 Some(Fault::LateApply(gate)) => {
                     let inner = self.inner.clone();
                     let log = self.log.clone();
+                    let fences = self.fences.clone();
+                    let issued_under = fences.load(Ordering::Acquire);
                     tokio::spawn(async move {
                         gate.wait().await;
-                        let r = inner.write(start_block, data).await;
+                        let r = if fences.load(Ordering::Acquire) == issued_under {
+                            inner.write(start_block, data).await
+                        } else {
+                            Err(IoError::new(
+                                IoErrorKind::Fenced,
+                                inner.id(),
+                                start_block,
+                                count,
+                                "a late write issued before a fence",
+                            ))
+                        };
                         let seq = log.push(IoRecord {
                             seq: 0,
                             component: inner.id().to_owned(),
@@ -433,6 +452,31 @@ impl ComponentIo for FaultyComponent {
                     Err(self.injected(IoErrorKind::Timeout, start_block, count))
                 }
             };
+            self.end(seq, &r);
+            r
+        })
+    }
+
+    fn fence(&self) -> BoxFuture<'_, Result<(), IoError>> {
+        let (seq, fault) = self.begin(IoOp::Fence, 0, 0);
+        Box::pin(async move {
+            let r = match fault {
+                None | Some(Fault::Corrupt) => self.inner.fence().await,
+                Some(Fault::Fail(kind)) => Err(self.injected(kind, 0, 0)),
+                Some(Fault::Hang) => std::future::pending().await,
+                Some(Fault::HoldUntil(gate)) => {
+                    gate.wait().await;
+                    self.inner.fence().await
+                }
+                Some(Fault::Delay(d)) => {
+                    tokio::time::sleep(d).await;
+                    self.inner.fence().await
+                }
+                Some(Fault::LateApply(_)) => Err(self.injected(IoErrorKind::Timeout, 0, 0)),
+            };
+            if r.is_ok() {
+                self.fences.fetch_add(1, Ordering::AcqRel);
+            }
             self.end(seq, &r);
             r
         })
