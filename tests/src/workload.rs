@@ -107,7 +107,7 @@ pub async fn run_client(
     epoch: Instant,
     stop: Arc<AtomicBool>,
 ) -> ClientRecord {
-    let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(client) << 32) ^ 0xc11e_47);
+    let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(client) << 32) ^ 0x00c1_1e47);
     let mut rec = ClientRecord::default();
     let mut seq = 0u64;
     let mut down_since: Option<Instant> = None;
