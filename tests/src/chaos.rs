@@ -44,6 +44,8 @@ const BLOCK_SIZE: u32 = 4096;
 /// The coordinator's node deadline: a SIGSTOP is always well shorter (a call that times out
 /// inside an access fails its column, docs/STATE.md).
 const NODE_DEADLINE_MS: u64 = 3000;
+/// The coordinator's gone rule (`--gone-after-ms`): a stall stays below it, above the deadline.
+const GONE_AFTER_MS: u64 = 6000;
 /// No fault before this.
 const WARMUP: Duration = Duration::from_secs(3);
 /// Most faults in one run.
@@ -168,6 +170,14 @@ pub enum FaultKind {
         /// The node's index.
         node: usize,
     },
+    /// SIGSTOP of storage node `node` for longer than the node deadline (less than the gone
+    /// rule), SIGCONT after the hold: the writes in flight to it time out, so the coordinator
+    /// fences and redoes them, or fails the column when the fence cannot answer either. Counts
+    /// against the tolerance like a kill.
+    NodeStall {
+        /// The node's index.
+        node: usize,
+    },
     /// kill -9 of the coordinator, restarted on the same data directory and port after the hold.
     CoordinatorKill,
     /// A power cut of storage node `node`: its writes not yet synced are lost. Not available
@@ -185,6 +195,7 @@ impl FaultKind {
         match self {
             FaultKind::NodeKill { .. } => "node kill -9",
             FaultKind::NodePause { .. } => "node SIGSTOP",
+            FaultKind::NodeStall { .. } => "node SIGSTOP > deadline",
             FaultKind::CoordinatorKill => "coordinator kill -9",
             FaultKind::PowerCut { .. } => "node power cut",
         }
@@ -207,6 +218,7 @@ impl fmt::Display for Fault {
         let what = match self.kind {
             FaultKind::NodeKill { node }
             | FaultKind::NodePause { node }
+            | FaultKind::NodeStall { node }
             | FaultKind::PowerCut { node } => format!("{} node{}", self.kind.name(), node + 1),
             FaultKind::CoordinatorKill => self.kind.name().to_owned(),
         };
@@ -241,8 +253,9 @@ pub fn schedule(config: &ChaosConfig) -> Vec<Fault> {
         faults.push(Fault { at, kind, hold });
         at += Duration::from_millis(rng.random_range(1500..5000));
     }
-    // The kills that use up the tolerance: distinct nodes, between 65% and 90% of the run
-    // (after the first, a RAID 5 run can do little more).
+    // The faults that may use up the tolerance (a kill, or a SIGSTOP beyond the node
+    // deadline): distinct nodes, between 65% and 90% of the run (after the first, a RAID 5 run
+    // can do little more).
     let mut victims: Vec<usize> = (0..nodes).collect();
     for _ in 0..config.level.tolerance() {
         if end < WARMUP * 4 {
@@ -251,10 +264,21 @@ pub fn schedule(config: &ChaosConfig) -> Vec<Fault> {
         let node = victims.swap_remove(rng.random_range(0..victims.len()));
         let from = end.as_millis() as u64 * 65 / 100;
         let to = (end.as_millis() as u64 * 9 / 10).max(from + 1);
-        faults.push(Fault {
-            at: Duration::from_millis(rng.random_range(from..to)),
-            kind: FaultKind::NodeKill { node },
-            hold: Duration::from_millis(rng.random_range(500..2500)),
+        let at = Duration::from_millis(rng.random_range(from..to));
+        faults.push(if rng.random_bool(0.5) {
+            Fault {
+                at,
+                kind: FaultKind::NodeKill { node },
+                hold: Duration::from_millis(rng.random_range(500..2500)),
+            }
+        } else {
+            Fault {
+                at,
+                kind: FaultKind::NodeStall { node },
+                hold: Duration::from_millis(
+                    rng.random_range(NODE_DEADLINE_MS + 200..GONE_AFTER_MS - 300),
+                ),
+            }
         });
     }
     faults.sort_by_key(|f| f.at);
@@ -285,7 +309,7 @@ pub struct Summary {
     pub node_restarts: u64,
     /// Storage nodes resumed after SIGSTOP.
     pub node_resumes: u64,
-    /// Longest time a client saw only failures.
+    /// Longest time a client went without a successful answer (failed or slow calls).
     pub longest_unavailable: Duration,
     /// Longest time a recovery took (a restarted coordinator's volume assembled, a restarted
     /// node reachable again).
@@ -359,7 +383,7 @@ impl fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "  longest unavailability {:>9.3} s (one client, first failure to next success)",
+            "  longest unavailability {:>9.3} s (one client, between two successful answers)",
             self.longest_unavailable.as_secs_f64()
         )?;
         writeln!(f, "\nerrors by kind")?;
@@ -464,6 +488,7 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
         nodes: level.nodes(),
         fault_injection: true,
         node_deadline_ms: NODE_DEADLINE_MS,
+        coordinator_args: vec!["--gone-after-ms".to_owned(), GONE_AFTER_MS.to_string()],
         ..ClusterOptions::default()
     })
     .await?;
@@ -733,7 +758,9 @@ async fn run_fault(
                 return Ok(());
             }
         }
-        FaultKind::NodeKill { node } | FaultKind::NodePause { node } => {
+        FaultKind::NodeKill { node }
+        | FaultKind::NodePause { node }
+        | FaultKind::NodeStall { node } => {
             let mut after = out.clone();
             if let Some(c) = column_of(node) {
                 after.insert(c);
@@ -749,7 +776,7 @@ async fn run_fault(
     }
     *summary.faults_run.entry(name).or_default() += 1;
     match fault.kind {
-        FaultKind::NodePause { node } => {
+        FaultKind::NodePause { node } | FaultKind::NodeStall { node } => {
             cluster.nodes[node].pause().await?;
             tokio::time::sleep(fault.hold).await;
             cluster.nodes[node].resume().await?;
@@ -822,14 +849,19 @@ mod tests {
                 let s = schedule(&c);
                 let kills: Vec<&Fault> = s
                     .iter()
-                    .filter(|f| matches!(f.kind, FaultKind::NodeKill { .. }))
+                    .filter(|f| {
+                        matches!(
+                            f.kind,
+                            FaultKind::NodeKill { .. } | FaultKind::NodeStall { .. }
+                        )
+                    })
                     .collect();
                 assert_eq!(kills.len(), level.tolerance());
                 assert!(kills.iter().all(|f| f.at >= c.duration * 65 / 100));
                 let mut nodes: Vec<_> = kills
                     .iter()
                     .map(|f| match f.kind {
-                        FaultKind::NodeKill { node } => node,
+                        FaultKind::NodeKill { node } | FaultKind::NodeStall { node } => node,
                         _ => unreachable!(),
                     })
                     .collect();
@@ -840,6 +872,9 @@ mod tests {
                 assert!(s.iter().all(|f| match f.kind {
                     FaultKind::NodePause { .. } =>
                         f.hold < Duration::from_millis(NODE_DEADLINE_MS / 2),
+                    FaultKind::NodeStall { .. } =>
+                        f.hold > Duration::from_millis(NODE_DEADLINE_MS)
+                            && f.hold < Duration::from_millis(GONE_AFTER_MS),
                     _ => true,
                 }));
             }

@@ -90,7 +90,9 @@ pub struct ClientRecord {
     pub calls: BTreeMap<(&'static str, &'static str), u64>,
     /// Errors by kind.
     pub errors: BTreeMap<&'static str, u64>,
-    /// Longest time from a failed call to the next successful one.
+    /// Longest time the client went without a successful answer: between two successive
+    /// successful answers (or from its start, or until its end), so it counts calls that
+    /// failed and calls that were slow.
     pub longest_unavailable: Duration,
     /// Blocks of writes answered `torn-write` (recorded lost by the service).
     pub torn_blocks: Vec<u64>,
@@ -110,7 +112,7 @@ pub async fn run_client(
     let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(client) << 32) ^ 0x00c1_1e47);
     let mut rec = ClientRecord::default();
     let mut seq = 0u64;
-    let mut down_since: Option<Instant> = None;
+    let mut last_success = Instant::now();
     let bs = registers.block_size as usize;
     let now = |epoch: Instant| epoch.elapsed().as_nanos() as Nanos;
     while !stop.load(Ordering::Relaxed) {
@@ -189,18 +191,14 @@ pub async fn run_client(
             }
         }
         if ok {
-            if let Some(since) = down_since.take() {
-                rec.longest_unavailable = rec.longest_unavailable.max(since.elapsed());
-            }
+            rec.longest_unavailable = rec.longest_unavailable.max(last_success.elapsed());
+            last_success = Instant::now();
         } else {
-            down_since.get_or_insert_with(Instant::now);
             // Do not spin on a service that is down.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    if let Some(since) = down_since {
-        rec.longest_unavailable = rec.longest_unavailable.max(since.elapsed());
-    }
+    rec.longest_unavailable = rec.longest_unavailable.max(last_success.elapsed());
     rec
 }
 

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use dagraid_tests::chaos::{ChaosConfig, ChaosLevel, run};
+use dagraid_tests::chaos::{ChaosConfig, ChaosLevel, run, schedule};
 
 /// Runs the chaos soak and prints its summary.
 #[derive(Debug, Parser)]
@@ -32,6 +32,9 @@ struct Args {
     /// Blocks used as registers (from block 0).
     #[arg(long, default_value_t = 32)]
     registers: u64,
+    /// Print the fault schedule the seed gives, and exit.
+    #[arg(long)]
+    schedule_only: bool,
 }
 
 #[tokio::main]
@@ -49,6 +52,12 @@ async fn main() -> ExitCode {
     config.clients = args.clients;
     config.registers = args.registers;
     config.progress = true;
+    if args.schedule_only {
+        for fault in schedule(&config) {
+            println!("{fault}");
+        }
+        return ExitCode::SUCCESS;
+    }
     match run(&config).await {
         Ok(summary) => {
             println!("{summary}");
