@@ -40,6 +40,7 @@ pub mod node_client;
 pub mod registry;
 pub mod remote;
 pub mod resync;
+pub mod rpc_metrics;
 pub mod service;
 pub mod store;
 pub mod volumes;

@@ -4,8 +4,7 @@
 //! `AccessStats`, the engine's `EngineStats`, the stripe-lock table), so the data path pays a
 //! few relaxed atomic increments and nothing here touches it. Recorded as they happen: the
 //! volume API's call metrics (the gRPC layer of `dagraid_telemetry`) and the storage RPCs
-//! ([`StorageRpcMetrics`], one histogram per node and RPC resolved when the node client is
-//! made).
+//! ([`StorageRpcMetrics`], owned by the node clients that record them, registered here).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -17,114 +16,15 @@ use dagraid_core::dag::builders::DagFamily;
 use dagraid_core::engine::Direction;
 use dagraid_core::stats::{HistogramSnapshot, LATENCY_BOUNDS_NS};
 use dagraid_telemetry::GrpcServerMetrics;
-use dagraid_telemetry::grpc::code_name;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::rpc_metrics::StorageRpcMetrics;
 use crate::volumes::{VolumeEntry, VolumeManager};
-
-/// The storage RPCs whose latency is kept, by name.
-const RPCS: [&str; 10] = [
-    "ReadBlocks",
-    "WriteBlocks",
-    "Flush",
-    "Fence",
-    "GetNodeInfo",
-    "CreateComponent",
-    "DeleteComponent",
-    "ListComponents",
-    "ReadSlot",
-    "WriteSlot",
-];
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RpcLabels {
-    node: String,
-    rpc: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RpcErrorLabels {
-    node: String,
-    rpc: &'static str,
-    code: &'static str,
-}
-
-/// Latency and errors of the coordinator's calls to the storage nodes.
-#[derive(Debug, Clone)]
-pub struct StorageRpcMetrics {
-    seconds: Family<RpcLabels, Histogram, fn() -> Histogram>,
-    errors: Family<RpcErrorLabels, Counter>,
-}
-
-impl StorageRpcMetrics {
-    fn register(registry: &mut Registry) -> StorageRpcMetrics {
-        let m = StorageRpcMetrics {
-            seconds: Family::new_with_constructor(dagraid_telemetry::metrics::latency_histogram),
-            errors: Family::default(),
-        };
-        registry.register(
-            "dagraid_storage_rpc_seconds",
-            "Time of the coordinator's calls to the storage nodes, by node address and RPC",
-            m.seconds.clone(),
-        );
-        registry.register(
-            "dagraid_storage_rpc_errors",
-            "Failed calls to the storage nodes, by node address, RPC and gRPC code",
-            m.errors.clone(),
-        );
-        m
-    }
-
-    /// The histograms of one node, resolved once (a call then costs no label lookup).
-    pub fn for_node(&self, node: &str) -> NodeRpcMetrics {
-        NodeRpcMetrics {
-            node: node.to_owned(),
-            seconds: RPCS.map(|rpc| {
-                self.seconds
-                    .get_or_create(&RpcLabels {
-                        node: node.to_owned(),
-                        rpc,
-                    })
-                    .clone()
-            }),
-            errors: self.errors.clone(),
-        }
-    }
-}
-
-/// [`StorageRpcMetrics`] of one node.
-#[derive(Debug, Clone)]
-pub struct NodeRpcMetrics {
-    node: String,
-    seconds: [Histogram; RPCS.len()],
-    errors: Family<RpcErrorLabels, Counter>,
-}
-
-impl NodeRpcMetrics {
-    /// Counts one call of `rpc` that took `seconds` and failed with gRPC code `error` (if it
-    /// did).
-    pub fn observe(&self, rpc: &'static str, seconds: f64, error: Option<i32>) {
-        if let Some(i) = RPCS.iter().position(|r| *r == rpc) {
-            self.seconds[i].observe(seconds);
-        }
-        if let Some(code) = error {
-            self.errors
-                .get_or_create(&RpcErrorLabels {
-                    node: self.node.clone(),
-                    rpc,
-                    code: code_name(code),
-                })
-                .inc();
-        }
-    }
-}
 
 /// The coordinator's metrics: the registry `/metrics` serves and the parts recorded live.
 #[derive(Debug)]
@@ -564,6 +464,21 @@ impl Collector for VolumeCollector {
                     &mut m,
                     &[("volume", v.name()), ("direction", "backward")],
                     s.rolled_backward.load(Ordering::Relaxed),
+                )?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_redone_writes",
+                "Disk writes whose outcome was unknown (a timeout, a lost connection), redone after a fence of their component instead of failing its column",
+                None,
+                MetricType::Counter,
+            )?;
+            for v in &assembled {
+                counter(
+                    &mut m,
+                    &[("volume", v.name())],
+                    v.array().stats().redone_writes.load(Ordering::Relaxed),
                 )?;
             }
         }

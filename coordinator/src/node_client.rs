@@ -29,7 +29,7 @@
 //!
 //! Every call carries the current span's W3C trace context (a block I/O call runs inside its
 //! DAG node's span, so the node's call span nests under it) and is timed into
-//! [`crate::metrics::StorageRpcMetrics`] when the client has them.
+//! [`crate::rpc_metrics::StorageRpcMetrics`] when the client has them.
 //!
 //! **Protocol checked first.** A node must speak storage protocol version
 //! [`dagraid_proto::storage::PROTOCOL_VERSION`] or newer: [`NodeClient::node_info`] (the
@@ -79,7 +79,7 @@ use tower::util::MapErr;
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
 use crate::error::NodeClientError;
-use crate::metrics::{NodeRpcMetrics, StorageRpcMetrics};
+use crate::rpc_metrics::{NodeRpcMetrics, StorageRpcMetrics};
 
 /// HTTP/2 frame size: a 1 MiB block travels in one frame (the setting that matters most for
 /// large transfers, STACK.md). The storage node uses the same value.

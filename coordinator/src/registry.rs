@@ -5,7 +5,9 @@
 //! under a short deadline (the node deadline, at most [`MAX_HEALTH_DEADLINE`]). A node is
 //! **gone** when it has missed at least [`MISSED_CHECKS_TO_FAIL`] checks in a row *and* not
 //! answered for the `gone-after` time (`CoordinatorConfig::gone_after`): only then is every
-//! volume column on it failed, through [`dagraid_core::access::Array::fail_component`], which
+//! volume column on it failed (the loop reports its verdicts through [`NodeHealthEvents`], which
+//! the volume manager above implements: the registry knows no volumes), through
+//! [`dagraid_core::access::Array::fail_component`], which
 //! refuses a failure beyond the layout's tolerance. Such a column is marked *gone* instead
 //! ([`dagraid_core::access::Array::set_gone`]): not persisted, treated as missing, and the
 //! volume is failed (writes refused) until the node answers again, when the mark is cleared and
@@ -25,7 +27,15 @@ use tokio_util::sync::CancellationToken;
 use crate::config::NodeSpec;
 use crate::error::NodeClientError;
 use crate::node_client::{FencingContext, NodeClient, NodeClientConfig};
-use crate::volumes::VolumeManager;
+
+/// What the health loop reports, to whoever owns the volumes on the nodes (the volume manager).
+pub trait NodeHealthEvents: Send + Sync {
+    /// Node `node_id` is gone: fail every column on it (`first`: it just went; log loudly).
+    fn node_gone<'a>(&'a self, node_id: &'a str, first: bool)
+    -> futures::future::BoxFuture<'a, ()>;
+    /// Node `node_id` answered a health check.
+    fn node_answers(&self, node_id: &str);
+}
 
 /// Consecutive failed health checks after which a node's columns are failed.
 pub const MISSED_CHECKS_TO_FAIL: u32 = 2;
@@ -287,7 +297,7 @@ impl NodeRegistry {
 /// (see the module doc).
 pub async fn health_loop(
     registry: Arc<NodeRegistry>,
-    volumes: Arc<VolumeManager>,
+    events: Arc<dyn NodeHealthEvents>,
     interval: Duration,
     gone_after: Duration,
     cancel: CancellationToken,
@@ -302,8 +312,8 @@ pub async fn health_loop(
         let round = async {
             for (node, verdict) in registry.check_all(gone_after).await {
                 match verdict {
-                    NodeVerdict::Gone { just } => volumes.fail_columns_on(node.id(), just).await,
-                    NodeVerdict::Answers => volumes.node_answers(node.id()),
+                    NodeVerdict::Gone { just } => events.node_gone(node.id(), just).await,
+                    NodeVerdict::Answers => events.node_answers(node.id()),
                     NodeVerdict::Silent => {}
                 }
             }

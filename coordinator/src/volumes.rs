@@ -1290,6 +1290,20 @@ async fn delete_components(components: impl Iterator<Item = (&RegisteredNode, St
     futures::future::join_all(deletions).await;
 }
 
+impl crate::registry::NodeHealthEvents for VolumeManager {
+    fn node_gone<'a>(
+        &'a self,
+        node_id: &'a str,
+        first: bool,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(self.fail_columns_on(node_id, first))
+    }
+
+    fn node_answers(&self, node_id: &str) {
+        VolumeManager::node_answers(self, node_id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,6 +65,7 @@ async fn queued_calls_behind_one_in_flight_per_node_fail_no_column() {
                 count: 0,
                 delay_ms: WRITE_DELAY_MS,
                 status_code: 0,
+                seed: 0,
             })
             .await
             .unwrap();

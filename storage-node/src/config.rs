@@ -27,7 +27,8 @@ pub struct NodeConfig {
     pub cluster_id: Option<String>,
     /// Largest data payload of one WriteBlocks, or answer of one ReadBlocks.
     pub max_io_bytes: u64,
-    /// Whether InjectFault is accepted.
+    /// Whether InjectFault is accepted; also puts every component behind a volatile write cache
+    /// (power cuts, [`crate::volatile_cache`]).
     pub fault_injection: bool,
     /// Where to serve Prometheus metrics (`/metrics`); `None`: not served. Port 0 picks one.
     pub metrics_listen: Option<SocketAddr>,

@@ -10,7 +10,9 @@
 //! - [`block_store`]: one component: checksummed reads and writes, region locks, slot areas.
 //! - [`fencing`], [`node_state`]: the owner epoch, the per-component fence epochs (durable in
 //!   each component's epoch slots), the node epoch's durable record.
-//! - [`faults`]: test-only fault injection, off unless enabled.
+//! - [`faults`]: test-only fault injection, off unless enabled; [`volatile_cache`]: in that
+//!   mode, the volatile write cache in front of every component file that makes a power cut
+//!   possible ([`Node::power_cut`]).
 //! - [`node`]: the data directory and its components; every request is validated here.
 //! - [`service`]: the gRPC adapter; [`error`] is the one error type and its status mapping.
 //! - [`metrics`]: the `/metrics` registry (call metrics, per-component counters read at
@@ -37,6 +39,7 @@ pub mod service;
 pub mod slot;
 #[cfg(test)]
 mod testing;
+pub mod volatile_cache;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +53,10 @@ pub use config::NodeConfig;
 pub use error::NodeError;
 pub use node::Node;
 pub use service::StorageService;
+
+/// Exit status of a `dagraid-node` process that lost its power ([`Node::power_cut`]): it exits
+/// abruptly right after the cut, and is meant to be started again on its data directory.
+pub const POWER_CUT_EXIT_CODE: i32 = 86;
 
 /// HTTP/2 frame size: 1 MiB frames carry a 1 MiB block in one frame (see STACK.md: the setting
 /// that matters for large transfers).
@@ -177,7 +184,8 @@ impl StartedNode {
     }
 }
 
-/// Opens, binds and serves until `shutdown` completes.
+/// Opens, binds and serves until `shutdown` completes. An injected power cut does not end it:
+/// the caller watches [`Node::power_lost`] (the binary exits at once).
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
     start(config).await?.serve(shutdown).await
 }

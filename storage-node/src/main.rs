@@ -31,7 +31,8 @@ struct Args {
     /// Largest payload of one read or write, in bytes [default: 16777216].
     #[arg(long)]
     max_io_bytes: Option<u64>,
-    /// Accept InjectFault calls (tests only).
+    /// Accept InjectFault calls, and keep unsynced writes in a volatile write cache so that an
+    /// injected power cut loses them (tests only).
     #[arg(long)]
     fault_injection: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free port) [default: off].
@@ -97,7 +98,15 @@ async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     if let Some(addr) = started.metrics_addr() {
         println!("dagraid-node metrics on http://{addr}/metrics");
     }
-    started.serve(shutdown).await
+    let power_lost = started.node().power_lost().clone();
+    tokio::select! {
+        served = started.serve(shutdown) => served,
+        () = power_lost.cancelled() => {
+            // Like a machine losing its power: no graceful step at all.
+            eprintln!("dagraid-node: power cut (fault injection): exiting");
+            std::process::exit(dagraid_node::POWER_CUT_EXIT_CODE)
+        }
+    }
 }
 
 fn main() -> ExitCode {

@@ -30,6 +30,7 @@ use crate::layout::{
 };
 use crate::node_state::{NODE_STATE_VERSION, NodeState, NodeStateFile, sync_dir};
 use crate::slot::{Area, SlotRecord};
+use crate::volatile_cache::{CutReport, VolatileCache};
 
 /// Sub-directory of the data directory holding the component files.
 pub const COMPONENTS_DIR: &str = "components";
@@ -75,6 +76,10 @@ pub struct Node {
     admin: tokio::sync::Mutex<()>,
     fencing: Arc<Fencing>,
     faults: FaultRegistry,
+    /// The volatile write cache of every component (fault-injection mode only; empty otherwise).
+    caches: std::sync::Mutex<BTreeMap<String, Arc<VolatileCache>>>,
+    /// Cancelled by a power cut: the process is meant to exit at once.
+    power_lost: CancellationToken,
     shutdown: CancellationToken,
     serials: AtomicU64,
     /// Held (with its advisory lock) for the node's lifetime.
@@ -184,7 +189,7 @@ impl Node {
         let components_dir = dir.join(COMPONENTS_DIR);
         fs::create_dir_all(&components_dir)
             .map_err(|e| bad_dir(dir, format!("cannot create {COMPONENTS_DIR}/: {e}")))?;
-        let components = open_components(&components_dir)?;
+        let (components, caches) = open_components(&components_dir, config.fault_injection)?;
         let fencing = Fencing::new(
             state.node_id.clone(),
             state.cluster_id.clone(),
@@ -210,6 +215,8 @@ impl Node {
             admin: tokio::sync::Mutex::new(()),
             fencing,
             faults: FaultRegistry::new(config.fault_injection),
+            caches: std::sync::Mutex::new(caches),
+            power_lost: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             serials: AtomicU64::new(time_seed()),
             _dir_lock: lock,
@@ -219,6 +226,13 @@ impl Node {
     /// Cancelled when the node stops: hung and delayed operations end with UNAVAILABLE.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.shutdown
+    }
+
+    /// Cancelled once the node lost its power ([`Node::power_cut`]): whoever runs it should
+    /// end the process at once, without any graceful step (the binary exits with
+    /// [`crate::POWER_CUT_EXIT_CODE`]), and start it again from its data directory.
+    pub fn power_lost(&self) -> &CancellationToken {
+        &self.power_lost
     }
 
     /// Whether InjectFault is accepted.
@@ -347,11 +361,16 @@ impl Node {
             log_bytes,
         };
         let dir = self.components_dir.clone();
-        let store =
-            tokio::task::spawn_blocking(move || create_component_file(&dir, &header, layout))
-                .await
-                .map_err(|e| NodeError::io("create task", io::Error::other(e)))??;
+        let cached = self.faults.enabled();
+        let (store, cache) = tokio::task::spawn_blocking(move || {
+            create_component_file(&dir, &header, layout, cached)
+        })
+        .await
+        .map_err(|e| NodeError::io("create task", io::Error::other(e)))??;
         let store = Arc::new(store);
+        if let Some(cache) = cache {
+            self.lock_caches().insert(id.to_owned(), cache);
+        }
         self.map_write().insert(id.to_owned(), store.clone());
         tracing::info!(
             component = id,
@@ -389,6 +408,7 @@ impl Node {
         .await
         .map_err(|e| NodeError::io("delete task", io::Error::other(e)))??;
         self.map_write().remove(id);
+        self.lock_caches().remove(id);
         self.fencing.forget_component(id);
         self.faults.forget(Some(id));
         tracing::info!(component = id, "component deleted");
@@ -623,9 +643,91 @@ impl Node {
         self.faults.inject(id, fault)
     }
 
-    /// Clears the faults of one component, or of all.
+    /// Clears the faults of one component, or of all, and lets their held syncs go on.
     pub fn clear_faults(&self, id: Option<&str>) -> Result<(), NodeError> {
-        self.faults.clear(id)
+        self.faults.clear(id)?;
+        for (cache_id, cache) in self.lock_caches().iter() {
+            if id.is_none_or(|id| id == cache_id) {
+                cache.release_syncs();
+            }
+        }
+        Ok(())
+    }
+
+    fn lock_caches(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<VolatileCache>>> {
+        self.caches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds the syncs of component `id` after they wrote their data into the file and before
+    /// their fdatasync, until its faults are cleared or the power is cut: the writes they carry
+    /// are never acknowledged, and a power cut tears them. Fault-injection mode only.
+    pub fn hold_syncs(&self, id: &str) -> Result<(), NodeError> {
+        if !self.faults.enabled() {
+            return Err(NodeError::FaultInjectionDisabled);
+        }
+        self.component(id)?;
+        let cache = self
+            .lock_caches()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| NodeError::UnknownComponent(id.to_owned()))?;
+        cache.hold_syncs();
+        tracing::info!(
+            component = id,
+            "injected fault: syncs held before fdatasync"
+        );
+        Ok(())
+    }
+
+    /// Cuts the node's power (fault-injection mode only; see [`crate::volatile_cache`]): on
+    /// every component, writes not yet synced are discarded and the writes of the sync in flight
+    /// torn, drawn from `seed`; then [`Node::power_lost`] is cancelled. Afterwards the node
+    /// changes nothing any more (writes and syncs block for ever, reads fail): it must be
+    /// dropped and opened again from its data directory, which then holds exactly what was
+    /// synced (plus the torn sectors). Blocking.
+    pub fn power_cut(&self, seed: u64) -> Result<CutReport, NodeError> {
+        if !self.faults.enabled() {
+            return Err(NodeError::FaultInjectionDisabled);
+        }
+        let caches: Vec<(String, Arc<VolatileCache>)> = self
+            .lock_caches()
+            .iter()
+            .map(|(id, cache)| (id.clone(), cache.clone()))
+            .collect();
+        let mut total = CutReport::default();
+        let mut first_error = None;
+        for (i, (id, cache)) in caches.iter().enumerate() {
+            // Each component draws its own tearing from the one seed.
+            let component_seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            match cache.power_cut(component_seed) {
+                Ok(report) => {
+                    tracing::warn!(
+                        component = %id,
+                        discarded_writes = report.discarded_writes,
+                        torn_writes = report.torn_writes,
+                        old_sectors = report.old_sectors,
+                        new_sectors = report.new_sectors,
+                        "power cut"
+                    );
+                    total.discarded_writes += report.discarded_writes;
+                    total.torn_writes += report.torn_writes;
+                    total.old_sectors += report.old_sectors;
+                    total.new_sectors += report.new_sectors;
+                }
+                Err(err) => {
+                    first_error.get_or_insert(NodeError::io(
+                        format!("component {id:?}: tearing at the power cut"),
+                        err,
+                    ));
+                }
+            }
+        }
+        tracing::warn!(seed, components = caches.len(), "the power is off");
+        self.power_lost.cancel();
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(total),
+        }
     }
 }
 
@@ -637,8 +739,28 @@ fn failure_marker_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(crate::failure_marker::file_name(id))
 }
 
-fn open_components(dir: &Path) -> Result<BTreeMap<String, Arc<BlockStore>>, NodeError> {
+/// The components' stores and, with `cached` (fault-injection mode), their volatile caches.
+type OpenComponents = (
+    BTreeMap<String, Arc<BlockStore>>,
+    BTreeMap<String, Arc<VolatileCache>>,
+);
+
+/// `backend` as a component sees it: behind a volatile cache when `cached`.
+fn component_backend(
+    backend: Arc<dyn StorageBackend>,
+    id: &str,
+    cached: bool,
+) -> (Arc<dyn StorageBackend>, Option<Arc<VolatileCache>>) {
+    if !cached {
+        return (backend, None);
+    }
+    let cache = Arc::new(VolatileCache::new(backend, id));
+    (cache.clone(), Some(cache))
+}
+
+fn open_components(dir: &Path, cached: bool) -> Result<OpenComponents, NodeError> {
     let mut components = BTreeMap::new();
+    let mut caches = BTreeMap::new();
     let entries = fs::read_dir(dir).map_err(|e| bad_dir(dir, format!("cannot list: {e}")))?;
     for entry in entries {
         let entry = entry.map_err(|e| bad_dir(dir, format!("cannot list: {e}")))?;
@@ -670,7 +792,7 @@ fn open_components(dir: &Path) -> Result<BTreeMap<String, Arc<BlockStore>>, Node
             .write(true)
             .open(&path)
             .map_err(|e| bad(format!("cannot open: {e}")))?;
-        let backend: Arc<dyn StorageBackend> = Arc::new(FileBackend::new(file));
+        let (backend, cache) = component_backend(Arc::new(FileBackend::new(file)), id, cached);
         let marker = FailureMarker::local(dir, id);
         let store = BlockStore::open(backend, Some(marker)).map_err(bad)?;
         if store.header().id != id {
@@ -680,15 +802,21 @@ fn open_components(dir: &Path) -> Result<BTreeMap<String, Arc<BlockStore>>, Node
             )));
         }
         components.insert(id.to_owned(), Arc::new(store));
+        if let Some(cache) = cache {
+            caches.insert(id.to_owned(), cache);
+        }
     }
-    Ok(components)
+    Ok((components, caches))
 }
 
+/// Creates the file of a new component (durably) and opens it, behind a volatile cache when
+/// `cached`.
 fn create_component_file(
     dir: &Path,
     header: &ComponentHeader,
     layout: Layout,
-) -> Result<BlockStore, NodeError> {
+    cached: bool,
+) -> Result<(BlockStore, Option<Arc<VolatileCache>>), NodeError> {
     let id = &header.id;
     let tmp = dir.join(format!("{id}.{COMPONENT_EXT}.tmp"));
     let path = component_path(dir, id);
@@ -718,12 +846,15 @@ fn create_component_file(
         BlockStore::initialize(backend.as_ref(), header).map_err(|e| io_err("initialising", e))?;
         fs::rename(&tmp, &path).map_err(|e| io_err("renaming", e))?;
         sync_dir(dir).map_err(|e| io_err("syncing the directory of", e))?;
-        BlockStore::open(backend, Some(FailureMarker::local(dir, id))).map_err(|reason| {
-            NodeError::BadComponentFile {
-                path: path.clone(),
-                reason,
-            }
-        })
+        let (backend, cache) = component_backend(backend, id, cached);
+        let store =
+            BlockStore::open(backend, Some(FailureMarker::local(dir, id))).map_err(|reason| {
+                NodeError::BadComponentFile {
+                    path: path.clone(),
+                    reason,
+                }
+            })?;
+        Ok((store, cache))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

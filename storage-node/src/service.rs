@@ -107,7 +107,7 @@ fn fault(req: &pb::InjectFaultRequest) -> Result<Fault, NodeError> {
         Ok(pb::FaultKind::LateApply) => FaultAction::LateApply(delay),
         _ => {
             return Err(NodeError::InvalidArgument(format!(
-                "fault kind {} is not FAIL, DELAY, HANG or LATE_APPLY",
+                "fault kind {} is not FAIL, DELAY, HANG, LATE_APPLY, POWER_CUT or HOLD_SYNCS",
                 req.kind
             )));
         }
@@ -308,8 +308,26 @@ impl StorageNode for StorageService {
         if !self.node.fault_injection_enabled() {
             return Err(NodeError::FaultInjectionDisabled.into());
         }
-        let fault = fault(&req)?;
-        self.node.inject_fault(&req.component_id, fault)?;
+        match pb::FaultKind::try_from(req.kind) {
+            Ok(pb::FaultKind::PowerCut) => {
+                if !req.component_id.is_empty() {
+                    return Err(NodeError::InvalidArgument(format!(
+                        "a power cut takes the whole node: component_id must be empty, not {:?}",
+                        req.component_id
+                    ))
+                    .into());
+                }
+                let node = self.node.clone();
+                tokio::task::spawn_blocking(move || node.power_cut(req.seed))
+                    .await
+                    .map_err(|e| NodeError::io("power cut task", std::io::Error::other(e)))??;
+            }
+            Ok(pb::FaultKind::HoldSyncs) => self.node.hold_syncs(&req.component_id)?,
+            _ => {
+                let fault = fault(&req)?;
+                self.node.inject_fault(&req.component_id, fault)?;
+            }
+        }
         Ok(Response::new(pb::InjectFaultResponse {}))
     }
 

@@ -382,6 +382,18 @@ impl GatedBackend {
             .expect("sender lives as long as self");
     }
 
+    /// A copy of the image: what a restart would find (the image is the disk itself).
+    pub(crate) fn snapshot(&self) -> Vec<u8> {
+        lock(&self.image).clone()
+    }
+
+    /// A disk whose image is `image`, with an open gate.
+    pub(crate) fn from_image(image: Vec<u8>) -> Self {
+        let disk = Self::new(0);
+        *lock(&disk.image) = image;
+        disk
+    }
+
     /// Flips one bit of the image (corruption behind the store's back).
     pub(crate) fn flip(&self, offset: u64) {
         lock(&self.image)[offset as usize] ^= 0x01;

@@ -269,6 +269,18 @@ impl Cluster {
         })
     }
 
+    /// Cuts the power of `nodes[index]` and starts it again on its data directory and address
+    /// ([`NodeProcess::power_cut`]; the cluster must run with
+    /// [`ClusterOptions::fault_injection`]). The coordinator sees what it sees of any node that
+    /// dies mid-call and comes back.
+    pub async fn power_cut(&mut self, index: usize, seed: u64) -> Result<()> {
+        let node = self
+            .nodes
+            .get_mut(index)
+            .ok_or_else(|| anyhow!("no node at index {index}"))?;
+        node.power_cut(seed).await
+    }
+
     /// The node whose id is `node_id`.
     pub fn node_by_id(&self, node_id: &str) -> Option<&NodeProcess> {
         let i: usize = node_id.strip_prefix("node")?.parse().ok()?;

@@ -1,7 +1,8 @@
 //! Harness for dagraid's integration tests: starts real binaries on 127.0.0.1 ports.
 //!
-//! - [`node`]: one `dagraid-node` process on a temporary data directory, with kill -9, SIGTERM
-//!   and restart, and gRPC clients configured for large transfers.
+//! - [`node`]: one `dagraid-node` process on a temporary data directory, with kill -9, SIGTERM,
+//!   power cuts (`power_cut`, `hold_syncs`) and restart, and gRPC clients configured for large
+//!   transfers.
 //! - [`cluster`]: N storage nodes and a `dagraid-coordinator`, each a real process, and the
 //!   column checker that reads every column straight from the nodes and verifies P, Q and
 //!   mirrors against the data.

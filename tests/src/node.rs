@@ -6,8 +6,10 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use dagraid_proto::storage::v1 as pb;
 use dagraid_proto::storage::v1::storage_node_client::StorageNodeClient;
 use tokio::process::{Child, Command};
+use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
 /// The line the node prints on stdout once it serves.
@@ -204,6 +206,72 @@ impl NodeProcess {
         }
         let listen = self.addr.to_string();
         self.spawn(&listen).await
+    }
+
+    /// Cuts the node's power and starts it again on the same data directory and address (see
+    /// [`NodeProcess::power_off`]): it comes back with exactly what it had synced, plus the
+    /// torn sectors of the sync that was in flight. Needs [`NodeOptions::fault_injection`].
+    pub async fn power_cut(&mut self, seed: u64) -> Result<()> {
+        self.power_off(seed).await?;
+        self.restart_on_same_port().await
+    }
+
+    /// Cuts the node's power and leaves it down (start it again with
+    /// [`NodeProcess::restart_on_same_port`] or [`NodeProcess::restart`]): InjectFault
+    /// `POWER_CUT` discards every write not yet synced on every component, tears the writes of
+    /// the syncs in flight (drawn from `seed`), and the process exits at once with
+    /// [`dagraid_node::POWER_CUT_EXIT_CODE`]. Needs [`NodeOptions::fault_injection`].
+    pub async fn power_off(&mut self, seed: u64) -> Result<()> {
+        let mut client = self.client().await?;
+        let answer = client
+            .inject_fault(pb::InjectFaultRequest {
+                kind: pb::FaultKind::PowerCut as i32,
+                seed,
+                ..Default::default()
+            })
+            .await;
+        if let Err(status) = &answer
+            && matches!(
+                status.code(),
+                Code::FailedPrecondition | Code::InvalidArgument
+            )
+        {
+            bail!("power cut refused: {status:?}");
+        }
+        // The process exits right after the cut, whether or not the answer made it out first.
+        let child = self.child.as_mut().context("node is not running")?;
+        let status = tokio::time::timeout(START_TIMEOUT, child.wait())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("the node did not exit after a power cut (answer: {answer:?})")
+            })?
+            .context("waiting for the node")?;
+        self.child = None;
+        if status.code() != Some(dagraid_node::POWER_CUT_EXIT_CODE) {
+            bail!(
+                "the node exited with {status} after a power cut, not {}; log:\n{}",
+                dagraid_node::POWER_CUT_EXIT_CODE,
+                self.log()
+            );
+        }
+        Ok(())
+    }
+
+    /// Holds the syncs of component `id` after they wrote their data into the file and before
+    /// their fdatasync (InjectFault `HOLD_SYNCS`), until its faults are cleared or the power is
+    /// cut: a power cut then surely tears the writes they carry. Needs
+    /// [`NodeOptions::fault_injection`].
+    pub async fn hold_syncs(&self, id: &str) -> Result<()> {
+        self.client()
+            .await?
+            .inject_fault(pb::InjectFaultRequest {
+                component_id: id.to_owned(),
+                kind: pb::FaultKind::HoldSyncs as i32,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("holding the syncs of {id}"))?;
+        Ok(())
     }
 
     /// Stops the process with SIGSTOP: it keeps its sockets but answers nothing.

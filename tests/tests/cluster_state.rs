@@ -246,6 +246,7 @@ async fn kill9_of_the_coordinator_under_writes_reassembles_resyncs_and_loses_not
                 count: 1,
                 delay_ms: 5000,
                 status_code: 0,
+                seed: 0,
             })
             .await
             .unwrap();
@@ -532,6 +533,7 @@ async fn a_write_with_an_unknown_outcome_is_fenced_and_redone_and_its_late_copy_
                 count: 1,
                 delay_ms: 5_000,
                 status_code: 0,
+                seed: 0,
             })
             .await
             .unwrap();
@@ -758,6 +760,7 @@ async fn a_torn_stripe_stays_lost_across_a_coordinator_kill9_until_it_is_rewritt
                 count: 1,
                 delay_ms: 0,
                 status_code: tonic::Code::Unavailable as i32,
+                seed: 0,
             })
             .await
             .unwrap();
@@ -847,6 +850,7 @@ async fn one_lost_label_write_at_assembly_is_retried_and_the_volume_assembles() 
                 count: 1,
                 delay_ms: 0,
                 status_code: 0,
+                seed: 0,
             })
             .await
             .unwrap();

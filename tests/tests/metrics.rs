@@ -86,6 +86,7 @@ async fn counters_and_histograms_move_by_what_the_io_did() {
                 count: 1,
                 delay_ms: 0,
                 status_code: tonic::Code::Unavailable as i32,
+                seed: 0,
             })
             .await
             .unwrap();

@@ -85,6 +85,7 @@ async fn sixty_four_writers_queue_behind_one_call_per_node_and_fail_nothing() {
                     count: 0,
                     delay_ms: NODE_WRITE_DELAY_MS,
                     status_code: 0,
+                    seed: 0,
                 })
                 .await
                 .unwrap();

@@ -92,6 +92,7 @@ async fn inject(
             count,
             delay_ms,
             status_code: code as i32,
+            seed: 0,
         })
         .await
         .unwrap();

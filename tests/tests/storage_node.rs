@@ -651,6 +651,7 @@ async fn inject(
         count,
         delay_ms,
         status_code: code,
+        seed: 0,
     })
     .await
     .unwrap();
@@ -1137,6 +1138,7 @@ async fn fault_injection_is_refused_unless_enabled() {
                 count: 0,
                 delay_ms: 0,
                 status_code: 0,
+                seed: 0,
             })
             .await
             .unwrap_err();

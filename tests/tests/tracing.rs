@@ -229,6 +229,7 @@ async fn one_write_is_one_trace_down_to_the_disk_with_failures_and_recovery() {
                 count: 1,
                 delay_ms: 0,
                 status_code: tonic::Code::Unavailable as i32,
+                seed: 0,
             })
             .await
             .unwrap();
