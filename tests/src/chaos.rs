@@ -10,9 +10,9 @@
 //! while no column is out (a crash of a degraded volume needs a forced assembly: the RAID 5
 //! write hole, docs/COORDINATOR.md). A fault that may not run is skipped and counted.
 //!
-//! Until a failed column can be re-added or rebuilt (issues 19 and 20), a node kill that fails
-//! its column uses up one unit of tolerance for the rest of the run; the schedule therefore
-//! places at most `tolerance` kills, between 65% and 90% of the run, and the repeatable faults
+//! Until a failed column can be re-added or rebuilt (issues 19 and 20), a node kill, power cut
+//! or long stall that fails its column uses up one unit of tolerance for the rest of the run;
+//! the schedule therefore places at most `tolerance` of them, between 65% and 90% of the run, and the repeatable faults
 //! (SIGSTOP shorter than the node deadline, coordinator kill -9 and restart) throughout.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -180,12 +180,14 @@ pub enum FaultKind {
     },
     /// kill -9 of the coordinator, restarted on the same data directory and port after the hold.
     CoordinatorKill,
-    /// A power cut of storage node `node`: its writes not yet synced are lost. Not available
-    /// yet (the storage node's power-cut fault is being added on branch `powercut`): never
-    /// drawn, and skipped if scheduled.
+    /// A power cut of storage node `node` (InjectFault `POWER_CUT`: its writes not yet synced
+    /// are lost, the syncs in flight torn, the process exits), restarted on the same data and
+    /// port after the hold. Counts against the tolerance like a kill.
     PowerCut {
         /// The node's index.
         node: usize,
+        /// Seed of the torn sectors.
+        seed: u64,
     },
 }
 
@@ -219,7 +221,9 @@ impl fmt::Display for Fault {
             FaultKind::NodeKill { node }
             | FaultKind::NodePause { node }
             | FaultKind::NodeStall { node }
-            | FaultKind::PowerCut { node } => format!("{} node{}", self.kind.name(), node + 1),
+            | FaultKind::PowerCut { node, .. } => {
+                format!("{} node{}", self.kind.name(), node + 1)
+            }
             FaultKind::CoordinatorKill => self.kind.name().to_owned(),
         };
         write!(
@@ -253,8 +257,8 @@ pub fn schedule(config: &ChaosConfig) -> Vec<Fault> {
         faults.push(Fault { at, kind, hold });
         at += Duration::from_millis(rng.random_range(1500..5000));
     }
-    // The faults that may use up the tolerance (a kill, or a SIGSTOP beyond the node
-    // deadline): distinct nodes, between 65% and 90% of the run (after the first, a RAID 5 run
+    // The faults that may use up the tolerance (a kill, a power cut, or a SIGSTOP beyond the
+    // node deadline): distinct nodes, between 65% and 90% of the run (after the first, a RAID 5 run
     // can do little more).
     let mut victims: Vec<usize> = (0..nodes).collect();
     for _ in 0..config.level.tolerance() {
@@ -265,20 +269,27 @@ pub fn schedule(config: &ChaosConfig) -> Vec<Fault> {
         let from = end.as_millis() as u64 * 65 / 100;
         let to = (end.as_millis() as u64 * 9 / 10).max(from + 1);
         let at = Duration::from_millis(rng.random_range(from..to));
-        faults.push(if rng.random_bool(0.5) {
-            Fault {
+        faults.push(match rng.random_range(0..3) {
+            0 => Fault {
                 at,
                 kind: FaultKind::NodeKill { node },
                 hold: Duration::from_millis(rng.random_range(500..2500)),
-            }
-        } else {
-            Fault {
+            },
+            1 => Fault {
+                at,
+                kind: FaultKind::PowerCut {
+                    node,
+                    seed: rng.random(),
+                },
+                hold: Duration::from_millis(rng.random_range(500..2500)),
+            },
+            _ => Fault {
                 at,
                 kind: FaultKind::NodeStall { node },
                 hold: Duration::from_millis(
                     rng.random_range(NODE_DEADLINE_MS + 200..GONE_AFTER_MS - 300),
                 ),
-            }
+            },
         });
     }
     faults.sort_by_key(|f| f.at);
@@ -309,6 +320,8 @@ pub struct Summary {
     pub node_restarts: u64,
     /// Storage nodes resumed after SIGSTOP.
     pub node_resumes: u64,
+    /// Power cuts that took effect (the node exited as a power cut makes it).
+    pub power_cuts: u64,
     /// Longest time a client went without a successful answer (failed or slow calls).
     pub longest_unavailable: Duration,
     /// Longest time a recovery took (a restarted coordinator's volume assembled, a restarted
@@ -374,7 +387,11 @@ impl fmt::Display for Summary {
             "  coordinator restarts   {:>6}",
             self.coordinator_restarts
         )?;
-        writeln!(f, "  node restarts          {:>6}", self.node_restarts)?;
+        writeln!(
+            f,
+            "  node restarts          {:>6} ({} after a power cut)",
+            self.node_restarts, self.power_cuts
+        )?;
         writeln!(f, "  node resumes           {:>6}", self.node_resumes)?;
         writeln!(
             f,
@@ -565,6 +582,7 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
         coordinator_restarts: 0,
         node_restarts: 0,
         node_resumes: 0,
+        power_cuts: 0,
         longest_unavailable: Duration::ZERO,
         longest_recovery: Duration::ZERO,
         columns_out: Vec::new(),
@@ -744,10 +762,6 @@ async fn run_fault(
             .map(|c| c.column as usize)
     };
     match fault.kind {
-        FaultKind::PowerCut { .. } => {
-            skip("power cuts are not available yet");
-            return Ok(());
-        }
         FaultKind::CoordinatorKill => {
             if !out.is_empty() {
                 skip("a column is out (a crash would need a forced assembly)");
@@ -760,7 +774,8 @@ async fn run_fault(
         }
         FaultKind::NodeKill { node }
         | FaultKind::NodePause { node }
-        | FaultKind::NodeStall { node } => {
+        | FaultKind::NodeStall { node }
+        | FaultKind::PowerCut { node, .. } => {
             let mut after = out.clone();
             if let Some(c) = column_of(node) {
                 after.insert(c);
@@ -782,8 +797,14 @@ async fn run_fault(
             cluster.nodes[node].resume().await?;
             summary.node_resumes += 1;
         }
-        FaultKind::NodeKill { node } => {
-            cluster.nodes[node].kill9().await?;
+        FaultKind::NodeKill { node } | FaultKind::PowerCut { node, .. } => {
+            match fault.kind {
+                FaultKind::PowerCut { seed, .. } => {
+                    cluster.nodes[node].power_off(seed).await?;
+                    summary.power_cuts += 1;
+                }
+                _ => cluster.nodes[node].kill9().await?,
+            }
             tokio::time::sleep(fault.hold).await;
             let healed = Instant::now();
             cluster.nodes[node].restart_on_same_port().await?;
@@ -824,7 +845,6 @@ async fn run_fault(
             }
             summary.longest_recovery = summary.longest_recovery.max(healed.elapsed());
         }
-        FaultKind::PowerCut { .. } => {}
     }
     Ok(())
 }
@@ -852,7 +872,9 @@ mod tests {
                     .filter(|f| {
                         matches!(
                             f.kind,
-                            FaultKind::NodeKill { .. } | FaultKind::NodeStall { .. }
+                            FaultKind::NodeKill { .. }
+                                | FaultKind::NodeStall { .. }
+                                | FaultKind::PowerCut { .. }
                         )
                     })
                     .collect();
@@ -861,7 +883,9 @@ mod tests {
                 let mut nodes: Vec<_> = kills
                     .iter()
                     .map(|f| match f.kind {
-                        FaultKind::NodeKill { node } | FaultKind::NodeStall { node } => node,
+                        FaultKind::NodeKill { node }
+                        | FaultKind::NodeStall { node }
+                        | FaultKind::PowerCut { node, .. } => node,
                         _ => unreachable!(),
                     })
                     .collect();
