@@ -6,7 +6,8 @@
 //! The fault schedule is drawn up front from its own RNG ([`schedule`]), so the same seed gives
 //! the same schedule whatever the timing. Faults run one at a time (apply, hold, heal). Before
 //! each, the volume's state decides whether it may run: a storage-node fault only if the
-//! columns out (failed or gone) plus its own stay within the tolerance, a coordinator crash only
+//! columns out (failed or gone) plus its own stay within the tolerance (and one that may fail
+//! its column only while the volume is not resyncing), a coordinator crash only
 //! while no column is out (a crash of a degraded volume needs a forced assembly: the RAID 5
 //! write hole, docs/COORDINATOR.md). A fault that may not run is skipped and counted.
 //!
