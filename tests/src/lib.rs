@@ -11,14 +11,21 @@
 //! - [`cpu`]: CPU time of this process's threads by thread name, for the benches.
 //! - [`prom`]: samples of Prometheus text, `promtool check metrics`.
 //! - [`load`]: the load and overload runs of docs/RELIABILITY.md (binary `load`).
+//! - [`workload`]: the register workload (unique payloads, recorded operations).
+//! - [`chaos`]: the real-process chaos soak (faults from a seed, the checkers at the end).
+//! - [`linearizability`]: the per-block linearizability checker and the API contract it holds
+//!   the service to.
 //! - [`with_timeout`]: every test body runs under a deadline.
 
+pub mod chaos;
 pub mod cluster;
 pub mod cpu;
+pub mod linearizability;
 pub mod load;
 pub mod node;
 pub mod process;
 pub mod prom;
+pub mod workload;
 
 use std::future::Future;
 use std::time::Duration;

@@ -13,17 +13,23 @@ use tokio::process::{Child, Command};
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Path of workspace binary `name`: env `env_var`, else next to the test executable
-/// (`target/<profile>/<name>` for a test in `target/<profile>/deps/`).
+/// (`target/<profile>/<name>` for a test in `target/<profile>/deps/`, or for a binary of this
+/// crate in `target/<profile>/`, like `chaos`).
 pub fn binary(name: &str, env_var: &str) -> Result<PathBuf> {
     if let Some(path) = std::env::var_os(env_var) {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe().context("locating the test executable")?;
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+    let beside = exe.parent().map(|d| d.join(&file));
+    if let Some(bin) = beside.filter(|b| b.exists()) {
+        return Ok(bin);
+    }
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .ok_or_else(|| anyhow!("test executable {} has no grandparent", exe.display()))?;
-    let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let bin = dir.join(&file);
     if !bin.exists() {
         bail!(
             "{} not found: build it first (`cargo build --workspace`, or run `cargo test --workspace`), or set {env_var}",
