@@ -210,19 +210,33 @@ fn error_name(e: &ClientError) -> String {
         .to_owned()
 }
 
-/// One client's loop until `stop`: paced by `interval` (None: no pause), writes of
-/// `write_blocks` blocks with probability `write_share`, reads of up to 16 blocks otherwise.
+/// What a client of a phase does.
+#[derive(Debug, Clone)]
+struct Mix {
+    /// Time between two operations (None: no pause).
+    interval: Option<Duration>,
+    /// Share of writes.
+    write_share: f64,
+    /// Blocks per write.
+    write_blocks: std::ops::RangeInclusive<u64>,
+}
+
+/// One client's loop until `stop`: paced by the mix's interval, writes of the mix's size with
+/// its probability, reads of up to 16 blocks otherwise.
 async fn client_loop(
     client: Client,
     volume: String,
     mut region: Region,
-    interval: Option<Duration>,
-    write_share: f64,
-    write_blocks: std::ops::RangeInclusive<u64>,
+    mix: Mix,
     seed: u64,
     started: Instant,
     stop: Arc<AtomicBool>,
 ) -> (Region, Vec<Sample>, Outcomes) {
+    let Mix {
+        interval,
+        write_share,
+        write_blocks,
+    } = mix;
     let mut rng = StdRng::seed_from_u64(seed);
     let vol = client.volume(&volume);
     let mut samples = Vec::new();
@@ -400,9 +414,11 @@ async fn run_phase(
                 client.clone(),
                 volume.to_owned(),
                 region,
-                interval,
-                write_share,
-                write_blocks.clone(),
+                Mix {
+                    interval,
+                    write_share,
+                    write_blocks: write_blocks.clone(),
+                },
                 seed.wrapping_mul(1000).wrapping_add(i as u64),
                 started,
                 stop.clone(),
