@@ -128,6 +128,28 @@ pub enum ClientError {
         /// The coordinator's message.
         message: String,
     },
+    /// The volume is failed (`volume-failed`): more columns are failed or their nodes gone than
+    /// its layout tolerates. The write was refused and nothing was written; reads of what the
+    /// surviving columns hold are still served. Retry once enough nodes are back.
+    #[error("{}", labelled("volume failed", .message))]
+    VolumeFailed {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// The component state machine has no such transition (`not-allowed`), e.g. a failed
+    /// column straight back to optimal: it must be rebuilt or re-added.
+    #[error("{}", labelled("not allowed", .message))]
+    NotAllowed {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// A storage node refused a request the coordinator built for it (`storage-refused`): the
+    /// volume and the node disagree (a size limit, a range); no column was failed.
+    #[error("{}", labelled("refused by storage", .message))]
+    StorageRefused {
+        /// The coordinator's message.
+        message: String,
+    },
     /// The administrative change would leave more failures than the layout tolerates
     /// (`would-exceed-tolerance`).
     #[error("{}", labelled("would exceed the layout's tolerance", .message))]
@@ -228,7 +250,12 @@ impl ClientError {
             }
             Some(error_kind::STATE_NOT_RECORDED) => ClientError::StateNotRecorded { message },
             Some(error_kind::NOT_ASSEMBLED) => ClientError::NotAssembled { message },
-            Some(error_kind::INTERNAL) => ClientError::Internal { message },
+            Some(error_kind::INTERNAL | error_kind::DAG_NODE_FAILED) => {
+                ClientError::Internal { message }
+            }
+            Some(error_kind::VOLUME_FAILED) => ClientError::VolumeFailed { message },
+            Some(error_kind::NOT_ALLOWED) => ClientError::NotAllowed { message },
+            Some(error_kind::STORAGE_REFUSED) => ClientError::StorageRefused { message },
             Some(error_kind::OUT_OF_RANGE) => ClientError::OutOfRange { message },
             Some(error_kind::INVALID_REQUEST | error_kind::TOO_LARGE) => {
                 ClientError::InvalidArgument { message }
@@ -420,6 +447,26 @@ mod tests {
                 Code::ResourceExhausted,
                 error_kind::OVERLOADED,
                 E::Overloaded { message: msg() },
+            ),
+            (
+                Code::FailedPrecondition,
+                error_kind::VOLUME_FAILED,
+                E::VolumeFailed { message: msg() },
+            ),
+            (
+                Code::FailedPrecondition,
+                error_kind::NOT_ALLOWED,
+                E::NotAllowed { message: msg() },
+            ),
+            (
+                Code::Internal,
+                error_kind::STORAGE_REFUSED,
+                E::StorageRefused { message: msg() },
+            ),
+            (
+                Code::Internal,
+                error_kind::DAG_NODE_FAILED,
+                E::Internal { message: msg() },
             ),
         ];
         for (code, kind, want) in cases {

@@ -156,6 +156,7 @@ pub fn classify_write(answer: &Result<(), ClientError>, one_stripe: bool) -> Wri
         err,
         ClientError::Unrecoverable { .. }
             | ClientError::Overloaded { .. }
+            | ClientError::VolumeFailed { .. }
             | ClientError::NotAssembled { .. }
             | ClientError::UnknownVolume { .. }
             | ClientError::InvalidArgument { .. }
@@ -198,6 +199,9 @@ pub fn error_name(err: &ClientError) -> &'static str {
         ClientError::NoSpace { .. } => "no-space",
         ClientError::Overloaded { .. } => "overloaded",
         ClientError::WouldExceedTolerance { .. } => "would-exceed-tolerance",
+        ClientError::VolumeFailed { .. } => "volume-failed",
+        ClientError::NotAllowed { .. } => "not-allowed",
+        ClientError::StorageRefused { .. } => "storage-refused",
         ClientError::Fenced { .. } => "fenced",
         ClientError::NotAssembled { .. } => "not-assembled",
         ClientError::StateNotRecorded { .. } => "state-not-recorded",

@@ -194,6 +194,7 @@ fn not_applied(e: &ClientError) -> bool {
     matches!(
         e,
         ClientError::Overloaded { .. }
+            | ClientError::VolumeFailed { .. }
             | ClientError::Unrecoverable { .. }
             | ClientError::NotAssembled { .. }
             | ClientError::InvalidArgument { .. }
