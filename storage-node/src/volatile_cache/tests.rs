@@ -204,7 +204,7 @@ struct BlockHistory {
 /// cut after a random number of acknowledged writes (with or without a sync held); a store
 /// opened on what the disk holds then reads every acknowledged block exactly, and every other
 /// block as its old contents, its new ones, or DATA_LOSS naming it.
-fn block_store_power_cut_run(seed: u64, hold: bool) -> (u64, u64) {
+fn block_store_power_cut_run(seed: u64, hold: bool, done: std::sync::mpsc::Sender<(u64, u64)>) {
     const BS: u32 = 512;
     const BLOCKS: u64 = 256;
     const TASKS: u64 = 8;
@@ -334,18 +334,28 @@ fn block_store_power_cut_run(seed: u64, hold: bool) -> (u64, u64) {
         );
         (acked, torn)
     });
-    // Not waiting for the blocking threads: some of them (the cut node's group commit) sleep
-    // for ever in the powerless cache, as a dead node's would; waiting hung this test on a
-    // loaded machine.
+    // Sent before anything is torn down: the teardown of the cut node's runtime may never end
+    // (threads parked for ever in the powerless cache, as a dead node's would be).
+    let _ = done.send(counted);
     restarted.shutdown_background();
-    counted
+}
+
+/// [`block_store_power_cut_run`] on a thread of its own, whose result is taken as soon as it is
+/// computed: the teardown of the cut node's runtimes (threads parked for ever in the powerless
+/// cache, by design) must not hold the test, and on a loaded machine it did (seen with gdb).
+fn power_cut_run_detached(seed: u64, hold: bool) -> (u64, u64) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || block_store_power_cut_run(seed, hold, tx));
+    // A run that fails panics on its thread (printed above) and never sends.
+    rx.recv_timeout(Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("seed {seed}: the run failed or did not finish: {e}"))
 }
 
 #[test]
 fn acknowledged_writes_survive_a_power_cut_and_torn_blocks_read_as_data_loss() {
     let (mut acked, mut torn) = (0, 0);
     for seed in 0..12 {
-        let (a, t) = block_store_power_cut_run(seed, seed % 2 == 0);
+        let (a, t) = power_cut_run_detached(seed, seed % 2 == 0);
         acked += a;
         torn += t;
     }
