@@ -463,6 +463,16 @@ pub struct NodeClient {
     inner: Arc<Inner>,
 }
 
+/// FAILED_PRECONDITION / `stale-epoch` with `message`: a newer coordinator owns the node.
+fn stale_epoch(message: String) -> Status {
+    let mut status = Status::failed_precondition(message);
+    status.metadata_mut().insert(
+        dagraid_proto::error_kind::HEADER,
+        tonic::metadata::MetadataValue::from_static(dagraid_proto::error_kind::STALE_EPOCH),
+    );
+    status
+}
+
 /// A component fence this client completed.
 #[derive(Debug, Clone, Copy)]
 struct ComponentFence {
@@ -638,29 +648,12 @@ impl NodeClient {
             .component_fences_sent
             .fetch_add(1, Ordering::AcqRel)
             + 1;
-        let request = pb::FenceRequest {
-            cluster_id: self.inner.fencing.cluster_id().to_owned(),
-            epoch,
-            component_id: component.to_owned(),
-        };
-        let answer = self
-            .call(
-                "Fence",
-                self.inner.config.io_deadline,
-                request,
-                |mut c, r| async move { c.fence(r).await },
-            )
-            .await?;
+        let answer = self.send_fence(epoch, component).await?;
         if answer.epoch > epoch {
-            let mut status = Status::failed_precondition(format!(
+            return Err(stale_epoch(format!(
                 "component {component} is at epoch {}, above this coordinator's {epoch}: a newer coordinator owns it",
                 answer.epoch
-            ));
-            status.metadata_mut().insert(
-                dagraid_proto::error_kind::HEADER,
-                tonic::metadata::MetadataValue::from_static(dagraid_proto::error_kind::STALE_EPOCH),
-            );
-            return Err(status);
+            )));
         }
         self.inner
             .component_fences
@@ -742,35 +735,35 @@ impl NodeClient {
             self.check_protocol(&info)
                 .map_err(|e| Status::failed_precondition(e.to_string()))?;
         }
-        let request = pb::FenceRequest {
-            cluster_id: self.inner.fencing.cluster_id().to_owned(),
-            epoch,
-            component_id: String::new(),
-        };
-        let answer = self
-            .call(
-                "Fence",
-                self.inner.config.io_deadline,
-                request,
-                |mut c, r| async move { c.fence(r).await },
-            )
-            .await?;
+        let answer = self.send_fence(epoch, "").await?;
         self.fenced_at(epoch, answer.epoch)?;
         tracing::info!(node = %self.inner.address, epoch, "storage node fenced before its first write of this epoch");
         Ok(())
     }
 
+    /// One Fence at `epoch` under the I/O deadline (an admin call, not queued behind block
+    /// I/O): of the whole node when `component` is empty, else of that component alone.
+    async fn send_fence(&self, epoch: u64, component: &str) -> Result<pb::FenceResponse, Status> {
+        let request = pb::FenceRequest {
+            cluster_id: self.inner.fencing.cluster_id().to_owned(),
+            epoch,
+            component_id: component.to_owned(),
+        };
+        self.call(
+            "Fence",
+            self.inner.config.io_deadline,
+            request,
+            |mut c, r| async move { c.fence(r).await },
+        )
+        .await
+    }
+
     /// Records a successful Fence at `epoch` whose node answered `now`.
     fn fenced_at(&self, epoch: u64, now: u64) -> Result<(), Status> {
         if now > epoch {
-            let mut status = Status::failed_precondition(format!(
+            return Err(stale_epoch(format!(
                 "the node is at epoch {now}, above this coordinator's {epoch}: a newer coordinator owns it"
-            ));
-            status.metadata_mut().insert(
-                dagraid_proto::error_kind::HEADER,
-                tonic::metadata::MetadataValue::from_static(dagraid_proto::error_kind::STALE_EPOCH),
-            );
-            return Err(status);
+            )));
         }
         self.inner.fenced.fetch_max(epoch, Ordering::AcqRel);
         Ok(())
