@@ -35,6 +35,10 @@ pub const DEFAULT_MAX_QUEUED_ACCESSES: usize = 1024;
 pub const MAX_ACCESS_LIMIT: usize = 1 << 20;
 /// Default time assembly waits for storage nodes that do not answer.
 pub const DEFAULT_ASSEMBLY_WAIT_MS: u64 = 10_000;
+/// Default down-out delay: ten minutes, longer than any node restart.
+pub const DEFAULT_DOWN_OUT_DELAY_MS: u64 = 600_000;
+/// Default rebuild rate limit: 64 MiB/s.
+pub const DEFAULT_REBUILD_RATE: u64 = 64 << 20;
 /// Default wait before a resync that stopped with an error is retried.
 pub const DEFAULT_RESYNC_RETRY_INITIAL_MS: u64 = 1000;
 /// Default longest wait between resync retries (the wait doubles up to it).
@@ -164,6 +168,13 @@ pub struct CoordinatorConfig {
     /// Longest wait between resync retries: the wait doubles after each retry that made no
     /// progress, up to this.
     pub resync_retry_max: Duration,
+    /// How long a column stays failed before it is reconstructed onto a spare of the pool
+    /// (Ceph's `mon_osd_down_out_interval`): longer than a node restart, so a node that comes
+    /// back is re-added rather than rebuilt. 0 rebuilds at once.
+    pub down_out_delay: Duration,
+    /// Default rate limit of a reconstruction or copyback, in bytes written per second (0: no
+    /// limit); user I/O comes first whatever the rate.
+    pub rebuild_rate: u64,
 }
 
 impl CoordinatorConfig {
@@ -187,6 +198,8 @@ impl CoordinatorConfig {
             metrics_listen: None,
             resync_retry_initial: Duration::from_millis(DEFAULT_RESYNC_RETRY_INITIAL_MS),
             resync_retry_max: Duration::from_millis(DEFAULT_RESYNC_RETRY_MAX_MS),
+            down_out_delay: Duration::from_millis(DEFAULT_DOWN_OUT_DELAY_MS),
+            rebuild_rate: DEFAULT_REBUILD_RATE,
         }
     }
 
@@ -315,6 +328,8 @@ impl CoordinatorConfig {
 /// metrics-listen = "0.0.0.0:9464"
 /// resync-retry-initial-ms = 1000
 /// resync-retry-max-ms = 30000
+/// down-out-delay-ms = 600000
+/// rebuild-rate = 67108864
 /// nodes = [
 ///   { id = "node1", address = "127.0.0.1:7001" },
 ///   { id = "node2", address = "127.0.0.1:7002" },
@@ -355,6 +370,10 @@ pub struct FileConfig {
     pub resync_retry_initial_ms: Option<u64>,
     /// See [`CoordinatorConfig::resync_retry_max`], in milliseconds.
     pub resync_retry_max_ms: Option<u64>,
+    /// See [`CoordinatorConfig::down_out_delay`], in milliseconds.
+    pub down_out_delay_ms: Option<u64>,
+    /// See [`CoordinatorConfig::rebuild_rate`].
+    pub rebuild_rate: Option<u64>,
 }
 
 impl FileConfig {
@@ -460,6 +479,14 @@ pub struct Args {
     /// Longest wait between resync retries, in milliseconds [default: 30000].
     #[arg(long, value_name = "MS")]
     pub resync_retry_max_ms: Option<u64>,
+    /// How long a column stays failed before it is reconstructed onto a spare, in
+    /// milliseconds; 0 rebuilds at once [default: 600000].
+    #[arg(long, value_name = "MS", env = "DAGRAID_DOWN_OUT_DELAY_MS")]
+    pub down_out_delay_ms: Option<u64>,
+    /// Default rate limit of a reconstruction or copyback, in bytes per second; 0: no limit
+    /// [default: 67108864].
+    #[arg(long, value_name = "BYTES_PER_SEC", env = "DAGRAID_REBUILD_RATE")]
+    pub rebuild_rate: Option<u64>,
     /// Trace export (OTLP/gRPC), configured like any OpenTelemetry SDK.
     #[command(flatten)]
     pub telemetry: dagraid_telemetry::TelemetryArgs,
@@ -532,6 +559,12 @@ impl Args {
         }
         if let Some(ms) = self.resync_retry_max_ms.or(file.resync_retry_max_ms) {
             config.resync_retry_max = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.down_out_delay_ms.or(file.down_out_delay_ms) {
+            config.down_out_delay = Duration::from_millis(ms);
+        }
+        if let Some(rate) = self.rebuild_rate.or(file.rebuild_rate) {
+            config.rebuild_rate = rate;
         }
         config.validate()?;
         Ok(config)

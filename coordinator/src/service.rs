@@ -192,6 +192,9 @@ pub fn volume_to_proto(volume: &Volume) -> pb::Volume {
             forced: note.forced,
             at_risk: note.at_risk.clone().unwrap_or_default(),
         }),
+        rebuilds: Vec::new(),
+        rebuild_waiting: String::new(),
+        spares_available: 0,
     }
 }
 
@@ -229,6 +232,9 @@ pub fn unassembled_to_proto(volume: &UnassembledVolume) -> pb::Volume {
             forced: false,
             at_risk: String::new(),
         }),
+        rebuilds: Vec::new(),
+        rebuild_waiting: String::new(),
+        spares_available: 0,
     }
 }
 
@@ -426,6 +432,41 @@ impl VolumeService for VolumeApi {
                 .collect(),
             block_size: block_size as u32,
         }))
+    }
+
+    async fn add_spare(
+        &self,
+        _request: Request<pb::AddSpareRequest>,
+    ) -> Result<Response<pb::Spare>, Status> {
+        Err(Status::unimplemented("spares: not yet"))
+    }
+
+    async fn remove_spare(
+        &self,
+        _request: Request<pb::RemoveSpareRequest>,
+    ) -> Result<Response<pb::RemoveSpareResponse>, Status> {
+        Err(Status::unimplemented("spares: not yet"))
+    }
+
+    async fn list_spares(
+        &self,
+        _request: Request<pb::ListSparesRequest>,
+    ) -> Result<Response<pb::ListSparesResponse>, Status> {
+        Err(Status::unimplemented("spares: not yet"))
+    }
+
+    async fn rebuild_column(
+        &self,
+        _request: Request<pb::RebuildColumnRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        Err(Status::unimplemented("rebuild: not yet"))
+    }
+
+    async fn copyback(
+        &self,
+        _request: Request<pb::CopybackRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        Err(Status::unimplemented("copyback: not yet"))
     }
 }
 

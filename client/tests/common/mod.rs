@@ -206,6 +206,41 @@ impl Fake {
 
 #[tonic::async_trait]
 impl VolumeService for Fake {
+    async fn add_spare(
+        &self,
+        _: Request<pb::AddSpareRequest>,
+    ) -> Result<Response<pb::Spare>, Status> {
+        Err(Status::unimplemented("the fake has no spares"))
+    }
+
+    async fn remove_spare(
+        &self,
+        _: Request<pb::RemoveSpareRequest>,
+    ) -> Result<Response<pb::RemoveSpareResponse>, Status> {
+        Err(Status::unimplemented("the fake has no spares"))
+    }
+
+    async fn list_spares(
+        &self,
+        _: Request<pb::ListSparesRequest>,
+    ) -> Result<Response<pb::ListSparesResponse>, Status> {
+        Err(Status::unimplemented("the fake has no spares"))
+    }
+
+    async fn rebuild_column(
+        &self,
+        _: Request<pb::RebuildColumnRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        Err(Status::unimplemented("the fake does not rebuild"))
+    }
+
+    async fn copyback(
+        &self,
+        _: Request<pb::CopybackRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        Err(Status::unimplemented("the fake does not copy back"))
+    }
+
     async fn get_cluster_info(
         &self,
         request: Request<pb::GetClusterInfoRequest>,
@@ -296,6 +331,9 @@ impl VolumeService for Fake {
             assembly: None,
             lost_bytes: 0,
             lost_ranges: 0,
+            rebuilds: Vec::new(),
+            rebuild_waiting: String::new(),
+            spares_available: 0,
         };
         volumes.insert(
             r.name,
