@@ -219,6 +219,7 @@ fn access_code_and_kind(e: &AccessError) -> (Code, &'static str) {
         AccessError::Array(ArrayError::NotAllowed { .. }) => {
             (Code::FailedPrecondition, error_kind::NOT_ALLOWED)
         }
+        AccessError::Rebuild { .. } => (Code::FailedPrecondition, error_kind::REBUILD_REFUSED),
         AccessError::Array(
             ArrayError::ColumnCountMismatch { .. } | ArrayError::SpareColumn { .. },
         )
