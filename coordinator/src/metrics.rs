@@ -229,16 +229,16 @@ impl Collector for VolumeCollector {
                 MetricType::Gauge,
             )?;
             for e in &entries {
-                let (records, states): (&[crate::store::ComponentRecord], Vec<ComponentState>) =
+                let (records, states): (Vec<crate::store::ComponentRecord>, Vec<ComponentState>) =
                     match e {
                         VolumeEntry::Assembled(v) => {
                             (v.components(), v.array().states().states().to_vec())
                         }
                         VolumeEntry::Unassembled(u) => {
-                            (&u.record().components, u.states().to_vec())
+                            (u.record().components.clone(), u.states().to_vec())
                         }
                     };
-                for c in records {
+                for c in &records {
                     let now = states
                         .get(c.column as usize)
                         .copied()
@@ -271,8 +271,8 @@ impl Collector for VolumeCollector {
                 MetricType::Gauge,
             )?;
             for v in &assembled {
-                let used: BTreeSet<&str> =
-                    v.components().iter().map(|c| c.node_id.as_str()).collect();
+                let members = v.components();
+                let used: BTreeSet<&str> = members.iter().map(|c| c.node_id.as_str()).collect();
                 let spare = registry
                     .nodes()
                     .iter()

@@ -168,7 +168,7 @@ pub fn volume_to_proto(volume: &Volume) -> pb::Volume {
         size_bytes: layout.capacity(),
         state: volume_state_to_proto(array.array_state(), resyncing) as i32,
         components: components_to_proto(
-            volume.components(),
+            &volume.components(),
             states.states(),
             states.gone_columns(),
             component_bytes,

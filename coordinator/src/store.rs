@@ -214,6 +214,22 @@ pub struct DurableState {
     pub lost: LostSet,
     /// The counter of the change that last changed `lost` (0: never).
     pub lost_counter: u64,
+    /// Every column's member (node and component), when the change names them; empty: the
+    /// members stay as stored. A reconstruction onto a spare or a copyback changes a member.
+    pub members: Vec<MemberRecord>,
+}
+
+/// Which component on which node holds a column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    /// The storage node's id.
+    pub node_id: String,
+    /// Its address.
+    pub node_address: String,
+    /// The component's id on the node.
+    pub component_id: String,
+    /// The component's serial.
+    pub serial: u64,
 }
 
 impl DurableState {
@@ -232,6 +248,7 @@ impl DurableState {
             states,
             lost: LostSet::new(),
             lost_counter: 0,
+            members: Vec::new(),
         }
     }
 
@@ -355,6 +372,16 @@ impl VolumeRecord {
             recovered: self.components.iter().map(|c| c.recovered).collect(),
             lost: self.lost.set(),
             lost_counter: self.lost.counter,
+            members: self
+                .components
+                .iter()
+                .map(|c| MemberRecord {
+                    node_id: c.node_id.clone(),
+                    node_address: c.node_address.clone(),
+                    component_id: c.component_id.clone(),
+                    serial: c.serial,
+                })
+                .collect(),
         }
     }
 
@@ -374,6 +401,12 @@ impl VolumeRecord {
         for (column, c) in self.components.iter_mut().enumerate() {
             c.state = state.states[column].into();
             c.recovered = state.recovered.get(column).copied().unwrap_or(0);
+            if let Some(m) = state.members.get(column) {
+                c.node_id = m.node_id.clone();
+                c.node_address = m.node_address.clone();
+                c.component_id = m.component_id.clone();
+                c.serial = m.serial;
+            }
         }
         self.mod_counter = state.mod_counter;
         self.config_epoch = state.config_epoch;

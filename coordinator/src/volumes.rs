@@ -109,9 +109,27 @@ impl Volume {
         self.array.layout()
     }
 
-    /// The columns as created (their states are in [`Volume::array`]).
-    pub fn components(&self) -> &[ComponentRecord] {
-        &self.record.components
+    /// The columns: each one's member as it is now (a spare or a replacement may have taken
+    /// a column's place); their states are in [`Volume::array`].
+    pub fn components(&self) -> Vec<ComponentRecord> {
+        let members = self.recorder.labels().columns();
+        self.record
+            .components
+            .iter()
+            .zip(members)
+            .map(|(c, m)| ComponentRecord {
+                node_address: m.client.address().to_owned(),
+                node_id: m.node_id,
+                component_id: m.component_id,
+                serial: m.serial,
+                ..c.clone()
+            })
+            .collect()
+    }
+
+    /// The stored record as assembled (its members as they were then).
+    pub fn record(&self) -> &VolumeRecord {
+        &self.record
     }
 
     /// The array serving the volume.
@@ -218,10 +236,10 @@ impl VolumeEntry {
         }
     }
 
-    fn components(&self) -> &[ComponentRecord] {
+    fn components(&self) -> Vec<ComponentRecord> {
         match self {
             VolumeEntry::Assembled(v) => v.components(),
-            VolumeEntry::Unassembled(u) => &u.record.components,
+            VolumeEntry::Unassembled(u) => u.record.components.clone(),
         }
     }
 
@@ -564,6 +582,7 @@ impl VolumeManager {
             recovered: plan.recovered.clone(),
             lost: lost.clone(),
             lost_counter: plan.lost_counter,
+            members: recorded.members.clone(),
         };
         let proposed = Proposed {
             states: plan.states.clone(),

@@ -437,6 +437,22 @@ impl Array {
         self.quiesce().await
     }
 
+    /// Ends a copyback that has no sweep (a coordinator restarted during it: the component
+    /// table holds the spare, as assembled, and the replacement was never named): the column
+    /// is optimal on its spare again, durably. Not for a copyback whose sweep runs (that one
+    /// ends with [`Array::abort_copyback`]).
+    pub async fn clear_copyback(&self, column: usize) -> Result<(), AccessError> {
+        let generation = {
+            let mut st = self.lock_states();
+            if st.get(column) != Some(ComponentState::Copyback) {
+                return Ok(());
+            }
+            st.transition(&self.layout, column, ComponentState::Optimal)?;
+            st.generation()
+        };
+        self.make_durable(generation).await
+    }
+
     /// Waits until every access that took its stripe locks before this call has finished: each
     /// stripe's write lock is taken and released in turn (the locks are fair, so every earlier
     /// holder goes first).
