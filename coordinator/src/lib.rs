@@ -137,6 +137,7 @@ pub struct Coordinator {
     task: Option<JoinHandle<Result<(), CoordinatorError>>>,
     metrics: Arc<CoordinatorMetrics>,
     metrics_server: Option<MetricsServer>,
+    spares: Arc<SparePool>,
 }
 
 impl Drop for Coordinator {
@@ -289,7 +290,7 @@ impl Coordinator {
         let volumes = Arc::new(VolumeManager::new(
             store.clone(),
             registry.clone(),
-            spares,
+            spares.clone(),
             VolumeManagerConfig {
                 array: ArrayConfig {
                     engine: EngineConfig {
@@ -377,7 +378,13 @@ impl Coordinator {
             task: Some(task),
             metrics,
             metrics_server,
+            spares,
         })
+    }
+
+    /// The hot-spare pool (the service's; tests and in-process callers reach it here).
+    pub fn spares(&self) -> &Arc<SparePool> {
+        &self.spares
     }
 
     /// The coordinator's metrics (served at [`Coordinator::metrics_addr`] when configured).
