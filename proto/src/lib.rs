@@ -123,6 +123,11 @@ pub mod error_kind {
     /// back-pressure, not a failure. Nothing was done and no column was failed; retry later,
     /// with a pause.
     pub const OVERLOADED: &str = "overloaded";
+    /// No hot spare of that id in the pool (NOT_FOUND).
+    pub const UNKNOWN_SPARE: &str = "unknown-spare";
+    /// The hot spare is in use by a volume's column (FAILED_PRECONDITION): it cannot be removed
+    /// or taken again until it is released.
+    pub const SPARE_IN_USE: &str = "spare-in-use";
     /// A bug or an unexpected condition on the coordinator.
     pub const INTERNAL: &str = "internal";
 }
