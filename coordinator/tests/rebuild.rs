@@ -154,7 +154,7 @@ async fn a_stopped_node_is_rebuilt_onto_a_spare_under_writes_then_another_may_fa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_place_rebuild_then_copyback_returns_the_spare_to_the_pool() {
     with_timeout(async {
-        let mut cluster = Cluster::start(5, |c| c.down_out_delay = Duration::from_secs(3600)).await;
+        let cluster = Cluster::start(5, |c| c.down_out_delay = Duration::from_secs(3600)).await;
         let mut client = cluster.client().await;
         let mut req = create("vol", pb::RaidLevel::Raid6, 6 * MIB);
         req.nodes = vec!["n1".into(), "n2".into(), "n3".into(), "n4".into()];
