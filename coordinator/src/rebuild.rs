@@ -375,6 +375,16 @@ impl Rebuilds {
             );
             return Ok(());
         }
+        if !states.gone_columns().is_empty() {
+            self.waiting.insert(
+                name.clone(),
+                format!(
+                    "columns {:?} are gone beyond the tolerance: nothing is rebuilt until their nodes answer again",
+                    states.gone_columns().iter().collect::<Vec<_>>()
+                ),
+            );
+            return Ok(());
+        }
         let ready: Vec<usize> = failed
             .iter()
             .copied()
@@ -485,7 +495,11 @@ impl Rebuilds {
             }
             return Ok(s);
         }
-        if let Some(s) = pool.used_by(volume.name()).into_iter().find(|s| ours(s)) {
+        if let Some(s) = pool
+            .used_by(volume.name())
+            .into_iter()
+            .find(|s| ours(s) && pool.reachable(s))
+        {
             return Ok(s);
         }
         pool.fits(block_size, blocks, &nodes)
