@@ -13,7 +13,9 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use crate::{AssembleOutcome, ClientError, ClusterInfo, LostRange, Volume, VolumeInfo, VolumeSpec};
+use crate::{
+    AssembleOutcome, ClientError, ClusterInfo, LostRange, Spare, Volume, VolumeInfo, VolumeSpec,
+};
 
 /// HTTP/2 frame size: a 1 MiB chunk travels in one frame (the setting that matters most for
 /// large transfers, STACK.md).
@@ -522,6 +524,51 @@ impl Client {
                 message: format!("no answer from {} within {timeout:?}", self.endpoint()),
             }),
         }
+    }
+
+    /// Adds a hot spare on storage node `node_id`: a component of at least `size_bytes`
+    /// (rounded up to whole blocks; 0: the size of the largest column of any volume, refused
+    /// when there is no volume) with blocks of `block_size` bytes (0: 4096), labelled as a
+    /// spare. Not retried: a retry could add a second spare.
+    pub async fn add_spare(
+        &self,
+        node_id: &str,
+        size_bytes: u64,
+        block_size: u32,
+    ) -> Result<Spare, ClientError> {
+        let request = pb::AddSpareRequest {
+            node_id: node_id.to_owned(),
+            size_bytes,
+            block_size,
+        };
+        let spare = self
+            .call(request, |mut rpc, request| async move {
+                rpc.add_spare(request).await
+            })
+            .await?;
+        Ok(Spare::from_proto(spare))
+    }
+
+    /// Removes hot spare `id` from the pool and its component from its node; refused with
+    /// [`ClientError::SpareInUse`] while a volume uses it, [`ClientError::UnknownSpare`] when
+    /// the pool has no such spare.
+    pub async fn remove_spare(&self, id: &str) -> Result<(), ClientError> {
+        let request = pb::RemoveSpareRequest { id: id.to_owned() };
+        self.call(request, |mut rpc, request| async move {
+            rpc.remove_spare(request).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The hot-spare pool, by id.
+    pub async fn list_spares(&self) -> Result<Vec<Spare>, ClientError> {
+        let answer = self
+            .idempotent(pb::ListSparesRequest {}, |mut rpc, request| async move {
+                rpc.list_spares(request).await
+            })
+            .await?;
+        Ok(answer.spares.into_iter().map(Spare::from_proto).collect())
     }
 
     /// An idempotent call: retried after transport failures, with a doubling pause, up to the

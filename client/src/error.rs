@@ -54,6 +54,19 @@ pub enum ClientError {
         /// The coordinator's message.
         message: String,
     },
+    /// No hot spare of that id in the pool (`unknown-spare`, NOT_FOUND).
+    #[error("{}", labelled("unknown spare", .message))]
+    UnknownSpare {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// The hot spare is in use by a volume's column (`spare-in-use`, FAILED_PRECONDITION): it
+    /// cannot be removed until it is released.
+    #[error("{}", labelled("spare in use", .message))]
+    SpareInUse {
+        /// The coordinator's message.
+        message: String,
+    },
     /// A volume of that name already exists (`volume-exists`, ALREADY_EXISTS).
     #[error("{}", labelled("volume exists", .message))]
     VolumeExists {
@@ -236,6 +249,8 @@ impl ClientError {
             Some(error_kind::UNAUTHENTICATED) => ClientError::Unauthenticated { message },
             Some(error_kind::UNKNOWN_VOLUME) => ClientError::UnknownVolume { message },
             Some(error_kind::VOLUME_EXISTS) => ClientError::VolumeExists { message },
+            Some(error_kind::UNKNOWN_SPARE) => ClientError::UnknownSpare { message },
+            Some(error_kind::SPARE_IN_USE) => ClientError::SpareInUse { message },
             Some(error_kind::BAD_GEOMETRY) => ClientError::BadGeometry { message },
             Some(error_kind::NOT_ENOUGH_NODES) => ClientError::NotEnoughNodes { message },
             Some(error_kind::UNRECOVERABLE) => ClientError::Unrecoverable { message },
@@ -442,6 +457,16 @@ mod tests {
                 Code::ResourceExhausted,
                 error_kind::NO_SPACE,
                 E::NoSpace { message: msg() },
+            ),
+            (
+                Code::NotFound,
+                error_kind::UNKNOWN_SPARE,
+                E::UnknownSpare { message: msg() },
+            ),
+            (
+                Code::FailedPrecondition,
+                error_kind::SPARE_IN_USE,
+                E::SpareInUse { message: msg() },
             ),
             (
                 Code::ResourceExhausted,

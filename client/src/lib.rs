@@ -41,7 +41,7 @@ pub use client::{
 pub use error::ClientError;
 pub use types::{
     AssembleOutcome, AssemblyInfo, ClusterInfo, ComponentInfo, ComponentState, LostRange,
-    ParseRaidLevelError, RaidLevel, ResyncProgress, StorageNodeInfo, VolumeCounters, VolumeInfo,
-    VolumeSpec, VolumeState,
+    ParseRaidLevelError, RaidLevel, ResyncProgress, Spare, SpareUse, StorageNodeInfo,
+    VolumeCounters, VolumeInfo, VolumeSpec, VolumeState,
 };
 pub use volume::Volume;

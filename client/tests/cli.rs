@@ -339,6 +339,83 @@ async fn every_verb_against_a_coordinator() {
     assert_eq!(json["volumes"][0]["level"], "raid5");
     assert_eq!(json["volumes"][0]["size_bytes"], 8 << 20);
 
+    // Spares: sized after the largest column by default, listed, refused while in use.
+    let out = go(g(&["spare", "list"])).await;
+    assert_success(&out);
+    assert_eq!(stdout(&out), "no spares\n");
+    let out = go(g(&["spare", "add", "--node", "node5"])).await;
+    assert_success(&out);
+    assert_eq!(
+        stdout(&out),
+        "added spare spare-0000000000000001 on node5: 2 MiB (512 blocks of 4 KiB)\n"
+    );
+    server
+        .knobs
+        .spares_taken
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let out = go(g(&[
+        "spare",
+        "add",
+        "--node",
+        "node4",
+        "--size",
+        "1000",
+        "--block-size",
+        "512",
+        "--json",
+    ]))
+    .await;
+    assert_success(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["id"], "spare-0000000000000002");
+    assert_eq!(
+        (json["size_bytes"].as_u64(), json["block_count"].as_u64()),
+        (Some(1024), Some(2))
+    );
+    let out = go(g(&["spare", "list"])).await;
+    assert_success(&out);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].starts_with("ID  ") && lines[0].ends_with("USED BY        REACHABLE"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("node5  2 MiB") && lines[1].contains("free") && lines[1].ends_with("yes"),
+        "{text}"
+    );
+    assert!(lines[2].contains("vol0 column 1"), "{text}");
+    let out = go(g(&["spare", "list", "--json"])).await;
+    assert_success(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["spares"][0]["node"], "node5");
+    assert_eq!(json["spares"][0]["volume"], serde_json::Value::Null);
+    assert_eq!(json["spares"][1]["volume"], "vol0");
+    assert_eq!(json["spares"][1]["column"], 1);
+    let out = go(g(&["spare", "remove", "spare-0000000000000002"])).await;
+    assert_one_line_error(&out, "is in use");
+    assert!(
+        stderr(&out).contains("column 1 of volume \"vol0\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = go(g(&["spare", "remove", "spare-0000000000000001"])).await;
+    assert_success(&out);
+    assert_eq!(stdout(&out), "removed spare spare-0000000000000001\n");
+    let out = go(g(&["spare", "remove", "spare-0000000000000001"])).await;
+    assert_one_line_error(&out, "unknown spare");
+    let out = go(g(&[
+        "spare",
+        "add",
+        "--node",
+        "elsewhere",
+        "--size",
+        "1MiB",
+    ]))
+    .await;
+    assert_one_line_error(&out, "unknown storage node");
+
     // Errors are one line with the coordinator's message.
     let out = go(g(&["read", "nope", "--offset", "0", "--length", "1"])).await;
     assert_one_line_error(&out, "unknown volume");
@@ -356,6 +433,9 @@ async fn every_verb_against_a_coordinator() {
     assert_eq!(stdout(&out), "deleted volume vol0\n");
     let out = go(g(&["volume", "delete", "vol0"])).await;
     assert_one_line_error(&out, "unknown volume");
+    // Without a volume, a spare needs its size.
+    let out = go(g(&["spare", "add", "--node", "node5"])).await;
+    assert_one_line_error(&out, "give --size");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -529,9 +609,18 @@ async fn up_starts_supervises_and_stops_in_order() {
         seen.contains("volume vol0: raid5, 1 GiB, 3 columns"),
         "{seen}"
     );
-    for i in 1..=3 {
+    for i in 1..=4 {
         assert!(seen.contains(&format!("node{i} ")), "{seen}");
     }
+    // A fourth node holds vol0's hot spare, sized for its columns; vol0 is on the other three.
+    assert!(
+        seen.contains("dagraid up: added spare spare-0000000000000001 on node4"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("node4 holds a hot spare for vol0: a failed column is rebuilt onto it 30 s after it fails"),
+        "{seen}"
+    );
     // Every process's metrics URL, from its second line.
     assert!(seen.contains("METRICS"), "{seen}");
     assert!(seen.contains("http://127.0.0.1:9/metrics"), "{seen}");
@@ -539,7 +628,7 @@ async fn up_starts_supervises_and_stops_in_order() {
     // The nodes got their flags, the coordinator every node's address and the token.
     let node_args = fx.recorded("args-node");
     let d = fx.data_dir.display();
-    for i in 1..=3 {
+    for i in 1..=4 {
         let want = format!(
             "--listen 127.0.0.1:0 --data-dir {d}/node{i} --node-id node{i} --cluster-id dagraid --metrics-listen 127.0.0.1:0"
         );
@@ -561,6 +650,13 @@ async fn up_starts_supervises_and_stops_in_order() {
         coordinator_args.starts_with(&format!(
             "--listen 127.0.0.1:0 --data-dir {d}/coordinator --cluster-id dagraid --node node1=127.0.0.1:{node1_pid} "
         )),
+        "{coordinator_args}"
+    );
+    assert!(
+        coordinator_args.contains(&format!(
+            "--node node4=127.0.0.1:{}",
+            pid_of(&seen, "node4")
+        )) && coordinator_args.ends_with("--down-out-delay-ms 30000\n"),
         "{coordinator_args}"
     );
     // The token reaches the coordinator through its environment, never its command line.
@@ -616,7 +712,9 @@ async fn up_starts_supervises_and_stops_in_order() {
     assert!(status.success(), "{status:?}\n{seen}");
     let stops = fx.recorded("stops");
     let stops: Vec<&str> = stops.lines().collect();
-    assert_eq!(stops.len(), 4, "{stops:?}");
+    // Two lines of the coordinator, one per node but node2 (killed): nodes 1, 3 and the
+    // spare's node4.
+    assert_eq!(stops.len(), 5, "{stops:?}");
     assert_eq!(&stops[..2], ["coordinator-term", "coordinator-exit"]);
     assert!(
         stops[2..].iter().all(|l| l.starts_with("node ")),
@@ -633,6 +731,8 @@ async fn up_starts_supervises_and_stops_in_order() {
     let mut seen = String::new();
     read_until(&mut lines, &mut seen, "dagraid up: running").await;
     assert!(!seen.contains("created volume"), "{seen}");
+    assert!(!seen.contains("added spare"), "{seen}");
+    assert!(seen.contains("node4 holds a hot spare"), "{seen}");
     let again = ClusterFile::load(&ClusterFile::path_in(&fx.data_dir))
         .unwrap()
         .unwrap();
@@ -679,11 +779,12 @@ async fn up_stops_the_nodes_when_the_coordinator_fails_to_start() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.starts_with("dagraid: error: coordinator"), "{err}");
     assert!(err.contains("already in use"), "{err}");
-    // Every node was stopped with SIGTERM (the scripts record it), none left behind.
+    // Every node (the three of --nodes and the spare's) was stopped with SIGTERM (the scripts
+    // record it), none left behind.
     let stops = fx.recorded("stops");
     assert_eq!(
         stops.lines().filter(|l| l.starts_with("node ")).count(),
-        3,
+        4,
         "{stops}"
     );
 }

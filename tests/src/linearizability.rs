@@ -188,6 +188,8 @@ pub fn error_name(err: &ClientError) -> &'static str {
         ClientError::Unauthenticated { .. } => "unauthenticated",
         ClientError::UnknownVolume { .. } => "unknown-volume",
         ClientError::VolumeExists { .. } => "volume-exists",
+        ClientError::UnknownSpare { .. } => "unknown-spare",
+        ClientError::SpareInUse { .. } => "spare-in-use",
         ClientError::InvalidArgument { .. } => "invalid-argument",
         ClientError::BadGeometry { .. } => "bad-geometry",
         ClientError::OutOfRange { .. } => "out-of-range",

@@ -76,6 +76,7 @@ pub fn volume_json(v: &VolumeInfo) -> Value {
         },
         "lost_bytes": v.lost_bytes,
         "lost_ranges": v.lost_ranges,
+        "spares_available": v.spares_available,
         "resync": v.resync.as_ref().map(|r| json!({
             "running": r.running,
             "stripes_done": r.stripes_done,
@@ -357,6 +358,7 @@ mod tests {
             assembly: Default::default(),
             lost_bytes: 0,
             lost_ranges: 0,
+            spares_available: 0,
         }
     }
 
