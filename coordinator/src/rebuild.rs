@@ -47,6 +47,9 @@ pub struct RebuildSettings {
     pub poll: Duration,
     /// Wait before a stripe that failed is tried again.
     pub retry: Duration,
+    /// Stripes reconstructed together, under their write locks held at once (more in flight
+    /// to the nodes; user I/O to those stripes waits for the batch).
+    pub stripes_per_batch: u64,
 }
 
 impl Default for RebuildSettings {
@@ -57,6 +60,7 @@ impl Default for RebuildSettings {
             checkpoint_every: Duration::from_secs(1),
             poll: Duration::from_millis(500),
             retry: Duration::from_secs(1),
+            stripes_per_batch: 8,
         }
     }
 }
@@ -841,22 +845,35 @@ impl Rebuilds {
                 return;
             }
             self.yield_to_users().await;
-            match array.reconstruct_stripe(&columns, stripe).await {
+            let batch = stripe..(stripe + self.settings.stripes_per_batch.max(1)).min(total);
+            let result = array.reconstruct_stripes(&columns, batch).await;
+            // Where the watermarks are now (a batch cut short by an error moved them past the
+            // stripes done before it).
+            let states = array.states();
+            if let Some(c) = columns
+                .iter()
+                .find(|&c| states.get(c) != Some(ComponentState::Reconstructing))
+            {
+                end(format!(
+                    "column {c} is {} now",
+                    states.get(c).map(|s| s.name()).unwrap_or("gone")
+                ));
+                return;
+            }
+            let at = columns
+                .iter()
+                .map(|c| states.recovered()[c])
+                .min()
+                .unwrap_or(stripe);
+            match result {
                 Ok(done) => {
-                    if done.columns.is_empty() {
-                        let states = array.states();
-                        if let Some(c) = columns
-                            .iter()
-                            .find(|&c| states.get(c) != Some(ComponentState::Reconstructing))
-                        {
-                            end(format!(
-                                "column {c} is {} now",
-                                states.get(c).map(|s| s.name()).unwrap_or("gone")
-                            ));
-                            return;
-                        }
+                    if at <= stripe {
+                        end(format!(
+                            "no progress at stripe {stripe}: the watermarks of the columns differ"
+                        ));
+                        return;
                     }
-                    stripe += 1;
+                    stripe = at;
                     bytes += done.bytes;
                     let lost: u64 = done.lost.iter().map(|r| r.end - r.start).sum();
                     let secs = jobs[0].started.elapsed().as_secs_f64().max(0.001);
@@ -882,6 +899,7 @@ impl Rebuilds {
                     return;
                 }
                 Err(e) => {
+                    stripe = at.max(stripe);
                     let why = e.to_string();
                     tracing::warn!(volume = %name, stripe, error = %why, "reconstruction of a stripe failed; tried again");
                     all(&|s| s.error = why.clone());

@@ -967,7 +967,10 @@ mod tests {
         plain.mod_counter += 1;
         plain.members.clear();
         store.update_state("a", "v0123", &plain).unwrap();
-        assert_eq!(store.volumes().unwrap()[0].components[2].component_id, "spare-1");
+        assert_eq!(
+            store.volumes().unwrap()[0].components[2].component_id,
+            "spare-1"
+        );
     }
 
     fn state(counter: u64, clean: bool, failed: &[usize]) -> DurableState {

@@ -114,47 +114,117 @@ impl Array {
     }
 
     /// Reconstructs stripe `stripe` of every column of `columns` that is reconstructing with
-    /// its watermark at `stripe` (RAID 6: two columns in one pass), under the stripe's write
-    /// lock, in a task of its own (a dropped caller cannot tear the stripe). Blocks unreadable
-    /// beyond the redundancy are recorded lost, durably, before anything is written, and the
-    /// stripe is made consistent; a column that faults on the way is failed (within the
-    /// tolerance) and the stripe tried again. A write with an unknown outcome is fenced before
-    /// the stripe is tried again. On success the watermarks move past the stripe (in memory:
-    /// [`Array::checkpoint`] makes them durable).
+    /// its watermark at `stripe` ([`Array::reconstruct_stripes`] of one stripe).
     pub async fn reconstruct_stripe(
         self: &Arc<Self>,
         columns: &ColumnSet,
         stripe: u64,
     ) -> Result<StripeRebuild, AccessError> {
+        self.reconstruct_stripes(columns, stripe..stripe + 1).await
+    }
+
+    /// Reconstructs the stripes of `stripes` (the first at the watermark of every column of
+    /// `columns` that is reconstructing; RAID 6: two columns in one pass) under their write
+    /// locks, all taken (in increasing order) before the first read and held until every target
+    /// acknowledged and the watermarks moved, in a task of its own (a dropped caller cannot tear
+    /// a stripe). The stripes are rebuilt concurrently; the watermarks then move past the
+    /// longest run of stripes done from the first (in memory: [`Array::checkpoint`] makes them
+    /// durable), so a stripe above a watermark is never current on its target. Blocks
+    /// unreadable beyond the redundancy are recorded lost, durably, before anything is written,
+    /// and the stripe is made consistent; a column that faults on the way is failed (within the
+    /// tolerance) and the stripe tried again; a write with an unknown outcome is fenced before
+    /// the stripe is tried again. The first error is answered after the watermarks moved past
+    /// the stripes done before it.
+    pub async fn reconstruct_stripes(
+        self: &Arc<Self>,
+        columns: &ColumnSet,
+        stripes: std::ops::Range<u64>,
+    ) -> Result<StripeRebuild, AccessError> {
+        let stripes = stripes.start..stripes.end.min(self.layout.stripes());
+        if stripes.is_empty() {
+            return Ok(StripeRebuild::default());
+        }
         let sb = self.layout.stripe_data_bytes();
-        let map = self.layout.map(stripe * sb, sb)?;
-        let lock = StripeLockRequest::whole_stripe(&self.layout, stripe, LockMode::Write);
+        let mut accesses = Vec::with_capacity((stripes.end - stripes.start) as usize);
+        for stripe in stripes.clone() {
+            let map = self.layout.map(stripe * sb, sb)?;
+            accesses.push(map.stripes[0].clone());
+        }
+        let requests: Vec<StripeLockRequest> = stripes
+            .clone()
+            .map(|stripe| StripeLockRequest::whole_stripe(&self.layout, stripe, LockMode::Write))
+            .collect();
         let locks = self
             .locks
-            .lock([lock])
+            .lock(requests)
             .await
             .map_err(|e| AccessError::Internal(e.to_string()))?;
         let this = self.clone();
         let columns = columns.clone();
         tokio::spawn(async move {
-            let mut generation = 0;
-            let r = this
-                .reconstruct_locked(&map.stripes[0], &columns, &mut generation)
-                .await;
-            // Failures and lost marks are durable before the stripe is released.
+            let first = stripes.start;
+            let runs = accesses.iter().map(|s| {
+                let this = &this;
+                let columns = &columns;
+                async move {
+                    let mut generation = 0;
+                    let r = this
+                        .reconstruct_locked(s, columns, first, &mut generation)
+                        .await;
+                    (r, generation)
+                }
+            });
+            let results = futures::future::join_all(runs).await;
+            let generation = results.iter().map(|(_, g)| *g).max().unwrap_or(0);
+            let mut done = StripeRebuild::default();
+            let mut first_error = None;
+            {
+                let mut st = this.lock_states();
+                for (stripe, (r, _)) in stripes.clone().zip(results) {
+                    match r {
+                        Ok(d) => {
+                            done.bytes += d.bytes;
+                            done.lost.extend(d.lost);
+                            done.repaired_blocks += d.repaired_blocks;
+                            done.marked_failed.extend(d.marked_failed);
+                            if first_error.is_none() {
+                                for t in d.columns {
+                                    if st.recovered().get(t).copied() == Some(stripe) {
+                                        st.advance_recovery(t, stripe + 1)?;
+                                        if !done.columns.contains(&t) {
+                                            done.columns.push(t);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+            // Failures and lost marks are durable before the stripes are released.
             let durable = this.make_durable(generation).await;
             drop(locks);
-            let done = r?;
+            if let Some(e) = first_error {
+                return Err(e);
+            }
             durable.map(|_| done)
         })
         .await
         .map_err(|e| AccessError::Internal(format!("reconstruction task lost: {e}")))?
     }
 
+    /// One stripe of a batch that starts at stripe `first`: its targets are the columns of
+    /// `columns` reconstructing with their watermark at `first` (the caller holds every lock
+    /// from `first` to this stripe, so no watermark moves meanwhile). The watermarks are the
+    /// caller's to move.
     async fn reconstruct_locked(
         &self,
         s: &crate::layout::StripeAccess,
         columns: &ColumnSet,
+        first: u64,
         generation: &mut u64,
     ) -> Result<StripeRebuild, AccessError> {
         let sl = s.layout;
@@ -169,7 +239,7 @@ impl Array {
                     .iter()
                     .filter(|&c| {
                         st.get(c) == Some(ComponentState::Reconstructing)
-                            && st.recovered().get(c).copied() == Some(stripe)
+                            && st.recovered().get(c).copied() == Some(first)
                     })
                     .collect();
                 (st.missing_for(stripe), targets, self.components())
@@ -224,11 +294,7 @@ impl Array {
                     .sum::<u64>()
                     .min(targets.len() as u64 * sl.component_blocks().count * bs);
                 done.repaired_blocks += plan.repaired_blocks;
-                let mut st = self.lock_states();
-                for t in targets.iter() {
-                    st.advance_recovery(t, stripe + 1)?;
-                    done.columns.push(t);
-                }
+                done.columns.extend(targets.iter());
                 return Ok(done);
             }
             for e in errors {
