@@ -205,6 +205,22 @@ pub enum ClientError {
         /// The coordinator's message.
         message: String,
     },
+    /// Something other than a volume was not found (NOT_FOUND with a kind this SDK does not
+    /// know, e.g. a spare id the pool does not hold): kept apart from
+    /// [`ClientError::UnknownVolume`] so that it is never reported as a missing volume.
+    #[error("{}", labelled("not found", .message))]
+    NotFound {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// The coordinator does not implement the call (UNIMPLEMENTED): it is older than this SDK
+    /// (reconstruction, copyback and spares came with issue 19), or the call is not served
+    /// yet.
+    #[error("{}", labelled("not supported by this coordinator", .message))]
+    Unsupported {
+        /// The coordinator's message.
+        message: String,
+    },
     /// The coordinator's answer does not make sense (wrong length, unknown enum value, ...).
     #[error("invalid response from the coordinator: {0}")]
     InvalidResponse(String),
@@ -271,7 +287,10 @@ impl ClientError {
     fn by_code(status: &Status, named: bool, message: String) -> Self {
         match status.code() {
             Code::Unauthenticated => ClientError::Unauthenticated { message },
-            // NOT_FOUND and ALREADY_EXISTS have one meaning each in the volume API.
+            // Unnamed NOT_FOUND and ALREADY_EXISTS have one meaning each in the volume API; a
+            // NOT_FOUND named with a kind this SDK does not know is about something else (a
+            // spare, say), never a volume.
+            Code::NotFound if named => ClientError::NotFound { message },
             Code::NotFound => ClientError::UnknownVolume { message },
             Code::AlreadyExists => ClientError::VolumeExists { message },
             Code::InvalidArgument => ClientError::InvalidArgument { message },
@@ -290,6 +309,7 @@ impl ClientError {
                 message: transport_message(status),
             },
             Code::Internal => ClientError::Internal { message },
+            Code::Unimplemented => ClientError::Unsupported { message },
             Code::Ok => {
                 ClientError::InvalidResponse(format!("error status with code OK: {message}"))
             }
@@ -499,13 +519,7 @@ mod tests {
                     message: msg(),
                 },
             ),
-            (
-                Code::Unimplemented,
-                E::Other {
-                    code: Code::Unimplemented,
-                    message: msg(),
-                },
-            ),
+            (Code::Unimplemented, E::Unsupported { message: msg() }),
             (
                 Code::Unknown,
                 E::Other {
@@ -534,6 +548,21 @@ mod tests {
         let err = ClientError::from_status(&s);
         assert_eq!(err, ClientError::Unavailable { message: msg() });
         assert!(!err.is_transport());
+        // A named NOT_FOUND of a kind this SDK does not know is not about a volume (an unknown
+        // spare, say); only an unnamed one reads as an unknown volume.
+        let mut s = Status::not_found("no spare \"sp-9\"");
+        s.metadata_mut().insert(
+            error_kind::HEADER,
+            MetadataValue::from_static("some-future-kind"),
+        );
+        let err = ClientError::from_status(&s);
+        assert_eq!(
+            err,
+            ClientError::NotFound {
+                message: "no spare \"sp-9\"".into()
+            }
+        );
+        assert_eq!(err.to_string(), "not found: no spare \"sp-9\"");
         let s = status(Code::NotFound, None);
         assert!(matches!(
             ClientError::from_status(&s),

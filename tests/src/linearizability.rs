@@ -209,6 +209,8 @@ pub fn error_name(err: &ClientError) -> &'static str {
         ClientError::Transport { .. } => "transport",
         ClientError::Timeout { .. } => "timeout",
         ClientError::Internal { .. } => "internal",
+        ClientError::NotFound { .. } => "not-found",
+        ClientError::Unsupported { .. } => "unsupported",
         ClientError::InvalidResponse(_) => "invalid-response",
         ClientError::Other { .. } => "other",
     }
