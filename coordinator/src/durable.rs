@@ -191,12 +191,16 @@ impl VolumeStates {
             };
             let next = DurableState {
                 mod_counter: p.counter,
-                config_epoch: p.durable.config_epoch + u64::from(states != p.durable.states),
+                config_epoch: p.durable.config_epoch
+                    + u64::from(
+                        states != p.durable.states || self.labels.members() != p.durable.members,
+                    ),
                 clean,
                 states: states.clone(),
                 recovered: recovered.clone(),
                 lost: lost.clone(),
                 lost_counter,
+                members: self.labels.members(),
             };
             let failures = self.labels.write(&next, crash).await;
             if failures.is_empty() {

@@ -10,7 +10,7 @@
 //! assembly deadline, but only while the answer matters: a column that the best record found so
 //! far already calls failed is not waited for.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -138,7 +138,9 @@ pub struct VolumeLabels {
     volume_id: String,
     volume_name: String,
     geometry: LabelGeometry,
-    columns: Vec<LabelColumn>,
+    /// The members; a column's member changes when a spare or a blank component takes its
+    /// place ([`VolumeLabels::set_column`]). Shared by the clones.
+    columns: Arc<RwLock<Vec<LabelColumn>>>,
     /// Deadline of one label write or read.
     deadline: Duration,
 }
@@ -158,14 +160,49 @@ impl VolumeLabels {
             volume_id: record.id.clone(),
             volume_name: record.name.clone(),
             geometry: LabelGeometry::of(layout),
-            columns,
+            columns: Arc::new(RwLock::new(columns)),
             deadline,
         }
     }
 
-    /// The columns.
-    pub fn columns(&self) -> &[LabelColumn] {
-        &self.columns
+    /// The columns, as they are now.
+    pub fn columns(&self) -> Vec<LabelColumn> {
+        self.columns
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Every column's member as it is now, for the store.
+    pub fn members(&self) -> Vec<crate::store::MemberRecord> {
+        self.columns()
+            .into_iter()
+            .map(|c| crate::store::MemberRecord {
+                node_address: c.client.address().to_owned(),
+                node_id: c.node_id,
+                component_id: c.component_id,
+                serial: c.serial,
+            })
+            .collect()
+    }
+
+    /// Column `column` as it is now.
+    fn col(&self, column: usize) -> LabelColumn {
+        self.columns.read().unwrap_or_else(|p| p.into_inner())[column].clone()
+    }
+
+    fn len(&self) -> usize {
+        self.columns.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Makes `member` the component of `column` (a spare or a blank component taking a failed
+    /// column's place, or a copyback's replacement): the next change recorded writes its label
+    /// and names it in every label and in the store.
+    pub fn set_column(&self, column: usize, member: LabelColumn) {
+        let mut columns = self.columns.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = columns.get_mut(column) {
+            *c = member;
+        }
     }
 
     /// The label of `column` for `state`.
@@ -177,13 +214,13 @@ impl VolumeLabels {
             volume_id: self.volume_id.clone(),
             volume_name: self.volume_name.clone(),
             column: column as u32,
-            serial: self.columns[column].serial,
+            serial: self.col(column).serial,
             geometry: self.geometry.clone(),
             mod_counter: state.mod_counter,
             config_epoch: state.config_epoch,
             clean: state.clean,
             members: self
-                .columns
+                .columns()
                 .iter()
                 .zip(&state.states)
                 .enumerate()
@@ -218,12 +255,12 @@ impl VolumeLabels {
             u64::MAX,
             u64::MAX,
             false,
-            vec![ComponentState::Reconstructing; self.columns.len()],
+            vec![ComponentState::Reconstructing; self.len()],
         );
-        state.recovered = vec![u64::MAX; self.columns.len()];
+        state.recovered = vec![u64::MAX; self.len()];
         state.lost_counter = u64::MAX;
         state.lost = dagraid_core::lost::LostSet::from_ranges(std::iter::once(0..u64::MAX));
-        (0..self.columns.len())
+        (0..self.len())
             .map(|c| self.label(c, &state).encode().len())
             .max()
             .unwrap_or(0)
@@ -262,7 +299,7 @@ impl VolumeLabels {
         area: SlotArea,
         payload: Bytes,
     ) -> Result<(), LabelWriteError> {
-        let c = &self.columns[column];
+        let c = &self.col(column);
         match tokio::time::timeout(
             self.deadline,
             c.client.write_slot(&c.component_id, area, payload),
@@ -288,14 +325,14 @@ impl VolumeLabels {
         columns: &[usize],
         until: Instant,
     ) -> Vec<Option<MetadataRecord>> {
-        let n = self.columns.len();
+        let n = self.len();
         let mut out: Vec<Option<MetadataRecord>> = vec![None; n];
         let mut pending: Vec<usize> = columns.iter().copied().filter(|&c| c < n).collect();
         loop {
             let remaining = until.saturating_duration_since(Instant::now());
             let attempt = self.deadline.min(remaining.max(Duration::from_millis(200)));
             let reads = pending.iter().map(|&c| async move {
-                let col = &self.columns[c];
+                let col = &self.col(c);
                 let r = tokio::time::timeout(
                     attempt,
                     col.client.read_slot(&col.component_id, SlotArea::Metadata),
@@ -342,7 +379,7 @@ impl VolumeLabels {
         state: &DurableState,
         crash: Option<ArmedCrash>,
     ) -> Vec<(usize, LabelWriteError)> {
-        let targets: Vec<usize> = (0..self.columns.len())
+        let targets: Vec<usize> = (0..self.len())
             .filter(|&c| !state.states.get(c).is_none_or(|s| s.is_failed()))
             .collect();
         let mut failed = Vec::new();
@@ -387,7 +424,7 @@ impl VolumeLabels {
         unlabelled: Option<&ComponentLabel>,
         deadline: Duration,
     ) -> Result<Found, String> {
-        let c = &self.columns[column];
+        let c = &self.col(column);
         let answer = tokio::time::timeout(
             deadline,
             c.client.read_slot(&c.component_id, SlotArea::Label),
@@ -456,11 +493,11 @@ impl VolumeLabels {
         until: Instant,
     ) -> Vec<Found> {
         let unlabelled = (recorded.mod_counter == 0).then(|| {
-            (0..self.columns.len())
+            (0..self.len())
                 .map(|c| self.label(c, recorded))
                 .collect::<Vec<_>>()
         });
-        let n = self.columns.len();
+        let n = self.len();
         let mut found: Vec<Option<Found>> = vec![None; n];
         let mut last_error: Vec<String> = vec![String::new(); n];
         loop {

@@ -17,6 +17,9 @@
 //!   per call that does not count time queued locally.
 //! - [`registry`]: the storage nodes, their health, and the health loop that fails the columns of
 //!   a node that is down.
+//! - [`spares`]: the hot-spare pool ([`spares::SparePool`]): spare components on the nodes,
+//!   their spare labels and their records in the store; add, remove, the best fit for a
+//!   volume, take and release.
 //! - [`volumes`]: creating (provisioning and labelling components), deleting, finding and
 //!   assembling volumes (from their labels and the store, at start and on demand).
 //! - [`service`]: the `VolumeService` gRPC implementation and the bearer-token check.
@@ -46,6 +49,7 @@ pub mod resync;
 pub mod rpc_metrics;
 pub mod service;
 pub mod service_error;
+pub mod spares;
 pub mod store;
 pub mod volumes;
 
@@ -78,6 +82,7 @@ use crate::node_client::{
 };
 use crate::registry::NodeRegistry;
 use crate::service::{BearerAuth, VolumeApi};
+use crate::spares::SparePool;
 use crate::store::{Store, StoreError};
 use crate::volumes::{VolumeManager, VolumeManagerConfig};
 
@@ -132,6 +137,7 @@ pub struct Coordinator {
     task: Option<JoinHandle<Result<(), CoordinatorError>>>,
     metrics: Arc<CoordinatorMetrics>,
     metrics_server: Option<MetricsServer>,
+    spares: Arc<SparePool>,
 }
 
 impl Drop for Coordinator {
@@ -203,11 +209,13 @@ impl Coordinator {
             ),
         };
 
-        let records = {
+        let (records, spare_records) = {
             let store = store.clone();
-            tokio::task::spawn_blocking(move || store.volumes())
-                .await
-                .map_err(|e| CoordinatorError::Task(e.to_string()))??
+            tokio::task::spawn_blocking(move || {
+                Ok::<_, StoreError>((store.volumes()?, store.spares()?))
+            })
+            .await
+            .map_err(|e| CoordinatorError::Task(e.to_string()))??
         };
         // Nodes only stored volumes name still serve those volumes: keep them, at the address
         // recorded.
@@ -220,6 +228,17 @@ impl Coordinator {
                 extra.push(NodeSpec {
                     id: c.node_id.clone(),
                     address: c.node_address.clone(),
+                });
+            }
+        }
+        // Likewise the nodes of stored spares (so they can still be used or removed).
+        for s in &spare_records {
+            if !configured.contains(s.node_id.as_str()) && !extra.iter().any(|n| n.id == s.node_id)
+            {
+                tracing::warn!(node = %s.node_id, address = %s.node_address, spare = %s.id, "a stored spare names a storage node missing from the configuration; using its recorded address");
+                extra.push(NodeSpec {
+                    id: s.node_id.clone(),
+                    address: s.node_address.clone(),
                 });
             }
         }
@@ -263,9 +282,15 @@ impl Coordinator {
             );
             CrashHook::new(k)
         });
+        let spares = Arc::new(SparePool::new(
+            store.clone(),
+            registry.clone(),
+            spare_records,
+        ));
         let volumes = Arc::new(VolumeManager::new(
             store.clone(),
             registry.clone(),
+            spares.clone(),
             VolumeManagerConfig {
                 array: ArrayConfig {
                     engine: EngineConfig {
@@ -353,7 +378,13 @@ impl Coordinator {
             task: Some(task),
             metrics,
             metrics_server,
+            spares,
         })
+    }
+
+    /// The hot-spare pool (the service's; tests and in-process callers reach it here).
+    pub fn spares(&self) -> &Arc<SparePool> {
+        &self.spares
     }
 
     /// The coordinator's metrics (served at [`Coordinator::metrics_addr`] when configured).

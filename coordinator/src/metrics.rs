@@ -6,7 +6,7 @@
 //! volume API's call metrics (the gRPC layer of `dagraid_telemetry`) and the storage RPCs
 //! ([`StorageRpcMetrics`], owned by the node clients that record them, registered here).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -229,16 +229,16 @@ impl Collector for VolumeCollector {
                 MetricType::Gauge,
             )?;
             for e in &entries {
-                let (records, states): (&[crate::store::ComponentRecord], Vec<ComponentState>) =
+                let (records, states): (Vec<crate::store::ComponentRecord>, Vec<ComponentState>) =
                     match e {
                         VolumeEntry::Assembled(v) => {
                             (v.components(), v.array().states().states().to_vec())
                         }
                         VolumeEntry::Unassembled(u) => {
-                            (&u.record().components, u.states().to_vec())
+                            (u.record().components.clone(), u.states().to_vec())
                         }
                     };
-                for c in records {
+                for c in &records {
                     let now = states
                         .get(c.column as usize)
                         .copied()
@@ -262,23 +262,19 @@ impl Collector for VolumeCollector {
             }
         }
         {
-            // Nodes a failed column could be rebuilt on: reachable, and holding no column of the
-            // volume already.
+            // The free spares of the pool a failed column of the volume could be rebuilt onto
+            // (the same count as `Volume.spares_available`).
             let mut m = enc.encode_descriptor(
                 "dagraid_volume_spare_nodes",
-                "Reachable storage nodes that hold no column of the volume (where a failed column could be rebuilt)",
+                "Free hot spares of the pool that fit the volume (same block size, at least as many blocks per column, on a reachable node holding none of its columns): where a failed column can be rebuilt",
                 None,
                 MetricType::Gauge,
             )?;
             for v in &assembled {
-                let used: BTreeSet<&str> =
-                    v.components().iter().map(|c| c.node_id.as_str()).collect();
-                let spare = registry
-                    .nodes()
-                    .iter()
-                    .filter(|n| !used.contains(n.id()) && n.health().reachable)
-                    .count();
-                gauge(&mut m, &[("volume", v.name())], spare as i64)?;
+                let fit = volumes
+                    .spares_fitting(&VolumeEntry::Assembled(v.clone()))
+                    .len();
+                gauge(&mut m, &[("volume", v.name())], fit as i64)?;
             }
         }
         if let Some(admission) = volumes.admission() {

@@ -120,6 +120,14 @@ impl RegisteredNode {
     pub fn reachable(&self) -> bool {
         self.health().reachable
     }
+
+    /// Test only: sets what the last health check said (reached or not), as a check would.
+    #[cfg(test)]
+    pub(crate) fn set_health_for_test(&self, reachable: bool) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        h.checked = true;
+        h.reachable = reachable;
+    }
 }
 
 /// The storage nodes, in configuration order (nodes only stored volumes name come last).

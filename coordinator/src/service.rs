@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 
 use crate::resync::ResyncStatus;
 use crate::service_error::ServiceError;
+use crate::spares::SpareRecord;
 use crate::volumes::{UnassembledVolume, Volume, VolumeEntry, VolumeManager, VolumeSpec};
 
 /// Implements `dagraid.volume.v1.VolumeService`.
@@ -62,6 +63,44 @@ impl VolumeApi {
             });
         }
         Ok(())
+    }
+}
+
+impl VolumeApi {
+    /// The proto view of a volume with what the API adds to [`entry_to_proto`]: the spares
+    /// of the pool that fit it.
+    fn volume_view(&self, entry: &VolumeEntry) -> pb::Volume {
+        let mut v = entry_to_proto(entry);
+        v.spares_available = self.volumes.spares_fitting(entry).len() as u32;
+        v
+    }
+
+    fn assembled_view(&self, volume: &Arc<Volume>) -> pb::Volume {
+        self.volume_view(&VolumeEntry::Assembled(volume.clone()))
+    }
+
+    fn spare_view(&self, spare: &SpareRecord) -> pb::Spare {
+        spare_to_proto(spare, self.volumes.spares().reachable(spare))
+    }
+}
+
+/// The proto view of a spare; `reachable`: its node answered the last health check.
+pub fn spare_to_proto(spare: &SpareRecord, reachable: bool) -> pb::Spare {
+    let (volume, column) = spare
+        .in_use
+        .as_ref()
+        .map(|u| (u.volume.clone(), u.column))
+        .unwrap_or_default();
+    pb::Spare {
+        id: spare.id.clone(),
+        node_id: spare.node_id.clone(),
+        node_address: spare.node_address.clone(),
+        block_size: spare.block_size,
+        block_count: spare.block_count,
+        size_bytes: spare.size_bytes(),
+        volume,
+        column,
+        reachable,
     }
 }
 
@@ -168,7 +207,7 @@ pub fn volume_to_proto(volume: &Volume) -> pb::Volume {
         size_bytes: layout.capacity(),
         state: volume_state_to_proto(array.array_state(), resyncing) as i32,
         components: components_to_proto(
-            volume.components(),
+            &volume.components(),
             states.states(),
             states.gone_columns(),
             component_bytes,
@@ -297,14 +336,19 @@ impl VolumeService for VolumeApi {
             nodes: r.nodes,
         };
         let volume = self.volumes.create(spec).await?;
-        Ok(Response::new(volume_to_proto(&volume)))
+        Ok(Response::new(self.assembled_view(&volume)))
     }
 
     async fn list_volumes(
         &self,
         _: Request<pb::ListVolumesRequest>,
     ) -> Result<Response<pb::ListVolumesResponse>, Status> {
-        let volumes = self.volumes.entries().iter().map(entry_to_proto).collect();
+        let volumes = self
+            .volumes
+            .entries()
+            .iter()
+            .map(|e| self.volume_view(e))
+            .collect();
         Ok(Response::new(pb::ListVolumesResponse { volumes }))
     }
 
@@ -313,7 +357,7 @@ impl VolumeService for VolumeApi {
         request: Request<pb::GetVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
         let volume = self.volumes.entry(&request.into_inner().name)?;
-        Ok(Response::new(entry_to_proto(&volume)))
+        Ok(Response::new(self.volume_view(&volume)))
     }
 
     async fn delete_volume(
@@ -388,7 +432,7 @@ impl VolumeService for VolumeApi {
             .volumes
             .fail_component(&r.volume, r.column as usize)
             .await?;
-        Ok(Response::new(volume_to_proto(&volume)))
+        Ok(Response::new(self.assembled_view(&volume)))
     }
 
     async fn assemble_volume(
@@ -399,7 +443,7 @@ impl VolumeService for VolumeApi {
         let report = self.volumes.assemble_volume(&r.name, r.force).await?;
         Ok(Response::new(pb::AssembleVolumeResponse {
             at_risk: report.volume.note().at_risk.clone().unwrap_or_default(),
-            volume: Some(volume_to_proto(&report.volume)),
+            volume: Some(self.assembled_view(&report.volume)),
             newly_failed: report
                 .newly_failed
                 .into_iter()
@@ -436,23 +480,50 @@ impl VolumeService for VolumeApi {
 
     async fn add_spare(
         &self,
-        _request: Request<pb::AddSpareRequest>,
+        request: Request<pb::AddSpareRequest>,
     ) -> Result<Response<pb::Spare>, Status> {
-        Err(Status::unimplemented("spares: not yet"))
+        let r = request.into_inner();
+        // Size 0: the largest column of any volume, so the spare fits every volume.
+        let size = match r.size_bytes {
+            0 => self
+                .volumes
+                .largest_component_bytes()
+                .ok_or_else(|| ServiceError::BadSpare {
+                    detail: "size_bytes is 0 and there is no volume to size the spare after: give a size".into(),
+                })?,
+            s => s,
+        };
+        let spare = self
+            .volumes
+            .spares()
+            .add(&r.node_id, size, r.block_size)
+            .await?;
+        Ok(Response::new(self.spare_view(&spare)))
     }
 
     async fn remove_spare(
         &self,
-        _request: Request<pb::RemoveSpareRequest>,
+        request: Request<pb::RemoveSpareRequest>,
     ) -> Result<Response<pb::RemoveSpareResponse>, Status> {
-        Err(Status::unimplemented("spares: not yet"))
+        self.volumes
+            .spares()
+            .remove(&request.into_inner().id)
+            .await?;
+        Ok(Response::new(pb::RemoveSpareResponse {}))
     }
 
     async fn list_spares(
         &self,
         _request: Request<pb::ListSparesRequest>,
     ) -> Result<Response<pb::ListSparesResponse>, Status> {
-        Err(Status::unimplemented("spares: not yet"))
+        let spares = self
+            .volumes
+            .spares()
+            .list()
+            .iter()
+            .map(|s| self.spare_view(s))
+            .collect();
+        Ok(Response::new(pb::ListSparesResponse { spares }))
     }
 
     async fn rebuild_column(

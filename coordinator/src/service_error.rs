@@ -137,6 +137,53 @@ pub enum ServiceError {
         /// Why (what forcing would risk, or why it cannot be assembled at all).
         problem: String,
     },
+    /// No hot spare of that id in the pool.
+    #[error("no spare {id:?} in the pool (`dagraid spare list` shows the pool)")]
+    UnknownSpare {
+        /// The id asked for.
+        id: String,
+    },
+    /// The hot spare is in use by a volume's column, so it can be neither removed nor taken.
+    #[error(
+        "spare {id:?} is in use by column {column} of volume {volume:?}; it returns to the pool only once that column no longer needs it"
+    )]
+    SpareInUse {
+        /// The spare.
+        id: String,
+        /// The volume using it.
+        volume: String,
+        /// The column it stands in for.
+        column: u32,
+    },
+    /// An AddSpare request that cannot be done as asked (no size, a bad block size, an unknown
+    /// node).
+    #[error("bad spare request: {detail}")]
+    BadSpare {
+        /// What is wrong, with the numbers.
+        detail: String,
+    },
+    /// The storage node of a spare cannot be used now (its last health check failed).
+    #[error("storage node {node} cannot hold a spare now: {detail}")]
+    SpareNodeUnavailable {
+        /// The node's id.
+        node: String,
+        /// What its last health check said.
+        detail: String,
+    },
+    /// A storage node refused or failed a call on a spare's component (creating it, writing its
+    /// spare label, deleting it).
+    #[error("spare {spare} on storage node {node}: {operation}: {source}")]
+    SpareNode {
+        /// `creating the component`, `writing the spare label`, `deleting the component`.
+        operation: &'static str,
+        /// The node's id.
+        node: String,
+        /// The spare's id (its component id).
+        spare: String,
+        /// What the node (or the connection) said.
+        #[source]
+        source: Box<NodeClientError>,
+    },
     /// The coordinator's store failed.
     #[error("coordinator store: {0}")]
     Store(#[from] StoreError),
@@ -172,6 +219,13 @@ impl ServiceError {
             ServiceError::NotAssembled { .. } => {
                 (Code::FailedPrecondition, error_kind::NOT_ASSEMBLED)
             }
+            ServiceError::UnknownSpare { .. } => (Code::NotFound, error_kind::UNKNOWN_SPARE),
+            ServiceError::SpareInUse { .. } => (Code::FailedPrecondition, error_kind::SPARE_IN_USE),
+            ServiceError::BadSpare { .. } => (Code::InvalidArgument, error_kind::INVALID_REQUEST),
+            ServiceError::SpareNodeUnavailable { .. } => {
+                (Code::Unavailable, error_kind::NODE_UNAVAILABLE)
+            }
+            ServiceError::SpareNode { source, .. } => provision_code_and_kind(source),
             ServiceError::Store(StoreError::Closed) => {
                 (Code::Unavailable, error_kind::SHUTTING_DOWN)
             }
@@ -219,6 +273,7 @@ fn access_code_and_kind(e: &AccessError) -> (Code, &'static str) {
         AccessError::Array(ArrayError::NotAllowed { .. }) => {
             (Code::FailedPrecondition, error_kind::NOT_ALLOWED)
         }
+        AccessError::Rebuild { .. } => (Code::FailedPrecondition, error_kind::REBUILD_REFUSED),
         AccessError::Array(
             ArrayError::ColumnCountMismatch { .. } | ArrayError::SpareColumn { .. },
         )
@@ -283,6 +338,20 @@ mod tests {
             volume: "v".into(),
             node: "n1".into(),
             component: "v1-c0".into(),
+            source: Box::new(NodeClientError::Call {
+                node: "127.0.0.1:1".into(),
+                call: "CreateComponent",
+                kind,
+                detail: "d".into(),
+            }),
+        }
+    }
+
+    fn spare_node(kind: NodeErrorKind) -> ServiceError {
+        ServiceError::SpareNode {
+            operation: "creating the component",
+            node: "n6".into(),
+            spare: "spare-01".into(),
             source: Box::new(NodeClientError::Call {
                 node: "127.0.0.1:1".into(),
                 call: "CreateComponent",
@@ -506,6 +575,43 @@ mod tests {
                 ServiceError::Internal("bug".into()),
                 Code::Internal,
                 "internal",
+            ),
+            (
+                ServiceError::UnknownSpare { id: "s".into() },
+                Code::NotFound,
+                "unknown-spare",
+            ),
+            (
+                ServiceError::SpareInUse {
+                    id: "s".into(),
+                    volume: "v".into(),
+                    column: 2,
+                },
+                Code::FailedPrecondition,
+                "spare-in-use",
+            ),
+            (
+                ServiceError::BadSpare { detail: "d".into() },
+                Code::InvalidArgument,
+                "invalid-request",
+            ),
+            (
+                ServiceError::SpareNodeUnavailable {
+                    node: "n6".into(),
+                    detail: "down".into(),
+                },
+                Code::Unavailable,
+                "node-unavailable",
+            ),
+            (
+                spare_node(NodeErrorKind::NoSpace),
+                Code::ResourceExhausted,
+                "no-space",
+            ),
+            (
+                spare_node(NodeErrorKind::Unavailable),
+                Code::Unavailable,
+                "node-unavailable",
             ),
         ];
         for (err, code, expected_kind) in cases {

@@ -6,6 +6,10 @@
 //! - `volumes` (`&str -> &[u8]`): one [`VolumeRecord`] per volume, keyed by name, encoded as JSON
 //!   with a `version` field ([`VOLUME_RECORD_VERSION`]); older versions are migrated forward when
 //!   read ([`VolumeRecord::decode`]).
+//! - `spares` (`&str -> &[u8]`): one [`SpareRecord`] per hot spare of the pool
+//!   (`crate::spares`), keyed by its id (the component id on its node), encoded as JSON with a
+//!   `version` field ([`SPARE_RECORD_VERSION`]). A coordinator that predates the table ignores
+//!   it (the format of the store as a whole is unchanged: a table was added, none changed).
 //!
 //! Every change is one write transaction, durable when it returns (redb's default immediate
 //! durability: the commit is fsynced). redb locks the file, so a second coordinator on the same
@@ -35,8 +39,13 @@ pub const STORE_FORMAT: u64 = 1;
 /// write of the new format).
 pub const VOLUME_RECORD_VERSION: u32 = 3;
 
+/// Version of the [`SpareRecord`] encoding this coordinator writes (and the only one it reads:
+/// a newer one is refused).
+pub const SPARE_RECORD_VERSION: u32 = 1;
+
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const VOLUMES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("volumes");
+const SPARES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("spares");
 const FORMAT_KEY: &str = "format";
 const EPOCH_KEY: &str = "epoch";
 
@@ -76,6 +85,20 @@ pub enum StoreError {
     /// A record of that name already exists.
     #[error("a volume named {0:?} is already stored")]
     Exists(String),
+    /// A spare record cannot be decoded (corrupt, or written by a newer coordinator).
+    #[error("spare record {id:?}: {detail}")]
+    BadSpareRecord {
+        /// The record's key.
+        id: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A spare of that id is already stored.
+    #[error("a spare {0:?} is already stored")]
+    SpareExists(String),
+    /// No spare of that id is stored.
+    #[error("no spare {0:?} is stored")]
+    SpareNotFound(String),
     /// No record of that name (and id).
     #[error("no volume {0:?} is stored")]
     NotFound(String),
@@ -214,6 +237,22 @@ pub struct DurableState {
     pub lost: LostSet,
     /// The counter of the change that last changed `lost` (0: never).
     pub lost_counter: u64,
+    /// Every column's member (node and component), when the change names them; empty: the
+    /// members stay as stored. A reconstruction onto a spare or a copyback changes a member.
+    pub members: Vec<MemberRecord>,
+}
+
+/// Which component on which node holds a column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    /// The storage node's id.
+    pub node_id: String,
+    /// Its address.
+    pub node_address: String,
+    /// The component's id on the node.
+    pub component_id: String,
+    /// The component's serial.
+    pub serial: u64,
 }
 
 impl DurableState {
@@ -232,6 +271,7 @@ impl DurableState {
             states,
             lost: LostSet::new(),
             lost_counter: 0,
+            members: Vec::new(),
         }
     }
 
@@ -355,6 +395,16 @@ impl VolumeRecord {
             recovered: self.components.iter().map(|c| c.recovered).collect(),
             lost: self.lost.set(),
             lost_counter: self.lost.counter,
+            members: self
+                .components
+                .iter()
+                .map(|c| MemberRecord {
+                    node_id: c.node_id.clone(),
+                    node_address: c.node_address.clone(),
+                    component_id: c.component_id.clone(),
+                    serial: c.serial,
+                })
+                .collect(),
         }
     }
 
@@ -374,6 +424,12 @@ impl VolumeRecord {
         for (column, c) in self.components.iter_mut().enumerate() {
             c.state = state.states[column].into();
             c.recovered = state.recovered.get(column).copied().unwrap_or(0);
+            if let Some(m) = state.members.get(column) {
+                c.node_id = m.node_id.clone();
+                c.node_address = m.node_address.clone();
+                c.component_id = m.component_id.clone();
+                c.serial = m.serial;
+            }
         }
         self.mod_counter = state.mod_counter;
         self.config_epoch = state.config_epoch;
@@ -434,6 +490,84 @@ impl VolumeRecord {
     }
 }
 
+/// What a spare taken by a volume is used for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpareUse {
+    /// The volume's name.
+    pub volume: String,
+    /// The volume's id (names can be reused, ids cannot).
+    pub volume_id: String,
+    /// The column the spare stands in for.
+    pub column: u32,
+}
+
+/// A hot spare of the pool: a component on a storage node, labelled as a spare, that a volume
+/// with the same block size and at most as many blocks per column may take for a failed column
+/// (`crate::spares`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpareRecord {
+    /// Encoding version ([`SPARE_RECORD_VERSION`]).
+    pub version: u32,
+    /// Its id: the component id on its node (`spare-<16 hex digits>`), also the key.
+    pub id: String,
+    /// Id of the storage node holding the component.
+    pub node_id: String,
+    /// That node's address when the record was written.
+    pub node_address: String,
+    /// The component's serial, as its node gave it at creation (it seeds the block checksums).
+    pub serial: u64,
+    /// Bytes per block.
+    pub block_size: u32,
+    /// Blocks of the component.
+    pub block_count: u64,
+    /// The volume and column using it; `None` while it is free.
+    #[serde(default)]
+    pub in_use: Option<SpareUse>,
+}
+
+impl SpareRecord {
+    /// Bytes of the component.
+    pub fn size_bytes(&self) -> u64 {
+        self.block_count.saturating_mul(u64::from(self.block_size))
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        // A struct of plain fields always serialises.
+        serde_json::to_vec(self).expect("spare records serialise")
+    }
+
+    /// Decodes a stored record: refuses a version this coordinator does not know, and a record
+    /// whose id is not its key.
+    pub fn decode(id: &str, bytes: &[u8]) -> Result<SpareRecord, StoreError> {
+        let bad = |detail: String| StoreError::BadSpareRecord {
+            id: id.to_owned(),
+            detail,
+        };
+        #[derive(Deserialize)]
+        struct Versioned {
+            version: u32,
+        }
+        let Versioned { version } =
+            serde_json::from_slice(bytes).map_err(|e| bad(format!("no version: {e}")))?;
+        if version != SPARE_RECORD_VERSION {
+            return Err(bad(format!(
+                "record version {version}; this coordinator reads version {SPARE_RECORD_VERSION} (written by a newer coordinator?)"
+            )));
+        }
+        let record: SpareRecord = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if record.id != id {
+            return Err(bad(format!("the record names spare {:?}", record.id)));
+        }
+        if record.block_size == 0 || record.block_count == 0 {
+            return Err(bad(format!(
+                "{} blocks of {} bytes",
+                record.block_count, record.block_size
+            )));
+        }
+        Ok(record)
+    }
+}
+
 /// The coordinator's store. Cheap to clone; [`Store::close`] releases the file for everyone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -480,6 +614,7 @@ impl Store {
                 }
             }
             txn.open_table(VOLUMES).map_err(|e| open(e.to_string()))?;
+            txn.open_table(SPARES).map_err(|e| open(e.to_string()))?;
         }
         txn.commit().map_err(|e| open(e.to_string()))?;
         Ok(Store {
@@ -669,6 +804,99 @@ impl Store {
     /// [`Store::remove_volume`] off the async threads.
     pub async fn remove_volume_async(&self, name: String) -> Result<bool, StoreError> {
         self.blocking(move |s| s.remove_volume(&name)).await
+    }
+
+    /// Every stored spare, by id. A record that cannot be decoded is an error.
+    pub fn spares(&self) -> Result<Vec<SpareRecord>, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(io("list spares"))?;
+            let table = txn.open_table(SPARES).map_err(io("list spares"))?;
+            let mut records = Vec::new();
+            for entry in table.iter().map_err(io("list spares"))? {
+                let (key, value) = entry.map_err(io("list spares"))?;
+                records.push(SpareRecord::decode(key.value(), value.value())?);
+            }
+            Ok(records)
+        })
+    }
+
+    /// Stores a new spare; refuses an id already stored.
+    pub fn insert_spare(&self, record: &SpareRecord) -> Result<(), StoreError> {
+        let bytes = record.encode();
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(io("insert spare"))?;
+            {
+                let mut table = txn.open_table(SPARES).map_err(io("insert spare"))?;
+                if table
+                    .get(record.id.as_str())
+                    .map_err(io("insert spare"))?
+                    .is_some()
+                {
+                    return Err(StoreError::SpareExists(record.id.clone()));
+                }
+                table
+                    .insert(record.id.as_str(), bytes.as_slice())
+                    .map_err(io("insert spare"))?;
+            }
+            txn.commit().map_err(io("insert spare"))?;
+            Ok(())
+        })
+    }
+
+    /// Replaces a stored spare (taken, released); refuses one that is not stored.
+    pub fn update_spare(&self, record: &SpareRecord) -> Result<(), StoreError> {
+        let bytes = record.encode();
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(io("update spare"))?;
+            {
+                let mut table = txn.open_table(SPARES).map_err(io("update spare"))?;
+                if table
+                    .get(record.id.as_str())
+                    .map_err(io("update spare"))?
+                    .is_none()
+                {
+                    return Err(StoreError::SpareNotFound(record.id.clone()));
+                }
+                table
+                    .insert(record.id.as_str(), bytes.as_slice())
+                    .map_err(io("update spare"))?;
+            }
+            txn.commit().map_err(io("update spare"))?;
+            Ok(())
+        })
+    }
+
+    /// Removes spare `id`; returns whether it was stored.
+    pub fn remove_spare(&self, id: &str) -> Result<bool, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(io("remove spare"))?;
+            let removed = {
+                let mut table = txn.open_table(SPARES).map_err(io("remove spare"))?;
+                table.remove(id).map_err(io("remove spare"))?.is_some()
+            };
+            txn.commit().map_err(io("remove spare"))?;
+            Ok(removed)
+        })
+    }
+
+    /// [`Store::spares`] off the async threads.
+    pub async fn spares_async(&self) -> Result<Vec<SpareRecord>, StoreError> {
+        self.blocking(|s| s.spares()).await
+    }
+
+    /// [`Store::insert_spare`] off the async threads.
+    pub async fn insert_spare_async(&self, record: SpareRecord) -> Result<(), StoreError> {
+        self.blocking(move |s| s.insert_spare(&record)).await
+    }
+
+    /// [`Store::update_spare`] off the async threads.
+    pub async fn update_spare_async(&self, record: SpareRecord) -> Result<(), StoreError> {
+        self.blocking(move |s| s.update_spare(&record)).await
+    }
+
+    /// [`Store::remove_spare`] off the async threads.
+    pub async fn remove_spare_async(&self, id: String) -> Result<bool, StoreError> {
+        self.blocking(move |s| s.remove_spare(&id)).await
     }
 
     /// [`Store::update_state`] off the async threads.
@@ -890,6 +1118,80 @@ mod tests {
             .update_state("vol0", "v3f2a9c0d1e2b4a5c", &state(1, false, &[1]))
             .unwrap();
         assert_eq!(store.volumes().unwrap()[0].mod_counter, 1);
+    }
+
+    fn spare(id: &str, in_use: Option<SpareUse>) -> SpareRecord {
+        SpareRecord {
+            version: SPARE_RECORD_VERSION,
+            id: id.into(),
+            node_id: "n6".into(),
+            node_address: "127.0.0.1:7006".into(),
+            serial: 77,
+            block_size: 4096,
+            block_count: 1024,
+            in_use,
+        }
+    }
+
+    #[test]
+    fn spare_records_survive_a_reopen_and_are_replaced_and_removed_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coordinator.redb");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.spares().unwrap(), vec![]);
+        let a = spare("spare-a", None);
+        store.insert_spare(&a).unwrap();
+        assert_eq!(
+            store.insert_spare(&a),
+            Err(StoreError::SpareExists("spare-a".into()))
+        );
+        let b = spare(
+            "spare-b",
+            Some(SpareUse {
+                volume: "vol0".into(),
+                volume_id: "v01".into(),
+                column: 3,
+            }),
+        );
+        assert_eq!(
+            store.update_spare(&b),
+            Err(StoreError::SpareNotFound("spare-b".into()))
+        );
+        store.insert_spare(&b).unwrap();
+        let mut taken = a.clone();
+        taken.in_use = b.in_use.clone();
+        store.update_spare(&taken).unwrap();
+        // A spare table does not disturb the volumes.
+        store.insert_volume(&record("vol0")).unwrap();
+        store.close();
+
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.spares().unwrap(), vec![taken.clone(), b.clone()]);
+        assert_eq!(store.volumes().unwrap().len(), 1);
+        assert!(store.remove_spare("spare-a").unwrap());
+        assert!(!store.remove_spare("spare-a").unwrap());
+        assert_eq!(store.spares().unwrap(), vec![b]);
+        assert_eq!(taken.size_bytes(), 4 << 20);
+    }
+
+    #[test]
+    fn spare_records_of_another_version_or_key_are_refused() {
+        let ok = spare("spare-a", None);
+        assert_eq!(SpareRecord::decode("spare-a", &ok.encode()).unwrap(), ok);
+        // `in_use` absent reads as free.
+        let text = br#"{"version":1,"id":"spare-a","node_id":"n6","node_address":"a:1",
+            "serial":77,"block_size":4096,"block_count":1024}"#;
+        assert_eq!(SpareRecord::decode("spare-a", text).unwrap().in_use, None);
+        let err = SpareRecord::decode("spare-b", &ok.encode()).unwrap_err();
+        assert!(err.to_string().contains("names spare"), "{err}");
+        let mut newer = ok.clone();
+        newer.version = 2;
+        let err = SpareRecord::decode("spare-a", &newer.encode()).unwrap_err();
+        assert!(err.to_string().contains("record version 2"), "{err}");
+        let mut empty = ok;
+        empty.block_count = 0;
+        assert!(SpareRecord::decode("spare-a", &empty.encode()).is_err());
+        assert!(SpareRecord::decode("spare-a", b"{}").is_err());
     }
 
     #[test]

@@ -40,6 +40,7 @@ use crate::registry::{NodeRegistry, RegisteredNode};
 use crate::remote::RemoteComponent;
 use crate::resync::{Resync, ResyncSettings, ResyncStatus};
 use crate::service_error::ServiceError;
+use crate::spares::{SparePool, SpareRecord};
 use crate::store::{
     ComponentRecord, DurableState, StateRecord, Store, VOLUME_RECORD_VERSION, VolumeRecord,
 };
@@ -109,9 +110,27 @@ impl Volume {
         self.array.layout()
     }
 
-    /// The columns as created (their states are in [`Volume::array`]).
-    pub fn components(&self) -> &[ComponentRecord] {
-        &self.record.components
+    /// The columns: each one's member as it is now (a spare or a replacement may have taken
+    /// a column's place); their states are in [`Volume::array`].
+    pub fn components(&self) -> Vec<ComponentRecord> {
+        let members = self.recorder.labels().columns();
+        self.record
+            .components
+            .iter()
+            .zip(members)
+            .map(|(c, m)| ComponentRecord {
+                node_address: m.client.address().to_owned(),
+                node_id: m.node_id,
+                component_id: m.component_id,
+                serial: m.serial,
+                ..c.clone()
+            })
+            .collect()
+    }
+
+    /// The stored record as assembled (its members as they were then).
+    pub fn record(&self) -> &VolumeRecord {
+        &self.record
     }
 
     /// The array serving the volume.
@@ -218,10 +237,10 @@ impl VolumeEntry {
         }
     }
 
-    fn components(&self) -> &[ComponentRecord] {
+    fn components(&self) -> Vec<ComponentRecord> {
         match self {
             VolumeEntry::Assembled(v) => v.components(),
-            VolumeEntry::Unassembled(u) => &u.record.components,
+            VolumeEntry::Unassembled(u) => u.record.components.clone(),
         }
     }
 
@@ -334,6 +353,7 @@ pub struct VolumeManagerConfig {
 pub struct VolumeManager {
     store: Store,
     registry: Arc<NodeRegistry>,
+    spares: Arc<SparePool>,
     config: VolumeManagerConfig,
     /// The volumes by name: every access looks its volume up here, so it takes no global lock
     /// (a sharded map; listings sort by name).
@@ -343,11 +363,17 @@ pub struct VolumeManager {
 }
 
 impl VolumeManager {
-    /// No volumes yet.
-    pub fn new(store: Store, registry: Arc<NodeRegistry>, config: VolumeManagerConfig) -> Self {
+    /// No volumes yet; `spares` is the hot-spare pool the volumes take spares from.
+    pub fn new(
+        store: Store,
+        registry: Arc<NodeRegistry>,
+        spares: Arc<SparePool>,
+        config: VolumeManagerConfig,
+    ) -> Self {
         Self {
             store,
             registry,
+            spares,
             config,
             volumes: DashMap::new(),
             admin: tokio::sync::Mutex::new(()),
@@ -357,6 +383,43 @@ impl VolumeManager {
     /// The node registry.
     pub fn registry(&self) -> &Arc<NodeRegistry> {
         &self.registry
+    }
+
+    /// The hot-spare pool.
+    pub fn spares(&self) -> &Arc<SparePool> {
+        &self.spares
+    }
+
+    /// The free spares of the pool that volume `entry` could take for a failed column now:
+    /// its block size, at least its blocks per column, on a node holding none of its columns
+    /// (`Volume.spares_available`, `dagraid_volume_spare_nodes`). Best fit first.
+    pub fn spares_fitting(&self, entry: &VolumeEntry) -> Vec<SpareRecord> {
+        let record = match entry {
+            VolumeEntry::Assembled(v) => &v.record,
+            VolumeEntry::Unassembled(u) => &u.record,
+        };
+        let nodes: Vec<String> = record
+            .components
+            .iter()
+            .map(|c| c.node_id.clone())
+            .collect();
+        self.spares
+            .fits(record.block_size, record.blocks_per_column, &nodes)
+    }
+
+    /// Bytes of the largest column of any volume: the size of a spare when AddSpare gives
+    /// none; `None` without volumes.
+    pub fn largest_component_bytes(&self) -> Option<u64> {
+        self.volumes
+            .iter()
+            .map(|e| {
+                let r = match e.value() {
+                    VolumeEntry::Assembled(v) => &v.record,
+                    VolumeEntry::Unassembled(u) => &u.record,
+                };
+                r.blocks_per_column.saturating_mul(u64::from(r.block_size))
+            })
+            .max()
     }
 
     /// The admission queue every volume's accesses share, if there is one.
@@ -564,6 +627,7 @@ impl VolumeManager {
             recovered: plan.recovered.clone(),
             lost: lost.clone(),
             lost_counter: plan.lost_counter,
+            members: recorded.members.clone(),
         };
         let proposed = Proposed {
             states: plan.states.clone(),
@@ -1155,6 +1219,10 @@ impl VolumeManager {
             node.map(|n| (n, c.component_id.clone()))
         }))
         .await;
+        // The spares it had taken became its columns and were deleted with them.
+        if let Err(error) = self.spares.volume_deleted(entry.id()).await {
+            tracing::warn!(volume = %name, id = entry.id(), %error, "the spares the volume used are still in the pool's records");
+        }
         tracing::info!(volume = %name, id = entry.id(), "volume deleted");
         Ok(())
     }

@@ -11,6 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["node_client"],
     &["remote", "labels", "registry"],
     &["durable", "service_error"],
+    &["spares"],
     &["volumes"],
     &["metrics", "service"],
     &["lib"],

@@ -111,6 +111,9 @@ pub mod error_kind {
     /// The state machine of components has no such transition (e.g. a failed column straight
     /// back to optimal: it must be rebuilt or re-added).
     pub const NOT_ALLOWED: &str = "not-allowed";
+    /// A reconstruction or copyback cannot start or go on (no spare fits, the column is not
+    /// failed, its target failed, a resync must finish first); the message says which.
+    pub const REBUILD_REFUSED: &str = "rebuild-refused";
     /// A storage node refused a request the coordinator built for it (larger than the node's
     /// limit, outside the component): the volume and the node disagree; nothing was failed.
     pub const STORAGE_REFUSED: &str = "storage-refused";
@@ -120,6 +123,11 @@ pub mod error_kind {
     /// back-pressure, not a failure. Nothing was done and no column was failed; retry later,
     /// with a pause.
     pub const OVERLOADED: &str = "overloaded";
+    /// No hot spare of that id in the pool (NOT_FOUND).
+    pub const UNKNOWN_SPARE: &str = "unknown-spare";
+    /// The hot spare is in use by a volume's column (FAILED_PRECONDITION): it cannot be removed
+    /// or taken again until it is released.
+    pub const SPARE_IN_USE: &str = "spare-in-use";
     /// A bug or an unexpected condition on the coordinator.
     pub const INTERNAL: &str = "internal";
 }

@@ -64,7 +64,7 @@ async fn counters_and_histograms_move_by_what_the_io_did() {
         assert_eq!(
             sample(&before, "dagraid_volume_spare_nodes", &vl),
             0.0,
-            "all five nodes hold a column"
+            "the pool has no spare"
         );
 
         // Ten small writes (each in its own stripe, so no lock waits), five reads.

@@ -207,6 +207,15 @@ pub enum AccessError {
     /// An administrative state change was refused.
     #[error(transparent)]
     Array(#[from] ArrayError),
+    /// A reconstruction or copyback of `column` could not go on (its target failed, the
+    /// column is not in the state it needs, a component does not fit).
+    #[error("column {column}: {detail}")]
+    Rebuild {
+        /// The column.
+        column: usize,
+        /// Why.
+        detail: String,
+    },
     /// A bug: an invalid DAG, a lost engine task, a malformed component request.
     #[error("internal error: {0}")]
     Internal(String),
@@ -362,7 +371,10 @@ impl AccessStats {
 /// One RAID array: its layout, components and states, with the pipeline that serves accesses.
 pub struct Array {
     layout: Layout,
-    components: ComponentTable,
+    /// The component of every column. A column's component changes only while the column is
+    /// failed (a spare or a blank component takes its place) or at a copyback's start and end
+    /// (`access::rebuild`); every stripe takes its copy after its stripe lock.
+    components: std::sync::RwLock<ComponentTable>,
     states: Mutex<ComponentStates>,
     /// Highest state generation known durable.
     durable: watch::Sender<u64>,
@@ -466,7 +478,7 @@ impl Array {
             load: (0..layout.columns()).map(|_| AtomicU64::new(0)).collect(),
             synced_below: AtomicU64::new(u64::MAX),
             layout,
-            components,
+            components: std::sync::RwLock::new(components),
             states: Mutex::new(states),
             durable: watch::channel(generation).0,
             recording: tokio::sync::Mutex::new(()),
@@ -483,9 +495,12 @@ impl Array {
         &self.layout
     }
 
-    /// The components, by column.
-    pub fn components(&self) -> &ComponentTable {
-        &self.components
+    /// The components, by column, as they are now.
+    pub fn components(&self) -> ComponentTable {
+        self.components
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A copy of the component states.
@@ -795,12 +810,13 @@ impl Array {
         }
         let mut last = String::new();
         for attempt in 1..=self.config.max_tries.max(1) {
-            let (failed, lost_here, generation) = {
+            let (failed, lost_here, generation, table) = {
                 let st = self.lock_states();
                 (
                     st.missing_for(s.stripe),
                     st.lost().intersects(self.stripe_blocks(s.stripe)),
                     st.generation(),
+                    self.components(),
                 )
             };
             done.generation = done.generation.max(generation);
@@ -832,7 +848,7 @@ impl Array {
             let req = StripeRequest {
                 layout: &self.layout,
                 access: s,
-                components: &self.components,
+                components: &table,
                 faults: &faults,
                 data,
                 load: &load,
@@ -1051,7 +1067,7 @@ impl Array {
         first: crate::io::IoError,
     ) -> Result<(), crate::io::IoError> {
         let column = target.component;
-        let io = self.components[column].clone();
+        let io = self.components()[column].clone();
         let deadline = self.config.engine.node_deadline;
         let mut last = first;
         for round in 1..=self.config.max_tries.max(1) {
@@ -1274,22 +1290,18 @@ impl Array {
                 return Err(refused);
             }
             let deadline = self.config.engine.node_deadline;
-            let image = match crate::resync::read_stripe(
-                &self.layout,
-                &self.components,
-                &sl,
-                &missing,
-                deadline,
-            )
-            .await
-            {
-                Ok(image) => image,
-                Err(e) => {
-                    last = e.error.to_string();
-                    self.resync_io_error(s, e, result, generation)?;
-                    continue;
-                }
-            };
+            let table = self.components();
+            let image =
+                match crate::resync::read_stripe(&self.layout, &table, &sl, &missing, deadline)
+                    .await
+                {
+                    Ok(image) => image,
+                    Err(e) => {
+                        last = e.error.to_string();
+                        self.resync_io_error(s, e, result, generation)?;
+                        continue;
+                    }
+                };
             let plan = crate::resync::plan(&self.layout, &sl, &image).map_err(|detail| {
                 self.build_error(
                     s,
@@ -1326,7 +1338,7 @@ impl Array {
                 );
             }
             result.outcome = result.outcome.max(plan.outcome());
-            let errors = crate::resync::apply(&self.components, &plan, deadline).await;
+            let errors = crate::resync::apply(&table, &plan.writes, deadline).await;
             if errors.is_empty() {
                 return Ok(());
             }
@@ -1533,8 +1545,8 @@ impl Array {
     async fn flush_components(&self) -> Result<(), AccessError> {
         let _admitted = self.admit().await?;
         let failed = self.lock_states().degraded_columns();
-        let flushes = self
-            .components
+        let table = self.components();
+        let flushes = table
             .iter()
             .enumerate()
             .filter(|(c, _)| !failed.contains(*c))
@@ -1588,6 +1600,9 @@ async fn bounded(
             ))
         })
 }
+
+mod rebuild;
+pub use rebuild::StripeRebuild;
 
 #[cfg(test)]
 mod tests;

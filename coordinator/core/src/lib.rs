@@ -13,6 +13,7 @@ pub mod layout;
 pub mod lost;
 pub mod meta;
 pub mod parity;
+pub mod reconstruct;
 pub mod resync;
 pub mod stats;
 pub mod stripe_lock;

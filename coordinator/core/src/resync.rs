@@ -85,17 +85,17 @@ pub(crate) struct ColumnError {
 /// One column's unit of the stripe as read: its bytes, and which blocks answered data loss
 /// (their bytes are zeros).
 #[derive(Debug, Clone)]
-struct UnitImage {
-    data: Vec<u8>,
-    bad: Vec<bool>,
+pub(crate) struct UnitImage {
+    pub(crate) data: Vec<u8>,
+    pub(crate) bad: Vec<bool>,
 }
 
 impl UnitImage {
-    fn row(&self, block: usize, bs: usize) -> &[u8] {
+    pub(crate) fn row(&self, block: usize, bs: usize) -> &[u8] {
         &self.data[block * bs..(block + 1) * bs]
     }
 
-    fn good(&self, block: usize) -> bool {
+    pub(crate) fn good(&self, block: usize) -> bool {
         !self.bad[block]
     }
 }
@@ -103,7 +103,7 @@ impl UnitImage {
 /// The stripe's units as read, by column; `None` for a column that is missing for the stripe.
 #[derive(Debug, Clone)]
 pub(crate) struct StripeImage {
-    units: Vec<Option<UnitImage>>,
+    pub(crate) units: Vec<Option<UnitImage>>,
 }
 
 /// What to do to the stripe: the volume blocks to record lost first, then the writes.
@@ -114,7 +114,7 @@ pub(crate) struct RepairPlan {
     /// Blocks rebuilt from redundancy.
     pub(crate) repaired_blocks: u64,
     /// `(column, first component block, whole blocks)`.
-    writes: Vec<(usize, u64, Bytes)>,
+    pub(crate) writes: Vec<(usize, u64, Bytes)>,
 }
 
 impl RepairPlan {
@@ -403,14 +403,15 @@ pub(crate) fn plan(
     Ok(out)
 }
 
-/// Performs the plan's writes, concurrently; returns every column whose write failed.
+/// Performs `writes` (`(column, first component block, whole blocks)`), concurrently; returns
+/// every column whose write failed.
 pub(crate) async fn apply(
     components: &ComponentTable,
-    plan: &RepairPlan,
+    writes: &[(usize, u64, Bytes)],
     deadline: Duration,
 ) -> Vec<ColumnError> {
     let bs = |c: usize| u64::from(components[c].block_size().max(1));
-    let writes = plan.writes.iter().map(|(column, start, data)| async move {
+    let writes = writes.iter().map(|(column, start, data)| async move {
         let io = &components[*column];
         let count = data.len() as u64 / bs(*column);
         with_deadline(

@@ -352,7 +352,7 @@ fn disk_nodes(r: &Rig, s: &Scenario) -> (DagFamily, Vec<(Mnemonic, usize)>) {
     let req = StripeRequest {
         layout: &r.layout,
         access,
-        components: r.array.components(),
+        components: &r.array.components(),
         faults: &faults,
         data: s.write.then_some(&data),
         load: &[],

@@ -1,0 +1,510 @@
+//! The array's side of reconstruction and copyback: a column taking a new component, the
+//! reconstruction of one stripe under its write lock ([`Array::reconstruct_stripe`]), the copy of
+//! one stripe to a copyback's replacement ([`Array::copy_stripe`]), and the ends of both. The
+//! unit logic is [`crate::reconstruct`]; the sweep, its throttle and its checkpoint are the
+//! coordinator's job.
+//!
+//! Rules (docs/STATE.md, "Reconstruction"):
+//! - A column's component changes only while the column is failed (a spare or a blank component
+//!   takes its place, and the column becomes `reconstructing` at watermark 0), or at a
+//!   copyback's start and end. Every stripe takes its copy of the component table after its
+//!   stripe lock, so a DAG never mixes two.
+//! - A stripe is reconstructed under its whole-stripe write lock, from its first read until every
+//!   target acknowledged its write; only then does the column's watermark move past it (in
+//!   memory; the job makes it durable as its checkpoint, so a checkpoint never names a stripe
+//!   the target has not acknowledged).
+//! - A target is never read for a stripe at or above its watermark: the column is missing there
+//!   for every DAG, and a user write to such a stripe is a degraded write that the sweep will
+//!   reconstruct when it gets there.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::array::ComponentState;
+use crate::io::{ComponentIo, IoErrorKind};
+use crate::layout::ColumnSet;
+use crate::reconstruct::CopybackIo;
+use crate::stripe_lock::{LockMode, StripeLockRequest};
+
+use super::{AccessError, Array};
+
+/// What the reconstruction of one stripe did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StripeRebuild {
+    /// Columns whose watermark moved past the stripe.
+    pub columns: Vec<usize>,
+    /// Bytes written to the targets.
+    pub bytes: u64,
+    /// Volume blocks recorded lost (unreadable on surviving columns beyond the redundancy).
+    pub lost: Vec<Range<u64>>,
+    /// Bad blocks of surviving columns rebuilt and written back.
+    pub repaired_blocks: u64,
+    /// Columns marked failed on the way.
+    pub marked_failed: Vec<usize>,
+}
+
+impl Array {
+    /// Starts the reconstruction of failed `column`: onto `component` when given (a spare, or
+    /// a blank component at the column's place), else onto the column's own component. The
+    /// column becomes `reconstructing` at watermark 0, durably, before this returns. A column
+    /// already reconstructing is left as it is (`component` must then be `None`).
+    pub async fn start_reconstruction(
+        &self,
+        column: usize,
+        component: Option<Arc<dyn ComponentIo>>,
+    ) -> Result<(), AccessError> {
+        if let Some(c) = &component {
+            self.check_component(column, c.as_ref())?;
+        }
+        let generation = {
+            let mut st = self.lock_states();
+            let state = st
+                .get(column)
+                .ok_or(crate::array::ArrayError::NoSuchColumn {
+                    column,
+                    columns: self.layout.columns(),
+                })?;
+            if state == ComponentState::Reconstructing && component.is_none() {
+                return Ok(());
+            }
+            if state != ComponentState::Failed {
+                return Err(AccessError::Array(crate::array::ArrayError::NotAllowed {
+                    column,
+                    from: state,
+                    to: ComponentState::Reconstructing,
+                }));
+            }
+            if let Some(c) = component {
+                self.replace_component(column, c);
+            }
+            st.transition(&self.layout, column, ComponentState::Reconstructing)?;
+            st.generation()
+        };
+        self.make_durable(generation).await
+    }
+
+    /// Ends `column`'s reconstruction once its watermark reached the last stripe: the column
+    /// is optimal, durably, before this returns.
+    pub async fn finish_reconstruction(&self, column: usize) -> Result<(), AccessError> {
+        let generation = {
+            let mut st = self.lock_states();
+            let state = st.get(column);
+            let watermark = st.recovered().get(column).copied().unwrap_or(0);
+            if state != Some(ComponentState::Reconstructing) || watermark < self.layout.stripes() {
+                return Err(AccessError::Rebuild {
+                    column,
+                    detail: format!(
+                        "cannot finish: the column is {} at stripe {watermark} of {}",
+                        state.map(|s| s.name()).unwrap_or("missing"),
+                        self.layout.stripes()
+                    ),
+                });
+            }
+            st.transition(&self.layout, column, ComponentState::Optimal)?;
+            st.generation()
+        };
+        self.make_durable(generation).await
+    }
+
+    /// Makes the current states durable: the reconstruction's checkpoint (its watermarks).
+    pub async fn checkpoint(&self) -> Result<(), AccessError> {
+        let generation = self.lock_states().generation();
+        self.make_durable(generation).await
+    }
+
+    /// Reconstructs stripe `stripe` of every column of `columns` that is reconstructing with
+    /// its watermark at `stripe` (RAID 6: two columns in one pass), under the stripe's write
+    /// lock, in a task of its own (a dropped caller cannot tear the stripe). Blocks unreadable
+    /// beyond the redundancy are recorded lost, durably, before anything is written, and the
+    /// stripe is made consistent; a column that faults on the way is failed (within the
+    /// tolerance) and the stripe tried again. A write with an unknown outcome is fenced before
+    /// the stripe is tried again. On success the watermarks move past the stripe (in memory:
+    /// [`Array::checkpoint`] makes them durable).
+    pub async fn reconstruct_stripe(
+        self: &Arc<Self>,
+        columns: &ColumnSet,
+        stripe: u64,
+    ) -> Result<StripeRebuild, AccessError> {
+        let sb = self.layout.stripe_data_bytes();
+        let map = self.layout.map(stripe * sb, sb)?;
+        let lock = StripeLockRequest::whole_stripe(&self.layout, stripe, LockMode::Write);
+        let locks = self
+            .locks
+            .lock([lock])
+            .await
+            .map_err(|e| AccessError::Internal(e.to_string()))?;
+        let this = self.clone();
+        let columns = columns.clone();
+        tokio::spawn(async move {
+            let mut generation = 0;
+            let r = this
+                .reconstruct_locked(&map.stripes[0], &columns, &mut generation)
+                .await;
+            // Failures and lost marks are durable before the stripe is released.
+            let durable = this.make_durable(generation).await;
+            drop(locks);
+            let done = r?;
+            durable.map(|_| done)
+        })
+        .await
+        .map_err(|e| AccessError::Internal(format!("reconstruction task lost: {e}")))?
+    }
+
+    async fn reconstruct_locked(
+        &self,
+        s: &crate::layout::StripeAccess,
+        columns: &ColumnSet,
+        generation: &mut u64,
+    ) -> Result<StripeRebuild, AccessError> {
+        let sl = s.layout;
+        let stripe = s.stripe;
+        let deadline = self.config.engine.node_deadline;
+        let mut done = StripeRebuild::default();
+        let mut last = String::new();
+        for _ in 0..self.config.max_tries.max(1) {
+            let (missing, targets, table) = {
+                let st = self.lock_states();
+                let targets: ColumnSet = columns
+                    .iter()
+                    .filter(|&c| {
+                        st.get(c) == Some(ComponentState::Reconstructing)
+                            && st.recovered().get(c).copied() == Some(stripe)
+                    })
+                    .collect();
+                (st.missing_for(stripe), targets, self.components())
+            };
+            if targets.is_empty() {
+                return Ok(done);
+            }
+            let image =
+                match crate::resync::read_stripe(&self.layout, &table, &sl, &missing, deadline)
+                    .await
+                {
+                    Ok(image) => image,
+                    Err(e) => {
+                        last = e.error.to_string();
+                        self.rebuild_io_error(s, &table, e, &targets, &mut done, generation)
+                            .await?;
+                        continue;
+                    }
+                };
+            let plan = crate::reconstruct::plan(&self.layout, &sl, &image, &targets).map_err(
+                |detail| AccessError::Rebuild {
+                    column: targets.iter().next().unwrap_or(0),
+                    detail,
+                },
+            )?;
+            if !plan.lost.is_empty() {
+                let g = {
+                    let mut st = self.lock_states();
+                    for blocks in &plan.lost {
+                        st.mark_lost(blocks.clone());
+                    }
+                    st.generation()
+                };
+                *generation = (*generation).max(g);
+                tracing::warn!(
+                    stripe,
+                    blocks = ?plan.lost,
+                    "reconstruction: blocks unreadable beyond the redundancy; recorded lost"
+                );
+                // Durable before the bad blocks are overwritten.
+                self.make_durable(g).await?;
+                done.lost.extend(plan.lost.iter().cloned());
+            }
+            let errors = crate::resync::apply(&table, &plan.writes, deadline).await;
+            if errors.is_empty() {
+                let bs = self.layout.geometry().block_size();
+                done.bytes += plan
+                    .writes
+                    .iter()
+                    .filter(|(c, _, _)| targets.contains(*c))
+                    .map(|(_, _, d)| d.len() as u64)
+                    .sum::<u64>()
+                    .min(targets.len() as u64 * sl.component_blocks().count * bs);
+                done.repaired_blocks += plan.repaired_blocks;
+                let mut st = self.lock_states();
+                for t in targets.iter() {
+                    st.advance_recovery(t, stripe + 1)?;
+                    done.columns.push(t);
+                }
+                return Ok(done);
+            }
+            for e in errors {
+                last = e.error.to_string();
+                self.rebuild_io_error(s, &table, e, &targets, &mut done, generation)
+                    .await?;
+            }
+        }
+        Err(AccessError::RetriesExhausted {
+            stripe,
+            tries: self.config.max_tries.max(1),
+            last,
+        })
+    }
+
+    /// A component call of a reconstruction failed. A write with an unknown outcome is fenced
+    /// first (it must not land late, after the stripe lock is released); then a component
+    /// fault fails the column: a target simply stops being reconstructed (its state becomes
+    /// failed), a surviving column is failed within the tolerance like an access does.
+    async fn rebuild_io_error(
+        &self,
+        s: &crate::layout::StripeAccess,
+        table: &crate::dag::ComponentTable,
+        e: crate::resync::ColumnError,
+        targets: &ColumnSet,
+        done: &mut StripeRebuild,
+        generation: &mut u64,
+    ) -> Result<(), AccessError> {
+        let column = e.column;
+        if e.error.kind.outcome_unknown() {
+            let io = &table[column];
+            let fenced = tokio::time::timeout(self.config.engine.node_deadline, io.fence()).await;
+            if matches!(fenced, Ok(Ok(()))) {
+                tracing::info!(column, stripe = s.stripe, error = %e.error, "reconstruction: a write with an unknown outcome was fenced; the stripe is tried again");
+                return Ok(());
+            }
+        }
+        if targets.contains(column) {
+            let g = {
+                let mut st = self.lock_states();
+                st.transition(&self.layout, column, ComponentState::Failed)?;
+                st.generation()
+            };
+            *generation = (*generation).max(g);
+            done.marked_failed.push(column);
+            tracing::warn!(column, stripe = s.stripe, error = %e.error, "reconstruction: the target failed");
+            return Err(AccessError::Rebuild {
+                column,
+                detail: format!("the component being rebuilt failed: {}", e.error),
+            });
+        }
+        let mut result = crate::resync::StripeResync {
+            outcome: crate::resync::StripeOutcome::Rewritten,
+            marked_failed: Vec::new(),
+            lost_blocks: Vec::new(),
+        };
+        self.resync_io_error(s, e, &mut result, generation)?;
+        done.marked_failed.extend(result.marked_failed);
+        Ok(())
+    }
+
+    /// Starts a copyback of optimal `column` (which lives on a spare) to `replacement`: the
+    /// column's component becomes a [`CopybackIo`] over both and the column `copyback`,
+    /// durably. Returns the copyback component the sweep advances.
+    pub async fn start_copyback(
+        &self,
+        column: usize,
+        replacement: Arc<dyn ComponentIo>,
+    ) -> Result<Arc<CopybackIo>, AccessError> {
+        self.check_component(column, replacement.as_ref())?;
+        let (copy, generation) = {
+            let mut st = self.lock_states();
+            let state = st
+                .get(column)
+                .ok_or(crate::array::ArrayError::NoSuchColumn {
+                    column,
+                    columns: self.layout.columns(),
+                })?;
+            if state != ComponentState::Optimal || st.gone_columns().contains(column) {
+                return Err(AccessError::Array(crate::array::ArrayError::NotAllowed {
+                    column,
+                    from: state,
+                    to: ComponentState::Copyback,
+                }));
+            }
+            let source = self.components()[column].clone();
+            let copy = CopybackIo::new(source, replacement);
+            st.transition(&self.layout, column, ComponentState::Copyback)?;
+            self.replace_component(column, copy.clone());
+            (copy, st.generation())
+        };
+        self.make_durable(generation).await?;
+        Ok(copy)
+    }
+
+    /// Copies stripe `stripe` of `column` from the copyback's spare to its replacement, under
+    /// the stripe's write lock, and moves the copy's watermark past it. Returns the bytes
+    /// copied.
+    pub async fn copy_stripe(
+        self: &Arc<Self>,
+        column: usize,
+        copy: &Arc<CopybackIo>,
+        stripe: u64,
+    ) -> Result<u64, AccessError> {
+        let sl = self
+            .layout
+            .stripe(stripe)
+            .ok_or_else(|| AccessError::Internal(format!("no stripe {stripe}")))?;
+        let unit = sl.component_blocks();
+        let lock = StripeLockRequest::whole_stripe(&self.layout, stripe, LockMode::Write);
+        let locks = self
+            .locks
+            .lock([lock])
+            .await
+            .map_err(|e| AccessError::Internal(e.to_string()))?;
+        let copy = copy.clone();
+        let deadline = self.config.engine.node_deadline;
+        let this = self.clone();
+        tokio::spawn(async move {
+            let fail = |detail: String| AccessError::Rebuild { column, detail };
+            if this.lock_states().get(column) != Some(ComponentState::Copyback) {
+                return Err(fail("the column is no longer in copyback".into()));
+            }
+            let count = u32::try_from(unit.count).map_err(|_| fail("unit too large".into()))?;
+            let data = tokio::time::timeout(deadline, copy.source().read(unit.first, count))
+                .await
+                .map_err(|_| {
+                    fail(format!(
+                        "the spare did not answer a read within {deadline:?}"
+                    ))
+                })?
+                .map_err(|e| fail(format!("the spare: {e}")))?;
+            let written =
+                tokio::time::timeout(deadline, copy.target().write(unit.first, data.clone()))
+                    .await
+                    .map_err(|_| IoErrorKind::Timeout)
+                    .and_then(|r| r.map_err(|e| e.kind));
+            if let Err(kind) = written {
+                let why = format!("the replacement refused stripe {stripe}: {}", kind.as_str());
+                copy.set_broken(why.clone());
+                return Err(fail(why));
+            }
+            copy.advance(unit.first + unit.count);
+            drop(locks);
+            Ok(data.len() as u64)
+        })
+        .await
+        .map_err(|e| AccessError::Internal(format!("copyback task lost: {e}")))?
+    }
+
+    /// Ends a copyback whose sweep reached the end: the replacement becomes the column's
+    /// component and the column optimal, durably; then every access that might still hold the
+    /// copyback component has finished ([`Array::quiesce`]), so the spare may be handed back.
+    pub async fn finish_copyback(
+        &self,
+        column: usize,
+        copy: &Arc<CopybackIo>,
+    ) -> Result<(), AccessError> {
+        let end = self.layout.geometry().used_blocks_per_column();
+        let generation = {
+            let mut st = self.lock_states();
+            if st.get(column) != Some(ComponentState::Copyback) {
+                return Err(AccessError::Rebuild {
+                    column,
+                    detail: "the column is no longer in copyback".into(),
+                });
+            }
+            if let Some(why) = copy.broken() {
+                return Err(AccessError::Rebuild {
+                    column,
+                    detail: why,
+                });
+            }
+            if copy.copied_below() < end {
+                return Err(AccessError::Rebuild {
+                    column,
+                    detail: format!("copied {} of {end} blocks", copy.copied_below()),
+                });
+            }
+            self.replace_component(column, copy.target().clone());
+            st.transition(&self.layout, column, ComponentState::Optimal)?;
+            st.generation()
+        };
+        self.make_durable(generation).await?;
+        self.quiesce().await
+    }
+
+    /// Stops a copyback: the column stays on its spare (optimal), durably; the replacement is
+    /// no longer written.
+    pub async fn abort_copyback(
+        &self,
+        column: usize,
+        copy: &Arc<CopybackIo>,
+        why: &str,
+    ) -> Result<(), AccessError> {
+        copy.set_broken(why.to_owned());
+        let generation = {
+            let mut st = self.lock_states();
+            if st.get(column) == Some(ComponentState::Copyback) {
+                self.replace_component(column, copy.source().clone());
+                st.transition(&self.layout, column, ComponentState::Optimal)?;
+            }
+            st.generation()
+        };
+        self.make_durable(generation).await?;
+        self.quiesce().await
+    }
+
+    /// Ends a copyback that has no sweep (a coordinator restarted during it: the component
+    /// table holds the spare, as assembled, and the replacement was never named): the column
+    /// is optimal on its spare again, durably. Not for a copyback whose sweep runs (that one
+    /// ends with [`Array::abort_copyback`]).
+    pub async fn clear_copyback(&self, column: usize) -> Result<(), AccessError> {
+        let generation = {
+            let mut st = self.lock_states();
+            if st.get(column) != Some(ComponentState::Copyback) {
+                return Ok(());
+            }
+            st.transition(&self.layout, column, ComponentState::Optimal)?;
+            st.generation()
+        };
+        self.make_durable(generation).await
+    }
+
+    /// Waits until every access that took its stripe locks before this call has finished: each
+    /// stripe's write lock is taken and released in turn (the locks are fair, so every earlier
+    /// holder goes first).
+    pub async fn quiesce(&self) -> Result<(), AccessError> {
+        for stripe in 0..self.layout.stripes() {
+            let lock = StripeLockRequest::whole_stripe(&self.layout, stripe, LockMode::Write);
+            let held = self
+                .locks
+                .lock([lock])
+                .await
+                .map_err(|e| AccessError::Internal(e.to_string()))?;
+            drop(held);
+        }
+        Ok(())
+    }
+
+    /// Every column that is reconstructing, with its watermark.
+    pub fn reconstructing(&self) -> Vec<(usize, u64)> {
+        let st = self.lock_states();
+        (0..self.layout.columns())
+            .filter(|&c| st.get(c) == Some(ComponentState::Reconstructing))
+            .map(|c| (c, st.recovered()[c]))
+            .collect()
+    }
+
+    fn check_component(&self, column: usize, c: &dyn ComponentIo) -> Result<(), AccessError> {
+        let g = self.layout.geometry();
+        if u64::from(c.block_size()) != g.block_size()
+            || c.block_count() < g.used_blocks_per_column()
+        {
+            return Err(AccessError::Rebuild {
+                column,
+                detail: format!(
+                    "component {} has {} blocks of {} bytes; the column needs {} blocks of {}",
+                    c.id(),
+                    c.block_count(),
+                    c.block_size(),
+                    g.used_blocks_per_column(),
+                    g.block_size()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Puts `component` at `column` (callers hold the states lock and have checked the rules
+    /// above).
+    fn replace_component(&self, column: usize, component: Arc<dyn ComponentIo>) {
+        let mut table = self.components.write().unwrap_or_else(|p| p.into_inner());
+        let mut next: Vec<Arc<dyn ComponentIo>> = table.iter().cloned().collect();
+        next[column] = component;
+        *table = next.into();
+        self.load[column].store(0, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,1049 @@
+//! Reconstruction and copyback jobs: the coordinator's side of healing (`docs/REBUILD.md`).
+//!
+//! A **monitor** looks at every assembled volume every `poll` interval:
+//! - a column that is `reconstructing` with no job (the coordinator restarted) gets its job
+//!   back, resuming from its durable watermark (the checkpoint);
+//! - a column left in `copyback` by a restart goes back to `optimal` on its spare (a copyback
+//!   starts again by hand);
+//! - a column that has been `failed` for the down-out delay is reconstructed onto a spare of
+//!   the pool that fits; while none fits, or the delay has not passed, or a resync must finish
+//!   first, the volume says why (`Volume.rebuild_waiting`).
+//!
+//! A **job** sweeps the stripes from the watermark up: [`Array::reconstruct_stripe`] under the
+//! stripe's write lock, then the rate limit, and user I/O first (a stripe waits while accesses
+//! queue for admission, up to a bound so the rebuild always moves). The watermark is made
+//! durable every `checkpoint_every` (the checkpoint: only stripes the target acknowledged lie
+//! below it), and at the end the column becomes optimal. Several volumes rebuild at once, each
+//! job bounded by its rate. A copyback job copies a column that lives on a spare to a
+//! replacement with [`Array::copy_stripe`], then the replacement takes the column's place and
+//! the spare returns to the pool.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dagraid_core::access::{AccessError, Array};
+use dagraid_core::array::ComponentState;
+use dagraid_core::io::ComponentIo;
+use dagraid_core::layout::ColumnSet;
+use dashmap::DashMap;
+
+use crate::labels::LabelColumn;
+use crate::remote::RemoteComponent;
+use crate::service_error::ServiceError;
+use crate::spares::SpareRecord;
+use crate::volumes::{Volume, VolumeManager};
+
+/// Settings of the reconstruction jobs.
+#[derive(Debug, Clone, Copy)]
+pub struct RebuildSettings {
+    /// How long a column stays failed before it is rebuilt onto a spare.
+    pub down_out_delay: Duration,
+    /// Default rate limit, bytes written per second (0: none).
+    pub default_rate: u64,
+    /// How often a job makes its watermark durable.
+    pub checkpoint_every: Duration,
+    /// How often the monitor looks at the volumes.
+    pub poll: Duration,
+    /// Wait before a stripe that failed is tried again.
+    pub retry: Duration,
+}
+
+impl Default for RebuildSettings {
+    fn default() -> Self {
+        Self {
+            down_out_delay: Duration::from_millis(crate::config::DEFAULT_DOWN_OUT_DELAY_MS),
+            default_rate: crate::config::DEFAULT_REBUILD_RATE,
+            checkpoint_every: Duration::from_secs(1),
+            poll: Duration::from_millis(500),
+            retry: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What a job writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebuildKind {
+    /// Reconstruction onto a spare of the pool.
+    Spare,
+    /// Reconstruction onto a blank component at the column's place.
+    InPlace,
+    /// Copy of a column from its spare to a replacement.
+    Copyback,
+}
+
+impl RebuildKind {
+    /// Stable lowercase name (metrics, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            RebuildKind::Spare => "spare",
+            RebuildKind::InPlace => "in_place",
+            RebuildKind::Copyback => "copyback",
+        }
+    }
+}
+
+/// Where a reconstruction asked for by hand goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebuildTarget {
+    /// The spare of the pool that fits best.
+    BestSpare,
+    /// This spare.
+    Spare(String),
+    /// A blank component at the column's own place.
+    InPlace,
+}
+
+/// The progress of one job, as the API and metrics show it.
+#[derive(Debug, Clone)]
+pub struct RebuildStatus {
+    /// The column.
+    pub column: usize,
+    /// What it writes to.
+    pub kind: RebuildKind,
+    /// The component written: node and id.
+    pub node_id: String,
+    /// The component's id.
+    pub component_id: String,
+    /// Whether it runs.
+    pub running: bool,
+    /// Whether it finished.
+    pub completed: bool,
+    /// Stripes below the watermark.
+    pub stripes_done: u64,
+    /// Stripes of the volume.
+    pub stripes_total: u64,
+    /// Bytes written to the target by this job.
+    pub bytes_done: u64,
+    /// Recent rate, bytes per second.
+    pub rate: u64,
+    /// The rate limit (0: none).
+    pub rate_limit: u64,
+    /// Estimated time left.
+    pub eta: Option<Duration>,
+    /// Volume blocks recorded lost on the way.
+    pub lost_blocks: u64,
+    /// Why it stopped early; while running, the last error retried.
+    pub error: String,
+    /// Stripe it resumed from.
+    pub resumed_from: u64,
+}
+
+struct Job {
+    status: std::sync::Mutex<RebuildStatus>,
+    stop: AtomicBool,
+    started: Instant,
+}
+
+impl Job {
+    fn update(&self, f: impl FnOnce(&mut RebuildStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn status(&self) -> RebuildStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn running(&self) -> bool {
+        self.status().running
+    }
+}
+
+/// The reconstruction subsystem of a coordinator: the monitor, the jobs, their statuses.
+pub struct Rebuilds {
+    volumes: Arc<VolumeManager>,
+    settings: RebuildSettings,
+    /// The last job of each (volume name, column).
+    jobs: DashMap<(String, usize), Arc<Job>>,
+    /// When the monitor first saw each (volume id, column) failed.
+    failed_since: DashMap<(String, usize), Instant>,
+    /// Why a volume's failed columns wait, by volume name.
+    waiting: DashMap<String, String>,
+    stopping: AtomicBool,
+}
+
+impl std::fmt::Debug for Rebuilds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rebuilds")
+            .field("settings", &self.settings)
+            .field("jobs", &self.jobs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tokens for the rate limit: bytes may be written once the time they take at `rate` passed.
+struct Throttle {
+    rate: u64,
+    since: Instant,
+    bytes: u64,
+}
+
+impl Throttle {
+    fn new(rate: u64) -> Self {
+        Self {
+            rate,
+            since: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    async fn consume(&mut self, bytes: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        self.bytes += bytes;
+        let due = Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
+        let elapsed = self.since.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
+        // A window of a few seconds: an idle stretch earns no burst beyond it.
+        if elapsed > Duration::from_secs(4) {
+            self.since = Instant::now();
+            self.bytes = 0;
+        }
+    }
+}
+
+fn refused(volume: &str, column: usize, detail: impl Into<String>) -> ServiceError {
+    ServiceError::Access {
+        volume: volume.to_owned(),
+        source: AccessError::Rebuild {
+            column,
+            detail: detail.into(),
+        },
+    }
+}
+
+impl Rebuilds {
+    /// The subsystem over `volumes`' volumes and spare pool.
+    pub fn new(volumes: Arc<VolumeManager>, settings: RebuildSettings) -> Arc<Self> {
+        Arc::new(Self {
+            volumes,
+            settings,
+            jobs: DashMap::new(),
+            failed_since: DashMap::new(),
+            waiting: DashMap::new(),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &RebuildSettings {
+        &self.settings
+    }
+
+    /// Runs the monitor until `shutdown` resolves, then stops the jobs (each ends its stripe and
+    /// makes its checkpoint durable).
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            self.clone().look().await;
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(self.settings.poll) => {}
+            }
+        }
+        self.stop().await;
+    }
+
+    /// Stops every job: each ends its stripe and makes its checkpoint durable; waits up to 30 s.
+    pub async fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for j in self.jobs.iter() {
+            j.stop.store(true, Ordering::SeqCst);
+        }
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until && self.jobs.iter().any(|j| j.running()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The jobs of volume `name` (running ones and the last of each column), by column.
+    pub fn statuses(&self, name: &str) -> Vec<RebuildStatus> {
+        let mut out: Vec<RebuildStatus> = self
+            .jobs
+            .iter()
+            .filter(|e| e.key().0 == name)
+            .map(|e| e.value().status())
+            .collect();
+        out.sort_by_key(|s| s.column);
+        out
+    }
+
+    /// Every job's status with its volume's name.
+    pub fn all(&self) -> Vec<(String, RebuildStatus)> {
+        self.jobs
+            .iter()
+            .map(|e| (e.key().0.clone(), e.value().status()))
+            .collect()
+    }
+
+    /// Why volume `name`'s failed columns are not being rebuilt, if they wait.
+    pub fn waiting(&self, name: &str) -> Option<String> {
+        self.waiting.get(name).map(|w| w.clone())
+    }
+
+    fn running(&self, name: &str, column: usize) -> bool {
+        self.jobs
+            .get(&(name.to_owned(), column))
+            .is_some_and(|j| j.running())
+    }
+
+    /// One look at every volume (the monitor's round).
+    async fn look(self: Arc<Self>) {
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        for volume in self.volumes.list() {
+            if volume.layout().fault_tolerance() == 0 {
+                continue;
+            }
+            if let Err(e) = self.clone().look_at(&volume).await {
+                tracing::warn!(volume = volume.name(), error = %e, "rebuild monitor");
+            }
+        }
+    }
+
+    async fn look_at(self: Arc<Self>, volume: &Arc<Volume>) -> Result<(), ServiceError> {
+        let name = volume.name().to_owned();
+        let array = volume.array().clone();
+        let states = array.states();
+        // Reconstructions without a job (the coordinator restarted): resume them, grouped by
+        // watermark so columns at the same place go in one pass.
+        let mut groups: std::collections::BTreeMap<u64, Vec<usize>> = Default::default();
+        for (c, w) in array.reconstructing() {
+            if !self.running(&name, c) {
+                groups.entry(w).or_default().push(c);
+            }
+        }
+        for (w, columns) in groups {
+            let members = volume.components();
+            let kind = |c: usize| {
+                if self
+                    .volumes
+                    .spares()
+                    .get(&members[c].component_id)
+                    .is_some()
+                {
+                    RebuildKind::Spare
+                } else {
+                    RebuildKind::InPlace
+                }
+            };
+            tracing::info!(volume = %name, ?columns, watermark = w, "resuming reconstruction from its checkpoint");
+            let targets: Vec<(usize, RebuildKind)> =
+                columns.iter().map(|&c| (c, kind(c))).collect();
+            self.clone()
+                .spawn_reconstruction(volume.clone(), targets, self.settings.default_rate, w);
+        }
+        // A copyback cut short by a restart: the column stays on its spare.
+        for c in 0..states.columns() {
+            if states.get(c) == Some(ComponentState::Copyback) && !self.running(&name, c) {
+                array
+                    .clear_copyback(c)
+                    .await
+                    .map_err(|e| volume_error(volume, e))?;
+                tracing::warn!(volume = %name, column = c, "copyback cut short by a restart; the column stays on its spare (start it again by hand)");
+            }
+        }
+        let failed: Vec<usize> = (0..states.columns())
+            .filter(|&c| states.get(c) == Some(ComponentState::Failed))
+            .collect();
+        let id = volume.id().to_owned();
+        self.failed_since
+            .retain(|(v, c), _| *v != id || failed.contains(c));
+        if failed.is_empty() {
+            self.waiting.remove(&name);
+            return Ok(());
+        }
+        let now = Instant::now();
+        for &c in &failed {
+            self.failed_since.entry((id.clone(), c)).or_insert(now);
+        }
+        if volume.resyncing() {
+            self.waiting.insert(
+                name.clone(),
+                "the resync must finish before a failed column is rebuilt".into(),
+            );
+            return Ok(());
+        }
+        let ready: Vec<usize> = failed
+            .iter()
+            .copied()
+            .filter(|&c| {
+                self.failed_since
+                    .get(&(id.clone(), c))
+                    .is_some_and(|t| t.elapsed() >= self.settings.down_out_delay)
+            })
+            .collect();
+        if ready.is_empty() {
+            let left = failed
+                .iter()
+                .filter_map(|&c| self.failed_since.get(&(id.clone(), c)).map(|t| *t))
+                .map(|t| self.settings.down_out_delay.saturating_sub(t.elapsed()))
+                .min()
+                .unwrap_or_default();
+            self.waiting.insert(
+                name.clone(),
+                format!(
+                    "column(s) {failed:?} failed; rebuilt onto a spare when the down-out delay ({}s) has passed, in {}s",
+                    self.settings.down_out_delay.as_secs(),
+                    left.as_secs()
+                ),
+            );
+            return Ok(());
+        }
+        let mut targets = Vec::new();
+        let mut missing = Vec::new();
+        let mut chosen: Vec<String> = Vec::new();
+        for &c in &ready {
+            match self.spare_for(volume, c, None, &chosen) {
+                Ok(spare) => {
+                    chosen.push(spare.id.clone());
+                    targets.push((c, spare));
+                }
+                Err(why) => missing.push(why),
+            }
+        }
+        if !missing.is_empty() {
+            self.waiting.insert(name.clone(), missing.join("; "));
+        } else {
+            self.waiting.remove(&name);
+        }
+        let mut started = Vec::new();
+        for (c, spare) in targets {
+            match self.begin_on_spare(volume, c, spare).await {
+                Ok(()) => started.push((c, RebuildKind::Spare)),
+                Err(e) => {
+                    tracing::warn!(volume = %name, column = c, error = %e, "reconstruction onto a spare could not start");
+                    self.waiting
+                        .insert(name.clone(), format!("column {c}: {e}"));
+                }
+            }
+        }
+        if !started.is_empty() {
+            self.clone().spawn_reconstruction(
+                volume.clone(),
+                started,
+                self.settings.default_rate,
+                0,
+            );
+        }
+        Ok(())
+    }
+
+    /// The spare for `column` of `volume`: `wanted` if given (it must fit), else one the pool
+    /// already gave this column (a start cut short), else the best fit not in `chosen`.
+    fn spare_for(
+        &self,
+        volume: &Volume,
+        column: usize,
+        wanted: Option<&str>,
+        chosen: &[String],
+    ) -> Result<SpareRecord, String> {
+        let pool = self.volumes.spares();
+        let g = volume.layout().geometry();
+        let block_size = g.block_size() as u32;
+        let blocks = g.blocks_per_column();
+        let members = volume.components();
+        let nodes: Vec<String> = members.iter().map(|m| m.node_id.clone()).collect();
+        let ours = |s: &SpareRecord| {
+            s.in_use
+                .as_ref()
+                .is_some_and(|u| u.volume_id == volume.id() && u.column as usize == column)
+        };
+        if let Some(id) = wanted {
+            let s = pool
+                .get(id)
+                .ok_or_else(|| format!("there is no spare {id:?} in the pool"))?;
+            if s.in_use.is_some() && !ours(&s) {
+                let u = s.in_use.as_ref().map(|u| (u.volume.clone(), u.column));
+                return Err(format!("spare {id} is in use by {u:?}"));
+            }
+            if s.block_size != block_size || s.block_count < blocks {
+                return Err(format!(
+                    "spare {id} has {} blocks of {} bytes; column {column} needs {blocks} blocks of {block_size}",
+                    s.block_count, s.block_size
+                ));
+            }
+            if nodes.contains(&s.node_id) {
+                return Err(format!(
+                    "spare {id} is on node {}, which holds a column of the volume",
+                    s.node_id
+                ));
+            }
+            if !pool.reachable(&s) {
+                return Err(format!("spare {id}'s node {} does not answer", s.node_id));
+            }
+            return Ok(s);
+        }
+        if let Some(s) = pool.used_by(volume.name()).into_iter().find(|s| ours(s)) {
+            return Ok(s);
+        }
+        pool.fits(block_size, blocks, &nodes)
+            .into_iter()
+            .find(|s| !chosen.contains(&s.id))
+            .ok_or_else(|| {
+                format!(
+                    "no spare fits column {column}: it needs {blocks} blocks of {block_size} bytes on a reachable node holding no column of the volume (`dagraid spare add --node NODE`)"
+                )
+            })
+    }
+
+    /// Takes `spare` for `column` and makes it the column's component, reconstructing from
+    /// watermark 0, durably.
+    async fn begin_on_spare(
+        &self,
+        volume: &Arc<Volume>,
+        column: usize,
+        spare: SpareRecord,
+    ) -> Result<(), ServiceError> {
+        let pool = self.volumes.spares();
+        let ours = spare
+            .in_use
+            .as_ref()
+            .is_some_and(|u| u.volume_id == volume.id() && u.column as usize == column);
+        if !ours {
+            pool.take(&spare.id, volume.name(), volume.id(), column as u32)
+                .await?;
+        }
+        let r = self
+            .begin_on(volume, column, &spare.node_id, &spare.id, spare.serial)
+            .await;
+        if r.is_err()
+            && let Err(e) = pool.release(&spare.id).await
+        {
+            tracing::warn!(spare = %spare.id, error = %e, "spare not returned to the pool");
+        }
+        r
+    }
+
+    /// Makes component `component_id` (serial `serial`) on node `node_id` the component of
+    /// failed `column`: the labels name it, the array writes it, and the column is
+    /// reconstructing from watermark 0, durably. Undone if that fails.
+    async fn begin_on(
+        &self,
+        volume: &Arc<Volume>,
+        column: usize,
+        node_id: &str,
+        component_id: &str,
+        serial: u64,
+    ) -> Result<(), ServiceError> {
+        let node = self
+            .volumes
+            .registry()
+            .get(node_id)
+            .ok_or_else(|| refused(volume.name(), column, format!("node {node_id:?} is not registered")))?;
+        let g = volume.layout().geometry();
+        let remote = RemoteComponent::new(
+            node.client().clone(),
+            component_id.to_owned(),
+            g.block_size() as u32,
+            g.blocks_per_column(),
+        )
+        .map_err(|e| refused(volume.name(), column, e.to_string()))?;
+        let labels = volume.recorder().labels();
+        let before = labels.columns()[column].clone();
+        labels.set_column(
+            column,
+            LabelColumn {
+                node_id: node_id.to_owned(),
+                component_id: component_id.to_owned(),
+                serial,
+                client: node.client().clone(),
+            },
+        );
+        let io: Arc<dyn ComponentIo> = Arc::new(remote);
+        match volume.array().start_reconstruction(column, Some(io)).await {
+            Ok(()) => {
+                tracing::info!(volume = volume.name(), column, node = node_id, component = component_id, "reconstruction starts");
+                Ok(())
+            }
+            Err(e) => {
+                if volume.array().states().get(column) == Some(ComponentState::Failed) {
+                    labels.set_column(column, before);
+                }
+                Err(volume_error(volume, e))
+            }
+        }
+    }
+
+    /// Starts a reconstruction of failed `column` of volume `name` now, onto `target`, at
+    /// `rate` bytes per second (0: the default). Answers once the column is reconstructing.
+    pub async fn rebuild_column(
+        self: &Arc<Self>,
+        name: &str,
+        column: usize,
+        target: RebuildTarget,
+        rate: u64,
+    ) -> Result<Arc<Volume>, ServiceError> {
+        let volume = self.volumes.get(name)?;
+        let columns = volume.layout().columns();
+        if column >= columns {
+            return Err(volume_error(
+                &volume,
+                AccessError::Array(dagraid_core::array::ArrayError::NoSuchColumn { column, columns }),
+            ));
+        }
+        if volume.layout().fault_tolerance() == 0 {
+            return Err(refused(name, column, format!("{} has no redundancy to rebuild from", volume.layout().level())));
+        }
+        let state = volume.array().states().get(column);
+        if state != Some(ComponentState::Failed) {
+            let detail = match state {
+                Some(ComponentState::Reconstructing) => "it is being reconstructed already".to_owned(),
+                Some(s) => format!("it is {s}; only a failed column is rebuilt (`dagraid volume fail` first to replace a working one)"),
+                None => "no such column".to_owned(),
+            };
+            return Err(refused(name, column, detail));
+        }
+        if volume.resyncing() {
+            return Err(refused(name, column, "the volume's resync must finish first"));
+        }
+        if self.running(name, column) {
+            return Err(refused(name, column, "a job runs on this column already"));
+        }
+        let rate = if rate == 0 { self.settings.default_rate } else { rate };
+        let kind = match target {
+            RebuildTarget::InPlace => {
+                self.begin_in_place(&volume, column).await?;
+                RebuildKind::InPlace
+            }
+            RebuildTarget::Spare(id) => {
+                let spare = self
+                    .spare_for(&volume, column, Some(&id), &[])
+                    .map_err(|d| refused(name, column, d))?;
+                self.begin_on_spare(&volume, column, spare).await?;
+                RebuildKind::Spare
+            }
+            RebuildTarget::BestSpare => {
+                let spare = self
+                    .spare_for(&volume, column, None, &[])
+                    .map_err(|d| refused(name, column, d))?;
+                self.begin_on_spare(&volume, column, spare).await?;
+                RebuildKind::Spare
+            }
+        };
+        self.clone()
+            .spawn_reconstruction(volume.clone(), vec![(column, kind)], rate, 0);
+        Ok(volume)
+    }
+
+    /// A blank component at `column`'s own place (its node), created there; the failed one is
+    /// deleted first if the node still has it.
+    async fn begin_in_place(&self, volume: &Arc<Volume>, column: usize) -> Result<(), ServiceError> {
+        let member = volume.components()[column].clone();
+        let node = self
+            .volumes
+            .registry()
+            .get(&member.node_id)
+            .ok_or_else(|| refused(volume.name(), column, format!("node {:?} is not registered", member.node_id)))?;
+        if !node.reachable() {
+            return Err(refused(volume.name(), column, format!("node {} does not answer", member.node_id)));
+        }
+        if let Err(e) = node.client().delete_component(&member.component_id).await {
+            tracing::info!(volume = volume.name(), column, component = %member.component_id, error = %e, "the failed component was not deleted (the node may have lost it)");
+        }
+        let g = volume.layout().geometry();
+        let id = format!("{}-c{column}-r{:08x}", volume.id(), rand::random::<u32>());
+        let info = node
+            .client()
+            .create_component(&id, g.block_size() as u32, g.blocks_per_column(), 0)
+            .await
+            .map_err(|e| refused(volume.name(), column, format!("creating a blank component on {}: {e}", member.node_id)))?;
+        let r = self
+            .begin_on(volume, column, &member.node_id, &info.id, info.serial)
+            .await;
+        if r.is_err() {
+            let _ = node.client().delete_component(&info.id).await;
+        }
+        r
+    }
+
+    fn new_job(
+        &self,
+        volume: &Volume,
+        column: usize,
+        kind: RebuildKind,
+        rate: u64,
+        from: u64,
+    ) -> Arc<Job> {
+        let member = volume.components()[column].clone();
+        let job = Arc::new(Job {
+            status: std::sync::Mutex::new(RebuildStatus {
+                column,
+                kind,
+                node_id: member.node_id,
+                component_id: member.component_id,
+                running: true,
+                completed: false,
+                stripes_done: from,
+                stripes_total: volume.layout().stripes(),
+                bytes_done: 0,
+                rate: 0,
+                rate_limit: rate,
+                eta: None,
+                lost_blocks: 0,
+                error: String::new(),
+                resumed_from: from,
+            }),
+            stop: AtomicBool::new(false),
+            started: Instant::now(),
+        });
+        self.jobs
+            .insert((volume.name().to_owned(), column), job.clone());
+        job
+    }
+
+    fn spawn_reconstruction(
+        self: Arc<Self>,
+        volume: Arc<Volume>,
+        targets: Vec<(usize, RebuildKind)>,
+        rate: u64,
+        from: u64,
+    ) {
+        let jobs: Vec<Arc<Job>> = targets
+            .iter()
+            .map(|&(c, kind)| self.new_job(&volume, c, kind, rate, from))
+            .collect();
+        let columns: ColumnSet = targets.iter().map(|(c, _)| *c).collect();
+        tokio::spawn(async move {
+            self.sweep(volume, columns, jobs, rate, from).await;
+        });
+    }
+
+    fn should_stop(&self, jobs: &[Arc<Job>]) -> bool {
+        self.stopping.load(Ordering::SeqCst) || jobs.iter().any(|j| j.stop.load(Ordering::SeqCst))
+    }
+
+    /// User I/O first: while accesses wait for admission, the next stripe waits too (at most
+    /// 50 ms, so the rebuild always moves).
+    async fn yield_to_users(&self) {
+        let Some(admission) = self.volumes.admission() else {
+            return;
+        };
+        let until = Instant::now() + Duration::from_millis(50);
+        while admission.waiting() > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn sweep(
+        &self,
+        volume: Arc<Volume>,
+        columns: ColumnSet,
+        jobs: Vec<Arc<Job>>,
+        rate: u64,
+        from: u64,
+    ) {
+        let array = volume.array().clone();
+        let name = volume.name().to_owned();
+        let total = volume.layout().stripes();
+        let mut throttle = Throttle::new(rate);
+        let mut checkpoint = Instant::now();
+        let mut stripe = from;
+        let mut bytes = 0u64;
+        let all = |f: &dyn Fn(&mut RebuildStatus)| {
+            for j in &jobs {
+                j.update(f);
+            }
+        };
+        let end = |why: String| {
+            tracing::warn!(volume = %name, columns = ?columns.iter().collect::<Vec<_>>(), error = %why, "reconstruction stopped");
+            all(&|s| {
+                s.running = false;
+                s.error = why.clone();
+                s.eta = None;
+            });
+        };
+        while stripe < total {
+            if self.should_stop(&jobs) {
+                let _ = array.checkpoint().await;
+                end(format!("stopped at stripe {stripe} (the coordinator is stopping); it resumes from its checkpoint"));
+                return;
+            }
+            if self.volumes.get(&name).is_err() {
+                end("the volume was deleted or is no longer assembled".into());
+                return;
+            }
+            self.yield_to_users().await;
+            match array.reconstruct_stripe(&columns, stripe).await {
+                Ok(done) => {
+                    if done.columns.is_empty() {
+                        let states = array.states();
+                        if let Some(c) = columns.iter().find(|&c| {
+                            states.get(c) != Some(ComponentState::Reconstructing)
+                        }) {
+                            end(format!("column {c} is {} now", states.get(c).map(|s| s.name()).unwrap_or("gone")));
+                            return;
+                        }
+                    }
+                    stripe += 1;
+                    bytes += done.bytes;
+                    let lost: u64 = done.lost.iter().map(|r| r.end - r.start).sum();
+                    let secs = jobs[0].started.elapsed().as_secs_f64().max(0.001);
+                    let per_sec = ((bytes as f64) / secs) as u64;
+                    let left = total - stripe;
+                    let per_stripe = bytes / (stripe - from).max(1);
+                    let eta = (per_sec > 0)
+                        .then(|| Duration::from_secs_f64((left * per_stripe) as f64 / per_sec as f64));
+                    let share = bytes / jobs.len().max(1) as u64;
+                    all(&|s| {
+                        s.stripes_done = stripe;
+                        s.bytes_done = share;
+                        s.rate = per_sec;
+                        s.eta = eta;
+                        s.lost_blocks += lost;
+                        s.error.clear();
+                    });
+                    throttle.consume(done.bytes).await;
+                }
+                Err(AccessError::Rebuild { column, detail }) => {
+                    end(format!("column {column}: {detail}"));
+                    return;
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    tracing::warn!(volume = %name, stripe, error = %why, "reconstruction of a stripe failed; tried again");
+                    all(&|s| s.error = why.clone());
+                    tokio::time::sleep(self.settings.retry).await;
+                    continue;
+                }
+            }
+            if checkpoint.elapsed() >= self.settings.checkpoint_every {
+                if let Err(e) = array.checkpoint().await {
+                    tracing::warn!(volume = %name, error = %e, "reconstruction checkpoint not recorded");
+                }
+                checkpoint = Instant::now();
+            }
+        }
+        for c in columns.iter() {
+            let mut tries = 0;
+            loop {
+                match array.finish_reconstruction(c).await {
+                    Ok(()) => break,
+                    Err(e) if tries < 10 && !self.should_stop(&jobs) => {
+                        tries += 1;
+                        tracing::warn!(volume = %name, column = c, error = %e, "reconstruction done but not recorded; tried again");
+                        tokio::time::sleep(self.settings.retry).await;
+                    }
+                    Err(e) => {
+                        end(format!("column {c}: the end could not be recorded: {e}"));
+                        return;
+                    }
+                }
+            }
+        }
+        tracing::info!(volume = %name, columns = ?columns.iter().collect::<Vec<_>>(), bytes, "reconstruction complete");
+        all(&|s| {
+            s.running = false;
+            s.completed = true;
+            s.eta = None;
+            s.stripes_done = total;
+        });
+    }
+
+    /// Copies `column` of volume `name`, which lives on a spare, to a new component on node
+    /// `to_node`, at `rate` bytes per second (0: the default); then the replacement takes the
+    /// column's place and the spare returns to the pool. Answers once the copy started.
+    pub async fn copyback(
+        self: &Arc<Self>,
+        name: &str,
+        column: usize,
+        to_node: &str,
+        rate: u64,
+    ) -> Result<Arc<Volume>, ServiceError> {
+        let volume = self.volumes.get(name)?;
+        let members = volume.components();
+        let Some(member) = members.get(column).cloned() else {
+            return Err(volume_error(
+                &volume,
+                AccessError::Array(dagraid_core::array::ArrayError::NoSuchColumn {
+                    column,
+                    columns: members.len(),
+                }),
+            ));
+        };
+        let pool = self.volumes.spares();
+        let spare = pool
+            .get(&member.component_id)
+            .filter(|s| s.in_use.as_ref().is_some_and(|u| u.volume_id == volume.id() && u.column as usize == column))
+            .ok_or_else(|| refused(name, column, format!("column {column} does not live on a spare of the pool (its component is {} on {})", member.component_id, member.node_id)))?;
+        if self.running(name, column) {
+            return Err(refused(name, column, "a job runs on this column already"));
+        }
+        if let Some(other) = members
+            .iter()
+            .find(|m| m.node_id == to_node && m.column as usize != column)
+        {
+            return Err(refused(name, column, format!("node {to_node} holds column {} of the volume already", other.column)));
+        }
+        let node = self
+            .volumes
+            .registry()
+            .get(to_node)
+            .ok_or_else(|| refused(name, column, format!("node {to_node:?} is not registered")))?;
+        if !node.reachable() {
+            return Err(refused(name, column, format!("node {to_node} does not answer")));
+        }
+        let g = volume.layout().geometry();
+        let id = format!("{}-c{column}-r{:08x}", volume.id(), rand::random::<u32>());
+        let info = node
+            .client()
+            .create_component(&id, g.block_size() as u32, g.blocks_per_column(), 0)
+            .await
+            .map_err(|e| refused(name, column, format!("creating the replacement on {to_node}: {e}")))?;
+        let remote = RemoteComponent::new(
+            node.client().clone(),
+            info.id.clone(),
+            g.block_size() as u32,
+            g.blocks_per_column(),
+        )
+        .map_err(|e| refused(name, column, e.to_string()))?;
+        // The job exists (running) before the column is in copyback, so the monitor never
+        // takes the copyback for one cut short by a restart.
+        let rate = if rate == 0 { self.settings.default_rate } else { rate };
+        let job = self.new_job(&volume, column, RebuildKind::Copyback, rate, 0);
+        job.update(|s| {
+            s.node_id = to_node.to_owned();
+            s.component_id = info.id.clone();
+        });
+        let copy = match volume
+            .array()
+            .start_copyback(column, Arc::new(remote) as Arc<dyn ComponentIo>)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = node.client().delete_component(&info.id).await;
+                job.update(|s| {
+                    s.running = false;
+                    s.error = e.to_string();
+                });
+                return Err(volume_error(&volume, e));
+            }
+        };
+        let this = self.clone();
+        let v = volume.clone();
+        let replacement = LabelColumn {
+            node_id: to_node.to_owned(),
+            component_id: info.id.clone(),
+            serial: info.serial,
+            client: node.client().clone(),
+        };
+        tokio::spawn(async move {
+            this.copy(v, column, copy, replacement, spare, job, rate).await;
+        });
+        Ok(volume)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn copy(
+        &self,
+        volume: Arc<Volume>,
+        column: usize,
+        copy: Arc<dagraid_core::reconstruct::CopybackIo>,
+        replacement: LabelColumn,
+        spare: SpareRecord,
+        job: Arc<Job>,
+        rate: u64,
+    ) {
+        let array: Arc<Array> = volume.array().clone();
+        let name = volume.name().to_owned();
+        let total = volume.layout().stripes();
+        let mut throttle = Throttle::new(rate);
+        let mut bytes = 0;
+        let abort = |why: String| {
+            let array = array.clone();
+            let copy = copy.clone();
+            let job = job.clone();
+            let name = name.clone();
+            let replacement = replacement.clone();
+            async move {
+                tracing::warn!(volume = %name, column, error = %why, "copyback stopped; the column stays on its spare");
+                if let Err(e) = array.abort_copyback(column, &copy, &why).await {
+                    tracing::warn!(volume = %name, column, error = %e, "copyback abort not recorded");
+                }
+                let _ = replacement.client.delete_component(&replacement.component_id).await;
+                job.update(|s| {
+                    s.running = false;
+                    s.error = why;
+                    s.eta = None;
+                });
+            }
+        };
+        let mut stripe = 0;
+        let mut failures = 0;
+        while stripe < total {
+            if self.should_stop(std::slice::from_ref(&job)) {
+                abort("the coordinator is stopping".into()).await;
+                return;
+            }
+            if let Some(why) = copy.broken() {
+                abort(why).await;
+                return;
+            }
+            self.yield_to_users().await;
+            match array.copy_stripe(column, &copy, stripe).await {
+                Ok(n) => {
+                    stripe += 1;
+                    bytes += n;
+                    failures = 0;
+                    let secs = job.started.elapsed().as_secs_f64().max(0.001);
+                    let per_sec = (bytes as f64 / secs) as u64;
+                    let eta = (per_sec > 0).then(|| {
+                        Duration::from_secs_f64(((total - stripe) * (bytes / stripe)) as f64 / per_sec as f64)
+                    });
+                    job.update(|s| {
+                        s.stripes_done = stripe;
+                        s.bytes_done = bytes;
+                        s.rate = per_sec;
+                        s.eta = eta;
+                    });
+                    throttle.consume(n).await;
+                }
+                Err(e) if failures < 5 && copy.broken().is_none() => {
+                    failures += 1;
+                    job.update(|s| s.error = e.to_string());
+                    tokio::time::sleep(self.settings.retry).await;
+                }
+                Err(e) => {
+                    abort(e.to_string()).await;
+                    return;
+                }
+            }
+        }
+        // The replacement takes the column's place: named in the labels first (a record written
+        // meanwhile that names it is safe: it holds every stripe and takes every write).
+        let labels = volume.recorder().labels();
+        let before = labels.columns()[column].clone();
+        labels.set_column(column, replacement.clone());
+        if let Err(e) = array.finish_copyback(column, &copy).await {
+            labels.set_column(column, before);
+            abort(e.to_string()).await;
+            return;
+        }
+        if let Err(e) = self.volumes.spares().release(&spare.id).await {
+            tracing::warn!(spare = %spare.id, error = %e, "copyback done, but the spare could not be returned to the pool");
+            job.update(|s| s.error = format!("the spare was not returned to the pool: {e}"));
+        }
+        tracing::info!(volume = %name, column, node = %replacement.node_id, "copyback complete; the spare is back in the pool");
+        job.update(|s| {
+            s.running = false;
+            s.completed = true;
+            s.eta = None;
+            s.stripes_done = total;
+        });
+    }
+}
+
+fn volume_error(volume: &Volume, source: AccessError) -> ServiceError {
+    ServiceError::Access {
+        volume: volume.name().to_owned(),
+        source,
+    }
+}
