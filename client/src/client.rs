@@ -14,7 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    AssembleOutcome, ClientError, ClusterInfo, LostRange, RebuildTarget, Volume, VolumeInfo,
+    AssembleOutcome, ClientError, ClusterInfo, LostRange, RebuildTarget, Spare, Volume, VolumeInfo,
     VolumeSpec,
 };
 
@@ -491,9 +491,11 @@ impl Client {
     /// error, `describe` tells whether it started.
     ///
     /// Refusals: [`ClientError::UnknownVolume`]; [`ClientError::InvalidArgument`] (no such
-    /// column, an empty spare id, a rate of 0); [`ClientError::NotAllowed`] (the column is not
-    /// failed, or is being rebuilt already); [`ClientError::Unsupported`] from a coordinator
-    /// without reconstruction; the coordinator's other refusals as their own variants.
+    /// column, an empty spare id, a rate of 0); [`ClientError::UnknownSpare`] and
+    /// [`ClientError::SpareInUse`] for a named spare; [`ClientError::RebuildRefused`] (the
+    /// column is not failed or is being rebuilt already, no spare fits, a resync must finish
+    /// first: the message says which); [`ClientError::Unsupported`] from a coordinator without
+    /// reconstruction; the coordinator's other refusals as their own variants.
     ///
     /// ```no_run
     /// # async fn example(client: dagraid_client::Client) -> Result<(), dagraid_client::ClientError> {
@@ -548,7 +550,8 @@ impl Client {
     ///
     /// Answers once the copy runs; [`VolumeInfo::rebuilds`] shows its progress (kind
     /// [`crate::RebuildKind::Copyback`]). Never retried. Refusals as for
-    /// [`Client::rebuild_column`]; an empty `to_node` is [`ClientError::InvalidArgument`].
+    /// [`Client::rebuild_column`] ([`ClientError::RebuildRefused`] when the column does not
+    /// live on a spare); an empty `to_node` is [`ClientError::InvalidArgument`].
     ///
     /// ```no_run
     /// # async fn example(client: dagraid_client::Client) -> Result<(), dagraid_client::ClientError> {
@@ -627,6 +630,51 @@ impl Client {
                 message: format!("no answer from {} within {timeout:?}", self.endpoint()),
             }),
         }
+    }
+
+    /// Adds a hot spare on storage node `node_id`: a component of at least `size_bytes`
+    /// (rounded up to whole blocks; 0: the size of the largest column of any volume, refused
+    /// when there is no volume) with blocks of `block_size` bytes (0: 4096), labelled as a
+    /// spare. Not retried: a retry could add a second spare.
+    pub async fn add_spare(
+        &self,
+        node_id: &str,
+        size_bytes: u64,
+        block_size: u32,
+    ) -> Result<Spare, ClientError> {
+        let request = pb::AddSpareRequest {
+            node_id: node_id.to_owned(),
+            size_bytes,
+            block_size,
+        };
+        let spare = self
+            .call(request, |mut rpc, request| async move {
+                rpc.add_spare(request).await
+            })
+            .await?;
+        Ok(Spare::from_proto(spare))
+    }
+
+    /// Removes hot spare `id` from the pool and its component from its node; refused with
+    /// [`ClientError::SpareInUse`] while a volume uses it, [`ClientError::UnknownSpare`] when
+    /// the pool has no such spare.
+    pub async fn remove_spare(&self, id: &str) -> Result<(), ClientError> {
+        let request = pb::RemoveSpareRequest { id: id.to_owned() };
+        self.call(request, |mut rpc, request| async move {
+            rpc.remove_spare(request).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The hot-spare pool, by id.
+    pub async fn list_spares(&self) -> Result<Vec<Spare>, ClientError> {
+        let answer = self
+            .idempotent(pb::ListSparesRequest {}, |mut rpc, request| async move {
+                rpc.list_spares(request).await
+            })
+            .await?;
+        Ok(answer.spares.into_iter().map(Spare::from_proto).collect())
     }
 
     /// An idempotent call: retried after transport failures, with a doubling pause, up to the

@@ -54,6 +54,19 @@ pub enum ClientError {
         /// The coordinator's message.
         message: String,
     },
+    /// No hot spare of that id in the pool (`unknown-spare`, NOT_FOUND).
+    #[error("{}", labelled("unknown spare", .message))]
+    UnknownSpare {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// The hot spare is in use by a volume's column (`spare-in-use`, FAILED_PRECONDITION): it
+    /// cannot be removed until it is released.
+    #[error("{}", labelled("spare in use", .message))]
+    SpareInUse {
+        /// The coordinator's message.
+        message: String,
+    },
     /// A volume of that name already exists (`volume-exists`, ALREADY_EXISTS).
     #[error("{}", labelled("volume exists", .message))]
     VolumeExists {
@@ -140,6 +153,15 @@ pub enum ClientError {
     /// column straight back to optimal: it must be rebuilt or re-added.
     #[error("{}", labelled("not allowed", .message))]
     NotAllowed {
+        /// The coordinator's message.
+        message: String,
+    },
+    /// A reconstruction or copyback cannot start or go on (`rebuild-refused`,
+    /// FAILED_PRECONDITION): no spare fits, the column is not failed (or not on a spare, for a
+    /// copyback), a job runs on it already, its target failed, a resync must finish first. The
+    /// message says which; nothing was started.
+    #[error("{}", labelled("rebuild refused", .message))]
+    RebuildRefused {
         /// The coordinator's message.
         message: String,
     },
@@ -252,6 +274,8 @@ impl ClientError {
             Some(error_kind::UNAUTHENTICATED) => ClientError::Unauthenticated { message },
             Some(error_kind::UNKNOWN_VOLUME) => ClientError::UnknownVolume { message },
             Some(error_kind::VOLUME_EXISTS) => ClientError::VolumeExists { message },
+            Some(error_kind::UNKNOWN_SPARE) => ClientError::UnknownSpare { message },
+            Some(error_kind::SPARE_IN_USE) => ClientError::SpareInUse { message },
             Some(error_kind::BAD_GEOMETRY) => ClientError::BadGeometry { message },
             Some(error_kind::NOT_ENOUGH_NODES) => ClientError::NotEnoughNodes { message },
             Some(error_kind::UNRECOVERABLE) => ClientError::Unrecoverable { message },
@@ -271,6 +295,7 @@ impl ClientError {
             }
             Some(error_kind::VOLUME_FAILED) => ClientError::VolumeFailed { message },
             Some(error_kind::NOT_ALLOWED) => ClientError::NotAllowed { message },
+            Some(error_kind::REBUILD_REFUSED) => ClientError::RebuildRefused { message },
             Some(error_kind::STORAGE_REFUSED) => ClientError::StorageRefused { message },
             Some(error_kind::OUT_OF_RANGE) => ClientError::OutOfRange { message },
             Some(error_kind::INVALID_REQUEST | error_kind::TOO_LARGE) => {
@@ -464,6 +489,16 @@ mod tests {
                 E::NoSpace { message: msg() },
             ),
             (
+                Code::NotFound,
+                error_kind::UNKNOWN_SPARE,
+                E::UnknownSpare { message: msg() },
+            ),
+            (
+                Code::FailedPrecondition,
+                error_kind::SPARE_IN_USE,
+                E::SpareInUse { message: msg() },
+            ),
+            (
                 Code::ResourceExhausted,
                 error_kind::OVERLOADED,
                 E::Overloaded { message: msg() },
@@ -477,6 +512,11 @@ mod tests {
                 Code::FailedPrecondition,
                 error_kind::NOT_ALLOWED,
                 E::NotAllowed { message: msg() },
+            ),
+            (
+                Code::FailedPrecondition,
+                error_kind::REBUILD_REFUSED,
+                E::RebuildRefused { message: msg() },
             ),
             (
                 Code::Internal,

@@ -622,7 +622,8 @@ pub struct VolumeInfo {
     /// Why a failed column is not being reconstructed (no spare fits, the down-out delay has
     /// not passed, a resync must finish first); `None` when nothing waits.
     pub rebuild_waiting: Option<String>,
-    /// Spares of the pool this volume could take now.
+    /// Free hot spares of the pool that fit the volume now (a failed column can be rebuilt
+    /// onto one of them).
     pub spares_available: u32,
 }
 
@@ -747,6 +748,54 @@ impl AssembleOutcome {
                 .map(|f| (f.column, f.reason))
                 .collect(),
         })
+    }
+}
+
+/// What a hot spare in use stands in for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpareUse {
+    /// The volume using it.
+    pub volume: String,
+    /// The column it stands in for.
+    pub column: u32,
+}
+
+/// A hot spare of the coordinator's pool ([`crate::Client::list_spares`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spare {
+    /// Its id (its component id on its node, `spare-...`).
+    pub id: String,
+    /// The storage node holding it.
+    pub node_id: String,
+    /// That node's address.
+    pub node_address: String,
+    /// Bytes per block.
+    pub block_size: u32,
+    /// Blocks.
+    pub block_count: u64,
+    /// Bytes (`block_size * block_count`).
+    pub size_bytes: u64,
+    /// The volume and column using it; `None` while it is free.
+    pub in_use: Option<SpareUse>,
+    /// Whether its node answered the coordinator's last health check.
+    pub reachable: bool,
+}
+
+impl Spare {
+    pub(crate) fn from_proto(s: pb::Spare) -> Self {
+        Self {
+            in_use: (!s.volume.is_empty()).then_some(SpareUse {
+                volume: s.volume,
+                column: s.column,
+            }),
+            id: s.id,
+            node_id: s.node_id,
+            node_address: s.node_address,
+            block_size: s.block_size,
+            block_count: s.block_count,
+            size_bytes: s.size_bytes,
+            reachable: s.reachable,
+        }
     }
 }
 

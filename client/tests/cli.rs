@@ -357,6 +357,83 @@ async fn every_verb_against_a_coordinator() {
     assert_eq!(json["volumes"][0]["level"], "raid5");
     assert_eq!(json["volumes"][0]["size_bytes"], 8 << 20);
 
+    // Spares: sized after the largest column by default, listed, refused while in use.
+    let out = go(g(&["spare", "list"])).await;
+    assert_success(&out);
+    assert_eq!(stdout(&out), "no spares\n");
+    let out = go(g(&["spare", "add", "--node", "node5"])).await;
+    assert_success(&out);
+    assert_eq!(
+        stdout(&out),
+        "added spare spare-0000000000000001 on node5: 2 MiB (512 blocks of 4 KiB)\n"
+    );
+    server
+        .knobs
+        .spares_taken
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let out = go(g(&[
+        "spare",
+        "add",
+        "--node",
+        "node4",
+        "--size",
+        "1000",
+        "--block-size",
+        "512",
+        "--json",
+    ]))
+    .await;
+    assert_success(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["id"], "spare-0000000000000002");
+    assert_eq!(
+        (json["size_bytes"].as_u64(), json["block_count"].as_u64()),
+        (Some(1024), Some(2))
+    );
+    let out = go(g(&["spare", "list"])).await;
+    assert_success(&out);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].starts_with("ID  ") && lines[0].ends_with("USED BY        REACHABLE"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("node5  2 MiB") && lines[1].contains("free") && lines[1].ends_with("yes"),
+        "{text}"
+    );
+    assert!(lines[2].contains("vol0 column 1"), "{text}");
+    let out = go(g(&["spare", "list", "--json"])).await;
+    assert_success(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["spares"][0]["node"], "node5");
+    assert_eq!(json["spares"][0]["volume"], serde_json::Value::Null);
+    assert_eq!(json["spares"][1]["volume"], "vol0");
+    assert_eq!(json["spares"][1]["column"], 1);
+    let out = go(g(&["spare", "remove", "spare-0000000000000002"])).await;
+    assert_one_line_error(&out, "is in use");
+    assert!(
+        stderr(&out).contains("column 1 of volume \"vol0\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = go(g(&["spare", "remove", "spare-0000000000000001"])).await;
+    assert_success(&out);
+    assert_eq!(stdout(&out), "removed spare spare-0000000000000001\n");
+    let out = go(g(&["spare", "remove", "spare-0000000000000001"])).await;
+    assert_one_line_error(&out, "unknown spare");
+    let out = go(g(&[
+        "spare",
+        "add",
+        "--node",
+        "elsewhere",
+        "--size",
+        "1MiB",
+    ]))
+    .await;
+    assert_one_line_error(&out, "unknown storage node");
+
     // Errors are one line with the coordinator's message.
     let out = go(g(&["read", "nope", "--offset", "0", "--length", "1"])).await;
     assert_one_line_error(&out, "unknown volume");
@@ -374,6 +451,9 @@ async fn every_verb_against_a_coordinator() {
     assert_eq!(stdout(&out), "deleted volume vol0\n");
     let out = go(g(&["volume", "delete", "vol0"])).await;
     assert_one_line_error(&out, "unknown volume");
+    // Without a volume, a spare needs its size.
+    let out = go(g(&["spare", "add", "--node", "node5"])).await;
+    assert_one_line_error(&out, "give --size");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -547,9 +627,18 @@ async fn up_starts_supervises_and_stops_in_order() {
         seen.contains("volume vol0: raid5, 1 GiB, 3 columns"),
         "{seen}"
     );
-    for i in 1..=3 {
+    for i in 1..=4 {
         assert!(seen.contains(&format!("node{i} ")), "{seen}");
     }
+    // A fourth node holds vol0's hot spare, sized for its columns; vol0 is on the other three.
+    assert!(
+        seen.contains("dagraid up: added spare spare-0000000000000001 on node4"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("node4 holds a hot spare for vol0: a failed column is rebuilt onto it 30 s after it fails"),
+        "{seen}"
+    );
     // Every process's metrics URL, from its second line.
     assert!(seen.contains("METRICS"), "{seen}");
     assert!(seen.contains("http://127.0.0.1:9/metrics"), "{seen}");
@@ -557,7 +646,7 @@ async fn up_starts_supervises_and_stops_in_order() {
     // The nodes got their flags, the coordinator every node's address and the token.
     let node_args = fx.recorded("args-node");
     let d = fx.data_dir.display();
-    for i in 1..=3 {
+    for i in 1..=4 {
         let want = format!(
             "--listen 127.0.0.1:0 --data-dir {d}/node{i} --node-id node{i} --cluster-id dagraid --metrics-listen 127.0.0.1:0"
         );
@@ -579,6 +668,13 @@ async fn up_starts_supervises_and_stops_in_order() {
         coordinator_args.starts_with(&format!(
             "--listen 127.0.0.1:0 --data-dir {d}/coordinator --cluster-id dagraid --node node1=127.0.0.1:{node1_pid} "
         )),
+        "{coordinator_args}"
+    );
+    assert!(
+        coordinator_args.contains(&format!(
+            "--node node4=127.0.0.1:{}",
+            pid_of(&seen, "node4")
+        )) && coordinator_args.ends_with("--down-out-delay-ms 30000\n"),
         "{coordinator_args}"
     );
     // The token reaches the coordinator through its environment, never its command line.
@@ -634,7 +730,9 @@ async fn up_starts_supervises_and_stops_in_order() {
     assert!(status.success(), "{status:?}\n{seen}");
     let stops = fx.recorded("stops");
     let stops: Vec<&str> = stops.lines().collect();
-    assert_eq!(stops.len(), 4, "{stops:?}");
+    // Two lines of the coordinator, one per node but node2 (killed): nodes 1, 3 and the
+    // spare's node4.
+    assert_eq!(stops.len(), 5, "{stops:?}");
     assert_eq!(&stops[..2], ["coordinator-term", "coordinator-exit"]);
     assert!(
         stops[2..].iter().all(|l| l.starts_with("node ")),
@@ -651,6 +749,8 @@ async fn up_starts_supervises_and_stops_in_order() {
     let mut seen = String::new();
     read_until(&mut lines, &mut seen, "dagraid up: running").await;
     assert!(!seen.contains("created volume"), "{seen}");
+    assert!(!seen.contains("added spare"), "{seen}");
+    assert!(seen.contains("node4 holds a hot spare"), "{seen}");
     let again = ClusterFile::load(&ClusterFile::path_in(&fx.data_dir))
         .unwrap()
         .unwrap();
@@ -697,11 +797,12 @@ async fn up_stops_the_nodes_when_the_coordinator_fails_to_start() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.starts_with("dagraid: error: coordinator"), "{err}");
     assert!(err.contains("already in use"), "{err}");
-    // Every node was stopped with SIGTERM (the scripts record it), none left behind.
+    // Every node (the three of --nodes and the spare's) was stopped with SIGTERM (the scripts
+    // record it), none left behind.
     let stops = fx.recorded("stops");
     assert_eq!(
         stops.lines().filter(|l| l.starts_with("node ")).count(),
-        3,
+        4,
         "{stops}"
     );
 }
@@ -987,13 +1088,27 @@ async fn status_json_carries_every_rebuild_field() {
     let out = go(against(
         &server,
         &[
-            "volume", "rebuild", "vol0", "--column", "2", "--spare", "spare-7",
+            "--json", "spare", "add", "--node", "node5", "--size", "2MiB",
         ],
     ))
     .await;
     assert_success(&out);
+    let spare: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let spare = spare["id"].as_str().unwrap().to_owned();
+    let rebuild = || {
+        against(
+            &server,
+            &[
+                "volume", "rebuild", "vol0", "--column", "2", "--spare", &spare,
+            ],
+        )
+    };
+    let out = go(rebuild()).await;
+    assert_success(&out);
     assert!(
-        stdout(&out).starts_with("vol0 column 2: rebuilding onto node6/spare-7: 0% (0/20 stripes)"),
+        stdout(&out).starts_with(&format!(
+            "vol0 column 2: rebuilding onto node5/{spare}: 0% (0/20 stripes)"
+        )),
         "{}",
         stdout(&out)
     );
@@ -1010,8 +1125,8 @@ async fn status_json_carries_every_rebuild_field() {
     let want = serde_json::json!({
         "column": 2,
         "kind": "spare",
-        "node": "node6",
-        "component_id": "spare-7",
+        "node": "node5",
+        "component_id": spare,
         "running": true,
         "completed": false,
         "stripes_done": 5,
@@ -1037,9 +1152,9 @@ async fn status_json_carries_every_rebuild_field() {
         "{text}"
     );
     assert!(
-        text.contains(
-            "\n  column 2: rebuilding onto node6/spare-7: 50% (10/20 stripes), 50 MiB/s (limit 64 MiB/s), ETA 20s, 1 block lost\n"
-        ),
+        text.contains(&format!(
+            "\n  column 2: rebuilding onto node5/{spare}: 50% (10/20 stripes), 50 MiB/s (limit 64 MiB/s), ETA 20s, 1 block lost\n"
+        )),
         "{text}"
     );
     assert!(text.contains("\n  spares available: 2\n"), "{text}");
@@ -1172,20 +1287,20 @@ async fn rebuild_and_copyback_refuse_bad_input_clearly() {
         ),
         (
             &["volume", "rebuild", "vol0", "--column", "1"],
-            "not allowed: column 1 is not failed",
+            "rebuild refused: column 1 is not failed",
         ),
         // A spare the pool does not hold is not an unknown volume.
         (
             &[
                 "volume", "rebuild", "vol0", "--column", "2", "--spare", "bogus",
             ],
-            "not found: no spare \"bogus\" in the pool",
+            "unknown spare: no spare \"bogus\" in the pool",
         ),
         (
             &[
                 "volume", "copyback", "vol0", "--column", "1", "--to", "node5",
             ],
-            "not allowed: column 1 does not live on a spare",
+            "rebuild refused: column 1 does not live on a spare",
         ),
         (
             &["volume", "copyback", "vol0", "--column", "2", "--to", " "],
@@ -1201,4 +1316,27 @@ async fn rebuild_and_copyback_refuse_bad_input_clearly() {
         assert_one_line_error(&out, needle);
         assert!(stdout(&out).is_empty(), "{argv:?}: {}", stdout(&out));
     }
+    // A spare another column took already.
+    server
+        .knobs
+        .spares_taken
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let out = go(against(
+        &server,
+        &[
+            "--json", "spare", "add", "--node", "node5", "--size", "2MiB",
+        ],
+    ))
+    .await;
+    assert_success(&out);
+    let spare: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let spare = spare["id"].as_str().unwrap();
+    let out = go(against(
+        &server,
+        &[
+            "volume", "rebuild", "vol0", "--column", "2", "--spare", spare,
+        ],
+    ))
+    .await;
+    assert_one_line_error(&out, "is in use by column 1 of volume \"vol0\"");
 }

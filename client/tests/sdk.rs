@@ -341,7 +341,7 @@ async fn rebuild_column_and_copyback_send_their_target_and_rate_and_report_progr
             .rebuild_column("v", 1, RebuildTarget::Spare("sp9".into()), None)
             .await
             .unwrap_err();
-        assert!(matches!(err, ClientError::NotFound { .. }), "{err:?}");
+        assert!(matches!(err, ClientError::UnknownSpare { .. }), "{err:?}");
         let err = c
             .rebuild_column("nope", 1, RebuildTarget::BestSpare, None)
             .await
@@ -351,13 +351,14 @@ async fn rebuild_column_and_copyback_send_their_target_and_rate_and_report_progr
             .rebuild_column("v", 0, RebuildTarget::InPlace, None)
             .await
             .unwrap_err();
-        assert!(matches!(err, ClientError::NotAllowed { .. }), "{err:?}");
+        assert!(matches!(err, ClientError::RebuildRefused { .. }), "{err:?}");
 
+        let spare = c.add_spare("node6", 4 << 20, 0).await.unwrap();
         let started = c
             .rebuild_column(
                 "v",
                 1,
-                RebuildTarget::Spare("spare-3".into()),
+                RebuildTarget::Spare(spare.id.clone()),
                 Some(8 << 20),
             )
             .await
@@ -366,10 +367,7 @@ async fn rebuild_column_and_copyback_send_their_target_and_rate_and_report_progr
         assert_eq!(started.components[1].state, ComponentState::Reconstructing);
         let r = started.rebuild_of(1).unwrap();
         assert_eq!(r.kind, RebuildKind::Spare);
-        assert_eq!(
-            (r.node_id.as_str(), r.component_id.as_str()),
-            ("node6", "spare-3")
-        );
+        assert_eq!((r.node_id.as_str(), &r.component_id), ("node6", &spare.id));
         assert_eq!(r.rate_limit_bytes_per_second, Some(8 << 20));
         assert!(r.running && r.eta.is_none() && r.fraction() == 0.0);
         // Each look moves the fake's rebuild on by 5 of 20 stripes.
@@ -384,7 +382,7 @@ async fn rebuild_column_and_copyback_send_their_target_and_rate_and_report_progr
         let r = last.rebuild_of(1).unwrap();
         assert!(r.completed && r.stripes_left() == 0 && r.error.is_none());
         assert_eq!(last.state, VolumeState::Optimal);
-        assert_eq!(last.components[1].component_id, "spare-3");
+        assert_eq!(last.components[1].component_id, spare.id);
 
         let v = c.copyback("v", 1, "node2", None).await.unwrap();
         let r = v.rebuild_of(1).unwrap();

@@ -164,6 +164,33 @@ async fn quick_start_on_real_processes() {
         "{}",
         up.seen
     );
+    // A sixth node holds a hot spare sized for vol0's columns, and vol0 can take it.
+    assert!(
+        up.seen
+            .contains("node6 holds a hot spare for vol0: a failed column is rebuilt onto it 30 s after it fails"),
+        "{}",
+        up.seen
+    );
+    let out = run(&data, &["spare", "list", "--json"], None).await;
+    let spares: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = spares["spares"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{spares}");
+    assert_eq!(listed[0]["node"], "node6");
+    assert_eq!(listed[0]["size_bytes"], 256 << 20);
+    assert_eq!(listed[0]["block_size"], 4096);
+    assert_eq!(listed[0]["volume"], serde_json::Value::Null);
+    assert_eq!(listed[0]["reachable"], true);
+    let spare_id = listed[0]["id"].as_str().unwrap().to_owned();
+    let status = status_json(&data).await;
+    assert_eq!(status["volumes"][0]["spares_available"], 1, "{status}");
+    assert!(
+        status["volumes"][0]["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["node"] != "node6"),
+        "{status}"
+    );
 
     // Write and read back: a line from stdin, and 3 MiB from a file at an odd offset.
     run(
@@ -241,7 +268,7 @@ async fn quick_start_on_real_processes() {
     );
 
     // A clean stop leaves no process behind and fails nothing more.
-    let pids: Vec<u32> = ["coordinator", "node1", "node2", "node4", "node5"]
+    let pids: Vec<u32> = ["coordinator", "node1", "node2", "node4", "node5", "node6"]
         .iter()
         .map(|p| up.pid_of(p))
         .collect();
@@ -255,6 +282,12 @@ async fn quick_start_on_real_processes() {
     // failed until rebuilt), the same bytes.
     let up = Up::start(&data).await;
     assert!(!up.seen.contains("created volume"), "{}", up.seen);
+    // The same spare, not a second one.
+    assert!(!up.seen.contains("added spare"), "{}", up.seen);
+    let out = run(&data, &["spare", "list", "--json"], None).await;
+    let spares: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(spares["spares"].as_array().unwrap().len(), 1, "{spares}");
+    assert_eq!(spares["spares"][0]["id"], spare_id.as_str());
     let status = status_json(&data).await;
     assert_eq!(status["volumes"][0]["state"], "degraded");
     assert_eq!(status["volumes"][0]["components"][2]["state"], "failed");

@@ -5,6 +5,7 @@
 //! - `output.rs`: tables and JSON.
 //! - `rebuild.rs`: `dagraid volume rebuild` and `volume copyback`, and following them (`--wait`).
 //! - `watch.rs`: `dagraid status --watch`.
+//! - `spare.rs`: `dagraid spare add|remove|list`, the hot-spare pool.
 //! - `up.rs`: `dagraid up`, a local cluster of `dagraid-node` and `dagraid-coordinator`
 //!   processes.
 //!
@@ -14,6 +15,7 @@ pub mod cluster_file;
 pub mod health;
 pub mod output;
 mod rebuild;
+pub mod spare;
 mod up;
 mod watch;
 
@@ -88,10 +90,11 @@ pub struct Args {
 pub enum Command {
     /// Start a local cluster and keep it running until Ctrl-C or SIGTERM.
     ///
-    /// Starts --nodes storage nodes (each a `dagraid-node` process on a free 127.0.0.1 port, data
-    /// in DATA_DIR/nodeN) and a `dagraid-coordinator` on --listen, writes
-    /// DATA_DIR/cluster.toml (coordinator URL and token, mode 0600), creates volume vol0
-    /// (RAID 5 over every node, 1 GiB) if it does not exist, and prints the endpoints and the
+    /// Starts --nodes storage nodes plus one for a hot spare (each a `dagraid-node` process on
+    /// a free 127.0.0.1 port, data in DATA_DIR/nodeN) and a `dagraid-coordinator` on --listen
+    /// (down-out delay 30 s), writes DATA_DIR/cluster.toml (coordinator URL and token, mode
+    /// 0600), creates volume vol0 (RAID 5 over the first --nodes nodes, 1 GiB) if it does not
+    /// exist, adds a spare sized for vol0 on the last node, and prints the endpoints and the
     /// status. Run again on the same data directory, it reuses the token and the data.
     ///
     /// A child that dies (say, a node killed with kill -9 to watch vol0 degrade) is reported and
@@ -104,6 +107,9 @@ pub enum Command {
     /// Create, list and delete volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Add, remove and list the hot spares a failed column is rebuilt onto.
+    #[command(subcommand)]
+    Spare(spare::SpareCommand),
     /// Show the cluster's nodes and every volume, or one volume, like `raidctl -s`.
     ///
     /// Per volume: level, size, geometry and state (optimal, degraded, reconstructing, failed);
@@ -525,6 +531,7 @@ async fn verb(
                 }
             }
         }
+        Command::Spare(command) => spare::run(args.json, client, command).await?,
         Command::Volume(VolumeCommand::Rebuild(a)) => {
             rebuild::rebuild(args.json, client, a, shutdown).await?
         }

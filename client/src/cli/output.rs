@@ -77,6 +77,7 @@ pub fn volume_json(v: &VolumeInfo) -> Value {
         },
         "lost_bytes": v.lost_bytes,
         "lost_ranges": v.lost_ranges,
+        "spares_available": v.spares_available,
         "resync": v.resync.as_ref().map(|r| json!({
             "running": r.running,
             "stripes_done": r.stripes_done,
@@ -95,7 +96,6 @@ pub fn volume_json(v: &VolumeInfo) -> Value {
         },
         "rebuilds": v.rebuilds.iter().map(rebuild_json).collect::<Vec<_>>(),
         "rebuild_waiting": v.rebuild_waiting,
-        "spares_available": v.spares_available,
     })
 }
 

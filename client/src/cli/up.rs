@@ -39,6 +39,10 @@ const CLUSTER_ID: &str = "dagraid";
 /// The volume `dagraid up` makes on a new cluster.
 const DEFAULT_VOLUME: &str = "vol0";
 const DEFAULT_VOLUME_SIZE: u64 = 1 << 30;
+/// The down-out delay `up` gives its coordinator: a failed column waits this long before it is
+/// rebuilt onto the spare (short, so the rebuild can be watched; a real cluster waits longer
+/// than a node restart).
+const DOWN_OUT_DELAY_MS: u64 = 30_000;
 /// How long a child may take to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lines of a child's log shown when it fails to start.
@@ -109,9 +113,11 @@ async fn start_cluster(
     let logs = data_dir.join("logs");
 
     // Every node at once; those that started are kept (and stopped in order) even when
-    // another fails.
+    // another fails. One more than --nodes: vol0's columns go on the first --nodes, the last
+    // one holds its hot spare.
+    let spare_node = format!("node{}", up.nodes + 1);
     let mut nodes = Vec::new();
-    for i in 1..=up.nodes {
+    for i in 1..=up.nodes + 1 {
         let id = format!("node{i}");
         let dir = path_arg(&data_dir.join(&id))?;
         nodes.push((id, dir));
@@ -167,6 +173,8 @@ async fn start_cluster(
     }
     coordinator_args.push("--metrics-listen".into());
     coordinator_args.push("127.0.0.1:0".into());
+    coordinator_args.push("--down-out-delay-ms".into());
+    coordinator_args.push(DOWN_OUT_DELAY_MS.to_string());
     // The token goes in the environment, not on the command line, where `ps` would show it.
     let coordinator = start_process(
         "coordinator".into(),
@@ -196,16 +204,22 @@ async fn start_cluster(
     .await
     .with_context(|| format!("cannot reach the coordinator at {url}"))?;
     let volumes = client.list_volumes().await.context("listing the volumes")?;
-    if !volumes.iter().any(|v| v.name == DEFAULT_VOLUME) {
+    let mut vol0 = volumes.into_iter().find(|v| v.name == DEFAULT_VOLUME);
+    if vol0.is_none() {
+        // Its columns on the first --nodes nodes, never on the spare's.
         let spec = VolumeSpec::new(DEFAULT_VOLUME, RaidLevel::Raid5, DEFAULT_VOLUME_SIZE)
-            .columns(up.nodes);
+            .columns(up.nodes)
+            .nodes((1..=up.nodes).map(|i| format!("node{i}")));
         match client.create_volume(spec).await {
-            Ok(v) => println!(
-                "dagraid up: created volume {} ({}, {})",
-                v.name,
-                v.level,
-                Size(v.size_bytes)
-            ),
+            Ok(v) => {
+                println!(
+                    "dagraid up: created volume {} ({}, {})",
+                    v.name,
+                    v.level,
+                    Size(v.size_bytes)
+                );
+                vol0 = Some(v);
+            }
             Err(ClientError::VolumeExists { .. }) => {}
             Err(err) => {
                 return Err(anyhow::Error::new(err)
@@ -213,6 +227,7 @@ async fn start_cluster(
             }
         }
     }
+    let spare = add_spare(&client, &spare_node, vol0.as_ref()).await;
 
     println!(
         "dagraid up: local cluster in {} (logs in {})",
@@ -247,11 +262,58 @@ async fn start_cluster(
         "  token: in {} (mode 0600); the other verbs read it from there",
         file_path.display()
     );
+    if spare {
+        println!(
+            "  {spare_node} holds a hot spare for {DEFAULT_VOLUME}: a failed column is rebuilt onto it {} s after it fails (`dagraid spare list`)",
+            DOWN_OUT_DELAY_MS / 1000
+        );
+    }
     println!();
     super::status(false, &client, None).await?;
     println!();
     let _ = std::io::stdout().flush();
     Ok(())
+}
+
+/// Makes sure the pool has a spare on `node` sized for `vol0` (its columns' size and block
+/// size); says whether there is one. A cluster without its spare still runs: failures are
+/// printed as warnings.
+async fn add_spare(client: &Client, node: &str, vol0: Option<&crate::VolumeInfo>) -> bool {
+    let spares = match client.list_spares().await {
+        Ok(s) => s,
+        Err(err) => {
+            println!("dagraid up: warning: cannot list the spares: {err}");
+            return false;
+        }
+    };
+    if spares.iter().any(|s| s.node_id == node) {
+        return true;
+    }
+    let Some(vol0) = vol0 else {
+        println!("dagraid up: warning: no spare added: there is no volume {DEFAULT_VOLUME}");
+        return false;
+    };
+    let size = vol0
+        .components
+        .iter()
+        .map(|c| c.size_bytes)
+        .max()
+        .unwrap_or(0);
+    match client.add_spare(node, size, vol0.block_size).await {
+        Ok(s) => {
+            println!(
+                "dagraid up: added spare {} on {} ({})",
+                s.id,
+                s.node_id,
+                Size(s.size_bytes)
+            );
+            true
+        }
+        Err(err) => {
+            println!("dagraid up: warning: no spare added on {node}: {err}");
+            false
+        }
+    }
 }
 
 /// One child process of the local cluster.

@@ -51,6 +51,8 @@ pub struct Knobs {
     pub max_in_flight: AtomicUsize,
     /// (offset, length) of every read and write call, in arrival order.
     pub io_log: Mutex<Vec<(&'static str, u64, u64)>>,
+    /// Spares added while set are in use by column 1 of vol0 (as if a rebuild had taken them).
+    pub spares_taken: std::sync::atomic::AtomicBool,
 }
 
 struct FakeVolume {
@@ -62,6 +64,7 @@ pub struct Fake {
     token: Option<String>,
     max_io_bytes: u64,
     volumes: Mutex<BTreeMap<String, FakeVolume>>,
+    spares: Mutex<BTreeMap<String, pb::Spare>>,
     pub knobs: Arc<Knobs>,
 }
 
@@ -93,6 +96,7 @@ pub async fn start(token: Option<&str>, max_io_bytes: u64) -> FakeServer {
         token: token.map(str::to_owned),
         max_io_bytes,
         volumes: Mutex::new(BTreeMap::new()),
+        spares: Mutex::new(BTreeMap::new()),
         knobs: knobs.clone(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -246,26 +250,52 @@ impl Fake {
                     "column {} is not failed: only a failed column is reconstructed",
                     r.column
                 )),
-                error_kind::NOT_ALLOWED,
+                error_kind::REBUILD_REFUSED,
             ));
         }
-        if !r.spare_id.is_empty() && !r.spare_id.starts_with("spare-") {
-            // A kind the SDK does not know (yet): it must not read as an unknown volume.
-            return Err(named(
-                Status::not_found(format!("no spare {:?} in the pool", r.spare_id)),
-                "unknown-spare",
-            ));
-        }
-        let (kind, node_id, component_id) = if r.in_place {
-            (
+        // A named spare must be a free one of the pool; the best fit is the first free one,
+        // or the fake's own `spare-1` on node6 when the pool has none.
+        let mut spares = self.spares.lock().unwrap();
+        let chosen = if r.in_place {
+            None
+        } else if r.spare_id.is_empty() {
+            spares.values_mut().find(|s| s.volume.is_empty())
+        } else {
+            match spares.get_mut(&r.spare_id) {
+                None => {
+                    return Err(named(
+                        Status::not_found(format!("no spare {:?} in the pool", r.spare_id)),
+                        error_kind::UNKNOWN_SPARE,
+                    ));
+                }
+                Some(s) if !s.volume.is_empty() => {
+                    return Err(named(
+                        Status::failed_precondition(format!(
+                            "spare {:?} is in use by column {} of volume {:?}",
+                            s.id, s.column, s.volume
+                        )),
+                        error_kind::SPARE_IN_USE,
+                    ));
+                }
+                Some(s) => Some(s),
+            }
+        };
+        let (kind, node_id, component_id) = match chosen {
+            _ if r.in_place => (
                 pb::RebuildKind::InPlace,
                 c.node_id.clone(),
                 format!("{}-r", c.component_id),
-            )
-        } else if r.spare_id.is_empty() {
-            (pb::RebuildKind::Spare, "node6".into(), "spare-1".into())
-        } else {
-            (pb::RebuildKind::Spare, "node6".into(), r.spare_id.clone())
+            ),
+            Some(spare) => {
+                spare.volume = r.volume.clone();
+                spare.column = r.column;
+                (
+                    pb::RebuildKind::Spare,
+                    spare.node_id.clone(),
+                    spare.id.clone(),
+                )
+            }
+            None => (pb::RebuildKind::Spare, "node6".into(), "spare-1".into()),
         };
         c.state = pb::ComponentState::Reconstructing as i32;
         v.info.state = pb::VolumeState::Reconstructing as i32;
@@ -299,7 +329,7 @@ impl Fake {
                     "column {} does not live on a spare",
                     r.column
                 )),
-                error_kind::NOT_ALLOWED,
+                error_kind::REBUILD_REFUSED,
             ));
         }
         if !(1..=6).any(|i| r.to_node_id == format!("node{i}")) {
@@ -418,23 +448,83 @@ impl Fake {
 impl VolumeService for Fake {
     async fn add_spare(
         &self,
-        _: Request<pb::AddSpareRequest>,
+        request: Request<pb::AddSpareRequest>,
     ) -> Result<Response<pb::Spare>, Status> {
-        Err(Status::unimplemented("the fake has no spares"))
+        self.check_token(&request)?;
+        let r = request.into_inner();
+        if r.size_bytes == 0 {
+            return Err(named(
+                Status::invalid_argument(
+                    "bad spare request: size_bytes is 0 and there is no volume to size the spare after: give a size",
+                ),
+                error_kind::INVALID_REQUEST,
+            ));
+        }
+        if !r.node_id.starts_with("node") {
+            return Err(named(
+                Status::invalid_argument(format!(
+                    "bad spare request: unknown storage node {:?}",
+                    r.node_id
+                )),
+                error_kind::INVALID_REQUEST,
+            ));
+        }
+        let block_size = if r.block_size == 0 {
+            4096
+        } else {
+            r.block_size
+        };
+        let block_count = r.size_bytes.div_ceil(u64::from(block_size));
+        let mut spares = self.spares.lock().unwrap();
+        let taken = self.knobs.spares_taken.load(Ordering::SeqCst);
+        let spare = pb::Spare {
+            id: format!("spare-{:016x}", spares.len() + 1),
+            node_id: r.node_id.clone(),
+            node_address: format!("127.0.0.1:{}", 7100 + spares.len()),
+            block_size,
+            block_count,
+            size_bytes: block_count * u64::from(block_size),
+            volume: if taken { "vol0".into() } else { String::new() },
+            column: u32::from(taken),
+            reachable: true,
+        };
+        spares.insert(spare.id.clone(), spare.clone());
+        Ok(Response::new(spare))
     }
 
     async fn remove_spare(
         &self,
-        _: Request<pb::RemoveSpareRequest>,
+        request: Request<pb::RemoveSpareRequest>,
     ) -> Result<Response<pb::RemoveSpareResponse>, Status> {
-        Err(Status::unimplemented("the fake has no spares"))
+        self.check_token(&request)?;
+        let id = request.into_inner().id;
+        let mut spares = self.spares.lock().unwrap();
+        match spares.get(&id) {
+            None => Err(named(
+                Status::not_found(format!("no spare {id:?} in the pool")),
+                error_kind::UNKNOWN_SPARE,
+            )),
+            Some(s) if !s.volume.is_empty() => Err(named(
+                Status::failed_precondition(format!(
+                    "spare {id:?} is in use by column {} of volume {:?}",
+                    s.column, s.volume
+                )),
+                error_kind::SPARE_IN_USE,
+            )),
+            Some(_) => {
+                spares.remove(&id);
+                Ok(Response::new(pb::RemoveSpareResponse {}))
+            }
+        }
     }
 
     async fn list_spares(
         &self,
-        _: Request<pb::ListSparesRequest>,
+        request: Request<pb::ListSparesRequest>,
     ) -> Result<Response<pb::ListSparesResponse>, Status> {
-        Err(Status::unimplemented("the fake has no spares"))
+        self.check_token(&request)?;
+        let spares = self.spares.lock().unwrap().values().cloned().collect();
+        Ok(Response::new(pb::ListSparesResponse { spares }))
     }
 
     async fn rebuild_column(
