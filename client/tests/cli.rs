@@ -1079,6 +1079,59 @@ async fn rebuild_wait_that_stops_with_an_error_exits_non_zero_naming_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_wait_rides_out_looks_that_do_not_list_the_rebuild() {
+    let server = degraded_volume().await;
+    let hide = |n: usize| {
+        server
+            .knobs
+            .hide_rebuilds
+            .store(n, std::sync::atomic::Ordering::SeqCst)
+    };
+    // Three looks without it, then the end: one note, not three.
+    hide(3);
+    let wait = |column: &str| {
+        against(
+            &server,
+            &[
+                "volume",
+                "rebuild",
+                "vol0",
+                "--column",
+                column,
+                "--wait",
+                "--poll-ms",
+                "10",
+            ],
+        )
+    };
+    let out = go(wait("2")).await;
+    assert_success(&out);
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert_eq!(
+        lines[1],
+        "vol0 column 2: waiting for the rebuild: the coordinator reports no progress yet"
+    );
+    assert!(
+        lines[2].starts_with("vol0 column 2: rebuilt onto node6/spare-1: done"),
+        "{lines:#?}"
+    );
+
+    // Never listed again, but the column lives on the target, optimal: done.
+    let out = go(against(&server, &["fail", "vol0", "1"])).await;
+    assert_success(&out);
+    hide(4);
+    let out = go(wait("1")).await;
+    assert_success(&out);
+    let lines = self::lines(&out);
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("vol0 column 1: rebuild done"),
+        "{lines:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_json_carries_every_rebuild_field() {
     let server = degraded_volume().await;
     server

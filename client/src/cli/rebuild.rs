@@ -178,6 +178,7 @@ async fn finish(
         tracked: Tracked::new(column, kind),
         display,
         poll: Duration::from_millis(follow.poll_ms),
+        last_note: None,
     };
     let outcome = follower.run(started, shutdown).await;
     match outcome {
@@ -305,6 +306,9 @@ struct Follower<'a> {
     tracked: Tracked,
     display: Display,
     poll: Duration,
+    /// The last note shown, and how many looks ago: a note is shown again only when it
+    /// changes, or as often as the progress lines.
+    last_note: Option<(String, u64)>,
 }
 
 /// How long GetVolume may keep failing at the transport (a coordinator restarting) before
@@ -451,12 +455,30 @@ impl Follower<'_> {
         }
     }
 
-    /// Something to say meanwhile (waiting, unreachable): above the bar, or as a line.
-    fn note(&self, text: &str) {
+    /// Something to say meanwhile (waiting, unreachable): above the bar, or as a line; shown
+    /// when it changes, and on a pipe again every few seconds while it stays.
+    fn note(&mut self, text: &str) {
+        let again_every = match &self.display {
+            Display::Quiet => return,
+            Display::Bar(_) => u64::MAX,
+            Display::Lines { every, .. } => *every,
+        };
+        let show = match &mut self.last_note {
+            Some((last, looks)) if last == text => {
+                *looks += 1;
+                looks.is_multiple_of(again_every)
+            }
+            _ => {
+                self.last_note = Some((text.to_owned(), 0));
+                true
+            }
+        };
+        if !show {
+            return;
+        }
         match &self.display {
-            Display::Quiet => {}
             Display::Bar(Some(bar)) => bar.println(text),
-            Display::Bar(None) | Display::Lines { .. } => println!("{text}"),
+            _ => println!("{text}"),
         }
     }
 

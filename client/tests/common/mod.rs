@@ -41,6 +41,9 @@ pub struct Knobs {
     pub rebuild_fail_at: AtomicU64,
     /// `Volume.spares_available` in every answer.
     pub spares_available: AtomicU32,
+    /// The next N GetVolume answers list no rebuilds (a coordinator that restarted and has
+    /// not resumed them yet); the rebuilds still advance.
+    pub hide_rebuilds: AtomicUsize,
     // Counters.
     pub cluster_info_calls: AtomicUsize,
     pub get_volume_calls: AtomicUsize,
@@ -673,7 +676,11 @@ impl VolumeService for Fake {
         // Each look moves the running rebuilds on by one step: tests follow them without
         // sleeping.
         self.advance_rebuilds(v);
-        Ok(Response::new(self.answer(v)))
+        let mut answer = self.answer(v);
+        if take_one(&self.knobs.hide_rebuilds) {
+            answer.rebuilds.clear();
+        }
+        Ok(Response::new(answer))
     }
 
     async fn delete_volume(
