@@ -372,12 +372,14 @@ fn resync_line(r: &crate::ResyncProgress) -> String {
 /// One volume in the manner of `raidctl -s`: layout, state, a line per component, counters,
 /// and a line per rebuild, resync and assembly note that applies.
 pub fn volume_status(v: &VolumeInfo) -> String {
-    volume_status_with(v, false)
+    let (head, tail) = volume_status_parts(v, false);
+    head + &tail
 }
 
-/// [`volume_status`], leaving out the lines of running rebuilds when `bars_show_running`
-/// (`status --watch` on a terminal draws those as bars).
-pub fn volume_status_with(v: &VolumeInfo, bars_show_running: bool) -> String {
+/// [`volume_status`] in two parts: up to the rebuilds' lines, and the notes after them (why a
+/// rebuild waits, spares, assembly). With `bars_show_running`, the lines of running rebuilds
+/// are left out: `status --watch` on a terminal draws them as bars between the two parts.
+pub fn volume_status_parts(v: &VolumeInfo, bars_show_running: bool) -> (String, String) {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -438,6 +440,7 @@ pub fn volume_status_with(v: &VolumeInfo, bars_show_running: bool) -> String {
     {
         let _ = writeln!(out, "  column {}: {}", r.column, rebuild_summary(r));
     }
+    let head = std::mem::take(&mut out);
     if let Some(waiting) = &v.rebuild_waiting {
         let _ = writeln!(out, "  rebuild waiting: {waiting}");
     }
@@ -456,7 +459,7 @@ pub fn volume_status_with(v: &VolumeInfo, bars_show_running: bool) -> String {
     if let Some(risk) = v.assembly.at_risk.as_ref().filter(|_| v.assembly.forced) {
         let _ = writeln!(out, "  assembled by force; at risk: {risk}");
     }
-    out
+    (head, out)
 }
 
 /// `dagraid status` as text: the cluster (when given: the status of every volume), then each
@@ -724,7 +727,16 @@ mod tests {
         );
         assert!(text.contains("\n  spares available: 2\n"), "{text}");
         // status --watch on a terminal draws running rebuilds as bars instead.
-        assert!(!volume_status_with(&v, true).contains("rebuilding onto"));
+        let (head, tail) = volume_status_parts(&v, true);
+        assert!(!head.contains("rebuilding onto"), "{head}");
+        assert!(tail.starts_with("  rebuild waiting: "), "{tail}");
+        assert_eq!(
+            head + &tail,
+            text.replace(
+                &format!("  column 1: {}\n", rebuild_summary(&v.rebuilds[0])),
+                ""
+            )
+        );
 
         let json = volume_json(&v);
         let r = &json["rebuilds"][0];

@@ -171,8 +171,9 @@ impl Screen {
         }
         let mut text = header;
         for v in volumes {
+            let (head, tail) = output::volume_status_parts(v, true);
             text.push('\n');
-            text.push_str(&output::volume_status_with(v, true));
+            text.push_str(&head);
             items.push((
                 Key::Text(items.len()),
                 Item::Text(std::mem::take(&mut text)),
@@ -188,6 +189,8 @@ impl Screen {
                     Item::Bar(r),
                 ));
             }
+            // The notes after the rebuilds (waiting, spares, assembly) come after the bars.
+            text = tail;
         }
         if !text.is_empty() {
             items.push((Key::Text(items.len()), Item::Text(text)));
