@@ -10,8 +10,8 @@
 //! assembly deadline, but only while the answer matters: a column that the best record found so
 //! far already calls failed is not waited for.
 
-use std::sync::{Arc, RwLock};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -43,6 +43,7 @@ pub mod error;
 pub mod labels;
 pub mod metrics;
 pub mod node_client;
+pub mod rebuild;
 pub mod registry;
 pub mod remote;
 pub mod resync;
@@ -80,6 +81,7 @@ use crate::node_client::{
     FencingContext, HTTP2_CONNECTION_WINDOW, HTTP2_MAX_FRAME_SIZE, HTTP2_STREAM_WINDOW,
     NodeClientConfig,
 };
+use crate::rebuild::{RebuildSettings, Rebuilds};
 use crate::registry::NodeRegistry;
 use crate::service::{BearerAuth, VolumeApi};
 use crate::spares::SparePool;
@@ -316,6 +318,21 @@ impl Coordinator {
         volumes.assemble_all(records).await;
 
         let stop = CancellationToken::new();
+        let rebuilds = Rebuilds::new(
+            volumes.clone(),
+            RebuildSettings {
+                down_out_delay: config.down_out_delay,
+                default_rate: config.rebuild_rate,
+                ..RebuildSettings::default()
+            },
+        );
+        metrics.watch_rebuilds(&rebuilds);
+        let rebuild_stop = stop.child_token();
+        let rebuild_task = tokio::spawn(
+            rebuilds
+                .clone()
+                .run(async move { rebuild_stop.cancelled().await }),
+        );
         let health_task = tokio::spawn(registry::health_loop(
             registry.clone(),
             volumes.clone(),
@@ -326,9 +343,13 @@ impl Coordinator {
 
         let limit = usize::try_from(config.max_io_bytes + MESSAGE_OVERHEAD_BYTES)
             .map_err(|_| CoordinatorError::Config("max-io-bytes too large".into()))?;
-        let api = VolumeServiceServer::new(VolumeApi::new(volumes.clone(), config.max_io_bytes))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
+        let api = VolumeServiceServer::new(VolumeApi::new(
+            volumes.clone(),
+            rebuilds.clone(),
+            config.max_io_bytes,
+        ))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
         let api = InterceptedService::new(api, BearerAuth::new(config.token.as_deref()));
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<VolumeServiceServer<VolumeApi>>().await;
@@ -361,6 +382,8 @@ impl Coordinator {
             // accesses finish, then mark the volumes clean before the store closes.
             stop_all.cancel();
             let _ = health_task.await;
+            // The jobs end their stripe and record their checkpoint.
+            let _ = rebuild_task.await;
             volumes.stop_resyncs().await;
             volumes.drain(drain_within).await;
             volumes.mark_clean_all().await;

@@ -23,6 +23,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::rebuild::{RebuildStatus, Rebuilds};
 use crate::rpc_metrics::StorageRpcMetrics;
 use crate::volumes::{VolumeEntry, VolumeManager};
 
@@ -33,6 +34,7 @@ pub struct CoordinatorMetrics {
     grpc: GrpcServerMetrics,
     storage: StorageRpcMetrics,
     volumes: Arc<OnceLock<Weak<VolumeManager>>>,
+    rebuilds: Arc<OnceLock<Weak<Rebuilds>>>,
 }
 
 impl Default for CoordinatorMetrics {
@@ -52,13 +54,23 @@ impl CoordinatorMetrics {
         registry.register_collector(Box::new(VolumeCollector {
             volumes: volumes.clone(),
         }));
+        let rebuilds: Arc<OnceLock<Weak<Rebuilds>>> = Arc::default();
+        registry.register_collector(Box::new(RebuildCollector {
+            rebuilds: rebuilds.clone(),
+        }));
         registry.register_collector(Box::new(dagraid_telemetry::metrics::TraceExportCollector));
         CoordinatorMetrics {
             registry: Arc::new(registry),
             grpc,
             storage,
             volumes,
+            rebuilds,
         }
+    }
+
+    /// Reports the reconstructions and copybacks of `rebuilds` from now on.
+    pub fn watch_rebuilds(&self, rebuilds: &Arc<Rebuilds>) {
+        let _ = self.rebuilds.set(Arc::downgrade(rebuilds));
     }
 
     /// Reports the volumes (and storage nodes) of `volumes` from now on.
@@ -153,6 +165,78 @@ const VOLUME_STATES: [&str; 5] = [
 
 fn component_state_name(s: ComponentState) -> &'static str {
     s.name()
+}
+
+/// Reads the reconstruction jobs at scrape time.
+#[derive(Debug)]
+struct RebuildCollector {
+    rebuilds: Arc<OnceLock<Weak<Rebuilds>>>,
+}
+
+impl Collector for RebuildCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(rebuilds) = self.rebuilds.get().and_then(Weak::upgrade) else {
+            return Ok(());
+        };
+        let jobs = rebuilds.all();
+        let label =
+            |v: &str, s: &RebuildStatus| (v.to_owned(), s.column.to_string(), s.kind.name());
+        type Read = fn(&RebuildStatus) -> u64;
+        let families: [(&str, &str, MetricType, Read); 6] = [
+            (
+                "dagraid_rebuild_bytes",
+                "Bytes a reconstruction or copyback wrote to its target (since it started or resumed)",
+                MetricType::Counter,
+                |s| s.bytes_done,
+            ),
+            (
+                "dagraid_rebuild_rate_bytes_per_second",
+                "Recent rate of a reconstruction or copyback, bytes written per second",
+                MetricType::Gauge,
+                |s| if s.running { s.rate } else { 0 },
+            ),
+            (
+                "dagraid_rebuild_rate_limit_bytes_per_second",
+                "Rate limit of a reconstruction or copyback (0: none)",
+                MetricType::Gauge,
+                |s| s.rate_limit,
+            ),
+            (
+                "dagraid_rebuild_stripes_left",
+                "Stripes a reconstruction or copyback has left",
+                MetricType::Gauge,
+                |s| s.stripes_total.saturating_sub(s.stripes_done),
+            ),
+            (
+                "dagraid_rebuild_running",
+                "1 while a reconstruction or copyback runs",
+                MetricType::Gauge,
+                |s| u64::from(s.running),
+            ),
+            (
+                "dagraid_rebuild_lost_blocks",
+                "Volume blocks a reconstruction found unreadable beyond the redundancy and recorded lost",
+                MetricType::Counter,
+                |s| s.lost_blocks,
+            ),
+        ];
+        for (name, help, kind, read) in families {
+            let mut m = enc.encode_descriptor(name, help, None, kind)?;
+            for (v, s) in &jobs {
+                let (volume, column, kind_name) = label(v, s);
+                let labels = [
+                    ("volume", volume.as_str()),
+                    ("column", column.as_str()),
+                    ("kind", kind_name),
+                ];
+                match kind {
+                    MetricType::Counter => counter(&mut m, &labels, read(s))?,
+                    _ => gauge(&mut m, &labels, read(s) as i64)?,
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Collector for VolumeCollector {

@@ -337,8 +337,12 @@ impl Rebuilds {
             tracing::info!(volume = %name, ?columns, watermark = w, "resuming reconstruction from its checkpoint");
             let targets: Vec<(usize, RebuildKind)> =
                 columns.iter().map(|&c| (c, kind(c))).collect();
-            self.clone()
-                .spawn_reconstruction(volume.clone(), targets, self.settings.default_rate, w);
+            self.clone().spawn_reconstruction(
+                volume.clone(),
+                targets,
+                self.settings.default_rate,
+                w,
+            );
         }
         // A copyback cut short by a restart: the column stays on its spare.
         for c in 0..states.columns() {
@@ -368,6 +372,16 @@ impl Rebuilds {
             self.waiting.insert(
                 name.clone(),
                 "the resync must finish before a failed column is rebuilt".into(),
+            );
+            return Ok(());
+        }
+        if !states.gone_columns().is_empty() {
+            self.waiting.insert(
+                name.clone(),
+                format!(
+                    "columns {:?} are gone beyond the tolerance: nothing is rebuilt until their nodes answer again",
+                    states.gone_columns().iter().collect::<Vec<_>>()
+                ),
             );
             return Ok(());
         }
@@ -481,7 +495,11 @@ impl Rebuilds {
             }
             return Ok(s);
         }
-        if let Some(s) = pool.used_by(volume.name()).into_iter().find(|s| ours(s)) {
+        if let Some(s) = pool
+            .used_by(volume.name())
+            .into_iter()
+            .find(|s| ours(s) && pool.reachable(s))
+        {
             return Ok(s);
         }
         pool.fits(block_size, blocks, &nodes)
@@ -533,11 +551,13 @@ impl Rebuilds {
         component_id: &str,
         serial: u64,
     ) -> Result<(), ServiceError> {
-        let node = self
-            .volumes
-            .registry()
-            .get(node_id)
-            .ok_or_else(|| refused(volume.name(), column, format!("node {node_id:?} is not registered")))?;
+        let node = self.volumes.registry().get(node_id).ok_or_else(|| {
+            refused(
+                volume.name(),
+                column,
+                format!("node {node_id:?} is not registered"),
+            )
+        })?;
         let g = volume.layout().geometry();
         let remote = RemoteComponent::new(
             node.client().clone(),
@@ -560,7 +580,13 @@ impl Rebuilds {
         let io: Arc<dyn ComponentIo> = Arc::new(remote);
         match volume.array().start_reconstruction(column, Some(io)).await {
             Ok(()) => {
-                tracing::info!(volume = volume.name(), column, node = node_id, component = component_id, "reconstruction starts");
+                tracing::info!(
+                    volume = volume.name(),
+                    column,
+                    node = node_id,
+                    component = component_id,
+                    "reconstruction starts"
+                );
                 Ok(())
             }
             Err(e) => {
@@ -586,28 +612,50 @@ impl Rebuilds {
         if column >= columns {
             return Err(volume_error(
                 &volume,
-                AccessError::Array(dagraid_core::array::ArrayError::NoSuchColumn { column, columns }),
+                AccessError::Array(dagraid_core::array::ArrayError::NoSuchColumn {
+                    column,
+                    columns,
+                }),
             ));
         }
         if volume.layout().fault_tolerance() == 0 {
-            return Err(refused(name, column, format!("{} has no redundancy to rebuild from", volume.layout().level())));
+            return Err(refused(
+                name,
+                column,
+                format!(
+                    "{} has no redundancy to rebuild from",
+                    volume.layout().level()
+                ),
+            ));
         }
         let state = volume.array().states().get(column);
         if state != Some(ComponentState::Failed) {
             let detail = match state {
-                Some(ComponentState::Reconstructing) => "it is being reconstructed already".to_owned(),
-                Some(s) => format!("it is {s}; only a failed column is rebuilt (`dagraid volume fail` first to replace a working one)"),
+                Some(ComponentState::Reconstructing) => {
+                    "it is being reconstructed already".to_owned()
+                }
+                Some(s) => format!(
+                    "it is {s}; only a failed column is rebuilt (`dagraid volume fail` first to replace a working one)"
+                ),
                 None => "no such column".to_owned(),
             };
             return Err(refused(name, column, detail));
         }
         if volume.resyncing() {
-            return Err(refused(name, column, "the volume's resync must finish first"));
+            return Err(refused(
+                name,
+                column,
+                "the volume's resync must finish first",
+            ));
         }
         if self.running(name, column) {
             return Err(refused(name, column, "a job runs on this column already"));
         }
-        let rate = if rate == 0 { self.settings.default_rate } else { rate };
+        let rate = if rate == 0 {
+            self.settings.default_rate
+        } else {
+            rate
+        };
         let kind = match target {
             RebuildTarget::InPlace => {
                 self.begin_in_place(&volume, column).await?;
@@ -635,15 +683,29 @@ impl Rebuilds {
 
     /// A blank component at `column`'s own place (its node), created there; the failed one is
     /// deleted first if the node still has it.
-    async fn begin_in_place(&self, volume: &Arc<Volume>, column: usize) -> Result<(), ServiceError> {
+    async fn begin_in_place(
+        &self,
+        volume: &Arc<Volume>,
+        column: usize,
+    ) -> Result<(), ServiceError> {
         let member = volume.components()[column].clone();
         let node = self
             .volumes
             .registry()
             .get(&member.node_id)
-            .ok_or_else(|| refused(volume.name(), column, format!("node {:?} is not registered", member.node_id)))?;
+            .ok_or_else(|| {
+                refused(
+                    volume.name(),
+                    column,
+                    format!("node {:?} is not registered", member.node_id),
+                )
+            })?;
         if !node.reachable() {
-            return Err(refused(volume.name(), column, format!("node {} does not answer", member.node_id)));
+            return Err(refused(
+                volume.name(),
+                column,
+                format!("node {} does not answer", member.node_id),
+            ));
         }
         if let Err(e) = node.client().delete_component(&member.component_id).await {
             tracing::info!(volume = volume.name(), column, component = %member.component_id, error = %e, "the failed component was not deleted (the node may have lost it)");
@@ -654,7 +716,13 @@ impl Rebuilds {
             .client()
             .create_component(&id, g.block_size() as u32, g.blocks_per_column(), 0)
             .await
-            .map_err(|e| refused(volume.name(), column, format!("creating a blank component on {}: {e}", member.node_id)))?;
+            .map_err(|e| {
+                refused(
+                    volume.name(),
+                    column,
+                    format!("creating a blank component on {}: {e}", member.node_id),
+                )
+            })?;
         let r = self
             .begin_on(volume, column, &member.node_id, &info.id, info.serial)
             .await;
@@ -763,7 +831,9 @@ impl Rebuilds {
         while stripe < total {
             if self.should_stop(&jobs) {
                 let _ = array.checkpoint().await;
-                end(format!("stopped at stripe {stripe} (the coordinator is stopping); it resumes from its checkpoint"));
+                end(format!(
+                    "stopped at stripe {stripe} (the coordinator is stopping); it resumes from its checkpoint"
+                ));
                 return;
             }
             if self.volumes.get(&name).is_err() {
@@ -775,10 +845,14 @@ impl Rebuilds {
                 Ok(done) => {
                     if done.columns.is_empty() {
                         let states = array.states();
-                        if let Some(c) = columns.iter().find(|&c| {
-                            states.get(c) != Some(ComponentState::Reconstructing)
-                        }) {
-                            end(format!("column {c} is {} now", states.get(c).map(|s| s.name()).unwrap_or("gone")));
+                        if let Some(c) = columns
+                            .iter()
+                            .find(|&c| states.get(c) != Some(ComponentState::Reconstructing))
+                        {
+                            end(format!(
+                                "column {c} is {} now",
+                                states.get(c).map(|s| s.name()).unwrap_or("gone")
+                            ));
                             return;
                         }
                     }
@@ -789,8 +863,9 @@ impl Rebuilds {
                     let per_sec = ((bytes as f64) / secs) as u64;
                     let left = total - stripe;
                     let per_stripe = bytes / (stripe - from).max(1);
-                    let eta = (per_sec > 0)
-                        .then(|| Duration::from_secs_f64((left * per_stripe) as f64 / per_sec as f64));
+                    let eta = (per_sec > 0).then(|| {
+                        Duration::from_secs_f64((left * per_stripe) as f64 / per_sec as f64)
+                    });
                     let share = bytes / jobs.len().max(1) as u64;
                     all(&|s| {
                         s.stripes_done = stripe;
@@ -880,15 +955,25 @@ impl Rebuilds {
             .iter()
             .find(|m| m.node_id == to_node && m.column as usize != column)
         {
-            return Err(refused(name, column, format!("node {to_node} holds column {} of the volume already", other.column)));
+            return Err(refused(
+                name,
+                column,
+                format!(
+                    "node {to_node} holds column {} of the volume already",
+                    other.column
+                ),
+            ));
         }
-        let node = self
-            .volumes
-            .registry()
-            .get(to_node)
-            .ok_or_else(|| refused(name, column, format!("node {to_node:?} is not registered")))?;
+        let node =
+            self.volumes.registry().get(to_node).ok_or_else(|| {
+                refused(name, column, format!("node {to_node:?} is not registered"))
+            })?;
         if !node.reachable() {
-            return Err(refused(name, column, format!("node {to_node} does not answer")));
+            return Err(refused(
+                name,
+                column,
+                format!("node {to_node} does not answer"),
+            ));
         }
         let g = volume.layout().geometry();
         let id = format!("{}-c{column}-r{:08x}", volume.id(), rand::random::<u32>());
@@ -896,7 +981,13 @@ impl Rebuilds {
             .client()
             .create_component(&id, g.block_size() as u32, g.blocks_per_column(), 0)
             .await
-            .map_err(|e| refused(name, column, format!("creating the replacement on {to_node}: {e}")))?;
+            .map_err(|e| {
+                refused(
+                    name,
+                    column,
+                    format!("creating the replacement on {to_node}: {e}"),
+                )
+            })?;
         let remote = RemoteComponent::new(
             node.client().clone(),
             info.id.clone(),
@@ -906,7 +997,11 @@ impl Rebuilds {
         .map_err(|e| refused(name, column, e.to_string()))?;
         // The job exists (running) before the column is in copyback, so the monitor never
         // takes the copyback for one cut short by a restart.
-        let rate = if rate == 0 { self.settings.default_rate } else { rate };
+        let rate = if rate == 0 {
+            self.settings.default_rate
+        } else {
+            rate
+        };
         let job = self.new_job(&volume, column, RebuildKind::Copyback, rate, 0);
         job.update(|s| {
             s.node_id = to_node.to_owned();
@@ -936,7 +1031,8 @@ impl Rebuilds {
             client: node.client().clone(),
         };
         tokio::spawn(async move {
-            this.copy(v, column, copy, replacement, spare, job, rate).await;
+            this.copy(v, column, copy, replacement, spare, job, rate)
+                .await;
         });
         Ok(volume)
     }
@@ -968,7 +1064,10 @@ impl Rebuilds {
                 if let Err(e) = array.abort_copyback(column, &copy, &why).await {
                     tracing::warn!(volume = %name, column, error = %e, "copyback abort not recorded");
                 }
-                let _ = replacement.client.delete_component(&replacement.component_id).await;
+                let _ = replacement
+                    .client
+                    .delete_component(&replacement.component_id)
+                    .await;
                 job.update(|s| {
                     s.running = false;
                     s.error = why;
@@ -996,7 +1095,9 @@ impl Rebuilds {
                     let secs = job.started.elapsed().as_secs_f64().max(0.001);
                     let per_sec = (bytes as f64 / secs) as u64;
                     let eta = (per_sec > 0).then(|| {
-                        Duration::from_secs_f64(((total - stripe) * (bytes / stripe)) as f64 / per_sec as f64)
+                        Duration::from_secs_f64(
+                            ((total - stripe) * (bytes / stripe)) as f64 / per_sec as f64,
+                        )
                     });
                     job.update(|s| {
                         s.stripes_done = stripe;

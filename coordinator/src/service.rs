@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use tonic::service::Interceptor;
 use tonic::{Request, Response, Status};
 
+use crate::rebuild::{RebuildKind, RebuildStatus, RebuildTarget, Rebuilds};
 use crate::resync::ResyncStatus;
 use crate::service_error::ServiceError;
 use crate::spares::SpareRecord;
@@ -28,14 +29,16 @@ use crate::volumes::{UnassembledVolume, Volume, VolumeEntry, VolumeManager, Volu
 #[derive(Debug, Clone)]
 pub struct VolumeApi {
     volumes: Arc<VolumeManager>,
+    rebuilds: Arc<Rebuilds>,
     max_io_bytes: u64,
 }
 
 impl VolumeApi {
     /// The API over `volumes`, refusing Reads and Writes larger than `max_io_bytes`.
-    pub fn new(volumes: Arc<VolumeManager>, max_io_bytes: u64) -> Self {
+    pub fn new(volumes: Arc<VolumeManager>, rebuilds: Arc<Rebuilds>, max_io_bytes: u64) -> Self {
         Self {
             volumes,
+            rebuilds,
             max_io_bytes,
         }
     }
@@ -68,10 +71,17 @@ impl VolumeApi {
 
 impl VolumeApi {
     /// The proto view of a volume with what the API adds to [`entry_to_proto`]: the spares
-    /// of the pool that fit it.
+    /// of the pool that fit it, its reconstructions and why a failed column waits.
     fn volume_view(&self, entry: &VolumeEntry) -> pb::Volume {
         let mut v = entry_to_proto(entry);
         v.spares_available = self.volumes.spares_fitting(entry).len() as u32;
+        v.rebuilds = self
+            .rebuilds
+            .statuses(&v.name)
+            .iter()
+            .map(rebuild_to_proto)
+            .collect();
+        v.rebuild_waiting = self.rebuilds.waiting(&v.name).unwrap_or_default();
         v
     }
 
@@ -274,6 +284,31 @@ pub fn unassembled_to_proto(volume: &UnassembledVolume) -> pb::Volume {
         rebuilds: Vec::new(),
         rebuild_waiting: String::new(),
         spares_available: 0,
+    }
+}
+
+/// The proto view of a reconstruction or copyback.
+pub fn rebuild_to_proto(s: &RebuildStatus) -> pb::Rebuild {
+    pb::Rebuild {
+        column: s.column as u32,
+        kind: match s.kind {
+            RebuildKind::Spare => pb::RebuildKind::Spare,
+            RebuildKind::InPlace => pb::RebuildKind::InPlace,
+            RebuildKind::Copyback => pb::RebuildKind::Copyback,
+        } as i32,
+        node_id: s.node_id.clone(),
+        component_id: s.component_id.clone(),
+        running: s.running,
+        completed: s.completed,
+        stripes_done: s.stripes_done,
+        stripes_total: s.stripes_total,
+        bytes_done: s.bytes_done,
+        rate_bytes_per_second: s.rate,
+        rate_limit_bytes_per_second: s.rate_limit,
+        eta_seconds: s.eta.map(|d| d.as_secs()).unwrap_or(0),
+        lost_blocks: s.lost_blocks,
+        error: s.error.clone(),
+        resumed_from: s.resumed_from,
     }
 }
 
@@ -528,16 +563,53 @@ impl VolumeService for VolumeApi {
 
     async fn rebuild_column(
         &self,
-        _request: Request<pb::RebuildColumnRequest>,
+        request: Request<pb::RebuildColumnRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        Err(Status::unimplemented("rebuild: not yet"))
+        let r = request.into_inner();
+        let target = match (r.in_place, r.spare_id.is_empty()) {
+            (true, false) => {
+                return Err(ServiceError::InvalidRequest {
+                    detail: "in_place and spare_id exclude each other: give one or neither".into(),
+                }
+                .into());
+            }
+            (true, true) => RebuildTarget::InPlace,
+            (false, false) => RebuildTarget::Spare(r.spare_id),
+            (false, true) => RebuildTarget::BestSpare,
+        };
+        let volume = self
+            .rebuilds
+            .rebuild_column(
+                &r.volume,
+                r.column as usize,
+                target,
+                r.rate_bytes_per_second,
+            )
+            .await?;
+        Ok(Response::new(self.assembled_view(&volume)))
     }
 
     async fn copyback(
         &self,
-        _request: Request<pb::CopybackRequest>,
+        request: Request<pb::CopybackRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        Err(Status::unimplemented("copyback: not yet"))
+        let r = request.into_inner();
+        if r.to_node_id.is_empty() {
+            return Err(ServiceError::InvalidRequest {
+                detail: "to_node_id is required: the node of the replacement".into(),
+            }
+            .into());
+        }
+        let volume = self
+            .rebuilds
+            .copyback(
+                &r.volume,
+                r.column as usize,
+                &r.to_node_id,
+                r.rate_bytes_per_second,
+            )
+            .await?;
+        Ok(Response::new(self.assembled_view(&volume)))
     }
 }
 

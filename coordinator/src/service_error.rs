@@ -184,6 +184,12 @@ pub enum ServiceError {
         #[source]
         source: Box<NodeClientError>,
     },
+    /// A request whose fields contradict each other or miss a required one.
+    #[error("bad request: {detail}")]
+    InvalidRequest {
+        /// What is wrong.
+        detail: String,
+    },
     /// The coordinator's store failed.
     #[error("coordinator store: {0}")]
     Store(#[from] StoreError),
@@ -197,6 +203,9 @@ impl ServiceError {
     pub fn code_and_kind(&self) -> (Code, &'static str) {
         match self {
             ServiceError::Unauthenticated => (Code::Unauthenticated, error_kind::UNAUTHENTICATED),
+            ServiceError::InvalidRequest { .. } => {
+                (Code::InvalidArgument, error_kind::INVALID_REQUEST)
+            }
             ServiceError::UnknownVolume { .. } => (Code::NotFound, error_kind::UNKNOWN_VOLUME),
             ServiceError::VolumeExists { .. } => (Code::AlreadyExists, error_kind::VOLUME_EXISTS),
             ServiceError::InvalidName { .. } => {

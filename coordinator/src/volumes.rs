@@ -398,8 +398,8 @@ impl VolumeManager {
             VolumeEntry::Assembled(v) => &v.record,
             VolumeEntry::Unassembled(u) => &u.record,
         };
-        let nodes: Vec<String> = record
-            .components
+        let nodes: Vec<String> = entry
+            .components()
             .iter()
             .map(|c| c.node_id.clone())
             .collect();

@@ -13,6 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["durable", "service_error"],
     &["spares"],
     &["volumes"],
+    &["rebuild"],
     &["metrics", "service"],
     &["lib"],
 ];

@@ -338,3 +338,32 @@ async fn an_aborted_copyback_leaves_the_column_on_its_spare() {
     r.assert_columns(&r.mems.clone());
     assert_eq!(r.read_all().await.unwrap(), r.volume);
 }
+
+#[tokio::test]
+async fn nothing_is_rebuilt_or_recorded_lost_while_another_column_is_gone() {
+    let mut r = rig(RaidLevel::Raid5, 61);
+    r.array.fail_component(0).await.unwrap();
+    let spare = r.blank("spare");
+    r.array
+        .start_reconstruction(0, Some(spare.clone() as Arc<dyn ComponentIo>))
+        .await
+        .unwrap();
+    // Column 2's node is gone: the volume is beyond its tolerance until it answers again.
+    assert!(r.array.set_gone(2, true));
+    let only: ColumnSet = [0].into_iter().collect();
+    let refused = r.array.reconstruct_stripe(&only, 0).await;
+    assert!(
+        matches!(refused, Err(AccessError::Unrecoverable { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(r.array.lost().blocks(), 0);
+    assert_eq!(r.array.states().recovered()[0], 0);
+    assert!(spare.contents().iter().all(|&b| b == 0));
+    // Back: the rebuild goes on.
+    r.array.set_gone(2, false);
+    assert_eq!(r.sweep(&only, 5).await, 0);
+    r.array.finish_reconstruction(0).await.unwrap();
+    let mut table = r.mems.clone();
+    table[0] = spare;
+    r.assert_columns(&table);
+}
