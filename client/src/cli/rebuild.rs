@@ -281,7 +281,7 @@ enum Display {
 /// The style of a rebuild's bar, here and in `status --watch`: stripes done of the whole, the
 /// rate, ETA and notes in the message.
 pub(crate) fn bar_style() -> ProgressStyle {
-    ProgressStyle::with_template("{prefix} [{bar:30}] {percent:>3}% ({pos}/{len} stripes){msg}")
+    ProgressStyle::with_template("{prefix} [{bar:24}] {percent:>3}% ({pos}/{len} stripes){msg}")
         .expect("the template is valid")
         .progress_chars("=> ")
 }
