@@ -942,6 +942,34 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_change_of_member_is_stored_with_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.redb")).unwrap();
+        store.insert_volume(&record("a")).unwrap();
+        let mut next = store.volumes().unwrap()[0].durable();
+        next.mod_counter += 1;
+        next.states[2] = ComponentState::Reconstructing;
+        next.members[2] = MemberRecord {
+            node_id: "node9".into(),
+            node_address: "127.0.0.1:9".into(),
+            component_id: "spare-1".into(),
+            serial: 77,
+        };
+        store.update_state("a", "v0123", &next).unwrap();
+        let back = &store.volumes().unwrap()[0];
+        assert_eq!(back.components[2].node_id, "node9");
+        assert_eq!(back.components[2].component_id, "spare-1");
+        assert_eq!(back.components[2].serial, 77);
+        assert_eq!(back.durable(), next);
+        // A change that names no members keeps them.
+        let mut plain = next.clone();
+        plain.mod_counter += 1;
+        plain.members.clear();
+        store.update_state("a", "v0123", &plain).unwrap();
+        assert_eq!(store.volumes().unwrap()[0].components[2].component_id, "spare-1");
+    }
+
     fn state(counter: u64, clean: bool, failed: &[usize]) -> DurableState {
         DurableState::new(
             counter,
@@ -1023,7 +1051,10 @@ mod tests {
         assert_eq!(store.epoch().unwrap(), (3 << 32) + 1);
         let volumes = store.volumes().unwrap();
         assert_eq!(volumes.len(), 1);
-        assert_eq!(volumes[0].durable(), state(5, true, &[1]));
+        let mut durable = volumes[0].durable();
+        assert_eq!(durable.members.len(), 3);
+        durable.members.clear();
+        assert_eq!(durable, state(5, true, &[1]));
         assert_eq!(volumes[0].components[2].serial, 102);
         assert_eq!(volumes[0].layout().unwrap().columns(), 3);
     }
