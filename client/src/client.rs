@@ -14,7 +14,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    AssembleOutcome, ClientError, ClusterInfo, LostRange, Spare, Volume, VolumeInfo, VolumeSpec,
+    AssembleOutcome, ClientError, ClusterInfo, LostRange, RebuildTarget, Spare, Volume, VolumeInfo,
+    VolumeSpec,
 };
 
 /// HTTP/2 frame size: a 1 MiB chunk travels in one frame (the setting that matters most for
@@ -480,6 +481,111 @@ impl Client {
         AssembleOutcome::from_proto(answer)
     }
 
+    /// Starts the reconstruction of failed column `column` of `volume` now, without waiting for
+    /// the coordinator's down-out delay: onto a spare of the pool ([`RebuildTarget::BestSpare`]
+    /// or a named [`RebuildTarget::Spare`]), or in place ([`RebuildTarget::InPlace`]). `rate`
+    /// caps it in bytes per second (`None`: the coordinator's `--rebuild-rate`).
+    ///
+    /// Answers once the column is reconstructing; the answer's [`VolumeInfo::rebuilds`] (and
+    /// every [`Volume::describe`] after it) show the progress. Never retried: on a transport
+    /// error, `describe` tells whether it started.
+    ///
+    /// Refusals: [`ClientError::UnknownVolume`]; [`ClientError::InvalidArgument`] (no such
+    /// column, an empty spare id, a rate of 0); [`ClientError::UnknownSpare`] and
+    /// [`ClientError::SpareInUse`] for a named spare; [`ClientError::RebuildRefused`] (the
+    /// column is not failed or is being rebuilt already, no spare fits, a resync must finish
+    /// first: the message says which); [`ClientError::Unsupported`] from a coordinator without
+    /// reconstruction; the coordinator's other refusals as their own variants.
+    ///
+    /// ```no_run
+    /// # async fn example(client: dagraid_client::Client) -> Result<(), dagraid_client::ClientError> {
+    /// use dagraid_client::RebuildTarget;
+    /// let v = client
+    ///     .rebuild_column("vol0", 2, RebuildTarget::BestSpare, Some(64 << 20))
+    ///     .await?;
+    /// if let Some(r) = v.rebuild_of(2) {
+    ///     println!("column 2 onto {}/{}: {}%", r.node_id, r.component_id, r.percent());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn rebuild_column(
+        &self,
+        volume: &str,
+        column: u32,
+        target: RebuildTarget,
+        rate: Option<u64>,
+    ) -> Result<VolumeInfo, ClientError> {
+        let (spare_id, in_place) = match target {
+            RebuildTarget::BestSpare => (String::new(), false),
+            RebuildTarget::Spare(id) if id.trim().is_empty() => {
+                return Err(ClientError::InvalidArgument {
+                    message: "the spare id is empty (RebuildTarget::BestSpare lets the \
+                              coordinator pick one)"
+                        .into(),
+                });
+            }
+            RebuildTarget::Spare(id) => (id, false),
+            RebuildTarget::InPlace => (String::new(), true),
+        };
+        let request = pb::RebuildColumnRequest {
+            volume: volume.to_owned(),
+            column,
+            spare_id,
+            in_place,
+            rate_bytes_per_second: rate_on_the_wire(rate)?,
+        };
+        let volume = self
+            .call(request, |mut rpc, request| async move {
+                rpc.rebuild_column(request).await
+            })
+            .await?;
+        VolumeInfo::from_proto(volume)
+    }
+
+    /// Copies column `column` of `volume`, which lives on a spare since its reconstruction,
+    /// back to a new blank component on storage node `to_node`, without stopping I/O; the
+    /// spare returns to the pool once the copy is done. `rate` caps it in bytes per second
+    /// (`None`: the coordinator's default).
+    ///
+    /// Answers once the copy runs; [`VolumeInfo::rebuilds`] shows its progress (kind
+    /// [`crate::RebuildKind::Copyback`]). Never retried. Refusals as for
+    /// [`Client::rebuild_column`] ([`ClientError::RebuildRefused`] when the column does not
+    /// live on a spare); an empty `to_node` is [`ClientError::InvalidArgument`].
+    ///
+    /// ```no_run
+    /// # async fn example(client: dagraid_client::Client) -> Result<(), dagraid_client::ClientError> {
+    /// let v = client.copyback("vol0", 2, "node3", None).await?;
+    /// println!("{:?}", v.rebuild_of(2));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn copyback(
+        &self,
+        volume: &str,
+        column: u32,
+        to_node: &str,
+        rate: Option<u64>,
+    ) -> Result<VolumeInfo, ClientError> {
+        if to_node.trim().is_empty() {
+            return Err(ClientError::InvalidArgument {
+                message: "copyback needs the storage node of the replacement".into(),
+            });
+        }
+        let request = pb::CopybackRequest {
+            volume: volume.to_owned(),
+            column,
+            to_node_id: to_node.to_owned(),
+            rate_bytes_per_second: rate_on_the_wire(rate)?,
+        };
+        let volume = self
+            .call(request, |mut rpc, request| async move {
+                rpc.copyback(request).await
+            })
+            .await?;
+        VolumeInfo::from_proto(volume)
+    }
+
     /// The next connection, round robin.
     fn pick(&self) -> Rpc {
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed);
@@ -596,6 +702,20 @@ impl Client {
                 answer => return answer,
             }
         }
+    }
+}
+
+/// A rebuild's rate limit as the proto carries it, where 0 means the coordinator's default: a
+/// limit of 0 bytes per second would never finish, so it is refused rather than sent.
+fn rate_on_the_wire(rate: Option<u64>) -> Result<u64, ClientError> {
+    match rate {
+        None => Ok(0),
+        Some(0) => Err(ClientError::InvalidArgument {
+            message: "a rebuild rate must be at least 1 byte per second (None: the \
+                      coordinator's default)"
+                .into(),
+        }),
+        Some(rate) => Ok(rate),
     }
 }
 

@@ -8,7 +8,8 @@
 //!   into bounded calls (`chunk.rs`) with a few in flight.
 //! - [`ClientError`] (`error.rs`): the one error type, read from the gRPC code and the
 //!   `dagraid-error-kind` metadata.
-//! - `types.rs`: [`VolumeSpec`], [`VolumeInfo`], [`ClusterInfo`] and the state enums.
+//! - `types.rs`: [`VolumeSpec`], [`VolumeInfo`] (with its [`RebuildProgress`]), [`ClusterInfo`],
+//!   [`RebuildTarget`] and the state enums.
 //! - [`size`]: sizes like `4KiB` and `1GiB`.
 //! - [`cli`]: the `dagraid` tool (verbs, tables, the cluster file, `dagraid up`).
 //!
@@ -41,7 +42,7 @@ pub use client::{
 pub use error::ClientError;
 pub use types::{
     AssembleOutcome, AssemblyInfo, ClusterInfo, ComponentInfo, ComponentState, LostRange,
-    ParseRaidLevelError, RaidLevel, ResyncProgress, Spare, SpareUse, StorageNodeInfo,
-    VolumeCounters, VolumeInfo, VolumeSpec, VolumeState,
+    ParseRaidLevelError, RaidLevel, RebuildKind, RebuildProgress, RebuildTarget, ResyncProgress,
+    Spare, SpareUse, StorageNodeInfo, VolumeCounters, VolumeInfo, VolumeSpec, VolumeState,
 };
 pub use volume::Volume;

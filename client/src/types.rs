@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use dagraid_proto::volume::v1 as pb;
 
@@ -378,6 +379,199 @@ impl ResyncProgress {
     }
 }
 
+/// Where [`crate::Client::rebuild_column`] reconstructs a failed column.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum RebuildTarget {
+    /// The spare of the pool that fits the volume best (the coordinator picks).
+    #[default]
+    BestSpare,
+    /// This spare of the pool (its id, as `dagraid spare list` shows it).
+    Spare(String),
+    /// A blank component at the column's own place: on its node, created there when the node
+    /// lost it (a disk replaced under the same node id).
+    InPlace,
+}
+
+impl RebuildTarget {
+    /// The kind of rebuild this target starts.
+    pub fn kind(&self) -> RebuildKind {
+        match self {
+            RebuildTarget::BestSpare | RebuildTarget::Spare(_) => RebuildKind::Spare,
+            RebuildTarget::InPlace => RebuildKind::InPlace,
+        }
+    }
+}
+
+/// What a rebuild writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RebuildKind {
+    /// Reconstruction onto a hot spare, which becomes the column.
+    Spare,
+    /// Reconstruction onto a blank component at the column's own place.
+    InPlace,
+    /// Copy of a column that lives on a spare back to a replacement component.
+    Copyback,
+    /// The coordinator did not say (a value newer than this SDK, or unset).
+    Unknown,
+}
+
+impl RebuildKind {
+    /// The lowercase name used in tables and JSON (`spare`, `in-place`, `copyback`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RebuildKind::Spare => "spare",
+            RebuildKind::InPlace => "in-place",
+            RebuildKind::Copyback => "copyback",
+            RebuildKind::Unknown => "unknown",
+        }
+    }
+
+    fn from_proto(value: i32) -> Self {
+        match pb::RebuildKind::try_from(value) {
+            Ok(pb::RebuildKind::Spare) => RebuildKind::Spare,
+            Ok(pb::RebuildKind::InPlace) => RebuildKind::InPlace,
+            Ok(pb::RebuildKind::Copyback) => RebuildKind::Copyback,
+            Ok(pb::RebuildKind::Unspecified) | Err(_) => RebuildKind::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for RebuildKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One reconstruction or copyback of a column ([`VolumeInfo::rebuilds`]): running, or the last
+/// one of its column that finished or stopped since the coordinator started.
+///
+/// ```
+/// use dagraid_client::{RebuildKind, RebuildProgress};
+/// let r = RebuildProgress {
+///     column: 2,
+///     kind: RebuildKind::Spare,
+///     running: true,
+///     stripes_done: 1234,
+///     stripes_total: 3000,
+///     ..RebuildProgress::default()
+/// };
+/// assert_eq!(r.percent(), 41);
+/// assert!(!r.stopped());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebuildProgress {
+    /// The column rebuilt (or copied back).
+    pub column: u32,
+    /// What it writes to.
+    pub kind: RebuildKind,
+    /// The storage node of the component written: the spare's, the column's own (in place),
+    /// or the copyback's replacement's.
+    pub node_id: String,
+    /// The component written, on that node.
+    pub component_id: String,
+    /// Still running (also while it waits to retry after an error: see `error`).
+    pub running: bool,
+    /// Finished: the column is optimal (a copyback: lives on its replacement).
+    pub completed: bool,
+    /// Stripes done: the column's watermark.
+    pub stripes_done: u64,
+    /// Stripes of the volume.
+    pub stripes_total: u64,
+    /// Bytes written to the target since this coordinator started (or resumed) it.
+    pub bytes_done: u64,
+    /// Recent rate, bytes written per second.
+    pub rate_bytes_per_second: u64,
+    /// The rate limit in bytes per second; `None`: no limit.
+    pub rate_limit_bytes_per_second: Option<u64>,
+    /// Estimated time to completion; `None` when unknown or done.
+    pub eta: Option<Duration>,
+    /// Volume blocks found unreadable on the surviving columns and recorded lost on the way
+    /// ([`crate::Client::list_lost`] lists them).
+    pub lost_blocks: u64,
+    /// While running: the last error, retried; when stopped: why it stopped before the end.
+    pub error: Option<String>,
+    /// Stripes the checkpoint it resumed from had already done (0: it started from the first).
+    pub resumed_from: u64,
+}
+
+impl Default for RebuildProgress {
+    fn default() -> Self {
+        Self {
+            column: 0,
+            kind: RebuildKind::Unknown,
+            node_id: String::new(),
+            component_id: String::new(),
+            running: false,
+            completed: false,
+            stripes_done: 0,
+            stripes_total: 0,
+            bytes_done: 0,
+            rate_bytes_per_second: 0,
+            rate_limit_bytes_per_second: None,
+            eta: None,
+            lost_blocks: 0,
+            error: None,
+            resumed_from: 0,
+        }
+    }
+}
+
+impl RebuildProgress {
+    /// The part done, from 0.0 to 1.0 (1.0 once completed, 0.0 while the volume's stripes are
+    /// not known).
+    pub fn fraction(&self) -> f64 {
+        if self.completed {
+            1.0
+        } else if self.stripes_total == 0 {
+            0.0
+        } else {
+            (self.stripes_done.min(self.stripes_total) as f64) / (self.stripes_total as f64)
+        }
+    }
+
+    /// The part done in whole percent, rounded down (100 only once completed or every stripe
+    /// is done).
+    pub fn percent(&self) -> u8 {
+        (self.fraction() * 100.0).floor().clamp(0.0, 100.0) as u8
+    }
+
+    /// Stripes still to do.
+    pub fn stripes_left(&self) -> u64 {
+        if self.completed {
+            0
+        } else {
+            self.stripes_total.saturating_sub(self.stripes_done)
+        }
+    }
+
+    /// Stopped before its end (not running, not completed): [`RebuildProgress::error`] says
+    /// why.
+    pub fn stopped(&self) -> bool {
+        !self.running && !self.completed
+    }
+
+    pub(crate) fn from_proto(r: pb::Rebuild) -> Self {
+        Self {
+            column: r.column,
+            kind: RebuildKind::from_proto(r.kind),
+            node_id: r.node_id,
+            component_id: r.component_id,
+            running: r.running,
+            completed: r.completed,
+            stripes_done: r.stripes_done,
+            stripes_total: r.stripes_total,
+            bytes_done: r.bytes_done,
+            rate_bytes_per_second: r.rate_bytes_per_second,
+            rate_limit_bytes_per_second: (r.rate_limit_bytes_per_second > 0)
+                .then_some(r.rate_limit_bytes_per_second),
+            eta: (r.eta_seconds > 0 && r.running).then(|| Duration::from_secs(r.eta_seconds)),
+            lost_blocks: r.lost_blocks,
+            error: (!r.error.is_empty()).then_some(r.error),
+            resumed_from: r.resumed_from,
+        }
+    }
+}
+
 /// How a volume was assembled, or why it is not.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AssemblyInfo {
@@ -422,6 +616,12 @@ pub struct VolumeInfo {
     pub lost_bytes: u64,
     /// In how many ranges.
     pub lost_ranges: u64,
+    /// Reconstructions and copybacks of its columns: the running ones, and the last one of
+    /// each column that finished or stopped since the coordinator started.
+    pub rebuilds: Vec<RebuildProgress>,
+    /// Why a failed column is not being reconstructed (no spare fits, the down-out delay has
+    /// not passed, a resync must finish first); `None` when nothing waits.
+    pub rebuild_waiting: Option<String>,
     /// Free hot spares of the pool that fit the volume now (a failed column can be rebuilt
     /// onto one of them).
     pub spares_available: u32,
@@ -441,6 +641,19 @@ impl VolumeInfo {
         u64::from(data_columns)
             .checked_mul(self.stripe_unit_bytes)
             .filter(|&b| b > 0)
+    }
+
+    /// The rebuild of `column` to show: the running one, else the last one that finished or
+    /// stopped.
+    pub fn rebuild_of(&self, column: u32) -> Option<&RebuildProgress> {
+        let mut last = None;
+        for r in self.rebuilds.iter().filter(|r| r.column == column) {
+            if r.running {
+                return Some(r);
+            }
+            last = Some(r);
+        }
+        last
     }
 
     pub(crate) fn from_proto(v: pb::Volume) -> Result<Self, ClientError> {
@@ -499,6 +712,12 @@ impl VolumeInfo {
             },
             lost_bytes: v.lost_bytes,
             lost_ranges: v.lost_ranges,
+            rebuilds: v
+                .rebuilds
+                .into_iter()
+                .map(RebuildProgress::from_proto)
+                .collect(),
+            rebuild_waiting: non_empty(v.rebuild_waiting),
             spares_available: v.spares_available,
         })
     }
@@ -701,6 +920,85 @@ mod tests {
         })
         .unwrap();
         assert_eq!(v.components[0].column, 0);
+    }
+
+    #[test]
+    fn rebuilds_from_proto() {
+        let v = VolumeInfo::from_proto(pb::Volume {
+            level: pb::RaidLevel::Raid5 as i32,
+            rebuilds: vec![
+                pb::Rebuild {
+                    column: 2,
+                    kind: pb::RebuildKind::Spare as i32,
+                    node_id: "node6".into(),
+                    component_id: "spare-1".into(),
+                    running: false,
+                    completed: false,
+                    stripes_done: 5,
+                    stripes_total: 20,
+                    error: "node6: gone".into(),
+                    eta_seconds: 9,
+                    ..Default::default()
+                },
+                pb::Rebuild {
+                    column: 2,
+                    kind: pb::RebuildKind::InPlace as i32,
+                    running: true,
+                    stripes_done: 5,
+                    stripes_total: 20,
+                    eta_seconds: 12,
+                    rate_limit_bytes_per_second: 4096,
+                    resumed_from: 3,
+                    ..Default::default()
+                },
+                pb::Rebuild {
+                    column: 0,
+                    kind: 42,
+                    completed: true,
+                    stripes_total: 20,
+                    stripes_done: 20,
+                    ..Default::default()
+                },
+            ],
+            rebuild_waiting: "column 1: no spare fits".into(),
+            spares_available: 3,
+            ..Default::default()
+        })
+        .unwrap();
+        let stopped = &v.rebuilds[0];
+        assert_eq!(stopped.kind, RebuildKind::Spare);
+        assert!(stopped.stopped());
+        assert_eq!(stopped.error.as_deref(), Some("node6: gone"));
+        // An ETA of a rebuild that is not running means nothing.
+        assert_eq!(stopped.eta, None);
+        assert_eq!(stopped.rate_limit_bytes_per_second, None);
+        // The running one of a column is the one to show.
+        let shown = v.rebuild_of(2).unwrap();
+        assert_eq!(shown.kind, RebuildKind::InPlace);
+        assert_eq!(shown.eta, Some(Duration::from_secs(12)));
+        assert_eq!(shown.rate_limit_bytes_per_second, Some(4096));
+        assert_eq!((shown.percent(), shown.stripes_left()), (25, 15));
+        assert_eq!(shown.fraction(), 0.25);
+        assert_eq!(shown.resumed_from, 3);
+        let done = v.rebuild_of(0).unwrap();
+        assert_eq!(done.kind, RebuildKind::Unknown);
+        assert_eq!((done.fraction(), done.percent()), (1.0, 100));
+        assert!(!done.stopped());
+        assert_eq!(v.rebuild_of(1), None);
+        assert_eq!(
+            v.rebuild_waiting.as_deref(),
+            Some("column 1: no spare fits")
+        );
+        assert_eq!(v.spares_available, 3);
+        // An older coordinator says nothing of any.
+        let old = VolumeInfo::from_proto(pb::Volume {
+            level: pb::RaidLevel::Raid5 as i32,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(old.rebuilds.is_empty() && old.rebuild_waiting.is_none());
+        assert_eq!(RebuildTarget::default().kind(), RebuildKind::Spare);
+        assert_eq!(RebuildTarget::InPlace.kind(), RebuildKind::InPlace);
     }
 
     #[test]

@@ -128,7 +128,25 @@ async fn help_explains_every_verb() {
         ),
         (&["volume", "list"], &["List"]),
         (&["volume", "delete"], &["Delete"]),
-        (&["status"], &["raidctl -s", "degraded"]),
+        (
+            &["status"],
+            &["raidctl -s", "degraded", "--watch", "--interval", "Ctrl-C"],
+        ),
+        (
+            &["volume", "rebuild"],
+            &[
+                "--column",
+                "--in-place",
+                "--spare",
+                "--rate",
+                "--wait",
+                "64MiB",
+            ],
+        ),
+        (
+            &["volume", "copyback"],
+            &["--column", "--to", "--rate", "--wait"],
+        ),
         (&["write"], &["--offset", "stdin", "-"]),
         (&["read"], &["--offset", "--length", "--output"]),
         (&["fail"], &["COLUMN", "raidctl -f"]),
@@ -821,4 +839,557 @@ async fn up_without_the_binaries_says_where_it_looked() {
     let out = run_cmd(cmd, None).await;
     assert_one_line_error(&out, "cannot find dagraid-node in $DAGRAID_BIN_DIR");
     assert!(stderr(&out).contains("cargo build --workspace"));
+}
+
+// --- reconstruction and copyback: the fake's rebuilds advance one step per GetVolume ---
+
+/// The global flags that reach the fake coordinator, then `extra`.
+fn against(server: &common::FakeServer, extra: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "--coordinator".to_owned(),
+        server.url(),
+        "--token".into(),
+        TOKEN.into(),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+async fn go(argv: Vec<String>) -> Output {
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    run(&argv).await
+}
+
+/// A fake with vol0 (RAID 5, 4 columns) whose column 2 is failed.
+async fn degraded_volume() -> common::FakeServer {
+    let server = common::start(Some(TOKEN), 1 << 20).await;
+    let out = go(against(
+        &server,
+        &[
+            "volume",
+            "create",
+            "vol0",
+            "--size",
+            "8MiB",
+            "--columns",
+            "4",
+        ],
+    ))
+    .await;
+    assert_success(&out);
+    let out = go(against(&server, &["fail", "vol0", "2"])).await;
+    assert_success(&out);
+    server
+}
+
+fn lines(out: &Output) -> Vec<String> {
+    stdout(out).lines().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_wait_follows_the_rebuild_to_its_end_with_plain_lines() {
+    let server = degraded_volume().await;
+    server
+        .knobs
+        .spares_available
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+
+    // Before: the failed column waits, and says why.
+    let out = go(against(&server, &["status", "vol0"])).await;
+    assert_success(&out);
+    let text = stdout(&out);
+    assert!(
+        text.contains("\n  rebuild waiting: column 2: the down-out delay has not passed\n"),
+        "{text}"
+    );
+    assert!(text.contains("\n  spares available: 1\n"), "{text}");
+
+    let calls_before = server
+        .knobs
+        .get_volume_calls
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let out = go(against(
+        &server,
+        &[
+            "volume",
+            "rebuild",
+            "vol0",
+            "--column",
+            "2",
+            "--rate",
+            "32MiB/s",
+            "--wait",
+            "--poll-ms",
+            "10",
+        ],
+    ))
+    .await;
+    assert_success(&out);
+    let lines = lines(&out);
+    // Not a terminal: plain lines, the first at once, the last when it is done.
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some(
+            "vol0 column 2: rebuilding onto node6/spare-1: 0% (0/20 stripes), 0 B/s (limit 32 MiB/s)"
+        ),
+        "{lines:#?}"
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("vol0 column 2: rebuilt onto node6/spare-1: done (20 stripes, "),
+        "{lines:#?}"
+    );
+    assert!(last.ends_with(", 1 block lost"), "{lines:#?}");
+    assert!(
+        !stdout(&out).contains('\x1b'),
+        "no terminal codes in plain output"
+    );
+    // It looked until the end: 20 stripes in steps of 5.
+    let looks = server
+        .knobs
+        .get_volume_calls
+        .load(std::sync::atomic::Ordering::SeqCst)
+        - calls_before;
+    assert_eq!(looks, 4, "{lines:#?}");
+
+    // The column now lives on the spare, optimal; the rebuild is listed as completed.
+    let out = go(against(&server, &["status", "vol0", "--json"])).await;
+    assert_success(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = &json["volumes"][0];
+    assert_eq!(v["state"], "optimal");
+    assert_eq!(v["components"][2]["node"], "node6");
+    assert_eq!(v["components"][2]["component_id"], "spare-1");
+    assert_eq!(v["components"][2]["state"], "optimal");
+    let r = &v["rebuilds"][0];
+    assert_eq!(
+        (&r["kind"], &r["completed"], &r["running"]),
+        (&"spare".into(), &true.into(), &false.into())
+    );
+    assert_eq!(r["fraction"], 1.0);
+    assert_eq!(r["rate_limit_bytes_per_second"], 32 << 20);
+    assert_eq!(v["rebuild_waiting"], serde_json::Value::Null);
+
+    // Copy it back to node3 the same way.
+    let out = go(against(
+        &server,
+        &[
+            "volume",
+            "copyback",
+            "vol0",
+            "--column",
+            "2",
+            "--to",
+            "node3",
+            "--wait",
+            "--poll-ms",
+            "10",
+        ],
+    ))
+    .await;
+    assert_success(&out);
+    let lines = self::lines(&out);
+    assert!(
+        lines[0].starts_with("vol0 column 2: copying back to node3/vol0-c2-cb: 0% (0/20 stripes)"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("vol0 column 2: copied back to node3/vol0-c2-cb: done (20 stripes"),
+        "{lines:#?}"
+    );
+    let out = go(against(&server, &["status", "vol0"])).await;
+    assert_success(&out);
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.contains("node3") && l.contains("vol0-c2-cb") && l.ends_with("optimal")),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_wait_that_stops_with_an_error_exits_non_zero_naming_it() {
+    let server = degraded_volume().await;
+    server
+        .knobs
+        .rebuild_fail_at
+        .store(10, std::sync::atomic::Ordering::SeqCst);
+    let out = go(against(
+        &server,
+        &[
+            "volume",
+            "rebuild",
+            "vol0",
+            "--column",
+            "2",
+            "--in-place",
+            "--wait",
+            "--poll-ms",
+            "10",
+        ],
+    ))
+    .await;
+    assert_one_line_error(
+        &out,
+        "vol0 column 2: in-place rebuild on node3/vol0-c2-r stopped at 50% (10/20 stripes), 1 block lost: node3: connection refused",
+    );
+    // The progress before it was shown.
+    assert!(
+        stdout(&out).starts_with("vol0 column 2: rebuilding in place on node3/vol0-c2-r: 0%"),
+        "{}",
+        stdout(&out)
+    );
+
+    // --json: the volume as last seen on stdout, the error on stderr.
+    server
+        .knobs
+        .rebuild_fail_at
+        .store(5, std::sync::atomic::Ordering::SeqCst);
+    let out = go(against(
+        &server,
+        &[
+            "volume",
+            "rebuild",
+            "vol0",
+            "--column",
+            "2",
+            "--wait",
+            "--poll-ms",
+            "10",
+            "--json",
+        ],
+    ))
+    .await;
+    assert_one_line_error(&out, "node6: connection refused");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stopped = json["rebuilds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "spare")
+        .unwrap();
+    assert_eq!(stopped["running"], false);
+    assert_eq!(stopped["completed"], false);
+    assert_eq!(stopped["error"], "node6: connection refused");
+    assert_eq!(json["components"][2]["state"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_wait_rides_out_looks_that_do_not_list_the_rebuild() {
+    let server = degraded_volume().await;
+    let hide = |n: usize| {
+        server
+            .knobs
+            .hide_rebuilds
+            .store(n, std::sync::atomic::Ordering::SeqCst)
+    };
+    // Three looks without it, then the end: one note, not three.
+    hide(3);
+    let wait = |column: &str| {
+        against(
+            &server,
+            &[
+                "volume",
+                "rebuild",
+                "vol0",
+                "--column",
+                column,
+                "--wait",
+                "--poll-ms",
+                "10",
+            ],
+        )
+    };
+    let out = go(wait("2")).await;
+    assert_success(&out);
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert_eq!(
+        lines[1],
+        "vol0 column 2: waiting for the rebuild: the coordinator reports no progress yet"
+    );
+    assert!(
+        lines[2].starts_with("vol0 column 2: rebuilt onto node6/spare-1: done"),
+        "{lines:#?}"
+    );
+
+    // Never listed again, but the column lives on the target, optimal: done.
+    let out = go(against(&server, &["fail", "vol0", "1"])).await;
+    assert_success(&out);
+    hide(4);
+    let out = go(wait("1")).await;
+    assert_success(&out);
+    let lines = self::lines(&out);
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("vol0 column 1: rebuild done"),
+        "{lines:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_json_carries_every_rebuild_field() {
+    let server = degraded_volume().await;
+    server
+        .knobs
+        .spares_available
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let out = go(against(
+        &server,
+        &[
+            "--json", "spare", "add", "--node", "node5", "--size", "2MiB",
+        ],
+    ))
+    .await;
+    assert_success(&out);
+    let spare: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let spare = spare["id"].as_str().unwrap().to_owned();
+    let rebuild = || {
+        against(
+            &server,
+            &[
+                "volume", "rebuild", "vol0", "--column", "2", "--spare", &spare,
+            ],
+        )
+    };
+    let out = go(rebuild()).await;
+    assert_success(&out);
+    assert!(
+        stdout(&out).starts_with(&format!(
+            "vol0 column 2: rebuilding onto node5/{spare}: 0% (0/20 stripes)"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    // One GetVolume: one step of 5 stripes.
+    let out = go(against(&server, &["status", "vol0", "--json"])).await;
+    assert_success(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = &json["volumes"][0];
+    assert_eq!(v["state"], "reconstructing");
+    assert_eq!(v["components"][2]["state"], "reconstructing");
+    assert_eq!(v["spares_available"], 2);
+    assert_eq!(v["rebuild_waiting"], serde_json::Value::Null);
+    let r = &v["rebuilds"][0];
+    let want = serde_json::json!({
+        "column": 2,
+        "kind": "spare",
+        "node": "node5",
+        "component_id": spare,
+        "running": true,
+        "completed": false,
+        "stripes_done": 5,
+        "stripes_total": 20,
+        "fraction": 0.25,
+        "bytes_done": 5 * 4 * 65536,
+        "rate_bytes_per_second": 50 << 20,
+        "rate_limit_bytes_per_second": 64 << 20,
+        "eta_seconds": 30,
+        "lost_blocks": 0,
+        "error": null,
+        "resumed_from": 0,
+    });
+    assert_eq!(r, &want);
+
+    // The table says the same.
+    let out = go(against(&server, &["status", "vol0"])).await;
+    assert_success(&out);
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("node3") && l.ends_with("reconstructing 50%")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "\n  column 2: rebuilding onto node5/{spare}: 50% (10/20 stripes), 50 MiB/s (limit 64 MiB/s), ETA 20s, 1 block lost\n"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\n  spares available: 2\n"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_prints_a_block_per_look_and_ends_cleanly_on_ctrl_c() {
+    let server = degraded_volume().await;
+    let out = go(against(
+        &server,
+        &["volume", "rebuild", "vol0", "--column", "2"],
+    ))
+    .await;
+    assert_success(&out);
+
+    // Three looks of one volume: the rebuild moves on in each.
+    let out = go(against(
+        &server,
+        &[
+            "status",
+            "vol0",
+            "--watch",
+            "--interval",
+            "20",
+            "--count",
+            "3",
+        ],
+    ))
+    .await;
+    assert_success(&out);
+    let text = stdout(&out);
+    let blocks: Vec<&str> = text.split("--- ").skip(1).collect();
+    assert_eq!(blocks.len(), 3, "{text}");
+    for (block, want) in blocks.iter().zip(["25% (5/20", "50% (10/20", "75% (15/20"]) {
+        assert!(block.contains(" UTC ---\nvolume vol0: "), "{block}");
+        assert!(
+            block.contains(&format!("column 2: rebuilding onto node6/spare-1: {want}")),
+            "{block}"
+        );
+    }
+
+    // --json: one object per line.
+    let out = go(against(
+        &server,
+        &[
+            "status",
+            "--watch",
+            "--interval",
+            "10",
+            "--count",
+            "2",
+            "--json",
+        ],
+    ))
+    .await;
+    assert_success(&out);
+    let docs: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2);
+    for d in &docs {
+        assert!(d["at"].as_str().unwrap().ends_with(" UTC"), "{d}");
+        assert_eq!(d["volumes"][0]["rebuilds"][0]["kind"], "spare");
+        assert_eq!(d["cluster"]["cluster_id"], "fake");
+    }
+
+    // Until interrupted: Ctrl-C (SIGINT) ends it with exit 0.
+    let mut cmd = command(&[]);
+    cmd.args(against(&server, &["status", "--watch", "--interval", "20"]));
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    read_until(&mut lines, &mut seen, "--- ").await;
+    read_until(&mut lines, &mut seen, "--- ").await;
+    assert!(seen.contains("cluster fake: epoch 7"), "{seen}");
+    sig(child.id().unwrap(), rustix::process::Signal::INT);
+    let status = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .expect("status --watch did not end on SIGINT")
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_and_copyback_refuse_bad_input_clearly() {
+    let server = degraded_volume().await;
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "volume",
+                "rebuild",
+                "vol0",
+                "--column",
+                "2",
+                "--in-place",
+                "--spare",
+                "spare-1",
+            ],
+            "cannot be used with",
+        ),
+        (&["volume", "rebuild", "vol0"], "--column"),
+        (
+            &["volume", "rebuild", "vol0", "--column", "2", "--rate", "0"],
+            "at least 1 byte",
+        ),
+        (
+            &[
+                "volume", "rebuild", "vol0", "--column", "2", "--rate", "1GB",
+            ],
+            "ambiguous",
+        ),
+        (&["volume", "copyback", "vol0", "--column", "2"], "--to"),
+        (&["status", "--interval", "100"], "--watch"),
+    ];
+    for (argv, needle) in cases {
+        let out = go(against(&server, argv)).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{argv:?}: {err}");
+        assert!(err.contains(needle), "{argv:?}: {err}");
+    }
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["volume", "rebuild", "nope", "--column", "2", "--wait"],
+            "unknown volume: no volume named \"nope\"",
+        ),
+        (
+            &["volume", "rebuild", "vol0", "--column", "9"],
+            "invalid argument: volume \"vol0\" has no column 9",
+        ),
+        (
+            &["volume", "rebuild", "vol0", "--column", "1"],
+            "rebuild refused: column 1 is not failed",
+        ),
+        // A spare the pool does not hold is not an unknown volume.
+        (
+            &[
+                "volume", "rebuild", "vol0", "--column", "2", "--spare", "bogus",
+            ],
+            "unknown spare: no spare \"bogus\" in the pool",
+        ),
+        (
+            &[
+                "volume", "copyback", "vol0", "--column", "1", "--to", "node5",
+            ],
+            "rebuild refused: column 1 does not live on a spare",
+        ),
+        (
+            &["volume", "copyback", "vol0", "--column", "2", "--to", " "],
+            "copyback needs the storage node of the replacement",
+        ),
+        (
+            &["status", "nope", "--watch", "--count", "2"],
+            "unknown volume",
+        ),
+    ];
+    for (argv, needle) in cases {
+        let out = go(against(&server, argv)).await;
+        assert_one_line_error(&out, needle);
+        assert!(stdout(&out).is_empty(), "{argv:?}: {}", stdout(&out));
+    }
+    // A spare another column took already.
+    server
+        .knobs
+        .spares_taken
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let out = go(against(
+        &server,
+        &[
+            "--json", "spare", "add", "--node", "node5", "--size", "2MiB",
+        ],
+    ))
+    .await;
+    assert_success(&out);
+    let spare: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let spare = spare["id"].as_str().unwrap();
+    let out = go(against(
+        &server,
+        &[
+            "volume", "rebuild", "vol0", "--column", "2", "--spare", spare,
+        ],
+    ))
+    .await;
+    assert_one_line_error(&out, "is in use by column 1 of volume \"vol0\"");
 }

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use dagraid_client::{
-    Client, ClientError, ClientOptions, ComponentState, RaidLevel, RetryPolicy, VolumeSpec,
-    VolumeState,
+    Client, ClientError, ClientOptions, ComponentState, RaidLevel, RebuildKind, RebuildTarget,
+    RetryPolicy, VolumeSpec, VolumeState,
 };
 
 const TOKEN: &str = "t0ken";
@@ -306,6 +306,91 @@ async fn a_coordinator_that_never_answers_times_out() {
         assert!(matches!(err, ClientError::Timeout { .. }), "{err:?}");
         // A timeout is not a transport failure: the read was not retried.
         assert_eq!(server.knobs.read_calls.load(Ordering::SeqCst), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rebuild_column_and_copyback_send_their_target_and_rate_and_report_progress() {
+    with_timeout(async {
+        let server = common::start(Some(TOKEN), 1 << 20).await;
+        let c = client(&server, ClientOptions::default()).await;
+        c.create_volume(VolumeSpec::new("v", RaidLevel::Raid5, 4 << 20).columns(4))
+            .await
+            .unwrap();
+        c.fail_component("v", 1).await.unwrap();
+
+        // Refused before any call: an empty spare id, a rate of 0, an empty node.
+        for (target, rate) in [
+            (RebuildTarget::Spare(" ".into()), None),
+            (RebuildTarget::BestSpare, Some(0)),
+        ] {
+            let err = c.rebuild_column("v", 1, target, rate).await.unwrap_err();
+            assert!(
+                matches!(err, ClientError::InvalidArgument { .. }),
+                "{err:?}"
+            );
+        }
+        let err = c.copyback("v", 1, "", None).await.unwrap_err();
+        assert!(
+            matches!(err, ClientError::InvalidArgument { .. }),
+            "{err:?}"
+        );
+        // A spare the pool does not hold is not an unknown volume.
+        let err = c
+            .rebuild_column("v", 1, RebuildTarget::Spare("sp9".into()), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::UnknownSpare { .. }), "{err:?}");
+        let err = c
+            .rebuild_column("nope", 1, RebuildTarget::BestSpare, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::UnknownVolume { .. }), "{err:?}");
+        let err = c
+            .rebuild_column("v", 0, RebuildTarget::InPlace, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::RebuildRefused { .. }), "{err:?}");
+
+        let spare = c.add_spare("node6", 4 << 20, 0).await.unwrap();
+        let started = c
+            .rebuild_column(
+                "v",
+                1,
+                RebuildTarget::Spare(spare.id.clone()),
+                Some(8 << 20),
+            )
+            .await
+            .unwrap();
+        assert_eq!(started.state, VolumeState::Reconstructing);
+        assert_eq!(started.components[1].state, ComponentState::Reconstructing);
+        let r = started.rebuild_of(1).unwrap();
+        assert_eq!(r.kind, RebuildKind::Spare);
+        assert_eq!((r.node_id.as_str(), &r.component_id), ("node6", &spare.id));
+        assert_eq!(r.rate_limit_bytes_per_second, Some(8 << 20));
+        assert!(r.running && r.eta.is_none() && r.fraction() == 0.0);
+        // Each look moves the fake's rebuild on by 5 of 20 stripes.
+        let vol = c.volume("v");
+        let r = vol.describe().await.unwrap().rebuild_of(1).unwrap().clone();
+        assert_eq!((r.stripes_done, r.percent()), (5, 25));
+        assert_eq!(r.eta, Some(Duration::from_secs(30)));
+        let mut last = vol.describe().await.unwrap();
+        while last.rebuild_of(1).unwrap().running {
+            last = vol.describe().await.unwrap();
+        }
+        let r = last.rebuild_of(1).unwrap();
+        assert!(r.completed && r.stripes_left() == 0 && r.error.is_none());
+        assert_eq!(last.state, VolumeState::Optimal);
+        assert_eq!(last.components[1].component_id, spare.id);
+
+        let v = c.copyback("v", 1, "node2", None).await.unwrap();
+        let r = v.rebuild_of(1).unwrap();
+        assert_eq!(r.kind, RebuildKind::Copyback);
+        assert_eq!(r.node_id, "node2");
+        assert_eq!(v.components[1].state, ComponentState::Copyback);
+        // Four looks took it from 0 to 20 stripes.
+        assert_eq!(server.knobs.get_volume_calls.load(Ordering::SeqCst), 4);
     })
     .await;
 }

@@ -203,6 +203,7 @@ pub fn error_name(err: &ClientError) -> &'static str {
         ClientError::WouldExceedTolerance { .. } => "would-exceed-tolerance",
         ClientError::VolumeFailed { .. } => "volume-failed",
         ClientError::NotAllowed { .. } => "not-allowed",
+        ClientError::RebuildRefused { .. } => "rebuild-refused",
         ClientError::StorageRefused { .. } => "storage-refused",
         ClientError::Fenced { .. } => "fenced",
         ClientError::NotAssembled { .. } => "not-assembled",
@@ -211,6 +212,8 @@ pub fn error_name(err: &ClientError) -> &'static str {
         ClientError::Transport { .. } => "transport",
         ClientError::Timeout { .. } => "timeout",
         ClientError::Internal { .. } => "internal",
+        ClientError::NotFound { .. } => "not-found",
+        ClientError::Unsupported { .. } => "unsupported",
         ClientError::InvalidResponse(_) => "invalid-response",
         ClientError::Other { .. } => "other",
     }

@@ -61,6 +61,12 @@ fn the_dashboard_is_valid_json_on_the_provisioned_data_sources() {
         "DAGs by kind",
         "Recoveries",
         "Failed components",
+        "Running rebuilds",
+        "Spares available",
+        "Bytes rebuilt",
+        "Rebuild rate vs. limit",
+        "Stripes left",
+        "Blocks lost during rebuilds",
     ] {
         assert!(titles.contains(&want), "{titles:?}");
     }

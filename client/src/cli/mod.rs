@@ -3,6 +3,8 @@
 //! - `cluster_file.rs`: `<data-dir>/cluster.toml`, written by `dagraid up`, read by the verbs.
 //! - `health.rs`: `dagraid health`, the container health check.
 //! - `output.rs`: tables and JSON.
+//! - `rebuild.rs`: `dagraid volume rebuild` and `volume copyback`, and following them (`--wait`).
+//! - `watch.rs`: `dagraid status --watch`.
 //! - `spare.rs`: `dagraid spare add|remove|list`, the hot-spare pool.
 //! - `up.rs`: `dagraid up`, a local cluster of `dagraid-node` and `dagraid-coordinator`
 //!   processes.
@@ -12,8 +14,10 @@
 pub mod cluster_file;
 pub mod health;
 pub mod output;
+mod rebuild;
 pub mod spare;
 mod up;
+mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -109,10 +113,27 @@ pub enum Command {
     /// Show the cluster's nodes and every volume, or one volume, like `raidctl -s`.
     ///
     /// Per volume: level, size, geometry and state (optimal, degraded, reconstructing, failed);
-    /// per component: column, storage node, address, component id and state; counters.
+    /// per component: column, storage node, address, component id and state (with the
+    /// column's progress while reconstructing or copied back); counters; a line per running
+    /// or last rebuild, why a failed column waits, and the spares available.
+    ///
+    /// With --watch, again every --interval until Ctrl-C: redrawn in place with a progress bar
+    /// per running rebuild on a terminal, a block per look after a timestamp line otherwise
+    /// (with --json, one JSON object per line).
     Status {
         /// Show only this volume.
         volume: Option<String>,
+        /// Show it again every --interval until interrupted (Ctrl-C ends it, exit 0).
+        #[arg(long)]
+        watch: bool,
+        /// Milliseconds between two looks with --watch.
+        #[arg(long, default_value_t = 2000, value_name = "MS", requires = "watch",
+              value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+        interval: u64,
+        /// Stop after this many looks (for tests).
+        #[arg(long, hide = true, requires = "watch", value_name = "N",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
     },
     /// Write a file (or stdin) into a volume at an offset.
     ///
@@ -235,6 +256,19 @@ pub enum VolumeCommand {
         /// The volume.
         name: String,
     },
+    /// Reconstruct a failed column now: onto a spare of the pool (the best fit, or --spare),
+    /// or in place (--in-place), without waiting for the coordinator's down-out delay.
+    ///
+    /// The volume keeps serving I/O meanwhile; the column is current below its watermark.
+    /// --wait follows it to its end (a progress bar on a terminal, a line every few seconds
+    /// otherwise): exit 0 once done, 1 with the error if it stops before the end. Without
+    /// --wait, `dagraid status --watch` follows it.
+    Rebuild(rebuild::RebuildArgs),
+    /// Copy a column that lives on a spare back to a new component on --to NODE, without
+    /// stopping I/O; the spare returns to the pool once the copy is done.
+    ///
+    /// --wait follows it to its end like `volume rebuild --wait`.
+    Copyback(rebuild::CopybackArgs),
 }
 
 fn size_arg(text: &str) -> Result<u64, String> {
@@ -253,7 +287,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
             let result = async {
                 let target = Target::resolve(&args)?;
                 let client = target.connect(&args).await?;
-                verb(&args, &target, &client)
+                verb(&args, &target, &client, shutdown)
                     .await
                     .map_err(|e| target.explain(e))
             }
@@ -392,7 +426,12 @@ fn same_url(a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
-async fn verb(args: &Args, target: &Target, client: &Client) -> anyhow::Result<()> {
+async fn verb(
+    args: &Args,
+    target: &Target,
+    client: &Client,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let _ = target;
     match &args.command {
         Command::Up(_) | Command::Health { .. } => unreachable!("handled by run"),
@@ -493,7 +532,25 @@ async fn verb(args: &Args, target: &Target, client: &Client) -> anyhow::Result<(
             }
         }
         Command::Spare(command) => spare::run(args.json, client, command).await?,
-        Command::Status { volume } => status(args.json, client, volume.as_deref()).await?,
+        Command::Volume(VolumeCommand::Rebuild(a)) => {
+            rebuild::rebuild(args.json, client, a, shutdown).await?
+        }
+        Command::Volume(VolumeCommand::Copyback(a)) => {
+            rebuild::copyback(args.json, client, a, shutdown).await?
+        }
+        Command::Status {
+            volume,
+            watch: true,
+            interval,
+            count,
+        } => {
+            let settings = watch::Watch {
+                interval: Duration::from_millis(*interval),
+                count: *count,
+            };
+            watch::watch(args.json, client, volume.as_deref(), settings, shutdown).await?
+        }
+        Command::Status { volume, .. } => status(args.json, client, volume.as_deref()).await?,
         Command::Write {
             volume,
             offset,
@@ -524,31 +581,31 @@ pub(crate) async fn status(
     client: &Client,
     volume: Option<&str>,
 ) -> anyhow::Result<()> {
-    let (cluster, volumes) = match volume {
+    let (cluster, volumes) = fetch_status(client, volume).await?;
+    if json {
+        print_json(&output::status_json(&cluster, &volumes));
+        return Ok(());
+    }
+    print!(
+        "{}",
+        output::status_text(volume.is_none().then_some(&cluster), &volumes)
+    );
+    Ok(())
+}
+
+/// What `status` shows: the cluster, and one volume or every volume.
+async fn fetch_status(
+    client: &Client,
+    volume: Option<&str>,
+) -> anyhow::Result<(crate::ClusterInfo, Vec<crate::VolumeInfo>)> {
+    Ok(match volume {
         Some(name) => {
             let handle = client.volume(name);
             let (cluster, volume) = tokio::try_join!(client.cluster_info(), handle.describe())?;
             (cluster, vec![volume])
         }
         None => tokio::try_join!(client.cluster_info(), client.list_volumes())?,
-    };
-    if json {
-        print_json(&output::status_json(&cluster, &volumes));
-        return Ok(());
-    }
-    if volume.is_none() {
-        println!("{}", output::cluster_status(&cluster));
-        if volumes.is_empty() {
-            println!("no volumes");
-        }
-    }
-    for (i, v) in volumes.iter().enumerate() {
-        if i > 0 {
-            println!();
-        }
-        print!("{}", output::volume_status(v));
-    }
-    Ok(())
+    })
 }
 
 /// Bytes read from the input per round of calls: enough for every call in flight to carry a
@@ -776,6 +833,52 @@ mod tests {
         ));
         let a = parse(&["up", "--nodes", "6", "--listen", "127.0.0.1:0"]).unwrap();
         assert!(matches!(a.command, Command::Up(UpArgs { nodes: 6, .. })));
+        let a = parse(&[
+            "volume", "rebuild", "vol0", "--column", "2", "--spare", "sp-1", "--rate", "64MiB",
+            "--wait",
+        ])
+        .unwrap();
+        match a.command {
+            Command::Volume(VolumeCommand::Rebuild(r)) => {
+                assert_eq!((r.volume.as_str(), r.column), ("vol0", 2));
+                assert_eq!(r.spare.as_deref(), Some("sp-1"));
+                assert!(!r.in_place && r.follow.wait);
+                assert_eq!(r.follow.rate, Some(64 << 20));
+                assert_eq!(r.follow.poll_ms, 500);
+            }
+            other => panic!("{other:?}"),
+        }
+        let a = parse(&[
+            "volume", "copyback", "vol0", "--column", "1", "--to", "node2", "--rate", "8M/s",
+        ])
+        .unwrap();
+        match a.command {
+            Command::Volume(VolumeCommand::Copyback(c)) => {
+                assert_eq!((c.column, c.to.as_str()), (1, "node2"));
+                assert_eq!(c.follow.rate, Some(8 << 20));
+                assert!(!c.follow.wait);
+            }
+            other => panic!("{other:?}"),
+        }
+        let a = parse(&["status", "vol0", "--watch", "--interval", "250"]).unwrap();
+        assert!(matches!(
+            a.command,
+            Command::Status {
+                watch: true,
+                interval: 250,
+                count: None,
+                ..
+            }
+        ));
+        let a = parse(&["status"]).unwrap();
+        assert!(matches!(
+            a.command,
+            Command::Status {
+                watch: false,
+                interval: 2000,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -792,6 +895,25 @@ mod tests {
             &["up", "--nodes", "2"],
             &["up", "--listen", "nowhere"],
             &["frobnicate"],
+            &["volume", "rebuild", "vol0"],
+            &[
+                "volume",
+                "rebuild",
+                "vol0",
+                "--column",
+                "1",
+                "--in-place",
+                "--spare",
+                "s",
+            ],
+            &["volume", "rebuild", "vol0", "--column", "1", "--rate", "0"],
+            &[
+                "volume", "rebuild", "vol0", "--column", "1", "--rate", "1MB",
+            ],
+            &["volume", "rebuild", "vol0", "--column", "-1"],
+            &["volume", "copyback", "vol0", "--column", "1"],
+            &["status", "--interval", "100"],
+            &["status", "--watch", "--interval", "0"],
         ] {
             assert!(parse(argv).is_err(), "{argv:?} was accepted");
         }

@@ -5,11 +5,12 @@
 //! bytes, each component names its `node`.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::size::Size;
-use crate::{ClusterInfo, VolumeInfo};
+use crate::{ClusterInfo, ComponentState, RebuildKind, RebuildProgress, VolumeInfo};
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -93,7 +94,155 @@ pub fn volume_json(v: &VolumeInfo) -> Value {
             "forced": v.assembly.forced,
             "at_risk": v.assembly.at_risk,
         },
+        "rebuilds": v.rebuilds.iter().map(rebuild_json).collect::<Vec<_>>(),
+        "rebuild_waiting": v.rebuild_waiting,
     })
+}
+
+/// One rebuild (reconstruction or copyback) as JSON; `null` for a rate limit that is not set
+/// and an ETA that is not known.
+pub fn rebuild_json(r: &RebuildProgress) -> Value {
+    json!({
+        "column": r.column,
+        "kind": r.kind.as_str(),
+        "node": r.node_id,
+        "component_id": r.component_id,
+        "running": r.running,
+        "completed": r.completed,
+        "stripes_done": r.stripes_done,
+        "stripes_total": r.stripes_total,
+        "fraction": r.fraction(),
+        "bytes_done": r.bytes_done,
+        "rate_bytes_per_second": r.rate_bytes_per_second,
+        "rate_limit_bytes_per_second": r.rate_limit_bytes_per_second,
+        "eta_seconds": r.eta.map(|d| d.as_secs()),
+        "lost_blocks": r.lost_blocks,
+        "error": r.error,
+        "resumed_from": r.resumed_from,
+    })
+}
+
+/// A duration the way people read an ETA: `35s`, `4m05s`, `2h07m`.
+pub fn eta_text(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// A rate in bytes per second: `52 MiB/s`, `1.5 GiB/s`.
+pub fn rate_text(bytes_per_second: u64) -> String {
+    format!("{}/s", Size(bytes_per_second))
+}
+
+/// Where a rebuild writes: `node6/spare-3`.
+fn rebuild_target(r: &RebuildProgress) -> String {
+    match (r.node_id.is_empty(), r.component_id.is_empty()) {
+        (false, false) => format!("{}/{}", r.node_id, r.component_id),
+        (false, true) => r.node_id.clone(),
+        (true, false) => r.component_id.clone(),
+        (true, true) => "a component the coordinator did not name".to_owned(),
+    }
+}
+
+/// Stripes done of the whole: `41% (1234/3000 stripes)`.
+fn stripes_text(r: &RebuildProgress) -> String {
+    format!(
+        "{}% ({}/{} stripes)",
+        r.percent(),
+        r.stripes_done,
+        r.stripes_total
+    )
+}
+
+/// The speed, ETA and notes of a running rebuild, each starting with `, `: the text after
+/// [`stripes_text`] in a line, and the message beside a progress bar.
+pub fn rebuild_details(r: &RebuildProgress) -> String {
+    let mut out = String::new();
+    if r.running {
+        out.push_str(", ");
+        out.push_str(&rate_text(r.rate_bytes_per_second));
+        if let Some(limit) = r.rate_limit_bytes_per_second {
+            let _ = write!(out, " (limit {})", rate_text(limit));
+        }
+        if let Some(eta) = r.eta {
+            let _ = write!(out, ", ETA {}", eta_text(eta));
+        }
+    }
+    match r.lost_blocks {
+        0 => {}
+        1 => out.push_str(", 1 block lost"),
+        n => {
+            let _ = write!(out, ", {n} blocks lost");
+        }
+    }
+    if r.resumed_from > 0 {
+        let _ = write!(out, ", resumed at stripe {}", r.resumed_from);
+    }
+    if let (true, Some(e)) = (r.running, &r.error) {
+        let _ = write!(out, ", retrying after an error: {e}");
+    }
+    out
+}
+
+/// What a rebuild does or did, without its column: `rebuilding onto node6/spare-3: 41%
+/// (1234/3000 stripes), 52 MiB/s, ETA 35s`; `rebuilt onto node6/spare-3: done (3000 stripes,
+/// 750 MiB)`; `rebuild onto node6/spare-3 stopped at 41% (1234/3000 stripes): <error>`.
+pub fn rebuild_summary(r: &RebuildProgress) -> String {
+    let target = rebuild_target(r);
+    if r.completed {
+        let what = match r.kind {
+            RebuildKind::InPlace => format!("rebuilt in place on {target}"),
+            RebuildKind::Copyback => format!("copied back to {target}"),
+            RebuildKind::Spare | RebuildKind::Unknown => format!("rebuilt onto {target}"),
+        };
+        return format!(
+            "{what}: done ({} stripes, {} written){}",
+            r.stripes_total,
+            Size(r.bytes_done),
+            rebuild_details(r)
+        );
+    }
+    if r.running {
+        let what = match r.kind {
+            RebuildKind::InPlace => format!("rebuilding in place on {target}"),
+            RebuildKind::Copyback => format!("copying back to {target}"),
+            RebuildKind::Spare | RebuildKind::Unknown => format!("rebuilding onto {target}"),
+        };
+        return format!("{what}: {}{}", stripes_text(r), rebuild_details(r));
+    }
+    let what = match r.kind {
+        RebuildKind::InPlace => format!("in-place rebuild on {target}"),
+        RebuildKind::Copyback => format!("copyback to {target}"),
+        RebuildKind::Spare | RebuildKind::Unknown => format!("rebuild onto {target}"),
+    };
+    format!(
+        "{what} stopped at {}{}: {}",
+        stripes_text(r),
+        rebuild_details(r),
+        r.error
+            .as_deref()
+            .unwrap_or("the coordinator gave no reason")
+    )
+}
+
+/// A component's state in the status table: with its column's progress while it is being
+/// reconstructed or copied back (`reconstructing 41%`), and `(node gone)` when its node is.
+fn component_state_cell(v: &VolumeInfo, c: &crate::ComponentInfo) -> String {
+    let mut cell = c.state.to_string();
+    if matches!(
+        c.state,
+        ComponentState::Reconstructing | ComponentState::Copyback
+    ) && let Some(r) = v.rebuild_of(c.column).filter(|r| r.running)
+    {
+        let _ = write!(cell, " {}%", r.percent());
+    }
+    if c.gone {
+        cell.push_str(" (node gone)");
+    }
+    cell
 }
 
 /// The cluster as JSON.
@@ -131,7 +280,7 @@ pub fn volume_list(volumes: &[VolumeInfo]) -> String {
             let failed = v
                 .components
                 .iter()
-                .filter(|c| c.state != crate::ComponentState::Optimal)
+                .filter(|c| c.state != ComponentState::Optimal)
                 .count();
             vec![
                 v.name.clone(),
@@ -220,8 +369,17 @@ fn resync_line(r: &crate::ResyncProgress) -> String {
     line
 }
 
-/// One volume in the manner of `raidctl -s`: layout, state, a line per component, counters.
+/// One volume in the manner of `raidctl -s`: layout, state, a line per component, counters,
+/// and a line per rebuild, resync and assembly note that applies.
 pub fn volume_status(v: &VolumeInfo) -> String {
+    let (head, tail) = volume_status_parts(v, false);
+    head + &tail
+}
+
+/// [`volume_status`] in two parts: up to the rebuilds' lines, and the notes after them (why a
+/// rebuild waits, spares, assembly). With `bars_show_running`, the lines of running rebuilds
+/// are left out: `status --watch` on a terminal draws them as bars between the two parts.
+pub fn volume_status_parts(v: &VolumeInfo, bars_show_running: bool) -> (String, String) {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -243,11 +401,7 @@ pub fn volume_status(v: &VolumeInfo) -> String {
                 c.node_id.clone(),
                 c.node_address.clone(),
                 c.component_id.clone(),
-                if c.gone {
-                    format!("{} (node gone)", c.state)
-                } else {
-                    c.state.to_string()
-                },
+                component_state_cell(v, c),
             ]
         })
         .collect();
@@ -279,11 +433,51 @@ pub fn volume_status(v: &VolumeInfo) -> String {
     if let Some(r) = &v.resync {
         let _ = writeln!(out, "  resync: {}", resync_line(r));
     }
+    for r in v
+        .rebuilds
+        .iter()
+        .filter(|r| !(bars_show_running && r.running))
+    {
+        let _ = writeln!(out, "  column {}: {}", r.column, rebuild_summary(r));
+    }
+    let head = std::mem::take(&mut out);
+    if let Some(waiting) = &v.rebuild_waiting {
+        let _ = writeln!(out, "  rebuild waiting: {waiting}");
+    }
+    // Spares matter once a column is not optimal, or when there are some; an optimal volume
+    // of a cluster without a pool prints nothing more.
+    let not_optimal = v
+        .components
+        .iter()
+        .any(|c| c.state != ComponentState::Optimal);
+    if v.spares_available > 0 || not_optimal || !v.rebuilds.is_empty() {
+        let _ = writeln!(out, "  spares available: {}", v.spares_available);
+    }
     if let Some(problem) = &v.assembly.problem {
         let _ = writeln!(out, "  not assembled: {problem}");
     }
     if let Some(risk) = v.assembly.at_risk.as_ref().filter(|_| v.assembly.forced) {
         let _ = writeln!(out, "  assembled by force; at risk: {risk}");
+    }
+    (head, out)
+}
+
+/// `dagraid status` as text: the cluster (when given: the status of every volume), then each
+/// volume, a blank line between.
+pub fn status_text(cluster: Option<&ClusterInfo>, volumes: &[VolumeInfo]) -> String {
+    let mut out = String::new();
+    if let Some(c) = cluster {
+        out.push_str(&cluster_status(c));
+        out.push('\n');
+        if volumes.is_empty() {
+            out.push_str("no volumes\n");
+        }
+    }
+    for (i, v) in volumes.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&volume_status(v));
     }
     out
 }
@@ -358,7 +552,29 @@ mod tests {
             assembly: Default::default(),
             lost_bytes: 0,
             lost_ranges: 0,
+            rebuilds: Vec::new(),
+            rebuild_waiting: None,
             spares_available: 0,
+        }
+    }
+
+    fn running_rebuild() -> RebuildProgress {
+        RebuildProgress {
+            column: 1,
+            kind: RebuildKind::Spare,
+            node_id: "node6".into(),
+            component_id: "spare-1".into(),
+            running: true,
+            completed: false,
+            stripes_done: 1234,
+            stripes_total: 3000,
+            bytes_done: 77 << 20,
+            rate_bytes_per_second: 52 << 20,
+            rate_limit_bytes_per_second: Some(64 << 20),
+            eta: Some(Duration::from_secs(35)),
+            lost_blocks: 0,
+            error: None,
+            resumed_from: 0,
         }
     }
 
@@ -433,6 +649,130 @@ mod tests {
             text.contains("  resync: 8 of 8 stripes, done after 1 retry\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn rebuild_lines_say_what_where_how_far_how_fast_and_how_long() {
+        let mut r = running_rebuild();
+        assert_eq!(
+            rebuild_summary(&r),
+            "rebuilding onto node6/spare-1: 41% (1234/3000 stripes), 52 MiB/s (limit 64 MiB/s), ETA 35s"
+        );
+        r.lost_blocks = 3;
+        r.resumed_from = 1000;
+        r.error = Some("node2: timeout".into());
+        r.rate_limit_bytes_per_second = None;
+        r.eta = Some(Duration::from_secs(245));
+        assert_eq!(
+            rebuild_summary(&r),
+            "rebuilding onto node6/spare-1: 41% (1234/3000 stripes), 52 MiB/s, ETA 4m05s, 3 blocks lost, resumed at stripe 1000, retrying after an error: node2: timeout"
+        );
+        r.running = false;
+        assert_eq!(
+            rebuild_summary(&r),
+            "rebuild onto node6/spare-1 stopped at 41% (1234/3000 stripes), 3 blocks lost, resumed at stripe 1000: node2: timeout"
+        );
+        let mut r = running_rebuild();
+        r.kind = RebuildKind::Copyback;
+        r.node_id = "node2".into();
+        r.component_id = "c1-r".into();
+        r.running = false;
+        r.completed = true;
+        r.stripes_done = 3000;
+        assert_eq!(
+            rebuild_summary(&r),
+            "copied back to node2/c1-r: done (3000 stripes, 77 MiB written)"
+        );
+        r.kind = RebuildKind::InPlace;
+        r.completed = false;
+        r.running = true;
+        r.eta = None;
+        assert!(
+            rebuild_summary(&r).starts_with("rebuilding in place on node2/c1-r: 100% (3000/3000"),
+            "{}",
+            rebuild_summary(&r)
+        );
+        assert_eq!(eta_text(Duration::from_secs(7322)), "2h02m");
+    }
+
+    #[test]
+    fn status_shows_rebuilds_progress_waiting_and_spares() {
+        let mut v = volume();
+        // An optimal volume without spares prints nothing new.
+        v.state = VolumeState::Optimal;
+        v.components[1].state = ComponentState::Optimal;
+        assert!(
+            !volume_status(&v).contains("spares"),
+            "{}",
+            volume_status(&v)
+        );
+        v.state = VolumeState::Reconstructing;
+        v.components[1].state = ComponentState::Reconstructing;
+        v.rebuilds = vec![running_rebuild()];
+        v.rebuild_waiting = Some("column 2: no spare fits".into());
+        v.spares_available = 2;
+        let text = volume_status(&v);
+        assert!(
+            text.lines()
+                .any(|l| l.contains("node2") && l.ends_with("reconstructing 41%")),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  column 1: rebuilding onto node6/spare-1: 41% (1234/3000 stripes)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  rebuild waiting: column 2: no spare fits\n"),
+            "{text}"
+        );
+        assert!(text.contains("\n  spares available: 2\n"), "{text}");
+        // status --watch on a terminal draws running rebuilds as bars instead.
+        let (head, tail) = volume_status_parts(&v, true);
+        assert!(!head.contains("rebuilding onto"), "{head}");
+        assert!(tail.starts_with("  rebuild waiting: "), "{tail}");
+        assert_eq!(
+            head + &tail,
+            text.replace(
+                &format!("  column 1: {}\n", rebuild_summary(&v.rebuilds[0])),
+                ""
+            )
+        );
+
+        let json = volume_json(&v);
+        let r = &json["rebuilds"][0];
+        assert_eq!(r["column"], 1);
+        assert_eq!(r["kind"], "spare");
+        assert_eq!(r["node"], "node6");
+        assert_eq!(r["component_id"], "spare-1");
+        assert_eq!(r["running"], true);
+        assert_eq!(r["completed"], false);
+        assert_eq!(r["stripes_done"], 1234);
+        assert_eq!(r["stripes_total"], 3000);
+        assert_eq!(r["fraction"], 1234.0 / 3000.0);
+        assert_eq!(r["bytes_done"], 77 << 20);
+        assert_eq!(r["rate_bytes_per_second"], 52 << 20);
+        assert_eq!(r["rate_limit_bytes_per_second"], 64 << 20);
+        assert_eq!(r["eta_seconds"], 35);
+        assert_eq!(r["lost_blocks"], 0);
+        assert_eq!(r["error"], Value::Null);
+        assert_eq!(r["resumed_from"], 0);
+        assert_eq!(json["rebuild_waiting"], "column 2: no spare fits");
+        assert_eq!(json["spares_available"], 2);
+    }
+
+    #[test]
+    fn status_text_is_the_cluster_then_each_volume() {
+        let cluster = ClusterInfo {
+            cluster_id: "c".into(),
+            epoch: 1,
+            max_io_bytes: 1 << 20,
+            nodes: Vec::new(),
+        };
+        let text = status_text(Some(&cluster), &[]);
+        assert!(text.ends_with("\n\nno volumes\n"), "{text:?}");
+        let text = status_text(None, &[volume(), volume()]);
+        assert!(text.starts_with("volume vol0"), "{text}");
+        assert_eq!(text.matches("\n\nvolume vol0").count(), 1, "{text}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,6 +33,17 @@ pub struct Knobs {
     pub io_delay_ms: AtomicU64,
     /// Never answer reads (a stopped coordinator).
     pub stall_reads: std::sync::atomic::AtomicBool,
+    /// Stripes of a volume as its rebuilds count them (0: 20).
+    pub rebuild_stripes: AtomicU64,
+    /// Stripes a running rebuild advances on each GetVolume (0: 5).
+    pub rebuild_step: AtomicU64,
+    /// A rebuild that reaches this many stripes stops there with an error (0: never).
+    pub rebuild_fail_at: AtomicU64,
+    /// `Volume.spares_available` in every answer.
+    pub spares_available: AtomicU32,
+    /// The next N GetVolume answers list no rebuilds (a coordinator that restarted and has
+    /// not resumed them yet); the rebuilds still advance.
+    pub hide_rebuilds: AtomicUsize,
     // Counters.
     pub cluster_info_calls: AtomicUsize,
     pub get_volume_calls: AtomicUsize,
@@ -200,6 +211,234 @@ impl Fake {
         Ok(())
     }
 
+    /// What the fake answers about a volume: its record with the knobs that apply.
+    fn answer(&self, v: &FakeVolume) -> pb::Volume {
+        let mut info = v.info.clone();
+        info.spares_available = self.knobs.spares_available.load(Ordering::SeqCst);
+        info
+    }
+
+    fn rebuild_stripes(&self) -> u64 {
+        match self.knobs.rebuild_stripes.load(Ordering::SeqCst) {
+            0 => 20,
+            n => n,
+        }
+    }
+
+    /// RebuildColumn: the checks the coordinator makes at its edge, then a rebuild that runs
+    /// (it advances on each GetVolume).
+    fn start_rebuild(&self, r: pb::RebuildColumnRequest) -> Result<pb::Volume, Status> {
+        let mut volumes = self.volumes.lock().unwrap();
+        let v = volumes
+            .get_mut(&r.volume)
+            .ok_or_else(|| Self::unknown(&r.volume))?;
+        if r.in_place && !r.spare_id.is_empty() {
+            return Err(named(
+                Status::invalid_argument("in_place and spare_id exclude each other"),
+                error_kind::INVALID_REQUEST,
+            ));
+        }
+        let Some(c) = v.info.components.get_mut(r.column as usize) else {
+            return Err(named(
+                Status::invalid_argument(format!(
+                    "volume {:?} has no column {}",
+                    r.volume, r.column
+                )),
+                error_kind::INVALID_REQUEST,
+            ));
+        };
+        if c.state != pb::ComponentState::Failed as i32 {
+            return Err(named(
+                Status::failed_precondition(format!(
+                    "column {} is not failed: only a failed column is reconstructed",
+                    r.column
+                )),
+                error_kind::REBUILD_REFUSED,
+            ));
+        }
+        // A named spare must be a free one of the pool; the best fit is the first free one,
+        // or the fake's own `spare-1` on node6 when the pool has none.
+        let mut spares = self.spares.lock().unwrap();
+        let chosen = if r.in_place {
+            None
+        } else if r.spare_id.is_empty() {
+            spares.values_mut().find(|s| s.volume.is_empty())
+        } else {
+            match spares.get_mut(&r.spare_id) {
+                None => {
+                    return Err(named(
+                        Status::not_found(format!("no spare {:?} in the pool", r.spare_id)),
+                        error_kind::UNKNOWN_SPARE,
+                    ));
+                }
+                Some(s) if !s.volume.is_empty() => {
+                    return Err(named(
+                        Status::failed_precondition(format!(
+                            "spare {:?} is in use by column {} of volume {:?}",
+                            s.id, s.column, s.volume
+                        )),
+                        error_kind::SPARE_IN_USE,
+                    ));
+                }
+                Some(s) => Some(s),
+            }
+        };
+        let (kind, node_id, component_id) = match chosen {
+            _ if r.in_place => (
+                pb::RebuildKind::InPlace,
+                c.node_id.clone(),
+                format!("{}-r", c.component_id),
+            ),
+            Some(spare) => {
+                spare.volume = r.volume.clone();
+                spare.column = r.column;
+                (
+                    pb::RebuildKind::Spare,
+                    spare.node_id.clone(),
+                    spare.id.clone(),
+                )
+            }
+            None => (pb::RebuildKind::Spare, "node6".into(), "spare-1".into()),
+        };
+        c.state = pb::ComponentState::Reconstructing as i32;
+        v.info.state = pb::VolumeState::Reconstructing as i32;
+        v.info.rebuild_waiting.clear();
+        let rebuild = self.new_rebuild(
+            r.column,
+            kind,
+            node_id,
+            component_id,
+            r.rate_bytes_per_second,
+        );
+        v.info.rebuilds.push(rebuild);
+        Ok(self.answer(v))
+    }
+
+    /// Copyback: the column must live on a spare (a component `spare-...`), optimal.
+    fn start_copyback(&self, r: pb::CopybackRequest) -> Result<pb::Volume, Status> {
+        let mut volumes = self.volumes.lock().unwrap();
+        let v = volumes
+            .get_mut(&r.volume)
+            .ok_or_else(|| Self::unknown(&r.volume))?;
+        let Some(c) = v.info.components.get_mut(r.column as usize) else {
+            return Err(named(
+                Status::invalid_argument(format!("no column {}", r.column)),
+                error_kind::INVALID_REQUEST,
+            ));
+        };
+        if c.state != pb::ComponentState::Optimal as i32 || !c.component_id.starts_with("spare-") {
+            return Err(named(
+                Status::failed_precondition(format!(
+                    "column {} does not live on a spare",
+                    r.column
+                )),
+                error_kind::REBUILD_REFUSED,
+            ));
+        }
+        if !(1..=6).any(|i| r.to_node_id == format!("node{i}")) {
+            return Err(named(
+                Status::invalid_argument(format!("no storage node {:?}", r.to_node_id)),
+                error_kind::INVALID_REQUEST,
+            ));
+        }
+        c.state = pb::ComponentState::Copyback as i32;
+        let rebuild = self.new_rebuild(
+            r.column,
+            pb::RebuildKind::Copyback,
+            r.to_node_id.clone(),
+            format!("{}-c{}-cb", r.volume, r.column),
+            r.rate_bytes_per_second,
+        );
+        v.info.rebuilds.push(rebuild);
+        Ok(self.answer(v))
+    }
+
+    fn new_rebuild(
+        &self,
+        column: u32,
+        kind: pb::RebuildKind,
+        node_id: String,
+        component_id: String,
+        rate_limit: u64,
+    ) -> pb::Rebuild {
+        pb::Rebuild {
+            column,
+            kind: kind as i32,
+            node_id,
+            component_id,
+            running: true,
+            completed: false,
+            stripes_done: 0,
+            stripes_total: self.rebuild_stripes(),
+            bytes_done: 0,
+            rate_bytes_per_second: 0,
+            rate_limit_bytes_per_second: if rate_limit == 0 {
+                64 << 20
+            } else {
+                rate_limit
+            },
+            eta_seconds: 0,
+            lost_blocks: 0,
+            error: String::new(),
+            resumed_from: 0,
+        }
+    }
+
+    /// One step of every running rebuild of `v`: on to the end (the column then lives on the
+    /// target, optimal), or to `rebuild_fail_at` (stopped with an error, the column failed
+    /// again).
+    fn advance_rebuilds(&self, v: &mut FakeVolume) {
+        let step = match self.knobs.rebuild_step.load(Ordering::SeqCst) {
+            0 => 5,
+            n => n,
+        };
+        let fail_at = self.knobs.rebuild_fail_at.load(Ordering::SeqCst);
+        let stripe_bytes = v.info.stripe_unit_bytes * u64::from(v.info.columns);
+        for r in v.info.rebuilds.iter_mut().filter(|r| r.running) {
+            let before = r.stripes_done;
+            r.stripes_done = (r.stripes_done + step).min(r.stripes_total);
+            if fail_at > 0 && r.stripes_done >= fail_at {
+                r.stripes_done = fail_at.max(before);
+                r.running = false;
+                r.error = format!("{}: connection refused", r.node_id);
+            } else if r.stripes_done == r.stripes_total {
+                r.running = false;
+                r.completed = true;
+            }
+            r.bytes_done += (r.stripes_done - before) * stripe_bytes;
+            r.rate_bytes_per_second = if r.running { 50 << 20 } else { 0 };
+            r.eta_seconds = if r.running {
+                (r.stripes_total - r.stripes_done) * 2
+            } else {
+                0
+            };
+            r.lost_blocks = u64::from(r.stripes_done >= r.stripes_total / 2);
+            let c = &mut v.info.components[r.column as usize];
+            if r.completed {
+                c.node_id = r.node_id.clone();
+                c.component_id = r.component_id.clone();
+                c.state = pb::ComponentState::Optimal as i32;
+            } else if !r.running {
+                c.state = if r.kind == pb::RebuildKind::Copyback as i32 {
+                    pb::ComponentState::Optimal as i32
+                } else {
+                    pb::ComponentState::Failed as i32
+                };
+            }
+        }
+        let states: Vec<i32> = v.info.components.iter().map(|c| c.state).collect();
+        v.info.state = if states
+            .iter()
+            .all(|&s| s == pb::ComponentState::Optimal as i32)
+        {
+            pb::VolumeState::Optimal as i32
+        } else if states.contains(&(pb::ComponentState::Reconstructing as i32)) {
+            pb::VolumeState::Reconstructing as i32
+        } else {
+            pb::VolumeState::Degraded as i32
+        };
+    }
+
     async fn io_delay(&self) {
         let ms = self.knobs.io_delay_ms.load(Ordering::SeqCst);
         if ms > 0 {
@@ -293,16 +532,18 @@ impl VolumeService for Fake {
 
     async fn rebuild_column(
         &self,
-        _: Request<pb::RebuildColumnRequest>,
+        request: Request<pb::RebuildColumnRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        Err(Status::unimplemented("the fake does not rebuild"))
+        self.check_token(&request)?;
+        self.start_rebuild(request.into_inner()).map(Response::new)
     }
 
     async fn copyback(
         &self,
-        _: Request<pb::CopybackRequest>,
+        request: Request<pb::CopybackRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        Err(Status::unimplemented("the fake does not copy back"))
+        self.check_token(&request)?;
+        self.start_copyback(request.into_inner()).map(Response::new)
     }
 
     async fn get_cluster_info(
@@ -430,11 +671,16 @@ impl VolumeService for Fake {
             return Err(Status::unavailable("injected transport failure"));
         }
         let name = request.into_inner().name;
-        let volumes = self.volumes.lock().unwrap();
-        volumes
-            .get(&name)
-            .map(|v| Response::new(v.info.clone()))
-            .ok_or_else(|| Self::unknown(&name))
+        let mut volumes = self.volumes.lock().unwrap();
+        let v = volumes.get_mut(&name).ok_or_else(|| Self::unknown(&name))?;
+        // Each look moves the running rebuilds on by one step: tests follow them without
+        // sleeping.
+        self.advance_rebuilds(v);
+        let mut answer = self.answer(v);
+        if take_one(&self.knobs.hide_rebuilds) {
+            answer.rebuilds.clear();
+        }
+        Ok(Response::new(answer))
     }
 
     async fn delete_volume(
@@ -574,7 +820,8 @@ impl VolumeService for Fake {
         };
         c.state = pb::ComponentState::Failed as i32;
         v.info.state = pb::VolumeState::Degraded as i32;
-        Ok(Response::new(v.info.clone()))
+        v.info.rebuild_waiting = format!("column {}: the down-out delay has not passed", r.column);
+        Ok(Response::new(self.answer(v)))
     }
 
     async fn assemble_volume(
