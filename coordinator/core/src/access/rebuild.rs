@@ -247,6 +247,22 @@ impl Array {
             if targets.is_empty() {
                 return Ok(done);
             }
+            if missing.len() > self.layout.fault_tolerance() {
+                // A column besides the targets is gone or failed beyond the tolerance: its data
+                // may come back with its node, so nothing is rebuilt (or recorded lost) from
+                // what is left.
+                return Err(AccessError::Unrecoverable {
+                    offset: s.volume_range.start,
+                    len: s.volume_range.end - s.volume_range.start,
+                    lost: missing.iter().collect(),
+                    detail: format!(
+                        "reconstruction waits: columns {:?} are missing for stripe {stripe}, more than {} tolerates",
+                        missing.iter().collect::<Vec<_>>(),
+                        self.layout.level()
+                    ),
+                    torn: false,
+                });
+            }
             let image =
                 match crate::resync::read_stripe(&self.layout, &table, &sl, &missing, deadline)
                     .await
