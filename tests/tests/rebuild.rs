@@ -345,8 +345,6 @@ async fn a_coordinator_killed_during_a_reconstruction_resumes_it_from_its_checkp
         cluster.coordinator.kill9().await.unwrap();
         cluster.coordinator.restart().await.unwrap();
 
-        // Not shut down cleanly with a column not current: assembled only by force (the write
-        // hole; no write was in flight at the kill, so nothing is at risk here).
         let c = client(&cluster).await;
         let v = eventually(
             "the volume reassembled or refused",
@@ -365,9 +363,11 @@ async fn a_coordinator_killed_during_a_reconstruction_resumes_it_from_its_checkp
             },
         )
         .await;
-        if v.state() == vpb::VolumeState::NotAssembled {
-            c.assemble_volume("vol", true).await.unwrap();
-        }
+        // Not clean and a column not current: refused without force (docs/COORDINATOR.md);
+        // the operator's forced assembly is safe here, no write was in flight.
+        assert_eq!(v.state(), vpb::VolumeState::NotAssembled, "{v:?}");
+        assert!(v.assembly.as_ref().is_some_and(|a| a.needs_force), "{v:?}");
+        c.assemble_volume("vol", true).await.unwrap();
         let v = healed(&cluster, "vol", &[3], Duration::from_secs(90)).await;
         let r = rebuild_of(&v, 3);
         assert!(r.completed && r.error.is_empty(), "{r:?}");
@@ -376,6 +376,10 @@ async fn a_coordinator_killed_during_a_reconstruction_resumes_it_from_its_checkp
             "resumed from the checkpoint, not from 0 nor past the end: {r:?}"
         );
         assert!(r.resumed_from <= done_at_kill, "{r:?} vs {done_at_kill}");
+        eprintln!(
+            "resumed from stripe {} of {total} (at the kill: {done_at_kill})",
+            r.resumed_from
+        );
         assert_eq!(node_of(&v, 3), "node5");
         read_back(&c, "vol", &model).await;
         cluster.check_columns("vol", &[]).await.unwrap();
