@@ -755,3 +755,64 @@ async fn with_no_spare_that_fits_the_volume_stays_degraded_and_says_why() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_on_a_spare_whose_node_dies_is_rebuilt_onto_another_spare() {
+    with_timeout(async {
+        let mut cluster = start(6, 0, None).await;
+        let c = client(&cluster).await;
+        let nodes = ["node1", "node2", "node3", "node4"];
+        let model = create_filled(&c, "vol", RaidLevel::Raid5, 8 * MIB, &nodes, 12).await;
+        add_spare(&cluster, "node5", 0).await;
+        add_spare(&cluster, "node6", 0).await;
+        cluster
+            .node_by_id_mut("node2")
+            .unwrap()
+            .kill9()
+            .await
+            .unwrap();
+        read_back(&c, "vol", &model).await;
+        let v = healed(&cluster, "vol", &[1], Duration::from_secs(90)).await;
+        let first = v.components[1].clone();
+        let other = if first.node_id == "node5" {
+            "node6"
+        } else {
+            "node5"
+        };
+
+        // The spare's node dies for good: the column must move to the other, free spare.
+        cluster
+            .node_by_id_mut(&first.node_id)
+            .unwrap()
+            .kill9()
+            .await
+            .unwrap();
+        read_back(&c, "vol", &model).await;
+        let v = eventually(
+            "column 1 rebuilt onto the other spare",
+            Duration::from_secs(60),
+            || async {
+                let v = cluster
+                    .volume_client()
+                    .await
+                    .ok()?
+                    .get_volume("vol")
+                    .await
+                    .ok()?;
+                (optimal(&v) && v.components[1].node_id == other).then_some(v)
+            },
+        )
+        .await;
+        read_back(&c, "vol", &model).await;
+        cluster.check_columns("vol", &[]).await.unwrap();
+        // The dead spare no longer holds the column.
+        let spares = list_spares(&cluster).await;
+        let dead = spares.iter().find(|s| s.id == first.component_id);
+        assert!(
+            dead.is_none_or(|s| s.volume.is_empty()),
+            "the replaced spare is still in use by the volume: {spares:?}"
+        );
+        assert_eq!(v.components[1].node_id, other);
+    })
+    .await;
+}
