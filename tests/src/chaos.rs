@@ -11,10 +11,20 @@
 //! while no column is out (a crash of a degraded volume needs a forced assembly: the RAID 5
 //! write hole, docs/COORDINATOR.md). A fault that may not run is skipped and counted.
 //!
-//! Until a failed column can be re-added or rebuilt (issues 19 and 20), a node kill, power cut
-//! or long stall that fails its column uses up one unit of tolerance for the rest of the run;
-//! the schedule therefore places at most `tolerance` of them, between 65% and 90% of the run, and the repeatable faults
-//! (SIGSTOP shorter than the node deadline, coordinator kill -9 and restart) throughout.
+//! Without spares, a node kill, power cut or long stall that fails its column uses up one unit
+//! of tolerance for the rest of the run (a failed column is not re-added yet, issue 20); the
+//! schedule therefore places at most `tolerance` of them, between 65% and 90% of the run, and
+//! the repeatable faults (SIGSTOP shorter than the node deadline, coordinator kill -9 and
+//! restart) throughout.
+//!
+//! With spares ([`ChaosConfig::spares`]), the cluster has that many more nodes, each holding a
+//! hot spare, and the coordinator rebuilds a failed column onto a spare at once (down-out delay
+//! 0): the redundancy comes back, so column-failing faults are drawn throughout the run (after a
+//! quarter of it), on any node, and still run only within the tolerance. Before each fault the
+//! pool is topped up: a node that holds no column and no spare (an original node whose column
+//! moved to a spare, back after its restart) gets a new spare, as an operator would after
+//! replacing a disk. The summary counts the rebuilds completed (columns that became optimal on a
+//! new component).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -72,6 +82,11 @@ impl ChaosLevel {
         }
     }
 
+    /// Nodes of a run with `spares` spares: the volume's, then one per spare.
+    pub fn nodes_with(self, spares: usize) -> usize {
+        self.nodes() + spares
+    }
+
     /// Column failures the layout tolerates.
     pub fn tolerance(self) -> usize {
         match self {
@@ -124,6 +139,10 @@ pub struct ChaosConfig {
     pub registers: u64,
     /// Print the schedule and each fault on stderr as it happens.
     pub progress: bool,
+    /// Hot spares, each on a node of its own beyond the volume's (0: none). With spares the
+    /// coordinator runs with a down-out delay of 0 and failed columns are rebuilt during the
+    /// soak.
+    pub spares: usize,
 }
 
 impl ChaosConfig {
@@ -136,6 +155,7 @@ impl ChaosConfig {
             seed,
             registers: 32,
             progress: false,
+            spares: 0,
         }
     }
 
@@ -151,6 +171,9 @@ impl ChaosConfig {
         }
         if self.registers < 2 || self.registers > 4096 {
             bail!("registers must be 2 to 4096, got {}", self.registers);
+        }
+        if self.spares > 4 {
+            bail!("spares must be 0 to 4, got {}", self.spares);
         }
         Ok(())
     }
@@ -239,7 +262,7 @@ impl fmt::Display for Fault {
 /// The fault schedule of `config`: a function of the seed, the level and the duration only.
 pub fn schedule(config: &ChaosConfig) -> Vec<Fault> {
     let mut rng = StdRng::seed_from_u64(config.seed ^ 0x5c4e_d01e);
-    let nodes = config.level.nodes();
+    let nodes = config.level.nodes_with(config.spares);
     let end = config.duration;
     let mut faults = Vec::new();
     let mut at = WARMUP;
@@ -261,6 +284,20 @@ pub fn schedule(config: &ChaosConfig) -> Vec<Fault> {
     // The faults that may use up the tolerance (a kill, a power cut, or a SIGSTOP beyond the
     // node deadline): distinct nodes, between 65% and 90% of the run (after the first, a RAID 5 run
     // can do little more).
+    if config.spares > 0 {
+        // With spares a failed column is rebuilt: such faults every 8 to 20 s from a quarter
+        // of the run to 90% of it, on any node (they run only within the tolerance).
+        let mut at = (end / 4).max(WARMUP);
+        let to = end * 9 / 10;
+        while at < to && faults.len() < MAX_FAULTS {
+            let node = rng.random_range(0..nodes);
+            faults.push(column_fault(&mut rng, node, at));
+            at += Duration::from_millis(rng.random_range(8000..20000));
+        }
+        faults.sort_by_key(|f| f.at);
+        faults.truncate(MAX_FAULTS);
+        return faults;
+    }
     let mut victims: Vec<usize> = (0..nodes).collect();
     for _ in 0..config.level.tolerance() {
         if end < WARMUP * 4 {
@@ -270,32 +307,38 @@ pub fn schedule(config: &ChaosConfig) -> Vec<Fault> {
         let from = end.as_millis() as u64 * 65 / 100;
         let to = (end.as_millis() as u64 * 9 / 10).max(from + 1);
         let at = Duration::from_millis(rng.random_range(from..to));
-        faults.push(match rng.random_range(0..3) {
-            0 => Fault {
-                at,
-                kind: FaultKind::NodeKill { node },
-                hold: Duration::from_millis(rng.random_range(500..2500)),
-            },
-            1 => Fault {
-                at,
-                kind: FaultKind::PowerCut {
-                    node,
-                    seed: rng.random(),
-                },
-                hold: Duration::from_millis(rng.random_range(500..2500)),
-            },
-            _ => Fault {
-                at,
-                kind: FaultKind::NodeStall { node },
-                hold: Duration::from_millis(
-                    rng.random_range(NODE_DEADLINE_MS + 200..GONE_AFTER_MS - 300),
-                ),
-            },
-        });
+        faults.push(column_fault(&mut rng, node, at));
     }
     faults.sort_by_key(|f| f.at);
     faults.truncate(MAX_FAULTS);
     faults
+}
+
+/// A fault that may fail `node`'s column at `at`: a kill, a power cut, or a stall beyond the
+/// node deadline.
+fn column_fault(rng: &mut StdRng, node: usize, at: Duration) -> Fault {
+    match rng.random_range(0..3) {
+        0 => Fault {
+            at,
+            kind: FaultKind::NodeKill { node },
+            hold: Duration::from_millis(rng.random_range(500..2500)),
+        },
+        1 => Fault {
+            at,
+            kind: FaultKind::PowerCut {
+                node,
+                seed: rng.random(),
+            },
+            hold: Duration::from_millis(rng.random_range(500..2500)),
+        },
+        _ => Fault {
+            at,
+            kind: FaultKind::NodeStall { node },
+            hold: Duration::from_millis(
+                rng.random_range(NODE_DEADLINE_MS + 200..GONE_AFTER_MS - 300),
+            ),
+        },
+    }
 }
 
 /// What a run saw, and its verdict.
@@ -330,6 +373,10 @@ pub struct Summary {
     pub longest_recovery: Duration,
     /// Columns out at the end.
     pub columns_out: Vec<usize>,
+    /// Spares added to the pool (at the start, and each top-up).
+    pub spares_added: u64,
+    /// Rebuilds completed: columns seen optimal on a component other than their first.
+    pub rebuilds_completed: u64,
     /// Blocks recorded lost at some point.
     pub lost_blocks: BTreeSet<u64>,
     /// Bytes of registers with an acknowledged write that did not read back as a write.
@@ -362,7 +409,7 @@ impl fmt::Display for Summary {
             f,
             "chaos soak: {} over {} nodes, {} clients, {} registers, seed {}, {:.0} s of load ({:.0} s in all)",
             c.level,
-            c.level.nodes(),
+            c.level.nodes_with(c.spares),
             c.clients,
             c.registers,
             c.seed,
@@ -410,6 +457,11 @@ impl fmt::Display for Summary {
         }
         for (kind, n) in &self.errors {
             writeln!(f, "  {kind:<22} {n:>6}")?;
+        }
+        if c.spares > 0 {
+            writeln!(f, "\nrebuilds ({} spare nodes)", c.spares)?;
+            writeln!(f, "  spares added           {:>6}", self.spares_added)?;
+            writeln!(f, "  rebuilds completed     {:>6}", self.rebuilds_completed)?;
         }
         writeln!(f, "\nend state")?;
         writeln!(f, "  columns out            {:?}", self.columns_out)?;
@@ -503,10 +555,11 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
     config.validate()?;
     let level = config.level;
     let mut cluster = Cluster::start(ClusterOptions {
-        nodes: level.nodes(),
+        nodes: level.nodes_with(config.spares),
         fault_injection: true,
         node_deadline_ms: NODE_DEADLINE_MS,
         coordinator_args: vec!["--gone-after-ms".to_owned(), GONE_AFTER_MS.to_string()],
+        down_out_delay_ms: (config.spares > 0).then_some(0),
         ..ClusterOptions::default()
     })
     .await?;
@@ -515,6 +568,9 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
         .columns(level.nodes() as u32)
         .stripe_unit_bytes(STRIPE_UNIT);
     spec.block_size = Some(BLOCK_SIZE);
+    if config.spares > 0 {
+        spec.nodes = (1..=level.nodes()).map(|i| format!("node{i}")).collect();
+    }
     let info = admin
         .create_volume(spec)
         .await
@@ -531,6 +587,11 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
         block_size: bs,
         stripe_blocks,
     };
+    let mut spares_added = 0;
+    for i in 0..config.spares {
+        add_spare(&cluster, &format!("node{}", level.nodes() + i + 1)).await?;
+        spares_added += 1;
+    }
     let schedule = schedule(config);
     if config.progress {
         eprintln!("fault schedule (seed {}):", config.seed);
@@ -555,9 +616,21 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
     }
     // The lost set, polled: a block recorded lost only for a while still makes its DATA_LOSS
     // reads legal.
+    // With spares, the members too: every (column, component) seen optimal.
+    let first_members: BTreeSet<(u32, String)> = info
+        .components
+        .iter()
+        .map(|c| (c.column, c.component_id.clone()))
+        .collect();
     let poller = {
         let admin = admin.clone();
         let stop = stop.clone();
+        let mut raw = if config.spares > 0 {
+            Some(cluster.volume_client().await?)
+        } else {
+            None
+        };
+        let mut members = first_members.clone();
         tokio::spawn(async move {
             let mut lost = BTreeSet::new();
             while !stop.load(Ordering::Relaxed) {
@@ -566,9 +639,14 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
                         lost.extend(r.offset / bs..(r.offset + r.length).div_ceil(bs));
                     }
                 }
+                if let Some(raw) = raw.as_mut()
+                    && let Ok(v) = raw.get_volume(VOLUME).await
+                {
+                    members.extend(optimal_members(&v));
+                }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            lost
+            (lost, members)
         })
     };
 
@@ -587,6 +665,8 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
         longest_unavailable: Duration::ZERO,
         longest_recovery: Duration::ZERO,
         columns_out: Vec::new(),
+        spares_added: 0,
+        rebuilds_completed: 0,
         lost_blocks: BTreeSet::new(),
         acknowledged_bytes_lost: 0,
         stray_bytes: 0,
@@ -601,6 +681,16 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
             break;
         }
         tokio::time::sleep_until((epoch + fault.at).into()).await;
+        if config.spares > 0 {
+            match top_up_spares(&cluster, config).await {
+                Ok(n) => spares_added += n,
+                Err(e) => {
+                    if config.progress {
+                        eprintln!("  spare pool not topped up: {e:#}");
+                    }
+                }
+            }
+        }
         if let Err(e) = run_fault(&mut cluster, &admin, fault, level, &mut summary).await {
             // The cluster could not be brought back: stop the run and report it.
             fault_error = Some(format!("{fault}: {e:#}"));
@@ -627,7 +717,7 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
         summary.longest_unavailable = summary.longest_unavailable.max(rec.longest_unavailable);
         torn.extend(rec.torn_blocks);
     }
-    let mut lost = poller.await.context("the lost-set poller failed")?;
+    let (mut lost, mut members) = poller.await.context("the lost-set poller failed")?;
     lost.extend(torn);
     if config.progress {
         eprintln!(
@@ -655,6 +745,13 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
         }
     };
     summary.columns_out = columns_out(&status).into_iter().collect();
+    if config.spares > 0 {
+        if let Ok(v) = cluster.volume_client().await?.get_volume(VOLUME).await {
+            members.extend(optimal_members(&v));
+        }
+        summary.spares_added = spares_added;
+        summary.rebuilds_completed = members.difference(&first_members).count() as u64;
+    }
 
     // The final read-back: every register, recorded in the history; the rest must be zeros.
     let reader = config.clients as u32;
@@ -728,6 +825,62 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
         .map_err(|e| format!("{e:#}"));
     summary.elapsed = epoch.elapsed();
     Ok(summary)
+}
+
+/// The (column, component) pairs of `v` whose column is optimal.
+fn optimal_members(v: &dagraid_proto::volume::v1::Volume) -> Vec<(u32, String)> {
+    use dagraid_proto::volume::v1::ComponentState as S;
+    v.components
+        .iter()
+        .filter(|c| c.state() == S::Optimal)
+        .map(|c| (c.column, c.component_id.clone()))
+        .collect()
+}
+
+/// Adds a hot spare on `node`, as large as the volume's components.
+async fn add_spare(cluster: &Cluster, node: &str) -> Result<()> {
+    let mut raw = cluster.volume_client().await?;
+    let req = raw.request(dagraid_proto::volume::v1::AddSpareRequest {
+        node_id: node.to_owned(),
+        size_bytes: 0,
+        block_size: 0,
+    });
+    raw.inner
+        .add_spare(req)
+        .await
+        .with_context(|| format!("adding a spare on {node}"))?;
+    Ok(())
+}
+
+/// Adds a spare on every reachable node that holds no column of the volume and no spare (an
+/// original node whose column was rebuilt onto a spare, back after its restart), until the
+/// pool has `config.spares` free ones. Returns how many it added.
+async fn top_up_spares(cluster: &Cluster, config: &ChaosConfig) -> Result<u64> {
+    use dagraid_proto::volume::v1 as vpb;
+    let mut raw = cluster.volume_client().await?;
+    let v = raw.get_volume(VOLUME).await?;
+    let req = raw.request(vpb::ListSparesRequest {});
+    let spares = raw.inner.list_spares(req).await?.into_inner().spares;
+    let mut free = spares.iter().filter(|s| s.volume.is_empty()).count();
+    let req = raw.request(vpb::GetClusterInfoRequest {});
+    let info = raw.inner.get_cluster_info(req).await?.into_inner();
+    let mut added = 0;
+    for node in info.nodes {
+        if free >= config.spares {
+            break;
+        }
+        let holds_column = v.components.iter().any(|c| c.node_id == node.node_id);
+        let holds_spare = spares.iter().any(|s| s.node_id == node.node_id);
+        if node.reachable && !holds_column && !holds_spare {
+            add_spare(cluster, &node.node_id).await?;
+            if config.progress {
+                eprintln!("  spare added on {}", node.node_id);
+            }
+            free += 1;
+            added += 1;
+        }
+    }
+    Ok(added)
 }
 
 /// Runs one fault if the volume's state allows it: apply, hold, heal, wait for recovery.
@@ -915,6 +1068,43 @@ mod tests {
                     _ => true,
                 }));
             }
+        }
+    }
+
+    #[test]
+    fn with_spares_column_faults_run_throughout_on_any_node() {
+        for seed in 0..20 {
+            let mut c = ChaosConfig::new(ChaosLevel::Raid5, Duration::from_secs(300), seed);
+            c.spares = 1;
+            let s = schedule(&c);
+            assert_eq!(s, schedule(&c));
+            let kills: Vec<&Fault> = s
+                .iter()
+                .filter(|f| {
+                    !matches!(
+                        f.kind,
+                        FaultKind::NodePause { .. } | FaultKind::CoordinatorKill
+                    )
+                })
+                .collect();
+            assert!(
+                kills.len() >= 10,
+                "seed {seed}: {} column faults",
+                kills.len()
+            );
+            assert!(
+                kills
+                    .iter()
+                    .all(|f| f.at >= c.duration / 4 && f.at < c.duration * 9 / 10)
+            );
+            assert!(s.windows(2).all(|w| w[0].at <= w[1].at));
+            assert!(s.iter().all(|f| match f.kind {
+                FaultKind::NodeKill { node }
+                | FaultKind::NodePause { node }
+                | FaultKind::NodeStall { node }
+                | FaultKind::PowerCut { node, .. } => node < 6,
+                FaultKind::CoordinatorKill => true,
+            }));
         }
     }
 

@@ -46,6 +46,11 @@ pub struct ClusterOptions {
     pub env: Vec<(String, String)>,
     /// Start every process with `--metrics-listen 127.0.0.1:0` (their URLs: `metrics_url()`).
     pub metrics: bool,
+    /// `--down-out-delay-ms` of the coordinator (how long a column stays failed before it is
+    /// rebuilt onto a spare); `None`: the coordinator's default.
+    pub down_out_delay_ms: Option<u64>,
+    /// `--rebuild-rate` of the coordinator (bytes per second; 0: no limit); `None`: its default.
+    pub rebuild_rate: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -59,6 +64,8 @@ impl Default for ClusterOptions {
             coordinator_args: Vec::new(),
             env: Vec::new(),
             metrics: false,
+            down_out_delay_ms: None,
+            rebuild_rate: None,
         }
     }
 }
@@ -241,6 +248,14 @@ impl Cluster {
             args.push("--metrics-listen".to_owned());
             args.push("127.0.0.1:0".to_owned());
         }
+        if let Some(ms) = options.down_out_delay_ms {
+            args.push("--down-out-delay-ms".to_owned());
+            args.push(ms.to_string());
+        }
+        if let Some(rate) = options.rebuild_rate {
+            args.push("--rebuild-rate".to_owned());
+            args.push(rate.to_string());
+        }
         args.extend(options.coordinator_args.iter().cloned());
         let coordinator = CoordinatorProcess::start_with_env(args, options.env.clone()).await?;
         Ok(Cluster {
@@ -284,6 +299,12 @@ impl Cluster {
             .get_mut(index)
             .ok_or_else(|| anyhow!("no node at index {index}"))?;
         node.power_cut(seed).await
+    }
+
+    /// The node whose id is `node_id`, mutable (to kill or restart it).
+    pub fn node_by_id_mut(&mut self, node_id: &str) -> Option<&mut NodeProcess> {
+        let i: usize = node_id.strip_prefix("node")?.parse().ok()?;
+        self.nodes.get_mut(i.checked_sub(1)?)
     }
 
     /// The node whose id is `node_id`.

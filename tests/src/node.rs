@@ -141,6 +141,49 @@ impl NodeProcess {
         self.data_dir().join("components").join(format!("{id}.dgc"))
     }
 
+    /// Empties the data directory of a stopped node (after [`NodeProcess::kill9`] or
+    /// [`NodeProcess::terminate`]): started again, it is a node whose disk was replaced, with
+    /// no component. Its log is kept.
+    pub fn wipe_data_dir(&self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("the node still runs: stop it before wiping its data directory");
+        }
+        let data = self.data_dir();
+        if data.exists() {
+            std::fs::remove_dir_all(&data)
+                .with_context(|| format!("removing {}", data.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Corrupts block `block` of component `id` in its file on disk (one data byte flipped,
+    /// its checksum left as it is; `block_size` is the component's block size, data region at
+    /// 4096, docs/STORAGE-NODE.md), synced: the node answers DATA_LOSS for that block, and only
+    /// that one, until it is written again. Without fault injection the node reads the file
+    /// itself, so the node may run meanwhile.
+    pub fn corrupt_block(&self, id: &str, block_size: u64, block: u64) -> Result<()> {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        if self.options.fault_injection {
+            bail!("with --fault-injection the node reads through its volatile cache, not the file");
+        }
+        let path = self.component_file(id);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let at = 4096 + block * block_size + block_size / 2;
+        let mut byte = [0u8; 1];
+        file.seek(SeekFrom::Start(at))?;
+        file.read_exact(&mut byte)?;
+        byte[0] ^= 0x5a;
+        file.seek(SeekFrom::Start(at))?;
+        file.write_all(&byte)?;
+        file.sync_all()
+            .with_context(|| format!("syncing {}", path.display()))?;
+        Ok(())
+    }
+
     /// Everything the node logged so far (stderr).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()

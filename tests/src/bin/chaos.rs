@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo build --release -p dagraid-node -p dagraid-coordinator --bins
 //! cargo run --release -p dagraid-tests --bin chaos -- --minutes 5 --clients 8 --level raid5 --seed 1
+//! cargo run --release -p dagraid-tests --bin chaos -- --minutes 5 --level raid5 --spares 1 --seed 1
 //! ```
 
 use std::process::ExitCode;
@@ -32,6 +33,9 @@ struct Args {
     /// Blocks used as registers (from block 0).
     #[arg(long, default_value_t = 32)]
     registers: u64,
+    /// Hot spares, each on a node of its own: failed columns are rebuilt during the soak.
+    #[arg(long, default_value_t = 0)]
+    spares: usize,
     /// Print the fault schedule the seed gives, and exit.
     #[arg(long)]
     schedule_only: bool,
@@ -51,6 +55,7 @@ async fn main() -> ExitCode {
     );
     config.clients = args.clients;
     config.registers = args.registers;
+    config.spares = args.spares;
     config.progress = true;
     if args.schedule_only {
         for fault in schedule(&config) {
