@@ -37,8 +37,11 @@ pub const MAX_ACCESS_LIMIT: usize = 1 << 20;
 pub const DEFAULT_ASSEMBLY_WAIT_MS: u64 = 10_000;
 /// Default down-out delay: ten minutes, longer than any node restart.
 pub const DEFAULT_DOWN_OUT_DELAY_MS: u64 = 600_000;
-/// Default rebuild rate limit: 64 MiB/s.
-pub const DEFAULT_REBUILD_RATE: u64 = 64 << 20;
+/// Default rebuild rate limit while clients are idle: 256 MiB/s.
+pub const DEFAULT_REBUILD_RATE: u64 = 256 << 20;
+/// Default rebuild rate limit while clients read or write: 8 MiB/s (md's speed_limit_min idea:
+/// the rebuild yields the disks to user I/O).
+pub const DEFAULT_REBUILD_RATE_BUSY: u64 = 8 << 20;
 /// Default wait before a resync that stopped with an error is retried.
 pub const DEFAULT_RESYNC_RETRY_INITIAL_MS: u64 = 1000;
 /// Default longest wait between resync retries (the wait doubles up to it).
@@ -172,9 +175,12 @@ pub struct CoordinatorConfig {
     /// (Ceph's `mon_osd_down_out_interval`): longer than a node restart, so a node that comes
     /// back is re-added rather than rebuilt. 0 rebuilds at once.
     pub down_out_delay: Duration,
-    /// Default rate limit of a reconstruction or copyback, in bytes written per second (0: no
-    /// limit); user I/O comes first whatever the rate.
+    /// Default rate limit of a reconstruction or copyback while no client I/O is seen, in bytes
+    /// written per second (0: no limit).
     pub rebuild_rate: u64,
+    /// Rate limit of a reconstruction or copyback while clients read or write (an access ran
+    /// within the last 200 ms), in bytes per second (0: no limit): user I/O comes first.
+    pub rebuild_rate_busy: u64,
 }
 
 impl CoordinatorConfig {
@@ -200,6 +206,7 @@ impl CoordinatorConfig {
             resync_retry_max: Duration::from_millis(DEFAULT_RESYNC_RETRY_MAX_MS),
             down_out_delay: Duration::from_millis(DEFAULT_DOWN_OUT_DELAY_MS),
             rebuild_rate: DEFAULT_REBUILD_RATE,
+            rebuild_rate_busy: DEFAULT_REBUILD_RATE_BUSY,
         }
     }
 
@@ -329,7 +336,8 @@ impl CoordinatorConfig {
 /// resync-retry-initial-ms = 1000
 /// resync-retry-max-ms = 30000
 /// down-out-delay-ms = 600000
-/// rebuild-rate = 67108864
+/// rebuild-rate = 268435456
+/// rebuild-rate-busy = 8388608
 /// nodes = [
 ///   { id = "node1", address = "127.0.0.1:7001" },
 ///   { id = "node2", address = "127.0.0.1:7002" },
@@ -374,6 +382,8 @@ pub struct FileConfig {
     pub down_out_delay_ms: Option<u64>,
     /// See [`CoordinatorConfig::rebuild_rate`].
     pub rebuild_rate: Option<u64>,
+    /// See [`CoordinatorConfig::rebuild_rate_busy`].
+    pub rebuild_rate_busy: Option<u64>,
 }
 
 impl FileConfig {
@@ -483,10 +493,14 @@ pub struct Args {
     /// milliseconds; 0 rebuilds at once [default: 600000].
     #[arg(long, value_name = "MS", env = "DAGRAID_DOWN_OUT_DELAY_MS")]
     pub down_out_delay_ms: Option<u64>,
-    /// Default rate limit of a reconstruction or copyback, in bytes per second; 0: no limit
-    /// [default: 67108864].
+    /// Default rate limit of a reconstruction or copyback while clients are idle, in bytes per
+    /// second; 0: no limit [default: 268435456].
     #[arg(long, value_name = "BYTES_PER_SEC", env = "DAGRAID_REBUILD_RATE")]
     pub rebuild_rate: Option<u64>,
+    /// Rate limit of a reconstruction or copyback while clients read or write, in bytes per
+    /// second; 0: no limit [default: 8388608].
+    #[arg(long, value_name = "BYTES_PER_SEC", env = "DAGRAID_REBUILD_RATE_BUSY")]
+    pub rebuild_rate_busy: Option<u64>,
     /// Trace export (OTLP/gRPC), configured like any OpenTelemetry SDK.
     #[command(flatten)]
     pub telemetry: dagraid_telemetry::TelemetryArgs,
@@ -565,6 +579,9 @@ impl Args {
         }
         if let Some(rate) = self.rebuild_rate.or(file.rebuild_rate) {
             config.rebuild_rate = rate;
+        }
+        if let Some(rate) = self.rebuild_rate_busy.or(file.rebuild_rate_busy) {
+            config.rebuild_rate_busy = rate;
         }
         config.validate()?;
         Ok(config)

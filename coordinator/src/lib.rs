@@ -323,6 +323,7 @@ impl Coordinator {
             RebuildSettings {
                 down_out_delay: config.down_out_delay,
                 default_rate: config.rebuild_rate,
+                busy_rate: config.rebuild_rate_busy,
                 ..RebuildSettings::default()
             },
         );

@@ -39,8 +39,10 @@ use crate::volumes::{Volume, VolumeManager};
 pub struct RebuildSettings {
     /// How long a column stays failed before it is rebuilt onto a spare.
     pub down_out_delay: Duration,
-    /// Default rate limit, bytes written per second (0: none).
+    /// Default rate limit while clients are idle, bytes written per second (0: none).
     pub default_rate: u64,
+    /// Rate limit while clients read or write (0: none).
+    pub busy_rate: u64,
     /// How often a job makes its watermark durable.
     pub checkpoint_every: Duration,
     /// How often the monitor looks at the volumes.
@@ -57,6 +59,7 @@ impl Default for RebuildSettings {
         Self {
             down_out_delay: Duration::from_millis(crate::config::DEFAULT_DOWN_OUT_DELAY_MS),
             default_rate: crate::config::DEFAULT_REBUILD_RATE,
+            busy_rate: crate::config::DEFAULT_REBUILD_RATE_BUSY,
             checkpoint_every: Duration::from_secs(1),
             poll: Duration::from_millis(500),
             retry: Duration::from_secs(1),
@@ -178,28 +181,67 @@ impl std::fmt::Debug for Rebuilds {
     }
 }
 
-/// Tokens for the rate limit: bytes may be written once the time they take at `rate` passed.
+/// Tokens for the rate limit: bytes may be written once the time they take at the rate passed.
+/// Two rates, like md's `speed_limit_max` and `speed_limit_min`: `idle` while no client I/O is
+/// seen, `busy` while an access ran within the last [`BUSY_WINDOW`].
 struct Throttle {
-    rate: u64,
+    idle: u64,
+    busy: u64,
+    current: u64,
     since: Instant,
     bytes: u64,
+    /// Accesses counted so far (every volume), and when they last moved.
+    accesses: u64,
+    active: Instant,
 }
 
+/// How long after the last client access the rebuild still counts the clients as active.
+const BUSY_WINDOW: Duration = Duration::from_millis(200);
+
 impl Throttle {
-    fn new(rate: u64) -> Self {
+    fn new(idle: u64, busy: u64) -> Self {
+        let busy = match (idle, busy) {
+            (0, b) => b,
+            (i, 0) => i,
+            (i, b) => i.min(b),
+        };
         Self {
-            rate,
+            idle,
+            busy,
+            current: idle,
             since: Instant::now(),
             bytes: 0,
+            accesses: 0,
+            active: Instant::now() - BUSY_WINDOW * 2,
         }
     }
 
-    async fn consume(&mut self, bytes: u64) {
-        if self.rate == 0 {
+    /// The limit now, given the count of client accesses so far.
+    fn rate(&mut self, accesses: u64) -> u64 {
+        if accesses != self.accesses {
+            self.accesses = accesses;
+            self.active = Instant::now();
+        }
+        let rate = if self.active.elapsed() < BUSY_WINDOW {
+            self.busy
+        } else {
+            self.idle
+        };
+        if rate != self.current {
+            self.current = rate;
+            self.since = Instant::now();
+            self.bytes = 0;
+        }
+        rate
+    }
+
+    async fn consume(&mut self, bytes: u64, accesses: u64) {
+        let rate = self.rate(accesses);
+        if rate == 0 {
             return;
         }
         self.bytes += bytes;
-        let due = Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
+        let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
         let elapsed = self.since.elapsed();
         if due > elapsed {
             tokio::time::sleep(due - elapsed).await;
@@ -533,15 +575,43 @@ impl Rebuilds {
             pool.take(&spare.id, volume.name(), volume.id(), column as u32)
                 .await?;
         }
+        let before = volume.components()[column].component_id.clone();
         let r = self
             .begin_on(volume, column, &spare.node_id, &spare.id, spare.serial)
             .await;
-        if r.is_err()
-            && let Err(e) = pool.release(&spare.id).await
-        {
-            tracing::warn!(spare = %spare.id, error = %e, "spare not returned to the pool");
+        if r.is_err() {
+            if let Err(e) = pool.release(&spare.id).await {
+                tracing::warn!(spare = %spare.id, error = %e, "spare not returned to the pool");
+            }
+        } else {
+            self.retire_old_spare(volume, column, &before).await;
         }
         r
+    }
+
+    /// After another component took `column`'s place: the spare the column failed on (if its
+    /// member `old` was one) leaves the column, back to the pool or dropped from it.
+    async fn retire_old_spare(&self, volume: &Volume, column: usize, old: &str) {
+        let pool = self.volumes.spares();
+        let was_ours = pool.get(old).is_some_and(|s| {
+            s.in_use
+                .as_ref()
+                .is_some_and(|u| u.volume_id == volume.id() && u.column as usize == column)
+        });
+        if was_ours && volume.components()[column].component_id != old {
+            match pool.retire(old).await {
+                Ok(back) => {
+                    tracing::info!(
+                        spare = old,
+                        back,
+                        "the spare column {column} failed on left it"
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!(spare = old, error = %e, "the spare column {column} failed on is still marked in use")
+                }
+            }
+        }
     }
 
     /// Makes component `component_id` (serial `serial`) on node `node_id` the component of
@@ -732,6 +802,9 @@ impl Rebuilds {
             .await;
         if r.is_err() {
             let _ = node.client().delete_component(&info.id).await;
+        } else {
+            self.retire_old_spare(volume, column, &member.component_id)
+                .await;
         }
         r
     }
@@ -792,6 +865,18 @@ impl Rebuilds {
         self.stopping.load(Ordering::SeqCst) || jobs.iter().any(|j| j.stop.load(Ordering::SeqCst))
     }
 
+    /// Client accesses answered so far on every volume (reads and writes).
+    fn accesses(&self) -> u64 {
+        self.volumes
+            .list()
+            .iter()
+            .map(|v| {
+                let s = v.array().stats();
+                s.reads.load(Ordering::Relaxed) + s.writes.load(Ordering::Relaxed)
+            })
+            .sum()
+    }
+
     /// User I/O first: while accesses wait for admission, the next stripe waits too (at most
     /// 50 ms, so the rebuild always moves).
     async fn yield_to_users(&self) {
@@ -815,7 +900,7 @@ impl Rebuilds {
         let array = volume.array().clone();
         let name = volume.name().to_owned();
         let total = volume.layout().stripes();
-        let mut throttle = Throttle::new(rate);
+        let mut throttle = Throttle::new(rate, self.settings.busy_rate);
         let mut checkpoint = Instant::now();
         let mut stripe = from;
         let mut bytes = 0u64;
@@ -892,7 +977,9 @@ impl Rebuilds {
                         s.lost_blocks += lost;
                         s.error.clear();
                     });
-                    throttle.consume(done.bytes).await;
+                    throttle.consume(done.bytes, self.accesses()).await;
+                    let limit = throttle.current;
+                    all(&|s| s.rate_limit = limit);
                 }
                 Err(AccessError::Rebuild { column, detail }) => {
                     end(format!("column {column}: {detail}"));
@@ -1069,7 +1156,7 @@ impl Rebuilds {
         let array: Arc<Array> = volume.array().clone();
         let name = volume.name().to_owned();
         let total = volume.layout().stripes();
-        let mut throttle = Throttle::new(rate);
+        let mut throttle = Throttle::new(rate, self.settings.busy_rate);
         let mut bytes = 0;
         let abort = |why: String| {
             let array = array.clone();
@@ -1123,7 +1210,9 @@ impl Rebuilds {
                         s.rate = per_sec;
                         s.eta = eta;
                     });
-                    throttle.consume(n).await;
+                    throttle.consume(n, self.accesses()).await;
+                    let limit = throttle.current;
+                    job.update(|s| s.rate_limit = limit);
                 }
                 Err(e) if failures < 5 && copy.broken().is_none() => {
                     failures += 1;

@@ -340,6 +340,25 @@ impl SparePool {
         Ok(record)
     }
 
+    /// Gives up spare `id` after a column failed on it and another component took the
+    /// column's place: returned to the pool if its spare label can be written again, else (its
+    /// node does not answer) dropped from the pool, its component left on the node with the
+    /// volume's old label (an assembly reads only the members its record names, so it is never
+    /// taken for one). Returns whether it went back to the pool.
+    pub async fn retire(&self, id: &str) -> Result<bool, ServiceError> {
+        match self.release(id).await {
+            Ok(()) => Ok(true),
+            Err(ServiceError::UnknownSpare { .. }) => Ok(false),
+            Err(e) => {
+                let _one_at_a_time = self.admin.lock().await;
+                tracing::warn!(spare = id, error = %e, "a spare a column failed on cannot be returned to the pool: it is dropped from it (its component stays on its node)");
+                self.store.remove_spare_async(id.to_owned()).await?;
+                self.write().remove(id);
+                Ok(false)
+            }
+        }
+    }
+
     /// Removes free spare `id`: deletes its component on its node, then its record. A spare in
     /// use is refused (`spare-in-use`). When its node is down (or not registered) the spare
     /// leaves the pool anyway and its component is left on the node, logged (module doc).

@@ -759,11 +759,6 @@ async fn with_no_spare_that_fits_the_volume_stays_degraded_and_says_why() {
 /// A column that lives on a spare fails with its spare's node (dead for good) while another
 /// spare is free: it must be rebuilt onto the free one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the monitor retries the dead spare every round, for ever, and never takes the free one: \
-    Rebuilds::spare_for (coordinator/src/rebuild.rs:488) first returns a spare the pool already gave \
-    this column (meant for a start cut short), with no reachability or placement check, and a spare \
-    stays in use by its column after the column failed on it (nothing releases it): so the failed \
-    spare itself is chosen again; each try fails at stripe 0 (target unavailable)"]
 async fn a_column_on_a_spare_whose_node_dies_is_rebuilt_onto_another_spare() {
     with_timeout(async {
         let mut cluster = start(6, 0, None).await;
