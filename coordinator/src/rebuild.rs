@@ -63,7 +63,7 @@ impl Default for RebuildSettings {
             checkpoint_every: Duration::from_secs(1),
             poll: Duration::from_millis(500),
             retry: Duration::from_secs(1),
-            stripes_per_batch: 8,
+            stripes_per_batch: 32,
         }
     }
 }

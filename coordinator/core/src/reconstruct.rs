@@ -95,20 +95,39 @@ pub(crate) fn plan(
         }
         e
     };
-    let write_rows = |outs: &mut Vec<Option<Out>>, c: usize, b: usize, value: &[u8]| {
+    let write_rows = |outs: &mut Vec<Option<Out>>, c: usize, run: &Range<usize>, value: &[u8]| {
         let o = outs[c].get_or_insert_with(|| Out {
             data: vec![0; rows * bs],
             rows: vec![false; rows],
         });
-        o.data[b * bs..(b + 1) * bs].copy_from_slice(value);
-        o.rows[b] = true;
+        o.data[run.start * bs..run.end * bs].copy_from_slice(value);
+        o.rows[run.clone()].fill(true);
     };
-    let zero = vec![0u8; bs];
-    for b in 0..rows {
-        let erased = erased_in(b);
+    // Runs of rows with the same erased units, solved at once (one run for a unit without bad
+    // blocks).
+    let mut next = 0;
+    while next < rows {
+        let erased = erased_in(next);
+        let mut end = next + 1;
+        while end < rows && erased_in(end) == erased {
+            end += 1;
+        }
+        let run = next..end;
+        next = end;
+        let b = run.start;
+        let len = run.len() * bs;
+        let slice = |u: &crate::resync::UnitImage| -> Vec<u8> {
+            u.data[run.start * bs..run.end * bs].to_vec()
+        };
         if !erased.iter().any(|c| targets.contains(c)) {
             continue;
         }
+        let zero = vec![0u8; len];
+        let lose = |lost: &mut Vec<Range<u64>>, i: usize| {
+            for x in run.clone() {
+                push_block(lost, first_volume_block + (i * rows + x) as u64);
+            }
+        };
         match layout.level() {
             RaidLevel::Raid0 => unreachable!("refused above"),
             RaidLevel::Raid1 => {
@@ -122,18 +141,15 @@ pub(crate) fn plan(
                         }
                         match image.units[partner].as_ref().filter(|u| u.good(b)) {
                             Some(u) => {
-                                write_rows(&mut outs, t, b, u.row(b, bs));
-                                out.rebuilt_blocks += 1;
+                                write_rows(&mut outs, t, &run, &slice(u));
+                                out.rebuilt_blocks += run.len() as u64;
                             }
                             None => {
-                                push_block(
-                                    &mut out.lost,
-                                    first_volume_block + (i * rows + b) as u64,
-                                );
-                                write_rows(&mut outs, t, b, &zero);
+                                lose(&mut out.lost, i);
+                                write_rows(&mut outs, t, &run, &zero);
                                 if image.units[partner].is_some() {
                                     // A bad block on the surviving copy: zeros, like its pair.
-                                    write_rows(&mut outs, partner, b, &zero);
+                                    write_rows(&mut outs, partner, &run, &zero);
                                 }
                             }
                         }
@@ -146,15 +162,15 @@ pub(crate) fn plan(
                         sl.data_column(i)
                             .and_then(|c| image.units[c].as_ref())
                             .filter(|u| u.good(b))
-                            .map(|u| u.row(b, bs).to_vec())
-                            .unwrap_or_else(|| vec![0; bs])
+                            .map(slice)
+                            .unwrap_or_else(|| vec![0; len])
                     })
                     .collect();
                 let unit_of = |c: Option<usize>| {
                     c.and_then(|c| image.units[c].as_ref())
                         .filter(|u| u.good(b))
-                        .map(|u| u.row(b, bs).to_vec())
-                        .unwrap_or_else(|| vec![0; bs])
+                        .map(slice)
+                        .unwrap_or_else(|| vec![0; len])
                 };
                 let mut p = unit_of(sl.p_column());
                 let mut q = unit_of(sl.q_column());
@@ -201,11 +217,11 @@ pub(crate) fn plan(
                             _ => continue,
                         };
                         if targets.contains(c) {
-                            write_rows(&mut outs, c, b, value);
-                            out.rebuilt_blocks += 1;
+                            write_rows(&mut outs, c, &run, value);
+                            out.rebuilt_blocks += run.len() as u64;
                         } else if image.units[c].is_some() {
-                            write_rows(&mut outs, c, b, value);
-                            out.repaired_blocks += 1;
+                            write_rows(&mut outs, c, &run, value);
+                            out.repaired_blocks += run.len() as u64;
                         }
                     }
                 } else {
@@ -213,7 +229,7 @@ pub(crate) fn plan(
                     // and the row's redundancy recomputed from the data.
                     for c in erased.iter() {
                         if let Some(UnitRole::Data { index: i }) = sl.role_of(c) {
-                            push_block(&mut out.lost, first_volume_block + (i * rows + b) as u64);
+                            lose(&mut out.lost, i);
                             data[i].fill(0);
                         }
                     }
@@ -234,7 +250,7 @@ pub(crate) fn plan(
                             Some(UnitRole::Q) => &q,
                             _ => continue,
                         };
-                        write_rows(&mut outs, c, b, value);
+                        write_rows(&mut outs, c, &run, value);
                     }
                 }
             }
