@@ -163,6 +163,23 @@ impl Array {
         let columns = columns.clone();
         tokio::spawn(async move {
             let first = stripes.start;
+            // The common case first: every unit reads back whole, one call per column for the
+            // batch, one write per target; anything else goes stripe by stripe below (the
+            // locks are still held, so that is no blind retry).
+            match this.reconstruct_fast(&accesses, &columns, first).await {
+                Ok(Some(done)) => {
+                    drop(locks);
+                    return Ok(done);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let generation = this.lock_states().generation();
+                    let durable = this.make_durable(generation).await;
+                    drop(locks);
+                    durable?;
+                    return Err(e);
+                }
+            }
             let runs = accesses.iter().map(|s| {
                 let this = &this;
                 let columns = &columns;
@@ -214,6 +231,154 @@ impl Array {
         })
         .await
         .map_err(|e| AccessError::Internal(format!("reconstruction task lost: {e}")))?
+    }
+
+    /// The batch's fast path: reads every column that is not missing over the whole batch (a
+    /// call per MiB), plans every stripe, writes each target's units (a call per MiB), and
+    /// moves the watermarks past the batch. `Ok(None)` when a read answered anything but
+    /// whole data or a write failed after its component was fenced (the caller then goes
+    /// stripe by stripe, under the same locks); a target whose write failed and could not be
+    /// fenced is failed (`Err`).
+    async fn reconstruct_fast(
+        &self,
+        accesses: &[crate::layout::StripeAccess],
+        columns: &ColumnSet,
+        first: u64,
+    ) -> Result<Option<StripeRebuild>, AccessError> {
+        const CALL_BYTES: u64 = 1 << 20;
+        let Some(last) = accesses.last() else {
+            return Ok(Some(StripeRebuild::default()));
+        };
+        let (missing, targets, table) = {
+            let st = self.lock_states();
+            let targets: ColumnSet = columns
+                .iter()
+                .filter(|&c| {
+                    st.get(c) == Some(ComponentState::Reconstructing)
+                        && st.recovered().get(c).copied() == Some(first)
+                })
+                .collect();
+            // The batch's stripes are all above the targets' watermark: one missing set.
+            (st.missing_for(first), targets, self.components())
+        };
+        if targets.is_empty() || missing.len() > self.layout.fault_tolerance() {
+            return Ok(None);
+        }
+        if accesses
+            .iter()
+            .any(|s| self.lock_states().missing_for(s.stripe) != missing)
+        {
+            return Ok(None);
+        }
+        let deadline = self.config.engine.node_deadline;
+        let bs = self.layout.geometry().block_size();
+        let unit = accesses[0].layout.component_blocks().count;
+        let start = accesses[0].layout.component_blocks().first;
+        let end = last.layout.component_blocks().first + unit;
+        let per_call = (CALL_BYTES / bs).max(unit) / unit * unit;
+        let reads = (0..self.layout.columns())
+            .filter(|c| !missing.contains(*c))
+            .map(|c| {
+                let io = table[c].clone();
+                async move {
+                    let mut data = Vec::with_capacity(((end - start) * bs) as usize);
+                    let mut at = start;
+                    while at < end {
+                        let n = per_call.min(end - at);
+                        let got = tokio::time::timeout(deadline, io.read(at, n as u32)).await;
+                        match got {
+                            Ok(Ok(b)) if b.len() as u64 == n * bs => data.extend_from_slice(&b),
+                            _ => return None,
+                        }
+                        at += n;
+                    }
+                    Some((c, data))
+                }
+            });
+        let mut images: Vec<Option<Vec<u8>>> = vec![None; self.layout.columns()];
+        for r in futures::future::join_all(reads).await {
+            match r {
+                Some((c, data)) => images[c] = Some(data),
+                None => return Ok(None),
+            }
+        }
+        let ub = (unit * bs) as usize;
+        let mut out: Vec<Vec<u8>> = vec![Vec::new(); self.layout.columns()];
+        for (k, s) in accesses.iter().enumerate() {
+            let image = crate::resync::StripeImage {
+                units: images
+                    .iter()
+                    .map(|d| {
+                        d.as_ref().map(|d| crate::resync::UnitImage {
+                            data: d[k * ub..(k + 1) * ub].to_vec(),
+                            bad: vec![false; unit as usize],
+                        })
+                    })
+                    .collect(),
+            };
+            let plan = crate::reconstruct::plan(&self.layout, &s.layout, &image, &targets)
+                .map_err(|detail| AccessError::Rebuild {
+                    column: targets.iter().next().unwrap_or(0),
+                    detail,
+                })?;
+            if !plan.lost.is_empty() {
+                return Ok(None);
+            }
+            for (c, block, data) in plan.writes {
+                let expect = start + k as u64 * unit;
+                if !targets.contains(c) || block != expect || data.len() != ub {
+                    return Ok(None);
+                }
+                out[c].extend_from_slice(&data);
+            }
+        }
+        let writes: Vec<(usize, u64, bytes::Bytes)> = targets
+            .iter()
+            .flat_map(|t| {
+                let data = bytes::Bytes::from(std::mem::take(&mut out[t]));
+                let chunk = (per_call * bs) as usize;
+                (0..data.len())
+                    .step_by(chunk.max(1))
+                    .map(move |o| {
+                        (
+                            t,
+                            start + o as u64 / bs,
+                            data.slice(o..(o + chunk).min(data.len())),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let errors = crate::resync::apply(&table, &writes, deadline).await;
+        for e in &errors {
+            let io = &table[e.column];
+            let fenced = e.error.kind.outcome_unknown()
+                && matches!(tokio::time::timeout(deadline, io.fence()).await, Ok(Ok(())));
+            if !fenced && e.error.kind.outcome_unknown() {
+                // A write that may still land late and cannot be fenced: the target is failed.
+                let mut st = self.lock_states();
+                st.transition(&self.layout, e.column, ComponentState::Failed)?;
+                return Err(AccessError::Rebuild {
+                    column: e.column,
+                    detail: format!(
+                        "the component being rebuilt failed and could not be fenced: {}",
+                        e.error
+                    ),
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Ok(None);
+        }
+        let mut done = StripeRebuild::default();
+        let mut st = self.lock_states();
+        let next = accesses.len() as u64 + first;
+        for t in targets.iter() {
+            st.advance_recovery(t, next)?;
+            done.columns.push(t);
+        }
+        done.bytes = writes.iter().map(|(_, _, d)| d.len() as u64).sum();
+        Ok(Some(done))
     }
 
     /// One stripe of a batch that starts at stripe `first`: its targets are the columns of

@@ -367,3 +367,34 @@ async fn nothing_is_rebuilt_or_recorded_lost_while_another_column_is_gone() {
     table[0] = spare;
     r.assert_columns(&table);
 }
+
+#[tokio::test]
+async fn batches_of_stripes_rebuild_what_single_stripes_do_with_writes_between() {
+    for level in [RaidLevel::Raid1, RaidLevel::Raid5, RaidLevel::Raid6] {
+        let mut r = rig(level, 71);
+        r.array.fail_component(1).await.unwrap();
+        r.writes(72, 10).await;
+        let spare = r.blank("spare");
+        r.array
+            .start_reconstruction(1, Some(spare.clone() as Arc<dyn ComponentIo>))
+            .await
+            .unwrap();
+        let only: ColumnSet = [1].into_iter().collect();
+        let mut at = 0;
+        while at < r.layout.stripes() {
+            let done = r
+                .array
+                .reconstruct_stripes(&only, at..at + 5)
+                .await
+                .unwrap();
+            assert_eq!(done.columns, vec![1]);
+            at = r.array.states().recovered()[1];
+            r.writes(80 + at, 3).await;
+        }
+        r.array.finish_reconstruction(1).await.unwrap();
+        let mut table = r.mems.clone();
+        table[1] = spare;
+        r.assert_columns(&table);
+        assert_eq!(r.read_all().await.unwrap(), r.volume, "{level:?}");
+    }
+}
