@@ -40,7 +40,7 @@ const MIB: u64 = 1024 * KIB;
 const BS: u64 = 4096;
 /// Rounds of each kind, alternating.
 const ROUNDS: usize = 4;
-/// The coordinator's default rate limit (`config::DEFAULT_REBUILD_RATE`).
+/// The rate the requests of (b) give (while the writes run, the busy limit applies).
 const DEFAULT_RATE: u64 = 64 * MIB;
 
 /// The rate of the rebuilds of (b): `REBUILD_BENCH_RATE` bytes/s, default the default rate.
