@@ -930,7 +930,15 @@ impl Rebuilds {
                 return;
             }
             self.yield_to_users().await;
-            let batch = stripe..(stripe + self.settings.stripes_per_batch.max(1)).min(total);
+            // No more stripes in a batch than a second's worth at the limit now, so the
+            // checkpoint after it follows the rate.
+            let per_stripe = volume.layout().unit_bytes() * columns.len().max(1) as u64;
+            let limit = throttle.rate(self.accesses());
+            let mut per_batch = self.settings.stripes_per_batch.max(1);
+            if limit > 0 {
+                per_batch = per_batch.min((limit / per_stripe.max(1)).max(1));
+            }
+            let batch = stripe..(stripe + per_batch).min(total);
             let result = array.reconstruct_stripes(&columns, batch).await;
             // Where the watermarks are now (a batch cut short by an error moved them past the
             // stripes done before it).
@@ -977,6 +985,14 @@ impl Rebuilds {
                         s.lost_blocks += lost;
                         s.error.clear();
                     });
+                    // The checkpoint before the throttle's wait: it never lags the stripes
+                    // done by more than a batch.
+                    if checkpoint.elapsed() >= self.settings.checkpoint_every {
+                        if let Err(e) = array.checkpoint().await {
+                            tracing::warn!(volume = %name, error = %e, "reconstruction checkpoint not recorded");
+                        }
+                        checkpoint = Instant::now();
+                    }
                     throttle.consume(done.bytes, self.accesses()).await;
                     let limit = throttle.current;
                     all(&|s| s.rate_limit = limit);
