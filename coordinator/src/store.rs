@@ -642,6 +642,70 @@ impl Store {
         drop(db);
     }
 
+    /// Every record of `table`, each decoded from its key and bytes by `decode`; one that
+    /// cannot be decoded is an error.
+    fn records<T>(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        operation: &'static str,
+        decode: impl Fn(&str, &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(io(operation))?;
+            let table = txn.open_table(table).map_err(io(operation))?;
+            let mut records = Vec::new();
+            for entry in table.iter().map_err(io(operation))? {
+                let (key, value) = entry.map_err(io(operation))?;
+                records.push(decode(key.value(), value.value())?);
+            }
+            Ok(records)
+        })
+    }
+
+    /// Writes `bytes` at `key` of `table` in one transaction, only if the key is stored
+    /// already (`stored`) or only if it is not (`!stored`); otherwise answers `refused()`
+    /// and writes nothing.
+    fn put(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        key: &str,
+        bytes: &[u8],
+        stored: bool,
+        operation: &'static str,
+        refused: impl FnOnce() -> StoreError,
+    ) -> Result<(), StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(io(operation))?;
+            {
+                let mut table = txn.open_table(table).map_err(io(operation))?;
+                if table.get(key).map_err(io(operation))?.is_some() != stored {
+                    return Err(refused());
+                }
+                table.insert(key, bytes).map_err(io(operation))?;
+            }
+            txn.commit().map_err(io(operation))?;
+            Ok(())
+        })
+    }
+
+    /// Removes `key` from `table`; returns whether it was stored.
+    fn remove_key(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        key: &str,
+        operation: &'static str,
+    ) -> Result<bool, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(io(operation))?;
+            let removed = {
+                let mut table = txn.open_table(table).map_err(io(operation))?;
+                table.remove(key).map_err(io(operation))?.is_some()
+            };
+            txn.commit().map_err(io(operation))?;
+            Ok(removed)
+        })
+    }
+
     fn with_db<T>(
         &self,
         f: impl FnOnce(&Database) -> Result<T, StoreError>,
@@ -707,52 +771,24 @@ impl Store {
 
     /// Every stored volume, by name. A record that cannot be decoded is an error.
     pub fn volumes(&self) -> Result<Vec<VolumeRecord>, StoreError> {
-        self.with_db(|db| {
-            let txn = db.begin_read().map_err(io("list"))?;
-            let table = txn.open_table(VOLUMES).map_err(io("list"))?;
-            let mut records = Vec::new();
-            for entry in table.iter().map_err(io("list"))? {
-                let (key, value) = entry.map_err(io("list"))?;
-                records.push(VolumeRecord::decode(key.value(), value.value())?);
-            }
-            Ok(records)
-        })
+        self.records(VOLUMES, "list", VolumeRecord::decode)
     }
 
     /// Stores a new volume; refuses a name already stored.
     pub fn insert_volume(&self, record: &VolumeRecord) -> Result<(), StoreError> {
-        let bytes = record.encode();
-        self.with_db(|db| {
-            let txn = db.begin_write().map_err(io("insert"))?;
-            {
-                let mut table = txn.open_table(VOLUMES).map_err(io("insert"))?;
-                if table
-                    .get(record.name.as_str())
-                    .map_err(io("insert"))?
-                    .is_some()
-                {
-                    return Err(StoreError::Exists(record.name.clone()));
-                }
-                table
-                    .insert(record.name.as_str(), bytes.as_slice())
-                    .map_err(io("insert"))?;
-            }
-            txn.commit().map_err(io("insert"))?;
-            Ok(())
-        })
+        self.put(
+            VOLUMES,
+            &record.name,
+            &record.encode(),
+            false,
+            "insert",
+            || StoreError::Exists(record.name.clone()),
+        )
     }
 
     /// Removes volume `name`; returns whether it was stored.
     pub fn remove_volume(&self, name: &str) -> Result<bool, StoreError> {
-        self.with_db(|db| {
-            let txn = db.begin_write().map_err(io("remove"))?;
-            let removed = {
-                let mut table = txn.open_table(VOLUMES).map_err(io("remove"))?;
-                table.remove(name).map_err(io("remove"))?.is_some()
-            };
-            txn.commit().map_err(io("remove"))?;
-            Ok(removed)
-        })
+        self.remove_key(VOLUMES, name, "remove")
     }
 
     /// Replaces the durable state of volume `name` (whose id must be `id`: a volume deleted and
@@ -808,75 +844,36 @@ impl Store {
 
     /// Every stored spare, by id. A record that cannot be decoded is an error.
     pub fn spares(&self) -> Result<Vec<SpareRecord>, StoreError> {
-        self.with_db(|db| {
-            let txn = db.begin_read().map_err(io("list spares"))?;
-            let table = txn.open_table(SPARES).map_err(io("list spares"))?;
-            let mut records = Vec::new();
-            for entry in table.iter().map_err(io("list spares"))? {
-                let (key, value) = entry.map_err(io("list spares"))?;
-                records.push(SpareRecord::decode(key.value(), value.value())?);
-            }
-            Ok(records)
-        })
+        self.records(SPARES, "list spares", SpareRecord::decode)
     }
 
     /// Stores a new spare; refuses an id already stored.
     pub fn insert_spare(&self, record: &SpareRecord) -> Result<(), StoreError> {
-        let bytes = record.encode();
-        self.with_db(|db| {
-            let txn = db.begin_write().map_err(io("insert spare"))?;
-            {
-                let mut table = txn.open_table(SPARES).map_err(io("insert spare"))?;
-                if table
-                    .get(record.id.as_str())
-                    .map_err(io("insert spare"))?
-                    .is_some()
-                {
-                    return Err(StoreError::SpareExists(record.id.clone()));
-                }
-                table
-                    .insert(record.id.as_str(), bytes.as_slice())
-                    .map_err(io("insert spare"))?;
-            }
-            txn.commit().map_err(io("insert spare"))?;
-            Ok(())
-        })
+        self.put(
+            SPARES,
+            &record.id,
+            &record.encode(),
+            false,
+            "insert spare",
+            || StoreError::SpareExists(record.id.clone()),
+        )
     }
 
     /// Replaces a stored spare (taken, released); refuses one that is not stored.
     pub fn update_spare(&self, record: &SpareRecord) -> Result<(), StoreError> {
-        let bytes = record.encode();
-        self.with_db(|db| {
-            let txn = db.begin_write().map_err(io("update spare"))?;
-            {
-                let mut table = txn.open_table(SPARES).map_err(io("update spare"))?;
-                if table
-                    .get(record.id.as_str())
-                    .map_err(io("update spare"))?
-                    .is_none()
-                {
-                    return Err(StoreError::SpareNotFound(record.id.clone()));
-                }
-                table
-                    .insert(record.id.as_str(), bytes.as_slice())
-                    .map_err(io("update spare"))?;
-            }
-            txn.commit().map_err(io("update spare"))?;
-            Ok(())
-        })
+        self.put(
+            SPARES,
+            &record.id,
+            &record.encode(),
+            true,
+            "update spare",
+            || StoreError::SpareNotFound(record.id.clone()),
+        )
     }
 
     /// Removes spare `id`; returns whether it was stored.
     pub fn remove_spare(&self, id: &str) -> Result<bool, StoreError> {
-        self.with_db(|db| {
-            let txn = db.begin_write().map_err(io("remove spare"))?;
-            let removed = {
-                let mut table = txn.open_table(SPARES).map_err(io("remove spare"))?;
-                table.remove(id).map_err(io("remove spare"))?.is_some()
-            };
-            txn.commit().map_err(io("remove spare"))?;
-            Ok(removed)
-        })
+        self.remove_key(SPARES, id, "remove spare")
     }
 
     /// [`Store::spares`] off the async threads.
