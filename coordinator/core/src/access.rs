@@ -458,19 +458,9 @@ impl Array {
                 columns: layout.columns(),
             }));
         }
-        let g = layout.geometry();
         for (column, c) in components.iter().enumerate() {
-            if u64::from(c.block_size()) != g.block_size()
-                || c.block_count() < g.used_blocks_per_column()
-            {
-                return Err(AccessError::Internal(format!(
-                    "column {column} ({}) has {} blocks of {} bytes; the layout needs {} blocks of {}",
-                    c.id(),
-                    c.block_count(),
-                    c.block_size(),
-                    g.used_blocks_per_column(),
-                    g.block_size()
-                )));
+            if let Some(problem) = misfit(&layout, c.as_ref()) {
+                return Err(AccessError::Internal(format!("column {column}: {problem}")));
             }
         }
         let generation = states.generation();
@@ -1578,6 +1568,23 @@ impl Array {
 }
 
 /// `call` on `io`, bounded by the engine's `deadline` unless `io` bounds its calls itself.
+/// Why component `c` cannot hold a column of `layout` (another block size, too few blocks);
+/// `None` when it can.
+fn misfit(layout: &Layout, c: &dyn crate::io::ComponentIo) -> Option<String> {
+    let g = layout.geometry();
+    (u64::from(c.block_size()) != g.block_size() || c.block_count() < g.used_blocks_per_column())
+        .then(|| {
+            format!(
+                "component {} has {} blocks of {} bytes; the layout needs {} blocks of {}",
+                c.id(),
+                c.block_count(),
+                c.block_size(),
+                g.used_blocks_per_column(),
+                g.block_size()
+            )
+        })
+}
+
 async fn bounded(
     io: &dyn crate::io::ComponentIo,
     target: &crate::dag::DiskTarget,

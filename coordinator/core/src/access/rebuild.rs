@@ -21,7 +21,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::array::ComponentState;
+use crate::array::{ComponentState, ComponentStates};
 use crate::io::{ComponentIo, IoErrorKind};
 use crate::layout::ColumnSet;
 use crate::reconstruct::CopybackIo;
@@ -251,13 +251,7 @@ impl Array {
         };
         let (missing, targets, table) = {
             let st = self.lock_states();
-            let targets: ColumnSet = columns
-                .iter()
-                .filter(|&c| {
-                    st.get(c) == Some(ComponentState::Reconstructing)
-                        && st.recovered().get(c).copied() == Some(first)
-                })
-                .collect();
+            let targets = targets_at(&st, columns, first);
             // The batch's stripes are all above the targets' watermark: one missing set.
             (st.missing_for(first), targets, self.components())
         };
@@ -400,13 +394,7 @@ impl Array {
         for _ in 0..self.config.max_tries.max(1) {
             let (missing, targets, table) = {
                 let st = self.lock_states();
-                let targets: ColumnSet = columns
-                    .iter()
-                    .filter(|&c| {
-                        st.get(c) == Some(ComponentState::Reconstructing)
-                            && st.recovered().get(c).copied() == Some(first)
-                    })
-                    .collect();
+                let targets = targets_at(&st, columns, first);
                 (st.missing_for(stripe), targets, self.components())
             };
             if targets.is_empty() {
@@ -726,23 +714,10 @@ impl Array {
     }
 
     fn check_component(&self, column: usize, c: &dyn ComponentIo) -> Result<(), AccessError> {
-        let g = self.layout.geometry();
-        if u64::from(c.block_size()) != g.block_size()
-            || c.block_count() < g.used_blocks_per_column()
-        {
-            return Err(AccessError::Rebuild {
-                column,
-                detail: format!(
-                    "component {} has {} blocks of {} bytes; the column needs {} blocks of {}",
-                    c.id(),
-                    c.block_count(),
-                    c.block_size(),
-                    g.used_blocks_per_column(),
-                    g.block_size()
-                ),
-            });
+        match super::misfit(&self.layout, c) {
+            Some(detail) => Err(AccessError::Rebuild { column, detail }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Puts `component` at `column` (callers hold the states lock and have checked the rules
@@ -754,4 +729,16 @@ impl Array {
         *table = next.into();
         self.load[column].store(0, Ordering::Relaxed);
     }
+}
+
+/// The columns of `columns` that a batch starting at stripe `first` reconstructs: those
+/// reconstructing with their watermark at `first`.
+fn targets_at(st: &ComponentStates, columns: &ColumnSet, first: u64) -> ColumnSet {
+    columns
+        .iter()
+        .filter(|&c| {
+            st.get(c) == Some(ComponentState::Reconstructing)
+                && st.recovered().get(c).copied() == Some(first)
+        })
+        .collect()
 }
