@@ -969,13 +969,8 @@ impl Rebuilds {
                     stripe = at;
                     bytes += done.bytes;
                     let lost: u64 = done.lost.iter().map(|r| r.end - r.start).sum();
-                    let secs = jobs[0].started.elapsed().as_secs_f64().max(0.001);
-                    let per_sec = ((bytes as f64) / secs) as u64;
-                    let left = total - stripe;
-                    let per_stripe = bytes / (stripe - from).max(1);
-                    let eta = (per_sec > 0).then(|| {
-                        Duration::from_secs_f64((left * per_stripe) as f64 / per_sec as f64)
-                    });
+                    let (per_sec, eta) =
+                        progress(jobs[0].started, bytes, stripe - from, total - stripe);
                     let share = bytes / jobs.len().max(1) as u64;
                     all(&|s| {
                         s.stripes_done = stripe;
@@ -1009,12 +1004,6 @@ impl Rebuilds {
                     tokio::time::sleep(self.settings.retry).await;
                     continue;
                 }
-            }
-            if checkpoint.elapsed() >= self.settings.checkpoint_every {
-                if let Err(e) = array.checkpoint().await {
-                    tracing::warn!(volume = %name, error = %e, "reconstruction checkpoint not recorded");
-                }
-                checkpoint = Instant::now();
             }
         }
         for c in columns.iter() {
@@ -1213,13 +1202,7 @@ impl Rebuilds {
                     stripe += 1;
                     bytes += n;
                     failures = 0;
-                    let secs = job.started.elapsed().as_secs_f64().max(0.001);
-                    let per_sec = (bytes as f64 / secs) as u64;
-                    let eta = (per_sec > 0).then(|| {
-                        Duration::from_secs_f64(
-                            ((total - stripe) * (bytes / stripe)) as f64 / per_sec as f64,
-                        )
-                    });
+                    let (per_sec, eta) = progress(job.started, bytes, stripe, total - stripe);
                     job.update(|s| {
                         s.stripes_done = stripe;
                         s.bytes_done = bytes;
@@ -1263,6 +1246,17 @@ impl Rebuilds {
             s.stripes_done = total;
         });
     }
+}
+
+/// The rate of a job that wrote `bytes` since `started` over `stripes` stripes, and the time
+/// its `left` stripes take at that rate (`None` before any byte).
+fn progress(started: Instant, bytes: u64, stripes: u64, left: u64) -> (u64, Option<Duration>) {
+    let secs = started.elapsed().as_secs_f64().max(0.001);
+    let per_sec = (bytes as f64 / secs) as u64;
+    let per_stripe = bytes / stripes.max(1);
+    let eta =
+        (per_sec > 0).then(|| Duration::from_secs_f64((left * per_stripe) as f64 / per_sec as f64));
+    (per_sec, eta)
 }
 
 fn volume_error(volume: &Volume, source: AccessError) -> ServiceError {
