@@ -40,3 +40,23 @@ pub async fn with_timeout<T>(test: impl Future<Output = T>) -> T {
         Err(_) => panic!("test did not finish within {TEST_TIMEOUT:?}"),
     }
 }
+
+/// Polls `probe` every 50 ms until it answers `Some`, for at most `timeout`; panics (failing
+/// the test) naming `what` when it does not.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

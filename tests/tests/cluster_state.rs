@@ -3,7 +3,6 @@
 //! state change, late writes of an older coordinator life, and a degraded volume after a crash
 //! (refused, then assembled by force through the CLI). Every test ends with the column checker.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use dagraid_core::meta::label::ComponentLabel;
 use dagraid_proto::storage::v1 as spb;
 use dagraid_proto::volume::v1 as vpb;
 use dagraid_tests::cluster::{Cluster, ClusterOptions};
-use dagraid_tests::with_timeout;
+use dagraid_tests::{eventually, with_timeout};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -42,25 +41,6 @@ fn random(rng: &mut StdRng, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
     rng.fill(&mut v[..]);
     v
-}
-
-/// Polls `probe` every 50 ms until it answers `Some`, for at most `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Waits until `volume` is assembled and its resync (if any) has ended; returns its status.

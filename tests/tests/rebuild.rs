@@ -8,7 +8,6 @@
 //! byte and the column checker over the volume's current members (a rebuilt column lives on
 //! its spare's node).
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +16,7 @@ use bytes::Bytes;
 use dagraid_client::{Client, ClientError, ClientOptions, RaidLevel, RetryPolicy, VolumeSpec};
 use dagraid_proto::volume::v1 as vpb;
 use dagraid_tests::cluster::{Cluster, ClusterOptions, RawVolumeClient, layout_of};
-use dagraid_tests::with_timeout;
+use dagraid_tests::{eventually, with_timeout};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -37,25 +36,6 @@ async fn client(cluster: &Cluster) -> Client {
     )
     .await
     .expect("connect to the coordinator")
-}
-
-/// Polls `probe` every 50 ms until it answers `Some`, for at most `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A cluster of `nodes` processes with the coordinator's down-out delay and rebuild rate.
