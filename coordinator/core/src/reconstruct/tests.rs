@@ -78,6 +78,16 @@ impl Rig {
         MemComponent::new(id, BS, self.layout.geometry().blocks_per_column())
     }
 
+    /// A blank spare `id` that failed `column` is then reconstructed onto.
+    async fn onto(&self, column: usize, id: &str) -> Arc<MemComponent> {
+        let spare = self.blank(id);
+        self.array
+            .start_reconstruction(column, Some(spare.clone() as Arc<dyn ComponentIo>))
+            .await
+            .unwrap();
+        spare
+    }
+
     /// Random writes of whole blocks, applied to the reference as they are acknowledged.
     async fn writes(&mut self, seed: u64, count: usize) {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -136,11 +146,7 @@ async fn rebuild_one(level: RaidLevel, column: usize) {
     r.array.fail_component(column).await.unwrap();
     // Degraded writes while the column is failed.
     r.writes(2, 10).await;
-    let spare = r.blank("spare");
-    r.array
-        .start_reconstruction(column, Some(spare.clone() as Arc<dyn ComponentIo>))
-        .await
-        .unwrap();
+    let spare = r.onto(column, "spare").await;
     assert_eq!(
         r.array.states().get(column),
         Some(ComponentState::Reconstructing)
@@ -176,15 +182,8 @@ async fn raid6_rebuilds_two_columns_in_one_pass() {
     r.array.fail_component(1).await.unwrap();
     r.array.fail_component(4).await.unwrap();
     r.writes(5, 10).await;
-    let (s1, s4) = (r.blank("s1"), r.blank("s4"));
-    r.array
-        .start_reconstruction(1, Some(s1.clone() as Arc<dyn ComponentIo>))
-        .await
-        .unwrap();
-    r.array
-        .start_reconstruction(4, Some(s4.clone() as Arc<dyn ComponentIo>))
-        .await
-        .unwrap();
+    let s1 = r.onto(1, "s1").await;
+    let s4 = r.onto(4, "s4").await;
     let both: ColumnSet = [1, 4].into_iter().collect();
     assert_eq!(r.sweep(&both, 50).await, 0);
     r.array.finish_reconstruction(1).await.unwrap();
@@ -225,11 +224,7 @@ async fn a_spare_is_never_read_above_its_watermark_and_unfinished_work_is_refuse
 async fn raid5_bad_block_on_a_survivor_is_recorded_lost_and_the_rebuild_completes() {
     let r = rig(RaidLevel::Raid5, 21);
     r.array.fail_component(0).await.unwrap();
-    let spare = r.blank("spare");
-    r.array
-        .start_reconstruction(0, Some(spare.clone() as Arc<dyn ComponentIo>))
-        .await
-        .unwrap();
+    let spare = r.onto(0, "spare").await;
     // A latent bad block on column 3, stripe 5, row 1.
     let bad = 5 * UNIT_BLOCKS + 1;
     r.mems[3].mark_bad(bad);
@@ -272,11 +267,7 @@ async fn raid5_bad_block_on_a_survivor_is_recorded_lost_and_the_rebuild_complete
 async fn raid6_bad_block_on_a_survivor_is_repaired_during_a_single_rebuild() {
     let r = rig(RaidLevel::Raid6, 31);
     r.array.fail_component(1).await.unwrap();
-    let spare = r.blank("spare");
-    r.array
-        .start_reconstruction(1, Some(spare.clone() as Arc<dyn ComponentIo>))
-        .await
-        .unwrap();
+    let spare = r.onto(1, "spare").await;
     r.mems[3].mark_bad(2 * UNIT_BLOCKS + 2);
     let only: ColumnSet = [1].into_iter().collect();
     let mut repaired = 0;
@@ -343,11 +334,7 @@ async fn an_aborted_copyback_leaves_the_column_on_its_spare() {
 async fn nothing_is_rebuilt_or_recorded_lost_while_another_column_is_gone() {
     let mut r = rig(RaidLevel::Raid5, 61);
     r.array.fail_component(0).await.unwrap();
-    let spare = r.blank("spare");
-    r.array
-        .start_reconstruction(0, Some(spare.clone() as Arc<dyn ComponentIo>))
-        .await
-        .unwrap();
+    let spare = r.onto(0, "spare").await;
     // Column 2's node is gone: the volume is beyond its tolerance until it answers again.
     assert!(r.array.set_gone(2, true));
     let only: ColumnSet = [0].into_iter().collect();
@@ -374,11 +361,7 @@ async fn batches_of_stripes_rebuild_what_single_stripes_do_with_writes_between()
         let mut r = rig(level, 71);
         r.array.fail_component(1).await.unwrap();
         r.writes(72, 10).await;
-        let spare = r.blank("spare");
-        r.array
-            .start_reconstruction(1, Some(spare.clone() as Arc<dyn ComponentIo>))
-            .await
-            .unwrap();
+        let spare = r.onto(1, "spare").await;
         let only: ColumnSet = [1].into_iter().collect();
         let mut at = 0;
         while at < r.layout.stripes() {
