@@ -1610,6 +1610,8 @@ async fn bounded(
 
 mod rebuild;
 pub use rebuild::StripeRebuild;
+mod scrub;
+pub use scrub::{CheckOutcome, StripeCheck, UnitBlocks};
 
 #[cfg(test)]
 mod tests;

@@ -1588,3 +1588,6 @@ async fn a_write_whose_component_cannot_be_fenced_fails_the_column() {
     assert_eq!(d.into_bytes().as_ref(), b"xyz");
     r.assert_consistent();
 }
+
+/// Parity verification (`access/scrub.rs`) over the same rigs.
+mod scrub;
