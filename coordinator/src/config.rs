@@ -42,6 +42,10 @@ pub const DEFAULT_REBUILD_RATE: u64 = 256 << 20;
 /// Default rebuild rate limit while clients read or write: 8 MiB/s (md's speed_limit_min idea:
 /// the rebuild yields the disks to user I/O).
 pub const DEFAULT_REBUILD_RATE_BUSY: u64 = 8 << 20;
+/// Default parity check/rewrite rate limit while clients are idle: 64 MiB/s of stripes.
+pub const DEFAULT_SCRUB_RATE: u64 = 64 << 20;
+/// Default parity check/rewrite rate limit while clients read or write: 4 MiB/s.
+pub const DEFAULT_SCRUB_RATE_BUSY: u64 = 4 << 20;
 /// Default wait before a resync that stopped with an error is retried.
 pub const DEFAULT_RESYNC_RETRY_INITIAL_MS: u64 = 1000;
 /// Default longest wait between resync retries (the wait doubles up to it).
@@ -181,6 +185,12 @@ pub struct CoordinatorConfig {
     /// Rate limit of a reconstruction or copyback while clients read or write (an access ran
     /// within the last 200 ms), in bytes per second (0: no limit): user I/O comes first.
     pub rebuild_rate_busy: u64,
+    /// Default rate limit of a parity check or rewrite while no client I/O is seen, in bytes of
+    /// stripes per second (0: no limit).
+    pub scrub_rate: u64,
+    /// Rate limit of a parity check or rewrite while clients read or write, in bytes of stripes
+    /// per second (0: no limit).
+    pub scrub_rate_busy: u64,
 }
 
 impl CoordinatorConfig {
@@ -207,6 +217,8 @@ impl CoordinatorConfig {
             down_out_delay: Duration::from_millis(DEFAULT_DOWN_OUT_DELAY_MS),
             rebuild_rate: DEFAULT_REBUILD_RATE,
             rebuild_rate_busy: DEFAULT_REBUILD_RATE_BUSY,
+            scrub_rate: DEFAULT_SCRUB_RATE,
+            scrub_rate_busy: DEFAULT_SCRUB_RATE_BUSY,
         }
     }
 
@@ -384,6 +396,10 @@ pub struct FileConfig {
     pub rebuild_rate: Option<u64>,
     /// See [`CoordinatorConfig::rebuild_rate_busy`].
     pub rebuild_rate_busy: Option<u64>,
+    /// See [`CoordinatorConfig::scrub_rate`].
+    pub scrub_rate: Option<u64>,
+    /// See [`CoordinatorConfig::scrub_rate_busy`].
+    pub scrub_rate_busy: Option<u64>,
 }
 
 impl FileConfig {
@@ -501,6 +517,14 @@ pub struct Args {
     /// second; 0: no limit [default: 8388608].
     #[arg(long, value_name = "BYTES_PER_SEC", env = "DAGRAID_REBUILD_RATE_BUSY")]
     pub rebuild_rate_busy: Option<u64>,
+    /// Default rate limit of a parity check or rewrite while clients are idle, in bytes of
+    /// stripes per second; 0: no limit [default: 67108864].
+    #[arg(long, value_name = "BYTES_PER_SEC", env = "DAGRAID_SCRUB_RATE")]
+    pub scrub_rate: Option<u64>,
+    /// Rate limit of a parity check or rewrite while clients read or write, in bytes of
+    /// stripes per second; 0: no limit [default: 4194304].
+    #[arg(long, value_name = "BYTES_PER_SEC", env = "DAGRAID_SCRUB_RATE_BUSY")]
+    pub scrub_rate_busy: Option<u64>,
     /// Trace export (OTLP/gRPC), configured like any OpenTelemetry SDK.
     #[command(flatten)]
     pub telemetry: dagraid_telemetry::TelemetryArgs,
@@ -582,6 +606,12 @@ impl Args {
         }
         if let Some(rate) = self.rebuild_rate_busy.or(file.rebuild_rate_busy) {
             config.rebuild_rate_busy = rate;
+        }
+        if let Some(rate) = self.scrub_rate.or(file.scrub_rate) {
+            config.scrub_rate = rate;
+        }
+        if let Some(rate) = self.scrub_rate_busy.or(file.scrub_rate_busy) {
+            config.scrub_rate_busy = rate;
         }
         config.validate()?;
         Ok(config)

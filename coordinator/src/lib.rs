@@ -48,10 +48,12 @@ pub mod registry;
 pub mod remote;
 pub mod resync;
 pub mod rpc_metrics;
+pub mod scrub;
 pub mod service;
 pub mod service_error;
 pub mod spares;
 pub mod store;
+mod throttle;
 pub mod volumes;
 
 use std::collections::BTreeSet;
@@ -83,6 +85,7 @@ use crate::node_client::{
 };
 use crate::rebuild::{RebuildSettings, Rebuilds};
 use crate::registry::NodeRegistry;
+use crate::scrub::{ScrubSettings, Scrubs};
 use crate::service::{BearerAuth, VolumeApi};
 use crate::spares::SparePool;
 use crate::store::{Store, StoreError};
@@ -334,6 +337,15 @@ impl Coordinator {
                 .clone()
                 .run(async move { rebuild_stop.cancelled().await }),
         );
+        let scrubs = Scrubs::new(
+            volumes.clone(),
+            ScrubSettings {
+                default_rate: config.scrub_rate,
+                busy_rate: config.scrub_rate_busy,
+                ..ScrubSettings::default()
+            },
+        );
+        metrics.watch_scrubs(&scrubs);
         let health_task = tokio::spawn(registry::health_loop(
             registry.clone(),
             volumes.clone(),
@@ -347,6 +359,7 @@ impl Coordinator {
         let api = VolumeServiceServer::new(VolumeApi::new(
             volumes.clone(),
             rebuilds.clone(),
+            scrubs.clone(),
             config.max_io_bytes,
         ))
         .max_decoding_message_size(limit)
@@ -385,6 +398,7 @@ impl Coordinator {
             let _ = health_task.await;
             // The jobs end their stripe and record their checkpoint.
             let _ = rebuild_task.await;
+            scrubs.stop().await;
             volumes.stop_resyncs().await;
             volumes.drain(drain_within).await;
             volumes.mark_clean_all().await;

@@ -25,6 +25,7 @@ use prometheus_client::registry::Registry;
 
 use crate::rebuild::{RebuildStatus, Rebuilds};
 use crate::rpc_metrics::StorageRpcMetrics;
+use crate::scrub::Scrubs;
 use crate::volumes::{VolumeEntry, VolumeManager};
 
 /// The coordinator's metrics: the registry `/metrics` serves and the parts recorded live.
@@ -35,6 +36,7 @@ pub struct CoordinatorMetrics {
     storage: StorageRpcMetrics,
     volumes: Arc<OnceLock<Weak<VolumeManager>>>,
     rebuilds: Arc<OnceLock<Weak<Rebuilds>>>,
+    scrubs: Arc<OnceLock<Weak<Scrubs>>>,
 }
 
 impl Default for CoordinatorMetrics {
@@ -58,6 +60,10 @@ impl CoordinatorMetrics {
         registry.register_collector(Box::new(RebuildCollector {
             rebuilds: rebuilds.clone(),
         }));
+        let scrubs: Arc<OnceLock<Weak<Scrubs>>> = Arc::default();
+        registry.register_collector(Box::new(ScrubCollector {
+            scrubs: scrubs.clone(),
+        }));
         registry.register_collector(Box::new(dagraid_telemetry::metrics::TraceExportCollector));
         CoordinatorMetrics {
             registry: Arc::new(registry),
@@ -65,7 +71,13 @@ impl CoordinatorMetrics {
             storage,
             volumes,
             rebuilds,
+            scrubs,
         }
+    }
+
+    /// Reports the parity checks and rewrites of `scrubs` from now on.
+    pub fn watch_scrubs(&self, scrubs: &Arc<Scrubs>) {
+        let _ = self.scrubs.set(Arc::downgrade(scrubs));
     }
 
     /// Reports the reconstructions and copybacks of `rebuilds` from now on.
@@ -234,6 +246,59 @@ impl Collector for RebuildCollector {
                     _ => gauge(&mut m, &labels, read(s) as i64)?,
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the parity jobs' counters at scrape time.
+#[derive(Debug)]
+struct ScrubCollector {
+    scrubs: Arc<OnceLock<Weak<Scrubs>>>,
+}
+
+impl Collector for ScrubCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(scrubs) = self.scrubs.get().and_then(Weak::upgrade) else {
+            return Ok(());
+        };
+        let counters = scrubs.counters();
+        type Read = fn(&crate::scrub::ScrubCounters) -> u64;
+        let families: [(&str, &str, Read); 3] = [
+            (
+                "dagraid_parity_check_stripes",
+                "Stripes a parity check compared with their data",
+                |c| c.checked.load(Ordering::Relaxed),
+            ),
+            (
+                "dagraid_parity_mismatches",
+                "Stripes a parity check found whose redundancy disagrees with their data",
+                |c| c.mismatches.load(Ordering::Relaxed),
+            ),
+            (
+                "dagraid_parity_rewrite_stripes",
+                "Stripes a parity rewrite rewrote",
+                |c| c.rewritten.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, read) in families {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (volume, c) in &counters {
+                counter(&mut m, &[("volume", volume.as_str())], read(c))?;
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "dagraid_parity_job_running",
+            "1 while a parity check or rewrite of the volume runs",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (volume, s) in scrubs.all() {
+            gauge(
+                &mut m,
+                &[("volume", volume.as_str()), ("kind", s.kind.name())],
+                i64::from(s.running),
+            )?;
         }
         Ok(())
     }

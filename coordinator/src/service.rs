@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 
 use crate::rebuild::{RebuildKind, RebuildStatus, RebuildTarget, Rebuilds};
 use crate::resync::ResyncStatus;
+use crate::scrub::{ParityJobKind, ParityJobStatus, Scrubs};
 use crate::service_error::ServiceError;
 use crate::spares::SpareRecord;
 use crate::volumes::{UnassembledVolume, Volume, VolumeEntry, VolumeManager, VolumeSpec};
@@ -30,15 +31,22 @@ use crate::volumes::{UnassembledVolume, Volume, VolumeEntry, VolumeManager, Volu
 pub struct VolumeApi {
     volumes: Arc<VolumeManager>,
     rebuilds: Arc<Rebuilds>,
+    scrubs: Arc<Scrubs>,
     max_io_bytes: u64,
 }
 
 impl VolumeApi {
     /// The API over `volumes`, refusing Reads and Writes larger than `max_io_bytes`.
-    pub fn new(volumes: Arc<VolumeManager>, rebuilds: Arc<Rebuilds>, max_io_bytes: u64) -> Self {
+    pub fn new(
+        volumes: Arc<VolumeManager>,
+        rebuilds: Arc<Rebuilds>,
+        scrubs: Arc<Scrubs>,
+        max_io_bytes: u64,
+    ) -> Self {
         Self {
             volumes,
             rebuilds,
+            scrubs,
             max_io_bytes,
         }
     }
@@ -82,6 +90,11 @@ impl VolumeApi {
             .map(rebuild_to_proto)
             .collect();
         v.rebuild_waiting = self.rebuilds.waiting(&v.name).unwrap_or_default();
+        v.parity_job = self
+            .scrubs
+            .status(&v.name)
+            .as_ref()
+            .map(parity_job_to_proto);
         v
     }
 
@@ -244,6 +257,7 @@ pub fn volume_to_proto(volume: &Volume) -> pb::Volume {
         rebuilds: Vec::new(),
         rebuild_waiting: String::new(),
         spares_available: 0,
+        parity_job: None,
     }
 }
 
@@ -284,6 +298,7 @@ pub fn unassembled_to_proto(volume: &UnassembledVolume) -> pb::Volume {
         rebuilds: Vec::new(),
         rebuild_waiting: String::new(),
         spares_available: 0,
+        parity_job: None,
     }
 }
 
@@ -309,6 +324,30 @@ pub fn rebuild_to_proto(s: &RebuildStatus) -> pb::Rebuild {
         lost_blocks: s.lost_blocks,
         error: s.error.clone(),
         resumed_from: s.resumed_from,
+    }
+}
+
+/// The proto view of a parity check or rewrite.
+pub fn parity_job_to_proto(s: &ParityJobStatus) -> pb::ParityJob {
+    pb::ParityJob {
+        kind: match s.kind {
+            ParityJobKind::Check => pb::ParityJobKind::Check,
+            ParityJobKind::Rewrite => pb::ParityJobKind::Rewrite,
+        } as i32,
+        running: s.running,
+        completed: s.completed,
+        stripes_done: s.stripes_done,
+        stripes_total: s.stripes_total,
+        mismatches: s.mismatches,
+        mismatched_stripes: s.mismatched_stripes.clone(),
+        rate_bytes_per_second: s.rate,
+        rate_limit_bytes_per_second: s.rate_limit,
+        eta_seconds: s.eta.map(|d| d.as_secs()).unwrap_or(0),
+        error: s.error.clone(),
+        skipped_stripes: s.skipped,
+        failed_stripes: s.failed,
+        unreadable_blocks: s.unreadable_blocks,
+        rewritten_stripes: s.rewritten,
     }
 }
 
@@ -609,6 +648,28 @@ impl VolumeService for VolumeApi {
                 r.rate_bytes_per_second,
             )
             .await?;
+        Ok(Response::new(self.assembled_view(&volume)))
+    }
+
+    async fn check_parity(
+        &self,
+        request: Request<pb::ParityRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        let r = request.into_inner();
+        let volume = self
+            .scrubs
+            .start(&r.volume, ParityJobKind::Check, r.rate_bytes_per_second)?;
+        Ok(Response::new(self.assembled_view(&volume)))
+    }
+
+    async fn rewrite_parity(
+        &self,
+        request: Request<pb::ParityRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        let r = request.into_inner();
+        let volume =
+            self.scrubs
+                .start(&r.volume, ParityJobKind::Rewrite, r.rate_bytes_per_second)?;
         Ok(Response::new(self.assembled_view(&volume)))
     }
 }

@@ -190,6 +190,15 @@ pub enum ServiceError {
         /// What is wrong.
         detail: String,
     },
+    /// A parity check or rewrite cannot start: RAID 0 (nothing to check), a parity job of the
+    /// volume already runs, the volume resyncs, or a column is being reconstructed.
+    #[error("volume {volume:?}: parity job refused: {detail}")]
+    ParityRefused {
+        /// The volume.
+        volume: String,
+        /// Why, and what to do.
+        detail: String,
+    },
     /// The coordinator's store failed.
     #[error("coordinator store: {0}")]
     Store(#[from] StoreError),
@@ -235,6 +244,9 @@ impl ServiceError {
                 (Code::Unavailable, error_kind::NODE_UNAVAILABLE)
             }
             ServiceError::SpareNode { source, .. } => provision_code_and_kind(source),
+            ServiceError::ParityRefused { .. } => {
+                (Code::FailedPrecondition, error_kind::PARITY_REFUSED)
+            }
             ServiceError::Store(StoreError::Closed) => {
                 (Code::Unavailable, error_kind::SHUTTING_DOWN)
             }
@@ -589,6 +601,14 @@ mod tests {
                 ServiceError::UnknownSpare { id: "s".into() },
                 Code::NotFound,
                 "unknown-spare",
+            ),
+            (
+                ServiceError::ParityRefused {
+                    volume: "v".into(),
+                    detail: "d".into(),
+                },
+                Code::FailedPrecondition,
+                "parity-refused",
             ),
             (
                 ServiceError::SpareInUse {

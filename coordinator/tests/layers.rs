@@ -7,13 +7,20 @@ use std::path::Path;
 
 /// Bottom first. A module may use modules of strictly lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["config", "error", "store", "resync", "rpc_metrics"],
+    &[
+        "config",
+        "error",
+        "store",
+        "resync",
+        "rpc_metrics",
+        "throttle",
+    ],
     &["node_client"],
     &["remote", "labels", "registry"],
     &["durable", "service_error"],
     &["spares"],
     &["volumes"],
-    &["rebuild"],
+    &["rebuild", "scrub"],
     &["metrics", "service"],
     &["lib"],
 ];

@@ -114,6 +114,9 @@ pub mod error_kind {
     /// A reconstruction or copyback cannot start or go on (no spare fits, the column is not
     /// failed, its target failed, a resync must finish first); the message says which.
     pub const REBUILD_REFUSED: &str = "rebuild-refused";
+    /// A parity check or rewrite cannot start (RAID 0 has nothing to check, a parity job, a
+    /// reconstruction or a resync of the volume runs); the message says which.
+    pub const PARITY_REFUSED: &str = "parity-refused";
     /// A storage node refused a request the coordinator built for it (larger than the node's
     /// limit, outside the component): the volume and the node disagree; nothing was failed.
     pub const STORAGE_REFUSED: &str = "storage-refused";
