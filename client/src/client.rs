@@ -543,6 +543,51 @@ impl Client {
         VolumeInfo::from_proto(volume)
     }
 
+    /// Starts an online parity check of `volume`: every stripe's redundancy (P, Q, RAID 1
+    /// copies) compared with its data under the stripe's lock, while clients read and write;
+    /// nothing is written. `rate` caps it in bytes of stripes per second (`None`: the
+    /// coordinator's `--scrub-rate`).
+    ///
+    /// Answers once it runs; [`VolumeInfo::parity_job`] shows its progress and the mismatching
+    /// stripes. Never retried. Refusals: [`ClientError::UnknownVolume`];
+    /// [`ClientError::ParityRefused`] (RAID 0, a parity job runs already, a resync or a
+    /// reconstruction runs: the message says which).
+    pub async fn check_parity(
+        &self,
+        volume: &str,
+        rate: Option<u64>,
+    ) -> Result<VolumeInfo, ClientError> {
+        let request = pb::ParityRequest {
+            volume: volume.to_owned(),
+            rate_bytes_per_second: rate_on_the_wire(rate)?,
+        };
+        let volume = self
+            .call(request, |mut rpc, request| async move {
+                rpc.check_parity(request).await
+            })
+            .await?;
+        VolumeInfo::from_proto(volume)
+    }
+
+    /// Starts an online parity rewrite of `volume`: every stripe's redundancy rewritten from
+    /// its data under the stripe's write lock. As [`Client::check_parity`] otherwise.
+    pub async fn rewrite_parity(
+        &self,
+        volume: &str,
+        rate: Option<u64>,
+    ) -> Result<VolumeInfo, ClientError> {
+        let request = pb::ParityRequest {
+            volume: volume.to_owned(),
+            rate_bytes_per_second: rate_on_the_wire(rate)?,
+        };
+        let volume = self
+            .call(request, |mut rpc, request| async move {
+                rpc.rewrite_parity(request).await
+            })
+            .await?;
+        VolumeInfo::from_proto(volume)
+    }
+
     /// Copies column `column` of `volume`, which lives on a spare since its reconstruction,
     /// back to a new blank component on storage node `to_node`, without stopping I/O; the
     /// spare returns to the pool once the copy is done. `rate` caps it in bytes per second
@@ -711,7 +756,7 @@ fn rate_on_the_wire(rate: Option<u64>) -> Result<u64, ClientError> {
     match rate {
         None => Ok(0),
         Some(0) => Err(ClientError::InvalidArgument {
-            message: "a rebuild rate must be at least 1 byte per second (None: the \
+            message: "a rate must be at least 1 byte per second (None: the \
                       coordinator's default)"
                 .into(),
         }),

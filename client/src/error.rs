@@ -165,6 +165,14 @@ pub enum ClientError {
         /// The coordinator's message.
         message: String,
     },
+    /// A parity check or rewrite cannot start (`parity-refused`, FAILED_PRECONDITION): RAID 0
+    /// has nothing to check, a parity job of the volume runs already, the volume resyncs, or a
+    /// column is being reconstructed. The message says which; nothing was started.
+    #[error("{}", labelled("parity job refused", .message))]
+    ParityRefused {
+        /// The coordinator's message.
+        message: String,
+    },
     /// A storage node refused a request the coordinator built for it (`storage-refused`): the
     /// volume and the node disagree (a size limit, a range); no column was failed.
     #[error("{}", labelled("refused by storage", .message))]
@@ -296,6 +304,7 @@ impl ClientError {
             Some(error_kind::VOLUME_FAILED) => ClientError::VolumeFailed { message },
             Some(error_kind::NOT_ALLOWED) => ClientError::NotAllowed { message },
             Some(error_kind::REBUILD_REFUSED) => ClientError::RebuildRefused { message },
+            Some(error_kind::PARITY_REFUSED) => ClientError::ParityRefused { message },
             Some(error_kind::STORAGE_REFUSED) => ClientError::StorageRefused { message },
             Some(error_kind::OUT_OF_RANGE) => ClientError::OutOfRange { message },
             Some(error_kind::INVALID_REQUEST | error_kind::TOO_LARGE) => {
@@ -517,6 +526,11 @@ mod tests {
                 Code::FailedPrecondition,
                 error_kind::REBUILD_REFUSED,
                 E::RebuildRefused { message: msg() },
+            ),
+            (
+                Code::FailedPrecondition,
+                error_kind::PARITY_REFUSED,
+                E::ParityRefused { message: msg() },
             ),
             (
                 Code::Internal,

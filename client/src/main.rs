@@ -42,6 +42,12 @@ fn main() -> ExitCode {
         Err(err) => {
             // `{:#}` puts the whole chain of causes on one line.
             eprintln!("dagraid: error: {err:#}");
+            if err
+                .downcast_ref::<dagraid_client::cli::parity::ParityMismatches>()
+                .is_some()
+            {
+                return ExitCode::from(dagraid_client::cli::parity::MISMATCH_EXIT_CODE);
+            }
             ExitCode::FAILURE
         }
     }

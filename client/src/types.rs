@@ -625,6 +625,102 @@ pub struct VolumeInfo {
     /// Free hot spares of the pool that fit the volume now (a failed column can be rebuilt
     /// onto one of them).
     pub spares_available: u32,
+    /// The parity check or rewrite running, or the last one since the coordinator started.
+    pub parity_job: Option<ParityJob>,
+}
+
+/// What a parity job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ParityJobKind {
+    /// Compares every stripe's redundancy with its data; writes nothing.
+    #[default]
+    Check,
+    /// Rewrites every stripe's redundancy from its data.
+    Rewrite,
+}
+
+impl ParityJobKind {
+    /// `check` or `rewrite`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ParityJobKind::Check => "check",
+            ParityJobKind::Rewrite => "rewrite",
+        }
+    }
+}
+
+/// An online parity check or rewrite of a volume ([`crate::Client::check_parity`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ParityJob {
+    /// Check or rewrite.
+    pub kind: ParityJobKind,
+    /// Whether it runs.
+    pub running: bool,
+    /// Whether it went over every stripe.
+    pub completed: bool,
+    /// Stripes done.
+    pub stripes_done: u64,
+    /// Stripes of the volume.
+    pub stripes_total: u64,
+    /// Stripes whose redundancy disagreed with their data (check).
+    pub mismatches: u64,
+    /// The first 100 of them, in increasing order.
+    pub mismatched_stripes: Vec<u64>,
+    /// Recent rate, bytes of stripes per second.
+    pub rate_bytes_per_second: u64,
+    /// The rate limit (0: none).
+    pub rate_limit_bytes_per_second: u64,
+    /// Estimated seconds to completion (0 when unknown or done).
+    pub eta_seconds: u64,
+    /// Why it stopped before the end; while running, the last stripe error met.
+    pub error: Option<String>,
+    /// Stripes skipped (too many columns missing, or lost blocks).
+    pub skipped_stripes: u64,
+    /// Stripes whose check or rewrite failed.
+    pub failed_stripes: u64,
+    /// Blocks that answered data loss (check).
+    pub unreadable_blocks: u64,
+    /// Stripes rewritten (rewrite).
+    pub rewritten_stripes: u64,
+}
+
+impl ParityJob {
+    /// Whole percent of the stripes done.
+    pub fn percent(&self) -> u8 {
+        if self.stripes_total == 0 {
+            return 100;
+        }
+        (self.stripes_done.min(self.stripes_total) * 100 / self.stripes_total) as u8
+    }
+
+    /// Whether it stopped before its end.
+    pub fn stopped(&self) -> bool {
+        !self.running && !self.completed
+    }
+
+    pub(crate) fn from_proto(p: pb::ParityJob) -> Self {
+        Self {
+            kind: if p.kind == pb::ParityJobKind::Rewrite as i32 {
+                ParityJobKind::Rewrite
+            } else {
+                ParityJobKind::Check
+            },
+            running: p.running,
+            completed: p.completed,
+            stripes_done: p.stripes_done,
+            stripes_total: p.stripes_total,
+            mismatches: p.mismatches,
+            mismatched_stripes: p.mismatched_stripes,
+            rate_bytes_per_second: p.rate_bytes_per_second,
+            rate_limit_bytes_per_second: p.rate_limit_bytes_per_second,
+            eta_seconds: p.eta_seconds,
+            error: (!p.error.is_empty()).then_some(p.error),
+            skipped_stripes: p.skipped_stripes,
+            failed_stripes: p.failed_stripes,
+            unreadable_blocks: p.unreadable_blocks,
+            rewritten_stripes: p.rewritten_stripes,
+        }
+    }
 }
 
 impl VolumeInfo {
@@ -719,6 +815,7 @@ impl VolumeInfo {
                 .collect(),
             rebuild_waiting: non_empty(v.rebuild_waiting),
             spares_available: v.spares_available,
+            parity_job: v.parity_job.map(ParityJob::from_proto),
         })
     }
 }
@@ -961,6 +1058,7 @@ mod tests {
                 },
             ],
             rebuild_waiting: "column 1: no spare fits".into(),
+            parity_job: None,
             spares_available: 3,
             ..Default::default()
         })

@@ -204,6 +204,7 @@ pub fn error_name(err: &ClientError) -> &'static str {
         ClientError::VolumeFailed { .. } => "volume-failed",
         ClientError::NotAllowed { .. } => "not-allowed",
         ClientError::RebuildRefused { .. } => "rebuild-refused",
+        ClientError::ParityRefused { .. } => "parity-refused",
         ClientError::StorageRefused { .. } => "storage-refused",
         ClientError::Fenced { .. } => "fenced",
         ClientError::NotAssembled { .. } => "not-assembled",

@@ -3,6 +3,7 @@
 //! - `cluster_file.rs`: `<data-dir>/cluster.toml`, written by `dagraid up`, read by the verbs.
 //! - `health.rs`: `dagraid health`, the container health check.
 //! - `output.rs`: tables and JSON.
+//! - `parity.rs`: `dagraid volume parity check|rewrite`, and following them (`--wait`).
 //! - `rebuild.rs`: `dagraid volume rebuild` and `volume copyback`, and following them (`--wait`).
 //! - `watch.rs`: `dagraid status --watch`.
 //! - `spare.rs`: `dagraid spare add|remove|list`, the hot-spare pool.
@@ -14,6 +15,7 @@
 pub mod cluster_file;
 pub mod health;
 pub mod output;
+pub mod parity;
 mod rebuild;
 pub mod spare;
 mod up;
@@ -269,6 +271,10 @@ pub enum VolumeCommand {
     ///
     /// --wait follows it to its end like `volume rebuild --wait`.
     Copyback(rebuild::CopybackArgs),
+    /// Check or rewrite a volume's parity online (RAID 1, 4, 5, 6), while clients read and
+    /// write: throttled, user I/O first. `dagraid status` shows the progress.
+    #[command(subcommand)]
+    Parity(parity::ParityCommand),
 }
 
 fn size_arg(text: &str) -> Result<u64, String> {
@@ -537,6 +543,9 @@ async fn verb(
         }
         Command::Volume(VolumeCommand::Copyback(a)) => {
             rebuild::copyback(args.json, client, a, shutdown).await?
+        }
+        Command::Volume(VolumeCommand::Parity(p)) => {
+            parity::run(args.json, client, p, shutdown).await?
         }
         Command::Status {
             volume,

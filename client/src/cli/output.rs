@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::size::Size;
-use crate::{ClusterInfo, ComponentState, RebuildKind, RebuildProgress, VolumeInfo};
+use crate::{
+    ClusterInfo, ComponentState, ParityJob, ParityJobKind, RebuildKind, RebuildProgress, VolumeInfo,
+};
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -96,7 +98,112 @@ pub fn volume_json(v: &VolumeInfo) -> Value {
         },
         "rebuilds": v.rebuilds.iter().map(rebuild_json).collect::<Vec<_>>(),
         "rebuild_waiting": v.rebuild_waiting,
+        "parity_job": v.parity_job.as_ref().map(parity_json),
     })
+}
+
+/// A parity check or rewrite as JSON; `null` for a rate limit that is not set and an ETA that
+/// is not known.
+pub fn parity_json(p: &ParityJob) -> Value {
+    json!({
+        "kind": p.kind.name(),
+        "running": p.running,
+        "completed": p.completed,
+        "stripes_done": p.stripes_done,
+        "stripes_total": p.stripes_total,
+        "mismatches": p.mismatches,
+        "mismatched_stripes": p.mismatched_stripes,
+        "rate_bytes_per_second": p.rate_bytes_per_second,
+        "rate_limit_bytes_per_second": (p.rate_limit_bytes_per_second > 0).then_some(p.rate_limit_bytes_per_second),
+        "eta_seconds": (p.eta_seconds > 0).then_some(p.eta_seconds),
+        "skipped_stripes": p.skipped_stripes,
+        "failed_stripes": p.failed_stripes,
+        "unreadable_blocks": p.unreadable_blocks,
+        "rewritten_stripes": p.rewritten_stripes,
+        "error": p.error,
+    })
+}
+
+/// The counts after a parity job's stripes: `, 2 mismatching stripes, 1 skipped`, each
+/// starting with `, `, only those that are not zero.
+pub fn parity_details(p: &ParityJob) -> String {
+    let mut out = String::new();
+    if p.running && p.rate_bytes_per_second > 0 {
+        out.push_str(&format!(", {}", rate_text(p.rate_bytes_per_second)));
+        if p.rate_limit_bytes_per_second > 0 {
+            out.push_str(&format!(
+                " (limit {})",
+                rate_text(p.rate_limit_bytes_per_second)
+            ));
+        }
+    }
+    if p.running && p.eta_seconds > 0 {
+        out.push_str(&format!(
+            ", ETA {}",
+            eta_text(Duration::from_secs(p.eta_seconds))
+        ));
+    }
+    if p.kind == ParityJobKind::Check {
+        out.push_str(&format!(", {} mismatching stripes", p.mismatches));
+    } else {
+        out.push_str(&format!(", {} stripes rewritten", p.rewritten_stripes));
+    }
+    for (n, what) in [
+        (p.skipped_stripes, "skipped"),
+        (p.failed_stripes, "failed"),
+        (p.unreadable_blocks, "unreadable blocks"),
+    ] {
+        if n > 0 {
+            out.push_str(&format!(", {n} {what}"));
+        }
+    }
+    out
+}
+
+/// What a parity job does or did: `parity check: 41% (1234/3000 stripes), 52 MiB/s, ETA 35s,
+/// 0 mismatching stripes`; `parity check done: 3000 stripes, 2 mismatching stripes (17, 902)`.
+pub fn parity_summary(p: &ParityJob) -> String {
+    let kind = p.kind.name();
+    let listed = if p.mismatched_stripes.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = p.mismatched_stripes.iter().map(u64::to_string).collect();
+        let more = if p.mismatches > p.mismatched_stripes.len() as u64 {
+            ", ..."
+        } else {
+            ""
+        };
+        format!(" (stripes {}{more})", list.join(", "))
+    };
+    let stripes = format!(
+        "{}% ({}/{} stripes)",
+        p.percent(),
+        p.stripes_done,
+        p.stripes_total
+    );
+    if p.running {
+        let error = p
+            .error
+            .as_ref()
+            .map(|e| format!(", last error: {e}"))
+            .unwrap_or_default();
+        format!(
+            "parity {kind}: {stripes}{}{listed}{error}",
+            parity_details(p)
+        )
+    } else if p.completed {
+        format!(
+            "parity {kind} done: {} stripes{}{listed}",
+            p.stripes_total,
+            parity_details(p)
+        )
+    } else {
+        format!(
+            "parity {kind} stopped at {stripes}{}{listed}: {}",
+            parity_details(p),
+            p.error.as_deref().unwrap_or("no reason given")
+        )
+    }
 }
 
 /// One rebuild (reconstruction or copyback) as JSON; `null` for a rate limit that is not set
@@ -440,6 +547,9 @@ pub fn volume_status_parts(v: &VolumeInfo, bars_show_running: bool) -> (String, 
     {
         let _ = writeln!(out, "  column {}: {}", r.column, rebuild_summary(r));
     }
+    if let Some(p) = &v.parity_job {
+        let _ = writeln!(out, "  {}", parity_summary(p));
+    }
     let head = std::mem::take(&mut out);
     if let Some(waiting) = &v.rebuild_waiting {
         let _ = writeln!(out, "  rebuild waiting: {waiting}");
@@ -554,6 +664,7 @@ mod tests {
             lost_ranges: 0,
             rebuilds: Vec::new(),
             rebuild_waiting: None,
+            parity_job: None,
             spares_available: 0,
         }
     }

@@ -559,6 +559,7 @@ mod tests {
             lost_ranges: 0,
             rebuilds,
             rebuild_waiting: None,
+            parity_job: None,
             spares_available: 0,
         }
     }

@@ -546,6 +546,26 @@ impl VolumeService for Fake {
         self.start_copyback(request.into_inner()).map(Response::new)
     }
 
+    async fn check_parity(
+        &self,
+        request: Request<pb::ParityRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        self.check_token(&request)?;
+        Err(Status::unimplemented(
+            "the fake coordinator has no parity jobs",
+        ))
+    }
+
+    async fn rewrite_parity(
+        &self,
+        request: Request<pb::ParityRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        self.check_token(&request)?;
+        Err(Status::unimplemented(
+            "the fake coordinator has no parity jobs",
+        ))
+    }
+
     async fn get_cluster_info(
         &self,
         request: Request<pb::GetClusterInfoRequest>,
@@ -638,6 +658,7 @@ impl VolumeService for Fake {
             lost_ranges: 0,
             rebuilds: Vec::new(),
             rebuild_waiting: String::new(),
+            parity_job: None,
             spares_available: 0,
         };
         volumes.insert(
