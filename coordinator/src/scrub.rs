@@ -144,6 +144,8 @@ pub struct Scrubs {
     jobs: DashMap<String, Arc<Job>>,
     counters: DashMap<String, Arc<ScrubCounters>>,
     stopping: AtomicBool,
+    /// Cancelled by [`Scrubs::stop`]: ends a throttle's wait at once.
+    cancel: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Scrubs {
@@ -171,6 +173,7 @@ impl Scrubs {
             jobs: DashMap::new(),
             counters: DashMap::new(),
             stopping: AtomicBool::new(false),
+            cancel: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -203,6 +206,7 @@ impl Scrubs {
     /// Stops every job (each ends the stripes in flight) and waits up to 30 s.
     pub async fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.cancel.cancel();
         let until = Instant::now() + Duration::from_secs(30);
         while Instant::now() < until && self.jobs.iter().any(|j| j.status().running) {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -408,7 +412,10 @@ impl Scrubs {
                 s.rate = per_sec;
                 s.eta = eta;
             });
-            throttle.consume(n * per_stripe, self.accesses()).await;
+            tokio::select! {
+                _ = throttle.consume(n * per_stripe, self.accesses()) => {}
+                _ = self.cancel.cancelled() => {}
+            }
             let limit = throttle.current();
             job.update(|s| s.rate_limit = limit);
         }
