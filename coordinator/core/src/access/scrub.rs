@@ -224,11 +224,7 @@ fn compare(level: RaidLevel, sl: &StripeLayout, image: &StripeImage, bs: usize) 
             let absent =
                 absent_data.len() + usize::from(p.is_none()) + usize::from(q_exists && q.is_none());
             // What is left to compare: with one unit missing, RAID 6 still has one equation.
-            let can = match (q_exists, absent) {
-                (_, 0) => true,
-                (true, 1) => true,
-                _ => false,
-            };
+            let can = matches!((q_exists, absent), (_, 0) | (true, 1));
             if !can {
                 check.outcome = CheckOutcome::Degraded;
             } else {
@@ -273,10 +269,10 @@ fn compare_row(
         // RAID 6 with a data unit missing: rebuild it from P, then only Q can be compared.
         let mut d = p.row(row, bs).to_vec();
         for (i, (_, u)) in data.iter().enumerate() {
-            if i != x {
-                if let Some(u) = u {
-                    crate::parity::xor_into(&mut d, u.row(row, bs)).ok();
-                }
+            if i != x
+                && let Some(u) = u
+            {
+                crate::parity::xor_into(&mut d, u.row(row, bs)).ok();
             }
         }
         rebuilt = Some(d);

@@ -2,6 +2,9 @@
 //! parity unit, data unit or RAID 1 copy is found exactly; degraded, lost and unreadable stripes
 //! are said so; a check beside concurrent writers sees no false mismatch.
 
+// Block ranges are compared as vectors of ranges, one range long here.
+#![allow(clippy::single_range_in_vec_init)]
+
 use std::sync::Arc;
 
 use rand::rngs::StdRng;
