@@ -43,6 +43,7 @@ pub use error::ClientError;
 pub use types::{
     AssembleOutcome, AssemblyInfo, ClusterInfo, ComponentInfo, ComponentState, LostRange,
     ParseRaidLevelError, RaidLevel, RebuildKind, RebuildProgress, RebuildTarget, ResyncProgress,
+    ParityMapInfo,
     Spare, SpareUse, StorageNodeInfo, VolumeCounters, VolumeInfo, VolumeSpec, VolumeState,
 };
 pub use volume::Volume;

@@ -639,6 +639,7 @@ impl VolumeService for Fake {
             rebuilds: Vec::new(),
             rebuild_waiting: String::new(),
             spares_available: 0,
+            parity_map: None,
         };
         volumes.insert(
             r.name,
