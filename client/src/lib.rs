@@ -42,8 +42,8 @@ pub use client::{
 pub use error::ClientError;
 pub use types::{
     AssembleOutcome, AssemblyInfo, ClusterInfo, ComponentInfo, ComponentState, LostRange,
-    ParseRaidLevelError, RaidLevel, RebuildKind, RebuildProgress, RebuildTarget, ResyncProgress,
-    ParityMapInfo,
-    Spare, SpareUse, StorageNodeInfo, VolumeCounters, VolumeInfo, VolumeSpec, VolumeState,
+    ParityMapInfo, ParseRaidLevelError, RaidLevel, RebuildKind, RebuildProgress, RebuildTarget,
+    ResyncProgress, Spare, SpareUse, StorageNodeInfo, VolumeCounters, VolumeInfo, VolumeSpec,
+    VolumeState,
 };
 pub use volume::Volume;

@@ -574,6 +574,7 @@ mod tests {
                 })
                 .collect(),
             lost: Default::default(),
+            parity_map: None,
         };
         let fencing = FencingContext::new("dagraid", 1);
         let columns = record

@@ -216,7 +216,11 @@ impl Worker {
 
     async fn run(self) {
         let total = self.stripes.len() as u64;
-        let s = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let s = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         tracing::info!(
             volume = %self.volume,
             stripes = total,

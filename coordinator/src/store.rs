@@ -26,8 +26,8 @@ use std::sync::{Arc, RwLock};
 use dagraid_core::array::ComponentState;
 use dagraid_core::layout::{Geometry, Layout, RaidLevel};
 use dagraid_core::lost::LostSet;
-use dagraid_core::parity_map::DirtyRegions;
 use dagraid_core::meta::assembly::Recorded;
+use dagraid_core::parity_map::DirtyRegions;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -35,9 +35,9 @@ use serde::{Deserialize, Serialize};
 pub const STORE_FORMAT: u64 = 1;
 /// Version of the [`VolumeRecord`] encoding this coordinator writes. Version 1 (no counters,
 /// no clean flag, no serials) is read and migrated; version 2 (optimal and failed states only,
-/// no recovery watermarks, no lost set) is read as version 3 with nothing lost. A coordinator
-/// of version 2 refuses a version 3 record (`docs/STATE.md`: no going back after the first
-/// write of the new format).
+/// no recovery watermarks, no lost set) and version 3 (no parity map) are read as version 4
+/// with nothing lost and no parity map. A coordinator of version 3 refuses a version 4 record
+/// (`docs/STATE.md`: no going back after the first write of the new format).
 pub const VOLUME_RECORD_VERSION: u32 = 4;
 
 /// Version of the [`SpareRecord`] encoding this coordinator writes (and the only one it reads:
@@ -985,6 +985,7 @@ mod tests {
                 })
                 .collect(),
             lost: Default::default(),
+            parity_map: None,
         }
     }
 
@@ -1137,6 +1138,28 @@ mod tests {
         r.set_durable(&next).unwrap();
         let back = VolumeRecord::decode("a", &r.encode()).unwrap();
         assert_eq!(back.durable(), next);
+    }
+
+    #[test]
+    fn a_version_3_record_has_no_parity_map_and_a_map_is_kept_exactly() {
+        let mut v3 = record("a");
+        v3.version = 3;
+        let mut json: serde_json::Value = serde_json::from_slice(&v3.encode()).unwrap();
+        json.as_object_mut().unwrap().remove("parity_map");
+        let mut r = VolumeRecord::decode("a", &serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(r.version, VOLUME_RECORD_VERSION);
+        let d = r.durable();
+        assert_eq!((d.map.as_ref(), d.map_counter), (None, 0));
+        let mut next = d.clone();
+        next.mod_counter = 2;
+        next.map = Some(dagraid_core::parity_map::DirtyRegions {
+            region_stripes: 4,
+            regions: LostSet::from_ranges((0..3000u64).map(|i| 2 * i..2 * i + 1)),
+        });
+        next.map_counter = 2;
+        r.set_durable(&next).unwrap();
+        let back = VolumeRecord::decode("a", &r.encode()).unwrap();
+        assert_eq!(back.durable(), next, "exact, however many regions");
     }
 
     #[test]

@@ -109,7 +109,10 @@ async fn kill9_under_writes_to_5_percent_of_the_volume_resyncs_only_those_region
             .await
             .unwrap();
         let size = info.size_bytes;
-        let map = info.parity_map.clone().expect("an assembled volume has a map");
+        let map = info
+            .parity_map
+            .clone()
+            .expect("an assembled volume has a map");
         assert_eq!(map.region_bytes, REGION_BYTES);
         let regions = size.div_ceil(REGION_BYTES);
         assert_eq!(map.regions, regions);
@@ -119,16 +122,23 @@ async fn kill9_under_writes_to_5_percent_of_the_volume_resyncs_only_those_region
         for off in (0..size).step_by(MIB as usize) {
             let end = (off + MIB).min(size);
             c.volume("pm")
-                .write_at(off, Bytes::copy_from_slice(&first[off as usize..end as usize]))
+                .write_at(
+                    off,
+                    Bytes::copy_from_slice(&first[off as usize..end as usize]),
+                )
                 .await
                 .unwrap();
         }
         let dirty = c.volume("pm").status().await.unwrap().parity_map.unwrap();
         assert!(dirty.dirty_regions > 0, "{dirty:?}");
-        eventually("the fill's regions cooled down", Duration::from_secs(60), || async {
-            let m = c.volume("pm").status().await.ok()?.parity_map?;
-            (m.dirty_regions == 0).then_some(())
-        })
+        eventually(
+            "the fill's regions cooled down",
+            Duration::from_secs(60),
+            || async {
+                let m = c.volume("pm").status().await.ok()?.parity_map?;
+                (m.dirty_regions == 0).then_some(())
+            },
+        )
         .await;
 
         // 5% of the regions, spread over the volume, written round-robin by 2 writers so that
@@ -193,7 +203,9 @@ async fn kill9_under_writes_to_5_percent_of_the_volume_resyncs_only_those_region
         let c = client(&cluster).await;
         let s = settled(&c, "pm").await;
         assert_eq!(s.state, VolumeState::Optimal, "{s:?}");
-        let resync = s.resync.expect("a volume not shut down cleanly is resynced");
+        let resync = s
+            .resync
+            .expect("a volume not shut down cleanly is resynced");
         assert_eq!(resync.error, None);
         assert!(!resync.full, "the map was kept: {resync:?}");
         // Exactly the regions the load wrote: each was rewritten within the cooldown before

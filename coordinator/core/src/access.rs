@@ -1538,7 +1538,10 @@ impl Array {
 
     /// Clears the regions quiet for `cooldown` and persists the map if any was; answers
     /// whether one was.
-    pub async fn cool_parity_map(&self, cooldown: std::time::Duration) -> Result<bool, AccessError> {
+    pub async fn cool_parity_map(
+        &self,
+        cooldown: std::time::Duration,
+    ) -> Result<bool, AccessError> {
         if !self.parity_map.cool(cooldown) {
             return Ok(false);
         }

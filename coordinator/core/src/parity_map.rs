@@ -109,9 +109,11 @@ impl From<&MapSnapshot> for DirtyRegions {
 /// The stripes `regions` (of `region_stripes` stripes each) cover, within `stripes`.
 pub fn stripes_of(regions: &LostSet, region_stripes: u64, stripes: u64) -> LostSet {
     let rs = region_stripes.max(1);
-    LostSet::from_ranges(regions.ranges().map(|r| {
-        r.start.saturating_mul(rs).min(stripes)..r.end.saturating_mul(rs).min(stripes)
-    }))
+    LostSet::from_ranges(
+        regions.ranges().map(|r| {
+            r.start.saturating_mul(rs).min(stripes)..r.end.saturating_mul(rs).min(stripes)
+        }),
+    )
 }
 
 /// The regions written by one access: hand them back to [`ParityMap::end`].
@@ -244,9 +246,8 @@ impl ParityMap {
         let now = Instant::now();
         let mut g = self.inner();
         let before = g.regions.len();
-        g.regions.retain(|_, r| {
-            r.inflight > 0 || r.needs_sync || now.duration_since(r.last) < cooldown
-        });
+        g.regions
+            .retain(|_, r| r.inflight > 0 || r.needs_sync || now.duration_since(r.last) < cooldown);
         let cleared = g.regions.len() != before;
         if cleared {
             g.version += 1;

@@ -1644,7 +1644,11 @@ async fn a_write_is_issued_only_after_its_region_is_marked_durably() {
         .await
         .unwrap_err();
     assert!(matches!(err, AccessError::StateNotRecorded { .. }), "{err}");
-    assert!(r.log.writes().is_empty(), "nothing issued: {:?}", r.log.writes());
+    assert!(
+        r.log.writes().is_empty(),
+        "nothing issued: {:?}",
+        r.log.writes()
+    );
     let (d, _) = r.array.read(0, 3).await.unwrap();
     assert_eq!(d.into_bytes().as_ref(), &r.volume[..3]);
 

@@ -427,10 +427,7 @@ mod tests {
         ];
         let stripes = l.stripes();
         let dirty = merged_map(&p, "v1", &found, &records, Some(&map(1..2)), stripes).unwrap();
-        assert_eq!(
-            dirty.ranges().collect::<Vec<_>>(),
-            vec![0..4, 6..8, 10..12]
-        );
+        assert_eq!(dirty.ranges().collect::<Vec<_>>(), vec![0..4, 6..8, 10..12]);
         // No map in the store (a volume from before the map): every stripe may be torn.
         assert_eq!(merged_map(&p, "v1", &found, &records, None, stripes), None);
     }

@@ -251,7 +251,10 @@ mod tests {
         assert_eq!(section.regions(), map);
         // A record written before the map existed has none.
         let old = br#"{"magic":"dagraid-metadata-record","version":1,"volume_id":"v","mod_counter":3,"sections":{"lost":{"counter":0,"ranges":[]}}}"#;
-        assert_eq!(MetadataRecord::decode(old).unwrap().sections.parity_map, None);
+        assert_eq!(
+            MetadataRecord::decode(old).unwrap().sections.parity_map,
+            None
+        );
         // Every other region of a huge volume: coarsened, still naming every dirty one.
         let many = DirtyRegions {
             region_stripes: 1,
@@ -267,7 +270,11 @@ mod tests {
             .unwrap();
         assert!(section.coarsened);
         let got = section.regions().regions;
-        assert!(many.regions.ranges().all(|r| got.overlapping(r.clone()) == [r]));
+        assert!(
+            many.regions
+                .ranges()
+                .all(|r| got.overlapping(r.clone()) == [r])
+        );
     }
 
     #[test]
