@@ -42,8 +42,8 @@ pub use client::{
 pub use error::ClientError;
 pub use types::{
     AssembleOutcome, AssemblyInfo, ClusterInfo, ComponentInfo, ComponentState, LostRange,
-    ParityJob, ParityJobKind, ParseRaidLevelError, RaidLevel, RebuildKind, RebuildProgress,
-    RebuildTarget, ResyncProgress, Spare, SpareUse, StorageNodeInfo, VolumeCounters, VolumeInfo,
-    VolumeSpec, VolumeState,
+    ParityJob, ParityJobKind, ParityMapInfo, ParseRaidLevelError, RaidLevel, RebuildKind,
+    RebuildProgress, RebuildTarget, ResyncProgress, Spare, SpareUse, StorageNodeInfo, VolumeCounters,
+    VolumeInfo, VolumeSpec, VolumeState,
 };
 pub use volume::Volume;

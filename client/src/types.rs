@@ -370,6 +370,27 @@ pub struct ResyncProgress {
     pub error: Option<String>,
     /// Passes started again after an error.
     pub retries: u32,
+    /// Parity-map regions to resync (dirty at the crash).
+    pub regions_total: u64,
+    /// Of those, regions done.
+    pub regions_done: u64,
+    /// Whether the whole volume is resynced (it kept no parity map).
+    pub full: bool,
+}
+
+/// The parity map of a volume: the regions a crash would cost a resync of.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ParityMapInfo {
+    /// Bytes of volume data per region.
+    pub region_bytes: u64,
+    /// Regions of the volume.
+    pub regions: u64,
+    /// Regions marked dirty now.
+    pub dirty_regions: u64,
+    /// Of those, regions awaiting their resync after a crash.
+    pub resync_regions: u64,
+    /// How long a region stays dirty after its last write.
+    pub cooldown: std::time::Duration,
 }
 
 impl ResyncProgress {
@@ -610,6 +631,8 @@ pub struct VolumeInfo {
     pub counters: VolumeCounters,
     /// The resync run since the volume was assembled, if any.
     pub resync: Option<ResyncProgress>,
+    /// The parity map (`None` for a volume that is not assembled).
+    pub parity_map: Option<ParityMapInfo>,
     /// How it was assembled, or why it is not.
     pub assembly: AssemblyInfo,
     /// Bytes that answer DATA_LOSS until written again ([`crate::Client::list_lost`]).
@@ -799,6 +822,16 @@ impl VolumeInfo {
                 stripes_lost: r.stripes_lost,
                 error: non_empty(r.error),
                 retries: r.retries,
+                regions_total: r.regions_total,
+                regions_done: r.regions_done,
+                full: r.full,
+            }),
+            parity_map: v.parity_map.map(|m| ParityMapInfo {
+                region_bytes: m.region_bytes,
+                regions: m.regions,
+                dirty_regions: m.dirty_regions,
+                resync_regions: m.resync_regions,
+                cooldown: std::time::Duration::from_millis(m.cooldown_ms),
             }),
             assembly: AssemblyInfo {
                 problem: non_empty(assembly.problem),

@@ -191,6 +191,11 @@ pub struct CoordinatorConfig {
     /// Rate limit of a parity check or rewrite while clients read or write, in bytes of stripes
     /// per second (0: no limit).
     pub scrub_rate_busy: u64,
+    /// Bytes of volume data per parity-map region (rounded down to whole stripes, at least
+    /// one): the unit a crash costs a resync of.
+    pub parity_map_region_bytes: u64,
+    /// How long a region stays marked dirty after its last write.
+    pub parity_map_cooldown: Duration,
 }
 
 impl CoordinatorConfig {
@@ -219,6 +224,8 @@ impl CoordinatorConfig {
             rebuild_rate_busy: DEFAULT_REBUILD_RATE_BUSY,
             scrub_rate: DEFAULT_SCRUB_RATE,
             scrub_rate_busy: DEFAULT_SCRUB_RATE_BUSY,
+            parity_map_region_bytes: dagraid_core::parity_map::DEFAULT_REGION_BYTES,
+            parity_map_cooldown: dagraid_core::parity_map::DEFAULT_COOLDOWN,
         }
     }
 
@@ -255,6 +262,12 @@ impl CoordinatorConfig {
             return Err(
                 "token must be non-empty visible ASCII (it travels in an HTTP header)".into(),
             );
+        }
+        if self.parity_map_region_bytes < 4096 {
+            return Err(format!(
+                "parity-map-region-bytes must be at least 4096, got {}",
+                self.parity_map_region_bytes
+            ));
         }
         if self.node_deadline < Duration::from_millis(10)
             || self.node_deadline > Duration::from_secs(600)
@@ -400,6 +413,10 @@ pub struct FileConfig {
     pub scrub_rate: Option<u64>,
     /// See [`CoordinatorConfig::scrub_rate_busy`].
     pub scrub_rate_busy: Option<u64>,
+    /// See [`CoordinatorConfig::parity_map_region_bytes`].
+    pub parity_map_region_bytes: Option<u64>,
+    /// See [`CoordinatorConfig::parity_map_cooldown`], in milliseconds.
+    pub parity_map_cooldown_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -525,6 +542,15 @@ pub struct Args {
     /// stripes per second; 0: no limit [default: 4194304].
     #[arg(long, value_name = "BYTES_PER_SEC", env = "DAGRAID_SCRUB_RATE_BUSY")]
     pub scrub_rate_busy: Option<u64>,
+    /// Bytes of volume data per parity-map region, rounded down to whole stripes (at least
+    /// one): after a crash, only the regions written in the last cooldown are resynced
+    /// [default: 67108864].
+    #[arg(long, value_name = "BYTES", env = "DAGRAID_PARITY_MAP_REGION_BYTES")]
+    pub parity_map_region_bytes: Option<u64>,
+    /// How long a parity-map region stays dirty after its last write, in milliseconds
+    /// [default: 10000].
+    #[arg(long, value_name = "MS", env = "DAGRAID_PARITY_MAP_COOLDOWN_MS")]
+    pub parity_map_cooldown_ms: Option<u64>,
     /// Trace export (OTLP/gRPC), configured like any OpenTelemetry SDK.
     #[command(flatten)]
     pub telemetry: dagraid_telemetry::TelemetryArgs,
@@ -612,6 +638,15 @@ impl Args {
         }
         if let Some(rate) = self.scrub_rate_busy.or(file.scrub_rate_busy) {
             config.scrub_rate_busy = rate;
+        }
+        if let Some(bytes) = self
+            .parity_map_region_bytes
+            .or(file.parity_map_region_bytes)
+        {
+            config.parity_map_region_bytes = bytes;
+        }
+        if let Some(ms) = self.parity_map_cooldown_ms.or(file.parity_map_cooldown_ms) {
+            config.parity_map_cooldown = Duration::from_millis(ms);
         }
         config.validate()?;
         Ok(config)

@@ -31,6 +31,7 @@ use dagraid_core::access::{Array, StateRecorder};
 use dagraid_core::array::{ComponentState, ComponentStates};
 use dagraid_core::layout::{ColumnSet, Layout};
 use dagraid_core::lost::LostSet;
+use dagraid_core::parity_map::{DirtyRegions, MapSnapshot};
 use futures::future::BoxFuture;
 
 use crate::labels::{ArmedCrash, CrashHook, LabelWriteError, VolumeLabels};
@@ -47,7 +48,28 @@ pub struct Proposed {
     pub lost: LostSet,
 }
 
+/// What a change does to the parity map.
+#[derive(Debug, Clone)]
+enum MapChange {
+    /// Nothing.
+    Keep,
+    /// A copy of the array's map ([`StateRecorder::record_map`]); one older than a copy already
+    /// recorded is not written.
+    Snapshot(MapSnapshot),
+    /// Replaced: assembly (the regions awaiting their resync), clean shutdown (none).
+    Set(DirtyRegions),
+}
+
 impl Proposed {
+    /// The states of `durable`.
+    fn durable(durable: &DurableState) -> Proposed {
+        Proposed {
+            states: durable.states.clone(),
+            recovered: durable.recovered.clone(),
+            lost: durable.lost.clone(),
+        }
+    }
+
     /// What `states` hold.
     pub fn of(states: &ComponentStates) -> Proposed {
         Proposed {
@@ -72,6 +94,9 @@ struct Persisted {
     /// The array's state generation ([`ComponentStates::generation`]) of the newest states
     /// recorded: an older one is never written over them.
     generation: u64,
+    /// The version of the newest parity-map copy recorded ([`MapSnapshot::version`]): an
+    /// older one is never written over it.
+    map_version: u64,
 }
 
 /// The [`StateRecorder`] of one volume: labels on the surviving components, then the store.
@@ -114,6 +139,7 @@ impl VolumeStates {
                 failed_here: BTreeSet::new(),
                 closed: false,
                 generation: 0,
+                map_version: 0,
             }),
             array: OnceLock::new(),
             crash,
@@ -139,7 +165,8 @@ impl VolumeStates {
             .clone()
     }
 
-    /// Persists `states` with clean flag `clean` (`None`: unchanged) as the next state. With
+    /// Persists `proposed` (`None`: the states as last recorded) and the parity map as `map`
+    /// says, with clean flag `clean` (`None`: unchanged), as the next state. With
     /// `fail_unwritable`, a column whose label cannot be written is failed (within the
     /// tolerance) and the change written again; without, any label failure fails the change
     /// (assembly and creation, where nothing is served yet). `crash` is the test hook.
@@ -149,7 +176,8 @@ impl VolumeStates {
     /// them, and the call answers with the durable state as it is.
     async fn persist(
         &self,
-        proposed: Proposed,
+        proposed: Option<Proposed>,
+        map: MapChange,
         generation: Option<u64>,
         clean: Option<bool>,
         fail_unwritable: bool,
@@ -168,11 +196,27 @@ impl VolumeStates {
             tracing::debug!(volume = %self.name, generation = g, recorded = p.generation, "older states not recorded over newer ones");
             return Ok(p.durable.clone());
         }
+        let (map, map_version) = match map {
+            MapChange::Keep => (p.durable.map.clone(), None),
+            MapChange::Snapshot(s) if s.version <= p.map_version => {
+                return Ok(p.durable.clone());
+            }
+            MapChange::Snapshot(s) => {
+                let regions = DirtyRegions::from(&s);
+                if p.durable.map.as_ref() == Some(&regions) && proposed.is_none() {
+                    // Nothing new to write: what it names is durable already.
+                    p.map_version = s.version;
+                    return Ok(p.durable.clone());
+                }
+                (Some(regions), Some(s.version))
+            }
+            MapChange::Set(m) => (Some(m), None),
+        };
         let Proposed {
             mut states,
             recovered,
             lost,
-        } = proposed;
+        } = proposed.unwrap_or_else(|| Proposed::durable(&p.durable));
         for &c in &p.failed_here {
             if let Some(s) = states.get_mut(c) {
                 *s = ComponentState::Failed;
@@ -189,6 +233,11 @@ impl VolumeStates {
             } else {
                 p.durable.lost_counter
             };
+            let map_counter = if map != p.durable.map {
+                p.counter
+            } else {
+                p.durable.map_counter
+            };
             let next = DurableState {
                 mod_counter: p.counter,
                 config_epoch: p.durable.config_epoch
@@ -201,6 +250,8 @@ impl VolumeStates {
                 lost: lost.clone(),
                 lost_counter,
                 members: self.labels.members(),
+                map: map.clone(),
+                map_counter,
             };
             let failures = self.labels.write(&next, crash).await;
             if failures.is_empty() {
@@ -249,6 +300,9 @@ impl VolumeStates {
         if let Some(g) = generation {
             p.generation = g;
         }
+        if let Some(v) = map_version {
+            p.map_version = p.map_version.max(v);
+        }
         p.durable = next.clone();
         *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = next.clone();
         drop(p);
@@ -283,11 +337,24 @@ impl VolumeStates {
         });
     }
 
-    /// Assembly: persists the decided `states`, not clean (the volume is about to serve), under
-    /// a counter above every copy found (the recorder starts from the authoritative record).
-    /// Every surviving label must be written.
-    pub async fn persist_assembly(&self, proposed: Proposed) -> Result<DurableState, String> {
-        self.persist(proposed, None, Some(false), false, None).await
+    /// Assembly: persists the decided `states` and parity map `map` (the regions awaiting
+    /// their resync), not clean (the volume is about to serve), under a counter above every
+    /// copy found (the recorder starts from the authoritative record). Every surviving label
+    /// must be written.
+    pub async fn persist_assembly(
+        &self,
+        proposed: Proposed,
+        map: DirtyRegions,
+    ) -> Result<DurableState, String> {
+        self.persist(
+            Some(proposed),
+            MapChange::Set(map),
+            None,
+            Some(false),
+            false,
+            None,
+        )
+        .await
     }
 
     /// [`VolumeStates::persist_assembly`], tried again with a back-off (200 ms doubling to
@@ -297,11 +364,12 @@ impl VolumeStates {
     pub async fn persist_assembly_retrying(
         &self,
         proposed: Proposed,
+        map: DirtyRegions,
         until: tokio::time::Instant,
     ) -> Result<DurableState, String> {
         let mut delay = std::time::Duration::from_millis(200);
         loop {
-            match self.persist_assembly(proposed.clone()).await {
+            match self.persist_assembly(proposed.clone(), map.clone()).await {
                 Ok(d) => return Ok(d),
                 Err(e) if tokio::time::Instant::now() + delay < until => {
                     tracing::warn!(volume = %self.name, error = %e, retry_in_ms = delay.as_millis() as u64, "the assembled state could not be recorded; trying again");
@@ -314,13 +382,22 @@ impl VolumeStates {
                 }
             }
         }
-        self.persist(proposed, None, Some(false), true, None).await
+        self.persist(
+            Some(proposed),
+            MapChange::Set(map),
+            None,
+            Some(false),
+            true,
+            None,
+        )
+        .await
     }
 
     /// Clean shutdown: persists the array's current states (not the last recorded ones: a
     /// failure the array marked whose recording failed is still a failure) with the clean flag
-    /// set, then refuses any further change (the volume must not be written after this). With
-    /// the label of a component that cannot be written, the column is failed as for any change.
+    /// set and no dirty region (every write drained: no stripe can be torn), then refuses any
+    /// further change (the volume must not be written after this). With the label of a
+    /// component that cannot be written, the column is failed as for any change.
     pub async fn mark_clean(&self) -> Result<DurableState, String> {
         let (proposed, generation) = match self.array.get().and_then(Weak::upgrade) {
             Some(array) => {
@@ -343,8 +420,23 @@ impl VolumeStates {
             let mut p = self.persisted.lock().await;
             self.settle(&mut p, &proposed.states);
         }
+        let region_stripes = match self.array.get().and_then(Weak::upgrade) {
+            Some(array) => array.parity_map().region_stripes(),
+            None => self.durable().map.map_or(1, |m| m.region_stripes),
+        };
+        let none_dirty = DirtyRegions {
+            region_stripes,
+            regions: LostSet::new(),
+        };
         let done = self
-            .persist(proposed, generation, Some(true), true, None)
+            .persist(
+                Some(proposed),
+                MapChange::Set(none_dirty),
+                generation,
+                Some(true),
+                true,
+                None,
+            )
             .await;
         let mut p = self.persisted.lock().await;
         p.closed = true;
@@ -379,9 +471,32 @@ impl StateRecorder for VolumeStates {
                 self.settle(&mut p, &proposed.states);
             }
             let crash = ArmedCrash::take(self.crash.as_ref());
-            self.persist(proposed, Some(generation), None, true, crash)
-                .await
-                .map(drop)
+            self.persist(
+                Some(proposed),
+                MapChange::Keep,
+                Some(generation),
+                None,
+                true,
+                crash,
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn record_map<'a>(&'a self, map: &'a MapSnapshot) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let crash = ArmedCrash::take(self.crash.as_ref());
+            self.persist(
+                None,
+                MapChange::Snapshot(map.clone()),
+                None,
+                None,
+                true,
+                crash,
+            )
+            .await
+            .map(drop)
         })
     }
 }

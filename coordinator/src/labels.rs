@@ -245,6 +245,7 @@ impl VolumeLabels {
             state.mod_counter,
             &state.lost,
             state.lost_counter,
+            state.map.as_ref().map(|m| (m, state.map_counter)),
         )
     }
 
@@ -278,10 +279,10 @@ impl VolumeLabels {
     }
 
     /// Writes one column's copy of `state`: the metadata record first when this change wrote
-    /// the lost set (so a label never names a lost set its own component does not hold), then
-    /// the label.
+    /// the lost set or the parity map (so a label never names a lost set its own component does
+    /// not hold), then the label.
     async fn write_one(&self, column: usize, state: &DurableState) -> Result<(), LabelWriteError> {
-        if state.lost_counter == state.mod_counter {
+        if state.lost_counter == state.mod_counter || state.map_counter == state.mod_counter {
             let record = self
                 .record(state)
                 .encode()
@@ -573,6 +574,7 @@ mod tests {
                 })
                 .collect(),
             lost: Default::default(),
+            parity_map: None,
         };
         let fencing = FencingContext::new("dagraid", 1);
         let columns = record

@@ -306,8 +306,10 @@ impl Coordinator {
                         in_progress: config.max_accesses,
                         queued: config.max_queued_accesses,
                     })),
+                    region_bytes: config.parity_map_region_bytes,
                     ..ArrayConfig::default()
                 },
+                map_cooldown: config.parity_map_cooldown,
                 label_deadline: config.node_deadline,
                 assembly_wait: config.assembly_wait,
                 crash,

@@ -483,6 +483,30 @@ impl Collector for VolumeCollector {
         }
         {
             let mut m = enc.encode_descriptor(
+                "dagraid_volume_dirty_regions",
+                "Parity-map regions marked dirty (written within the cooldown, or awaiting their resync): what a crash now would cost a resync of",
+                None,
+                MetricType::Gauge,
+            )?;
+            for v in &assembled {
+                let dirty = v.array().parity_map().counts().dirty;
+                gauge(&mut m, &[("volume", v.name())], dirty as i64)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_volume_resync_regions",
+                "Parity-map regions awaiting their resync after a crash",
+                None,
+                MetricType::Gauge,
+            )?;
+            for v in &assembled {
+                let pending = v.array().parity_map().counts().needs_sync;
+                gauge(&mut m, &[("volume", v.name())], pending as i64)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
                 "dagraid_volume_lost_stripes",
                 "Stripes marked lost after a torn write (unreadable until rewritten whole)",
                 None,

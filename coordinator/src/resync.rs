@@ -1,7 +1,14 @@
-//! The background resync of a volume assembled after an unclean shutdown: every stripe's
-//! redundancy rewritten from its data ([`Array::resync_stripe`]: parity and Q recomputed, RAID 1
-//! primaries copied to their secondaries, each under the stripe's whole-stripe write lock) while
-//! user I/O goes on.
+//! The background resync of a volume assembled after an unclean shutdown: the redundancy of
+//! every stripe that may hold a torn write rewritten from its data ([`Array::resync_stripe`]:
+//! parity and Q recomputed, RAID 1 primaries copied to their secondaries, each under the
+//! stripe's whole-stripe write lock) while user I/O goes on.
+//!
+//! Which stripes: those of the parity-map regions that await their resync
+//! ([`dagraid_core::parity_map`]; assembly pins the regions that were dirty at the crash, or
+//! every region of a volume that kept no map). A region is released ([`ParityMap::synced`]) once
+//! all its stripes are done; it then cools down and is cleared like any other, so the persisted
+//! map is the resync's checkpoint: after a second crash only the regions still dirty are
+//! resynced.
 //!
 //! The worker runs a few stripes at a time ([`RESYNC_STRIPES_IN_FLIGHT`], so user accesses keep
 //! most of the stripe locks and node bandwidth) and reports its progress ([`ResyncStatus`]).
@@ -18,16 +25,19 @@
 //!   the first stripe not done, skipping the stripes done since. The status shows the error
 //!   and the retries meanwhile, and the volume stays `resyncing`.
 //! - At shutdown the worker stops between stripes (or during its wait); a resync cut short
-//!   leaves the volume dirty, so the next assembly starts it again.
+//!   leaves the volume dirty and its regions not done dirty in the map, so the next assembly
+//!   resyncs those.
 //!
 //! The volume may be marked clean only once [`ResyncStatus::completed`]: every stripe
 //! rewritten, repaired, recorded lost, or (forced assembly) skipped.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dagraid_core::access::Array;
+#[cfg(doc)]
+use dagraid_core::parity_map::ParityMap;
 use dagraid_core::resync::StripeOutcome;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -66,8 +76,14 @@ pub struct ResyncStatus {
     pub running: bool,
     /// Stripes done: rewritten, repaired, recorded lost, or skipped.
     pub done: u64,
-    /// Stripes of the volume.
+    /// Stripes to resync: those of the regions awaiting their resync.
     pub total: u64,
+    /// Parity-map regions to resync.
+    pub regions_total: u64,
+    /// Of those, regions done (every stripe of theirs).
+    pub regions_done: u64,
+    /// Whether every stripe is resynced because the volume kept no parity map.
+    pub full: bool,
     /// Stripes skipped because a data unit of theirs is on a failed column (forced assembly).
     pub skipped: u64,
     /// Stripes whose unreadable blocks were rebuilt from redundancy.
@@ -97,29 +113,44 @@ pub struct Resync {
 }
 
 impl Resync {
-    /// Starts resyncing `array` in the background. With `skip_lost`, stripes whose data is on a
-    /// failed column are skipped (forced assembly); otherwise they are an error (retried).
+    /// Starts resyncing, in the background, the regions of `array` that await their resync
+    /// (pinned by the caller in its parity map; until each is done its stripes are served
+    /// conservatively: RAID 1 reads its primary, degraded reads write nothing back). With
+    /// `skip_lost`, stripes whose data is on a failed column are skipped (forced assembly);
+    /// otherwise they are an error (retried). `full` says every region was pinned because the
+    /// volume kept no map (shown in the status).
     pub fn start(
         volume: String,
         array: Arc<Array>,
         skip_lost: bool,
+        full: bool,
         settings: ResyncSettings,
     ) -> Arc<Resync> {
-        let total = array.layout().stripes();
+        let map = array.parity_map();
+        let regions = map.pending_sync();
+        let stripes: Vec<u64> = regions.iter().flat_map(|&r| map.stripes_of(r)).collect();
+        let region_left: BTreeMap<u64, u64> = regions
+            .iter()
+            .map(|&r| {
+                let s = map.stripes_of(r);
+                (r, s.end - s.start)
+            })
+            .collect();
         let status = Arc::new(Mutex::new(ResyncStatus {
             running: true,
-            total,
+            total: stripes.len() as u64,
+            regions_total: regions.len() as u64,
+            full,
             ..ResyncStatus::default()
         }));
         let cancel = CancellationToken::new();
-        // From now until it completes, stripes not resynced yet are served conservatively
-        // (RAID 1 reads its primary; degraded reads write nothing back).
-        array.set_resync_progress(Some(0));
         let worker = Worker {
             volume,
             array,
             skip_lost,
             settings,
+            stripes,
+            region_left: Mutex::new(region_left),
             status: status.clone(),
             cancel: cancel.clone(),
         };
@@ -148,7 +179,8 @@ impl Resync {
     }
 }
 
-/// Which stripes are done: all below `first_not_done`, and those in `above`.
+/// Which of the worker's stripes (positions in its list) are done: all below
+/// `first_not_done`, and those in `above`.
 #[derive(Debug, Default)]
 struct Done {
     first_not_done: u64,
@@ -169,6 +201,10 @@ struct Worker {
     array: Arc<Array>,
     skip_lost: bool,
     settings: ResyncSettings,
+    /// The stripes to resync, region by region.
+    stripes: Vec<u64>,
+    /// Stripes not done yet per region.
+    region_left: Mutex<BTreeMap<u64, u64>>,
     status: Arc<Mutex<ResyncStatus>>,
     cancel: CancellationToken,
 }
@@ -179,8 +215,19 @@ impl Worker {
     }
 
     async fn run(self) {
-        let total = self.array.layout().stripes();
-        tracing::info!(volume = %self.volume, stripes = total, "resync started");
+        let total = self.stripes.len() as u64;
+        let s = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        tracing::info!(
+            volume = %self.volume,
+            stripes = total,
+            regions = s.regions_total,
+            full = s.full,
+            "resync started"
+        );
         let mut done = Done::default();
         let mut delay = self.settings.retry_initial;
         loop {
@@ -211,7 +258,6 @@ impl Worker {
                     retries = s.retries,
                     "resync finished"
                 );
-                self.array.set_resync_progress(None);
                 self.update(|s| {
                     s.running = false;
                     s.error = None;
@@ -242,6 +288,23 @@ impl Worker {
         }
     }
 
+    /// Counts `stripe` done in its region; a region with every stripe done is released.
+    fn stripe_done(&self, stripe: u64) {
+        let map = self.array.parity_map();
+        let region = map.region_of(stripe);
+        let mut left = self.region_left.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(n) = left.get_mut(&region) else {
+            return;
+        };
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            left.remove(&region);
+            drop(left);
+            map.synced(region);
+            self.update(|s| s.regions_done += 1);
+        }
+    }
+
     fn stopped(&self, why: String, done: u64, total: u64) {
         tracing::warn!(volume = %self.volume, done, stripes = total, error = %why, "resync stopped");
         self.update(|s| {
@@ -258,19 +321,20 @@ impl Worker {
         let stripes =
             futures::stream::iter((done.first_not_done..total).filter(move |s| !skip.contains(s)))
                 .take_until(stop.clone().cancelled_owned())
-                .map(|stripe| {
+                .map(|at| {
                     let array = self.array.clone();
                     let skip_lost = self.skip_lost;
-                    async move { (stripe, array.resync_stripe(stripe, skip_lost).await) }
+                    let stripe = self.stripes[at as usize];
+                    async move { (at, stripe, array.resync_stripe(stripe, skip_lost).await) }
                 })
                 .buffer_unordered(RESYNC_STRIPES_IN_FLIGHT);
         futures::pin_mut!(stripes);
         let mut error = None;
-        while let Some((stripe, r)) = stripes.next().await {
+        while let Some((at, stripe, r)) = stripes.next().await {
             match r {
                 Ok(result) => {
-                    done.insert(stripe);
-                    self.array.set_resync_progress(Some(done.first_not_done));
+                    done.insert(at);
+                    self.stripe_done(stripe);
                     self.update(|s| {
                         s.done += 1;
                         match result.outcome {
@@ -340,6 +404,12 @@ mod tests {
         (layout, array, faulty, log)
     }
 
+    fn awaiting_resync(array: &Array) {
+        array
+            .parity_map()
+            .needs_sync(&dagraid_core::lost::LostSet::from_ranges([0..STRIPES]));
+    }
+
     async fn finished(r: &Resync) -> ResyncStatus {
         for _ in 0..10_000 {
             let s = r.status();
@@ -361,7 +431,14 @@ mod tests {
             Trigger::always().op(IoOp::Read).times(1),
             Fault::Fail(IoErrorKind::Timeout),
         );
-        let r = Resync::start("v".into(), array.clone(), true, ResyncSettings::default());
+        awaiting_resync(&array);
+        let r = Resync::start(
+            "v".into(),
+            array.clone(),
+            true,
+            true,
+            ResyncSettings::default(),
+        );
         let s = finished(&r).await;
         let with_failed_data: Vec<u64> = (0..STRIPES)
             .filter(|&s| {
@@ -416,7 +493,8 @@ mod tests {
             retry_max: Duration::from_secs(4),
         };
         let start = tokio::time::Instant::now();
-        let r = Resync::start("v".into(), array, false, settings);
+        awaiting_resync(&array);
+        let r = Resync::start("v".into(), array, false, true, settings);
         // Waits 1 + 2 + 4 + 4 s before the fifth pass.
         for _ in 0..1000 {
             let s = r.status();

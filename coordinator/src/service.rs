@@ -178,6 +178,9 @@ fn resync_to_proto(r: ResyncStatus) -> pb::ResyncProgress {
         stripes_repaired: r.repaired,
         stripes_lost: r.lost,
         retries: r.retries,
+        regions_total: r.regions_total,
+        regions_done: r.regions_done,
+        full: r.full,
     }
 }
 
@@ -258,6 +261,19 @@ pub fn volume_to_proto(volume: &Volume) -> pb::Volume {
         rebuild_waiting: String::new(),
         spares_available: 0,
         parity_job: None,
+        parity_map: Some(parity_map_to_proto(volume)),
+    }
+}
+
+fn parity_map_to_proto(volume: &Volume) -> pb::ParityMap {
+    let map = volume.array().parity_map();
+    let counts = map.counts();
+    pb::ParityMap {
+        region_bytes: map.region_stripes() * volume.layout().stripe_data_bytes(),
+        regions: counts.regions,
+        dirty_regions: counts.dirty,
+        resync_regions: counts.needs_sync,
+        cooldown_ms: volume.map_cooldown().as_millis() as u64,
     }
 }
 
@@ -299,6 +315,7 @@ pub fn unassembled_to_proto(volume: &UnassembledVolume) -> pb::Volume {
         rebuild_waiting: String::new(),
         spares_available: 0,
         parity_job: None,
+        parity_map: None,
     }
 }
 

@@ -27,6 +27,7 @@ use dagraid_core::array::ComponentState;
 use dagraid_core::layout::{Geometry, Layout, RaidLevel};
 use dagraid_core::lost::LostSet;
 use dagraid_core::meta::assembly::Recorded;
+use dagraid_core::parity_map::DirtyRegions;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -34,10 +35,10 @@ use serde::{Deserialize, Serialize};
 pub const STORE_FORMAT: u64 = 1;
 /// Version of the [`VolumeRecord`] encoding this coordinator writes. Version 1 (no counters,
 /// no clean flag, no serials) is read and migrated; version 2 (optimal and failed states only,
-/// no recovery watermarks, no lost set) is read as version 3 with nothing lost. A coordinator
-/// of version 2 refuses a version 3 record (`docs/STATE.md`: no going back after the first
-/// write of the new format).
-pub const VOLUME_RECORD_VERSION: u32 = 3;
+/// no recovery watermarks, no lost set) and version 3 (no parity map) are read as version 4
+/// with nothing lost and no parity map. A coordinator of version 3 refuses a version 4 record
+/// (`docs/STATE.md`: no going back after the first write of the new format).
+pub const VOLUME_RECORD_VERSION: u32 = 4;
 
 /// Version of the [`SpareRecord`] encoding this coordinator writes (and the only one it reads:
 /// a newer one is refused).
@@ -191,6 +192,36 @@ impl LostRecord {
     }
 }
 
+/// The parity map as stored: exact, whatever its size.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapRecord {
+    /// The modification counter of the change that last changed it.
+    pub counter: u64,
+    /// Stripes per region.
+    pub region_stripes: u64,
+    /// Half-open ranges of dirty region indexes, increasing.
+    pub ranges: Vec<[u64; 2]>,
+}
+
+impl MapRecord {
+    /// The record of `map` as of `counter`.
+    pub fn of(map: &DirtyRegions, counter: u64) -> MapRecord {
+        MapRecord {
+            counter,
+            region_stripes: map.region_stripes,
+            ranges: map.regions.ranges().map(|r| [r.start, r.end]).collect(),
+        }
+    }
+
+    /// The dirty regions.
+    pub fn regions(&self) -> DirtyRegions {
+        DirtyRegions {
+            region_stripes: self.region_stripes,
+            regions: LostSet::from_ranges(self.ranges.iter().map(|[s, e]| *s..*e)),
+        }
+    }
+}
+
 /// One column of a stored volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ComponentRecord {
@@ -240,6 +271,11 @@ pub struct DurableState {
     /// Every column's member (node and component), when the change names them; empty: the
     /// members stay as stored. A reconstruction onto a spare or a copyback changes a member.
     pub members: Vec<MemberRecord>,
+    /// The parity map's dirty regions (`None`: the volume keeps no map yet, a record written
+    /// before it existed).
+    pub map: Option<DirtyRegions>,
+    /// The counter of the change that last changed `map` (0: never).
+    pub map_counter: u64,
 }
 
 /// Which component on which node holds a column.
@@ -272,6 +308,8 @@ impl DurableState {
             lost: LostSet::new(),
             lost_counter: 0,
             members: Vec::new(),
+            map: None,
+            map_counter: 0,
         }
     }
 
@@ -319,6 +357,9 @@ pub struct VolumeRecord {
     /// The lost set (version 2 and before: none).
     #[serde(default)]
     pub lost: LostRecord,
+    /// The parity map (version 3 and before: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parity_map: Option<MapRecord>,
 }
 
 /// A version 1 record: what a coordinator before labels stored.
@@ -363,6 +404,7 @@ impl From<VolumeRecordV1> for VolumeRecord {
                 })
                 .collect(),
             lost: LostRecord::default(),
+            parity_map: None,
         }
     }
 }
@@ -405,6 +447,8 @@ impl VolumeRecord {
                     serial: c.serial,
                 })
                 .collect(),
+            map: self.parity_map.as_ref().map(MapRecord::regions),
+            map_counter: self.parity_map.as_ref().map_or(0, |m| m.counter),
         }
     }
 
@@ -435,6 +479,10 @@ impl VolumeRecord {
         self.config_epoch = state.config_epoch;
         self.clean = state.clean;
         self.lost = LostRecord::of(&state.lost, state.lost_counter);
+        self.parity_map = state
+            .map
+            .as_ref()
+            .map(|m| MapRecord::of(m, state.map_counter));
         self.version = VOLUME_RECORD_VERSION;
         Ok(())
     }
@@ -461,8 +509,9 @@ impl VolumeRecord {
             1 => serde_json::from_slice::<VolumeRecordV1>(bytes)
                 .map_err(|e| bad(e.to_string()))?
                 .into(),
-            // Version 2 is version 3 without the new fields (their defaults: nothing lost).
-            2 | VOLUME_RECORD_VERSION => {
+            // Versions 2 and 3 are version 4 without the new fields (their defaults: nothing
+            // lost, no parity map).
+            2 | 3 | VOLUME_RECORD_VERSION => {
                 let mut r: VolumeRecord =
                     serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
                 r.version = VOLUME_RECORD_VERSION;
@@ -936,6 +985,7 @@ mod tests {
                 })
                 .collect(),
             lost: Default::default(),
+            parity_map: None,
         }
     }
 
@@ -1088,6 +1138,28 @@ mod tests {
         r.set_durable(&next).unwrap();
         let back = VolumeRecord::decode("a", &r.encode()).unwrap();
         assert_eq!(back.durable(), next);
+    }
+
+    #[test]
+    fn a_version_3_record_has_no_parity_map_and_a_map_is_kept_exactly() {
+        let mut v3 = record("a");
+        v3.version = 3;
+        let mut json: serde_json::Value = serde_json::from_slice(&v3.encode()).unwrap();
+        json.as_object_mut().unwrap().remove("parity_map");
+        let mut r = VolumeRecord::decode("a", &serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(r.version, VOLUME_RECORD_VERSION);
+        let d = r.durable();
+        assert_eq!((d.map.as_ref(), d.map_counter), (None, 0));
+        let mut next = d.clone();
+        next.mod_counter = 2;
+        next.map = Some(dagraid_core::parity_map::DirtyRegions {
+            region_stripes: 4,
+            regions: LostSet::from_ranges((0..3000u64).map(|i| 2 * i..2 * i + 1)),
+        });
+        next.map_counter = 2;
+        r.set_durable(&next).unwrap();
+        let back = VolumeRecord::decode("a", &r.encode()).unwrap();
+        assert_eq!(back.durable(), next, "exact, however many regions");
     }
 
     #[test]

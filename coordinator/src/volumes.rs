@@ -28,7 +28,9 @@ use dagraid_core::array::{ArrayError, ComponentState, ComponentStates, FailOutco
 use dagraid_core::dag::ComponentTable;
 use dagraid_core::io::ComponentIo;
 use dagraid_core::layout::{Geometry, Layout, RaidLevel};
+use dagraid_core::lost::LostSet;
 use dagraid_core::meta::assembly::{self, Source, Verdict};
+use dagraid_core::parity_map::{DirtyRegions, region_stripes};
 use dashmap::DashMap;
 use tokio::time::Instant;
 
@@ -42,7 +44,8 @@ use crate::resync::{Resync, ResyncSettings, ResyncStatus};
 use crate::service_error::ServiceError;
 use crate::spares::{SparePool, SpareRecord};
 use crate::store::{
-    ComponentRecord, DurableState, StateRecord, Store, VOLUME_RECORD_VERSION, VolumeRecord,
+    ComponentRecord, DurableState, MapRecord, StateRecord, Store, VOLUME_RECORD_VERSION,
+    VolumeRecord,
 };
 
 /// Longest volume name.
@@ -92,9 +95,16 @@ pub struct Volume {
     recorder: Arc<VolumeStates>,
     resync: Mutex<Option<Arc<Resync>>>,
     note: AssemblyNote,
+    /// How long a parity-map region stays dirty after its last write.
+    map_cooldown: Duration,
 }
 
 impl Volume {
+    /// How long a parity-map region stays dirty after its last write.
+    pub fn map_cooldown(&self) -> Duration {
+        self.map_cooldown
+    }
+
     /// The name.
     pub fn name(&self) -> &str {
         &self.record.name
@@ -346,6 +356,8 @@ pub struct VolumeManagerConfig {
     pub crash: Option<Arc<CrashHook>>,
     /// How a resync that stopped with an error is retried.
     pub resync: ResyncSettings,
+    /// How long a parity-map region stays dirty after its last write.
+    pub map_cooldown: Duration,
 }
 
 /// The volumes of one coordinator.
@@ -553,7 +565,9 @@ impl VolumeManager {
         let lineage: Vec<usize> = (0..layout.columns())
             .filter(|&c| !plan.states[c].is_failed())
             .collect();
-        let records = if plan.lost_counter > recorded.lost_counter {
+        // Read when the store's lost set may be behind, or the volume was not shut down
+        // cleanly (the records' parity maps add to the store's).
+        let records = if plan.lost_counter > recorded.lost_counter || !plan.clean {
             labels.read_records(&lineage, until).await
         } else {
             vec![None; layout.columns()]
@@ -628,6 +642,8 @@ impl VolumeManager {
             lost: lost.clone(),
             lost_counter: plan.lost_counter,
             members: recorded.members.clone(),
+            map: recorded.map.clone(),
+            map_counter: recorded.map_counter,
         };
         let proposed = Proposed {
             states: plan.states.clone(),
@@ -649,10 +665,32 @@ impl VolumeManager {
                 );
             }
         };
-        // Durable before the first access: newly failed columns, not clean, a new counter.
+        // The stripes that may hold a torn write: the dirty regions of the parity map, or every
+        // stripe of a volume that kept none. They await their resync before anything else.
+        let resync = resync && volume.layout().fault_tolerance() > 0;
+        let mut full = false;
+        if resync {
+            let stripes = layout.stripes();
+            let dirty = assembly::merged_map(
+                &plan,
+                &record.id,
+                &found,
+                &records,
+                recorded.map.as_ref(),
+                stripes,
+            )
+            .unwrap_or_else(|| {
+                full = true;
+                LostSet::from_ranges([0..stripes])
+            });
+            volume.array.parity_map().needs_sync(&dirty);
+        }
+        let map = volume.array.parity_map().snapshot();
+        // Durable before the first access: newly failed columns, not clean, a new counter, the
+        // regions awaiting their resync.
         if let Err(e) = volume
             .recorder
-            .persist_assembly_retrying(proposed, until)
+            .persist_assembly_retrying(proposed, DirtyRegions::from(&map), until)
             .await
         {
             let problem = format!("the assembled state could not be recorded: {e}");
@@ -661,12 +699,15 @@ impl VolumeManager {
                 plan.newly_failed,
             );
         }
+        volume.array.parity_map().persisted(map.version);
         let volume = Arc::new(volume);
-        if resync && volume.layout().fault_tolerance() > 0 {
+        self.cool_parity_map(&volume);
+        if resync {
             let r = Resync::start(
                 name.clone(),
                 volume.array.clone(),
                 volume.note.forced,
+                full,
                 self.config.resync,
             );
             *volume.resync.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
@@ -773,7 +814,30 @@ impl VolumeManager {
             recorder,
             resync: Mutex::new(None),
             note,
+            map_cooldown: self.config.map_cooldown,
         })
+    }
+
+    /// Clears the parity-map regions of `volume` that were quiet for the cooldown, from now
+    /// until the volume is dropped (a task that holds it only while it works).
+    fn cool_parity_map(&self, volume: &Arc<Volume>) {
+        let cooldown = self.config.map_cooldown;
+        let array = Arc::downgrade(&volume.array);
+        let name = volume.name().to_owned();
+        let tick = (cooldown / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(tick).await;
+                let Some(array) = array.upgrade() else {
+                    return;
+                };
+                if let Err(error) = array.cool_parity_map(cooldown).await {
+                    // The regions stay dirty on disk (more resync after a crash, never less);
+                    // the next tick tries again. After a clean shutdown nothing is recorded.
+                    tracing::debug!(volume = %name, %error, "parity map not cleared");
+                }
+            }
+        });
     }
 
     /// Volume `name`, assembled: an unassembled one is FAILED_PRECONDITION / `not-assembled`.
@@ -1024,6 +1088,15 @@ impl VolumeManager {
                 })
                 .collect(),
             lost: Default::default(),
+            // The parity map from the first write on.
+            parity_map: Some(MapRecord {
+                counter: 1,
+                region_stripes: region_stripes(
+                    plan.layout.stripe_data_bytes(),
+                    self.config.array.region_bytes,
+                ),
+                ranges: Vec::new(),
+            }),
         };
         // Labels first, then the record: a crash in between leaves orphan components, never a
         // record whose components have no label.
@@ -1055,7 +1128,11 @@ impl VolumeManager {
             Err(e) => Err(e),
         };
         let volume = match stored {
-            Ok(volume) => Arc::new(volume),
+            Ok(volume) => {
+                let volume = Arc::new(volume);
+                self.cool_parity_map(&volume);
+                volume
+            }
             Err(e) => {
                 tracing::warn!(volume = %spec.name, error = %e, "volume creation failed; removing its components");
                 delete_components(created.iter().map(|(n, info)| (*n, info.id.clone()))).await;
@@ -1345,6 +1422,7 @@ fn check_labels_fit(
         clean: false,
         components: Vec::new(),
         lost: Default::default(),
+        parity_map: None,
     };
     VolumeLabels::new(cluster_id, &probe, layout, columns, Duration::from_secs(1))
         .fit()

@@ -89,6 +89,16 @@ pub fn volume_json(v: &VolumeInfo) -> Value {
             "stripes_lost": r.stripes_lost,
             "error": r.error,
             "retries": r.retries,
+            "regions_total": r.regions_total,
+            "regions_done": r.regions_done,
+            "full": r.full,
+        })),
+        "parity_map": v.parity_map.as_ref().map(|m| json!({
+            "region_bytes": m.region_bytes,
+            "regions": m.regions,
+            "dirty_regions": m.dirty_regions,
+            "resync_regions": m.resync_regions,
+            "cooldown_ms": m.cooldown.as_millis() as u64,
         })),
         "assembly": {
             "problem": v.assembly.problem,
@@ -432,6 +442,17 @@ fn exact_size(bytes: u64) -> String {
 /// its state (running, waiting to retry after an error, stopped, done).
 fn resync_line(r: &crate::ResyncProgress) -> String {
     let mut line = format!("{} of {} stripes", r.stripes_done, r.stripes_total);
+    if r.full {
+        line.push_str(" (the whole volume: it kept no parity map)");
+    } else if r.regions_total > 0 {
+        let _ = write!(
+            line,
+            " in {} of {} dirty region{}",
+            r.regions_done,
+            r.regions_total,
+            if r.regions_total == 1 { "" } else { "s" }
+        );
+    }
     let mut notes = Vec::new();
     if r.stripes_repaired > 0 {
         notes.push(format!("{} repaired", r.stripes_repaired));
@@ -539,6 +560,20 @@ pub fn volume_status_parts(v: &VolumeInfo, bars_show_running: bool) -> (String, 
     }
     if let Some(r) = &v.resync {
         let _ = writeln!(out, "  resync: {}", resync_line(r));
+    }
+    if let Some(m) = v.parity_map.as_ref().filter(|m| m.dirty_regions > 0) {
+        let _ = writeln!(
+            out,
+            "  parity map: {} of {} regions of {} dirty{}",
+            m.dirty_regions,
+            m.regions,
+            Size(m.region_bytes),
+            if m.resync_regions > 0 {
+                format!(" ({} awaiting their resync)", m.resync_regions)
+            } else {
+                String::new()
+            }
+        );
     }
     for r in v
         .rebuilds
@@ -659,6 +694,7 @@ mod tests {
                 .collect(),
             counters: VolumeCounters::default(),
             resync: None,
+            parity_map: None,
             assembly: Default::default(),
             lost_bytes: 0,
             lost_ranges: 0,
@@ -760,6 +796,37 @@ mod tests {
             text.contains("  resync: 8 of 8 stripes, done after 1 retry\n"),
             "{text}"
         );
+        // After a crash: the dirty regions, and the map's line.
+        v.resync = Some(crate::ResyncProgress {
+            running: true,
+            stripes_done: 4,
+            stripes_total: 32,
+            regions_total: 2,
+            regions_done: 0,
+            ..Default::default()
+        });
+        v.parity_map = Some(crate::ParityMapInfo {
+            region_bytes: 64 << 20,
+            regions: 16,
+            dirty_regions: 3,
+            resync_regions: 2,
+            cooldown: std::time::Duration::from_secs(10),
+        });
+        let text = volume_status(&v);
+        assert!(
+            text.contains("  resync: 4 of 32 stripes in 0 of 2 dirty regions, running\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  parity map: 3 of 16 regions of 64 MiB dirty (2 awaiting their resync)\n"
+            ),
+            "{text}"
+        );
+        let json = volume_json(&v);
+        assert_eq!(json["resync"]["regions_total"], 2);
+        assert_eq!(json["parity_map"]["dirty_regions"], 3);
+        assert_eq!(json["parity_map"]["cooldown_ms"], 10_000);
     }
 
     #[test]

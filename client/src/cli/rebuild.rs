@@ -554,6 +554,7 @@ mod tests {
             components: Vec::new(),
             counters: Default::default(),
             resync: None,
+            parity_map: None,
             assembly: Default::default(),
             lost_bytes: 0,
             lost_ranges: 0,

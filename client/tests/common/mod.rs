@@ -660,6 +660,7 @@ impl VolumeService for Fake {
             rebuild_waiting: String::new(),
             parity_job: None,
             spares_available: 0,
+            parity_map: None,
         };
         volumes.insert(
             r.name,

@@ -46,6 +46,7 @@ use crate::dag::select::{AccessKind, select};
 use crate::engine::{DagOrigin, Direction, Engine, EngineConfig, EngineStats};
 use crate::io::IoErrorKind;
 use crate::layout::{ColumnSet, Layout, LayoutError, StripeAccess};
+use crate::parity_map::{MapSnapshot, ParityMap};
 use crate::resync::{StripeOutcome, StripeResync};
 use crate::stats::LatencyHistogram;
 use crate::stripe_lock::{LockMode, StripeLockRequest, StripeLockTable};
@@ -62,6 +63,8 @@ pub struct ArrayConfig {
     /// The admission every read, write and flush passes before it takes a stripe lock, shared
     /// by the arrays of one coordinator; `None`: no limit (tests, tools).
     pub admission: Option<Arc<Admission>>,
+    /// Bytes of volume data per parity-map region ([`crate::parity_map`]).
+    pub region_bytes: u64,
 }
 
 impl Default for ArrayConfig {
@@ -71,6 +74,7 @@ impl Default for ArrayConfig {
             max_tries: 5,
             stripes_in_flight: 64,
             admission: None,
+            region_bytes: crate::parity_map::DEFAULT_REGION_BYTES,
         }
     }
 }
@@ -82,6 +86,15 @@ pub trait StateRecorder: Send + Sync + fmt::Debug {
     /// Persists `states` (whose [`ComponentStates::generation`] is newer than any persisted
     /// before); an error fails the access that needed it.
     fn record<'a>(&'a self, states: &'a ComponentStates) -> BoxFuture<'a, Result<(), String>>;
+
+    /// Persists a copy of the parity map ([`crate::parity_map`]); copies come in increasing
+    /// versions, and one older than a copy already persisted must not be written over it. An
+    /// error fails the write that waited for the copy (nothing of it was issued). The default
+    /// keeps nothing.
+    fn record_map<'a>(&'a self, map: &'a MapSnapshot) -> BoxFuture<'a, Result<(), String>> {
+        let _ = map;
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// A recorder that keeps nothing: component states live only in memory.
@@ -386,9 +399,10 @@ pub struct Array {
     config: ArrayConfig,
     /// Reads in flight per column (RAID 1 reads the less loaded copy).
     load: Vec<AtomicU64>,
-    /// The stripes below this one are in sync; those from it on await their resync (see
-    /// [`Array::set_resync_progress`]); `u64::MAX` when no resync is pending.
-    synced_below: AtomicU64,
+    /// The dirty regions; the regions awaiting their resync.
+    parity_map: ParityMap,
+    /// Serialises the persisting of parity-map copies, so versions land in order.
+    map_writing: tokio::sync::Mutex<()>,
     stats: AccessStats,
 }
 
@@ -466,7 +480,12 @@ impl Array {
         let generation = states.generation();
         Ok(Arc::new(Array {
             load: (0..layout.columns()).map(|_| AtomicU64::new(0)).collect(),
-            synced_below: AtomicU64::new(u64::MAX),
+            parity_map: ParityMap::new(
+                layout.stripes(),
+                layout.stripe_data_bytes(),
+                config.region_bytes,
+            ),
+            map_writing: tokio::sync::Mutex::new(()),
             layout,
             components: std::sync::RwLock::new(components),
             states: Mutex::new(states),
@@ -716,6 +735,20 @@ impl Array {
                 });
             }
         }
+        // A write's regions are marked dirty, durably, before any of it is issued.
+        let begun = match (kind, stripes.first(), stripes.last()) {
+            (AccessKind::Write, Some(first), Some(last)) => {
+                let begun = self.parity_map.begin(first.stripe..last.stripe + 1);
+                if let Some(version) = begun.wait_for
+                    && let Err(e) = self.persist_map(Some(version)).await
+                {
+                    self.parity_map.end(begun);
+                    return Err(e);
+                }
+                Some(begun)
+            }
+            _ => None,
+        };
         let runs: Vec<_> = stripes
             .iter()
             .enumerate()
@@ -727,6 +760,9 @@ impl Array {
                 .collect()
                 .await;
         results.sort_by_key(|(i, _, _)| *i);
+        if let Some(begun) = begun {
+            self.parity_map.end(begun);
+        }
         let mut report = AccessReport::default();
         let mut chunks = Vec::new();
         let mut generation = 0;
@@ -842,7 +878,7 @@ impl Array {
                 faults: &faults,
                 data,
                 load: &load,
-                in_sync: !lost_here && s.stripe < self.synced_below.load(Ordering::Acquire),
+                in_sync: !lost_here && self.parity_map.in_sync(s.stripe),
                 repair: matches!(op, StripeOp::Repair { .. }),
             };
             let built = match op {
@@ -1473,13 +1509,44 @@ impl Array {
             .then_some(start..start + len)
     }
 
-    /// Says how far a resync has come: `Some(n)` while one is pending or running and every
-    /// stripe below `n` is in sync again, `None` once every stripe is. A stripe not in sync is
-    /// served without ever making its bytes look more certain than they are: a RAID 1 read takes
-    /// the resync's source copy, and a degraded read does not write rebuilt blocks back.
-    pub fn set_resync_progress(&self, synced_below: Option<u64>) {
-        self.synced_below
-            .store(synced_below.unwrap_or(u64::MAX), Ordering::Release);
+    /// The parity map: dirty regions, and the regions awaiting their resync. A stripe in a
+    /// region awaiting its resync is served without ever making its bytes look more certain
+    /// than they are: a RAID 1 read takes the resync's source copy, and a degraded read does not
+    /// write rebuilt blocks back.
+    pub fn parity_map(&self) -> &ParityMap {
+        &self.parity_map
+    }
+
+    /// Makes a copy of the parity map durable, at least of `version` (`None`: the map as it is
+    /// now), through the recorder; serialised, so a copy never lands over a newer one.
+    pub async fn persist_map(&self, version: Option<u64>) -> Result<(), AccessError> {
+        if version.is_some_and(|v| self.parity_map.is_durable(v)) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.map_writing.lock().await;
+        if version.is_some_and(|v| self.parity_map.is_durable(v)) {
+            return Ok(());
+        }
+        let snapshot = self.parity_map.snapshot();
+        self.recorder
+            .record_map(&snapshot)
+            .await
+            .map_err(|detail| AccessError::StateNotRecorded { detail })?;
+        self.parity_map.persisted(snapshot.version);
+        Ok(())
+    }
+
+    /// Clears the regions quiet for `cooldown` and persists the map if any was; answers
+    /// whether one was.
+    pub async fn cool_parity_map(
+        &self,
+        cooldown: std::time::Duration,
+    ) -> Result<bool, AccessError> {
+        if !self.parity_map.cool(cooldown) {
+            return Ok(false);
+        }
+        self.persist_map(None).await?;
+        Ok(true)
     }
 
     /// Records that `column`'s storage node is gone (`true`, for a column that could not be

@@ -13,6 +13,7 @@ pub mod layout;
 pub mod lost;
 pub mod meta;
 pub mod parity;
+pub mod parity_map;
 pub mod reconstruct;
 pub mod resync;
 pub mod stats;

@@ -1369,13 +1369,13 @@ async fn a_raid1_stripe_awaiting_its_resync_reads_the_resync_source() {
         d.into_bytes().iter().all(|&b| b == 0xee),
         "the premise: in sync, the secondary is read"
     );
-    r.array.set_resync_progress(Some(0));
+    awaiting_resync(&r.array);
     for _ in 0..3 {
         let (d, _) = r.array.read(unit, unit).await.unwrap();
         assert_eq!(d.into_bytes().as_ref(), primary_bytes);
     }
     // Once the stripe is resynced, either copy may serve it again.
-    r.array.set_resync_progress(Some(1));
+    resynced(&r.array);
     let (d, _) = r.array.read(unit, unit).await.unwrap();
     assert!(d.into_bytes().iter().all(|&b| b == 0xee));
 }
@@ -1394,7 +1394,7 @@ async fn a_degraded_read_repairs_only_a_stripe_in_sync() {
             w.component == format!("c{col}") && w.issuer.is_some_and(|i| i.mnemonic == Mnemonic::W)
         })
     };
-    r.array.set_resync_progress(Some(0));
+    awaiting_resync(&r.array);
     r.faulty[col].inject(
         Trigger::always().op(IoOp::Read).times(1),
         Fault::Fail(IoErrorKind::DataLoss {
@@ -1407,7 +1407,7 @@ async fn a_degraded_read_repairs_only_a_stripe_in_sync() {
         !repaired(&r),
         "nothing written into a stripe awaiting its resync"
     );
-    r.array.set_resync_progress(None);
+    resynced(&r.array);
     r.faulty[col].inject(
         Trigger::always().op(IoOp::Read).times(1),
         Fault::Fail(IoErrorKind::DataLoss {
@@ -1430,13 +1430,13 @@ async fn a_raid1_read_rewrites_a_bad_copy_from_the_other() {
     let bad = loc.component_offset / u64::from(BS);
     r.mems[primary].write_now(bad, &[0u8; BS as usize]).unwrap();
     r.mems[primary].mark_bad(bad);
-    r.array.set_resync_progress(Some(0));
+    awaiting_resync(&r.array);
     // Awaiting its resync, the read takes the primary, falls back to the secondary, and
     // writes nothing back.
     let (d, _) = r.array.read(0, 8).await.unwrap();
     assert_eq!(d.into_bytes().as_ref(), &r.volume[..8]);
     assert!(r.log.writes().is_empty());
-    r.array.set_resync_progress(None);
+    resynced(&r.array);
     let (d, _) = r.array.read(0, 8).await.unwrap();
     assert_eq!(d.into_bytes().as_ref(), &r.volume[..8]);
     let repairs: Vec<(String, u64, u64)> = r
@@ -1591,3 +1591,86 @@ async fn a_write_whose_component_cannot_be_fenced_fails_the_column() {
 
 /// Parity verification (`access/scrub.rs`) over the same rigs.
 mod scrub;
+/// Every stripe of `array` awaits its resync (as after a crash with no parity map).
+fn awaiting_resync(array: &Array) {
+    array
+        .parity_map()
+        .needs_sync(&crate::lost::LostSet::from_ranges([0..u64::MAX]));
+}
+
+/// Every region awaiting its resync was resynced.
+fn resynced(array: &Array) {
+    for r in array.parity_map().pending_sync() {
+        array.parity_map().synced(r);
+    }
+}
+
+// ------------------------------------------------------------------ parity map
+
+#[derive(Debug, Default)]
+struct MapRecorder {
+    maps: Mutex<Vec<crate::parity_map::MapSnapshot>>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl StateRecorder for MapRecorder {
+    fn record<'a>(&'a self, _: &'a ComponentStates) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn record_map<'a>(
+        &'a self,
+        map: &'a crate::parity_map::MapSnapshot,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        let r = if self.fail.load(Ordering::Relaxed) {
+            Err("store unavailable".to_owned())
+        } else {
+            self.maps.lock().unwrap().push(map.clone());
+            Ok(())
+        };
+        Box::pin(std::future::ready(r))
+    }
+}
+
+/// Issue 20, item 1: a write's region is marked dirty, durably, before any of the write is
+/// issued; a mark that cannot be recorded fails the write with nothing written; a region is
+/// marked once, and cleared (and recorded clear) only after its writes ended.
+#[tokio::test]
+async fn a_write_is_issued_only_after_its_region_is_marked_durably() {
+    let recorder = Arc::new(MapRecorder::default());
+    let r = rig_with(RaidLevel::Raid5, 4, 7, &[], recorder.clone());
+    recorder.fail.store(true, Ordering::Relaxed);
+    let err = r
+        .array
+        .write(0, Bytes::from_static(b"abc"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AccessError::StateNotRecorded { .. }), "{err}");
+    assert!(
+        r.log.writes().is_empty(),
+        "nothing issued: {:?}",
+        r.log.writes()
+    );
+    let (d, _) = r.array.read(0, 3).await.unwrap();
+    assert_eq!(d.into_bytes().as_ref(), &r.volume[..3]);
+
+    recorder.fail.store(false, Ordering::Relaxed);
+    r.array.write(0, Bytes::from_static(b"abc")).await.unwrap();
+    let maps = recorder.maps.lock().unwrap().clone();
+    assert_eq!(maps.len(), 1, "{maps:#?}");
+    assert!(maps[0].stripes(r.layout.stripes()).intersects(0..1));
+    // The same region again: nothing more to record.
+    r.array.write(5, Bytes::from_static(b"de")).await.unwrap();
+    let maps = recorder.maps.lock().unwrap().clone();
+    assert_eq!(maps.len(), 1, "{maps:#?}");
+    assert_eq!(r.array.parity_map().counts().dirty, 1);
+    // Quiet: cleared, and the clear recorded.
+    assert!(r.array.cool_parity_map(Duration::ZERO).await.unwrap());
+    let last = recorder.maps.lock().unwrap().last().cloned().unwrap();
+    assert!(last.dirty.is_empty(), "{last:?}");
+    assert_eq!(r.array.parity_map().counts().dirty, 0);
+    // A write after the clear marks the region again.
+    r.array.write(0, Bytes::from_static(b"f")).await.unwrap();
+    assert_eq!(recorder.maps.lock().unwrap().len(), 3);
+    r.assert_consistent();
+}

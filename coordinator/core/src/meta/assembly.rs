@@ -27,6 +27,7 @@ use crate::lost::LostSet;
 
 use super::label::{ComponentLabel, LabelGeometry};
 use super::record::MetadataRecord;
+use crate::parity_map::DirtyRegions;
 
 /// What the coordinator found on one column's node.
 #[derive(Debug, Clone)]
@@ -267,6 +268,40 @@ pub fn merged_lost(
     Ok(lost)
 }
 
+/// The stripes of the assembled volume that may hold a torn write, from its parity map: the
+/// union of the store's copy (`stored`) and the metadata-record copies of the columns the plan
+/// keeps in use (the winning lineage, as for [`merged_lost`]). Every copy is unioned whatever
+/// its counter: a mark is durable on the store and the records before its write is issued, and
+/// a clear only after the region was quiet, so a copy can only name too many regions, never too
+/// few; an older copy adds resync work, never a hole. `None` when the store keeps no map (a
+/// volume written before the map existed): then every stripe may be torn.
+pub fn merged_map(
+    plan: &Plan,
+    volume_id: &str,
+    found: &[Found],
+    records: &[Option<MetadataRecord>],
+    stored: Option<&DirtyRegions>,
+    stripes: u64,
+) -> Option<LostSet> {
+    let mut dirty = stored?.stripes(stripes);
+    for (column, f) in found.iter().enumerate() {
+        let in_lineage = matches!(f, Found::Label(l) if l.volume_id == volume_id)
+            && plan.states.get(column).is_some_and(|s| !s.is_failed());
+        if !in_lineage {
+            continue;
+        }
+        let section = records
+            .get(column)
+            .and_then(Option::as_ref)
+            .filter(|r| r.volume_id == volume_id)
+            .and_then(|r| r.sections.parity_map.as_ref());
+        if let Some(section) = section {
+            dirty.union_with(&section.regions().stripes(stripes));
+        }
+    }
+    Some(dirty)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +362,7 @@ mod tests {
                 counter,
                 &LostSet::from_ranges([lost]),
                 counter,
+                None,
             ))
         };
         let records = vec![
@@ -353,6 +389,47 @@ mod tests {
                 .blocks(),
             1
         );
+    }
+
+    #[test]
+    fn the_parity_map_is_the_union_of_the_store_and_the_lineage_whatever_their_counters() {
+        let l = layout();
+        let found = vec![
+            Found::Label(label(0, 5, false, &[3])),
+            Found::Label(label(1, 5, false, &[3])),
+            Found::Label(label(2, 5, false, &[3])),
+            Found::Label(label(3, 2, false, &[])),
+        ];
+        let store = recorded(5, false, &[3]);
+        let p = plan(&l, "v1", &store, &found);
+        // 16 stripes of this layout, regions of 2 stripes.
+        let map = |regions: std::ops::Range<u64>| DirtyRegions {
+            region_stripes: 2,
+            regions: LostSet::from_ranges([regions]),
+        };
+        let rec = |counter: u64, regions: std::ops::Range<u64>| {
+            Some(MetadataRecord::new(
+                "v1",
+                counter,
+                &LostSet::new(),
+                0,
+                Some((&map(regions), counter)),
+            ))
+        };
+        let records = vec![
+            rec(5, 0..1),
+            // A mark the store has not received yet (the crash cut the change short).
+            rec(6, 3..4),
+            // An older copy: its marks are kept too (extra work, never a hole).
+            rec(2, 5..6),
+            // Column 3 is failed: not of the lineage.
+            rec(6, 7..8),
+        ];
+        let stripes = l.stripes();
+        let dirty = merged_map(&p, "v1", &found, &records, Some(&map(1..2)), stripes).unwrap();
+        assert_eq!(dirty.ranges().collect::<Vec<_>>(), vec![0..4, 6..8, 10..12]);
+        // No map in the store (a volume from before the map): every stripe may be torn.
+        assert_eq!(merged_map(&p, "v1", &found, &records, None, stripes), None);
     }
 
     fn recorded(counter: u64, clean: bool, failed: &[usize]) -> Recorded {

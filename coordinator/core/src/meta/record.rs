@@ -20,6 +20,7 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 
 use crate::lost::LostSet;
+use crate::parity_map::DirtyRegions;
 
 /// Marks the bytes as a dagraid metadata record.
 pub const RECORD_MAGIC: &str = "dagraid-metadata-record";
@@ -70,12 +71,55 @@ impl LostSection {
     }
 }
 
+/// The budget of the parity-map section, encoded.
+pub const MAP_SECTION_BYTES: usize = 16 * 1024;
+
+/// The parity-map section: the dirty regions ([`crate::parity_map`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapSection {
+    /// The modification counter of the change that wrote this map.
+    pub counter: u64,
+    /// Stripes per region.
+    pub region_stripes: u64,
+    /// Half-open ranges of dirty region indexes, increasing.
+    pub ranges: Vec<[u64; 2]>,
+    /// Whether the ranges were coarsened to fit the budget (clean regions marked dirty, never
+    /// the reverse).
+    #[serde(default)]
+    pub coarsened: bool,
+}
+
+impl MapSection {
+    /// The section for `map` as of `counter`, within its budget.
+    pub fn of(map: &DirtyRegions, counter: u64) -> MapSection {
+        let max_ranges = MAP_SECTION_BYTES / BYTES_PER_RANGE;
+        let fitted = map.regions.coarsened(max_ranges);
+        MapSection {
+            counter,
+            region_stripes: map.region_stripes,
+            coarsened: fitted.range_count() < map.regions.range_count(),
+            ranges: fitted.ranges().map(|r| [r.start, r.end]).collect(),
+        }
+    }
+
+    /// The regions it holds.
+    pub fn regions(&self) -> DirtyRegions {
+        DirtyRegions {
+            region_stripes: self.region_stripes,
+            regions: LostSet::from_ranges(self.ranges.iter().map(|[s, e]| *s..*e)),
+        }
+    }
+}
+
 /// The sections of a record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sections {
     /// The lost set.
     #[serde(default)]
     pub lost: Option<LostSection>,
+    /// The parity map (absent in records written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parity_map: Option<MapSection>,
 }
 
 /// A component's metadata record.
@@ -114,8 +158,15 @@ pub enum RecordError {
 }
 
 impl MetadataRecord {
-    /// The record of volume `volume_id` at `mod_counter` holding `lost` (as of `lost_counter`).
-    pub fn new(volume_id: &str, mod_counter: u64, lost: &LostSet, lost_counter: u64) -> Self {
+    /// The record of volume `volume_id` at `mod_counter` holding `lost` (as of `lost_counter`)
+    /// and the parity map `map` (as of its counter), if the volume keeps one.
+    pub fn new(
+        volume_id: &str,
+        mod_counter: u64,
+        lost: &LostSet,
+        lost_counter: u64,
+        map: Option<(&DirtyRegions, u64)>,
+    ) -> Self {
         MetadataRecord {
             magic: RECORD_MAGIC.to_owned(),
             version: RECORD_VERSION,
@@ -123,6 +174,7 @@ impl MetadataRecord {
             mod_counter,
             sections: Sections {
                 lost: Some(LostSection::of(lost, lost_counter)),
+                parity_map: map.map(|(m, counter)| MapSection::of(m, counter)),
             },
         }
     }
@@ -164,7 +216,7 @@ mod tests {
     #[test]
     fn records_round_trip_and_a_large_lost_set_is_coarsened_to_fit() {
         let lost = LostSet::from_ranges([0..4, 100..200]);
-        let r = MetadataRecord::new("v-1", 7, &lost, 6);
+        let r = MetadataRecord::new("v-1", 7, &lost, 6, None);
         let back = MetadataRecord::decode(&r.encode().unwrap()).unwrap();
         assert_eq!(back, r);
         let section = back.sections.lost.unwrap();
@@ -173,7 +225,7 @@ mod tests {
 
         // Every other block of a large volume: far more ranges than the budget.
         let many = LostSet::from_ranges((0..100_000u64).map(|i| 2 * i..2 * i + 1));
-        let r = MetadataRecord::new("v-1", 8, &many, 8);
+        let r = MetadataRecord::new("v-1", 8, &many, 8, None);
         let bytes = r.encode().unwrap();
         assert!(bytes.len() <= RECORD_AREA_BYTES);
         let section = MetadataRecord::decode(&bytes)
@@ -187,12 +239,51 @@ mod tests {
     }
 
     #[test]
+    fn the_parity_map_round_trips_and_a_large_one_is_coarsened_to_a_superset() {
+        let map = DirtyRegions {
+            region_stripes: 16,
+            regions: LostSet::from_ranges([3..4, 10..12]),
+        };
+        let r = MetadataRecord::new("v-1", 9, &LostSet::new(), 0, Some((&map, 9)));
+        let back = MetadataRecord::decode(&r.encode().unwrap()).unwrap();
+        let section = back.sections.parity_map.unwrap();
+        assert_eq!((section.counter, section.coarsened), (9, false));
+        assert_eq!(section.regions(), map);
+        // A record written before the map existed has none.
+        let old = br#"{"magic":"dagraid-metadata-record","version":1,"volume_id":"v","mod_counter":3,"sections":{"lost":{"counter":0,"ranges":[]}}}"#;
+        assert_eq!(
+            MetadataRecord::decode(old).unwrap().sections.parity_map,
+            None
+        );
+        // Every other region of a huge volume: coarsened, still naming every dirty one.
+        let many = DirtyRegions {
+            region_stripes: 1,
+            regions: LostSet::from_ranges((0..100_000u64).map(|i| 2 * i..2 * i + 1)),
+        };
+        let r = MetadataRecord::new("v-1", 10, &LostSet::new(), 0, Some((&many, 10)));
+        let bytes = r.encode().unwrap();
+        assert!(bytes.len() <= RECORD_AREA_BYTES);
+        let section = MetadataRecord::decode(&bytes)
+            .unwrap()
+            .sections
+            .parity_map
+            .unwrap();
+        assert!(section.coarsened);
+        let got = section.regions().regions;
+        assert!(
+            many.regions
+                .ranges()
+                .all(|r| got.overlapping(r.clone()) == [r])
+        );
+    }
+
+    #[test]
     fn bad_and_newer_records_are_refused() {
         assert!(matches!(
             MetadataRecord::decode(b"{}"),
             Err(RecordError::Malformed(_))
         ));
-        let mut r = MetadataRecord::new("v", 1, &LostSet::new(), 0);
+        let mut r = MetadataRecord::new("v", 1, &LostSet::new(), 0, None);
         r.version = RECORD_VERSION + 1;
         let bytes = serde_json::to_vec(&r).unwrap();
         assert_eq!(
