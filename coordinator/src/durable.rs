@@ -53,9 +53,6 @@ pub struct Proposed {
 enum MapChange {
     /// Nothing.
     Keep,
-    /// A copy of the array's map ([`StateRecorder::record_map`]); one older than a copy already
-    /// recorded is not written.
-    Snapshot(MapSnapshot),
     /// Replaced: assembly (the regions awaiting their resync), clean shutdown (none).
     Set(DirtyRegions),
 }
@@ -196,21 +193,9 @@ impl VolumeStates {
             tracing::debug!(volume = %self.name, generation = g, recorded = p.generation, "older states not recorded over newer ones");
             return Ok(p.durable.clone());
         }
-        let (map, map_version) = match map {
-            MapChange::Keep => (p.durable.map.clone(), None),
-            MapChange::Snapshot(s) if s.version <= p.map_version => {
-                return Ok(p.durable.clone());
-            }
-            MapChange::Snapshot(s) => {
-                let regions = DirtyRegions::from(&s);
-                if p.durable.map.as_ref() == Some(&regions) && proposed.is_none() {
-                    // Nothing new to write: what it names is durable already.
-                    p.map_version = s.version;
-                    return Ok(p.durable.clone());
-                }
-                (Some(regions), Some(s.version))
-            }
-            MapChange::Set(m) => (Some(m), None),
+        let map = match map {
+            MapChange::Keep => p.durable.map.clone(),
+            MapChange::Set(m) => Some(m),
         };
         let Proposed {
             mut states,
@@ -233,11 +218,10 @@ impl VolumeStates {
             } else {
                 p.durable.lost_counter
             };
-            let map_counter = if map != p.durable.map {
-                p.counter
-            } else {
-                p.durable.map_counter
-            };
+            // The map's counter is a sequence of its own: a map update alone does not bump
+            // the modification counter (`VolumeStates::persist_map`).
+            let map_changed = map != p.durable.map;
+            let map_counter = p.durable.map_counter + u64::from(map_changed);
             let next = DurableState {
                 mod_counter: p.counter,
                 config_epoch: p.durable.config_epoch
@@ -253,7 +237,8 @@ impl VolumeStates {
                 map: map.clone(),
                 map_counter,
             };
-            let failures = self.labels.write(&next, crash).await;
+            let record = lost_counter == next.mod_counter || map_changed;
+            let failures = self.labels.write(&next, record, crash).await;
             if failures.is_empty() {
                 break next;
             }
@@ -300,9 +285,6 @@ impl VolumeStates {
         if let Some(g) = generation {
             p.generation = g;
         }
-        if let Some(v) = map_version {
-            p.map_version = p.map_version.max(v);
-        }
         p.durable = next.clone();
         *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = next.clone();
         drop(p);
@@ -310,6 +292,45 @@ impl VolumeStates {
             self.hand_failures_to_array(newly_failed);
         }
         Ok(next)
+    }
+
+    /// Persists a copy of the parity map (docs/STATE.md, "Parity map"): the metadata records
+    /// of the columns not failed first, then the store. A map update changes no state: it bumps
+    /// the map's own counter, not the modification counter, writes no label and fails no
+    /// column: a record that cannot be written (its node down or slow) is logged and keeps an
+    /// older map, which the union at assembly covers, because the store must hold the map
+    /// before the write that waited for it is issued (a store failure fails that write). A copy
+    /// older than one recorded is not written.
+    async fn persist_map(&self, map: &MapSnapshot) -> Result<(), String> {
+        let mut p = self.persisted.lock().await;
+        if p.closed {
+            return Err(format!(
+                "volume {:?} was marked clean for shutdown; no change is recorded any more",
+                self.name
+            ));
+        }
+        if map.version <= p.map_version {
+            return Ok(());
+        }
+        let regions = DirtyRegions::from(map);
+        if p.durable.map.as_ref() == Some(&regions) {
+            p.map_version = map.version;
+            return Ok(());
+        }
+        let mut next = p.durable.clone();
+        next.map = Some(regions);
+        next.map_counter += 1;
+        for (column, error) in self.labels.write_records(&next).await {
+            tracing::warn!(volume = %self.name, column, %error, "parity map not written to this column's metadata record; the store holds it");
+        }
+        self.store
+            .update_state_async(self.name.clone(), self.id.clone(), next.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        p.map_version = map.version;
+        p.durable = next.clone();
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
     }
 
     /// The columns the array knows are gone (their node does not answer; not failed).
@@ -485,18 +506,6 @@ impl StateRecorder for VolumeStates {
     }
 
     fn record_map<'a>(&'a self, map: &'a MapSnapshot) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            let crash = ArmedCrash::take(self.crash.as_ref());
-            self.persist(
-                None,
-                MapChange::Snapshot(map.clone()),
-                None,
-                None,
-                true,
-                crash,
-            )
-            .await
-            .map(drop)
-        })
+        Box::pin(self.persist_map(map))
     }
 }

@@ -278,11 +278,16 @@ impl VolumeLabels {
         Ok(())
     }
 
-    /// Writes one column's copy of `state`: the metadata record first when this change wrote
-    /// the lost set or the parity map (so a label never names a lost set its own component does
-    /// not hold), then the label.
-    async fn write_one(&self, column: usize, state: &DurableState) -> Result<(), LabelWriteError> {
-        if state.lost_counter == state.mod_counter || state.map_counter == state.mod_counter {
+    /// Writes one column's copy of `state`: the metadata record first when `record` (this
+    /// change wrote the lost set or the parity map: a label never names a lost set its own
+    /// component does not hold), then the label.
+    async fn write_one(
+        &self,
+        column: usize,
+        state: &DurableState,
+        record: bool,
+    ) -> Result<(), LabelWriteError> {
+        if record {
             let record = self
                 .record(state)
                 .encode()
@@ -316,6 +321,33 @@ impl VolumeLabels {
                 self.deadline
             ))),
         }
+    }
+
+    /// Writes `state`'s metadata record (not the label) to every column `state` does not call
+    /// failed, concurrently: a parity-map update. Returns the columns whose write failed.
+    pub(crate) async fn write_records(
+        &self,
+        state: &DurableState,
+    ) -> Vec<(usize, LabelWriteError)> {
+        let bytes = match self.record(state).encode() {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                return (0..self.len())
+                    .map(|c| (c, LabelWriteError::Refused(e.to_string())))
+                    .collect();
+            }
+        };
+        let writes = (0..self.len())
+            .filter(|&c| !state.states.get(c).is_none_or(|s| s.is_failed()))
+            .map(|c| {
+                let bytes = bytes.clone();
+                async move { (c, self.write_area(c, SlotArea::Metadata, bytes).await) }
+            });
+        futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .filter_map(|(c, r)| r.err().map(|e| (c, e)))
+            .collect()
     }
 
     /// Reads the metadata records of `columns` for assembly (`None` for a column not asked for,
@@ -378,6 +410,7 @@ impl VolumeLabels {
     pub(crate) async fn write(
         &self,
         state: &DurableState,
+        record: bool,
         crash: Option<ArmedCrash>,
     ) -> Vec<(usize, LabelWriteError)> {
         let targets: Vec<usize> = (0..self.len())
@@ -389,7 +422,7 @@ impl VolumeLabels {
                 let writes: Vec<_> = targets
                     .iter()
                     .copied()
-                    .map(|c| async move { (c, self.write_one(c, state).await) })
+                    .map(|c| async move { (c, self.write_one(c, state, record).await) })
                     .collect();
                 for (c, r) in futures::future::join_all(writes).await {
                     if let Err(e) = r {
@@ -401,7 +434,7 @@ impl VolumeLabels {
                 let mut written = 0;
                 crash.check(written);
                 for &c in &targets {
-                    match self.write_one(c, state).await {
+                    match self.write_one(c, state, record).await {
                         Ok(()) => {
                             written += 1;
                             crash.check(written);

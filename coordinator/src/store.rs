@@ -860,7 +860,11 @@ impl Store {
                 if record.id != id {
                     return Err(StoreError::NotFound(format!("{name} (id {id})")));
                 }
-                if state.mod_counter <= record.mod_counter {
+                // A parity-map update keeps the modification counter and bumps the map's own.
+                let stored_map = record.parity_map.as_ref().map_or(0, |m| m.counter);
+                let newer = state.mod_counter > record.mod_counter
+                    || (state.mod_counter == record.mod_counter && state.map_counter > stored_map);
+                if !newer {
                     return Err(StoreError::StaleCounter {
                         name: name.to_owned(),
                         given: state.mod_counter,
@@ -1141,6 +1145,28 @@ mod tests {
     }
 
     #[test]
+    fn a_parity_map_update_keeps_the_counter_and_must_bump_the_maps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.redb")).unwrap();
+        store.insert_volume(&record("a")).unwrap();
+        let mut next = record("a").durable();
+        next.map = Some(dagraid_core::parity_map::DirtyRegions {
+            region_stripes: 1,
+            regions: LostSet::from_ranges([2..3]),
+        });
+        next.map_counter = 1;
+        // The same modification counter (1): a map update alone.
+        store.update_state("a", "v0123", &next).unwrap();
+        // The same map counter again: refused (never written over a newer copy).
+        assert!(matches!(
+            store.update_state("a", "v0123", &next),
+            Err(StoreError::StaleCounter { .. })
+        ));
+        let back = store.volumes().unwrap().remove(0).durable();
+        assert_eq!((back.map, back.map_counter), (next.map.clone(), 1));
+    }
+
+    #[test]
     fn a_version_3_record_has_no_parity_map_and_a_map_is_kept_exactly() {
         let mut v3 = record("a");
         v3.version = 3;
@@ -1168,7 +1194,7 @@ mod tests {
         r.version = VOLUME_RECORD_VERSION + 1;
         let bytes = serde_json::to_vec(&r).unwrap();
         let err = VolumeRecord::decode("a", &bytes).unwrap_err();
-        assert!(err.to_string().contains("record version 4"), "{err}");
+        assert!(err.to_string().contains("record version 5"), "{err}");
         let err = VolumeRecord::decode("a", b"{}").unwrap_err();
         assert!(err.to_string().contains("no version"), "{err}");
         let ok = record("a");
@@ -1177,7 +1203,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_record_is_migrated_to_a_dirty_unlabelled_version_3() {
+    fn a_version_1_record_is_migrated_to_a_dirty_unlabelled_version_4() {
         // Exactly what a version 1 coordinator wrote.
         let v1 = br#"{"version":1,"name":"vol0","id":"v3f2a9c0d1e2b4a5c","level":"raid5",
             "stripe_unit_blocks":16,"block_size":4096,"blocks_per_column":64,
@@ -1197,11 +1223,11 @@ mod tests {
             ]
         );
         assert!(r.components.iter().all(|c| c.serial == 0));
-        // Written back, it is a version 3 record.
+        // Written back, it is a version 4 record.
         let again = VolumeRecord::decode("vol0", &r.encode()).unwrap();
         assert_eq!(again, r);
         let text = String::from_utf8(r.encode()).unwrap();
-        assert!(text.contains(r#""version":3"#), "{text}");
+        assert!(text.contains(r#""version":4"#), "{text}");
         // A migrated record stored by a version 1 coordinator is read by `volumes`.
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();

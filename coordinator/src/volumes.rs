@@ -1154,7 +1154,7 @@ impl VolumeManager {
         let labels = self
             .labels_of(record, layout)
             .map_err(ServiceError::Internal)?;
-        let failures = labels.write(&record.durable(), None).await;
+        let failures = labels.write(&record.durable(), true, None).await;
         if let Some((column, error)) = failures.into_iter().next() {
             let c = &record.components[column];
             return Err(ServiceError::Label {
