@@ -277,8 +277,9 @@ async fn write_round(side: &Side, length: Duration, seed: u64) -> Load {
             stop.store(true, Ordering::Relaxed);
         })
     };
-    let blocks = [0..side.size() / BS];
-    let load = random_writes(&side.volume(), &side.model, &blocks, seed, stop).await;
+    let whole = 0..side.size() / BS;
+    let blocks = std::slice::from_ref(&whole);
+    let load = random_writes(&side.volume(), &side.model, blocks, seed, stop).await;
     timer.await.unwrap();
     assert!(
         load.unknown.is_empty(),
@@ -469,7 +470,8 @@ async fn measured() {
     // the same byte ranges written), and a clean restart; alternating.
     let small = sides[2].map.clone();
     let region_blocks = small.region_bytes / BS;
-    let k = (small.regions / 100).max(1);
+    // 1% of the regions, rounded to the nearest.
+    let k = ((small.regions + 50) / 100).max(1);
     let blocks: Vec<Range<u64>> = (0..k)
         .map(|i| {
             let first = i * small.regions / k * region_blocks;
