@@ -681,7 +681,7 @@ impl VolumeManager {
             )
             .unwrap_or_else(|| {
                 full = true;
-                LostSet::from_ranges([0..stripes])
+                LostSet::from_ranges(std::iter::once(0..stripes))
             });
             volume.array.parity_map().needs_sync(&dirty);
         }

@@ -25,6 +25,9 @@ const REGION_BYTES: u64 = 192 * KIB;
 /// wait for the initial fill to cool down.
 const COOLDOWN_MS: u64 = 3000;
 
+/// Writes cut by a crash (their outcome unknown): offset and data.
+type UnknownWrites = Vec<(u64, Vec<u8>)>;
+
 async fn client(cluster: &Cluster) -> Client {
     Client::connect(
         cluster.url(),
@@ -146,7 +149,7 @@ async fn kill9_under_writes_to_5_percent_of_the_volume_resyncs_only_those_region
         let k = (regions / 20).max(2);
         let chosen: Vec<u64> = (0..k).map(|i| i * regions / k).collect();
         let reference = Arc::new(Mutex::new(first));
-        let unknown: Arc<Mutex<Vec<(u64, Vec<u8>)>>> = Arc::default();
+        let unknown: Arc<Mutex<UnknownWrites>> = Arc::default();
         let acked = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for w in 0..2u64 {
