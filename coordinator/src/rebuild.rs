@@ -199,7 +199,10 @@ struct Throttle {
 const BUSY_WINDOW: Duration = Duration::from_millis(200);
 
 impl Throttle {
-    fn new(idle: u64, busy: u64) -> Self {
+    /// A throttle for a job that starts now, when `accesses` client accesses were counted: only
+    /// accesses after that make the clients active (a count taken as activity would hold a
+    /// rebuild started on an idle array at the busy limit for its first batch).
+    fn new(idle: u64, busy: u64, accesses: u64) -> Self {
         let busy = match (idle, busy) {
             (0, b) => b,
             (i, 0) => i,
@@ -211,7 +214,7 @@ impl Throttle {
             current: idle,
             since: Instant::now(),
             bytes: 0,
-            accesses: 0,
+            accesses,
             active: Instant::now() - BUSY_WINDOW * 2,
         }
     }
@@ -900,7 +903,7 @@ impl Rebuilds {
         let array = volume.array().clone();
         let name = volume.name().to_owned();
         let total = volume.layout().stripes();
-        let mut throttle = Throttle::new(rate, self.settings.busy_rate);
+        let mut throttle = Throttle::new(rate, self.settings.busy_rate, self.accesses());
         let mut checkpoint = Instant::now();
         let mut stripe = from;
         let mut bytes = 0u64;
@@ -1161,7 +1164,7 @@ impl Rebuilds {
         let array: Arc<Array> = volume.array().clone();
         let name = volume.name().to_owned();
         let total = volume.layout().stripes();
-        let mut throttle = Throttle::new(rate, self.settings.busy_rate);
+        let mut throttle = Throttle::new(rate, self.settings.busy_rate, self.accesses());
         let mut bytes = 0;
         let abort = |why: String| {
             let array = array.clone();
@@ -1263,5 +1266,20 @@ fn volume_error(volume: &Volume, source: AccessError) -> ServiceError {
     ServiceError::Access {
         volume: volume.name().to_owned(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_counts_only_accesses_after_its_start_as_activity() {
+        let mut t = Throttle::new(0, 8 << 20, 5_000);
+        assert_eq!(t.rate(5_000), 0, "the count at the start is no activity");
+        assert_eq!(t.rate(5_001), 8 << 20, "a new access is");
+        let mut t = Throttle::new(64 << 20, 8 << 20, 0);
+        assert_eq!(t.rate(0), 64 << 20);
+        assert_eq!(t.rate(1), 8 << 20);
     }
 }
