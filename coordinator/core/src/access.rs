@@ -1609,7 +1609,7 @@ async fn bounded(
 }
 
 mod rebuild;
-pub use rebuild::StripeRebuild;
+pub use rebuild::{ReconstructBatch, StripeRebuild};
 
 #[cfg(test)]
 mod tests;
