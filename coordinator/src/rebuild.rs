@@ -1013,6 +1013,9 @@ impl Rebuilds {
                 .unwrap_or(stripe);
             match result {
                 Ok(done) => {
+                    // The batches above may have moved the watermarks further already; this
+                    // one's part ends at its last stripe.
+                    let at = at.min(batch_end);
                     if at <= stripe {
                         settle(&mut in_flight).await;
                         end(format!(
