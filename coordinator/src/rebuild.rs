@@ -9,9 +9,11 @@
 //!   the pool that fits; while none fits, or the delay has not passed, or a resync must finish
 //!   first, the volume says why (`Volume.rebuild_waiting`).
 //!
-//! A **job** sweeps the stripes from the watermark up: [`Array::reconstruct_stripe`] under the
-//! stripe's write lock, then the rate limit, and user I/O first (a stripe waits while accesses
-//! queue for admission, up to a bound so the rebuild always moves). The watermark is made
+//! A **job** sweeps the stripes from the watermark up in batches
+//! ([`Array::start_reconstruct_stripes`], under the batch's write locks; two batches in flight
+//! while clients are idle, the watermarks moving in order), then the rate limit, and user I/O
+//! first (one batch at a time while clients are active; a batch waits while accesses queue for
+//! admission, up to a bound so the rebuild always moves). The watermark is made
 //! durable every `checkpoint_every` (the checkpoint: only stripes the target acknowledged lie
 //! below it), and at the end the column becomes optimal. Several volumes rebuild at once, each
 //! job bounded by its rate. A copyback job copies a column that lives on a spare to a

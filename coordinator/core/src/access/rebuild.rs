@@ -29,6 +29,9 @@ use crate::stripe_lock::{LockMode, StripeLockRequest};
 
 use super::{AccessError, Array};
 
+/// A write of whole blocks: (column, first component block, data).
+type BlockWrite = (usize, u64, bytes::Bytes);
+
 /// A batch of stripes being reconstructed ([`Array::start_reconstruct_stripes`]): its locks
 /// are held by its own task until its targets acknowledged and the watermarks moved.
 #[derive(Debug)]
@@ -503,7 +506,7 @@ impl Array {
         targets: &ColumnSet,
         start: u64,
         per_call: u64,
-    ) -> Result<Option<Vec<(usize, u64, bytes::Bytes)>>, AccessError> {
+    ) -> Result<Option<Vec<BlockWrite>>, AccessError> {
         let bs = self.layout.geometry().block_size();
         let unit = accesses[0].layout.component_blocks().count;
         let ub = (unit * bs) as usize;
@@ -532,11 +535,12 @@ impl Array {
                     })
                     .collect(),
             };
-            let plan = crate::reconstruct::plan(&self.layout, &s.layout, &image, &targets)
-                .map_err(|detail| AccessError::Rebuild {
+            let plan = crate::reconstruct::plan(&self.layout, &s.layout, &image, targets).map_err(
+                |detail| AccessError::Rebuild {
                     column: targets.iter().next().unwrap_or(0),
                     detail,
-                })?;
+                },
+            )?;
             if !plan.lost.is_empty() {
                 return Ok(None);
             }
