@@ -43,7 +43,7 @@ pub use error::ClientError;
 pub use types::{
     AssembleOutcome, AssemblyInfo, ClusterInfo, ComponentInfo, ComponentState, LostRange,
     ParityJob, ParityJobKind, ParityMapInfo, ParseRaidLevelError, RaidLevel, RebuildKind,
-    RebuildProgress, RebuildTarget, ResyncProgress, Spare, SpareUse, StorageNodeInfo, VolumeCounters,
-    VolumeInfo, VolumeSpec, VolumeState,
+    RebuildProgress, RebuildTarget, ResyncProgress, Spare, SpareUse, StorageNodeInfo,
+    VolumeCounters, VolumeInfo, VolumeSpec, VolumeState,
 };
 pub use volume::Volume;

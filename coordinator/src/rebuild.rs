@@ -9,20 +9,23 @@
 //!   the pool that fits; while none fits, or the delay has not passed, or a resync must finish
 //!   first, the volume says why (`Volume.rebuild_waiting`).
 //!
-//! A **job** sweeps the stripes from the watermark up: [`Array::reconstruct_stripe`] under the
-//! stripe's write lock, then the rate limit, and user I/O first (a stripe waits while accesses
-//! queue for admission, up to a bound so the rebuild always moves). The watermark is made
+//! A **job** sweeps the stripes from the watermark up in batches
+//! ([`Array::start_reconstruct_stripes`], under the batch's write locks; two batches in flight
+//! while clients are idle, the watermarks moving in order), then the rate limit, and user I/O
+//! first (one batch at a time while clients are active; a batch waits while accesses queue for
+//! admission, up to a bound so the rebuild always moves). The watermark is made
 //! durable every `checkpoint_every` (the checkpoint: only stripes the target acknowledged lie
 //! below it), and at the end the column becomes optimal. Several volumes rebuild at once, each
 //! job bounded by its rate. A copyback job copies a column that lives on a spare to a
 //! replacement with [`Array::copy_stripe`], then the replacement takes the column's place and
 //! the spare returns to the pool.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use dagraid_core::access::{AccessError, Array};
+use dagraid_core::access::{AccessError, Array, ReconstructBatch};
 use dagraid_core::array::ComponentState;
 use dagraid_core::io::ComponentIo;
 use dagraid_core::layout::ColumnSet;
@@ -53,6 +56,9 @@ pub struct RebuildSettings {
     /// Stripes reconstructed together, under their write locks held at once (more in flight
     /// to the nodes; user I/O to those stripes waits for the batch).
     pub stripes_per_batch: u64,
+    /// Batches in flight at once while clients are idle (the reads of one overlap the writes
+    /// of the other; the watermarks still move in order); one while they are active.
+    pub batches_in_flight: usize,
 }
 
 impl Default for RebuildSettings {
@@ -65,6 +71,7 @@ impl Default for RebuildSettings {
             poll: Duration::from_millis(500),
             retry: Duration::from_secs(1),
             stripes_per_batch: 32,
+            batches_in_flight: 2,
         }
     }
 }
@@ -795,14 +802,7 @@ impl Rebuilds {
 
     /// Client accesses answered so far on every volume (reads and writes).
     fn accesses(&self) -> u64 {
-        self.volumes
-            .list()
-            .iter()
-            .map(|v| {
-                let s = v.array().stats();
-                s.reads.load(Ordering::Relaxed) + s.writes.load(Ordering::Relaxed)
-            })
-            .sum()
+        self.volumes.client_accesses()
     }
 
     /// User I/O first: while accesses wait for admission, the next stripe waits too (at most
@@ -824,9 +824,13 @@ impl Rebuilds {
         let array = volume.array().clone();
         let name = volume.name().to_owned();
         let total = volume.layout().stripes();
-        let mut throttle = Throttle::new(rate, self.settings.busy_rate);
+        let mut throttle = Throttle::new(rate, self.settings.busy_rate, self.accesses());
         let mut checkpoint = Instant::now();
+        // The watermark the batches reached (their targets acknowledged every stripe below
+        // it), and the first stripe no batch has started yet.
         let mut stripe = from;
+        let mut next = from;
+        let mut in_flight: VecDeque<ReconstructBatch> = VecDeque::new();
         let mut bytes = 0u64;
         let all = |f: &dyn Fn(&mut RebuildStatus)| {
             for j in &jobs {
@@ -843,6 +847,7 @@ impl Rebuilds {
         };
         while stripe < total {
             if self.should_stop(&jobs) {
+                settle(&mut in_flight).await;
                 let _ = array.checkpoint().await;
                 end(format!(
                     "stopped at stripe {stripe} (the coordinator is stopping); it resumes from its checkpoint"
@@ -850,20 +855,54 @@ impl Rebuilds {
                 return;
             }
             if self.volumes.get(&name).is_err() {
+                settle(&mut in_flight).await;
                 end("the volume was deleted or is no longer assembled".into());
                 return;
             }
-            self.yield_to_users().await;
-            // No more stripes in a batch than a second's worth at the limit now, so the
-            // checkpoint after it follows the rate.
-            let per_stripe = volume.layout().unit_bytes() * columns.len().max(1) as u64;
+            // Another batch while there is room: up to `batches_in_flight` while the clients
+            // are idle (the reads of one overlap the writes of the other), one at a time while
+            // they are active.
             let limit = throttle.rate(self.accesses());
-            let mut per_batch = self.settings.stripes_per_batch.max(1);
-            if limit > 0 {
-                per_batch = per_batch.min((limit / per_stripe.max(1)).max(1));
-            }
-            let batch = stripe..(stripe + per_batch).min(total);
-            let result = array.reconstruct_stripes(&columns, batch).await;
+            let depth = if throttle.clients_active() {
+                1
+            } else {
+                self.settings.batches_in_flight.max(1)
+            };
+            let started = if in_flight.len() < depth && next < total {
+                self.yield_to_users().await;
+                // No more stripes in a batch than a second's worth at the limit now, so the
+                // checkpoint after it follows the rate.
+                let per_stripe = volume.layout().unit_bytes() * columns.len().max(1) as u64;
+                let mut per_batch = self.settings.stripes_per_batch.max(1);
+                if limit > 0 {
+                    per_batch = per_batch.min((limit / per_stripe.max(1)).max(1));
+                }
+                let batch = next..(next + per_batch).min(total);
+                let started = array
+                    .start_reconstruct_stripes(&columns, batch.clone(), in_flight.back_mut())
+                    .await;
+                if let Ok(b) = started {
+                    next = batch.end;
+                    in_flight.push_back(b);
+                    continue;
+                }
+                started.err()
+            } else {
+                None
+            };
+            let (result, batch_end) = match started {
+                Some(e) => (Err(e), next),
+                None => match in_flight.pop_front() {
+                    Some(b) => {
+                        let end = b.stripes().end;
+                        (b.finish().await, end)
+                    }
+                    None => {
+                        next = stripe;
+                        continue;
+                    }
+                },
+            };
             // Where the watermarks are now (a batch cut short by an error moved them past the
             // stripes done before it).
             let states = array.states();
@@ -871,6 +910,7 @@ impl Rebuilds {
                 .iter()
                 .find(|&c| states.get(c) != Some(ComponentState::Reconstructing))
             {
+                settle(&mut in_flight).await;
                 end(format!(
                     "column {c} is {} now",
                     states.get(c).map(|s| s.name()).unwrap_or("gone")
@@ -884,11 +924,21 @@ impl Rebuilds {
                 .unwrap_or(stripe);
             match result {
                 Ok(done) => {
+                    // The batches above may have moved the watermarks further already; this
+                    // one's part ends at its last stripe.
+                    let at = at.min(batch_end);
                     if at <= stripe {
+                        settle(&mut in_flight).await;
                         end(format!(
                             "no progress at stripe {stripe}: the watermarks of the columns differ"
                         ));
                         return;
+                    }
+                    if at < batch_end {
+                        // The batch stopped short: the ones above it move nothing; the next
+                        // batch starts at the watermark.
+                        settle(&mut in_flight).await;
+                        next = at;
                     }
                     stripe = at;
                     bytes += done.bytes;
@@ -905,7 +955,7 @@ impl Rebuilds {
                         s.error.clear();
                     });
                     // The checkpoint before the throttle's wait: it never lags the stripes
-                    // done by more than a batch.
+                    // done by more than the batches in flight.
                     if checkpoint.elapsed() >= self.settings.checkpoint_every {
                         if let Err(e) = array.checkpoint().await {
                             tracing::warn!(volume = %name, error = %e, "reconstruction checkpoint not recorded");
@@ -917,11 +967,15 @@ impl Rebuilds {
                     all(&|s| s.rate_limit = limit);
                 }
                 Err(AccessError::Rebuild { column, detail }) => {
+                    settle(&mut in_flight).await;
                     end(format!("column {column}: {detail}"));
                     return;
                 }
                 Err(e) => {
+                    // The batches above moved nothing past the one that failed.
+                    settle(&mut in_flight).await;
                     stripe = at.max(stripe);
+                    next = stripe;
                     let why = e.to_string();
                     tracing::warn!(volume = %name, stripe, error = %why, "reconstruction of a stripe failed; tried again");
                     all(&|s| s.error = why.clone());
@@ -930,6 +984,7 @@ impl Rebuilds {
                 }
             }
         }
+        settle(&mut in_flight).await;
         for c in columns.iter() {
             let mut tries = 0;
             loop {
@@ -1085,7 +1140,7 @@ impl Rebuilds {
         let array: Arc<Array> = volume.array().clone();
         let name = volume.name().to_owned();
         let total = volume.layout().stripes();
-        let mut throttle = Throttle::new(rate, self.settings.busy_rate);
+        let mut throttle = Throttle::new(rate, self.settings.busy_rate, self.accesses());
         let mut bytes = 0;
         let abort = |why: String| {
             let array = array.clone();
@@ -1169,6 +1224,15 @@ impl Rebuilds {
             s.eta = None;
             s.stripes_done = total;
         });
+    }
+}
+
+/// Waits for every batch still in flight (a job that stops or starts again from the watermark):
+/// each moves no watermark past a stripe its target did not acknowledge, nor past one a batch
+/// below it did not reach, and releases its locks itself.
+async fn settle(batches: &mut VecDeque<ReconstructBatch>) {
+    while let Some(b) = batches.pop_front() {
+        let _ = b.finish().await;
     }
 }
 

@@ -407,7 +407,9 @@ mod tests {
     fn awaiting_resync(array: &Array) {
         array
             .parity_map()
-            .needs_sync(&dagraid_core::lost::LostSet::from_ranges([0..STRIPES]));
+            .needs_sync(&dagraid_core::lost::LostSet::from_ranges(std::iter::once(
+                0..STRIPES,
+            )));
     }
 
     async fn finished(r: &Resync) -> ResyncStatus {

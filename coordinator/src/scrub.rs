@@ -313,14 +313,7 @@ impl Scrubs {
 
     /// Client accesses answered so far on every volume (reads and writes).
     fn accesses(&self) -> u64 {
-        self.volumes
-            .list()
-            .iter()
-            .map(|v| {
-                let s = v.array().stats();
-                s.reads.load(Ordering::Relaxed) + s.writes.load(Ordering::Relaxed)
-            })
-            .sum()
+        self.volumes.client_accesses()
     }
 
     async fn sweep(
@@ -335,7 +328,7 @@ impl Scrubs {
         let name = volume.name().to_owned();
         let total = volume.layout().stripes();
         let per_stripe = volume.layout().unit_bytes() * volume.layout().columns() as u64;
-        let mut throttle = Throttle::new(rate, self.settings.busy_rate);
+        let mut throttle = Throttle::new(rate, self.settings.busy_rate, self.accesses());
         let in_flight = self.settings.stripes_in_flight.max(1) as u64;
         let mut stripe = 0;
         let end = |why: String| {

@@ -1152,7 +1152,7 @@ mod tests {
         let mut next = record("a").durable();
         next.map = Some(dagraid_core::parity_map::DirtyRegions {
             region_stripes: 1,
-            regions: LostSet::from_ranges([2..3]),
+            regions: LostSet::from_ranges(std::iter::once(2..3)),
         });
         next.map_counter = 1;
         // The same modification counter (1): a map update alone.

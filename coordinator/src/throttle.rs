@@ -25,7 +25,10 @@ pub(crate) struct Throttle {
 pub(crate) const BUSY_WINDOW: Duration = Duration::from_millis(200);
 
 impl Throttle {
-    pub(crate) fn new(idle: u64, busy: u64) -> Self {
+    /// A throttle for a job that starts now, when `accesses` client accesses were counted: only
+    /// accesses after that make the clients active (a count taken as activity would hold a job
+    /// started on an idle array at the busy limit for its first batch).
+    pub(crate) fn new(idle: u64, busy: u64, accesses: u64) -> Self {
         let busy = match (idle, busy) {
             (0, b) => b,
             (i, 0) => i,
@@ -37,7 +40,7 @@ impl Throttle {
             current: idle,
             since: Instant::now(),
             bytes: 0,
-            accesses: 0,
+            accesses,
             active: Instant::now() - BUSY_WINDOW * 2,
         }
     }
@@ -45,6 +48,11 @@ impl Throttle {
     /// The limit in force after the last [`Throttle::rate`] or [`Throttle::consume`].
     pub(crate) fn current(&self) -> u64 {
         self.current
+    }
+
+    /// Whether the clients counted as active at the last [`Throttle::rate`].
+    pub(crate) fn clients_active(&self) -> bool {
+        self.active.elapsed() < BUSY_WINDOW
     }
 
     /// The limit now, given the count of client accesses so far.
@@ -107,5 +115,20 @@ pub(crate) async fn yield_to_users(admission: &Admission) {
     let until = Instant::now() + Duration::from_millis(50);
     while admission.waiting() > 0 && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_counts_only_accesses_after_its_start_as_activity() {
+        let mut t = Throttle::new(0, 8 << 20, 5_000);
+        assert_eq!(t.rate(5_000), 0, "the count at the start is no activity");
+        assert_eq!(t.rate(5_001), 8 << 20, "a new access is");
+        let mut t = Throttle::new(64 << 20, 8 << 20, 0);
+        assert_eq!(t.rate(0), 64 << 20);
+        assert_eq!(t.rate(1), 8 << 20);
     }
 }

@@ -840,6 +840,19 @@ impl VolumeManager {
         });
     }
 
+    /// Client reads and writes answered so far, over every assembled volume: what the
+    /// background jobs' throttles watch to tell busy clients from idle ones.
+    pub fn client_accesses(&self) -> u64 {
+        self.list()
+            .iter()
+            .map(|v| {
+                let s = v.array().stats();
+                s.reads.load(std::sync::atomic::Ordering::Relaxed)
+                    + s.writes.load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .sum()
+    }
+
     /// Volume `name`, assembled: an unassembled one is FAILED_PRECONDITION / `not-assembled`.
     pub fn get(&self, name: &str) -> Result<Arc<Volume>, ServiceError> {
         match self.entry(name)? {

@@ -1676,7 +1676,7 @@ async fn bounded(
 }
 
 mod rebuild;
-pub use rebuild::StripeRebuild;
+pub use rebuild::{ReconstructBatch, StripeRebuild};
 mod scrub;
 pub use scrub::{CheckOutcome, StripeCheck, UnitBlocks};
 

@@ -365,8 +365,8 @@ mod tests {
         let b = m.begin(4..5);
         assert_eq!(b.wait_for, Some(1));
         let s = m.snapshot();
-        assert_eq!(s.dirty, LostSet::from_ranges([0..2]));
-        assert_eq!(s.stripes(100), LostSet::from_ranges([0..8]));
+        assert_eq!(s.dirty, LostSet::from_ranges(std::iter::once(0..2)));
+        assert_eq!(s.stripes(100), LostSet::from_ranges(std::iter::once(0..8)));
         m.persisted(s.version);
         let c = m.begin(0..1);
         assert_eq!(c.wait_for, None);
@@ -433,8 +433,8 @@ mod tests {
         assert_eq!(m.regions(), 3);
         assert_eq!(m.stripes_of(2), 8..10);
         assert_eq!(
-            stripes_of(&LostSet::from_ranges([2..5]), 4, 10),
-            LostSet::from_ranges([8..10])
+            stripes_of(&LostSet::from_ranges(std::iter::once(2..5)), 4, 10),
+            LostSet::from_ranges(std::iter::once(8..10))
         );
     }
 }

@@ -23,11 +23,40 @@ use std::sync::atomic::Ordering;
 
 use crate::array::{ComponentState, ComponentStates};
 use crate::io::{ComponentIo, IoErrorKind};
-use crate::layout::ColumnSet;
+use crate::layout::{ColumnSet, RaidLevel};
 use crate::reconstruct::CopybackIo;
 use crate::stripe_lock::{LockMode, StripeLockRequest};
 
 use super::{AccessError, Array};
+
+/// A write of whole blocks: (column, first component block, data).
+type BlockWrite = (usize, u64, bytes::Bytes);
+
+/// A batch of stripes being reconstructed ([`Array::start_reconstruct_stripes`]): its locks
+/// are held by its own task until its targets acknowledged and the watermarks moved.
+#[derive(Debug)]
+pub struct ReconstructBatch {
+    stripes: Range<u64>,
+    task: tokio::task::JoinHandle<Result<StripeRebuild, AccessError>>,
+    /// Closed once the task moved the watermarks past the batch or gave up: what a batch
+    /// started above this one waits for before it moves them. Taken by that batch.
+    settled: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl ReconstructBatch {
+    /// The batch's stripes.
+    pub fn stripes(&self) -> Range<u64> {
+        self.stripes.clone()
+    }
+
+    /// Waits for the batch: what it did, or its first error (see
+    /// [`Array::start_reconstruct_stripes`]).
+    pub async fn finish(self) -> Result<StripeRebuild, AccessError> {
+        self.task
+            .await
+            .map_err(|e| AccessError::Internal(format!("reconstruction task lost: {e}")))?
+    }
+}
 
 /// What the reconstruction of one stripe did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -124,25 +153,76 @@ impl Array {
     }
 
     /// Reconstructs the stripes of `stripes` (the first at the watermark of every column of
-    /// `columns` that is reconstructing; RAID 6: two columns in one pass) under their write
-    /// locks, all taken (in increasing order) before the first read and held until every target
-    /// acknowledged and the watermarks moved, in a task of its own (a dropped caller cannot tear
-    /// a stripe). The stripes are rebuilt concurrently; the watermarks then move past the
-    /// longest run of stripes done from the first (in memory: [`Array::checkpoint`] makes them
-    /// durable), so a stripe above a watermark is never current on its target. Blocks
-    /// unreadable beyond the redundancy are recorded lost, durably, before anything is written,
-    /// and the stripe is made consistent; a column that faults on the way is failed (within the
-    /// tolerance) and the stripe tried again; a write with an unknown outcome is fenced before
-    /// the stripe is tried again. The first error is answered after the watermarks moved past
-    /// the stripes done before it.
+    /// `columns` that is reconstructing; RAID 6: two columns in one pass): one batch
+    /// ([`Array::start_reconstruct_stripes`]) with none in flight below it, waited for.
     pub async fn reconstruct_stripes(
         self: &Arc<Self>,
         columns: &ColumnSet,
-        stripes: std::ops::Range<u64>,
+        stripes: Range<u64>,
     ) -> Result<StripeRebuild, AccessError> {
+        self.start_reconstruct_stripes(columns, stripes, None)
+            .await?
+            .finish()
+            .await
+    }
+
+    /// Starts the reconstruction of the batch `stripes`: its write locks are taken (in
+    /// increasing order) before this returns, and held until every target acknowledged and the
+    /// watermarks moved, by a task of its own (a dropped caller cannot tear a stripe). The
+    /// stripes are rebuilt concurrently; the watermarks then move past the longest run of
+    /// stripes done from the first (in memory: [`Array::checkpoint`] makes them durable), so a
+    /// stripe above a watermark is never current on its target. Blocks unreadable beyond the
+    /// redundancy are recorded lost, durably, before anything is written, and the stripe is
+    /// made consistent; a column that faults on the way is failed (within the tolerance) and
+    /// the stripe tried again; a write with an unknown outcome is fenced before the stripe is
+    /// tried again. The first error is answered after the watermarks moved past the stripes
+    /// done before it.
+    ///
+    /// Without `after`, the first stripe is at the targets' watermark. With `after` (the batch
+    /// just below, `after.stripes().end == stripes.start`, still in flight), this batch reads,
+    /// solves and writes at once (its targets: the columns reconstructing at or below its first
+    /// stripe), but moves the watermarks only once `after` settled, and only for a target whose
+    /// watermark `after` brought to this batch's first stripe: the watermarks move strictly in
+    /// order, and never past a stripe whose rebuilt blocks were not acknowledged. Anything
+    /// unusual (a unit that does not read back whole, a write that failed) waits for `after`
+    /// before it is handled stripe by stripe. A batch whose `after` stopped short moves nothing
+    /// (its answer names no column); the sweep starts again from the watermark.
+    pub async fn start_reconstruct_stripes(
+        self: &Arc<Self>,
+        columns: &ColumnSet,
+        stripes: Range<u64>,
+        after: Option<&mut ReconstructBatch>,
+    ) -> Result<ReconstructBatch, AccessError> {
         let stripes = stripes.start..stripes.end.min(self.layout.stripes());
+        let below = match after {
+            Some(b) if b.stripes.end != stripes.start => {
+                return Err(AccessError::Internal(format!(
+                    "a batch at stripes {stripes:?} cannot follow one at {:?}",
+                    b.stripes
+                )));
+            }
+            Some(b) => Some(b.settled.take().ok_or_else(|| {
+                AccessError::Internal(format!(
+                    "the batch at stripes {:?} has a successor already",
+                    b.stripes
+                ))
+            })?),
+            None => None,
+        };
+        let (settle, settled) = tokio::sync::oneshot::channel::<()>();
         if stripes.is_empty() {
-            return Ok(StripeRebuild::default());
+            let task = tokio::spawn(async move {
+                if let Some(below) = below {
+                    let _ = below.await;
+                }
+                drop(settle);
+                Ok(StripeRebuild::default())
+            });
+            return Ok(ReconstructBatch {
+                stripes,
+                task,
+                settled: Some(settled),
+            });
         }
         let sb = self.layout.stripe_data_bytes();
         let mut accesses = Vec::with_capacity((stripes.end - stripes.start) as usize);
@@ -161,89 +241,141 @@ impl Array {
             .map_err(|e| AccessError::Internal(e.to_string()))?;
         let this = self.clone();
         let columns = columns.clone();
-        tokio::spawn(async move {
+        let range = stripes.clone();
+        let task = tokio::spawn(async move {
             let first = stripes.start;
-            // The common case first: every unit reads back whole, one call per column for the
-            // batch, one write per target; anything else goes stripe by stripe below (the
-            // locks are still held, so that is no blind retry).
-            match this.reconstruct_fast(&accesses, &columns, first).await {
-                Ok(Some(done)) => {
+            let pipelined = below.is_some();
+            // The common case first: every unit reads back whole, one call per column and MiB
+            // for the batch, one write per target and MiB; anything else goes stripe by stripe
+            // below (the locks are still held, so that is no blind retry).
+            let fast = this
+                .reconstruct_fast(&accesses, &columns, first, pipelined)
+                .await;
+            // The watermarks move in order: the batch below first.
+            if let Some(below) = below {
+                let _ = below.await;
+            }
+            let result = match fast {
+                Ok(Some(written)) => {
+                    let moved = this.advance_batch(&written.columns, first, stripes.end);
                     drop(locks);
-                    return Ok(done);
+                    moved.map(|columns| StripeRebuild {
+                        bytes: if columns.is_empty() { 0 } else { written.bytes },
+                        columns,
+                        ..StripeRebuild::default()
+                    })
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    this.reconstruct_slow(&accesses, &columns, stripes, locks)
+                        .await
+                }
                 Err(e) => {
                     let generation = this.lock_states().generation();
                     let durable = this.make_durable(generation).await;
                     drop(locks);
-                    durable?;
-                    return Err(e);
+                    durable.and(Err(e))
                 }
-            }
-            let runs = accesses.iter().map(|s| {
-                let this = &this;
-                let columns = &columns;
-                async move {
-                    let mut generation = 0;
-                    let r = this
-                        .reconstruct_locked(s, columns, first, &mut generation)
-                        .await;
-                    (r, generation)
-                }
-            });
-            let results = futures::future::join_all(runs).await;
-            let generation = results.iter().map(|(_, g)| *g).max().unwrap_or(0);
-            let mut done = StripeRebuild::default();
-            let mut first_error = None;
+            };
+            drop(settle);
+            result
+        });
+        Ok(ReconstructBatch {
+            stripes: range,
+            task,
+            settled: Some(settled),
+        })
+    }
+
+    /// Moves the watermark of each of `targets` that is still reconstructing at stripe `first`
+    /// to `end` (the stripes between were acknowledged); returns the columns moved.
+    fn advance_batch(
+        &self,
+        targets: &[usize],
+        first: u64,
+        end: u64,
+    ) -> Result<Vec<usize>, AccessError> {
+        let mut st = self.lock_states();
+        let mut moved = Vec::new();
+        for &t in targets {
+            if st.get(t) == Some(ComponentState::Reconstructing)
+                && st.recovered().get(t).copied() == Some(first)
             {
-                let mut st = this.lock_states();
-                for (stripe, (r, _)) in stripes.clone().zip(results) {
-                    match r {
-                        Ok(d) => {
-                            done.bytes += d.bytes;
-                            done.lost.extend(d.lost);
-                            done.repaired_blocks += d.repaired_blocks;
-                            done.marked_failed.extend(d.marked_failed);
-                            if first_error.is_none() {
-                                for t in d.columns {
-                                    if st.recovered().get(t).copied() == Some(stripe) {
-                                        st.advance_recovery(t, stripe + 1)?;
-                                        if !done.columns.contains(&t) {
-                                            done.columns.push(t);
-                                        }
+                st.advance_recovery(t, end)?;
+                moved.push(t);
+            }
+        }
+        Ok(moved)
+    }
+
+    /// The batch stripe by stripe, under its locks (`locks`, released at the end).
+    async fn reconstruct_slow(
+        &self,
+        accesses: &[crate::layout::StripeAccess],
+        columns: &ColumnSet,
+        stripes: Range<u64>,
+        locks: crate::stripe_lock::StripeLocks,
+    ) -> Result<StripeRebuild, AccessError> {
+        let first = stripes.start;
+        let runs = accesses.iter().map(|s| async move {
+            let mut generation = 0;
+            let r = self
+                .reconstruct_locked(s, columns, first, &mut generation)
+                .await;
+            (r, generation)
+        });
+        let results = futures::future::join_all(runs).await;
+        let generation = results.iter().map(|(_, g)| *g).max().unwrap_or(0);
+        let mut done = StripeRebuild::default();
+        let mut first_error = None;
+        {
+            let mut st = self.lock_states();
+            for (stripe, (r, _)) in stripes.zip(results) {
+                match r {
+                    Ok(d) => {
+                        done.bytes += d.bytes;
+                        done.lost.extend(d.lost);
+                        done.repaired_blocks += d.repaired_blocks;
+                        done.marked_failed.extend(d.marked_failed);
+                        if first_error.is_none() {
+                            for t in d.columns {
+                                if st.recovered().get(t).copied() == Some(stripe) {
+                                    st.advance_recovery(t, stripe + 1)?;
+                                    if !done.columns.contains(&t) {
+                                        done.columns.push(t);
                                     }
                                 }
                             }
                         }
-                        Err(e) => {
-                            first_error.get_or_insert(e);
-                        }
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
                     }
                 }
             }
-            // Failures and lost marks are durable before the stripes are released.
-            let durable = this.make_durable(generation).await;
-            drop(locks);
-            if let Some(e) = first_error {
-                return Err(e);
-            }
-            durable.map(|_| done)
-        })
-        .await
-        .map_err(|e| AccessError::Internal(format!("reconstruction task lost: {e}")))?
+        }
+        // Failures and lost marks are durable before the stripes are released.
+        let durable = self.make_durable(generation).await;
+        drop(locks);
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        durable.map(|_| done)
     }
 
     /// The batch's fast path: reads every column that is not missing over the whole batch (a
-    /// call per MiB), plans every stripe, writes each target's units (a call per MiB), and
-    /// moves the watermarks past the batch. `Ok(None)` when a read answered anything but
-    /// whole data or a write failed after its component was fenced (the caller then goes
-    /// stripe by stripe, under the same locks); a target whose write failed and could not be
-    /// fenced is failed (`Err`).
+    /// call per MiB, all in flight at once), plans every stripe and writes each target's units
+    /// (a call per MiB). Answers the targets written and the bytes, for the caller to move the
+    /// watermarks. `Ok(None)` when a read answered anything but whole data or a write failed
+    /// after its component was fenced (the caller then goes stripe by stripe, under the same
+    /// locks); a target whose write failed and could not be fenced is failed (`Err`). Targets:
+    /// the columns reconstructing at `first` (`pipelined`: at or below it, a batch below being
+    /// in flight).
     async fn reconstruct_fast(
         &self,
         accesses: &[crate::layout::StripeAccess],
         columns: &ColumnSet,
         first: u64,
+        pipelined: bool,
     ) -> Result<Option<StripeRebuild>, AccessError> {
         const CALL_BYTES: u64 = 1 << 20;
         let Some(last) = accesses.last() else {
@@ -251,7 +383,11 @@ impl Array {
         };
         let (missing, targets, table) = {
             let st = self.lock_states();
-            let targets = targets_at(&st, columns, first);
+            let targets = if pipelined {
+                targets_below(&st, columns, first)
+            } else {
+                targets_at(&st, columns, first)
+            };
             // The batch's stripes are all above the targets' watermark: one missing set.
             (st.missing_for(first), targets, self.components())
         };
@@ -270,57 +406,146 @@ impl Array {
         let start = accesses[0].layout.component_blocks().first;
         let end = last.layout.component_blocks().first + unit;
         let per_call = (CALL_BYTES / bs).max(unit) / unit * unit;
+        let calls: Vec<(u64, u64)> = (start..end)
+            .step_by(per_call as usize)
+            .map(|at| (at, per_call.min(end - at)))
+            .collect();
         let reads = (0..self.layout.columns())
             .filter(|c| !missing.contains(*c))
-            .map(|c| {
+            .flat_map(|c| {
                 let io = table[c].clone();
-                async move {
-                    let mut data = Vec::with_capacity(((end - start) * bs) as usize);
-                    let mut at = start;
-                    while at < end {
-                        let n = per_call.min(end - at);
-                        let got = tokio::time::timeout(deadline, io.read(at, n as u32)).await;
-                        match got {
-                            Ok(Ok(b)) if b.len() as u64 == n * bs => data.extend_from_slice(&b),
-                            _ => return None,
+                calls.iter().map(move |&(at, n)| {
+                    let io = io.clone();
+                    async move {
+                        match tokio::time::timeout(deadline, io.read(at, n as u32)).await {
+                            Ok(Ok(b)) if b.len() as u64 == n * bs => Some((c, at, b)),
+                            _ => None,
                         }
-                        at += n;
                     }
-                    Some((c, data))
-                }
+                })
             });
-        let mut images: Vec<Option<Vec<u8>>> = vec![None; self.layout.columns()];
+        // Per column, its calls' answers in block order.
+        let mut images: Vec<Vec<(u64, bytes::Bytes)>> = vec![Vec::new(); self.layout.columns()];
         for r in futures::future::join_all(reads).await {
             match r {
-                Some((c, data)) => images[c] = Some(data),
+                Some((c, at, data)) => images[c].push((at, data)),
                 None => return Ok(None),
             }
         }
+        let n = self.layout.columns();
+        let one_parity = matches!(self.layout.level(), RaidLevel::Raid4 | RaidLevel::Raid5)
+            && targets.len() == 1
+            && missing == targets
+            && accesses
+                .iter()
+                .all(|s| (0..n).all(|c| s.layout.role_of(c).is_some()));
+        let writes = if one_parity {
+            // One unit missing per stripe of RAID 4/5: it is the XOR of the stripe's other
+            // units, data or parity alike, and every column holds its units of the batch's
+            // stripes in the same blocks. So the target's image of the batch is the XOR of the
+            // other columns' images, call by call: one pass, no copy, no plan per stripe.
+            let t = targets.iter().next().unwrap_or(0);
+            let mut writes = Vec::with_capacity(calls.len());
+            for &(at, count) in &calls {
+                let sources: Vec<&[u8]> = images
+                    .iter()
+                    .filter_map(|answers| answers.iter().find(|(a, _)| *a == at))
+                    .map(|(_, d)| &d[..])
+                    .collect();
+                if sources.len() != n - 1 {
+                    return Ok(None);
+                }
+                let mut image = vec![0u8; (count * bs) as usize];
+                crate::parity::xor_many(&mut image, &sources)
+                    .map_err(|e| AccessError::Internal(e.to_string()))?;
+                writes.push((t, at, bytes::Bytes::from(image)));
+            }
+            Some(writes)
+        } else {
+            self.plan_batch(accesses, &images, &missing, &targets, start, per_call)?
+        };
+        let Some(writes) = writes else {
+            return Ok(None);
+        };
+        let errors = crate::resync::apply(&table, &writes, deadline).await;
+        for e in &errors {
+            let io = &table[e.column];
+            let fenced = e.error.kind.outcome_unknown()
+                && matches!(tokio::time::timeout(deadline, io.fence()).await, Ok(Ok(())));
+            if !fenced && e.error.kind.outcome_unknown() {
+                // A write that may still land late and cannot be fenced: the target is failed.
+                let mut st = self.lock_states();
+                st.transition(&self.layout, e.column, ComponentState::Failed)?;
+                return Err(AccessError::Rebuild {
+                    column: e.column,
+                    detail: format!(
+                        "the component being rebuilt failed and could not be fenced: {}",
+                        e.error
+                    ),
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(StripeRebuild {
+            columns: targets.iter().collect(),
+            bytes: writes.iter().map(|(_, _, d)| d.len() as u64).sum(),
+            ..StripeRebuild::default()
+        }))
+    }
+
+    /// The writes of a batch's targets, planned stripe by stripe ([`crate::reconstruct::plan`])
+    /// from `images` (per column, its read answers by first block); `None` when a stripe needs
+    /// anything but whole units written to the targets (lost blocks, repairs).
+    fn plan_batch(
+        &self,
+        accesses: &[crate::layout::StripeAccess],
+        images: &[Vec<(u64, bytes::Bytes)>],
+        missing: &ColumnSet,
+        targets: &ColumnSet,
+        start: u64,
+        per_call: u64,
+    ) -> Result<Option<Vec<BlockWrite>>, AccessError> {
+        let bs = self.layout.geometry().block_size();
+        let unit = accesses[0].layout.component_blocks().count;
         let ub = (unit * bs) as usize;
+        // The unit of column `c` at component block `block` (within one call's answer, since a
+        // call covers whole units).
+        let unit_of = |c: usize, block: u64| -> Option<&[u8]> {
+            let (at, data) = images[c]
+                .iter()
+                .find(|(at, d)| *at <= block && block < *at + d.len() as u64 / bs)?;
+            let o = ((block - at) * bs) as usize;
+            Some(&data[o..o + ub])
+        };
         let mut out: Vec<Vec<u8>> = vec![Vec::new(); self.layout.columns()];
         for (k, s) in accesses.iter().enumerate() {
+            let block = start + k as u64 * unit;
             let image = crate::resync::StripeImage {
-                units: images
-                    .iter()
-                    .map(|d| {
-                        d.as_ref().map(|d| crate::resync::UnitImage {
-                            data: d[k * ub..(k + 1) * ub].to_vec(),
+                units: (0..self.layout.columns())
+                    .map(|c| {
+                        if missing.contains(c) {
+                            return None;
+                        }
+                        unit_of(c, block).map(|d| crate::resync::UnitImage {
+                            data: d.to_vec(),
                             bad: vec![false; unit as usize],
                         })
                     })
                     .collect(),
             };
-            let plan = crate::reconstruct::plan(&self.layout, &s.layout, &image, &targets)
-                .map_err(|detail| AccessError::Rebuild {
+            let plan = crate::reconstruct::plan(&self.layout, &s.layout, &image, targets).map_err(
+                |detail| AccessError::Rebuild {
                     column: targets.iter().next().unwrap_or(0),
                     detail,
-                })?;
+                },
+            )?;
             if !plan.lost.is_empty() {
                 return Ok(None);
             }
-            for (c, block, data) in plan.writes {
-                let expect = start + k as u64 * unit;
-                if !targets.contains(c) || block != expect || data.len() != ub {
+            for (c, at, data) in plan.writes {
+                if !targets.contains(c) || at != block || data.len() != ub {
                     return Ok(None);
                 }
                 out[c].extend_from_slice(&data);
@@ -343,36 +568,7 @@ impl Array {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let errors = crate::resync::apply(&table, &writes, deadline).await;
-        for e in &errors {
-            let io = &table[e.column];
-            let fenced = e.error.kind.outcome_unknown()
-                && matches!(tokio::time::timeout(deadline, io.fence()).await, Ok(Ok(())));
-            if !fenced && e.error.kind.outcome_unknown() {
-                // A write that may still land late and cannot be fenced: the target is failed.
-                let mut st = self.lock_states();
-                st.transition(&self.layout, e.column, ComponentState::Failed)?;
-                return Err(AccessError::Rebuild {
-                    column: e.column,
-                    detail: format!(
-                        "the component being rebuilt failed and could not be fenced: {}",
-                        e.error
-                    ),
-                });
-            }
-        }
-        if !errors.is_empty() {
-            return Ok(None);
-        }
-        let mut done = StripeRebuild::default();
-        let mut st = self.lock_states();
-        let next = accesses.len() as u64 + first;
-        for t in targets.iter() {
-            st.advance_recovery(t, next)?;
-            done.columns.push(t);
-        }
-        done.bytes = writes.iter().map(|(_, _, d)| d.len() as u64).sum();
-        Ok(Some(done))
+        Ok(Some(writes))
     }
 
     /// One stripe of a batch that starts at stripe `first`: its targets are the columns of
@@ -729,6 +925,18 @@ impl Array {
         *table = next.into();
         self.load[column].store(0, Ordering::Relaxed);
     }
+}
+
+/// The columns of `columns` reconstructing with their watermark at or below `first`: those a
+/// batch starting at `first` reconstructs while the batches below it are in flight.
+fn targets_below(st: &ComponentStates, columns: &ColumnSet, first: u64) -> ColumnSet {
+    columns
+        .iter()
+        .filter(|&c| {
+            st.get(c) == Some(ComponentState::Reconstructing)
+                && st.recovered().get(c).is_some_and(|&w| w <= first)
+        })
+        .collect()
 }
 
 /// The columns of `columns` that a batch starting at stripe `first` reconstructs: those

@@ -1595,7 +1595,9 @@ mod scrub;
 fn awaiting_resync(array: &Array) {
     array
         .parity_map()
-        .needs_sync(&crate::lost::LostSet::from_ranges([0..u64::MAX]));
+        .needs_sync(&crate::lost::LostSet::from_ranges(std::iter::once(
+            0..u64::MAX,
+        )));
 }
 
 /// Every region awaiting its resync was resynced.

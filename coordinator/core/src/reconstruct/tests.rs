@@ -15,10 +15,11 @@ use crate::access::{AccessError, Array, ArrayConfig, InMemoryStates};
 use crate::array::{ComponentState, ComponentStates};
 use crate::dag::ComponentTable;
 use crate::engine::EngineConfig;
-use crate::io::ComponentIo;
+use crate::io::{ComponentIo, IoErrorKind};
 use crate::layout::{ColumnSet, Geometry, Layout, RaidLevel};
 use crate::testing::MemComponent;
 use crate::testing::reference::{column_images, verify_columns};
+use crate::testing::{Fault, FaultyComponent, Gate, IoLog, IoOp, Trigger};
 
 const BS: u32 = 16;
 const UNIT_BLOCKS: u64 = 4;
@@ -380,4 +381,184 @@ async fn batches_of_stripes_rebuild_what_single_stripes_do_with_writes_between()
         r.assert_columns(&table);
         assert_eq!(r.read_all().await.unwrap(), r.volume, "{level:?}");
     }
+}
+
+/// A blank spare behind a [`FaultyComponent`] (faults injected into its calls), failed
+/// `column` reconstructed onto it.
+async fn onto_faulty(r: &Rig, column: usize) -> (Arc<MemComponent>, Arc<FaultyComponent>) {
+    r.array.fail_component(column).await.unwrap();
+    let spare = r.blank("spare");
+    let faulty = FaultyComponent::new(spare.clone() as Arc<dyn ComponentIo>, IoLog::new());
+    r.array
+        .start_reconstruction(column, Some(faulty.clone() as Arc<dyn ComponentIo>))
+        .await
+        .unwrap();
+    (spare, faulty)
+}
+
+/// Waits until `faulty` acknowledged a write at `block`.
+async fn acknowledged(faulty: &FaultyComponent, block: u64) {
+    faulty
+        .log()
+        .wait_until(|records| {
+            records
+                .iter()
+                .any(|r| r.op == IoOp::Write && r.start_block == block && r.result == Some(Ok(())))
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn two_batches_in_flight_move_the_watermark_in_order() {
+    let mut r = rig(RaidLevel::Raid5, 81);
+    r.writes(82, 10).await;
+    let (spare, faulty) = onto_faulty(&r, 1).await;
+    let only: ColumnSet = [1].into_iter().collect();
+    // The first batch's write waits; the second's is acknowledged meanwhile.
+    let gate = Gate::new();
+    faulty.inject(
+        Trigger::always().op(IoOp::Write).at_block(0).times(1),
+        Fault::HoldUntil(gate.clone()),
+    );
+    let mut a = r
+        .array
+        .start_reconstruct_stripes(&only, 0..4, None)
+        .await
+        .unwrap();
+    let b = r
+        .array
+        .start_reconstruct_stripes(&only, 4..8, Some(&mut a))
+        .await
+        .unwrap();
+    acknowledged(&faulty, 4 * UNIT_BLOCKS).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        r.array.states().recovered()[1],
+        0,
+        "not past the held batch"
+    );
+    gate.open();
+    assert_eq!(a.finish().await.unwrap().columns, vec![1]);
+    let done = b.finish().await.unwrap();
+    assert_eq!(done.columns, vec![1]);
+    assert_eq!(done.bytes, 4 * UNIT_BLOCKS * u64::from(BS));
+    assert_eq!(r.array.states().recovered()[1], 8);
+    // The rest two at a time, with writes between.
+    let mut at = 8;
+    while at < STRIPES {
+        let mut a = r
+            .array
+            .start_reconstruct_stripes(&only, at..at + 2, None)
+            .await
+            .unwrap();
+        let b = r
+            .array
+            .start_reconstruct_stripes(&only, at + 2..at + 4, Some(&mut a))
+            .await
+            .unwrap();
+        a.finish().await.unwrap();
+        b.finish().await.unwrap();
+        at = r.array.states().recovered()[1];
+        r.writes(83 + at, 3).await;
+    }
+    assert_eq!(at, STRIPES);
+    r.array.finish_reconstruction(1).await.unwrap();
+    let mut table = r.mems.clone();
+    table[1] = spare;
+    r.assert_columns(&table);
+    assert_eq!(r.read_all().await.unwrap(), r.volume);
+}
+
+#[tokio::test]
+async fn a_failure_in_the_second_batch_leaves_the_watermark_at_the_first_ones_end() {
+    let mut r = rig(RaidLevel::Raid5, 91);
+    let (spare, faulty) = onto_faulty(&r, 1).await;
+    let only: ColumnSet = [1].into_iter().collect();
+    // Every write at the second batch's first block times out (fenced, tried again, given up);
+    // the first batch's write is held until then.
+    let gate = Gate::new();
+    faulty.inject(
+        Trigger::always().op(IoOp::Write).at_block(0).times(1),
+        Fault::HoldUntil(gate.clone()),
+    );
+    faulty.inject(
+        Trigger::always().op(IoOp::Write).at_block(4 * UNIT_BLOCKS),
+        Fault::Fail(IoErrorKind::Timeout),
+    );
+    let mut a = r
+        .array
+        .start_reconstruct_stripes(&only, 0..4, None)
+        .await
+        .unwrap();
+    let b = r
+        .array
+        .start_reconstruct_stripes(&only, 4..8, Some(&mut a))
+        .await
+        .unwrap();
+    gate.open();
+    assert_eq!(a.finish().await.unwrap().columns, vec![1]);
+    assert!(b.finish().await.is_err());
+    assert_eq!(
+        r.array.states().get(1),
+        Some(ComponentState::Reconstructing)
+    );
+    assert_eq!(
+        r.array.states().recovered()[1],
+        4,
+        "the first batch's end, no further"
+    );
+    // The sweep goes on from there once the fault is gone.
+    faulty.clear();
+    r.writes(92, 5).await;
+    r.array
+        .reconstruct_stripes(&only, 4..STRIPES)
+        .await
+        .unwrap();
+    r.array.finish_reconstruction(1).await.unwrap();
+    let mut table = r.mems.clone();
+    table[1] = spare;
+    r.assert_columns(&table);
+    assert_eq!(r.read_all().await.unwrap(), r.volume);
+}
+
+#[tokio::test]
+async fn a_batch_above_one_that_failed_moves_no_watermark() {
+    let mut r = rig(RaidLevel::Raid5, 95);
+    let (spare, faulty) = onto_faulty(&r, 1).await;
+    let only: ColumnSet = [1].into_iter().collect();
+    // The first batch's first stripe cannot be written (timeouts, fenced, given up); the second
+    // batch's writes are all acknowledged.
+    faulty.inject(
+        Trigger::always().op(IoOp::Write).at_block(0),
+        Fault::Fail(IoErrorKind::Timeout),
+    );
+    let mut a = r
+        .array
+        .start_reconstruct_stripes(&only, 0..4, None)
+        .await
+        .unwrap();
+    let b = r
+        .array
+        .start_reconstruct_stripes(&only, 4..8, Some(&mut a))
+        .await
+        .unwrap();
+    assert!(a.finish().await.is_err());
+    let done = b.finish().await.unwrap();
+    assert!(done.columns.is_empty(), "{done:?}");
+    assert_eq!(done.bytes, 0);
+    acknowledged(&faulty, 4 * UNIT_BLOCKS).await;
+    assert_eq!(r.array.states().recovered()[1], 0);
+    // Nothing at or above the watermark is ever read from the target: the rebuild starts
+    // again from it.
+    faulty.clear();
+    r.writes(96, 5).await;
+    r.array
+        .reconstruct_stripes(&only, 0..STRIPES)
+        .await
+        .unwrap();
+    r.array.finish_reconstruction(1).await.unwrap();
+    let mut table = r.mems.clone();
+    table[1] = spare;
+    r.assert_columns(&table);
+    assert_eq!(r.read_all().await.unwrap(), r.volume);
 }
