@@ -58,15 +58,6 @@ enum MapChange {
 }
 
 impl Proposed {
-    /// The states of `durable`.
-    fn durable(durable: &DurableState) -> Proposed {
-        Proposed {
-            states: durable.states.clone(),
-            recovered: durable.recovered.clone(),
-            lost: durable.lost.clone(),
-        }
-    }
-
     /// What `states` hold.
     pub fn of(states: &ComponentStates) -> Proposed {
         Proposed {
@@ -162,8 +153,7 @@ impl VolumeStates {
             .clone()
     }
 
-    /// Persists `proposed` (`None`: the states as last recorded) and the parity map as `map`
-    /// says, with clean flag `clean` (`None`: unchanged), as the next state. With
+    /// Persists `proposed` and the parity map as `map` says, with clean flag `clean` (`None`: unchanged), as the next state. With
     /// `fail_unwritable`, a column whose label cannot be written is failed (within the
     /// tolerance) and the change written again; without, any label failure fails the change
     /// (assembly and creation, where nothing is served yet). `crash` is the test hook.
@@ -173,7 +163,7 @@ impl VolumeStates {
     /// them, and the call answers with the durable state as it is.
     async fn persist(
         &self,
-        proposed: Option<Proposed>,
+        proposed: Proposed,
         map: MapChange,
         generation: Option<u64>,
         clean: Option<bool>,
@@ -201,7 +191,7 @@ impl VolumeStates {
             mut states,
             recovered,
             lost,
-        } = proposed.unwrap_or_else(|| Proposed::durable(&p.durable));
+        } = proposed;
         for &c in &p.failed_here {
             if let Some(s) = states.get_mut(c) {
                 *s = ComponentState::Failed;
@@ -368,7 +358,7 @@ impl VolumeStates {
         map: DirtyRegions,
     ) -> Result<DurableState, String> {
         self.persist(
-            Some(proposed),
+            proposed,
             MapChange::Set(map),
             None,
             Some(false),
@@ -403,15 +393,8 @@ impl VolumeStates {
                 }
             }
         }
-        self.persist(
-            Some(proposed),
-            MapChange::Set(map),
-            None,
-            Some(false),
-            true,
-            None,
-        )
-        .await
+        self.persist(proposed, MapChange::Set(map), None, Some(false), true, None)
+            .await
     }
 
     /// Clean shutdown: persists the array's current states (not the last recorded ones: a
@@ -451,7 +434,7 @@ impl VolumeStates {
         };
         let done = self
             .persist(
-                Some(proposed),
+                proposed,
                 MapChange::Set(none_dirty),
                 generation,
                 Some(true),
@@ -493,7 +476,7 @@ impl StateRecorder for VolumeStates {
             }
             let crash = ArmedCrash::take(self.crash.as_ref());
             self.persist(
-                Some(proposed),
+                proposed,
                 MapChange::Keep,
                 Some(generation),
                 None,
