@@ -543,6 +543,49 @@ impl Client {
         VolumeInfo::from_proto(volume)
     }
 
+    /// Re-adds failed column `column` of `volume` from its own component, back on its node
+    /// after an outage: the component is fenced at a new epoch, then only the regions the
+    /// parity map names (written while it was away, or in flight when it failed) are rebuilt
+    /// onto it. When the map cannot say what it missed, the column is reconstructed in full
+    /// onto it and [`RebuildProgress::note`](crate::RebuildProgress::note) says why. `rate`
+    /// caps it in bytes per second (`None`: the coordinator's default). The coordinator also
+    /// re-adds a column by itself when its node comes back.
+    ///
+    /// Answers once the job runs; [`VolumeInfo::rebuilds`] shows it (kind
+    /// [`crate::RebuildKind::ReAdd`]). Never retried. Refusals: [`ClientError::UnknownVolume`];
+    /// [`ClientError::InvalidArgument`] (no such column); [`ClientError::RebuildRefused`] (the
+    /// column is not failed, its node does not answer, its component is missing or its label
+    /// does not fit: another volume, column or geometry, or a newer counter; the message says
+    /// which).
+    ///
+    /// ```no_run
+    /// # async fn example(client: dagraid_client::Client) -> Result<(), dagraid_client::ClientError> {
+    /// let v = client.re_add_column("vol0", 1, None).await?;
+    /// if let Some(r) = v.rebuild_of(1) {
+    ///     println!("{} of {} dirty regions", r.regions_resynced, r.regions_total);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn re_add_column(
+        &self,
+        volume: &str,
+        column: u32,
+        rate: Option<u64>,
+    ) -> Result<VolumeInfo, ClientError> {
+        let request = pb::ReAddColumnRequest {
+            volume: volume.to_owned(),
+            column,
+            rate_bytes_per_second: rate_on_the_wire(rate)?,
+        };
+        let volume = self
+            .call(request, |mut rpc, request| async move {
+                rpc.re_add_column(request).await
+            })
+            .await?;
+        VolumeInfo::from_proto(volume)
+    }
+
     /// Starts an online parity check of `volume`: every stripe's redundancy (P, Q, RAID 1
     /// copies) compared with its data under the stripe's lock, while clients read and write;
     /// nothing is written. `rate` caps it in bytes of stripes per second (`None`: the

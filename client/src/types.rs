@@ -432,17 +432,21 @@ pub enum RebuildKind {
     InPlace,
     /// Copy of a column that lives on a spare back to a replacement component.
     Copyback,
+    /// Re-add of the column's own component after an outage: only the regions the parity map
+    /// names dirty are rebuilt onto it.
+    ReAdd,
     /// The coordinator did not say (a value newer than this SDK, or unset).
     Unknown,
 }
 
 impl RebuildKind {
-    /// The lowercase name used in tables and JSON (`spare`, `in-place`, `copyback`).
+    /// The lowercase name used in tables and JSON (`spare`, `in-place`, `copyback`, `re-add`).
     pub fn as_str(self) -> &'static str {
         match self {
             RebuildKind::Spare => "spare",
             RebuildKind::InPlace => "in-place",
             RebuildKind::Copyback => "copyback",
+            RebuildKind::ReAdd => "re-add",
             RebuildKind::Unknown => "unknown",
         }
     }
@@ -452,6 +456,7 @@ impl RebuildKind {
             Ok(pb::RebuildKind::Spare) => RebuildKind::Spare,
             Ok(pb::RebuildKind::InPlace) => RebuildKind::InPlace,
             Ok(pb::RebuildKind::Copyback) => RebuildKind::Copyback,
+            Ok(pb::RebuildKind::ReAdd) => RebuildKind::ReAdd,
             Ok(pb::RebuildKind::Unspecified) | Err(_) => RebuildKind::Unknown,
         }
     }
@@ -513,6 +518,14 @@ pub struct RebuildProgress {
     pub error: Option<String>,
     /// Stripes the checkpoint it resumed from had already done (0: it started from the first).
     pub resumed_from: u64,
+    /// A re-add: dirty regions rebuilt so far.
+    pub regions_resynced: u64,
+    /// A re-add: regions the parity map named dirty when it started (writes meanwhile may add
+    /// more).
+    pub regions_total: u64,
+    /// Why the job is what it is, when that needs saying (a re-add that fell back to a full
+    /// reconstruction, and why).
+    pub note: Option<String>,
 }
 
 impl Default for RebuildProgress {
@@ -533,6 +546,9 @@ impl Default for RebuildProgress {
             lost_blocks: 0,
             error: None,
             resumed_from: 0,
+            regions_resynced: 0,
+            regions_total: 0,
+            note: None,
         }
     }
 }
@@ -589,6 +605,9 @@ impl RebuildProgress {
             lost_blocks: r.lost_blocks,
             error: (!r.error.is_empty()).then_some(r.error),
             resumed_from: r.resumed_from,
+            regions_resynced: r.regions_resynced,
+            regions_total: r.regions_total,
+            note: (!r.note.is_empty()).then_some(r.note),
         }
     }
 }

@@ -212,6 +212,7 @@ impl VolumeStates {
             // the modification counter (`VolumeStates::persist_map`).
             let map_changed = map != p.durable.map;
             let map_counter = p.durable.map_counter + u64::from(map_changed);
+            let map_cleared_at = cleared_at(&p.durable, map.as_ref(), p.counter);
             let next = DurableState {
                 mod_counter: p.counter,
                 config_epoch: p.durable.config_epoch
@@ -226,6 +227,7 @@ impl VolumeStates {
                 members: self.labels.members(),
                 map: map.clone(),
                 map_counter,
+                map_cleared_at,
             };
             let record = lost_counter == next.mod_counter || map_changed;
             let failures = self.labels.write(&next, record, crash).await;
@@ -308,6 +310,7 @@ impl VolumeStates {
             return Ok(());
         }
         let mut next = p.durable.clone();
+        next.map_cleared_at = cleared_at(&p.durable, Some(&regions), p.durable.mod_counter);
         next.map = Some(regions);
         next.map_counter += 1;
         for (column, error) in self.labels.write_records(&next).await {
@@ -399,9 +402,10 @@ impl VolumeStates {
 
     /// Clean shutdown: persists the array's current states (not the last recorded ones: a
     /// failure the array marked whose recording failed is still a failure) with the clean flag
-    /// set and no dirty region (every write drained: no stripe can be torn), then refuses any
-    /// further change (the volume must not be written after this). With the label of a
-    /// component that cannot be written, the column is failed as for any change.
+    /// set and no dirty region (every write drained: no stripe can be torn) unless the map is
+    /// held (a column is not current: the map is its written-while-failed bitmap and is kept),
+    /// then refuses any further change (the volume must not be written after this). With the
+    /// label of a component that cannot be written, the column is failed as for any change.
     pub async fn mark_clean(&self) -> Result<DurableState, String> {
         let (proposed, generation) = match self.array.get().and_then(Weak::upgrade) {
             Some(array) => {
@@ -424,18 +428,27 @@ impl VolumeStates {
             let mut p = self.persisted.lock().await;
             self.settle(&mut p, &proposed.states);
         }
-        let region_stripes = match self.array.get().and_then(Weak::upgrade) {
-            Some(array) => array.parity_map().region_stripes(),
-            None => self.durable().map.map_or(1, |m| m.region_stripes),
-        };
-        let none_dirty = DirtyRegions {
-            region_stripes,
-            regions: LostSet::new(),
+        let map = match self.array.get().and_then(Weak::upgrade) {
+            Some(array) => {
+                let map = array.parity_map();
+                map.clear_idle(array.map_held());
+                DirtyRegions::from(&map.snapshot())
+            }
+            None => {
+                let d = self.durable();
+                match d.map {
+                    Some(m) if d.states.iter().any(|s| !s.is_current()) => m,
+                    m => DirtyRegions {
+                        region_stripes: m.map_or(1, |m| m.region_stripes),
+                        regions: LostSet::new(),
+                    },
+                }
+            }
         };
         let done = self
             .persist(
                 proposed,
-                MapChange::Set(none_dirty),
+                MapChange::Set(map),
                 generation,
                 Some(true),
                 true,
@@ -451,6 +464,24 @@ impl VolumeStates {
     fn settle(&self, p: &mut Persisted, states: &[ComponentState]) {
         p.failed_here
             .retain(|&c| !states.get(c).is_some_and(|s| s.is_failed()));
+    }
+}
+
+/// The `map_cleared_at` of a change from `old` that records parity map `map` at counter
+/// `counter`: that counter if the change clears a region (or starts a map), else as it was.
+fn cleared_at(old: &DurableState, map: Option<&DirtyRegions>, counter: u64) -> Option<u64> {
+    match (old.map.as_ref(), map) {
+        (_, None) => old.map_cleared_at,
+        (None, Some(_)) => Some(counter),
+        (Some(o), Some(n)) => {
+            let mut union = n.regions.clone();
+            union.union_with(&o.regions);
+            if o.region_stripes != n.region_stripes || union != n.regions {
+                Some(counter)
+            } else {
+                old.map_cleared_at
+            }
+        }
     }
 }
 
@@ -490,5 +521,35 @@ impl StateRecorder for VolumeStates {
 
     fn record_map<'a>(&'a self, map: &'a MapSnapshot) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(self.persist_map(map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regions(r: std::ops::Range<u64>) -> DirtyRegions {
+        DirtyRegions {
+            region_stripes: 4,
+            regions: LostSet::from_ranges(std::iter::once(r)),
+        }
+    }
+
+    #[test]
+    fn cleared_at_moves_only_when_a_change_clears_a_region() {
+        let mut old = DurableState::new(5, 1, false, vec![ComponentState::Optimal; 3]);
+        // The first map of a volume that kept none: nothing before it can be trusted.
+        assert_eq!(cleared_at(&old, Some(&regions(0..2)), 6), Some(6));
+        old.map = Some(regions(0..2));
+        old.map_cleared_at = Some(3);
+        // A mark (a superset) keeps it; no map change keeps it.
+        assert_eq!(cleared_at(&old, Some(&regions(0..4)), 6), Some(3));
+        assert_eq!(cleared_at(&old, Some(&regions(0..2)), 6), Some(3));
+        assert_eq!(cleared_at(&old, None, 6), Some(3));
+        // A clear, or another region size, moves it to the change's counter.
+        assert_eq!(cleared_at(&old, Some(&regions(1..2)), 6), Some(6));
+        let mut other = regions(0..2);
+        other.region_stripes = 8;
+        assert_eq!(cleared_at(&old, Some(&other), 7), Some(7));
     }
 }

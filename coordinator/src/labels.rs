@@ -449,6 +449,15 @@ impl VolumeLabels {
         failed
     }
 
+    /// Reads `column`'s label once, within `deadline`: a label of this cluster and serial, or
+    /// why there is none (a re-add reads the label of the component that came back).
+    pub async fn read_label(&self, column: usize, deadline: Duration) -> Found {
+        match self.read_one(column, None, deadline).await {
+            Ok(found) => found,
+            Err(why) => Found::Unreachable(why),
+        }
+    }
+
     /// Reads one column's label once: `Ok` is a final answer, `Err` a transient failure (worth
     /// another try) with its reason. `unlabelled` is the record's own label, used when the
     /// component has none and the record was never labelled (migrated from version 1).

@@ -194,7 +194,7 @@ impl Collector for RebuildCollector {
         let label =
             |v: &str, s: &RebuildStatus| (v.to_owned(), s.column.to_string(), s.kind.name());
         type Read = fn(&RebuildStatus) -> u64;
-        let families: [(&str, &str, MetricType, Read); 6] = [
+        let families: [(&str, &str, MetricType, Read); 7] = [
             (
                 "dagraid_rebuild_bytes",
                 "Bytes a reconstruction or copyback wrote to its target (since it started or resumed)",
@@ -230,6 +230,12 @@ impl Collector for RebuildCollector {
                 "Volume blocks a reconstruction found unreadable beyond the redundancy and recorded lost",
                 MetricType::Counter,
                 |s| s.lost_blocks,
+            ),
+            (
+                "dagraid_rebuild_regions_resynced",
+                "Dirty parity-map regions a re-add rebuilt (kind re_add; the regions written while the column was away)",
+                MetricType::Counter,
+                |s| s.regions_resynced,
             ),
         ];
         for (name, help, kind, read) in families {

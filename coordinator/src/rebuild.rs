@@ -85,6 +85,9 @@ pub enum RebuildKind {
     InPlace,
     /// Copy of a column from its spare to a replacement.
     Copyback,
+    /// Re-add of the column's own component, back after an outage: only the regions the
+    /// parity map names (written while it was away, or in flight when it failed) are rebuilt.
+    ReAdd,
 }
 
 impl RebuildKind {
@@ -94,6 +97,7 @@ impl RebuildKind {
             RebuildKind::Spare => "spare",
             RebuildKind::InPlace => "in_place",
             RebuildKind::Copyback => "copyback",
+            RebuildKind::ReAdd => "re_add",
         }
     }
 }
@@ -142,6 +146,14 @@ pub struct RebuildStatus {
     pub error: String,
     /// Stripe it resumed from.
     pub resumed_from: u64,
+    /// A re-add: dirty regions rebuilt so far.
+    pub regions_resynced: u64,
+    /// A re-add: regions the parity map named dirty when it started (writes meanwhile may
+    /// add more).
+    pub regions_total: u64,
+    /// Why the job is what it is, when that needs saying (a re-add that fell back to a full
+    /// reconstruction, and why).
+    pub note: String,
 }
 
 struct Job {
@@ -295,16 +307,19 @@ impl Rebuilds {
         let states = array.states();
         // Reconstructions without a job (the coordinator restarted): resume them, grouped by
         // watermark so columns at the same place go in one pass.
-        let mut groups: std::collections::BTreeMap<u64, Vec<usize>> = Default::default();
+        let mut groups: std::collections::BTreeMap<(bool, u64), Vec<usize>> = Default::default();
         for (c, w) in array.reconstructing() {
             if !self.running(&name, c) {
-                groups.entry(w).or_default().push(c);
+                let readd = states.get(c) == Some(ComponentState::Stale);
+                groups.entry((readd, w)).or_default().push(c);
             }
         }
-        for (w, columns) in groups {
+        for ((readd, w), columns) in groups {
             let members = volume.components();
             let kind = |c: usize| {
-                if self
+                if readd {
+                    RebuildKind::ReAdd
+                } else if self
                     .volumes
                     .spares()
                     .get(&members[c].component_id)
@@ -335,10 +350,37 @@ impl Rebuilds {
                 tracing::warn!(volume = %name, column = c, "copyback cut short by a restart; the column stays on its spare (start it again by hand)");
             }
         }
+        let id = volume.id().to_owned();
+        // Failed columns whose node came back: re-added from their own component (the map
+        // says what they missed), before any spare is considered.
+        let mut readd_refused = Vec::new();
+        if !volume.resyncing() {
+            for c in 0..states.columns() {
+                if states.get(c) != Some(ComponentState::Failed)
+                    || !self.volumes.returned(&id, c)
+                    || self.running(&name, c)
+                {
+                    continue;
+                }
+                self.volumes.forget_returned(&id, c);
+                match self
+                    .start_readd(volume, c, self.settings.default_rate)
+                    .await
+                {
+                    Ok(kind) => {
+                        tracing::info!(volume = %name, column = c, kind = kind.name(), "failed column came back; re-added")
+                    }
+                    Err(e) => {
+                        tracing::warn!(volume = %name, column = c, error = %e, "failed column came back but was not re-added");
+                        readd_refused.push(format!("column {c} was not re-added: {e}"));
+                    }
+                }
+            }
+        }
+        let states = array.states();
         let failed: Vec<usize> = (0..states.columns())
             .filter(|&c| states.get(c) == Some(ComponentState::Failed))
             .collect();
-        let id = volume.id().to_owned();
         self.failed_since
             .retain(|(v, c), _| *v != id || failed.contains(c));
         if failed.is_empty() {
@@ -382,14 +424,13 @@ impl Rebuilds {
                 .map(|t| self.settings.down_out_delay.saturating_sub(t.elapsed()))
                 .min()
                 .unwrap_or_default();
-            self.waiting.insert(
-                name.clone(),
-                format!(
-                    "column(s) {failed:?} failed; rebuilt onto a spare when the down-out delay ({}s) has passed, in {}s",
-                    self.settings.down_out_delay.as_secs(),
-                    left.as_secs()
-                ),
-            );
+            let mut why = readd_refused;
+            why.push(format!(
+                "column(s) {failed:?} failed; rebuilt onto a spare when the down-out delay ({}s) has passed, in {}s",
+                self.settings.down_out_delay.as_secs(),
+                left.as_secs()
+            ));
+            self.waiting.insert(name.clone(), why.join("; "));
             return Ok(());
         }
         let mut targets = Vec::new();
@@ -404,6 +445,7 @@ impl Rebuilds {
                 Err(why) => missing.push(why),
             }
         }
+        missing.extend(readd_refused);
         if !missing.is_empty() {
             self.waiting.insert(name.clone(), missing.join("; "));
         } else {
@@ -744,6 +786,210 @@ impl Rebuilds {
         r
     }
 
+    /// Re-adds failed `column` of volume `name` from its own component, now, at `rate` bytes
+    /// per second (0: the default): the component must be back on its node with a label that
+    /// fits (`docs/REBUILD.md`, "Re-add"). Answers once the column is stale (being re-added)
+    /// or, when the parity map cannot say what it missed, reconstructing in full.
+    pub async fn re_add_column(
+        self: &Arc<Self>,
+        name: &str,
+        column: usize,
+        rate: u64,
+    ) -> Result<Arc<Volume>, ServiceError> {
+        let volume = self.volumes.get(name)?;
+        let columns = volume.layout().columns();
+        if column >= columns {
+            return Err(volume_error(
+                &volume,
+                AccessError::Array(dagraid_core::array::ArrayError::NoSuchColumn {
+                    column,
+                    columns,
+                }),
+            ));
+        }
+        if volume.layout().fault_tolerance() == 0 {
+            return Err(refused(
+                name,
+                column,
+                format!(
+                    "{} has no redundancy to re-add from",
+                    volume.layout().level()
+                ),
+            ));
+        }
+        match volume.array().states().get(column) {
+            Some(ComponentState::Failed) => {}
+            Some(s) => {
+                return Err(refused(
+                    name,
+                    column,
+                    format!("it is {s}; only a failed column is re-added"),
+                ));
+            }
+            None => return Err(refused(name, column, "no such column")),
+        }
+        if volume.resyncing() {
+            return Err(refused(
+                name,
+                column,
+                "the volume's resync must finish first",
+            ));
+        }
+        if self.running(name, column) {
+            return Err(refused(name, column, "a job runs on this column already"));
+        }
+        let rate = if rate == 0 {
+            self.settings.default_rate
+        } else {
+            rate
+        };
+        self.volumes.forget_returned(volume.id(), column);
+        self.start_readd(&volume, column, rate).await?;
+        Ok(volume)
+    }
+
+    /// Checks that failed `column`'s own component came back fit to be re-added, fences it at
+    /// a new epoch, and starts its re-add (or, when the map cannot be trusted for it, a full
+    /// reconstruction onto it, saying why). Answers the kind of job started.
+    async fn start_readd(
+        self: &Arc<Self>,
+        volume: &Arc<Volume>,
+        column: usize,
+        rate: u64,
+    ) -> Result<RebuildKind, ServiceError> {
+        let name = volume.name();
+        let member = volume.components()[column].clone();
+        let node = self
+            .volumes
+            .registry()
+            .get(&member.node_id)
+            .ok_or_else(|| {
+                refused(
+                    name,
+                    column,
+                    format!("node {:?} is not registered", member.node_id),
+                )
+            })?;
+        if !node.reachable() {
+            return Err(refused(
+                name,
+                column,
+                format!("node {} does not answer", member.node_id),
+            ));
+        }
+        let labels = volume.recorder().labels();
+        let durable = volume.recorder().durable();
+        let label = match labels.read_label(column, node.client().io_deadline()).await {
+            dagraid_core::meta::assembly::Found::Label(l) => l,
+            dagraid_core::meta::assembly::Found::Foreign(why)
+            | dagraid_core::meta::assembly::Found::Unreachable(why) => {
+                return Err(refused(
+                    name,
+                    column,
+                    format!("its component cannot be re-added: {why}"),
+                ));
+            }
+        };
+        let expected = labels.label(column, &durable);
+        let misfit = if label.volume_id != volume.id() {
+            Some(format!(
+                "its label belongs to volume {:?} ({})",
+                label.volume_name, label.volume_id
+            ))
+        } else if label.column as usize != column {
+            Some(format!("its label names column {}", label.column))
+        } else if label.geometry != expected.geometry {
+            Some(format!(
+                "its label has another geometry ({:?}, not {:?})",
+                label.geometry, expected.geometry
+            ))
+        } else if label.mod_counter > durable.mod_counter {
+            Some(format!(
+                "its label counter {} is newer than the volume's {}",
+                label.mod_counter, durable.mod_counter
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = misfit {
+            return Err(refused(
+                name,
+                column,
+                format!(
+                    "component {} on {} does not fit: {why}; it is never re-added (rebuild the column instead)",
+                    member.component_id, member.node_id
+                ),
+            ));
+        }
+        let full = untrusted_map(&durable, label.mod_counter);
+        // A late write of the old epoch must never land on the component from now on.
+        node.client()
+            .fence_component(&member.component_id)
+            .await
+            .map_err(|e| {
+                refused(
+                    name,
+                    column,
+                    format!("its component could not be fenced: {}", e.message()),
+                )
+            })?;
+        let g = volume.layout().geometry();
+        let remote = RemoteComponent::new(
+            node.client().clone(),
+            member.component_id.clone(),
+            g.block_size() as u32,
+            g.blocks_per_column(),
+        )
+        .map_err(|e| refused(name, column, e.to_string()))?;
+        let io: Arc<dyn ComponentIo> = Arc::new(remote);
+        let kind = match &full {
+            None => {
+                volume
+                    .array()
+                    .start_readd(column, Some(io))
+                    .await
+                    .map_err(|e| volume_error(volume, e))?;
+                RebuildKind::ReAdd
+            }
+            Some(why) => {
+                tracing::warn!(volume = name, column, reason = %why, "re-add falls back to a full reconstruction onto the column's own component");
+                volume
+                    .array()
+                    .start_reconstruction(column, Some(io))
+                    .await
+                    .map_err(|e| volume_error(volume, e))?;
+                RebuildKind::InPlace
+            }
+        };
+        let dirty = volume.array().parity_map().counts().dirty;
+        tracing::info!(
+            volume = name,
+            column,
+            node = %member.node_id,
+            component = %member.component_id,
+            label_counter = label.mod_counter,
+            dirty_regions = dirty,
+            kind = kind.name(),
+            "re-add starts"
+        );
+        let job = self.new_job(volume, column, kind, rate, 0);
+        job.update(|s| {
+            if kind == RebuildKind::ReAdd {
+                s.regions_total = dirty;
+            }
+            if let Some(why) = &full {
+                s.note = format!("re-add fell back to a full reconstruction: {why}");
+            }
+        });
+        let this = self.clone();
+        let v = volume.clone();
+        tokio::spawn(async move {
+            this.sweep(v, std::iter::once(column).collect(), vec![job], rate, 0)
+                .await;
+        });
+        Ok(kind)
+    }
+
     fn new_job(
         &self,
         volume: &Volume,
@@ -770,6 +1016,9 @@ impl Rebuilds {
                 lost_blocks: 0,
                 error: String::new(),
                 resumed_from: from,
+                regions_resynced: 0,
+                regions_total: 0,
+                note: String::new(),
             }),
             stop: AtomicBool::new(false),
             started: Instant::now(),
@@ -832,6 +1081,10 @@ impl Rebuilds {
         let mut next = from;
         let mut in_flight: VecDeque<ReconstructBatch> = VecDeque::new();
         let mut bytes = 0u64;
+        // A re-add rebuilds only the stripes of dirty regions; the last region it rebuilt.
+        let readd = jobs.iter().any(|j| j.status().kind == RebuildKind::ReAdd);
+        let map = array.parity_map();
+        let mut last_region: Option<u64> = None;
         let all = |f: &dyn Fn(&mut RebuildStatus)| {
             for j in &jobs {
                 j.update(f);
@@ -868,7 +1121,30 @@ impl Rebuilds {
             } else {
                 self.settings.batches_in_flight.max(1)
             };
-            let started = if in_flight.len() < depth && next < total {
+            // A re-add skips the regions the map calls clean: once the batches below landed,
+            // the watermark moves past them under their locks (nothing is read or written).
+            let clean_next = readd && next < total && !map.is_dirty(map.region_of(next));
+            if clean_next && in_flight.is_empty() && next == stripe {
+                match array.advance_clean(&columns, next..total).await {
+                    Ok(at) if at > next => {
+                        stripe = at;
+                        next = at;
+                        all(&|s| s.stripes_done = at);
+                        continue;
+                    }
+                    // Marked meanwhile: rebuilt like any dirty region.
+                    Ok(_) => {}
+                    Err(e) => {
+                        let why = e.to_string();
+                        tracing::warn!(volume = %name, stripe, error = %why, "re-add could not pass a clean region; tried again");
+                        all(&|s| s.error = why.clone());
+                        tokio::time::sleep(self.settings.retry).await;
+                        continue;
+                    }
+                }
+            }
+            let room = !(clean_next && !in_flight.is_empty());
+            let started = if room && in_flight.len() < depth && next < total {
                 self.yield_to_users().await;
                 // No more stripes in a batch than a second's worth at the limit now, so the
                 // checkpoint after it follows the rate.
@@ -877,7 +1153,17 @@ impl Rebuilds {
                 if limit > 0 {
                     per_batch = per_batch.min((limit / per_stripe.max(1)).max(1));
                 }
-                let batch = next..(next + per_batch).min(total);
+                let mut end = (next + per_batch).min(total);
+                if readd {
+                    // Never into the next region, which may be clean.
+                    let region = map.region_of(next);
+                    end = end.min(map.stripes_of(region).end);
+                    if last_region != Some(region) {
+                        last_region = Some(region);
+                        all(&|s| s.regions_resynced += 1);
+                    }
+                }
+                let batch = next..end;
                 let started = array
                     .start_reconstruct_stripes(&columns, batch.clone(), in_flight.back_mut())
                     .await;
@@ -908,7 +1194,7 @@ impl Rebuilds {
             let states = array.states();
             if let Some(c) = columns
                 .iter()
-                .find(|&c| states.get(c) != Some(ComponentState::Reconstructing))
+                .find(|&c| !states.get(c).is_some_and(|s| s.is_recovering()))
             {
                 settle(&mut in_flight).await;
                 end(format!(
@@ -1227,6 +1513,25 @@ impl Rebuilds {
     }
 }
 
+/// Why a re-add of a component whose label counter is `label_counter` cannot trust the
+/// parity map of `durable` to name every region it missed (then the column is reconstructed in
+/// full onto it); `None`: it can. The map is held while a column is not current, so it names
+/// every region written since the component's last label unless a region was cleared after
+/// that label (Linux md's `events_cleared` rule).
+fn untrusted_map(durable: &crate::store::DurableState, label_counter: u64) -> Option<String> {
+    match (durable.map.as_ref(), durable.map_cleared_at) {
+        (None, _) => Some("the volume keeps no parity map yet".to_owned()),
+        (Some(_), None) => Some(
+            "the parity map does not say when it last cleared a region (written by an older coordinator)"
+                .to_owned(),
+        ),
+        (Some(_), Some(cleared)) if label_counter < cleared => Some(format!(
+            "the component's label counter {label_counter} is below the counter {cleared} at which the parity map last cleared a region: it may have missed writes the map no longer names"
+        )),
+        _ => None,
+    }
+}
+
 /// Waits for every batch still in flight (a job that stops or starts again from the watermark):
 /// each moves no watermark past a stripe its target did not acknowledge, nor past one a batch
 /// below it did not reach, and releases its locks itself.
@@ -1240,5 +1545,28 @@ fn volume_error(volume: &Volume, source: AccessError) -> ServiceError {
     ServiceError::Access {
         volume: volume.name().to_owned(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dagraid_core::parity_map::DirtyRegions;
+
+    use super::*;
+    use crate::store::DurableState;
+
+    #[test]
+    fn a_re_add_trusts_the_map_only_for_a_label_at_or_above_its_last_clear() {
+        let mut d = DurableState::new(10, 3, false, vec![ComponentState::Failed; 3]);
+        let why = untrusted_map(&d, 9).expect("no map");
+        assert!(why.contains("no parity map"), "{why}");
+        d.map = Some(DirtyRegions::default());
+        let why = untrusted_map(&d, 9).expect("a map of an older coordinator");
+        assert!(why.contains("older coordinator"), "{why}");
+        d.map_cleared_at = Some(7);
+        assert_eq!(untrusted_map(&d, 7), None);
+        assert_eq!(untrusted_map(&d, 9), None);
+        let why = untrusted_map(&d, 6).expect("cleared after its label");
+        assert!(why.contains("below the counter 7"), "{why}");
     }
 }

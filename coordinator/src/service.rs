@@ -327,6 +327,7 @@ pub fn rebuild_to_proto(s: &RebuildStatus) -> pb::Rebuild {
             RebuildKind::Spare => pb::RebuildKind::Spare,
             RebuildKind::InPlace => pb::RebuildKind::InPlace,
             RebuildKind::Copyback => pb::RebuildKind::Copyback,
+            RebuildKind::ReAdd => pb::RebuildKind::ReAdd,
         } as i32,
         node_id: s.node_id.clone(),
         component_id: s.component_id.clone(),
@@ -341,6 +342,9 @@ pub fn rebuild_to_proto(s: &RebuildStatus) -> pb::Rebuild {
         lost_blocks: s.lost_blocks,
         error: s.error.clone(),
         resumed_from: s.resumed_from,
+        regions_resynced: s.regions_resynced,
+        regions_total: s.regions_total,
+        note: s.note.clone(),
     }
 }
 
@@ -641,6 +645,18 @@ impl VolumeService for VolumeApi {
                 target,
                 r.rate_bytes_per_second,
             )
+            .await?;
+        Ok(Response::new(self.assembled_view(&volume)))
+    }
+
+    async fn re_add_column(
+        &self,
+        request: Request<pb::ReAddColumnRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        let r = request.into_inner();
+        let volume = self
+            .rebuilds
+            .re_add_column(&r.volume, r.column as usize, r.rate_bytes_per_second)
             .await?;
         Ok(Response::new(self.assembled_view(&volume)))
     }

@@ -35,10 +35,12 @@ use serde::{Deserialize, Serialize};
 pub const STORE_FORMAT: u64 = 1;
 /// Version of the [`VolumeRecord`] encoding this coordinator writes. Version 1 (no counters,
 /// no clean flag, no serials) is read and migrated; version 2 (optimal and failed states only,
-/// no recovery watermarks, no lost set) and version 3 (no parity map) are read as version 4
-/// with nothing lost and no parity map. A coordinator of version 3 refuses a version 4 record
-/// (`docs/STATE.md`: no going back after the first write of the new format).
-pub const VOLUME_RECORD_VERSION: u32 = 4;
+/// no recovery watermarks, no lost set), version 3 (no parity map) and version 4 (a parity map
+/// not held while degraded: no `cleared_at`) are read as version 5 with nothing lost, no parity
+/// map, and a map that no re-add trusts. A coordinator of version 4 refuses a version 5 record
+/// (`docs/STATE.md`: no going back after the first write of the new format; a version 4
+/// coordinator would clear regions a failed column missed).
+pub const VOLUME_RECORD_VERSION: u32 = 5;
 
 /// Version of the [`SpareRecord`] encoding this coordinator writes (and the only one it reads:
 /// a newer one is refused).
@@ -201,12 +203,18 @@ pub struct MapRecord {
     pub region_stripes: u64,
     /// Half-open ranges of dirty region indexes, increasing.
     pub ranges: Vec<[u64; 2]>,
+    /// The modification counter in effect when a region was last cleared (`None`: unknown, a
+    /// version 4 record): a failed component whose label counter is below it may have missed
+    /// a write into a region cleared since, so its re-add cannot trust the map.
+    #[serde(default)]
+    pub cleared_at: Option<u64>,
 }
 
 impl MapRecord {
-    /// The record of `map` as of `counter`.
-    pub fn of(map: &DirtyRegions, counter: u64) -> MapRecord {
+    /// The record of `map` as of `counter`, last cleared at `cleared_at`.
+    pub fn of(map: &DirtyRegions, counter: u64, cleared_at: Option<u64>) -> MapRecord {
         MapRecord {
+            cleared_at,
             counter,
             region_stripes: map.region_stripes,
             ranges: map.regions.ranges().map(|r| [r.start, r.end]).collect(),
@@ -276,6 +284,11 @@ pub struct DurableState {
     pub map: Option<DirtyRegions>,
     /// The counter of the change that last changed `map` (0: never).
     pub map_counter: u64,
+    /// The modification counter in effect when the map last cleared a region (`None`:
+    /// unknown; no re-add trusts the map). The map is held while a column is not current, so
+    /// a failed component whose label counter is at or above it missed writes only in regions
+    /// the map names (Linux md's `events_cleared`).
+    pub map_cleared_at: Option<u64>,
 }
 
 /// Which component on which node holds a column.
@@ -310,6 +323,7 @@ impl DurableState {
             members: Vec::new(),
             map: None,
             map_counter: 0,
+            map_cleared_at: None,
         }
     }
 
@@ -449,6 +463,7 @@ impl VolumeRecord {
                 .collect(),
             map: self.parity_map.as_ref().map(MapRecord::regions),
             map_counter: self.parity_map.as_ref().map_or(0, |m| m.counter),
+            map_cleared_at: self.parity_map.as_ref().and_then(|m| m.cleared_at),
         }
     }
 
@@ -482,7 +497,7 @@ impl VolumeRecord {
         self.parity_map = state
             .map
             .as_ref()
-            .map(|m| MapRecord::of(m, state.map_counter));
+            .map(|m| MapRecord::of(m, state.map_counter, state.map_cleared_at));
         self.version = VOLUME_RECORD_VERSION;
         Ok(())
     }
@@ -509,11 +524,17 @@ impl VolumeRecord {
             1 => serde_json::from_slice::<VolumeRecordV1>(bytes)
                 .map_err(|e| bad(e.to_string()))?
                 .into(),
-            // Versions 2 and 3 are version 4 without the new fields (their defaults: nothing
-            // lost, no parity map).
-            2 | 3 | VOLUME_RECORD_VERSION => {
+            // Versions 2 to 4 are version 5 without the new fields (their defaults: nothing
+            // lost, no parity map, no `cleared_at`).
+            2..=4 | VOLUME_RECORD_VERSION => {
                 let mut r: VolumeRecord =
                     serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+                if version == 4
+                    && let Some(m) = r.parity_map.as_mut()
+                {
+                    // Written by a coordinator that cleared regions while degraded.
+                    m.cleared_at = None;
+                }
                 r.version = VOLUME_RECORD_VERSION;
                 r
             }
@@ -1167,6 +1188,29 @@ mod tests {
     }
 
     #[test]
+    fn a_version_4_map_is_not_trusted_by_a_re_add_and_cleared_at_is_kept_exactly() {
+        let mut r = record("a");
+        let mut d = r.durable();
+        d.map = Some(dagraid_core::parity_map::DirtyRegions {
+            region_stripes: 4,
+            regions: LostSet::from_ranges(std::iter::once(3..5)),
+        });
+        d.map_counter = 2;
+        d.map_cleared_at = Some(9);
+        r.set_durable(&d).unwrap();
+        let back = VolumeRecord::decode("a", &r.encode()).unwrap();
+        assert_eq!(back.durable(), d, "version {VOLUME_RECORD_VERSION}: exact");
+        // The same map written by a version 4 coordinator, which cleared regions while
+        // degraded: no `cleared_at` is believed.
+        let mut v4: serde_json::Value = serde_json::from_slice(&r.encode()).unwrap();
+        v4["version"] = 4.into();
+        let old = VolumeRecord::decode("a", &serde_json::to_vec(&v4).unwrap()).unwrap();
+        assert_eq!(old.version, VOLUME_RECORD_VERSION);
+        let od = old.durable();
+        assert_eq!((od.map, od.map_cleared_at), (d.map.clone(), None));
+    }
+
+    #[test]
     fn a_version_3_record_has_no_parity_map_and_a_map_is_kept_exactly() {
         let mut v3 = record("a");
         v3.version = 3;
@@ -1194,7 +1238,7 @@ mod tests {
         r.version = VOLUME_RECORD_VERSION + 1;
         let bytes = serde_json::to_vec(&r).unwrap();
         let err = VolumeRecord::decode("a", &bytes).unwrap_err();
-        assert!(err.to_string().contains("record version 5"), "{err}");
+        assert!(err.to_string().contains("record version 6"), "{err}");
         let err = VolumeRecord::decode("a", b"{}").unwrap_err();
         assert!(err.to_string().contains("no version"), "{err}");
         let ok = record("a");
@@ -1203,7 +1247,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_record_is_migrated_to_a_dirty_unlabelled_version_4() {
+    fn a_version_1_record_is_migrated_to_a_dirty_unlabelled_current_version() {
         // Exactly what a version 1 coordinator wrote.
         let v1 = br#"{"version":1,"name":"vol0","id":"v3f2a9c0d1e2b4a5c","level":"raid5",
             "stripe_unit_blocks":16,"block_size":4096,"blocks_per_column":64,
@@ -1223,11 +1267,14 @@ mod tests {
             ]
         );
         assert!(r.components.iter().all(|c| c.serial == 0));
-        // Written back, it is a version 4 record.
+        // Written back, it is a record of the current version.
         let again = VolumeRecord::decode("vol0", &r.encode()).unwrap();
         assert_eq!(again, r);
         let text = String::from_utf8(r.encode()).unwrap();
-        assert!(text.contains(r#""version":4"#), "{text}");
+        assert!(
+            text.contains(&format!(r#""version":{VOLUME_RECORD_VERSION}"#)),
+            "{text}"
+        );
         // A migrated record stored by a version 1 coordinator is read by `volumes`.
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();

@@ -372,6 +372,11 @@ pub struct VolumeManager {
     volumes: DashMap<String, VolumeEntry>,
     /// Serialises creations, deletions and on-demand assemblies.
     admin: tokio::sync::Mutex<()>,
+    /// Nodes the health loop found gone, until they answer again.
+    away: DashMap<String, ()>,
+    /// Failed columns (volume id, column) whose node was gone and answers again: the
+    /// reconstruction monitor re-adds them (`docs/REBUILD.md`, "Re-add").
+    returned: DashMap<(String, usize), ()>,
 }
 
 impl VolumeManager {
@@ -389,7 +394,21 @@ impl VolumeManager {
             config,
             volumes: DashMap::new(),
             admin: tokio::sync::Mutex::new(()),
+            away: DashMap::new(),
+            returned: DashMap::new(),
         }
+    }
+
+    /// Whether failed `column` of volume `volume_id` came back: its node was gone and answers
+    /// again since (kept until [`VolumeManager::forget_returned`]).
+    pub fn returned(&self, volume_id: &str, column: usize) -> bool {
+        self.returned.contains_key(&(volume_id.to_owned(), column))
+    }
+
+    /// Forgets that `column` of volume `volume_id` came back (its re-add started or was
+    /// refused).
+    pub fn forget_returned(&self, volume_id: &str, column: usize) {
+        self.returned.remove(&(volume_id.to_owned(), column));
     }
 
     /// The node registry.
@@ -644,6 +663,7 @@ impl VolumeManager {
             members: recorded.members.clone(),
             map: recorded.map.clone(),
             map_counter: recorded.map_counter,
+            map_cleared_at: recorded.map_cleared_at,
         };
         let proposed = Proposed {
             states: plan.states.clone(),
@@ -684,6 +704,12 @@ impl VolumeManager {
                 LostSet::from_ranges(std::iter::once(0..stripes))
             });
             volume.array.parity_map().needs_sync(&dirty);
+        } else if volume.array.map_held()
+            && let Some(m) = recorded.map.as_ref()
+        {
+            // Shut down cleanly while a column was not current: the map is that column's
+            // written-while-failed bitmap, kept for its re-add (nothing to resync).
+            volume.array.parity_map().load(&m.stripes(layout.stripes()));
         }
         let map = volume.array.parity_map().snapshot();
         // Durable before the first access: newly failed columns, not clean, a new counter, the
@@ -1109,6 +1135,8 @@ impl VolumeManager {
                     self.config.array.region_bytes,
                 ),
                 ranges: Vec::new(),
+                // Nothing cleared yet: every label of the volume is at or above.
+                cleared_at: Some(0),
             }),
         };
         // Labels first, then the record: a crash in between leaves orphan components, never a
@@ -1335,9 +1363,26 @@ impl VolumeManager {
     }
 
     /// Clears the gone mark of every column on node `node_id` (it answers again): a volume that
-    /// was failed only because of gone columns leaves the failed state by itself.
+    /// was failed only because of gone columns leaves the failed state by itself. When the node
+    /// had been found gone, its failed columns are noted as returned, for their re-add.
     pub fn node_answers(&self, node_id: &str) {
+        let back = self.away.remove(node_id).is_some();
         for volume in self.list() {
+            if back {
+                let states = volume.array.states();
+                for c in volume.components().iter().filter(|c| c.node_id == node_id) {
+                    let column = c.column as usize;
+                    if states.get(column).is_some_and(|s| s.is_failed()) {
+                        tracing::info!(
+                            volume = volume.name(),
+                            column,
+                            node = node_id,
+                            "storage node answers again; its failed column is to be re-added"
+                        );
+                        self.returned.insert((volume.id().to_owned(), column), ());
+                    }
+                }
+            }
             for c in volume.components().iter().filter(|c| c.node_id == node_id) {
                 if volume.array.set_gone(c.column as usize, false) {
                     tracing::info!(
@@ -1357,6 +1402,7 @@ impl VolumeManager {
     /// failed until the node answers again. Logged as warnings when `first` (the node just
     /// went), quietly after that.
     pub async fn fail_columns_on(&self, node_id: &str, first: bool) {
+        self.away.insert(node_id.to_owned(), ());
         for volume in self.list() {
             for c in volume.components().iter().filter(|c| c.node_id == node_id) {
                 let column = c.column as usize;

@@ -6,6 +6,8 @@
 //! - [`cluster`]: N storage nodes and a `dagraid-coordinator`, each a real process, and the
 //!   column checker that reads every column straight from the nodes and verifies P, Q and
 //!   mirrors against the data.
+//! - [`harness`]: an SDK client without retries, random payloads, waiting for a volume to
+//!   settle, the read-back check that allows writes of unknown outcome.
 //! - [`process`]: finding the binaries, waiting for their "listening on" (and metrics) lines,
 //!   signals, a plain HTTP GET for `/metrics`.
 //! - [`cpu`]: CPU time of this process's threads by thread name, for the benches.
@@ -20,6 +22,7 @@
 pub mod chaos;
 pub mod cluster;
 pub mod cpu;
+pub mod harness;
 pub mod linearizability;
 pub mod load;
 pub mod node;

@@ -7,10 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dagraid_client::{
-    Client, ClientOptions, RaidLevel, RetryPolicy, VolumeInfo, VolumeSpec, VolumeState,
-};
+use dagraid_client::{RaidLevel, VolumeSpec, VolumeState};
 use dagraid_tests::cluster::{Cluster, ClusterOptions};
+use dagraid_tests::harness::{UnknownWrites, check_acknowledged, client, random, settled};
 use dagraid_tests::{eventually, with_timeout};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -24,63 +23,6 @@ const REGION_BYTES: u64 = 192 * KIB;
 /// Long enough that every region the load writes stays dirty until the crash, short enough to
 /// wait for the initial fill to cool down.
 const COOLDOWN_MS: u64 = 3000;
-
-/// Writes cut by a crash (their outcome unknown): offset and data.
-type UnknownWrites = Vec<(u64, Vec<u8>)>;
-
-async fn client(cluster: &Cluster) -> Client {
-    Client::connect(
-        cluster.url(),
-        ClientOptions {
-            token: cluster.options.token.clone(),
-            request_timeout: Duration::from_secs(20),
-            retry: RetryPolicy::none(),
-            ..ClientOptions::default()
-        },
-    )
-    .await
-    .expect("connect to the coordinator")
-}
-
-fn random(rng: &mut StdRng, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rng.fill(&mut v[..]);
-    v
-}
-
-/// Waits until `volume` is assembled and its resync (if any) has ended.
-async fn settled(c: &Client, volume: &str) -> VolumeInfo {
-    eventually(
-        &format!("{volume} assembled with its resync done"),
-        Duration::from_secs(120),
-        || async {
-            let v = c.volume(volume).status().await.ok()?;
-            let resyncing =
-                v.state == VolumeState::Resyncing || v.resync.as_ref().is_some_and(|r| r.running);
-            (!resyncing && v.state != VolumeState::NotAssembled).then_some(v)
-        },
-    )
-    .await
-}
-
-/// Checks `got` against `reference`, except inside the writes of unknown outcome, where each
-/// byte is the old or the new one.
-fn check_acknowledged(got: &[u8], reference: &[u8], unknown: &[(u64, Vec<u8>)]) {
-    assert_eq!(got.len(), reference.len());
-    let mut maybe: Vec<Option<u8>> = vec![None; got.len()];
-    for (off, data) in unknown {
-        for (i, b) in data.iter().enumerate() {
-            maybe[*off as usize + i] = Some(*b);
-        }
-    }
-    for (i, (&g, &r)) in got.iter().zip(reference).enumerate() {
-        assert!(
-            g == r || maybe[i] == Some(g),
-            "byte {i} is {g:#x}; acknowledged {r:#x}, in flight {:?}",
-            maybe[i]
-        );
-    }
-}
 
 /// A kill -9 of the coordinator under a write load that touches 5% of the volume: the restart
 /// resyncs exactly the regions the load wrote (dirty at the crash), not the volume; then every

@@ -4,7 +4,8 @@
 //! - `health.rs`: `dagraid health`, the container health check.
 //! - `output.rs`: tables and JSON.
 //! - `parity.rs`: `dagraid volume parity check|rewrite`, and following them (`--wait`).
-//! - `rebuild.rs`: `dagraid volume rebuild` and `volume copyback`, and following them (`--wait`).
+//! - `rebuild.rs`: `dagraid volume rebuild`, `volume re-add` and `volume copyback`, and following
+//!   them (`--wait`).
 //! - `watch.rs`: `dagraid status --watch`.
 //! - `spare.rs`: `dagraid spare add|remove|list`, the hot-spare pool.
 //! - `up.rs`: `dagraid up`, a local cluster of `dagraid-node` and `dagraid-coordinator`
@@ -266,6 +267,18 @@ pub enum VolumeCommand {
     /// otherwise): exit 0 once done, 1 with the error if it stops before the end. Without
     /// --wait, `dagraid status --watch` follows it.
     Rebuild(rebuild::RebuildArgs),
+    /// Re-add a failed column from its own component, back on its node after an outage.
+    ///
+    /// The component's label must name this volume, column and geometry at a counter not
+    /// above the volume's, or it is refused (and never re-added). It is fenced at a new epoch,
+    /// then only the regions the parity map names dirty (written while it was away, or in
+    /// flight when it failed) are rebuilt onto it. When the map cannot say what it missed
+    /// (the label is older than the map's last clear), the column is reconstructed in full onto
+    /// it, and the answer says why. The coordinator does this by itself when a node it found
+    /// gone answers again; this is the same by hand. --wait follows it to its end like
+    /// `volume rebuild --wait`.
+    #[command(name = "re-add")]
+    ReAdd(rebuild::ReAddArgs),
     /// Copy a column that lives on a spare back to a new component on --to NODE, without
     /// stopping I/O; the spare returns to the pool once the copy is done.
     ///
@@ -543,6 +556,9 @@ async fn verb(
         }
         Command::Volume(VolumeCommand::Copyback(a)) => {
             rebuild::copyback(args.json, client, a, shutdown).await?
+        }
+        Command::Volume(VolumeCommand::ReAdd(a)) => {
+            rebuild::re_add(args.json, client, a, shutdown).await?
         }
         Command::Volume(VolumeCommand::Parity(p)) => {
             parity::run(args.json, client, p, shutdown).await?

@@ -236,6 +236,9 @@ pub fn rebuild_json(r: &RebuildProgress) -> Value {
         "lost_blocks": r.lost_blocks,
         "error": r.error,
         "resumed_from": r.resumed_from,
+        "regions_resynced": r.regions_resynced,
+        "regions_total": r.regions_total,
+        "note": r.note,
     })
 }
 
@@ -298,6 +301,16 @@ pub fn rebuild_details(r: &RebuildProgress) -> String {
     if r.resumed_from > 0 {
         let _ = write!(out, ", resumed at stripe {}", r.resumed_from);
     }
+    if r.kind == RebuildKind::ReAdd {
+        let _ = write!(
+            out,
+            ", {} of {} dirty regions",
+            r.regions_resynced, r.regions_total
+        );
+    }
+    if let Some(note) = &r.note {
+        let _ = write!(out, " ({note})");
+    }
     if let (true, Some(e)) = (r.running, &r.error) {
         let _ = write!(out, ", retrying after an error: {e}");
     }
@@ -313,6 +326,7 @@ pub fn rebuild_summary(r: &RebuildProgress) -> String {
         let what = match r.kind {
             RebuildKind::InPlace => format!("rebuilt in place on {target}"),
             RebuildKind::Copyback => format!("copied back to {target}"),
+            RebuildKind::ReAdd => format!("re-added {target}"),
             RebuildKind::Spare | RebuildKind::Unknown => format!("rebuilt onto {target}"),
         };
         return format!(
@@ -326,6 +340,7 @@ pub fn rebuild_summary(r: &RebuildProgress) -> String {
         let what = match r.kind {
             RebuildKind::InPlace => format!("rebuilding in place on {target}"),
             RebuildKind::Copyback => format!("copying back to {target}"),
+            RebuildKind::ReAdd => format!("re-adding {target}"),
             RebuildKind::Spare | RebuildKind::Unknown => format!("rebuilding onto {target}"),
         };
         return format!("{what}: {}{}", stripes_text(r), rebuild_details(r));
@@ -333,6 +348,7 @@ pub fn rebuild_summary(r: &RebuildProgress) -> String {
     let what = match r.kind {
         RebuildKind::InPlace => format!("in-place rebuild on {target}"),
         RebuildKind::Copyback => format!("copyback to {target}"),
+        RebuildKind::ReAdd => format!("re-add of {target}"),
         RebuildKind::Spare | RebuildKind::Unknown => format!("rebuild onto {target}"),
     };
     format!(
@@ -722,7 +738,32 @@ mod tests {
             lost_blocks: 0,
             error: None,
             resumed_from: 0,
+            ..RebuildProgress::default()
         }
+    }
+
+    #[test]
+    fn a_re_add_line_counts_its_dirty_regions() {
+        let r = RebuildProgress {
+            kind: RebuildKind::ReAdd,
+            regions_resynced: 2,
+            regions_total: 5,
+            ..running_rebuild()
+        };
+        let line = rebuild_summary(&r);
+        assert!(line.starts_with("re-adding node6/spare-1: 41%"), "{line}");
+        assert!(line.contains(", 2 of 5 dirty regions"), "{line}");
+        let full = RebuildProgress {
+            kind: RebuildKind::InPlace,
+            note: Some("re-add fell back to a full reconstruction: why".into()),
+            ..running_rebuild()
+        };
+        assert!(
+            rebuild_summary(&full).contains("(re-add fell back to a full reconstruction: why)"),
+            "{}",
+            rebuild_summary(&full)
+        );
+        assert_eq!(rebuild_json(&r)["regions_total"], 5);
     }
 
     #[test]

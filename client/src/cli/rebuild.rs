@@ -1,5 +1,6 @@
-//! `dagraid volume rebuild` and `dagraid volume copyback`: start the reconstruction of a failed
-//! column (onto a spare, or in place) or the copyback of a column that lives on a spare, and
+//! `dagraid volume rebuild`, `dagraid volume re-add` and `dagraid volume copyback`: start the
+//! reconstruction of a failed column (onto a spare, or in place), the re-add of a failed
+//! column's own component come back, or the copyback of a column that lives on a spare, and
 //! with `--wait` follow it to its end.
 //!
 //! Following polls GetVolume and reads the column's entry of `Volume.rebuilds`: on a terminal
@@ -34,6 +35,18 @@ pub struct RebuildArgs {
     /// fits best].
     #[arg(long, value_name = "ID")]
     pub spare: Option<String>,
+    #[command(flatten)]
+    pub follow: FollowArgs,
+}
+
+/// `dagraid volume re-add`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReAddArgs {
+    /// The volume.
+    pub volume: String,
+    /// The failed column to re-add (0-based, as `dagraid status` shows).
+    #[arg(long)]
+    pub column: u32,
     #[command(flatten)]
     pub follow: FollowArgs,
 }
@@ -108,6 +121,29 @@ pub(crate) async fn rebuild(
     let started = client
         .rebuild_column(&a.volume, a.column, target, a.follow.rate)
         .await?;
+    finish(
+        json, client, &a.volume, a.column, kind, started, &a.follow, shutdown,
+    )
+    .await
+}
+
+/// `dagraid volume re-add VOL --column N [--rate R] [--wait]`: the job is a re-add, or a full
+/// reconstruction onto the same component when the parity map cannot be trusted for it (the
+/// answer says which).
+pub(crate) async fn re_add(
+    json: bool,
+    client: &Client,
+    a: &ReAddArgs,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let started = client
+        .re_add_column(&a.volume, a.column, a.follow.rate)
+        .await?;
+    let kind = started
+        .rebuilds
+        .iter()
+        .find(|r| r.column == a.column && r.running)
+        .map_or(RebuildKind::ReAdd, |r| r.kind);
     finish(
         json, client, &a.volume, a.column, kind, started, &a.follow, shutdown,
     )
@@ -201,6 +237,7 @@ fn kind_noun(kind: RebuildKind) -> &'static str {
     match kind {
         RebuildKind::Copyback => "copyback",
         RebuildKind::InPlace => "in-place rebuild",
+        RebuildKind::ReAdd => "re-add",
         RebuildKind::Spare | RebuildKind::Unknown => "rebuild",
     }
 }

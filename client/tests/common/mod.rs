@@ -381,6 +381,9 @@ impl Fake {
             lost_blocks: 0,
             error: String::new(),
             resumed_from: 0,
+            regions_resynced: 0,
+            regions_total: 0,
+            note: String::new(),
         }
     }
 
@@ -544,6 +547,16 @@ impl VolumeService for Fake {
     ) -> Result<Response<pb::Volume>, Status> {
         self.check_token(&request)?;
         self.start_copyback(request.into_inner()).map(Response::new)
+    }
+
+    async fn re_add_column(
+        &self,
+        request: Request<pb::ReAddColumnRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        self.check_token(&request)?;
+        Err(Status::unimplemented(
+            "the fake coordinator does not re-add (tests/tests/re_add.rs covers it on a real one)",
+        ))
     }
 
     async fn check_parity(

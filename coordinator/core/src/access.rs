@@ -1517,6 +1517,13 @@ impl Array {
         &self.parity_map
     }
 
+    /// Whether the parity map is held (no region cleared): a column is not current, so the
+    /// map is the written-while-failed bitmap its re-add resyncs from (`docs/STATE.md`).
+    pub fn map_held(&self) -> bool {
+        let st = self.lock_states();
+        (0..self.layout.columns()).any(|c| st.get(c).is_some_and(|s| !s.is_current()))
+    }
+
     /// Makes a copy of the parity map durable, at least of `version` (`None`: the map as it is
     /// now), through the recorder; serialised, so a copy never lands over a newer one.
     pub async fn persist_map(&self, version: Option<u64>) -> Result<(), AccessError> {
@@ -1537,12 +1544,13 @@ impl Array {
     }
 
     /// Clears the regions quiet for `cooldown` and persists the map if any was; answers
-    /// whether one was.
+    /// whether one was. Nothing is cleared while a column is not current
+    /// ([`Array::map_held`]).
     pub async fn cool_parity_map(
         &self,
         cooldown: std::time::Duration,
     ) -> Result<bool, AccessError> {
-        if !self.parity_map.cool(cooldown) {
+        if !self.parity_map.cool(cooldown, self.map_held()) {
             return Ok(false);
         }
         self.persist_map(None).await?;

@@ -23,6 +23,12 @@
 //!   resync tells [`ParityMap::synced`]. The map is the resync's checkpoint: a second crash
 //!   resyncs only the regions still dirty.
 //!
+//! - **While the array is degraded the map is held**: no region is cleared while some column is
+//!   not current (failed, or recovering), so the map is also the *written-while-failed bitmap*
+//!   of Linux md: every region written while a column was away, and every region with a write
+//!   in flight when it failed, stays dirty until the column is current again. A column that
+//!   comes back is re-added by resyncing only those regions ([`ParityMap::is_dirty`]).
+//!
 //! Any snapshot of the in-memory map is safe to persist at any time: it names every region
 //! marked so far (marks not yet durable included) and omits only regions cleared by the rules
 //! above.
@@ -240,9 +246,13 @@ impl ParityMap {
     }
 
     /// Clears, in memory, every region with no write in flight, not awaiting its resync, and
-    /// quiet for `cooldown`. Answers whether anything was cleared (then a snapshot should be
-    /// persisted).
-    pub fn cool(&self, cooldown: Duration) -> bool {
+    /// quiet for `cooldown`; nothing while `held` (a column of the array is not current: the
+    /// map is its written-while-failed bitmap). Answers whether anything was cleared (then a
+    /// snapshot should be persisted).
+    pub fn cool(&self, cooldown: Duration, held: bool) -> bool {
+        if held {
+            return false;
+        }
         let now = Instant::now();
         let mut g = self.inner();
         let before = g.regions.len();
@@ -256,9 +266,22 @@ impl ParityMap {
     }
 
     /// Clears every region not in flight and not awaiting its resync at once (a clean
-    /// shutdown, once every access drained).
-    pub fn clear_idle(&self) -> bool {
-        self.cool(Duration::ZERO)
+    /// shutdown, once every access drained); nothing while `held`.
+    pub fn clear_idle(&self, held: bool) -> bool {
+        self.cool(Duration::ZERO, held)
+    }
+
+    /// Assembly after a clean shutdown while a column was not current: the regions covering
+    /// `stripes` (the map as recorded, the written-while-failed bitmap, whatever its region
+    /// size was) are dirty again, not awaiting a resync (the shutdown was clean: no stripe is
+    /// torn). The caller persists the map before serving.
+    pub fn load(&self, stripes: &LostSet) {
+        self.mark_stripes(stripes, false);
+    }
+
+    /// Whether `region` is dirty (marked, in memory).
+    pub fn is_dirty(&self, region: u64) -> bool {
+        self.inner().regions.contains_key(&region)
     }
 
     /// A copy to persist, taken now.
@@ -285,6 +308,11 @@ impl ParityMap {
     /// Assembly after a crash: the regions covering `stripes` await their resync (dirty,
     /// pinned). The caller persists the map before serving.
     pub fn needs_sync(&self, stripes: &LostSet) {
+        self.mark_stripes(stripes, true);
+    }
+
+    /// Marks the regions covering `stripes` dirty (and, with `pin`, awaiting their resync).
+    fn mark_stripes(&self, stripes: &LostSet, pin: bool) {
         let now = Instant::now();
         let mut g = self.inner();
         let next = g.version + 1;
@@ -298,9 +326,9 @@ impl ParityMap {
                     inflight: 0,
                     last: now,
                     marked: next,
-                    needs_sync: true,
+                    needs_sync: pin,
                 });
-                region.needs_sync = true;
+                region.needs_sync |= pin;
             }
         }
         g.version = next;
@@ -384,10 +412,14 @@ mod tests {
         let a = m.begin(0..1);
         m.persisted(m.snapshot().version);
         // In flight: never cleared.
-        assert!(!m.cool(Duration::ZERO));
+        assert!(!m.cool(Duration::ZERO, false));
         m.end(a);
-        assert!(!m.cool(Duration::from_secs(3600)));
-        assert!(m.cool(Duration::ZERO));
+        assert!(!m.cool(Duration::from_secs(3600), false));
+        // Held (a column is not current): never cleared.
+        assert!(!m.cool(Duration::ZERO, true));
+        assert!(m.is_dirty(0));
+        assert!(m.cool(Duration::ZERO, false));
+        assert!(!m.is_dirty(0));
         assert!(m.snapshot().dirty.is_empty());
         // A write after the clear marks it again, and waits for a newer copy.
         let b = m.begin(0..1);
@@ -406,10 +438,10 @@ mod tests {
         assert_eq!(m.pending_sync(), vec![1, 2, 10]);
         assert!(!m.in_sync(4) && !m.in_sync(11) && !m.in_sync(40));
         assert!(m.in_sync(0) && m.in_sync(12));
-        assert!(!m.clear_idle());
+        assert!(!m.clear_idle(false));
         m.synced(1);
         assert!(m.in_sync(4));
-        assert!(m.clear_idle());
+        assert!(m.clear_idle(false));
         assert_eq!(m.pending_sync(), vec![2, 10]);
         assert_eq!(
             m.counts(),
@@ -425,6 +457,22 @@ mod tests {
         let w = m.begin(8..9);
         assert_eq!(w.wait_for, None);
         m.end(w);
+    }
+
+    #[test]
+    fn a_loaded_map_is_dirty_but_awaits_no_resync_and_is_held_while_degraded() {
+        let m = map();
+        // Stripes 8..16 and 120..160 (past the end: ignored).
+        m.load(&LostSet::from_ranges([8..16, 120..160]));
+        assert!(m.is_dirty(2) && m.is_dirty(3) && !m.is_dirty(4));
+        assert_eq!(m.pending_sync(), Vec::<u64>::new());
+        assert!(m.in_sync(8));
+        assert_eq!(m.counts().dirty, 2);
+        assert!(!m.clear_idle(true));
+        let s = m.snapshot();
+        assert_eq!(s.dirty, LostSet::from_ranges(std::iter::once(2..4)));
+        assert!(m.clear_idle(false));
+        assert_eq!(m.counts().dirty, 0);
     }
 
     #[test]

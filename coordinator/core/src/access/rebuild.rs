@@ -83,6 +83,31 @@ impl Array {
         column: usize,
         component: Option<Arc<dyn ComponentIo>>,
     ) -> Result<(), AccessError> {
+        self.start_recovery(column, component, ComponentState::Reconstructing)
+            .await
+    }
+
+    /// Starts the re-add of failed `column` onto `component`, the column's own component come
+    /// back (its node already fenced it at a new epoch): the column becomes `stale` at
+    /// watermark 0, durably, before this returns. The sweep then moves the watermark past the
+    /// regions the parity map calls clean ([`Array::advance_clean`]) and reconstructs the
+    /// stripes of the dirty ones ([`Array::start_reconstruct_stripes`]). A column that is
+    /// stale already is left as it is (`component` must then be `None`).
+    pub async fn start_readd(
+        &self,
+        column: usize,
+        component: Option<Arc<dyn ComponentIo>>,
+    ) -> Result<(), AccessError> {
+        self.start_recovery(column, component, ComponentState::Stale)
+            .await
+    }
+
+    async fn start_recovery(
+        &self,
+        column: usize,
+        component: Option<Arc<dyn ComponentIo>>,
+        to: ComponentState,
+    ) -> Result<(), AccessError> {
         if let Some(c) = &component {
             self.check_component(column, c.as_ref())?;
         }
@@ -94,33 +119,76 @@ impl Array {
                     column,
                     columns: self.layout.columns(),
                 })?;
-            if state == ComponentState::Reconstructing && component.is_none() {
+            if state == to && component.is_none() {
                 return Ok(());
             }
             if state != ComponentState::Failed {
                 return Err(AccessError::Array(crate::array::ArrayError::NotAllowed {
                     column,
                     from: state,
-                    to: ComponentState::Reconstructing,
+                    to,
                 }));
             }
             if let Some(c) = component {
                 self.replace_component(column, c);
             }
-            st.transition(&self.layout, column, ComponentState::Reconstructing)?;
+            st.transition(&self.layout, column, to)?;
             st.generation()
         };
         self.make_durable(generation).await
     }
 
-    /// Ends `column`'s reconstruction once its watermark reached the last stripe: the column
-    /// is optimal, durably, before this returns.
+    /// Moves the watermark of each column of `columns` that is recovering at `stripes.start`
+    /// past the stripes of `stripes` whose parity-map region is clean, up to the first stripe
+    /// of a dirty region: a re-added column missed no write there (the map is held while a
+    /// column is not current). Checked under the stripes' write locks, so a write into a
+    /// region that is marked meanwhile either marked it first (the watermark stops there) or
+    /// builds its DAG after the watermark moved (and writes the column). Answers where the
+    /// watermarks are now.
+    pub async fn advance_clean(
+        &self,
+        columns: &ColumnSet,
+        stripes: Range<u64>,
+    ) -> Result<u64, AccessError> {
+        let stripes = stripes.start..stripes.end.min(self.layout.stripes());
+        if stripes.is_empty() {
+            return Ok(stripes.start);
+        }
+        let requests: Vec<StripeLockRequest> = stripes
+            .clone()
+            .map(|stripe| StripeLockRequest::whole_stripe(&self.layout, stripe, LockMode::Write))
+            .collect();
+        let locks = self
+            .locks
+            .lock(requests)
+            .await
+            .map_err(|e| AccessError::Internal(e.to_string()))?;
+        let map = &self.parity_map;
+        let mut end = stripes.start;
+        while end < stripes.end && !map.is_dirty(map.region_of(end)) {
+            end = map.stripes_of(map.region_of(end)).end.min(stripes.end);
+        }
+        if end > stripes.start {
+            let mut st = self.lock_states();
+            // Only a re-added column: a reconstructing one holds nothing of its own.
+            for t in targets_at(&st, columns, stripes.start).iter() {
+                if st.get(t) == Some(ComponentState::Stale) {
+                    st.advance_recovery(t, end)?;
+                }
+            }
+        }
+        drop(locks);
+        Ok(end)
+    }
+
+    /// Ends `column`'s reconstruction (or re-add) once its watermark reached the last stripe:
+    /// the column is optimal, durably, before this returns.
     pub async fn finish_reconstruction(&self, column: usize) -> Result<(), AccessError> {
         let generation = {
             let mut st = self.lock_states();
             let state = st.get(column);
             let watermark = st.recovered().get(column).copied().unwrap_or(0);
-            if state != Some(ComponentState::Reconstructing) || watermark < self.layout.stripes() {
+            if !state.is_some_and(|s| s.is_recovering()) || watermark < self.layout.stripes() {
                 return Err(AccessError::Rebuild {
                     column,
                     detail: format!(
@@ -297,7 +365,7 @@ impl Array {
         let mut st = self.lock_states();
         let mut moved = Vec::new();
         for &t in targets {
-            if st.get(t) == Some(ComponentState::Reconstructing)
+            if st.get(t).is_some_and(|s| s.is_recovering())
                 && st.recovered().get(t).copied() == Some(first)
             {
                 st.advance_recovery(t, end)?;
@@ -900,11 +968,12 @@ impl Array {
         Ok(())
     }
 
-    /// Every column that is reconstructing, with its watermark.
+    /// Every column that is recovering (reconstructing, or stale: being re-added), with its
+    /// watermark.
     pub fn reconstructing(&self) -> Vec<(usize, u64)> {
         let st = self.lock_states();
         (0..self.layout.columns())
-            .filter(|&c| st.get(c) == Some(ComponentState::Reconstructing))
+            .filter(|&c| st.get(c).is_some_and(|s| s.is_recovering()))
             .map(|c| (c, st.recovered()[c]))
             .collect()
     }
@@ -933,7 +1002,7 @@ fn targets_below(st: &ComponentStates, columns: &ColumnSet, first: u64) -> Colum
     columns
         .iter()
         .filter(|&c| {
-            st.get(c) == Some(ComponentState::Reconstructing)
+            st.get(c).is_some_and(|s| s.is_recovering())
                 && st.recovered().get(c).is_some_and(|&w| w <= first)
         })
         .collect()
@@ -945,7 +1014,7 @@ fn targets_at(st: &ComponentStates, columns: &ColumnSet, first: u64) -> ColumnSe
     columns
         .iter()
         .filter(|&c| {
-            st.get(c) == Some(ComponentState::Reconstructing)
+            st.get(c).is_some_and(|s| s.is_recovering())
                 && st.recovered().get(c).copied() == Some(first)
         })
         .collect()
