@@ -1192,6 +1192,9 @@ async fn status_json_carries_every_rebuild_field() {
         "lost_blocks": 0,
         "error": null,
         "resumed_from": 0,
+        "regions_resynced": 0,
+        "regions_total": 0,
+        "note": null,
     });
     assert_eq!(r, &want);
 

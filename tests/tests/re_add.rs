@@ -79,14 +79,22 @@ async fn create_filled(c: &Client, name: &str, size: u64, seed: u64) -> Vec<u8> 
     data
 }
 
-/// SIGSTOP of the node of column 1 for 10 s under a write load into 6 of 128 regions: the
-/// column fails, its node is found gone, and when it answers again the column is re-added by
-/// itself, rebuilding at most the 6 regions written (one stripe unit each), never the whole
-/// component; every acknowledged byte reads back and the columns agree.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_stopped_for_10s_under_writes_is_re_added_with_only_the_regions_written() {
+/// How the node of column 1 goes away for 10 s.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// SIGSTOP, then SIGCONT: it keeps its sockets (and the calls queued in them).
+    Pause,
+    /// kill -9, then started again on the same data directory and address.
+    KillAndRestart,
+}
+
+/// The node of column 1 away for 10 s under a write load into 6 of 128 regions: the column
+/// fails, its node is found gone, and when it answers again the column is re-added by itself,
+/// rebuilding at most the 6 regions written (one stripe unit each), never the whole component;
+/// every acknowledged byte reads back and the columns agree.
+async fn node_away_for_10s_under_writes(outage: Outage) {
     with_timeout(async {
-        let cluster = Cluster::start(options(1000)).await.unwrap();
+        let mut cluster = Cluster::start(options(1000)).await.unwrap();
         let c = client(&cluster).await;
         let first = create_filled(&c, "ra", 24 * MIB, 21).await;
         let size = first.len() as u64;
@@ -139,8 +147,15 @@ async fn a_node_stopped_for_10s_under_writes_is_re_added_with_only_the_regions_w
             (acked.load(Ordering::SeqCst) >= 2 * k).then_some(())
         })
         .await;
-        let node = cluster.node_by_id(&node_id).unwrap();
-        node.pause().await.unwrap();
+        match outage {
+            Outage::Pause => cluster.node_by_id(&node_id).unwrap().pause().await.unwrap(),
+            Outage::KillAndRestart => cluster
+                .node_by_id_mut(&node_id)
+                .unwrap()
+                .kill9()
+                .await
+                .unwrap(),
+        }
         eventually("column 1 failed", Duration::from_secs(30), || async {
             let v = c.volume("ra").status().await.ok()?;
             (v.components[1].state == ComponentState::Failed).then_some(())
@@ -158,7 +173,20 @@ async fn a_node_stopped_for_10s_under_writes_is_re_added_with_only_the_regions_w
             held.dirty_regions <= k,
             "only the regions written are dirty (held while degraded): {held:?}"
         );
-        node.resume().await.unwrap();
+        match outage {
+            Outage::Pause => cluster
+                .node_by_id(&node_id)
+                .unwrap()
+                .resume()
+                .await
+                .unwrap(),
+            Outage::KillAndRestart => cluster
+                .node_by_id_mut(&node_id)
+                .unwrap()
+                .restart_on_same_port()
+                .await
+                .unwrap(),
+        }
         let done = eventually(
             "column 1 re-added and optimal",
             Duration::from_secs(60),
@@ -193,9 +221,19 @@ async fn a_node_stopped_for_10s_under_writes_is_re_added_with_only_the_regions_w
         check_acknowledged(&got, &reference, &unknown);
         cluster.check_columns("ra", &[]).await.unwrap();
         let log = cluster.coordinator.log();
-        assert!(log.contains("re-add starts"), "{log}");
+        assert!(log.contains("re-add starts"), "{outage:?}: {log}");
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_for_10s_under_writes_is_re_added_with_only_the_regions_written() {
+    node_away_for_10s_under_writes(Outage::Pause).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_and_restarted_under_writes_is_re_added_with_only_the_regions_written() {
+    node_away_for_10s_under_writes(Outage::KillAndRestart).await;
 }
 
 /// An administrator's fail stays (no re-add by itself); the regions written while the column
