@@ -1288,7 +1288,12 @@ impl Rebuilds {
                 }
             }
         }
-        tracing::info!(volume = %name, columns = ?columns.iter().collect::<Vec<_>>(), bytes, "reconstruction complete");
+        if readd {
+            let regions = jobs.first().map_or(0, |j| j.status().regions_resynced);
+            tracing::info!(volume = %name, columns = ?columns.iter().collect::<Vec<_>>(), bytes, regions, "re-add complete");
+        } else {
+            tracing::info!(volume = %name, columns = ?columns.iter().collect::<Vec<_>>(), bytes, "reconstruction complete");
+        }
         all(&|s| {
             s.running = false;
             s.completed = true;

@@ -183,7 +183,9 @@ impl ChaosConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
     /// kill -9 of storage node `node` (index), restarted on the same data and port after the
-    /// hold. Fails its column if any I/O reached it meanwhile: at most `tolerance` per run.
+    /// hold. Fails its column if any I/O reached it meanwhile: at most `tolerance` at once.
+    /// A hold beyond the gone rule (about half of them) has the node found gone, so its
+    /// column comes back by re-add once it answers (without spares).
     NodeKill {
         /// The node's index (`node1` is 0).
         node: usize,
@@ -321,7 +323,11 @@ fn column_fault(rng: &mut StdRng, node: usize, at: Duration) -> Fault {
         0 => Fault {
             at,
             kind: FaultKind::NodeKill { node },
-            hold: Duration::from_millis(rng.random_range(500..2500)),
+            hold: Duration::from_millis(match rng.random_range(500..2500) {
+                // Beyond the gone rule: the node is found gone, its column re-added.
+                long @ 1500.. => long + GONE_AFTER_MS,
+                short => short,
+            }),
         },
         1 => Fault {
             at,
@@ -377,6 +383,9 @@ pub struct Summary {
     pub spares_added: u64,
     /// Rebuilds completed: columns seen optimal on a component other than their first.
     pub rebuilds_completed: u64,
+    /// Re-adds completed (a column back on its own component after its node was found gone
+    /// and answered again), from the coordinator's log.
+    pub readds_completed: u64,
     /// Blocks recorded lost at some point.
     pub lost_blocks: BTreeSet<u64>,
     /// Bytes of registers with an acknowledged write that did not read back as a write.
@@ -465,6 +474,7 @@ impl fmt::Display for Summary {
         }
         writeln!(f, "\nend state")?;
         writeln!(f, "  columns out            {:?}", self.columns_out)?;
+        writeln!(f, "  re-adds completed      {}", self.readds_completed)?;
         writeln!(f, "  blocks recorded lost   {}", self.lost_blocks.len())?;
         writeln!(
             f,
@@ -667,6 +677,7 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
         columns_out: Vec::new(),
         spares_added: 0,
         rebuilds_completed: 0,
+        readds_completed: 0,
         lost_blocks: BTreeSet::new(),
         acknowledged_bytes_lost: 0,
         stray_bytes: 0,
@@ -726,11 +737,13 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
         );
     }
 
-    // Settle: assembled, not resyncing.
+    // Settle: assembled, not resyncing, no rebuild or re-add running.
     let vol = admin.volume(VOLUME);
     let settled = eventually(SETTLE_TIMEOUT, || async {
         let s = vol.status().await.ok()?;
-        matches!(s.state, VolumeState::Optimal | VolumeState::Degraded).then_some(s)
+        (matches!(s.state, VolumeState::Optimal | VolumeState::Degraded)
+            && !s.rebuilds.iter().any(|r| r.running))
+        .then_some(s)
     })
     .await;
     let status = match settled {
@@ -745,6 +758,7 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
         }
     };
     summary.columns_out = columns_out(&status).into_iter().collect();
+    summary.readds_completed = cluster.coordinator.log().matches("re-add complete").count() as u64;
     if config.spares > 0 {
         if let Ok(v) = cluster.volume_client().await?.get_volume(VOLUME).await {
             members.extend(optimal_members(&v));
