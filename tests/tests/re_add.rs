@@ -14,6 +14,7 @@ use dagraid_client::{
 };
 use dagraid_tests::cluster::{Cluster, ClusterOptions};
 use dagraid_tests::harness::{UnknownWrites, check_acknowledged, client, random, settled};
+use dagraid_tests::prom::sample;
 use dagraid_tests::{eventually, with_timeout};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -29,6 +30,7 @@ const UNIT: u64 = 64 * KIB;
 fn options(cooldown_ms: u64) -> ClusterOptions {
     ClusterOptions {
         nodes: 4,
+        metrics: true,
         node_deadline_ms: 1000,
         health_interval_ms: 200,
         coordinator_args: vec![
@@ -222,6 +224,14 @@ async fn node_away_for_10s_under_writes(outage: Outage) {
         cluster.check_columns("ra", &[]).await.unwrap();
         let log = cluster.coordinator.log();
         assert!(log.contains("re-add starts"), "{outage:?}: {log}");
+        // The metric says how many regions the re-add rebuilt.
+        let text = cluster.coordinator.scrape().await.unwrap();
+        let regions = sample(
+            &text,
+            "dagraid_rebuild_regions_resynced_total",
+            &[("volume", "ra"), ("column", "1"), ("kind", "re_add")],
+        );
+        assert_eq!(regions, done.regions_resynced as f64, "{text}");
     })
     .await;
 }
