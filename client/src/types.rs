@@ -724,6 +724,9 @@ pub struct ParityJob {
     pub unreadable_blocks: u64,
     /// Stripes rewritten (rewrite).
     pub rewritten_stripes: u64,
+    /// The stripe its checkpoint resumed it from after a coordinator restart (0: it started
+    /// from the first); the counts include what it found before the restart.
+    pub resumed_from: u64,
 }
 
 impl ParityJob {
@@ -761,6 +764,7 @@ impl ParityJob {
             failed_stripes: p.failed_stripes,
             unreadable_blocks: p.unreadable_blocks,
             rewritten_stripes: p.rewritten_stripes,
+            resumed_from: p.resumed_from,
         }
     }
 }

@@ -341,6 +341,7 @@ impl Coordinator {
         );
         let scrubs = Scrubs::new(
             volumes.clone(),
+            store.clone(),
             ScrubSettings {
                 default_rate: config.scrub_rate,
                 busy_rate: config.scrub_rate_busy,
@@ -348,6 +349,8 @@ impl Coordinator {
             },
         );
         metrics.watch_scrubs(&scrubs);
+        // Parity jobs a restart cut short go on from their checkpoints.
+        scrubs.resume().await;
         let health_task = tokio::spawn(registry::health_loop(
             registry.clone(),
             volumes.clone(),

@@ -4,6 +4,12 @@
 //! ([`Array::resync_stripe`]: each stripe's redundancy rewritten from its data under its write
 //! lock), sweeping the stripes from the first while clients read and write.
 //!
+//! **Resumable.** A job's checkpoint (the next stripe, and its counts so far) is in the store
+//! (`crate::store::ParityJobRecord`), written when it starts and about every second, removed
+//! when it completes: a job cut short by a coordinator restart (kill -9 included) resumes from
+//! it once the volume is assembled again ([`Scrubs::resume`]), at most a second's stripes done
+//! twice.
+//!
 //! User I/O first, as for reconstruction: the job paces itself with the shared [`Throttle`]
 //! (an idle rate, and a lower one while client accesses ran within the last 200 ms) and waits
 //! while accesses queue for admission. A job does not start while the volume resyncs (the
@@ -25,6 +31,7 @@ use dashmap::mapref::entry::Entry;
 use futures::StreamExt;
 
 use crate::service_error::ServiceError;
+use crate::store::{PARITY_JOB_RECORD_VERSION, ParityJobRecord, Store};
 use crate::throttle::{Throttle, progress};
 use crate::volumes::{Volume, VolumeManager};
 
@@ -104,6 +111,9 @@ pub struct ParityJobStatus {
     pub unreadable_blocks: u64,
     /// Stripes whose redundancy was rewritten (rewrite).
     pub rewritten: u64,
+    /// The stripe its checkpoint resumed it from after a coordinator restart (0: it started
+    /// from the first).
+    pub resumed_from: u64,
 }
 
 struct Job {
@@ -139,6 +149,7 @@ pub struct ScrubCounters {
 /// The parity jobs of a coordinator.
 pub struct Scrubs {
     volumes: Arc<VolumeManager>,
+    store: Store,
     settings: ScrubSettings,
     /// The last job of each volume, by name.
     jobs: DashMap<String, Arc<Job>>,
@@ -165,10 +176,11 @@ fn refused(volume: &str, detail: impl Into<String>) -> ServiceError {
 }
 
 impl Scrubs {
-    /// The parity jobs over `volumes`' volumes.
-    pub fn new(volumes: Arc<VolumeManager>, settings: ScrubSettings) -> Arc<Self> {
+    /// The parity jobs over `volumes`' volumes, their checkpoints in `store`.
+    pub fn new(volumes: Arc<VolumeManager>, store: Store, settings: ScrubSettings) -> Arc<Self> {
         Arc::new(Self {
             volumes,
+            store,
             settings,
             jobs: DashMap::new(),
             counters: DashMap::new(),
@@ -215,66 +227,86 @@ impl Scrubs {
 
     /// Starts a parity `kind` of volume `name` at `rate` bytes per second (0: the default);
     /// answers once it runs. Refused (FAILED_PRECONDITION) for RAID 0, while a parity job of
-    /// the volume runs, while it resyncs, and while a column is reconstructed or copied back.
+    /// the volume runs, while it resyncs, and while a column is reconstructed, re-added or
+    /// copied back.
     pub fn start(
         self: &Arc<Self>,
         name: &str,
         kind: ParityJobKind,
         rate: u64,
     ) -> Result<Arc<Volume>, ServiceError> {
-        let volume = self.volumes.get(name)?;
-        if self.stopping.load(Ordering::SeqCst) {
-            return Err(refused(name, "the coordinator is stopping"));
-        }
-        if volume.layout().level() == RaidLevel::Raid0 {
-            return Err(refused(
-                name,
-                "RAID 0 has no redundancy: nothing to check or rewrite",
-            ));
-        }
-        if volume.resyncing() {
-            return Err(refused(
-                name,
-                "the volume is resyncing after an unclean shutdown (the resync rewrites every stripe's redundancy); start the parity job once it is done",
-            ));
-        }
-        let states = volume.array().states();
-        if let Some((c, s)) =
-            states.states().iter().enumerate().find(|(_, s)| {
-                matches!(s, ComponentState::Reconstructing | ComponentState::Copyback)
-            })
-        {
-            return Err(refused(
-                name,
-                format!(
-                    "column {c} is {} (a repair comes first); start the parity job once it is done",
-                    s.name()
-                ),
-            ));
-        }
-        let total = volume.layout().stripes();
         let rate = if rate == 0 {
             self.settings.default_rate
         } else {
             rate
         };
+        self.launch(name, kind, rate, None)
+    }
+
+    /// Why a parity job of `volume` cannot start now, if it cannot.
+    fn not_now(&self, volume: &Volume) -> Option<String> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Some("the coordinator is stopping".into());
+        }
+        if volume.layout().level() == RaidLevel::Raid0 {
+            return Some("RAID 0 has no redundancy: nothing to check or rewrite".into());
+        }
+        if volume.resyncing() {
+            return Some("the volume is resyncing after an unclean shutdown (the resync rewrites every stripe's redundancy); start the parity job once it is done".into());
+        }
+        let states = volume.array().states();
+        states
+            .states()
+            .iter()
+            .enumerate()
+            .find(|(_, s)| {
+                matches!(
+                    s,
+                    ComponentState::Reconstructing
+                        | ComponentState::Stale
+                        | ComponentState::Copyback
+                )
+            })
+            .map(|(c, s)| {
+                format!(
+                    "column {c} is {} (a repair comes first); start the parity job once it is done",
+                    s.name()
+                )
+            })
+    }
+
+    /// Starts the job (from `resume`'s checkpoint when given) once the checks pass.
+    fn launch(
+        self: &Arc<Self>,
+        name: &str,
+        kind: ParityJobKind,
+        rate: u64,
+        resume: Option<&ParityJobRecord>,
+    ) -> Result<Arc<Volume>, ServiceError> {
+        let volume = self.volumes.get(name)?;
+        if let Some(why) = self.not_now(&volume) {
+            return Err(refused(name, why));
+        }
+        let total = volume.layout().stripes();
+        let from = resume.map_or(0, |r| r.next_stripe.min(total));
         let job = Arc::new(Job {
             status: std::sync::Mutex::new(ParityJobStatus {
                 kind,
                 running: true,
                 completed: false,
-                stripes_done: 0,
+                stripes_done: from,
                 stripes_total: total,
-                mismatches: 0,
-                mismatched_stripes: Vec::new(),
+                mismatches: resume.map_or(0, |r| r.mismatches),
+                mismatched_stripes: resume.map_or_else(Vec::new, |r| r.mismatched_stripes.clone()),
                 rate: 0,
                 rate_limit: rate,
                 eta: None,
                 error: String::new(),
-                skipped: 0,
-                failed: 0,
-                unreadable_blocks: 0,
-                rewritten: 0,
+                skipped: resume.map_or(0, |r| r.skipped),
+                failed: resume.map_or(0, |r| r.failed),
+                unreadable_blocks: resume.map_or(0, |r| r.unreadable_blocks),
+                rewritten: resume.map_or(0, |r| r.rewritten),
+                resumed_from: from,
             }),
             started: Instant::now(),
         });
@@ -304,11 +336,134 @@ impl Scrubs {
             .or_default()
             .value()
             .clone();
-        tracing::info!(volume = %name, kind = kind.name(), rate, "parity job starts");
+        if resume.is_some() {
+            tracing::info!(volume = %name, kind = kind.name(), rate, from, "parity job resumes from its checkpoint");
+        } else {
+            tracing::info!(volume = %name, kind = kind.name(), rate, "parity job starts");
+        }
         let this = self.clone();
         let v = volume.clone();
-        tokio::spawn(async move { this.sweep(v, kind, job, counters, rate).await });
+        tokio::spawn(async move { this.sweep(v, kind, job, counters, rate, from).await });
         Ok(volume)
+    }
+
+    /// Resumes the jobs a restart cut short, from their checkpoints in the store: each waits
+    /// (checking every second) until its volume is assembled and no resync or repair runs; a
+    /// checkpoint whose volume is gone from the store is dropped.
+    pub async fn resume(self: &Arc<Self>) {
+        let records = match self.store.parity_jobs_async().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "parity-job checkpoints not read; none is resumed");
+                return;
+            }
+        };
+        for record in records {
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a parity-job checkpoint is not resumed");
+                    continue;
+                }
+            };
+            let this = self.clone();
+            tokio::spawn(async move { this.resume_one(record).await });
+        }
+    }
+
+    async fn resume_one(self: Arc<Self>, record: ParityJobRecord) {
+        let kind = if record.kind == "rewrite" {
+            ParityJobKind::Rewrite
+        } else {
+            ParityJobKind::Check
+        };
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let entry = self
+                .volumes
+                .entries()
+                .into_iter()
+                .find(|e| e.id() == record.volume_id);
+            match entry {
+                None => {
+                    tracing::info!(volume = %record.volume, "the volume of a parity-job checkpoint is gone; checkpoint dropped");
+                    let _ = self
+                        .store
+                        .remove_parity_job_async(record.volume_id.clone())
+                        .await;
+                    return;
+                }
+                Some(e) => {
+                    if let Ok(v) = self.volumes.get(e.name())
+                        && self.not_now(&v).is_none()
+                    {
+                        match self.launch(e.name(), kind, record.rate, Some(&record)) {
+                            Ok(_) => return,
+                            Err(err) => {
+                                tracing::debug!(volume = %record.volume, error = %err, "parity job not resumed yet")
+                            }
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// The checkpoint of `job` on volume `volume`, at `next`.
+    fn record(
+        volume: &Volume,
+        kind: ParityJobKind,
+        rate: u64,
+        s: &ParityJobStatus,
+        next: u64,
+    ) -> ParityJobRecord {
+        ParityJobRecord {
+            version: PARITY_JOB_RECORD_VERSION,
+            volume_id: volume.id().to_owned(),
+            volume: volume.name().to_owned(),
+            kind: kind.name().to_owned(),
+            rate,
+            next_stripe: next,
+            mismatches: s.mismatches,
+            mismatched_stripes: s.mismatched_stripes.clone(),
+            skipped: s.skipped,
+            failed: s.failed,
+            unreadable_blocks: s.unreadable_blocks,
+            rewritten: s.rewritten,
+        }
+    }
+
+    /// Makes the checkpoint of `job` at `next` durable (a failure is logged: the job goes on,
+    /// and a restart resumes it from an older checkpoint).
+    async fn checkpoint(
+        &self,
+        volume: &Volume,
+        kind: ParityJobKind,
+        rate: u64,
+        job: &Job,
+        next: u64,
+    ) {
+        let record = Self::record(volume, kind, rate, &job.status(), next);
+        if let Err(e) = self.store.put_parity_job_async(record).await {
+            tracing::warn!(volume = volume.name(), error = %e, "parity-job checkpoint not recorded");
+        }
+    }
+
+    /// Drops `volume`'s checkpoint: its job completed, or the volume is gone.
+    async fn forget(&self, volume: &Volume) {
+        if let Err(e) = self
+            .store
+            .remove_parity_job_async(volume.id().to_owned())
+            .await
+        {
+            tracing::warn!(volume = volume.name(), error = %e, "parity-job checkpoint not removed (a restart runs the job again)");
+        }
     }
 
     /// Client accesses answered so far on every volume (reads and writes).
@@ -323,6 +478,7 @@ impl Scrubs {
         job: Arc<Job>,
         counters: Arc<ScrubCounters>,
         rate: u64,
+        from: u64,
     ) {
         let array = volume.array().clone();
         let name = volume.name().to_owned();
@@ -330,7 +486,9 @@ impl Scrubs {
         let per_stripe = volume.layout().unit_bytes() * volume.layout().columns() as u64;
         let mut throttle = Throttle::new(rate, self.settings.busy_rate, self.accesses());
         let in_flight = self.settings.stripes_in_flight.max(1) as u64;
-        let mut stripe = 0;
+        let mut stripe = from;
+        self.checkpoint(&volume, kind, rate, &job, stripe).await;
+        let mut checkpointed = Instant::now();
         let end = |why: String| {
             tracing::warn!(volume = %name, kind = kind.name(), error = %why, "parity job stopped");
             job.update(|s| {
@@ -341,17 +499,25 @@ impl Scrubs {
         };
         while stripe < total {
             if self.stopping.load(Ordering::SeqCst) {
+                self.checkpoint(&volume, kind, rate, &job, stripe).await;
                 end(format!(
-                    "stopped at stripe {stripe} (the coordinator is stopping)"
+                    "stopped at stripe {stripe} (the coordinator is stopping); it resumes from its checkpoint"
                 ));
                 return;
             }
             match self.volumes.get(&name) {
                 Ok(v) if v.id() == volume.id() => {}
                 _ => {
+                    if !self.volumes.entries().iter().any(|e| e.id() == volume.id()) {
+                        self.forget(&volume).await;
+                    }
                     end("the volume was deleted or is no longer assembled".into());
                     return;
                 }
+            }
+            if checkpointed.elapsed() >= Duration::from_secs(1) {
+                self.checkpoint(&volume, kind, rate, &job, stripe).await;
+                checkpointed = Instant::now();
             }
             if let Some(admission) = self.volumes.admission() {
                 crate::throttle::yield_to_users(admission).await;
@@ -398,8 +564,8 @@ impl Scrubs {
                 }
             }
             stripe = batch.end;
-            let bytes = stripe * per_stripe;
-            let (per_sec, eta) = progress(job.started, bytes, stripe, total - stripe);
+            let bytes = (stripe - from) * per_stripe;
+            let (per_sec, eta) = progress(job.started, bytes, stripe - from, total - stripe);
             job.update(|s| {
                 s.stripes_done = stripe;
                 s.rate = per_sec;
@@ -429,6 +595,7 @@ impl Scrubs {
             s.eta = None;
             s.stripes_done = total;
         });
+        self.forget(&volume).await;
     }
 
     fn record_check(

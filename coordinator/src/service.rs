@@ -369,6 +369,7 @@ pub fn parity_job_to_proto(s: &ParityJobStatus) -> pb::ParityJob {
         failed_stripes: s.failed,
         unreadable_blocks: s.unreadable_blocks,
         rewritten_stripes: s.rewritten,
+        resumed_from: s.resumed_from,
     }
 }
 

@@ -49,6 +49,11 @@ pub const SPARE_RECORD_VERSION: u32 = 1;
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const VOLUMES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("volumes");
 const SPARES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("spares");
+const PARITY_JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("parity_jobs");
+
+/// Version of the [`ParityJobRecord`] encoding this coordinator writes (and the only one it
+/// reads: a newer one is refused, and its job is not resumed).
+pub const PARITY_JOB_RECORD_VERSION: u32 = 1;
 const FORMAT_KEY: &str = "format";
 const EPOCH_KEY: &str = "epoch";
 
@@ -93,6 +98,14 @@ pub enum StoreError {
     BadSpareRecord {
         /// The record's key.
         id: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A stored parity-job checkpoint cannot be decoded.
+    #[error("the stored parity job of volume id {volume_id} is unusable: {detail}")]
+    BadParityJobRecord {
+        /// The record's key (the volume's id).
+        volume_id: String,
         /// What is wrong with it.
         detail: String,
     },
@@ -638,6 +651,76 @@ impl SpareRecord {
     }
 }
 
+/// The checkpoint of a running parity check or rewrite (`crate::scrub`), keyed by the volume's
+/// id: written when the job starts and about every second, removed when it completes; a job
+/// cut short by a restart resumes from `next_stripe` with the counts it had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParityJobRecord {
+    /// Encoding version ([`PARITY_JOB_RECORD_VERSION`]).
+    pub version: u32,
+    /// The volume's id (the key).
+    pub volume_id: String,
+    /// The volume's name when the job started.
+    pub volume: String,
+    /// `check` or `rewrite`.
+    pub kind: String,
+    /// Its rate limit while clients are idle (bytes per second; 0: none).
+    pub rate: u64,
+    /// Every stripe below it was checked (or rewritten).
+    pub next_stripe: u64,
+    /// Stripes found mismatching so far.
+    pub mismatches: u64,
+    /// The first of them.
+    pub mismatched_stripes: Vec<u64>,
+    /// Stripes skipped so far.
+    pub skipped: u64,
+    /// Stripes whose check or rewrite failed so far.
+    pub failed: u64,
+    /// Blocks that answered data loss so far.
+    pub unreadable_blocks: u64,
+    /// Stripes rewritten so far.
+    pub rewritten: u64,
+}
+
+impl ParityJobRecord {
+    fn encode(&self) -> Vec<u8> {
+        // A struct of plain fields always serialises.
+        serde_json::to_vec(self).expect("parity job records serialise")
+    }
+
+    /// Decodes a stored record: refuses a version this coordinator does not know, and a record
+    /// whose volume id is not its key.
+    pub fn decode(volume_id: &str, bytes: &[u8]) -> Result<ParityJobRecord, StoreError> {
+        let bad = |detail: String| StoreError::BadParityJobRecord {
+            volume_id: volume_id.to_owned(),
+            detail,
+        };
+        #[derive(Deserialize)]
+        struct Versioned {
+            version: u32,
+        }
+        let Versioned { version } =
+            serde_json::from_slice(bytes).map_err(|e| bad(format!("no version: {e}")))?;
+        if version != PARITY_JOB_RECORD_VERSION {
+            return Err(bad(format!(
+                "record version {version}; this coordinator reads version {PARITY_JOB_RECORD_VERSION} (written by a newer coordinator?)"
+            )));
+        }
+        let record: ParityJobRecord =
+            serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if record.volume_id != volume_id {
+            return Err(bad(format!(
+                "the record names volume id {:?}",
+                record.volume_id
+            )));
+        }
+        if !matches!(record.kind.as_str(), "check" | "rewrite") {
+            return Err(bad(format!("unknown kind {:?}", record.kind)));
+        }
+        Ok(record)
+    }
+}
+
 /// The coordinator's store. Cheap to clone; [`Store::close`] releases the file for everyone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -685,6 +768,8 @@ impl Store {
             }
             txn.open_table(VOLUMES).map_err(|e| open(e.to_string()))?;
             txn.open_table(SPARES).map_err(|e| open(e.to_string()))?;
+            txn.open_table(PARITY_JOBS)
+                .map_err(|e| open(e.to_string()))?;
         }
         txn.commit().map_err(|e| open(e.to_string()))?;
         Ok(Store {
@@ -970,6 +1055,55 @@ impl Store {
         self.blocking(move |s| s.remove_spare(&id)).await
     }
 
+    /// Every stored parity-job checkpoint. One that cannot be decoded is reported in its own
+    /// entry (its job is not resumed; the others are).
+    pub fn parity_jobs(&self) -> Result<Vec<Result<ParityJobRecord, StoreError>>, StoreError> {
+        self.records(PARITY_JOBS, "list parity jobs", |key, bytes| {
+            Ok(ParityJobRecord::decode(key, bytes))
+        })
+    }
+
+    /// Stores (or replaces) the checkpoint of a parity job.
+    pub fn put_parity_job(&self, record: &ParityJobRecord) -> Result<(), StoreError> {
+        let bytes = record.encode();
+        self.with_db(|db| {
+            let op = "put parity job";
+            let txn = db.begin_write().map_err(io(op))?;
+            {
+                let mut table = txn.open_table(PARITY_JOBS).map_err(io(op))?;
+                table
+                    .insert(record.volume_id.as_str(), bytes.as_slice())
+                    .map_err(io(op))?;
+            }
+            txn.commit().map_err(io(op))?;
+            Ok(())
+        })
+    }
+
+    /// Removes the checkpoint of volume `volume_id`'s parity job; returns whether one was
+    /// stored.
+    pub fn remove_parity_job(&self, volume_id: &str) -> Result<bool, StoreError> {
+        self.remove_key(PARITY_JOBS, volume_id, "remove parity job")
+    }
+
+    /// [`Store::parity_jobs`] off the async threads.
+    pub async fn parity_jobs_async(
+        &self,
+    ) -> Result<Vec<Result<ParityJobRecord, StoreError>>, StoreError> {
+        self.blocking(|s| s.parity_jobs()).await
+    }
+
+    /// [`Store::put_parity_job`] off the async threads.
+    pub async fn put_parity_job_async(&self, record: ParityJobRecord) -> Result<(), StoreError> {
+        self.blocking(move |s| s.put_parity_job(&record)).await
+    }
+
+    /// [`Store::remove_parity_job`] off the async threads.
+    pub async fn remove_parity_job_async(&self, volume_id: String) -> Result<bool, StoreError> {
+        self.blocking(move |s| s.remove_parity_job(&volume_id))
+            .await
+    }
+
     /// [`Store::update_state`] off the async threads.
     pub async fn update_state_async(
         &self,
@@ -1185,6 +1319,62 @@ mod tests {
         ));
         let back = store.volumes().unwrap().remove(0).durable();
         assert_eq!((back.map, back.map_counter), (next.map.clone(), 1));
+    }
+
+    #[test]
+    fn parity_job_checkpoints_survive_a_reopen_and_a_bad_one_is_reported_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let job = ParityJobRecord {
+            version: PARITY_JOB_RECORD_VERSION,
+            volume_id: "v1".into(),
+            volume: "a".into(),
+            kind: "check".into(),
+            rate: 0,
+            next_stripe: 40,
+            mismatches: 1,
+            mismatched_stripes: vec![9],
+            skipped: 0,
+            failed: 0,
+            unreadable_blocks: 2,
+            rewritten: 0,
+        };
+        {
+            let store = Store::open(&path).unwrap();
+            assert!(store.parity_jobs().unwrap().is_empty());
+            store.put_parity_job(&job).unwrap();
+            let mut later = job.clone();
+            later.next_stripe = 80;
+            store.put_parity_job(&later).unwrap();
+            let mut newer = job.clone();
+            newer.volume_id = "v2".into();
+            newer.version = PARITY_JOB_RECORD_VERSION + 1;
+            let bytes = newer.encode();
+            store
+                .with_db(|db| {
+                    let txn = db.begin_write().map_err(io("t"))?;
+                    txn.open_table(PARITY_JOBS)
+                        .map_err(io("t"))?
+                        .insert("v2", bytes.as_slice())
+                        .map_err(io("t"))?;
+                    txn.commit().map_err(io("t"))
+                })
+                .unwrap();
+            store.close();
+        }
+        let store = Store::open(&path).unwrap();
+        let jobs = store.parity_jobs().unwrap();
+        assert_eq!(jobs.len(), 2);
+        let good: Vec<_> = jobs.iter().filter_map(|j| j.as_ref().ok()).collect();
+        assert_eq!(good.len(), 1);
+        assert_eq!(
+            (good[0].volume_id.as_str(), good[0].next_stripe),
+            ("v1", 80)
+        );
+        let bad = jobs.iter().find_map(|j| j.as_ref().err()).unwrap();
+        assert!(bad.to_string().contains("record version 2"), "{bad}");
+        assert!(store.remove_parity_job("v1").unwrap());
+        assert!(!store.remove_parity_job("v1").unwrap());
     }
 
     #[test]

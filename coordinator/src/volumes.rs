@@ -254,7 +254,8 @@ impl VolumeEntry {
         }
     }
 
-    fn id(&self) -> &str {
+    /// The volume's id.
+    pub fn id(&self) -> &str {
         match self {
             VolumeEntry::Assembled(v) => v.id(),
             VolumeEntry::Unassembled(u) => &u.record.id,

@@ -256,3 +256,101 @@ async fn a_check_under_a_write_load_finds_no_false_mismatch_and_refusals() {
     })
     .await;
 }
+
+/// A parity check cut short by a kill -9 of the coordinator resumes from its checkpoint once the
+/// volume is assembled again, with the counts it had: the mismatch found before the crash is
+/// still counted, the one after it is found, and no stripe is checked from the first again.
+/// Once complete, its checkpoint is gone: a clean restart resumes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_cut_by_a_coordinator_kill9_resumes_from_its_checkpoint() {
+    with_timeout(async {
+        let mut cluster = Cluster::start(ClusterOptions {
+            nodes: 4,
+            coordinator_args: vec!["--parity-map-cooldown-ms".into(), "200".into()],
+            ..ClusterOptions::default()
+        })
+        .await
+        .unwrap();
+        let c = client(&cluster).await;
+        let info = c
+            .create_volume(VolumeSpec::new("vol", RaidLevel::Raid5, 16 * MIB))
+            .await
+            .unwrap();
+        let mut rng = StdRng::seed_from_u64(17);
+        let mut model = vec![0u8; info.size_bytes as usize];
+        rng.fill_bytes(&mut model);
+        c.volume("vol")
+            .write_at(0, Bytes::from(model.clone()))
+            .await
+            .unwrap();
+        // Nothing dirty: the restart's resync rewrites no stripe (it would fix the corruption).
+        eventually("the regions cooled down", Duration::from_secs(30), || async {
+            let m = c.volume("vol").status().await.ok()?.parity_map?;
+            (m.dirty_regions == 0).then_some(())
+        })
+        .await;
+        let v = raw_volume(&cluster, "vol").await;
+        let total = layout_of(&v).unwrap().stripes();
+        let (early, late) = (2, total - 2);
+        overwrite_parity_block(&cluster, &c, &v, early).await;
+        overwrite_parity_block(&cluster, &c, &v, late).await;
+        // About 4 stripes a second (256 KiB of units per stripe).
+        c.check_parity("vol", Some(MIB)).await.unwrap();
+        let before = eventually(
+            "the check passed the early mismatch and a checkpoint",
+            Duration::from_secs(60),
+            || async {
+                let j = c.volume("vol").describe().await.ok()?.parity_job?;
+                (j.running && j.mismatches == 1 && j.stripes_done >= 12).then_some(j)
+            },
+        )
+        .await;
+        assert!(before.stripes_done < late, "{before:?}");
+        cluster.coordinator.kill9().await.unwrap();
+        cluster.coordinator.restart().await.unwrap();
+        let c = client(&cluster).await;
+        let done = eventually(
+            "the check resumed and completed",
+            Duration::from_secs(90),
+            || async {
+                let j = c.volume("vol").describe().await.ok()?.parity_job?;
+                j.completed.then_some(j)
+            },
+        )
+        .await;
+        assert!(
+            done.resumed_from > 0 && done.resumed_from <= before.stripes_done,
+            "resumed from the checkpoint, not from the first stripe: {done:?} (at the kill: {before:?})"
+        );
+        assert_eq!(done.mismatches, 2, "{done:?}");
+        assert_eq!(done.mismatched_stripes, vec![early, late], "{done:?}");
+        let log = cluster.coordinator.log();
+        assert!(
+            log.contains("parity job resumes from its checkpoint"),
+            "{log}"
+        );
+
+        // Fix the parity, then a clean restart resumes nothing (the checkpoint is gone).
+        c.rewrite_parity("vol", None).await.unwrap();
+        eventually("the rewrite completed", Duration::from_secs(60), || async {
+            let j = c.volume("vol").describe().await.ok()?.parity_job?;
+            (j.completed && j.kind == dagraid_client::ParityJobKind::Rewrite).then_some(())
+        })
+        .await;
+        cluster.coordinator.terminate().await.unwrap();
+        cluster.coordinator.restart().await.unwrap();
+        let c = client(&cluster).await;
+        eventually("assembled", Duration::from_secs(30), || async {
+            let v = c.volume("vol").status().await.ok()?;
+            (v.state == dagraid_client::VolumeState::Optimal).then_some(())
+        })
+        .await;
+        assert!(
+            c.volume("vol").describe().await.unwrap().parity_job.is_none(),
+            "a completed job leaves no checkpoint"
+        );
+        cluster.check_columns("vol", &[]).await.unwrap();
+        assert!(c.volume("vol").read_at(0, model.len()).await.unwrap()[..] == model[..]);
+    })
+    .await;
+}

@@ -130,6 +130,7 @@ pub fn parity_json(p: &ParityJob) -> Value {
         "failed_stripes": p.failed_stripes,
         "unreadable_blocks": p.unreadable_blocks,
         "rewritten_stripes": p.rewritten_stripes,
+        "resumed_from": p.resumed_from,
         "error": p.error,
     })
 }
@@ -166,6 +167,9 @@ pub fn parity_details(p: &ParityJob) -> String {
         if n > 0 {
             out.push_str(&format!(", {n} {what}"));
         }
+    }
+    if p.resumed_from > 0 {
+        out.push_str(&format!(", resumed at stripe {}", p.resumed_from));
     }
     out
 }
