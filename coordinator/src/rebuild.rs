@@ -1143,7 +1143,7 @@ impl Rebuilds {
                     }
                 }
             }
-            let room = !(clean_next && !in_flight.is_empty());
+            let room = !clean_next || in_flight.is_empty();
             let started = if room && in_flight.len() < depth && next < total {
                 self.yield_to_users().await;
                 // No more stripes in a batch than a second's worth at the limit now, so the
