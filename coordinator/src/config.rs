@@ -167,6 +167,10 @@ pub struct CoordinatorConfig {
     /// **Test only**: abort the process after this many label writes of the first state change
     /// recorded (`crate::labels::CrashHook`); from `DAGRAID_TEST_CRASH_AFTER_LABEL_WRITES`.
     pub test_crash_after_label_writes: Option<usize>,
+    /// **Test only**: abort the process after this many metadata record writes of the first
+    /// parity-map update (one more: after its store write) (`crate::labels::CrashHook`); from
+    /// `DAGRAID_TEST_CRASH_AFTER_MAP_WRITES`.
+    pub test_crash_after_map_writes: Option<usize>,
     /// Where to serve Prometheus metrics (`/metrics`); `None`: not served. Port 0 picks one.
     pub metrics_listen: Option<SocketAddr>,
     /// Wait before a resync that stopped with an error is retried (and after a retry that
@@ -216,6 +220,7 @@ impl CoordinatorConfig {
             max_queued_accesses: DEFAULT_MAX_QUEUED_ACCESSES,
             assembly_wait: Duration::from_millis(DEFAULT_ASSEMBLY_WAIT_MS),
             test_crash_after_label_writes: None,
+            test_crash_after_map_writes: None,
             metrics_listen: None,
             resync_retry_initial: Duration::from_millis(DEFAULT_RESYNC_RETRY_INITIAL_MS),
             resync_retry_max: Duration::from_millis(DEFAULT_RESYNC_RETRY_MAX_MS),
@@ -512,6 +517,15 @@ pub struct Args {
         hide = true
     )]
     pub test_crash_after_label_writes: Option<usize>,
+    /// Test only: abort after this many metadata record writes of the first parity-map update
+    /// (one more: after its store write).
+    #[arg(
+        long,
+        value_name = "K",
+        env = "DAGRAID_TEST_CRASH_AFTER_MAP_WRITES",
+        hide = true
+    )]
+    pub test_crash_after_map_writes: Option<usize>,
     /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free port) [default: off].
     #[arg(long, value_name = "ADDR", env = "DAGRAID_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -614,6 +628,7 @@ impl Args {
             config.assembly_wait = Duration::from_millis(ms);
         }
         config.test_crash_after_label_writes = self.test_crash_after_label_writes;
+        config.test_crash_after_map_writes = self.test_crash_after_map_writes;
         config.metrics_listen = self.metrics_listen.or(file.metrics_listen);
         if let Some(ms) = self
             .resync_retry_initial_ms
@@ -691,6 +706,7 @@ mod tests {
         assert_eq!(c.max_in_flight_per_node, 64);
         assert_eq!((c.max_accesses, c.max_queued_accesses), (128, 1024));
         assert_eq!(c.test_crash_after_label_writes, None);
+        assert_eq!(c.test_crash_after_map_writes, None);
         assert_eq!(c.store_path(), PathBuf::from("/d/coordinator.redb"));
     }
 

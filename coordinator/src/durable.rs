@@ -34,7 +34,7 @@ use dagraid_core::lost::LostSet;
 use dagraid_core::parity_map::{DirtyRegions, MapSnapshot};
 use futures::future::BoxFuture;
 
-use crate::labels::{ArmedCrash, CrashHook, LabelWriteError, VolumeLabels};
+use crate::labels::{ArmedCrash, CrashHooks, LabelWriteError, VolumeLabels};
 use crate::store::{DurableState, Store};
 
 /// A failure state to record: what the array holds (or assembly decided).
@@ -99,12 +99,12 @@ pub struct VolumeStates {
     /// A copy of `persisted.durable` for readers that must not wait.
     snapshot: Mutex<DurableState>,
     array: OnceLock<Weak<Array>>,
-    crash: Option<Arc<CrashHook>>,
+    crash: CrashHooks,
 }
 
 impl VolumeStates {
     /// The recorder of volume `name` (id `id`) whose durable state is `durable` (as last
-    /// persisted, or as assembly decided).
+    /// persisted, or as assembly decided). `crash` holds the test hooks.
     pub fn new(
         store: Store,
         name: impl Into<String>,
@@ -112,7 +112,7 @@ impl VolumeStates {
         layout: Layout,
         labels: VolumeLabels,
         durable: DurableState,
-        crash: Option<Arc<CrashHook>>,
+        crash: CrashHooks,
     ) -> Self {
         Self {
             store,
@@ -313,13 +313,18 @@ impl VolumeStates {
         next.map_cleared_at = cleared_at(&p.durable, Some(&regions), p.durable.mod_counter);
         next.map = Some(regions);
         next.map_counter += 1;
-        for (column, error) in self.labels.write_records(&next).await {
+        // The test hook is taken by the first update that writes anything.
+        let crash = ArmedCrash::take(self.crash.map.as_ref());
+        for (column, error) in self.labels.write_records(&next, crash).await {
             tracing::warn!(volume = %self.name, column, %error, "parity map not written to this column's metadata record; the store holds it");
         }
         self.store
             .update_state_async(self.name.clone(), self.id.clone(), next.clone())
             .await
             .map_err(|e| e.to_string())?;
+        if let Some(crash) = crash {
+            crash.abort_after_store();
+        }
         p.map_version = map.version;
         p.durable = next.clone();
         *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = next;
@@ -505,7 +510,7 @@ impl StateRecorder for VolumeStates {
                 let mut p = self.persisted.lock().await;
                 self.settle(&mut p, &proposed.states);
             }
-            let crash = ArmedCrash::take(self.crash.as_ref());
+            let crash = ArmedCrash::take(self.crash.labels.as_ref());
             self.persist(
                 proposed,
                 MapChange::Keep,

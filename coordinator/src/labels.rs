@@ -28,64 +28,133 @@ use crate::error::{NodeClientError, NodeErrorKind};
 use crate::node_client::{LABEL_AREA_BYTES, NodeClient, SlotArea};
 use crate::store::{DurableState, VolumeRecord};
 
-/// Environment variable of the test-only crash hook ([`CrashHook`]).
+/// Environment variable of the test-only crash hook of state changes ([`CrashHook`],
+/// [`CrashPoint::LabelWrites`]).
 pub const CRASH_AFTER_LABEL_WRITES_ENV: &str = "DAGRAID_TEST_CRASH_AFTER_LABEL_WRITES";
+
+/// Environment variable of the test-only crash hook of parity-map updates ([`CrashHook`],
+/// [`CrashPoint::MapWrites`]).
+pub const CRASH_AFTER_MAP_WRITES_ENV: &str = "DAGRAID_TEST_CRASH_AFTER_MAP_WRITES";
 
 /// Interval between two rounds of label reads while nodes are awaited at assembly.
 pub const ASSEMBLY_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// **Test only.** Makes the process abort in the middle of the first state change an access (or
-/// the health loop, or an administrator) records after it started: right after the `k`-th label
-/// write, or, when the change writes `k` labels or fewer, after the last of them and before the
-/// store write; `k = 0` aborts before any label write. While armed, that change writes its
-/// labels one at a time in column order, so exactly `k` are written. Set by
-/// [`CRASH_AFTER_LABEL_WRITES_ENV`]; the crash-consistency tests use it to cut a state change
-/// after every `k` of its `n` label writes.
+/// What a [`CrashHook`] cuts short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// The first state change an access (or the health loop, or an administrator) records
+    /// after the process started: right after the `k`-th label write, or, when the change
+    /// writes `k` labels or fewer, after the last of them and before the store write; `k = 0`
+    /// aborts before any label write. Set by [`CRASH_AFTER_LABEL_WRITES_ENV`].
+    LabelWrites,
+    /// The first parity-map update after the process started (`VolumeStates::persist_map`: a
+    /// mark before a write, or a clear after the cooldown; assembly is not one): right after
+    /// the `k`-th metadata record write; `k = n` (the records written) after the last of
+    /// them and before the store write; `k > n` after the store write, before the update
+    /// returns (so the write that waited for a mark is never issued). `k = 0` aborts before
+    /// any record write. Set by [`CRASH_AFTER_MAP_WRITES_ENV`].
+    MapWrites,
+}
+
+impl CrashPoint {
+    fn env(self) -> &'static str {
+        match self {
+            CrashPoint::LabelWrites => CRASH_AFTER_LABEL_WRITES_ENV,
+            CrashPoint::MapWrites => CRASH_AFTER_MAP_WRITES_ENV,
+        }
+    }
+
+    fn writes(self) -> &'static str {
+        match self {
+            CrashPoint::LabelWrites => "label writes",
+            CrashPoint::MapWrites => "metadata record writes of a parity-map update",
+        }
+    }
+}
+
+/// **Test only.** Makes the process abort in the middle of the first state change
+/// ([`CrashPoint::LabelWrites`]) or parity-map update ([`CrashPoint::MapWrites`]) after it
+/// started, after `k` of its writes. While armed, that change or update writes its labels or
+/// records one at a time in column order, so exactly `k` are written. The crash-consistency
+/// tests use it to cut a state change after every `k` of its `n` label writes, and a map
+/// update after every `k` of its `n` record writes and its store write.
 #[derive(Debug)]
 pub struct CrashHook {
+    point: CrashPoint,
     after: usize,
     armed: AtomicBool,
 }
 
 impl CrashHook {
-    /// A hook aborting after `after` label writes of the next state change.
-    pub fn new(after: usize) -> Arc<Self> {
+    /// A hook aborting after `after` writes of the next change of kind `point`.
+    pub fn new(point: CrashPoint, after: usize) -> Arc<Self> {
         Arc::new(Self {
+            point,
             after,
             armed: AtomicBool::new(true),
         })
     }
 
-    /// Takes the hook for one state change: `Some(k)` the first time only.
+    /// Takes the hook for one change: `Some(k)` the first time only.
     fn take(&self) -> Option<usize> {
         self.armed
             .swap(false, Ordering::AcqRel)
             .then_some(self.after)
     }
-
-    fn abort(written: usize) -> ! {
-        eprintln!(
-            "dagraid-coordinator: test hook {CRASH_AFTER_LABEL_WRITES_ENV}: aborting after {written} label writes"
-        );
-        std::process::abort()
-    }
 }
 
-/// What a label write of one state change does when the hook is armed.
+/// The test-only crash hooks of a coordinator (none in production).
+#[derive(Debug, Clone, Default)]
+pub struct CrashHooks {
+    /// Cuts the first state change ([`CrashPoint::LabelWrites`]).
+    pub labels: Option<Arc<CrashHook>>,
+    /// Cuts the first parity-map update ([`CrashPoint::MapWrites`]).
+    pub map: Option<Arc<CrashHook>>,
+}
+
+/// What the writes of one state change (or parity-map update) do when the hook is armed.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ArmedCrash(usize);
+pub(crate) struct ArmedCrash {
+    point: CrashPoint,
+    after: usize,
+}
 
 impl ArmedCrash {
     /// Takes `hook` for this change, if there is one and it is still armed.
     pub(crate) fn take(hook: Option<&Arc<CrashHook>>) -> Option<ArmedCrash> {
-        hook.and_then(|h| h.take()).map(ArmedCrash)
+        hook.and_then(|h| {
+            h.take().map(|after| ArmedCrash {
+                point: h.point,
+                after,
+            })
+        })
     }
 
-    /// Aborts if the change has written as many labels as the hook allows.
+    /// Aborts if the change has written as many labels (or records) as the hook allows.
     pub(crate) fn check(self, written: usize) {
-        if written >= self.0 {
-            CrashHook::abort(written);
+        if written >= self.after {
+            self.abort(written);
         }
+    }
+
+    /// Aborts after `written` label (or record) writes, before the store write.
+    pub(crate) fn abort(self, written: usize) -> ! {
+        eprintln!(
+            "dagraid-coordinator: test hook {}: aborting after {written} {}",
+            self.point.env(),
+            self.point.writes()
+        );
+        std::process::abort()
+    }
+
+    /// Aborts after the store write, before the change returns.
+    pub(crate) fn abort_after_store(self) -> ! {
+        eprintln!(
+            "dagraid-coordinator: test hook {}: aborting after the {} and the store write",
+            self.point.env(),
+            self.point.writes()
+        );
+        std::process::abort()
     }
 }
 
@@ -324,10 +393,13 @@ impl VolumeLabels {
     }
 
     /// Writes `state`'s metadata record (not the label) to every column `state` does not call
-    /// failed, concurrently: a parity-map update. Returns the columns whose write failed.
+    /// failed: a parity-map update. Concurrently, or one at a time in column order when the
+    /// crash hook is armed for this update (it may abort after any of them, or after the
+    /// last, before the caller's store write). Returns the columns whose write failed.
     pub(crate) async fn write_records(
         &self,
         state: &DurableState,
+        crash: Option<ArmedCrash>,
     ) -> Vec<(usize, LabelWriteError)> {
         let bytes = match self.record(state).encode() {
             Ok(b) => Bytes::from(b),
@@ -337,12 +409,27 @@ impl VolumeLabels {
                     .collect();
             }
         };
-        let writes = (0..self.len())
-            .filter(|&c| !state.states.get(c).is_none_or(|s| s.is_failed()))
-            .map(|c| {
-                let bytes = bytes.clone();
-                async move { (c, self.write_area(c, SlotArea::Metadata, bytes).await) }
-            });
+        let targets =
+            (0..self.len()).filter(|&c| !state.states.get(c).is_none_or(|s| s.is_failed()));
+        if let Some(crash) = crash {
+            let mut failed = Vec::new();
+            let mut written = 0;
+            crash.check(written);
+            for c in targets {
+                match self.write_area(c, SlotArea::Metadata, bytes.clone()).await {
+                    Ok(()) => {
+                        written += 1;
+                        crash.check(written);
+                    }
+                    Err(e) => failed.push((c, e)),
+                }
+            }
+            return failed;
+        }
+        let writes = targets.map(|c| {
+            let bytes = bytes.clone();
+            async move { (c, self.write_area(c, SlotArea::Metadata, bytes).await) }
+        });
         futures::future::join_all(writes)
             .await
             .into_iter()
@@ -443,7 +530,7 @@ impl VolumeLabels {
                     }
                 }
                 // Fewer labels than the hook allows: cut before the store write.
-                CrashHook::abort(written);
+                crash.abort(written);
             }
         }
         failed
@@ -678,8 +765,14 @@ mod tests {
 
     #[test]
     fn the_crash_hook_is_taken_by_one_change_only() {
-        let hook = CrashHook::new(2);
-        assert!(matches!(ArmedCrash::take(Some(&hook)), Some(ArmedCrash(2))));
+        let hook = CrashHook::new(CrashPoint::MapWrites, 2);
+        assert!(matches!(
+            ArmedCrash::take(Some(&hook)),
+            Some(ArmedCrash {
+                point: CrashPoint::MapWrites,
+                after: 2
+            })
+        ));
         assert!(ArmedCrash::take(Some(&hook)).is_none());
         assert!(ArmedCrash::take(None).is_none());
     }

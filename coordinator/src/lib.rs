@@ -6,7 +6,8 @@
 //! - [`store`]: the embedded store (`<data-dir>/coordinator.redb`): versioned volume records
 //!   (with their counters and clean flag) and the owner epoch.
 //! - [`labels`]: component labels on the storage nodes: written to every surviving component
-//!   on each state change, read back at assembly; the test-only crash hook.
+//!   on each state change, read back at assembly; the test-only crash hooks (of state changes
+//!   and of parity-map updates).
 //! - [`durable`]: [`durable::VolumeStates`], the core's `StateRecorder` of a volume: every state
 //!   change durable on the labels and in the store before the access that caused it is
 //!   answered; the clean flag.
@@ -77,7 +78,7 @@ use tonic::transport::server::TcpIncoming;
 pub use config::CoordinatorConfig;
 
 use crate::config::NodeSpec;
-use crate::labels::CrashHook;
+use crate::labels::{CrashHook, CrashHooks, CrashPoint};
 use crate::metrics::CoordinatorMetrics;
 use crate::node_client::{
     FencingContext, HTTP2_CONNECTION_WINDOW, HTTP2_MAX_FRAME_SIZE, HTTP2_STREAM_WINDOW,
@@ -280,13 +281,22 @@ impl Coordinator {
             "owner epoch taken"
         );
 
-        let crash = config.test_crash_after_label_writes.map(|k| {
-            tracing::warn!(
-                k,
-                "TEST HOOK: the process aborts after {k} label writes of the first state change"
-            );
-            CrashHook::new(k)
-        });
+        let crash = CrashHooks {
+            labels: config.test_crash_after_label_writes.map(|k| {
+                tracing::warn!(
+                    k,
+                    "TEST HOOK: the process aborts after {k} label writes of the first state change"
+                );
+                CrashHook::new(CrashPoint::LabelWrites, k)
+            }),
+            map: config.test_crash_after_map_writes.map(|k| {
+                tracing::warn!(
+                    k,
+                    "TEST HOOK: the process aborts after {k} writes (metadata records, then the store) of the first parity-map update"
+                );
+                CrashHook::new(CrashPoint::MapWrites, k)
+            }),
+        };
         let spares = Arc::new(SparePool::new(
             store.clone(),
             registry.clone(),

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 use crate::durable::{Proposed, VolumeStates};
 use crate::error::NodeErrorKind;
-use crate::labels::{CrashHook, LabelColumn, VolumeLabels};
+use crate::labels::{CrashHooks, LabelColumn, VolumeLabels};
 use crate::node_client::ComponentInfo;
 use crate::registry::{NodeRegistry, RegisteredNode};
 use crate::remote::RemoteComponent;
@@ -353,8 +353,8 @@ pub struct VolumeManagerConfig {
     pub label_deadline: Duration,
     /// How long assembly waits for storage nodes that do not answer.
     pub assembly_wait: Duration,
-    /// Test only: the crash hook ([`CrashHook`]).
-    pub crash: Option<Arc<CrashHook>>,
+    /// Test only: the crash hooks ([`crate::labels::CrashHook`]).
+    pub crash: CrashHooks,
     /// How a resync that stopped with an error is retried.
     pub resync: ResyncSettings,
     /// How long a parity-map region stays dirty after its last write.
