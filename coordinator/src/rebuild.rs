@@ -38,6 +38,10 @@ use crate::spares::SpareRecord;
 use crate::throttle::{Throttle, progress};
 use crate::volumes::{Volume, VolumeManager};
 
+/// How many times the monitor tries to re-add a failed column whose node came back (one try
+/// per look) before it gives up and says why in `Volume.rebuild_waiting`.
+pub const READD_TRIES: u32 = 5;
+
 /// Settings of the reconstruction jobs.
 #[derive(Debug, Clone, Copy)]
 pub struct RebuildSettings {
@@ -362,7 +366,7 @@ impl Rebuilds {
                 {
                     continue;
                 }
-                self.volumes.forget_returned(&id, c);
+                let tries = self.volumes.forget_returned(&id, c).unwrap_or(0) + 1;
                 match self
                     .start_readd(volume, c, self.settings.default_rate)
                     .await
@@ -370,8 +374,14 @@ impl Rebuilds {
                     Ok(kind) => {
                         tracing::info!(volume = %name, column = c, kind = kind.name(), "failed column came back; re-added")
                     }
+                    // A node that answers its health checks may still time out a label read
+                    // or a fence once: tried again on the next looks, a few times.
+                    Err(e) if tries < READD_TRIES => {
+                        tracing::warn!(volume = %name, column = c, error = %e, tries, "failed column came back but was not re-added; tried again");
+                        self.volumes.retry_returned(&id, c, tries);
+                    }
                     Err(e) => {
-                        tracing::warn!(volume = %name, column = c, error = %e, "failed column came back but was not re-added");
+                        tracing::warn!(volume = %name, column = c, error = %e, tries, "failed column came back but was not re-added; given up (`dagraid volume re-add` tries by hand)");
                         readd_refused.push(format!("column {c} was not re-added: {e}"));
                     }
                 }

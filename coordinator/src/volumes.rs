@@ -375,9 +375,10 @@ pub struct VolumeManager {
     admin: tokio::sync::Mutex<()>,
     /// Nodes the health loop found gone, until they answer again.
     away: DashMap<String, ()>,
-    /// Failed columns (volume id, column) whose node was gone and answers again: the
-    /// reconstruction monitor re-adds them (`docs/REBUILD.md`, "Re-add").
-    returned: DashMap<(String, usize), ()>,
+    /// Failed columns (volume id, column) whose node was gone and answers again, with the
+    /// re-adds tried so far: the reconstruction monitor re-adds them (`docs/REBUILD.md`,
+    /// "Re-add").
+    returned: DashMap<(String, usize), u32>,
 }
 
 impl VolumeManager {
@@ -407,9 +408,17 @@ impl VolumeManager {
     }
 
     /// Forgets that `column` of volume `volume_id` came back (its re-add started or was
-    /// refused).
-    pub fn forget_returned(&self, volume_id: &str, column: usize) {
-        self.returned.remove(&(volume_id.to_owned(), column));
+    /// refused); answers the re-adds tried so far, if it was noted.
+    pub fn forget_returned(&self, volume_id: &str, column: usize) -> Option<u32> {
+        self.returned
+            .remove(&(volume_id.to_owned(), column))
+            .map(|(_, tries)| tries)
+    }
+
+    /// Notes again that `column` of volume `volume_id` came back, its re-add tried `tries`
+    /// times (the monitor tries again on its next look).
+    pub fn retry_returned(&self, volume_id: &str, column: usize, tries: u32) {
+        self.returned.insert((volume_id.to_owned(), column), tries);
     }
 
     /// The node registry.
@@ -1380,7 +1389,7 @@ impl VolumeManager {
                             node = node_id,
                             "storage node answers again; its failed column is to be re-added"
                         );
-                        self.returned.insert((volume.id().to_owned(), column), ());
+                        self.returned.insert((volume.id().to_owned(), column), 0);
                     }
                 }
             }
