@@ -383,9 +383,13 @@ pub struct Summary {
     pub spares_added: u64,
     /// Rebuilds completed: columns seen optimal on a component other than their first.
     pub rebuilds_completed: u64,
-    /// Re-adds completed (a column back on its own component after its node was found gone
-    /// and answered again), from the coordinator's log.
-    pub readds_completed: u64,
+    /// Re-adds started (a column back on its own component after its node was found gone and
+    /// answered again: from the regions written meanwhile, or in full when the map could not
+    /// say), from the coordinator's log; the checks at the end run once none is running.
+    pub readds: u64,
+    /// Node kills that outlasted the gone rule (no spares): each must end with its column
+    /// back by re-add.
+    pub long_kills: u64,
     /// Blocks recorded lost at some point.
     pub lost_blocks: BTreeSet<u64>,
     /// Bytes of registers with an acknowledged write that did not read back as a write.
@@ -474,7 +478,11 @@ impl fmt::Display for Summary {
         }
         writeln!(f, "\nend state")?;
         writeln!(f, "  columns out            {:?}", self.columns_out)?;
-        writeln!(f, "  re-adds completed      {}", self.readds_completed)?;
+        writeln!(
+            f,
+            "  re-adds                {} ({} node kills beyond the gone rule)",
+            self.readds, self.long_kills
+        )?;
         writeln!(f, "  blocks recorded lost   {}", self.lost_blocks.len())?;
         writeln!(
             f,
@@ -677,7 +685,8 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
         columns_out: Vec::new(),
         spares_added: 0,
         rebuilds_completed: 0,
-        readds_completed: 0,
+        readds: 0,
+        long_kills: 0,
         lost_blocks: BTreeSet::new(),
         acknowledged_bytes_lost: 0,
         stray_bytes: 0,
@@ -758,7 +767,7 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
         }
     };
     summary.columns_out = columns_out(&status).into_iter().collect();
-    summary.readds_completed = cluster.coordinator.log().matches("re-add complete").count() as u64;
+    summary.readds = cluster.coordinator.log().matches("re-add starts").count() as u64;
     if config.spares > 0 {
         if let Ok(v) = cluster.volume_client().await?.get_volume(VOLUME).await {
             members.extend(optimal_members(&v));
@@ -1000,6 +1009,28 @@ async fn run_fault(
             .await;
             if back.is_none() {
                 bail!("{id} not reachable again within {SETTLE_TIMEOUT:?}");
+            }
+            // A kill beyond the gone rule (no spares): the node was found gone, so its column
+            // comes back by re-add; that is part of the recovery.
+            if matches!(fault.kind, FaultKind::NodeKill { .. })
+                && fault.hold > Duration::from_millis(GONE_AFTER_MS)
+                && summary.config.spares == 0
+            {
+                summary.long_kills += 1;
+                let readded = eventually(SETTLE_TIMEOUT, || async {
+                    let s = admin.volume(VOLUME).status().await.ok()?;
+                    (!s.components
+                        .iter()
+                        .any(|c| c.node_id == id && c.state == ComponentState::Failed))
+                    .then_some(())
+                })
+                .await;
+                if readded.is_none() {
+                    summary.problems.push(format!(
+                        "{id} is back after {} ms, beyond the gone rule, but its column was not re-added within {SETTLE_TIMEOUT:?}",
+                        fault.hold.as_millis()
+                    ));
+                }
             }
             summary.longest_recovery = summary.longest_recovery.max(healed.elapsed());
         }
