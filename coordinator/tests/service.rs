@@ -801,11 +801,21 @@ async fn a_stopped_node_is_failed_by_the_health_loop_and_io_goes_on() {
         let r0 = get(&mut client, "r0").await;
         assert_eq!(r0.state, pb::VolumeState::Optimal as i32);
         assert!(!r0.components[3].gone);
-        // The failed columns stay failed even though their node is back (rebuild brings them
-        // back, later).
-        assert_eq!(
-            get(&mut client, "r5").await.components[3].state,
-            pb::ComponentState::Failed as i32
+        // A failed column whose node was found gone and answers again is re-added from its
+        // own component by itself (docs/REBUILD.md, "Re-add").
+        let r5 = eventually(Duration::from_secs(60), "r5 column 3 re-added", || {
+            let mut client = client.clone();
+            async move {
+                let r5 = get(&mut client, "r5").await;
+                (r5.components[3].state == pb::ComponentState::Optimal as i32).then_some(r5)
+            }
+        })
+        .await;
+        assert!(
+            r5.rebuilds.iter().any(|r| r.column == 3
+                && (r.kind == pb::RebuildKind::ReAdd as i32
+                    || r.kind == pb::RebuildKind::InPlace as i32)),
+            "{r5:?}"
         );
     })
     .await;
