@@ -662,13 +662,6 @@ impl NodeClient {
         Ok(epoch)
     }
 
-    /// Waits until no component fence of this client is on its way: a call the node refused
-    /// because of one (the refusal can arrive before the fence's own answer is recorded) then
-    /// sees the component's new epoch.
-    pub(crate) async fn component_fences_settled(&self) {
-        drop(self.inner.component_fence_lock.lock().await);
-    }
-
     /// The client's settings.
     pub fn config(&self) -> &NodeClientConfig {
         &self.inner.config

@@ -183,13 +183,6 @@ impl RemoteComponent {
                 Err(status) => {
                     let err = self.failed(&status, op, start, count);
                     if err.kind == IoErrorKind::Fenced
-                        && self.node.component_epoch(&self.component_id) <= sent
-                    {
-                        // Refused by a fence of this client still on its way (the node
-                        // answered the call before the fence): wait until it is recorded.
-                        self.node.component_fences_settled().await;
-                    }
-                    if err.kind == IoErrorKind::Fenced
                         && self.node.component_epoch(&self.component_id) > sent
                     {
                         tracing::debug!(component = %self.component_id, sent, "refused under an epoch this client fenced past: sent again");
