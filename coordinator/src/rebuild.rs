@@ -669,26 +669,7 @@ impl Rebuilds {
         rate: u64,
     ) -> Result<Arc<Volume>, ServiceError> {
         let volume = self.volumes.get(name)?;
-        let columns = volume.layout().columns();
-        if column >= columns {
-            return Err(volume_error(
-                &volume,
-                AccessError::Array(dagraid_core::array::ArrayError::NoSuchColumn {
-                    column,
-                    columns,
-                }),
-            ));
-        }
-        if volume.layout().fault_tolerance() == 0 {
-            return Err(refused(
-                name,
-                column,
-                format!(
-                    "{} has no redundancy to rebuild from",
-                    volume.layout().level()
-                ),
-            ));
-        }
+        redundant_column(&volume, column, "rebuild")?;
         let state = volume.array().states().get(column);
         if state != Some(ComponentState::Failed) {
             let detail = match state {
@@ -807,26 +788,7 @@ impl Rebuilds {
         rate: u64,
     ) -> Result<Arc<Volume>, ServiceError> {
         let volume = self.volumes.get(name)?;
-        let columns = volume.layout().columns();
-        if column >= columns {
-            return Err(volume_error(
-                &volume,
-                AccessError::Array(dagraid_core::array::ArrayError::NoSuchColumn {
-                    column,
-                    columns,
-                }),
-            ));
-        }
-        if volume.layout().fault_tolerance() == 0 {
-            return Err(refused(
-                name,
-                column,
-                format!(
-                    "{} has no redundancy to re-add from",
-                    volume.layout().level()
-                ),
-            ));
-        }
+        redundant_column(&volume, column, "re-add")?;
         match volume.array().states().get(column) {
             Some(ComponentState::Failed) => {}
             Some(s) => {
@@ -1554,6 +1516,29 @@ async fn settle(batches: &mut VecDeque<ReconstructBatch>) {
     while let Some(b) = batches.pop_front() {
         let _ = b.finish().await;
     }
+}
+
+/// Refuses a job on `column` of `volume` when there is no such column or the layout has no
+/// redundancy to `verb` from.
+fn redundant_column(volume: &Volume, column: usize, verb: &str) -> Result<(), ServiceError> {
+    let columns = volume.layout().columns();
+    if column >= columns {
+        return Err(volume_error(
+            volume,
+            AccessError::Array(dagraid_core::array::ArrayError::NoSuchColumn { column, columns }),
+        ));
+    }
+    if volume.layout().fault_tolerance() == 0 {
+        return Err(refused(
+            volume.name(),
+            column,
+            format!(
+                "{} has no redundancy to {verb} from",
+                volume.layout().level()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn volume_error(volume: &Volume, source: AccessError) -> ServiceError {
