@@ -65,6 +65,9 @@ pub struct ArrayConfig {
     pub admission: Option<Arc<Admission>>,
     /// Bytes of volume data per parity-map region ([`crate::parity_map`]).
     pub region_bytes: u64,
+    /// The first half of the partial-parity log's sequence numbers ([`crate::ppl`]): the
+    /// coordinator's owner epoch, so a later coordinator's entries rank above an earlier one's.
+    pub log_epoch: u64,
 }
 
 impl Default for ArrayConfig {
@@ -75,6 +78,7 @@ impl Default for ArrayConfig {
             stripes_in_flight: 64,
             admission: None,
             region_bytes: crate::parity_map::DEFAULT_REGION_BYTES,
+            log_epoch: 0,
         }
     }
 }
@@ -349,6 +353,11 @@ pub struct AccessStats {
     /// Disk writes whose outcome was unknown (a timeout, a lost connection), redone after a
     /// fence of their component instead of failing its column.
     pub redone_writes: AtomicU64,
+    /// Partial-parity log entries written (one per stripe of a write while degraded, on each
+    /// surviving parity column: [`crate::ppl`]).
+    pub log_entries: AtomicU64,
+    /// Bytes of those entries.
+    pub log_bytes: AtomicU64,
     /// Time of every read (served or failed), from the call to its answer.
     pub read_latency: LatencyHistogram,
     /// Time of every write.
@@ -404,6 +413,10 @@ pub struct Array {
     /// Serialises the persisting of parity-map copies, so versions land in order.
     map_writing: tokio::sync::Mutex<()>,
     stats: AccessStats,
+    /// The partial-parity log's slots, per component.
+    log_rings: crate::ppl::Rings,
+    /// The second half of the log's sequence numbers.
+    log_seq: AtomicU64,
 }
 
 impl fmt::Debug for Array {
@@ -496,6 +509,8 @@ impl Array {
             engine: Engine::new(config.engine.clone()),
             config,
             stats: AccessStats::default(),
+            log_rings: crate::ppl::Rings::default(),
+            log_seq: AtomicU64::new(0),
         }))
     }
 
@@ -835,14 +850,24 @@ impl Array {
             unreadable.insert(column);
         }
         let mut last = String::new();
+        // The log entries of this stripe's write while degraded: the columns they log and their
+        // slots, held until the write is done (`crate::ppl`).
+        let mut logged: Option<(Vec<usize>, Vec<crate::ppl::SlotGuard>)> = None;
         for attempt in 1..=self.config.max_tries.max(1) {
-            let (failed, lost_here, generation, table) = {
+            let (failed, lost_here, generation, table, not_current, log_period) = {
                 let st = self.lock_states();
                 (
                     st.missing_for(s.stripe),
                     st.lost().intersects(self.stripe_blocks(s.stripe)),
                     st.generation(),
                     self.components(),
+                    st.states()
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, state)| !state.is_current())
+                        .map(|(c, _)| c)
+                        .collect::<ColumnSet>(),
+                    st.log_period(),
                 )
             };
             done.generation = done.generation.max(generation);
@@ -861,6 +886,34 @@ impl Array {
                 // and computes the new redundancy from the data: consistent either way.)
                 for p in &s.parity {
                     faults.unreadable.insert(p.column);
+                }
+            }
+            // While any column is not current, a write first logs what the stripe's not-current
+            // data units hold after it, durably, on the stripe's surviving parity columns: a
+            // crash in the middle of the write cannot then damage them (`crate::ppl`).
+            if matches!(op, StripeOp::Access(AccessKind::Write))
+                && crate::ppl::level_logs(self.layout.level())
+                && log_period != 0
+            {
+                let to_log: Vec<usize> = s
+                    .layout
+                    .data_columns()
+                    .map(|(_, c)| c)
+                    .filter(|&c| not_current.contains(c))
+                    .collect();
+                if !to_log.is_empty() && logged.as_ref().map(|(c, _)| c) != Some(&to_log) {
+                    let before = done.generation;
+                    match self
+                        .log_stripe(s, data, &to_log, &faults.failed, &table, log_period, done)
+                        .await?
+                    {
+                        Some(guards) => logged = Some((to_log, guards)),
+                        None => continue,
+                    }
+                    if done.generation != before {
+                        // The reads for the entry marked a column failed: build on that.
+                        continue;
+                    }
                 }
             }
             let load: Vec<u64> = if self.layout.level() == crate::layout::RaidLevel::Raid1 {
@@ -1041,6 +1094,170 @@ impl Array {
             tries: self.config.max_tries.max(1),
             last,
         })
+    }
+
+    /// Writes the partial-parity log entry of a write to stripe `s` ([`crate::ppl`]): the
+    /// bytes the not-current data columns `to_log` hold after the write, over the stripe's
+    /// touched unit range (read by a degraded read where the write does not cover them), on
+    /// every parity column of the stripe not in `failed`, durable before this returns. Answers
+    /// the slots (held until the write is done), or `None` when a log write failed and its
+    /// column was marked failed (the caller builds again on that).
+    #[allow(clippy::too_many_arguments)]
+    async fn log_stripe(
+        &self,
+        s: &StripeAccess,
+        data: Option<&Bytes>,
+        to_log: &[usize],
+        failed: &ColumnSet,
+        table: &ComponentTable,
+        period: u64,
+        done: &mut StripeDone,
+    ) -> Result<Option<Vec<crate::ppl::SlotGuard>>, AccessError> {
+        let bs = self.layout.geometry().block_size();
+        let range = s.unit_blocks.start * bs..s.unit_blocks.end * bs;
+        let len = (range.end - range.start) as usize;
+        let mut payload = bytes::BytesMut::with_capacity(len * to_log.len());
+        for &column in to_log {
+            let Some((index, _)) = s.layout.data_columns().find(|&(_, c)| c == column) else {
+                continue;
+            };
+            let written = s.unit(index);
+            let covered = written.is_some_and(|u| u.unit_bytes() == range);
+            let mut buf = if covered {
+                vec![0u8; len]
+            } else {
+                // What the unit holds now, over the range: a degraded read, under the write's
+                // stripe lock (which covers the range).
+                let offset = s.stripe * self.layout.stripe_data_bytes()
+                    + index as u64 * self.layout.unit_bytes()
+                    + range.start;
+                let map = self.layout.map(offset, len as u64)?;
+                let mut old = Vec::with_capacity(len);
+                for piece in &map.stripes {
+                    let mut sub = StripeDone {
+                        chunks: Vec::new(),
+                        dags: Vec::new(),
+                        marked: Vec::new(),
+                        generation: 0,
+                        unreadable: ColumnSet::new(),
+                        bad: Vec::new(),
+                    };
+                    let r = Box::pin(self.run_stripe_dags(
+                        StripeOp::Access(AccessKind::Read),
+                        piece,
+                        None,
+                        &mut sub,
+                    ))
+                    .await;
+                    done.dags.extend(sub.dags);
+                    done.marked.extend(sub.marked);
+                    done.bad.extend(sub.bad);
+                    done.generation = done.generation.max(sub.generation);
+                    r?;
+                    for chunk in sub.chunks {
+                        old.extend_from_slice(&chunk);
+                    }
+                }
+                old.resize(len, 0);
+                old
+            };
+            if let (Some(u), Some(data)) = (written, data) {
+                let at = (u.unit_offset - range.start) as usize;
+                let src = u.buffer_bytes();
+                buf[at..at + u.len as usize]
+                    .copy_from_slice(&data[src.start as usize..src.end as usize]);
+            }
+            payload.extend_from_slice(&buf);
+        }
+        let entry = crate::ppl::Entry {
+            period,
+            seq: (
+                self.config.log_epoch,
+                self.log_seq.fetch_add(1, Ordering::Relaxed) + 1,
+            ),
+            stripe: s.stripe,
+            unit_blocks: s.unit_blocks.clone(),
+            columns: to_log.to_vec(),
+            payload: payload.freeze(),
+        };
+        let encoded = entry.encode();
+        let slot = crate::ppl::slot_bytes(&self.layout);
+        let mut guards = Vec::new();
+        let mut writes = Vec::new();
+        for p in s.parity.iter().filter(|p| !failed.contains(p.column)) {
+            let component = table[p.column].clone();
+            let Some(ring) = self
+                .log_rings
+                .of(component.id(), component.log_bytes(), slot)
+            else {
+                return Err(AccessError::StorageRefused {
+                    stripe: s.stripe,
+                    column: p.column,
+                    kind: "no_log_area",
+                    detail: format!(
+                        "component {} has a log area of {} bytes, less than one partial-parity log slot of {slot} bytes: a write while the volume is degraded must be logged first (recreate the component with a larger --log-bytes, or rebuild the failed column first)",
+                        component.id(),
+                        component.log_bytes()
+                    ),
+                });
+            };
+            let guard = ring.acquire().await;
+            let offset = guard.offset();
+            guards.push(guard);
+            let bytes = encoded.clone();
+            writes.push(async move { (p.column, component.write_log(offset, bytes).await) });
+        }
+        let results = futures::future::join_all(writes).await;
+        let mut retry = false;
+        for (column, r) in results {
+            let Err(io) = r else {
+                self.stats.log_entries.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .log_bytes
+                    .fetch_add(encoded.len() as u64, Ordering::Relaxed);
+                continue;
+            };
+            match io.kind {
+                IoErrorKind::Fenced => {
+                    return Err(AccessError::Fenced {
+                        detail: io.to_string(),
+                    });
+                }
+                IoErrorKind::InvalidRequest
+                | IoErrorKind::OutOfRange
+                | IoErrorKind::WrongCluster => {
+                    return Err(AccessError::StorageRefused {
+                        stripe: s.stripe,
+                        column,
+                        kind: io.kind.as_str(),
+                        detail: format!("partial-parity log write: {io}"),
+                    });
+                }
+                _ => match self.mark_failed(column) {
+                    Ok((outcome, generation)) => {
+                        if outcome == FailOutcome::Marked {
+                            tracing::warn!(column, error = %io, "component marked failed: its partial-parity log write failed");
+                            done.marked.push(column);
+                        }
+                        done.generation = done.generation.max(generation);
+                        retry = true;
+                    }
+                    Err(_) => {
+                        return Err(AccessError::Unrecoverable {
+                            offset: s.volume_range.start,
+                            len: s.volume_range.end - s.volume_range.start,
+                            lost: vec![column],
+                            detail: format!(
+                                "nothing was written; the partial-parity log write on column {column} failed ({io}) and more columns would be failed than {} tolerates",
+                                self.layout.level()
+                            ),
+                            torn: false,
+                        });
+                    }
+                },
+            }
+        }
+        Ok((!retry).then_some(guards))
     }
 
     /// The failures of a finished DAG that the access must process, after redoing its writes

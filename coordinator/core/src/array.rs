@@ -210,6 +210,9 @@ pub struct ComponentStates {
     /// gone columns stay current and the array recovers by itself when they come back).
     gone: ColumnSet,
     generation: u64,
+    /// The partial-parity log's period ([`crate::ppl`]): drawn when the array stops being
+    /// optimal, 0 while every column is current.
+    log_period: u64,
 }
 
 impl ComponentStates {
@@ -221,6 +224,7 @@ impl ComponentStates {
             lost: LostSet::new(),
             gone: ColumnSet::new(),
             generation: 0,
+            log_period: 0,
         }
     }
 
@@ -245,7 +249,9 @@ impl ComponentStates {
             lost: LostSet::new(),
             gone: ColumnSet::new(),
             generation: 0,
-        })
+            log_period: 0,
+        }
+        .with_log_period(0))
     }
 
     /// The same, with the recovery watermarks (`recovered[c]`: the first stripe column `c` has
@@ -281,6 +287,30 @@ impl ComponentStates {
     /// The lost blocks.
     pub fn lost(&self) -> &LostSet {
         &self.lost
+    }
+
+    /// The partial-parity log's period: a random number drawn when the array stopped being
+    /// optimal and kept until every column is current again; 0 while every column is current
+    /// ([`crate::ppl`]: only entries of this period count at a replay).
+    pub fn log_period(&self) -> u64 {
+        self.log_period
+    }
+
+    /// The same, with the log period `period` loaded from a record (assembly); a new one is
+    /// drawn when a column is not current and the record had none (0), and it is 0 when every
+    /// column is current.
+    pub fn with_log_period(mut self, period: u64) -> ComponentStates {
+        self.log_period = period;
+        self.settle_log_period();
+        self
+    }
+
+    fn settle_log_period(&mut self) {
+        if self.states.iter().all(|s| s.is_current()) {
+            self.log_period = 0;
+        } else if self.log_period == 0 {
+            self.log_period = rand::random::<u64>().max(1);
+        }
     }
 
     /// Bumped on every change.
@@ -401,6 +431,7 @@ impl ComponentStates {
         if to.is_recovering() {
             self.recovered[column] = 0;
         }
+        self.settle_log_period();
         self.generation += 1;
         Ok(from)
     }

@@ -14,6 +14,9 @@ use std::fmt;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+/// Alignment of log-area offsets and lengths ([`ComponentIo::write_log`]).
+pub const LOG_ALIGN: u64 = 4096;
+
 /// Block-addressed access to one component.
 ///
 /// Object safe: the core holds components as `Arc<dyn ComponentIo>`. Semantics follow the storage
@@ -58,6 +61,38 @@ pub trait ComponentIo: Send + Sync + fmt::Debug {
     /// after answering it (in memory): there is nothing to fence.
     fn fence(&self) -> BoxFuture<'_, Result<(), IoError>> {
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Bytes of the component's log area, where the partial-parity log of writes made while the
+    /// volume is degraded is kept ([`crate::ppl`]); 0 (the default): the component has none, and
+    /// a degraded write whose stripe would log on it fails rather than open a write hole.
+    fn log_bytes(&self) -> u64 {
+        0
+    }
+
+    /// Writes `data` at byte `offset` of the log area (both multiples of [`LOG_ALIGN`]);
+    /// answers once the bytes are durable, fenced like a block write.
+    fn write_log(&self, offset: u64, data: Bytes) -> BoxFuture<'_, Result<(), IoError>> {
+        let _ = data;
+        Box::pin(std::future::ready(Err(IoError::new(
+            IoErrorKind::InvalidRequest,
+            self.id(),
+            offset,
+            0,
+            "this component has no log area",
+        ))))
+    }
+
+    /// Reads `len` bytes at byte `offset` of the log area (both multiples of [`LOG_ALIGN`]).
+    fn read_log(&self, offset: u64, len: u32) -> BoxFuture<'_, Result<Bytes, IoError>> {
+        let _ = len;
+        Box::pin(std::future::ready(Err(IoError::new(
+            IoErrorKind::InvalidRequest,
+            self.id(),
+            offset,
+            0,
+            "this component has no log area",
+        ))))
     }
 
     /// The deadline this component puts on each call itself, counted from the moment the call

@@ -14,6 +14,7 @@ pub mod lost;
 pub mod meta;
 pub mod parity;
 pub mod parity_map;
+pub mod ppl;
 pub mod reconstruct;
 pub mod resync;
 pub mod stats;
