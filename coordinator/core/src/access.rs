@@ -1153,7 +1153,20 @@ impl Array {
                     done.marked.extend(sub.marked);
                     done.bad.extend(sub.bad);
                     done.generation = done.generation.max(sub.generation);
-                    r?;
+                    r.map_err(|e| match e {
+                        AccessError::Unrecoverable { lost, detail, .. } => {
+                            AccessError::Unrecoverable {
+                                offset: s.volume_range.start,
+                                len: s.volume_range.end - s.volume_range.start,
+                                lost,
+                                detail: format!(
+                                    "nothing was written; reading what the partial-parity log needs: {detail}"
+                                ),
+                                torn: false,
+                            }
+                        }
+                        other => other,
+                    })?;
                     for chunk in sub.chunks {
                         old.extend_from_slice(&chunk);
                     }

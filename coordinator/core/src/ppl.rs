@@ -131,8 +131,8 @@ impl Entry {
         if crc32c(&h[..cols_end]) != crc {
             return None;
         }
-        let payload_len = u64_at(72) as usize;
-        let payload_crc = u32_at(80);
+        let payload_len = u64_at(64) as usize;
+        let payload_crc = u32_at(72);
         let start = HEADER_BYTES as usize;
         let payload = slot.get(start..start.checked_add(payload_len)?)?;
         if crc32c(payload) != payload_crc {
@@ -487,7 +487,7 @@ mod tests {
         assert_eq!(e.unit(3).unwrap().len(), 8192);
         assert_eq!(e.unit(3).unwrap()[0], 0);
         assert!(e.unit(2).is_none());
-        for at in [0usize, 8, 20, 60, 90, 4096, 4096 + 16383] {
+        for at in [0usize, 8, 20, 60, 80, 86, 4096, 4096 + 16383] {
             let mut b = bytes.to_vec();
             b[at] ^= 1;
             assert_eq!(Entry::decode(&Bytes::from(b)), None, "byte {at}");

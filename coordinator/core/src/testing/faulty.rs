@@ -362,6 +362,18 @@ impl ComponentIo for FaultyComponent {
         self.inner.id()
     }
 
+    fn log_bytes(&self) -> u64 {
+        self.inner.log_bytes()
+    }
+
+    fn write_log(&self, offset: u64, data: Bytes) -> BoxFuture<'_, Result<(), IoError>> {
+        self.inner.write_log(offset, data)
+    }
+
+    fn read_log(&self, offset: u64, len: u32) -> BoxFuture<'_, Result<Bytes, IoError>> {
+        self.inner.read_log(offset, len)
+    }
+
     fn block_size(&self) -> u32 {
         self.inner.block_size()
     }

@@ -33,7 +33,12 @@ pub struct MemComponent {
     data: RwLock<Vec<u8>>,
     /// Blocks whose "checksum" does not match: reads covering them answer data loss.
     bad: RwLock<BTreeSet<u64>>,
+    /// The log area ([`MEM_LOG_BYTES`]).
+    log: RwLock<Vec<u8>>,
 }
+
+/// Bytes of an in-memory component's log area.
+pub const MEM_LOG_BYTES: usize = 1 << 20;
 
 impl MemComponent {
     /// A zero-filled component.
@@ -46,6 +51,7 @@ impl MemComponent {
             block_count,
             data: RwLock::new(vec![0; len]),
             bad: RwLock::new(BTreeSet::new()),
+            log: RwLock::new(vec![0; MEM_LOG_BYTES]),
         })
     }
 
@@ -79,6 +85,7 @@ impl MemComponent {
             block_count: (data.len() / block_size as usize) as u64,
             data: RwLock::new(data),
             bad: RwLock::new(BTreeSet::new()),
+            log: RwLock::new(vec![0; MEM_LOG_BYTES]),
         })
     }
 
@@ -213,6 +220,43 @@ impl ComponentIo for MemComponent {
 
     fn flush(&self) -> BoxFuture<'_, Result<(), IoError>> {
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn log_bytes(&self) -> u64 {
+        MEM_LOG_BYTES as u64
+    }
+
+    fn write_log(&self, offset: u64, data: Bytes) -> BoxFuture<'_, Result<(), IoError>> {
+        let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
+        let r = match log.get_mut(offset as usize..offset as usize + data.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(&data);
+                Ok(())
+            }
+            None => Err(IoError::new(
+                IoErrorKind::OutOfRange,
+                &self.id,
+                offset,
+                0,
+                "beyond the log area",
+            )),
+        };
+        Box::pin(std::future::ready(r))
+    }
+
+    fn read_log(&self, offset: u64, len: u32) -> BoxFuture<'_, Result<Bytes, IoError>> {
+        let log = self.log.read().unwrap_or_else(|p| p.into_inner());
+        let r = match log.get(offset as usize..offset as usize + len as usize) {
+            Some(src) => Ok(Bytes::copy_from_slice(src)),
+            None => Err(IoError::new(
+                IoErrorKind::OutOfRange,
+                &self.id,
+                offset,
+                0,
+                "beyond the log area",
+            )),
+        };
+        Box::pin(std::future::ready(r))
     }
 }
 
