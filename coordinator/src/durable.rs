@@ -46,6 +46,8 @@ pub struct Proposed {
     pub recovered: Vec<u64>,
     /// The lost blocks.
     pub lost: LostSet,
+    /// The partial-parity log's period.
+    pub log_period: u64,
 }
 
 /// What a change does to the parity map.
@@ -64,6 +66,7 @@ impl Proposed {
             states: states.states().to_vec(),
             recovered: states.recovered().to_vec(),
             lost: states.lost().clone(),
+            log_period: states.log_period(),
         }
     }
 }
@@ -191,6 +194,7 @@ impl VolumeStates {
             mut states,
             recovered,
             lost,
+            log_period,
         } = proposed;
         for &c in &p.failed_here {
             if let Some(s) = states.get_mut(c) {
@@ -228,6 +232,7 @@ impl VolumeStates {
                 map: map.clone(),
                 map_counter,
                 map_cleared_at,
+                log_period,
             };
             let record = lost_counter == next.mod_counter || map_changed;
             let failures = self.labels.write(&next, record, crash).await;
@@ -424,6 +429,7 @@ impl VolumeStates {
                         states: d.states,
                         recovered: d.recovered,
                         lost: d.lost,
+                        log_period: d.log_period,
                     },
                     None,
                 )

@@ -300,6 +300,7 @@ impl VolumeLabels {
                     recovered: state.recovered.get(i).copied().unwrap_or(0),
                 })
                 .collect(),
+            log_period: state.log_period,
             lost: LostSummary {
                 counter: state.lost_counter,
                 blocks: state.lost.blocks(),
@@ -682,6 +683,7 @@ mod tests {
         let id = "v0123456789abcdef";
         let record = VolumeRecord {
             version: VOLUME_RECORD_VERSION,
+            log_period: 0,
             name: "a-volume-name".into(),
             id: id.into(),
             level: LevelRecord::Raid6,

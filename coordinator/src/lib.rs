@@ -317,6 +317,8 @@ impl Coordinator {
                         queued: config.max_queued_accesses,
                     })),
                     region_bytes: config.parity_map_region_bytes,
+                    // A later coordinator's partial-parity log entries rank above ours.
+                    log_epoch: epoch,
                     ..ArrayConfig::default()
                 },
                 map_cooldown: config.parity_map_cooldown,

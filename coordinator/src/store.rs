@@ -36,11 +36,14 @@ pub const STORE_FORMAT: u64 = 1;
 /// Version of the [`VolumeRecord`] encoding this coordinator writes. Version 1 (no counters,
 /// no clean flag, no serials) is read and migrated; version 2 (optimal and failed states only,
 /// no recovery watermarks, no lost set), version 3 (no parity map) and version 4 (a parity map
-/// not held while degraded: no `cleared_at`) are read as version 5 with nothing lost, no parity
-/// map, and a map that no re-add trusts. A coordinator of version 4 refuses a version 5 record
+/// not held while degraded: no `cleared_at`) and version 5 (no partial-parity log period) are
+/// read as version 6 with nothing lost, no parity map, a map that no re-add trusts, and no log
+/// period (a crash while degraded then needs `--force`, as before the log). A coordinator of
+/// version 4 refuses a version 5 record, and one of version 5 a version 6 record (it would
+/// write degraded without the log and keep the period of an earlier spell)
 /// (`docs/STATE.md`: no going back after the first write of the new format; a version 4
 /// coordinator would clear regions a failed column missed).
-pub const VOLUME_RECORD_VERSION: u32 = 5;
+pub const VOLUME_RECORD_VERSION: u32 = 6;
 
 /// Version of the [`SpareRecord`] encoding this coordinator writes (and the only one it reads:
 /// a newer one is refused).
@@ -302,6 +305,9 @@ pub struct DurableState {
     /// a failed component whose label counter is at or above it missed writes only in regions
     /// the map names (Linux md's `events_cleared`).
     pub map_cleared_at: Option<u64>,
+    /// The partial-parity log's period (`dagraid_core::ppl`): drawn when the volume stopped
+    /// being optimal, 0 while every column is current (and in records written before the log).
+    pub log_period: u64,
 }
 
 /// Which component on which node holds a column.
@@ -337,6 +343,7 @@ impl DurableState {
             map: None,
             map_counter: 0,
             map_cleared_at: None,
+            log_period: 0,
         }
     }
 
@@ -350,6 +357,7 @@ impl DurableState {
             recovered: self.recovered.clone(),
             lost: self.lost.clone(),
             lost_counter: self.lost_counter,
+            log_period: self.log_period,
         }
     }
 }
@@ -387,6 +395,13 @@ pub struct VolumeRecord {
     /// The parity map (version 3 and before: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parity_map: Option<MapRecord>,
+    /// The partial-parity log's period (version 5 and before: none, 0).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub log_period: u64,
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
 }
 
 /// A version 1 record: what a coordinator before labels stored.
@@ -408,6 +423,7 @@ impl From<VolumeRecordV1> for VolumeRecord {
     fn from(v1: VolumeRecordV1) -> Self {
         VolumeRecord {
             version: VOLUME_RECORD_VERSION,
+            log_period: 0,
             name: v1.name,
             id: v1.id,
             level: v1.level,
@@ -477,6 +493,7 @@ impl VolumeRecord {
             map: self.parity_map.as_ref().map(MapRecord::regions),
             map_counter: self.parity_map.as_ref().map_or(0, |m| m.counter),
             map_cleared_at: self.parity_map.as_ref().and_then(|m| m.cleared_at),
+            log_period: self.log_period,
         }
     }
 
@@ -511,6 +528,7 @@ impl VolumeRecord {
             .map
             .as_ref()
             .map(|m| MapRecord::of(m, state.map_counter, state.map_cleared_at));
+        self.log_period = state.log_period;
         self.version = VOLUME_RECORD_VERSION;
         Ok(())
     }
@@ -537,9 +555,9 @@ impl VolumeRecord {
             1 => serde_json::from_slice::<VolumeRecordV1>(bytes)
                 .map_err(|e| bad(e.to_string()))?
                 .into(),
-            // Versions 2 to 4 are version 5 without the new fields (their defaults: nothing
-            // lost, no parity map, no `cleared_at`).
-            2..=4 | VOLUME_RECORD_VERSION => {
+            // Versions 2 to 5 are version 6 without the new fields (their defaults: nothing
+            // lost, no parity map, no `cleared_at`, no log period).
+            2..=5 | VOLUME_RECORD_VERSION => {
                 let mut r: VolumeRecord =
                     serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
                 if version == 4
@@ -1123,6 +1141,7 @@ mod tests {
     fn record(name: &str) -> VolumeRecord {
         VolumeRecord {
             version: VOLUME_RECORD_VERSION,
+            log_period: 0,
             name: name.into(),
             id: "v0123".into(),
             level: LevelRecord::Raid5,

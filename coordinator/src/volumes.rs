@@ -85,6 +85,9 @@ pub struct AssemblyNote {
     pub forced: bool,
     /// What forcing risked.
     pub at_risk: Option<String>,
+    /// Not clean and degraded, assembled by replaying the partial-parity log
+    /// (`dagraid_core::ppl`): the stripes it applied to.
+    pub log_replayed: Option<u64>,
 }
 
 /// One assembled volume: its record, its array and its recorder.
@@ -652,9 +655,17 @@ impl VolumeManager {
                     AssemblyNote {
                         forced: true,
                         at_risk: Some(at_risk.clone()),
+                        log_replayed: None,
                     },
                 )
             }
+            Verdict::Replay => (
+                true,
+                AssemblyNote {
+                    log_replayed: Some(0),
+                    ..AssemblyNote::default()
+                },
+            ),
             Verdict::Assemble { resync } => (*resync, AssemblyNote::default()),
         };
         // The authoritative record as it was, before this assembly's own failures.
@@ -674,13 +685,15 @@ impl VolumeManager {
             map: recorded.map.clone(),
             map_counter: recorded.map_counter,
             map_cleared_at: recorded.map_cleared_at,
+            log_period: plan.log_period,
         };
-        let proposed = Proposed {
+        let mut proposed = Proposed {
             states: plan.states.clone(),
             recovered: plan.recovered.clone(),
             lost,
+            log_period: plan.log_period,
         };
-        let volume = match self.build(
+        let mut volume = match self.build(
             record.clone(),
             labels,
             authoritative,
@@ -695,6 +708,22 @@ impl VolumeManager {
                 );
             }
         };
+        // The array's log period: the record's, or one drawn now for a record without one.
+        proposed.log_period = volume.array.states().log_period();
+        if volume.note.log_replayed.is_some() {
+            // Dirty and degraded: the partial-parity log puts every stripe a write was cut short
+            // in back in step, before anything is served; a stripe it cannot is marked lost.
+            let report = volume.array.replay_log().await;
+            tracing::info!(
+                volume = %name,
+                entries = report.entries,
+                replayed = report.replayed,
+                unapplied = report.unapplied.len(),
+                "partial-parity log replayed"
+            );
+            proposed.lost = volume.array.states().lost().clone();
+            volume.note.log_replayed = Some(report.replayed);
+        }
         // The stripes that may hold a torn write: the dirty regions of the parity map, or every
         // stripe of a volume that kept none. They await their resync before anything else.
         let resync = resync && volume.layout().fault_tolerance() > 0;
@@ -739,10 +768,12 @@ impl VolumeManager {
         let volume = Arc::new(volume);
         self.cool_parity_map(&volume);
         if resync {
+            // After a replay, as after a forced assembly, a stripe whose data is on a failed
+            // column is left as it is: the log put it in step, or no write was cut short in it.
             let r = Resync::start(
                 name.clone(),
                 volume.array.clone(),
-                volume.note.forced,
+                volume.note.forced || volume.note.log_replayed.is_some(),
                 full,
                 self.config.resync,
             );
@@ -824,7 +855,8 @@ impl VolumeManager {
         }
         let states = ComponentStates::from_states(&layout, proposed.states)
             .map_err(|e| e.to_string())?
-            .with_recovery(proposed.recovered, proposed.lost);
+            .with_recovery(proposed.recovered, proposed.lost)
+            .with_log_period(proposed.log_period);
         let recorder = Arc::new(VolumeStates::new(
             self.store.clone(),
             record.name.clone(),
@@ -1113,6 +1145,7 @@ impl VolumeManager {
 
         let record = VolumeRecord {
             version: VOLUME_RECORD_VERSION,
+            log_period: 0,
             name: spec.name.clone(),
             id: id.clone(),
             level: plan.layout.level().into(),
@@ -1160,6 +1193,7 @@ impl VolumeManager {
                     states: record.states(),
                     recovered: vec![0; record.components.len()],
                     lost: Default::default(),
+                    log_period: 0,
                 },
                 AssemblyNote::default(),
             ) {
@@ -1479,6 +1513,7 @@ fn check_labels_fit(
         })
         .collect();
     let probe = VolumeRecord {
+        log_period: 0,
         version: VOLUME_RECORD_VERSION,
         name: name.to_owned(),
         id: id.to_owned(),

@@ -1739,6 +1739,31 @@ impl Array {
             .then_some(start..start + len)
     }
 
+    /// Replays the partial-parity log after a crash while degraded ([`crate::ppl`]): reads the
+    /// log areas of the columns not failed, applies the newest entry of the current log period
+    /// to each stripe, and marks lost (never serves wrong bytes) the stripes whose newest entry
+    /// could not be applied. Run at assembly, before any access; the caller makes the lost set
+    /// durable.
+    pub async fn replay_log(&self) -> crate::ppl::ReplayReport {
+        let states = self.states();
+        let table = self.components();
+        let read_from: Vec<usize> = (0..self.layout.columns())
+            .filter(|&c| states.get(c).is_some_and(|s| !s.is_failed()))
+            .collect();
+        let (entries, found, errors) =
+            crate::ppl::newest_entries(&self.layout, &table, &read_from, states.log_period()).await;
+        for (column, e) in &errors {
+            tracing::warn!(column, error = %e, "partial-parity log not readable on this column");
+        }
+        let mut report = crate::ppl::replay(&self.layout, &table, &states, entries).await;
+        report.entries = found;
+        for (stripe, why) in &report.unapplied {
+            tracing::warn!(stripe, reason = %why, "partial-parity log entry not applied: stripe marked lost");
+            self.mark_stripe_lost(*stripe);
+        }
+        report
+    }
+
     /// The parity map: dirty regions, and the regions awaiting their resync. A stripe in a
     /// region awaiting its resync is served without ever making its bytes look more certain
     /// than they are: a RAID 1 read takes the resync's source copy, and a degraded read does not

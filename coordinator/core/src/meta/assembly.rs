@@ -59,6 +59,8 @@ pub struct Recorded {
     pub lost: LostSet,
     /// The counter of the change that last changed the lost set.
     pub lost_counter: u64,
+    /// The partial-parity log's period (0: none).
+    pub log_period: u64,
 }
 
 /// Where the authoritative record came from.
@@ -78,7 +80,12 @@ pub enum Verdict {
         /// A full resync is needed before the volume is optimal.
         resync: bool,
     },
-    /// Dirty and degraded: assemble only when forced; says what is at risk.
+    /// Dirty and degraded, and every column not current was already so in the authoritative
+    /// record, which carries a partial-parity log period: assemble, replay the log
+    /// ([`crate::ppl`]), then resync the dirty regions' stripes the log does not concern.
+    Replay,
+    /// Dirty and degraded beyond what the log covers: assemble only when forced; says what is
+    /// at risk.
     NeedsForce {
         /// What forcing risks.
         at_risk: String,
@@ -103,6 +110,8 @@ pub struct Plan {
     pub mod_counter: u64,
     /// The authoritative config epoch.
     pub config_epoch: u64,
+    /// The authoritative record's partial-parity log period (0: none).
+    pub log_period: u64,
     /// Whether the authoritative record is clean.
     pub clean: bool,
     /// Where it came from.
@@ -148,6 +157,7 @@ pub fn plan(layout: &Layout, volume_id: &str, recorded: &Recorded, found: &[Foun
         recorded.states.clone(),
         recorded.recovered.clone(),
         recorded.lost_counter,
+        recorded.log_period,
     );
     for (column, f) in found.iter().enumerate() {
         if let Found::Label(l) = f {
@@ -163,12 +173,22 @@ pub fn plan(layout: &Layout, volume_id: &str, recorded: &Recorded, found: &[Foun
                     states,
                     l.recovered(),
                     l.lost.counter,
+                    l.log_period,
                 );
             }
         }
     }
-    let (mod_counter, _, source, config_epoch, clean, mut states, mut recovered, lost_counter) =
-        best;
+    let (
+        mod_counter,
+        _,
+        source,
+        config_epoch,
+        clean,
+        mut states,
+        mut recovered,
+        lost_counter,
+        log_period,
+    ) = best;
     states.resize(n, ComponentState::Failed);
     recovered.resize(n, 0);
     let mut newly_failed = Vec::new();
@@ -200,11 +220,28 @@ pub fn plan(layout: &Layout, volume_id: &str, recorded: &Recorded, found: &[Foun
             ),
         }
     } else if !clean && !failed.is_empty() {
-        Verdict::NeedsForce {
-            at_risk: format!(
-                "the volume was not shut down cleanly and columns {:?} are failed: a write cut short by the crash may have left a stripe's parity out of step with its data, and the failed columns' data in such a stripe would be rebuilt wrong; stripes that took no write at the crash are intact",
-                failed.iter().collect::<Vec<_>>()
-            ),
+        let logs = crate::ppl::level_logs(layout.level());
+        let why = if !logs {
+            format!("{} keeps no partial-parity log", layout.level())
+        } else if !newly_failed.is_empty() {
+            format!(
+                "columns {:?} were current at the crash and are missing now, and the partial-parity log covers only writes made while a column was already out (bring their nodes back and the volume assembles by itself)",
+                newly_failed.iter().map(|(c, _)| *c).collect::<Vec<_>>()
+            )
+        } else if log_period == 0 {
+            "the record was written before the partial-parity log (an older coordinator)".to_owned()
+        } else {
+            String::new()
+        };
+        if why.is_empty() {
+            Verdict::Replay
+        } else {
+            Verdict::NeedsForce {
+                at_risk: format!(
+                    "the volume was not shut down cleanly and columns {:?} are failed: a write cut short by the crash may have left a stripe's parity out of step with its data, and the failed columns' data in such a stripe would be rebuilt wrong; stripes that took no write at the crash are intact. Not covered by the log because {why}",
+                    failed.iter().collect::<Vec<_>>()
+                ),
+            }
         }
     } else {
         Verdict::Assemble { resync: !clean }
@@ -215,6 +252,7 @@ pub fn plan(layout: &Layout, volume_id: &str, recorded: &Recorded, found: &[Foun
         lost_counter,
         mod_counter,
         config_epoch,
+        log_period,
         clean,
         source,
         newly_failed,
@@ -314,6 +352,7 @@ mod tests {
 
     fn label(column: usize, counter: u64, clean: bool, failed: &[usize]) -> ComponentLabel {
         ComponentLabel {
+            log_period: 0,
             magic: LABEL_MAGIC.into(),
             version: LABEL_VERSION,
             cluster_id: "dagraid".into(),
@@ -434,6 +473,7 @@ mod tests {
 
     fn recorded(counter: u64, clean: bool, failed: &[usize]) -> Recorded {
         Recorded {
+            log_period: 0,
             mod_counter: counter,
             config_epoch: counter,
             clean,

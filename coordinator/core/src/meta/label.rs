@@ -181,6 +181,11 @@ pub struct ComponentLabel {
     /// The lost set as of `mod_counter` (version 1: none).
     #[serde(default)]
     pub lost: LostSummary,
+    /// The partial-parity log's period as of `mod_counter` (`crate::ppl`; 0: every column
+    /// current, or a label written before the log). An additive field: a coordinator that
+    /// predates it ignores it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub log_period: u64,
 }
 
 /// Why label bytes were refused.
@@ -271,6 +276,7 @@ mod tests {
 
     pub(crate) fn sample() -> ComponentLabel {
         ComponentLabel {
+            log_period: 0,
             magic: LABEL_MAGIC.to_owned(),
             version: LABEL_VERSION,
             cluster_id: "dagraid".into(),
