@@ -139,7 +139,7 @@ impl Entry {
             return None;
         }
         let unit_blocks = u64_at(48)..u64_at(56);
-        if unit_blocks.is_empty() || payload_len % ncols != 0 {
+        if unit_blocks.is_empty() || !payload_len.is_multiple_of(ncols) {
             return None;
         }
         Some(Entry {

@@ -1721,7 +1721,7 @@ async fn a_crash_in_a_degraded_write_is_undone_by_the_partial_parity_log() {
             .with_log_period(period);
         let reopen = || {
             Array::new(
-                r.layout.clone(),
+                r.layout,
                 table.clone(),
                 states.clone(),
                 ArrayConfig::default(),
