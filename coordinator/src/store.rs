@@ -1442,12 +1442,30 @@ mod tests {
     }
 
     #[test]
+    fn the_log_period_round_trips_and_a_version_5_record_has_none() {
+        let mut r = record("a");
+        let mut d = r.durable();
+        d.log_period = 0xdead_beef;
+        r.set_durable(&d).unwrap();
+        let back = VolumeRecord::decode("a", &r.encode()).unwrap();
+        assert_eq!(back.durable().log_period, 0xdead_beef);
+        assert_eq!(back.durable().recorded().log_period, 0xdead_beef);
+        // What a version 5 coordinator wrote: no field, read with no period.
+        let mut v5: serde_json::Value = serde_json::from_slice(&r.encode()).unwrap();
+        v5["version"] = 5.into();
+        v5.as_object_mut().unwrap().remove("log_period");
+        let old = VolumeRecord::decode("a", &serde_json::to_vec(&v5).unwrap()).unwrap();
+        assert_eq!(old.durable().log_period, 0);
+        assert_eq!(old.version, VOLUME_RECORD_VERSION);
+    }
+
+    #[test]
     fn records_of_an_unknown_version_are_refused() {
         let mut r = record("a");
         r.version = VOLUME_RECORD_VERSION + 1;
         let bytes = serde_json::to_vec(&r).unwrap();
         let err = VolumeRecord::decode("a", &bytes).unwrap_err();
-        assert!(err.to_string().contains("record version 6"), "{err}");
+        assert!(err.to_string().contains("record version 7"), "{err}");
         let err = VolumeRecord::decode("a", b"{}").unwrap_err();
         assert!(err.to_string().contains("no version"), "{err}");
         let ok = record("a");

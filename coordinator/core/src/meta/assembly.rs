@@ -560,6 +560,60 @@ mod tests {
     }
 
     #[test]
+    fn dirty_and_degraded_replays_the_log_only_when_the_record_named_the_failure_with_a_period() {
+        let found = |period: u64| -> Vec<Found> {
+            (0..4)
+                .map(|c| {
+                    if c == 3 {
+                        Found::Unreachable("node down".into())
+                    } else {
+                        Found::Label(ComponentLabel {
+                            log_period: period,
+                            ..label(c, 7, false, &[3])
+                        })
+                    }
+                })
+                .collect()
+        };
+        let store = Recorded {
+            log_period: 9,
+            ..recorded(7, false, &[3])
+        };
+        let p = plan(&layout(), "v1", &store, &found(9));
+        assert_eq!(p.verdict, Verdict::Replay);
+        assert_eq!(p.log_period, 9);
+        // A record written before the log: force, saying so.
+        let p = plan(&layout(), "v1", &recorded(7, false, &[3]), &found(0));
+        let Verdict::NeedsForce { at_risk } = p.verdict else {
+            panic!("{:?}", p.verdict)
+        };
+        assert!(
+            at_risk.contains("before the partial-parity log"),
+            "{at_risk}"
+        );
+        // A column current in the record and missing now: its writes in flight at the crash
+        // were not logged.
+        let labels: Vec<Found> = (0..4)
+            .map(|c| {
+                if c == 1 {
+                    Found::Unreachable("node down".into())
+                } else {
+                    Found::Label(label(c, 7, false, &[]))
+                }
+            })
+            .collect();
+        let store = Recorded {
+            log_period: 9,
+            ..recorded(7, false, &[])
+        };
+        let p = plan(&layout(), "v1", &store, &labels);
+        let Verdict::NeedsForce { at_risk } = p.verdict else {
+            panic!("{:?}", p.verdict)
+        };
+        assert!(at_risk.contains("were current at the crash"), "{at_risk}");
+    }
+
+    #[test]
     fn foreign_and_missing_labels_fail_their_columns_and_too_many_refuse() {
         let mut found: Vec<Found> = (0..4)
             .map(|c| Found::Label(label(c, 2, true, &[])))
