@@ -110,7 +110,7 @@ pub enum NodeClientError {
         reason: &'static str,
     },
     /// The node speaks an older storage protocol than this coordinator needs
-    /// ([`dagraid_proto::storage::PROTOCOL_VERSION`]); nodes older than protocol versions
+    /// ([`dagraid_proto::storage::MIN_PROTOCOL_VERSION`]); nodes older than protocol versions
     /// report 0.
     #[error(
         "storage node {node} speaks storage protocol version {protocol_version}, this \
@@ -265,6 +265,10 @@ pub enum IoOp {
     Flush,
     /// `Fence` of one component.
     Fence,
+    /// `WriteLog`.
+    WriteLog,
+    /// `ReadLog`.
+    ReadLog,
 }
 
 impl IoOp {
@@ -274,6 +278,8 @@ impl IoOp {
             IoOp::Write => "write",
             IoOp::Flush => "flush",
             IoOp::Fence => "fence",
+            IoOp::WriteLog => "log write",
+            IoOp::ReadLog => "log read",
         }
     }
 }

@@ -32,10 +32,16 @@
 //! [`crate::rpc_metrics::StorageRpcMetrics`] when the client has them.
 //!
 //! **Protocol checked first.** A node must speak storage protocol version
-//! [`dagraid_proto::storage::PROTOCOL_VERSION`] or newer: [`NodeClient::node_info`] (the
-//! registry's first call to every node, and its health check) refuses an older node with
+//! [`dagraid_proto::storage::MIN_PROTOCOL_VERSION`] (2) or newer: [`NodeClient::node_info`]
+//! (the registry's first call to every node, and its health check) refuses an older node with
 //! [`NodeClientError::IncompatibleNode`] naming it, and [`NodeClient::ensure_fenced`] checks it
-//! once before the first Fence of this client, so no write reaches an older node.
+//! once before the first Fence of this client, so no write reaches an older node. A version 2
+//! node is driven like a newer one, except that its log area cannot be used: it answers the log
+//! calls of version 3 (`WriteLog`, `ReadLog`) UNIMPLEMENTED, which
+//! [`crate::remote::RemoteComponent`] reports as an invalid request naming the node as too old.
+//!
+//! **Log calls are block calls.** `WriteLog` and `ReadLog` go through the same stack as block
+//! I/O (limit, metrics, I/O deadline), carrying fencing as block writes and reads do.
 //!
 //! **Epochs on reads.** Block and slot reads carry the coordinator's fencing too: a node refuses
 //! them once a newer owner (or a component fence) took over. A client at epoch 0 owns nothing
@@ -233,6 +239,8 @@ pub struct ComponentInfo {
     pub block_size: u32,
     /// Blocks in the component.
     pub block_count: u64,
+    /// Bytes of its log area (`ComponentInfo.log_bytes`; 0: none).
+    pub log_bytes: u64,
     /// Whether the node serves it.
     pub state: NodeComponentState,
 }
@@ -255,7 +263,7 @@ pub struct NodeInfo {
     /// The node's software version.
     pub version: String,
     /// The storage protocol version the node speaks (at least
-    /// [`dagraid_proto::storage::PROTOCOL_VERSION`]: older nodes are refused).
+    /// [`dagraid_proto::storage::MIN_PROTOCOL_VERSION`]: older nodes are refused).
     pub protocol_version: u32,
 }
 
@@ -325,6 +333,28 @@ impl BlockCall for pb::WriteBlocksRequest {
         request: Request<Self>,
     ) -> BoxFuture<'static, Result<Response<Self::Answer>, Status>> {
         Box::pin(async move { client.write_blocks(request).await })
+    }
+}
+
+impl BlockCall for pb::WriteLogRequest {
+    type Answer = pb::WriteLogResponse;
+    const NAME: &'static str = "WriteLog";
+    fn send(
+        mut client: Rpc,
+        request: Request<Self>,
+    ) -> BoxFuture<'static, Result<Response<Self::Answer>, Status>> {
+        Box::pin(async move { client.write_log(request).await })
+    }
+}
+
+impl BlockCall for pb::ReadLogRequest {
+    type Answer = pb::ReadLogResponse;
+    const NAME: &'static str = "ReadLog";
+    fn send(
+        mut client: Rpc,
+        request: Request<Self>,
+    ) -> BoxFuture<'static, Result<Response<Self::Answer>, Status>> {
+        Box::pin(async move { client.read_log(request).await })
     }
 }
 
@@ -500,6 +530,9 @@ struct Inner {
     component_fences_sent: AtomicU64,
     /// One component fence at a time.
     component_fence_lock: tokio::sync::Mutex<()>,
+    /// The log-area size of every component this client saw in a node answer (node info,
+    /// listing, creation), by id ([`NodeClient::component_log_bytes`]).
+    component_logs: DashMap<String, u64>,
     config: NodeClientConfig,
     metrics: Option<NodeRpcMetrics>,
 }
@@ -569,6 +602,7 @@ impl NodeClient {
                 component_fences: DashMap::new(),
                 component_fences_sent: AtomicU64::new(0),
                 component_fence_lock: tokio::sync::Mutex::new(()),
+                component_logs: DashMap::new(),
                 metrics,
                 config,
             }),
@@ -660,6 +694,14 @@ impl NodeClient {
             .insert(component.to_owned(), ComponentFence { epoch, sequence });
         tracing::info!(node = %self.inner.address, component, epoch, "component fenced after a write with an unknown outcome");
         Ok(epoch)
+    }
+
+    /// The size of component `id`'s log area as the node last reported it to this client (in
+    /// [`NodeClient::node_info`], which the registry's health checks call every interval,
+    /// [`NodeClient::list_components`] or [`NodeClient::create_component`]); `None` if no such
+    /// answer named the component yet.
+    pub fn component_log_bytes(&self, id: &str) -> Option<u64> {
+        self.inner.component_logs.get(id).map(|v| *v)
     }
 
     /// The client's settings.
@@ -803,7 +845,7 @@ impl NodeClient {
 
     /// Refuses a node older than the protocol version this client needs.
     fn check_protocol(&self, info: &pb::NodeInfo) -> Result<(), NodeClientError> {
-        let needed = dagraid_proto::storage::PROTOCOL_VERSION;
+        let needed = dagraid_proto::storage::MIN_PROTOCOL_VERSION;
         if info.protocol_version < needed {
             let err = NodeClientError::IncompatibleNode {
                 node: self.inner.address.clone(),
@@ -819,7 +861,7 @@ impl NodeClient {
     }
 
     /// Identity, epoch, limits and components of the node. Doubles as the health check. A node
-    /// older than storage protocol version [`dagraid_proto::storage::PROTOCOL_VERSION`] is
+    /// older than storage protocol version [`dagraid_proto::storage::MIN_PROTOCOL_VERSION`] is
     /// refused ([`NodeClientError::IncompatibleNode`]).
     pub async fn node_info(&self) -> Result<NodeInfo, NodeClientError> {
         let info = self
@@ -905,8 +947,9 @@ impl NodeClient {
         self.admin_call("DeleteComponent", request, |mut c, r| async move {
             c.delete_component(r).await
         })
-        .await
-        .map(drop)
+        .await?;
+        self.inner.component_logs.remove(id);
+        Ok(())
     }
 
     /// The newest complete version of a slot area of component `id`; `None` if never written.
@@ -1002,11 +1045,15 @@ impl NodeClient {
                 ));
             }
         };
+        self.inner
+            .component_logs
+            .insert(info.component_id.clone(), info.log_bytes);
         Ok(ComponentInfo {
             id: info.component_id,
             serial: info.serial,
             block_size: info.block_size,
             block_count: info.block_count,
+            log_bytes: info.log_bytes,
             state,
         })
     }

@@ -4,16 +4,23 @@
 //! Requests the node would refuse anyway (no blocks, a partial block, a range beyond the
 //! component) are refused here without a round trip, with the same error kinds. Answers are
 //! checked before they are passed on: a read answer of the wrong length is an error, never data.
+//!
+//! The component's log area (`WriteLog`, `ReadLog`, storage protocol version 3) is reached the
+//! same way: checked here first (alignment to [`LOG_ALIGN`], range within
+//! [`ComponentIo::log_bytes`]), writes fenced and sent again under a newer epoch of this client
+//! like block writes. A version 2 node answers the log calls UNIMPLEMENTED: that is an
+//! [`IoErrorKind::InvalidRequest`] saying the node is too old.
 
 use bytes::Bytes;
-use dagraid_core::io::{ComponentIo, IoError, IoErrorKind};
+use dagraid_core::io::{ComponentIo, IoError, IoErrorKind, LOG_ALIGN};
 use dagraid_proto::storage::v1 as pb;
 use futures::future::BoxFuture;
 
 use crate::error::{IoOp, NodeClientError, status_to_io_error};
 use crate::node_client::{BlockCall, ComponentInfo, NodeClient};
 
-/// One component on one storage node: (node, component id, block size, block count).
+/// One component on one storage node: (node, component id, block size, block count, log
+/// size).
 ///
 /// Cheap to clone; every component of a node shares that node's connections, its limit of calls
 /// in flight and the coordinator's fencing.
@@ -23,10 +30,17 @@ pub struct RemoteComponent {
     component_id: String,
     block_size: u32,
     block_count: u64,
+    /// Bytes of the log area; fixed for the value's life (the core sizes its log ring once).
+    log_bytes: u64,
 }
 
 impl RemoteComponent {
     /// Component `component_id` of `node`, with `block_count` blocks of `block_size` bytes.
+    ///
+    /// Its log area is the size the node last reported to `node` for this component
+    /// ([`NodeClient::component_log_bytes`]: the registry's health checks keep it known for every
+    /// reachable node), 0 (no log area) when no answer named it yet;
+    /// [`RemoteComponent::with_log_bytes`] sets it explicitly.
     pub fn new(
         node: NodeClient,
         component_id: impl Into<String>,
@@ -47,17 +61,30 @@ impl RemoteComponent {
         if block_count == 0 {
             return Err(invalid("the component has no blocks"));
         }
+        let log_bytes = node.component_log_bytes(&component_id).unwrap_or(0);
         Ok(Self {
             node,
             component_id,
             block_size,
             block_count,
+            log_bytes,
         })
     }
 
-    /// The component `info` describes (as the node listed or created it), on `node`.
+    /// The same component with a log area of `log_bytes` bytes (0: none), as the node reports
+    /// it in `ComponentInfo.log_bytes`.
+    pub fn with_log_bytes(mut self, log_bytes: u64) -> Self {
+        self.log_bytes = log_bytes;
+        self
+    }
+
+    /// The component `info` describes (as the node listed or created it), on `node`, with its
+    /// log area.
     pub fn from_info(node: NodeClient, info: &ComponentInfo) -> Result<Self, NodeClientError> {
-        Self::new(node, info.id.clone(), info.block_size, info.block_count)
+        Ok(
+            Self::new(node, info.id.clone(), info.block_size, info.block_count)?
+                .with_log_bytes(info.log_bytes),
+        )
     }
 
     /// The node the component lives on.
@@ -163,6 +190,82 @@ impl RemoteComponent {
         .map(drop)
     }
 
+    /// Checks a log-area access of `len` bytes at `offset` as the node would: a log area, both
+    /// multiples of [`LOG_ALIGN`], a non-zero length, inside the area.
+    fn check_log(&self, offset: u64, len: u64) -> Result<(), IoError> {
+        let refuse = |kind, detail: String| Err(self.error(kind, offset, 0, detail));
+        if self.log_bytes == 0 {
+            return refuse(
+                IoErrorKind::InvalidRequest,
+                "this component has no log area".into(),
+            );
+        }
+        if !offset.is_multiple_of(LOG_ALIGN) || len == 0 || !len.is_multiple_of(LOG_ALIGN) {
+            return refuse(
+                IoErrorKind::InvalidRequest,
+                format!(
+                    "a log access of {len} bytes at offset {offset}: both must be multiples of {LOG_ALIGN}, the length not zero"
+                ),
+            );
+        }
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > self.log_bytes)
+        {
+            return refuse(
+                IoErrorKind::OutOfRange,
+                format!(
+                    "log bytes {offset}..+{len} lie beyond the log area of {} bytes",
+                    self.log_bytes
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    async fn write_log_area(&self, offset: u64, data: Bytes) -> Result<(), IoError> {
+        self.check_log(offset, data.len() as u64)?;
+        self.node
+            .ensure_fenced()
+            .await
+            .map_err(|s| self.failed(&s, IoOp::WriteLog, offset, 0))?;
+        self.refenced(IoOp::WriteLog, offset, 0, |fencing| pb::WriteLogRequest {
+            fencing: Some(fencing),
+            component_id: self.component_id.clone(),
+            offset,
+            data: data.clone(),
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn read_log_area(&self, offset: u64, len: u32) -> Result<Bytes, IoError> {
+        self.check_log(offset, u64::from(len))?;
+        let answer = self
+            .refenced(IoOp::ReadLog, offset, 0, |fencing| pb::ReadLogRequest {
+                component_id: self.component_id.clone(),
+                offset,
+                length: len,
+                fencing: (fencing.epoch > 0).then_some(fencing),
+            })
+            .await?;
+        if answer.data.len() != len as usize {
+            let err = self.error(
+                IoErrorKind::Other,
+                offset,
+                0,
+                format!(
+                    "node {} answered {} bytes for a log read of {len}",
+                    self.node.address(),
+                    answer.data.len()
+                ),
+            );
+            tracing::warn!(error = %err, "wrong-sized log read answer");
+            return Err(err);
+        }
+        Ok(answer.data)
+    }
+
     /// Sends the block call `request(fencing)` makes, with the fencing the component's calls
     /// carry now. A call the node refused as stale because this client fenced the component
     /// meanwhile (its epoch moved past the one sent) is sent again with the new epoch: the node
@@ -195,6 +298,23 @@ impl RemoteComponent {
     }
 
     fn failed(&self, status: &tonic::Status, op: IoOp, start: u64, count: u64) -> IoError {
+        if status.code() == tonic::Code::Unimplemented
+            && matches!(op, IoOp::WriteLog | IoOp::ReadLog)
+        {
+            let err = self.error(
+                IoErrorKind::InvalidRequest,
+                start,
+                count,
+                format!(
+                    "node {}: the node is too old for log-area calls (they need storage protocol version {}; it answered UNIMPLEMENTED: {}): upgrade the node",
+                    self.node.address(),
+                    dagraid_proto::storage::LOG_PROTOCOL_VERSION,
+                    status.message()
+                ),
+            );
+            tracing::debug!(error = %err, "log call to a node without log calls");
+            return err;
+        }
         let mut err = status_to_io_error(status, op, &self.component_id, start, count);
         err.detail = format!("node {}: {}", self.node.address(), err.detail);
         tracing::debug!(error = %err, "component call failed");
@@ -225,6 +345,18 @@ impl ComponentIo for RemoteComponent {
 
     fn flush(&self) -> BoxFuture<'_, Result<(), IoError>> {
         Box::pin(self.flush_component())
+    }
+
+    fn log_bytes(&self) -> u64 {
+        self.log_bytes
+    }
+
+    fn write_log(&self, offset: u64, data: Bytes) -> BoxFuture<'_, Result<(), IoError>> {
+        Box::pin(self.write_log_area(offset, data))
+    }
+
+    fn read_log(&self, offset: u64, len: u32) -> BoxFuture<'_, Result<Bytes, IoError>> {
+        Box::pin(self.read_log_area(offset, len))
     }
 
     /// A component fence on the node ([`NodeClient::fence_component`]), under the I/O deadline.
@@ -327,6 +459,19 @@ mod tests {
             _: Request<pb::FlushRequest>,
         ) -> Result<Response<pb::FlushResponse>, Status> {
             unimplemented()
+        }
+        // As a protocol version 2 node answers them.
+        async fn write_log(
+            &self,
+            _: Request<pb::WriteLogRequest>,
+        ) -> Result<Response<pb::WriteLogResponse>, Status> {
+            Err(Status::unimplemented("Method not found: WriteLog"))
+        }
+        async fn read_log(
+            &self,
+            _: Request<pb::ReadLogRequest>,
+        ) -> Result<Response<pb::ReadLogResponse>, Status> {
+            Err(Status::unimplemented("Method not found: ReadLog"))
         }
         async fn read_slot(
             &self,
@@ -490,6 +635,87 @@ mod tests {
         // And a request that does go out finds nobody.
         assert_eq!(kind(c.read(0, 1).await.map(drop)), IoErrorKind::Unavailable);
         assert_eq!(kind(c.flush().await), IoErrorKind::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn log_requests_the_node_would_refuse_are_refused_without_a_call() {
+        let c = RemoteComponent::new(client("127.0.0.1:1"), "c", 512, 8).unwrap();
+        // Nothing ever reported a log area for it.
+        assert_eq!(c.log_bytes(), 0);
+        let e = c
+            .write_log(0, Bytes::from(vec![0u8; 4096]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, IoErrorKind::InvalidRequest, "{e}");
+        assert!(e.detail.contains("no log area"), "{e}");
+        let c = c.with_log_bytes(4 * 4096);
+        assert_eq!(c.log_bytes(), 4 * 4096);
+        let kind = |r: Result<(), IoError>| r.unwrap_err().kind;
+        for (offset, len) in [(1, 4096), (4096, 0), (0, 100), (0, 4097)] {
+            assert_eq!(
+                kind(c.write_log(offset, Bytes::from(vec![0u8; len])).await),
+                IoErrorKind::InvalidRequest,
+                "{offset} {len}"
+            );
+            assert_eq!(
+                kind(c.read_log(offset, len as u32).await.map(drop)),
+                IoErrorKind::InvalidRequest,
+                "{offset} {len}"
+            );
+        }
+        for (offset, len) in [
+            (4 * 4096, 4096u32),
+            (3 * 4096, 8192),
+            (u64::MAX - 4095, 4096),
+        ] {
+            assert_eq!(
+                kind(c.read_log(offset, len).await.map(drop)),
+                IoErrorKind::OutOfRange,
+                "{offset} {len}"
+            );
+            assert_eq!(
+                kind(
+                    c.write_log(offset, Bytes::from(vec![0u8; len as usize]))
+                        .await
+                ),
+                IoErrorKind::OutOfRange,
+                "{offset} {len}"
+            );
+        }
+        // A request that does go out finds nobody.
+        assert_eq!(
+            kind(c.read_log(3 * 4096, 4096).await.map(drop)),
+            IoErrorKind::Unavailable
+        );
+    }
+
+    /// A protocol version 2 node answers the log calls UNIMPLEMENTED: an invalid request that
+    /// says the node is too old, never a failed component.
+    #[tokio::test]
+    async fn log_calls_to_a_version_2_node_say_it_is_too_old() {
+        let addr = serve(WrongSizedReads {
+            block_size: 512,
+            extra: 0,
+            protocol_version: 2,
+        })
+        .await;
+        let c = RemoteComponent::new(client(&addr.to_string()), "c", 512, 8)
+            .unwrap()
+            .with_log_bytes(1 << 20);
+        let w = c
+            .write_log(0, Bytes::from(vec![1u8; 4096]))
+            .await
+            .unwrap_err();
+        let r = c.read_log(4096, 4096).await.unwrap_err();
+        for e in [w, r] {
+            assert_eq!(e.kind, IoErrorKind::InvalidRequest, "{e}");
+            assert!(
+                e.detail.contains("too old") && e.detail.contains("protocol version 3"),
+                "{e}"
+            );
+        }
+        // Everything else still works with it.
+        assert_eq!(c.read(0, 1).await.unwrap().len(), 512);
     }
 
     #[test]

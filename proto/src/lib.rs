@@ -15,7 +15,19 @@ pub mod storage {
     /// 2: per-component fence epochs (`FenceRequest.component_id`), epochs on reads
     /// (`ReadBlocksRequest.fencing`, `ReadSlotRequest.fencing`), component files of format 2
     /// with a log area (`ComponentInfo.log_bytes`). Nodes older than this field answer 0.
-    pub const PROTOCOL_VERSION: u32 = 2;
+    ///
+    /// 3: the log-area calls `WriteLog` and `ReadLog` (a version 2 node answers them
+    /// UNIMPLEMENTED). Nothing else changed: a coordinator still drives version 2 nodes
+    /// ([`MIN_PROTOCOL_VERSION`]), without logs.
+    pub const PROTOCOL_VERSION: u32 = 3;
+
+    /// The oldest storage protocol version a coordinator accepts: 2 (per-component fencing and
+    /// epochs on reads are needed for correctness; the log calls of version 3 are not, a node
+    /// without them only has no usable log area).
+    pub const MIN_PROTOCOL_VERSION: u32 = 2;
+
+    /// The first storage protocol version with `WriteLog` and `ReadLog`.
+    pub const LOG_PROTOCOL_VERSION: u32 = 3;
 
     /// Version 1 of the storage-node API.
     #[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]

@@ -307,6 +307,18 @@ impl StorageNode for BareTonic {
     ) -> Result<Response<pb::WriteBlocksResponse>, Status> {
         Ok(Response::new(pb::WriteBlocksResponse {}))
     }
+    async fn write_log(
+        &self,
+        _: Request<pb::WriteLogRequest>,
+    ) -> Result<Response<pb::WriteLogResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn read_log(
+        &self,
+        _: Request<pb::ReadLogRequest>,
+    ) -> Result<Response<pb::ReadLogResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
     async fn get_node_info(
         &self,
         _: Request<pb::GetNodeInfoRequest>,

@@ -62,6 +62,9 @@ pub struct BlockStore {
     label_lock: tokio::sync::Mutex<()>,
     metadata_lock: tokio::sync::Mutex<()>,
     epoch_lock: tokio::sync::Mutex<()>,
+    /// The log area: written under the write lock (the pwrite only, not the wait for its sync),
+    /// read under the read lock, so a read never returns half of a concurrent log write.
+    log_lock: RwLock<()>,
     /// The durable fence epoch of the component (its epoch slots; 0 if never fenced).
     fence_epoch: AtomicU64,
     /// Where the failure is recorded for the next start; `None` in unit tests.
@@ -72,7 +75,13 @@ pub struct BlockStore {
     /// Bytes of blocks read and checked, and written durably (the `/metrics` counters).
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
+    /// Bytes of the log area read, and written durably.
+    log_bytes_read: AtomicU64,
+    log_bytes_written: AtomicU64,
 }
+
+/// Alignment of log-area offsets and lengths (the coordinator's `LOG_ALIGN`).
+pub const LOG_ALIGN: u64 = 4096;
 
 enum Guards {
     // Held only for their Drop.
@@ -149,6 +158,9 @@ impl BlockStore {
             commit,
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            log_bytes_read: AtomicU64::new(0),
+            log_bytes_written: AtomicU64::new(0),
+            log_lock: RwLock::new(()),
             label_lock: tokio::sync::Mutex::new(()),
             metadata_lock: tokio::sync::Mutex::new(()),
             epoch_lock: tokio::sync::Mutex::new(()),
@@ -211,6 +223,16 @@ impl BlockStore {
     /// Bytes of blocks written and made durable so far.
     pub fn bytes_written(&self) -> u64 {
         self.bytes_written.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the log area read so far.
+    pub fn log_bytes_read(&self) -> u64 {
+        self.log_bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the log area written and made durable so far.
+    pub fn log_bytes_written(&self) -> u64 {
+        self.log_bytes_written.load(Ordering::Relaxed)
     }
 
     fn failed_error(&self, reason: String) -> NodeError {
@@ -501,6 +523,122 @@ impl BlockStore {
         let span = tracing::info_span!("disk.flush", component = %self.header.id);
         let ticket = self.commit.ticket();
         self.wait_durable(ticket).instrument(span).await
+    }
+
+    /// Checks a log-area access of `len` bytes at byte `offset` of the log area: the component
+    /// has a log area, offset and length are multiples of [`LOG_ALIGN`], the length is not zero
+    /// and the range lies inside the area.
+    pub fn check_log(&self, offset: u64, len: u64) -> Result<(), NodeError> {
+        let id = &self.header.id;
+        let log_bytes = self.layout.log_bytes;
+        if log_bytes == 0 {
+            return Err(NodeError::InvalidArgument(format!(
+                "component {id:?} has no log area (a format 1 component file)"
+            )));
+        }
+        if !offset.is_multiple_of(LOG_ALIGN) {
+            return Err(NodeError::InvalidArgument(format!(
+                "component {id:?}: log offset {offset} is not a multiple of {LOG_ALIGN}"
+            )));
+        }
+        if len == 0 || !len.is_multiple_of(LOG_ALIGN) {
+            return Err(NodeError::InvalidArgument(format!(
+                "component {id:?}: a log access of {len} bytes is not a non-zero multiple of {LOG_ALIGN}"
+            )));
+        }
+        if offset.checked_add(len).is_none_or(|end| end > log_bytes) {
+            return Err(NodeError::LogOutOfRange {
+                component: id.clone(),
+                offset,
+                len,
+                log_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes at byte `offset` of the log area (opaque bytes: the coordinator checks
+    /// its own records). Traced as `disk.read_log`.
+    pub async fn read_log(&self, offset: u64, len: u64) -> Result<Bytes, NodeError> {
+        let span = tracing::info_span!(
+            "disk.read_log",
+            component = %self.header.id,
+            offset,
+            bytes = len,
+        );
+        let r = self.read_log_untraced(offset, len).instrument(span).await;
+        if let Ok(data) = &r {
+            self.log_bytes_read
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    async fn read_log_untraced(&self, offset: u64, len: u64) -> Result<Bytes, NodeError> {
+        self.ensure_serving().await?;
+        self.check_log(offset, len)?;
+        let at = self.layout.log_offset + offset;
+        let _guard = self.log_lock.read().await;
+        let backend = self.backend.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut data = vec![0u8; len as usize];
+            backend.read_at(&mut data, at)?;
+            Ok::<_, std::io::Error>(data)
+        })
+        .await;
+        match result {
+            Ok(Ok(data)) => Ok(Bytes::from(data)),
+            Ok(Err(err)) => Err(NodeError::io(
+                format!(
+                    "component {:?}: reading log bytes {offset}..+{len}",
+                    self.header.id
+                ),
+                err,
+            )),
+            Err(join) => Err(join_error("log read task", join)),
+        }
+    }
+
+    /// Writes `data` at byte `offset` of the log area; returns once it is durable, through the
+    /// same group commit (and, in fault-injection mode, the same volatile cache) as block
+    /// writes. Traced as `disk.write_log`.
+    pub async fn write_log(&self, offset: u64, data: Bytes) -> Result<(), NodeError> {
+        let len = data.len() as u64;
+        let span = tracing::info_span!(
+            "disk.write_log",
+            component = %self.header.id,
+            offset,
+            bytes = len,
+        );
+        let r = self.write_log_untraced(offset, data).instrument(span).await;
+        if r.is_ok() {
+            self.log_bytes_written.fetch_add(len, Ordering::Relaxed);
+        }
+        r
+    }
+
+    async fn write_log_untraced(&self, offset: u64, data: Bytes) -> Result<(), NodeError> {
+        self.ensure_serving().await?;
+        self.check_log(offset, data.len() as u64)?;
+        let at = self.layout.log_offset + offset;
+        let guard = self.log_lock.write().await;
+        let backend = self.backend.clone();
+        let inline = data.len() <= INLINE_WRITE_MAX;
+        let apply = move || backend.write_at(&data, at);
+        let result = if inline {
+            Ok(apply())
+        } else {
+            tokio::task::spawn_blocking(apply).await
+        };
+        // Taken after the pwrite: only a sync that starts after it acknowledges it.
+        let ticket = self.commit.ticket();
+        drop(guard);
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(self.fail(format!("log write failed: {err}")).await),
+            Err(join) => return Err(self.fail(format!("log write task failed: {join}")).await),
+        }
+        self.wait_durable(ticket).await
     }
 
     fn area_offset(&self, area: Area) -> u64 {

@@ -39,6 +39,20 @@ pub enum NodeError {
         /// Blocks in the component.
         block_count: u64,
     },
+    /// A log-area range outside the component's log area.
+    #[error(
+        "component {component:?}: log bytes {offset}..{offset}+{len} lie outside its log area of {log_bytes} bytes"
+    )]
+    LogOutOfRange {
+        /// The component.
+        component: String,
+        /// First byte asked for, in the log area.
+        offset: u64,
+        /// Bytes asked for.
+        len: u64,
+        /// Bytes of the log area.
+        log_bytes: u64,
+    },
     /// No component with this id on this node.
     #[error("component {0:?} does not exist on this node")]
     UnknownComponent(String),
@@ -193,7 +207,9 @@ impl NodeError {
             Self::InvalidComponentId { .. } | Self::InvalidArgument(_) => {
                 (Code::InvalidArgument, error_kind::INVALID_REQUEST)
             }
-            Self::OutOfRange { .. } => (Code::OutOfRange, error_kind::OUT_OF_RANGE),
+            Self::OutOfRange { .. } | Self::LogOutOfRange { .. } => {
+                (Code::OutOfRange, error_kind::OUT_OF_RANGE)
+            }
             Self::UnknownComponent(_) => (Code::NotFound, error_kind::UNKNOWN_COMPONENT),
             Self::ComponentExists(_) => (Code::AlreadyExists, error_kind::COMPONENT_EXISTS),
             Self::TooLarge { .. } => (Code::ResourceExhausted, error_kind::TOO_LARGE),

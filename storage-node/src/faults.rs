@@ -19,9 +19,9 @@ use crate::error::NodeError;
 pub enum FaultOps {
     /// Every operation.
     Any,
-    /// ReadBlocks and ReadSlot.
+    /// ReadBlocks, ReadSlot and ReadLog.
     Read,
-    /// WriteBlocks and WriteSlot.
+    /// WriteBlocks, WriteSlot and WriteLog.
     Write,
     /// Flush.
     Flush,
@@ -30,9 +30,9 @@ pub enum FaultOps {
 /// The operation being checked against the faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    /// A read of blocks or of a slot.
+    /// A read of blocks, of a slot or of the log area.
     Read,
-    /// A write of blocks or of a slot.
+    /// A write of blocks, of a slot or of the log area.
     Write,
     /// A flush.
     Flush,

@@ -111,6 +111,24 @@ impl Collector for NodeCollector {
             }
         }
         let mut m = encoder.encode_descriptor(
+            "dagraid_node_component_log_bytes",
+            "Log-area bytes read and written (durable), by component and operation",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in &summary.components {
+            for (op, v) in [
+                ("read", c.log_bytes_read()),
+                ("write", c.log_bytes_written()),
+            ] {
+                ConstCounter::new(v).encode(m.encode_family(&[
+                    ("node", node),
+                    ("component", c.header().id.as_str()),
+                    ("op", op),
+                ])?)?;
+            }
+        }
+        let mut m = encoder.encode_descriptor(
             "dagraid_node_component_syncs",
             "fdatasyncs completed (one group commit serves many writes), by component",
             None,

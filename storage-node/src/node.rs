@@ -536,6 +536,60 @@ impl Node {
         }
     }
 
+    /// Writes `data` at byte `offset` of the component's log area; durable when it returns
+    /// `Ok`. Checked, faulted (as a write) and fenced exactly like [`Node::write_blocks`].
+    pub async fn write_log(
+        self: &Arc<Self>,
+        owner: Owner,
+        id: &str,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), NodeError> {
+        self.fencing.check_cluster(&owner.cluster_id)?;
+        let store = self.component(id)?;
+        store.ensure_serving().await?;
+        self.check_io_size("log write payload", data.len() as u64)?;
+        store.check_log(offset, data.len() as u64)?;
+        let fencing = self.fencing.clone();
+        let component = id.to_owned();
+        let apply = async move {
+            let _in_flight = fencing
+                .admit(&owner.cluster_id, &component, owner.epoch)
+                .await?;
+            store.write_log(offset, data).await
+        };
+        match self.meet_faults(id, Op::Write).await? {
+            None => apply.await,
+            Some(delay) => Err(self.apply_late(id, delay, apply)),
+        }
+    }
+
+    /// Reads `len` bytes at byte `offset` of the component's log area. `owner` is checked as
+    /// for [`Node::read_blocks`]; faults meet it as a read.
+    pub async fn read_log(
+        &self,
+        owner: Option<Owner>,
+        id: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, NodeError> {
+        if let Some(owner) = &owner {
+            self.fencing.check_cluster(&owner.cluster_id)?;
+        }
+        let store = self.component(id)?;
+        store.ensure_serving().await?;
+        self.check_io_size("log read answer", len)?;
+        store.check_log(offset, len)?;
+        if self.meet_faults(id, Op::Read).await?.is_some() {
+            return Err(NodeError::Injected {
+                component: id.to_owned(),
+                code: Code::DeadlineExceeded,
+            });
+        }
+        let _in_flight = self.admit_read(owner.as_ref(), id).await?;
+        store.read_log(offset, len).await
+    }
+
     /// Makes every completed write of the component durable.
     pub async fn flush(self: &Arc<Self>, owner: Owner, id: &str) -> Result<(), NodeError> {
         self.fencing.check_cluster(&owner.cluster_id)?;
@@ -1031,6 +1085,96 @@ mod tests {
                 .await
                 .unwrap();
         }
+    }
+
+    /// A format 1 file has no log area; migration gives it the default one, which the log calls
+    /// then use like any other (zeros until written, durable across a restart).
+    #[tokio::test]
+    async fn a_migrated_format_1_component_has_a_usable_log_area() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::new(dir.path());
+        drop(Node::open(&config).unwrap());
+        let v1 = crate::testing::v1_file(12);
+        assert_eq!(crate::layout::Layout::v1(512, 10).unwrap().log_bytes, 0);
+        fs::write(dir.path().join("components/legacy-1.dgc"), &v1.image).unwrap();
+        let log_bytes = crate::layout::default_log_bytes(512);
+        {
+            let node = Arc::new(Node::open(&config).unwrap());
+            let store = node.component("legacy-1").unwrap();
+            assert_eq!(store.layout().log_bytes, log_bytes);
+            assert_eq!(
+                node.read_log(None, "legacy-1", log_bytes - 4096, 4096)
+                    .await
+                    .unwrap(),
+                vec![0u8; 4096]
+            );
+            node.write_log(owner(1), "legacy-1", 4096, Bytes::from(vec![6u8; 8192]))
+                .await
+                .unwrap();
+            assert!(matches!(
+                node.write_log(
+                    owner(1),
+                    "legacy-1",
+                    log_bytes,
+                    Bytes::from(vec![6u8; 4096])
+                )
+                .await,
+                Err(NodeError::LogOutOfRange { .. })
+            ));
+        }
+        let node = Arc::new(Node::open(&config).unwrap());
+        assert_eq!(
+            node.read_log(None, "legacy-1", 4096, 8192).await.unwrap(),
+            vec![6u8; 8192]
+        );
+        // The blocks are untouched by the log.
+        let data = node.read_blocks(None, "legacy-1", 0, 10).await.unwrap();
+        assert_eq!(data, v1.blocks.concat());
+    }
+
+    /// A log write meets injected faults as a write: a late-applied one is refused by the
+    /// component fence raised meanwhile, like a block write.
+    #[tokio::test]
+    async fn a_late_log_write_is_refused_after_a_component_fence() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = NodeConfig::new(dir.path());
+        config.fault_injection = true;
+        let node = Arc::new(Node::open(&config).unwrap());
+        node.create_component(&owner(1), "a", 512, 4, 0, 0)
+            .await
+            .unwrap();
+        node.inject_fault(
+            "a",
+            Fault {
+                action: FaultAction::LateApply(Duration::from_millis(300)),
+                ops: crate::faults::FaultOps::Write,
+                remaining: Some(1),
+            },
+        )
+        .unwrap();
+        let err = node
+            .write_log(owner(1), "a", 0, Bytes::from(vec![9u8; 4096]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NodeError::Injected {
+                    code: Code::DeadlineExceeded,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        node.fence_component(DEFAULT_CLUSTER_ID, "a", 2)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let log = node.read_log(None, "a", 0, 4096).await.unwrap();
+        assert!(
+            log.iter().all(|&b| b == 0),
+            "the late log write landed after the component fence"
+        );
     }
 
     #[tokio::test]

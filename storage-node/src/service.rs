@@ -231,6 +231,38 @@ impl StorageNode for StorageService {
         Ok(Response::new(pb::WriteBlocksResponse {}))
     }
 
+    async fn write_log(
+        &self,
+        request: Request<pb::WriteLogRequest>,
+    ) -> Result<Response<pb::WriteLogResponse>, Status> {
+        let req = request.into_inner();
+        let owner = owner(req.fencing)?;
+        let node = self.node.clone();
+        detached(async move {
+            node.write_log(owner, &req.component_id, req.offset, req.data)
+                .await
+        })
+        .await?;
+        Ok(Response::new(pb::WriteLogResponse {}))
+    }
+
+    async fn read_log(
+        &self,
+        request: Request<pb::ReadLogRequest>,
+    ) -> Result<Response<pb::ReadLogResponse>, Status> {
+        let req = request.into_inner();
+        let data = self
+            .node
+            .read_log(
+                optional_owner(req.fencing),
+                &req.component_id,
+                req.offset,
+                u64::from(req.length),
+            )
+            .await?;
+        Ok(Response::new(pb::ReadLogResponse { data }))
+    }
+
     async fn flush(
         &self,
         request: Request<pb::FlushRequest>,

@@ -202,7 +202,7 @@ async fn admin_calls_convert_the_nodes_answers() {
         assert_eq!(info.max_io_bytes, 16 << 20);
         assert!(!info.fault_injection_enabled);
         assert!(!info.version.is_empty());
-        assert_eq!(info.protocol_version, 2);
+        assert_eq!(info.protocol_version, 3);
 
         let a = nc.create_component("a", 512, 8, 42).await.unwrap();
         assert_eq!(

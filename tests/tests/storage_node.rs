@@ -829,7 +829,7 @@ async fn component_fences_hold_per_component_across_a_restart_and_cover_reads() 
                 c = node.client().await.unwrap();
             }
             let info = node_info(&mut c).await;
-            assert_eq!(info.protocol_version, 2);
+            assert_eq!(info.protocol_version, 3);
             assert_eq!(info.epoch, 1, "restart {restart}");
             let a = info
                 .components
