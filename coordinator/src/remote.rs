@@ -347,8 +347,15 @@ impl ComponentIo for RemoteComponent {
         Box::pin(self.flush_component())
     }
 
+    /// The log area's size; when it was not known at construction (the node did not answer
+    /// yet), what the node has reported since.
     fn log_bytes(&self) -> u64 {
-        self.log_bytes
+        if self.log_bytes > 0 {
+            return self.log_bytes;
+        }
+        self.node
+            .component_log_bytes(&self.component_id)
+            .unwrap_or(0)
     }
 
     fn write_log(&self, offset: u64, data: Bytes) -> BoxFuture<'_, Result<(), IoError>> {

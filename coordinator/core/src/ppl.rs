@@ -263,11 +263,12 @@ impl Ring {
 /// a ring of its own).
 #[derive(Debug, Default)]
 pub struct Rings {
-    rings: Mutex<HashMap<String, Option<std::sync::Arc<Ring>>>>,
+    rings: Mutex<HashMap<String, std::sync::Arc<Ring>>>,
 }
 
 impl Rings {
-    /// The ring of `component` (log area `log_bytes`), `None` when its log area holds no slot.
+    /// The ring of `component` (log area `log_bytes`), `None` when its log area holds no slot
+    /// (asked again next time: the size may not be known yet).
     pub fn of(
         &self,
         component: &str,
@@ -275,10 +276,12 @@ impl Rings {
         slot_bytes: u64,
     ) -> Option<std::sync::Arc<Ring>> {
         let mut rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
-        rings
-            .entry(component.to_owned())
-            .or_insert_with(|| Ring::new(log_bytes, slot_bytes).map(std::sync::Arc::new))
-            .clone()
+        if let Some(ring) = rings.get(component) {
+            return Some(ring.clone());
+        }
+        let ring = std::sync::Arc::new(Ring::new(log_bytes, slot_bytes)?);
+        rings.insert(component.to_owned(), ring.clone());
+        Some(ring)
     }
 }
 
