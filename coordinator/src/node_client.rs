@@ -62,7 +62,11 @@
 //! ([`NodeClient::component_epoch`]). Owner epochs are taken in steps of [`OWNER_EPOCH_STEP`]
 //! and component fence epochs lie between an owner's epoch and the next step, so a newer owner
 //! is above every component fence of an older one. The answer to the fence doubles as a
-//! liveness probe: a node that answers it is slow, not gone.
+//! liveness probe: a node that answers it is slow, not gone. The node applies a fence before
+//! its answer arrives here, so it may refuse a call this client sent at the old epoch first: the
+//! fence is noted as on its way before it is sent, and such a refusal waits for that fence of
+//! that component only, then the call goes again at the new epoch (`NodeClient::moved_past`).
+//! A refusal with no such fence (a newer owner) is answered at once.
 
 use std::fmt;
 use std::future::Future;
@@ -510,6 +514,30 @@ struct ComponentFence {
     sequence: u64,
 }
 
+/// A component fence on its way ([`Inner::component_fences_pending`]): noted while it lives,
+/// forgotten on drop (the fence recorded, failed, or dropped before its answer), which wakes
+/// the calls waiting for it.
+struct PendingFence<'a> {
+    inner: &'a Inner,
+    component: &'a str,
+}
+
+impl<'a> PendingFence<'a> {
+    fn new(inner: &'a Inner, component: &'a str, epoch: u64) -> Self {
+        inner
+            .component_fences_pending
+            .insert(component.to_owned(), epoch);
+        Self { inner, component }
+    }
+}
+
+impl Drop for PendingFence<'_> {
+    fn drop(&mut self) {
+        self.inner.component_fences_pending.remove(self.component);
+        self.inner.component_fence_settled.notify_waiters();
+    }
+}
+
 struct Inner {
     address: String,
     clients: Arc<[Rpc]>,
@@ -533,6 +561,12 @@ struct Inner {
     /// The log-area size of every component this client saw in a node answer (node info,
     /// listing, creation), by id ([`NodeClient::component_log_bytes`]).
     component_logs: DashMap<String, u64>,
+    /// Component fences on their way: the epoch sent, from before the Fence is sent until its
+    /// answer is recorded in `component_fences` (or the fence failed or was dropped). A call the
+    /// node refused because of such a fence waits for it ([`NodeClient::moved_past`]).
+    component_fences_pending: DashMap<String, u64>,
+    /// Woken whenever an entry of `component_fences_pending` is removed.
+    component_fence_settled: tokio::sync::Notify,
     config: NodeClientConfig,
     metrics: Option<NodeRpcMetrics>,
 }
@@ -603,6 +637,8 @@ impl NodeClient {
                 component_fences_sent: AtomicU64::new(0),
                 component_fence_lock: tokio::sync::Mutex::new(()),
                 component_logs: DashMap::new(),
+                component_fences_pending: DashMap::new(),
+                component_fence_settled: tokio::sync::Notify::new(),
                 metrics,
                 config,
             }),
@@ -682,6 +718,9 @@ impl NodeClient {
             .component_fences_sent
             .fetch_add(1, Ordering::AcqRel)
             + 1;
+        // Noted before the Fence is sent: the node may apply it, and refuse a call of this
+        // client sent at the old epoch, before its answer arrives here.
+        let _pending = PendingFence::new(&self.inner, component, epoch);
         let answer = self.send_fence(epoch, component).await?;
         if answer.epoch > epoch {
             return Err(stale_epoch(format!(
@@ -702,6 +741,35 @@ impl NodeClient {
     /// answer named the component yet.
     pub fn component_log_bytes(&self, id: &str) -> Option<u64> {
         self.inner.component_logs.get(id).map(|v| *v)
+    }
+
+    /// Whether this client's epoch for `component` moved past `sent`, the epoch a call the
+    /// node refused as stale carried: then the refusal came from this client's own component
+    /// fence, and the call may be sent again at the new epoch. When it has not moved yet but a
+    /// fence of this component above `sent` is on its way (the node applied it and refused the
+    /// call before the fence's answer was recorded here), waits for that fence to be recorded,
+    /// fail or be dropped, and looks again. Any other refusal (a newer owner) answers `false`
+    /// at once: a fence of another component, or none at all, is never waited for.
+    pub(crate) async fn moved_past(&self, component: &str, sent: u64) -> bool {
+        loop {
+            let settled = self.inner.component_fence_settled.notified();
+            tokio::pin!(settled);
+            // Registered before the checks, so a fence that settles between them still wakes
+            // this waiter (notify_waiters keeps no permit).
+            settled.as_mut().enable();
+            if self.component_epoch(component) > sent {
+                return true;
+            }
+            let in_flight = self
+                .inner
+                .component_fences_pending
+                .get(component)
+                .is_some_and(|epoch| *epoch > sent);
+            if !in_flight {
+                return false;
+            }
+            settled.await;
+        }
     }
 
     /// The client's settings.

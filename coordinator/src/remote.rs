@@ -268,9 +268,11 @@ impl RemoteComponent {
 
     /// Sends the block call `request(fencing)` makes, with the fencing the component's calls
     /// carry now. A call the node refused as stale because this client fenced the component
-    /// meanwhile (its epoch moved past the one sent) is sent again with the new epoch: the node
-    /// refuses a stale call before applying anything, so nothing is retried blindly. A refusal
-    /// with no such move (a newer owner) is the answer.
+    /// meanwhile (its epoch moved past the one sent, or will once a fence of this component
+    /// still on its way is recorded: the node may refuse the call before the fence's answer
+    /// arrives) is sent again with the new epoch: the node refuses a stale call before applying
+    /// anything, so nothing is retried blindly. A refusal with no such move (a newer owner) is
+    /// the answer, at once.
     async fn refenced<C: BlockCall>(
         &self,
         op: IoOp,
@@ -286,7 +288,7 @@ impl RemoteComponent {
                 Err(status) => {
                     let err = self.failed(&status, op, start, count);
                     if err.kind == IoErrorKind::Fenced
-                        && self.node.component_epoch(&self.component_id) > sent
+                        && self.node.moved_past(&self.component_id, sent).await
                     {
                         tracing::debug!(component = %self.component_id, sent, "refused under an epoch this client fenced past: sent again");
                         continue;
@@ -388,6 +390,7 @@ impl ComponentIo for RemoteComponent {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
+    use std::sync::Arc;
 
     use pb::storage_node_server::{StorageNode, StorageNodeServer};
     use tonic::{Request, Response, Status};
@@ -739,5 +742,310 @@ mod tests {
         }
         let c = RemoteComponent::new(node, "c", 512, 3).unwrap();
         assert_eq!((c.id(), c.block_size(), c.block_count()), ("c", 512, 3));
+    }
+
+    /// The fencing a storage node applies, kept in a fake: a Fence raises the node's epoch (no
+    /// component) or one component's; a write below max(node epoch, component epoch) is refused
+    /// as stale, like the real node's. While `hold` is set, a component Fence is applied at once
+    /// but answered only when the test adds a permit to `release`: the window in which the node
+    /// refuses a call of the client's old epoch before the client has the fence's answer.
+    struct Fences {
+        state: std::sync::Mutex<FenceState>,
+        hold: std::sync::atomic::AtomicBool,
+        /// A component fence was applied (one permit per fence).
+        applied: tokio::sync::Notify,
+        /// A write was refused as stale (one permit per refusal).
+        refused: tokio::sync::Notify,
+        release: tokio::sync::Semaphore,
+    }
+
+    #[derive(Default)]
+    struct FenceState {
+        node: u64,
+        components: std::collections::HashMap<String, u64>,
+        /// Writes applied: (component, epoch carried).
+        written: Vec<(String, u64)>,
+    }
+
+    impl Fences {
+        fn new() -> Arc<Self> {
+            Arc::new(Self {
+                state: Default::default(),
+                hold: Default::default(),
+                applied: Default::default(),
+                refused: Default::default(),
+                release: tokio::sync::Semaphore::new(0),
+            })
+        }
+
+        fn written(&self) -> Vec<(String, u64)> {
+            self.state.lock().unwrap().written.clone()
+        }
+    }
+
+    fn stale(got: u64, current: u64) -> Status {
+        let mut status = Status::failed_precondition(format!(
+            "epoch {got} is stale: this node has accepted epoch {current}"
+        ));
+        status.metadata_mut().insert(
+            dagraid_proto::error_kind::HEADER,
+            dagraid_proto::error_kind::STALE_EPOCH.parse().unwrap(),
+        );
+        status
+    }
+
+    struct FenceNode(Arc<Fences>);
+
+    #[tonic::async_trait]
+    impl StorageNode for FenceNode {
+        async fn read_blocks(
+            &self,
+            _: Request<pb::ReadBlocksRequest>,
+        ) -> Result<Response<pb::ReadBlocksResponse>, Status> {
+            unimplemented()
+        }
+        async fn get_node_info(
+            &self,
+            _: Request<pb::GetNodeInfoRequest>,
+        ) -> Result<Response<pb::NodeInfo>, Status> {
+            Ok(Response::new(pb::NodeInfo {
+                protocol_version: dagraid_proto::storage::PROTOCOL_VERSION,
+                version: "0.0.1".into(),
+                ..Default::default()
+            }))
+        }
+        async fn create_component(
+            &self,
+            _: Request<pb::CreateComponentRequest>,
+        ) -> Result<Response<pb::CreateComponentResponse>, Status> {
+            unimplemented()
+        }
+        async fn list_components(
+            &self,
+            _: Request<pb::ListComponentsRequest>,
+        ) -> Result<Response<pb::ListComponentsResponse>, Status> {
+            unimplemented()
+        }
+        async fn delete_component(
+            &self,
+            _: Request<pb::DeleteComponentRequest>,
+        ) -> Result<Response<pb::DeleteComponentResponse>, Status> {
+            unimplemented()
+        }
+        async fn write_blocks(
+            &self,
+            request: Request<pb::WriteBlocksRequest>,
+        ) -> Result<Response<pb::WriteBlocksResponse>, Status> {
+            let r = request.into_inner();
+            let got = r.fencing.map_or(0, |f| f.epoch);
+            let current = {
+                let mut state = self.0.state.lock().unwrap();
+                let current = state
+                    .node
+                    .max(state.components.get(&r.component_id).copied().unwrap_or(0));
+                if got >= current {
+                    state.written.push((r.component_id, got));
+                    return Ok(Response::new(pb::WriteBlocksResponse {}));
+                }
+                current
+            };
+            self.0.refused.notify_one();
+            Err(stale(got, current))
+        }
+        async fn flush(
+            &self,
+            _: Request<pb::FlushRequest>,
+        ) -> Result<Response<pb::FlushResponse>, Status> {
+            unimplemented()
+        }
+        async fn read_slot(
+            &self,
+            _: Request<pb::ReadSlotRequest>,
+        ) -> Result<Response<pb::ReadSlotResponse>, Status> {
+            unimplemented()
+        }
+        async fn write_slot(
+            &self,
+            _: Request<pb::WriteSlotRequest>,
+        ) -> Result<Response<pb::WriteSlotResponse>, Status> {
+            unimplemented()
+        }
+        async fn fence(
+            &self,
+            request: Request<pb::FenceRequest>,
+        ) -> Result<Response<pb::FenceResponse>, Status> {
+            let r = request.into_inner();
+            let epoch = {
+                let mut state = self.0.state.lock().unwrap();
+                let current = if r.component_id.is_empty() {
+                    state.node
+                } else {
+                    state
+                        .node
+                        .max(state.components.get(&r.component_id).copied().unwrap_or(0))
+                };
+                if r.epoch < current {
+                    return Err(stale(r.epoch, current));
+                }
+                if r.component_id.is_empty() {
+                    state.node = r.epoch;
+                } else {
+                    state.components.insert(r.component_id.clone(), r.epoch);
+                }
+                r.epoch
+            };
+            if !r.component_id.is_empty() {
+                self.0.applied.notify_one();
+                if self.0.hold.load(std::sync::atomic::Ordering::SeqCst) {
+                    self.0.release.acquire().await.unwrap().forget();
+                }
+            }
+            Ok(Response::new(pb::FenceResponse { epoch }))
+        }
+        async fn inject_fault(
+            &self,
+            _: Request<pb::InjectFaultRequest>,
+        ) -> Result<Response<pb::InjectFaultResponse>, Status> {
+            unimplemented()
+        }
+        async fn clear_faults(
+            &self,
+            _: Request<pb::ClearFaultsRequest>,
+        ) -> Result<Response<pb::ClearFaultsResponse>, Status> {
+            unimplemented()
+        }
+        async fn write_log(
+            &self,
+            _: Request<pb::WriteLogRequest>,
+        ) -> Result<Response<pb::WriteLogResponse>, Status> {
+            unimplemented()
+        }
+        async fn read_log(
+            &self,
+            _: Request<pb::ReadLogRequest>,
+        ) -> Result<Response<pb::ReadLogResponse>, Status> {
+            unimplemented()
+        }
+    }
+
+    async fn serve_fences(fences: Arc<Fences>) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(StorageNodeServer::new(FenceNode(fences)))
+                .serve_with_incoming(incoming),
+        );
+        addr
+    }
+
+    const OWNER: u64 = crate::node_client::OWNER_EPOCH_STEP;
+
+    /// Component `id` of a client at owner epoch [`OWNER`] of the fake node at `addr`.
+    fn owned(addr: SocketAddr, id: &str) -> RemoteComponent {
+        let node = NodeClient::new(
+            &addr.to_string(),
+            FencingContext::new("dagraid", OWNER),
+            NodeClientConfig::default(),
+        )
+        .unwrap();
+        RemoteComponent::new(node, id, 512, 8).unwrap()
+    }
+
+    fn block() -> Bytes {
+        Bytes::from(vec![1u8; 512])
+    }
+
+    /// The race seen in CI (a RAID 6 power-cut test write refused at epoch 2^32+1 by this
+    /// coordinator's own fence at 2^32+2): the node applies a component fence and refuses a
+    /// write sent at the old epoch before the fence's answer reaches the client. The write
+    /// waits for the fence and is sent again at the new epoch; it does not fail as fenced.
+    #[tokio::test]
+    async fn a_call_refused_by_a_fence_of_this_client_still_on_its_way_is_sent_again() {
+        let fences = Fences::new();
+        let addr = serve_fences(fences.clone()).await;
+        let c = owned(addr, "c");
+        c.write(0, block()).await.unwrap();
+        fences.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+        let fencing = tokio::spawn({
+            let c = c.clone();
+            async move { c.fence().await }
+        });
+        // The node has the fence; the client does not know yet.
+        fences.applied.notified().await;
+        assert_eq!(c.node().component_epoch("c"), OWNER);
+        let write = tokio::spawn({
+            let c = c.clone();
+            async move { c.write(1, block()).await }
+        });
+        fences.refused.notified().await;
+        // Refused at the old epoch while the fence is still on its way: the write must not have
+        // failed (before the fix it had, as fenced, by now: give it time to).
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(
+            !write.is_finished(),
+            "failed while the fence was on its way: {:?}",
+            write.await
+        );
+        fences.release.add_permits(1);
+        fencing.await.unwrap().unwrap();
+        write.await.unwrap().unwrap();
+        assert_eq!(c.node().component_epoch("c"), OWNER + 1);
+        assert_eq!(
+            fences.written(),
+            [("c".to_owned(), OWNER), ("c".to_owned(), OWNER + 1)]
+        );
+    }
+
+    /// A refusal with no fence of this client above the epoch sent (a newer owner took over) is
+    /// the answer at once: a fence of another component on the same node, still on its way, is
+    /// not waited for. And a fence dropped before its answer (its caller cancelled) wakes the
+    /// calls waiting for it, which then fail as fenced instead of hanging.
+    #[tokio::test]
+    async fn a_refusal_by_a_newer_owner_is_not_waited_on() {
+        let fences = Fences::new();
+        let addr = serve_fences(fences.clone()).await;
+        let c = owned(addr, "c");
+        let d = RemoteComponent::new(c.node().clone(), "d", 512, 8).unwrap();
+        c.write(0, block()).await.unwrap();
+        fences.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+        let fencing_d = tokio::spawn({
+            let d = d.clone();
+            async move { d.fence().await }
+        });
+        fences.applied.notified().await;
+        // A newer owner fences the node.
+        fences.state.lock().unwrap().node = 2 * OWNER;
+        let quick = std::time::Duration::from_secs(5);
+        let e = tokio::time::timeout(quick, c.write(1, block()))
+            .await
+            .expect("a newer owner's refusal is answered at once")
+            .unwrap_err();
+        assert_eq!(e.kind, IoErrorKind::Fenced, "{e}");
+        fencing_d.abort();
+        assert!(fencing_d.await.unwrap_err().is_cancelled());
+
+        // A fence of `c` itself dropped while on its way: the refused write waits for it, then
+        // fails as fenced (nothing moved) once it is dropped.
+        fences.state.lock().unwrap().node = OWNER;
+        let fencing_c = tokio::spawn({
+            let c = c.clone();
+            async move { c.fence().await }
+        });
+        fences.applied.notified().await;
+        let write = tokio::spawn({
+            let c = c.clone();
+            async move { c.write(2, block()).await }
+        });
+        fences.refused.notified().await;
+        fencing_c.abort();
+        let e = tokio::time::timeout(quick, write)
+            .await
+            .expect("a dropped fence wakes the calls waiting for it")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.kind, IoErrorKind::Fenced, "{e}");
+        assert_eq!(fences.written(), [("c".to_owned(), OWNER)]);
     }
 }

@@ -83,6 +83,10 @@ async fn add_spare(client: &mut Client, node: &str, size: u64) -> pb::Spare {
         .into_inner()
 }
 
+/// The volume once every column is optimal and no rebuild job runs any more. A job's status
+/// is updated only after the end of every column it rebuilt is recorded, so for a moment the
+/// columns are optimal while the job still says running (stripes all done); the job is then
+/// waited for, not assumed over.
 async fn healed(client: &mut Client, name: &str) -> pb::Volume {
     eventually(Duration::from_secs(60), "volume optimal again", || {
         let mut c = client.clone();
@@ -91,7 +95,8 @@ async fn healed(client: &mut Client, name: &str) -> pb::Volume {
             (v.state == pb::VolumeState::Optimal as i32
                 && v.components
                     .iter()
-                    .all(|c| c.state == pb::ComponentState::Optimal as i32))
+                    .all(|c| c.state == pb::ComponentState::Optimal as i32)
+                && v.rebuilds.iter().all(|r| !r.running))
             .then_some(v)
         }
     })
