@@ -28,7 +28,14 @@ async fn crash_while_degraded(level: RaidLevel, power_cut: bool, seed: u64) {
         let mut cluster = Cluster::start(ClusterOptions {
             nodes: 5,
             fault_injection: power_cut,
-            coordinator_args: vec!["--assembly-wait-ms".into(), "3000".into()],
+            node_deadline_ms: 1000,
+            health_interval_ms: 200,
+            coordinator_args: vec![
+                "--assembly-wait-ms".into(),
+                "3000".into(),
+                "--gone-after-ms".into(),
+                "1000".into(),
+            ],
             ..ClusterOptions::default()
         })
         .await
@@ -62,6 +69,10 @@ async fn crash_while_degraded(level: RaidLevel, power_cut: bool, seed: u64) {
         reference.lock().unwrap()[..probe.len()].copy_from_slice(&probe);
         let s = c.volume(VOLUME).status().await.unwrap();
         assert_eq!(s.state, VolumeState::Degraded, "{s:?}");
+        eprintln!(
+            "{level:?}: column of node {} failed; degraded writes",
+            dead + 1
+        );
 
         // Small writes, most of them into part of a stripe, until the crash.
         let region = size / WRITERS as usize;
@@ -100,6 +111,10 @@ async fn crash_while_degraded(level: RaidLevel, power_cut: bool, seed: u64) {
             },
         )
         .await;
+        eprintln!(
+            "{level:?}: {} writes acknowledged; kill -9",
+            acks.load(Ordering::SeqCst)
+        );
         cluster.coordinator.kill9().await.unwrap();
         if power_cut {
             // Every surviving node loses what it had not synced, and the syncs in flight tear.
@@ -118,9 +133,20 @@ async fn crash_while_degraded(level: RaidLevel, power_cut: bool, seed: u64) {
         cluster.coordinator.restart().await.unwrap();
         let c = client(&cluster).await;
         let s = settled(&c, VOLUME).await;
+        eprintln!("{level:?}: restarted, {:?}", s.state);
         assert_eq!(s.state, VolumeState::Degraded, "{s:?}");
         let log = cluster.coordinator.log();
-        assert!(log.contains("partial-parity log replayed"), "{log}");
+        let replayed: u64 = log
+            .lines()
+            .find(|l| l.contains("partial-parity log replayed"))
+            .and_then(|l| l.split("replayed=").nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no replay in the log: {log}"));
+        assert!(
+            replayed > 0,
+            "the log named stripes written degraded: {log}"
+        );
         assert!(!log.contains("assembled by force"), "{log}");
         // The failed column's data comes from parity: every acknowledged byte reads back.
         let got = c.volume(VOLUME).read_at(0, size).await.unwrap();
@@ -128,13 +154,37 @@ async fn crash_while_degraded(level: RaidLevel, power_cut: bool, seed: u64) {
         let unknown = unknown.lock().unwrap().clone();
         check_acknowledged(&got, &reference, &unknown);
 
+        eprintln!("{level:?}: every acknowledged byte read back; the node comes back");
         // The node comes back; its column is re-added; then every stripe is consistent.
         cluster.nodes[dead].restart_on_same_port().await.unwrap();
-        eventually("the column re-added", Duration::from_secs(120), || async {
-            let s = c.volume(VOLUME).status().await.ok()?;
-            (s.state == VolumeState::Optimal).then_some(())
+        // By hand: the node came back before this coordinator life found it gone.
+        eventually("the re-add started", Duration::from_secs(60), || async {
+            c.re_add_column(VOLUME, dead as u32, None).await.ok()
         })
         .await;
+        let healed = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let Ok(s) = c.volume(VOLUME).status().await
+                    && s.state == VolumeState::Optimal
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        if healed.is_err() {
+            let log = cluster.coordinator.log();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("dagraid_coordinator"))
+                .collect();
+            panic!(
+                "{level:?}: the column was not re-added within 60 s: {:?}\n{}",
+                c.volume(VOLUME).status().await,
+                lines.join("\n")
+            );
+        }
         let again = c.volume(VOLUME).read_at(0, size).await.unwrap();
         assert_eq!(again, got, "the re-added column serves what parity did");
         cluster.check_columns(VOLUME, &[]).await.unwrap();
