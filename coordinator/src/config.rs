@@ -200,6 +200,10 @@ pub struct CoordinatorConfig {
     pub parity_map_region_bytes: u64,
     /// How long a region stays marked dirty after its last write.
     pub parity_map_cooldown: Duration,
+    /// Whether writes while a volume is degraded are first logged in the partial-parity log
+    /// (`dagraid_core::ppl`; default on). Off, they cost less, and a crash while degraded
+    /// needs `dagraid volume assemble --force` again (the write hole is open).
+    pub partial_parity_log: bool,
 }
 
 impl CoordinatorConfig {
@@ -230,6 +234,7 @@ impl CoordinatorConfig {
             scrub_rate: DEFAULT_SCRUB_RATE,
             scrub_rate_busy: DEFAULT_SCRUB_RATE_BUSY,
             parity_map_region_bytes: dagraid_core::parity_map::DEFAULT_REGION_BYTES,
+            partial_parity_log: true,
             parity_map_cooldown: dagraid_core::parity_map::DEFAULT_COOLDOWN,
         }
     }
@@ -422,6 +427,8 @@ pub struct FileConfig {
     pub parity_map_region_bytes: Option<u64>,
     /// See [`CoordinatorConfig::parity_map_cooldown`], in milliseconds.
     pub parity_map_cooldown_ms: Option<u64>,
+    /// See [`CoordinatorConfig::partial_parity_log`].
+    pub partial_parity_log: Option<bool>,
 }
 
 impl FileConfig {
@@ -565,6 +572,12 @@ pub struct Args {
     /// [default: 10000].
     #[arg(long, value_name = "MS", env = "DAGRAID_PARITY_MAP_COOLDOWN_MS")]
     pub parity_map_cooldown_ms: Option<u64>,
+    /// Log every write made while a volume is degraded in the partial-parity log first, so a
+    /// crash in the middle of one cannot damage the failed column's data and the volume is
+    /// assembled by itself after it; `false` saves that cost and leaves the write hole open (a
+    /// crash while degraded then needs `dagraid volume assemble --force`) [default: true].
+    #[arg(long, value_name = "BOOL", env = "DAGRAID_PARTIAL_PARITY_LOG")]
+    pub partial_parity_log: Option<bool>,
     /// Trace export (OTLP/gRPC), configured like any OpenTelemetry SDK.
     #[command(flatten)]
     pub telemetry: dagraid_telemetry::TelemetryArgs,
@@ -662,6 +675,9 @@ impl Args {
         }
         if let Some(ms) = self.parity_map_cooldown_ms.or(file.parity_map_cooldown_ms) {
             config.parity_map_cooldown = Duration::from_millis(ms);
+        }
+        if let Some(on) = self.partial_parity_log.or(file.partial_parity_log) {
+            config.partial_parity_log = on;
         }
         config.validate()?;
         Ok(config)

@@ -103,6 +103,9 @@ pub struct VolumeStates {
     snapshot: Mutex<DurableState>,
     array: OnceLock<Weak<Array>>,
     crash: CrashHooks,
+    /// Whether the array logs its writes while degraded: if not, no record claims a log
+    /// period (`dagraid_core::ppl`), so a crash while degraded needs a forced assembly.
+    keeps_log: bool,
 }
 
 impl VolumeStates {
@@ -134,7 +137,15 @@ impl VolumeStates {
             }),
             array: OnceLock::new(),
             crash,
+            keeps_log: true,
         }
+    }
+
+    /// The same for an array that logs its writes while degraded or not
+    /// ([`dagraid_core::access::ArrayConfig::partial_parity_log`]).
+    pub fn keeping_log(mut self, keeps_log: bool) -> Self {
+        self.keeps_log = keeps_log;
+        self
     }
 
     /// Tells the recorder which array it records for (to hand it the columns whose label write
@@ -232,7 +243,7 @@ impl VolumeStates {
                 map: map.clone(),
                 map_counter,
                 map_cleared_at,
-                log_period,
+                log_period: if self.keeps_log { log_period } else { 0 },
             };
             let record = lost_counter == next.mod_counter || map_changed;
             let failures = self.labels.write(&next, record, crash).await;

@@ -319,6 +319,7 @@ impl Coordinator {
                     region_bytes: config.parity_map_region_bytes,
                     // A later coordinator's partial-parity log entries rank above ours.
                     log_epoch: epoch,
+                    partial_parity_log: config.partial_parity_log,
                     ..ArrayConfig::default()
                 },
                 map_cooldown: config.parity_map_cooldown,

@@ -857,15 +857,18 @@ impl VolumeManager {
             .map_err(|e| e.to_string())?
             .with_recovery(proposed.recovered, proposed.lost)
             .with_log_period(proposed.log_period);
-        let recorder = Arc::new(VolumeStates::new(
-            self.store.clone(),
-            record.name.clone(),
-            record.id.clone(),
-            layout,
-            labels,
-            durable,
-            self.config.crash.clone(),
-        ));
+        let recorder = Arc::new(
+            VolumeStates::new(
+                self.store.clone(),
+                record.name.clone(),
+                record.id.clone(),
+                layout,
+                labels,
+                durable,
+                self.config.crash.clone(),
+            )
+            .keeping_log(self.config.array.partial_parity_log),
+        );
         let table: ComponentTable = components.into();
         let array = Array::new(
             layout,

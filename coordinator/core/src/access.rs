@@ -68,6 +68,10 @@ pub struct ArrayConfig {
     /// The first half of the partial-parity log's sequence numbers ([`crate::ppl`]): the
     /// coordinator's owner epoch, so a later coordinator's entries rank above an earlier one's.
     pub log_epoch: u64,
+    /// Whether writes while degraded are logged first ([`crate::ppl`]). Off, nothing is
+    /// logged and no log period is recorded, so a crash while degraded needs a forced
+    /// assembly (the write hole is open).
+    pub partial_parity_log: bool,
 }
 
 impl Default for ArrayConfig {
@@ -79,6 +83,7 @@ impl Default for ArrayConfig {
             admission: None,
             region_bytes: crate::parity_map::DEFAULT_REGION_BYTES,
             log_epoch: 0,
+            partial_parity_log: true,
         }
     }
 }
@@ -892,6 +897,7 @@ impl Array {
             // data units hold after it, durably, on the stripe's surviving parity columns: a
             // crash in the middle of the write cannot then damage them (`crate::ppl`).
             if matches!(op, StripeOp::Access(AccessKind::Write))
+                && self.config.partial_parity_log
                 && crate::ppl::level_logs(self.layout.level())
                 && log_period != 0
             {
@@ -1394,7 +1400,11 @@ impl Array {
         if *self.durable.borrow() >= generation {
             return Ok(());
         }
-        let snapshot = self.states();
+        let mut snapshot = self.states();
+        if !self.config.partial_parity_log {
+            // Nothing is logged: no record may claim a log period (assembly would trust it).
+            snapshot = snapshot.without_log_period();
+        }
         self.recorder
             .record(&snapshot)
             .await

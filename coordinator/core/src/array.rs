@@ -305,6 +305,12 @@ impl ComponentStates {
         self
     }
 
+    /// The same with no log period, for a record of an array that keeps no log.
+    pub fn without_log_period(mut self) -> ComponentStates {
+        self.log_period = 0;
+        self
+    }
+
     fn settle_log_period(&mut self) {
         if self.states.iter().all(|s| s.is_current()) {
             self.log_period = 0;
