@@ -25,6 +25,8 @@ pub enum FaultOps {
     Write,
     /// Flush.
     Flush,
+    /// WriteBlocks only.
+    BlockWrite,
 }
 
 /// The operation being checked against the faults.
@@ -32,8 +34,10 @@ pub enum FaultOps {
 pub enum Op {
     /// A read of blocks, of a slot or of the log area.
     Read,
-    /// A write of blocks, of a slot or of the log area.
+    /// A write of a slot or of the log area.
     Write,
+    /// A write of blocks.
+    BlockWrite,
     /// A flush.
     Flush,
 }
@@ -151,7 +155,8 @@ impl FaultRegistry {
                 (f.ops, op),
                 (FaultOps::Any, _)
                     | (FaultOps::Read, Op::Read)
-                    | (FaultOps::Write, Op::Write)
+                    | (FaultOps::Write, Op::Write | Op::BlockWrite)
+                    | (FaultOps::BlockWrite, Op::BlockWrite)
                     | (FaultOps::Flush, Op::Flush)
             )
         })?;

@@ -530,7 +530,7 @@ impl Node {
                 .await?;
             store.write_blocks(start, data).await
         };
-        match self.meet_faults(id, Op::Write).await? {
+        match self.meet_faults(id, Op::BlockWrite).await? {
             None => apply.await,
             Some(delay) => Err(self.apply_late(id, delay, apply)),
         }

@@ -117,9 +117,10 @@ fn fault(req: &pb::InjectFaultRequest) -> Result<Fault, NodeError> {
         Ok(pb::FaultOps::Read) => FaultOps::Read,
         Ok(pb::FaultOps::Write) => FaultOps::Write,
         Ok(pb::FaultOps::Flush) => FaultOps::Flush,
+        Ok(pb::FaultOps::BlockWrite) => FaultOps::BlockWrite,
         Err(_) => {
             return Err(NodeError::InvalidArgument(format!(
-                "fault ops {} is not ANY, READ, WRITE or FLUSH",
+                "fault ops {} is not ANY, READ, WRITE, FLUSH or BLOCK_WRITE",
                 req.ops
             )));
         }

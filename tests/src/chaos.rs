@@ -8,7 +8,8 @@
 //! each, the volume's state decides whether it may run: a storage-node fault only if the
 //! columns out (failed or gone) plus its own stay within the tolerance (and one that may fail
 //! its column only while the volume is not resyncing), a coordinator crash only
-//! while no column is out (a crash of a degraded volume needs a forced assembly: the RAID 5
+//! while no column is gone (a column the record names failed is covered by the partial-parity
+//! log; a gone one is not: the RAID 5
 //! write hole, docs/COORDINATOR.md). A fault that may not run is skipped and counted.
 //!
 //! Without spares, a node kill, power cut or long stall that fails its column uses up one unit
@@ -942,8 +943,17 @@ async fn run_fault(
     };
     match fault.kind {
         FaultKind::CoordinatorKill => {
-            if !out.is_empty() {
-                skip("a column is out (a crash would need a forced assembly)");
+            // A column out that the record names (failed, or being re-added or rebuilt) is
+            // covered by the partial-parity log: the restart replays it. A gone column is not
+            // in the record (a crash would need a forced assembly), nor is a resync's stripe.
+            if status.components.iter().any(|c| c.gone) {
+                skip("a column is gone (a crash would need a forced assembly)");
+                return Ok(());
+            }
+            if !out.is_empty()
+                && !matches!(status.state, VolumeState::Optimal | VolumeState::Degraded)
+            {
+                skip("a column is out and the volume is resyncing");
                 return Ok(());
             }
             if status.state == VolumeState::NotAssembled {

@@ -322,22 +322,15 @@ async fn a_node_back_with_old_data_stays_failed_across_coordinator_restarts() {
         assert_eq!(s.resync, None, "a clean volume needs no resync");
         assert!(vol.read_at(0, size).await.unwrap()[..] == new[..]);
 
-        // A crash: not clean and degraded, so only by force; still the node stays failed.
+        // A crash: not clean and degraded, assembled by itself (the partial-parity log is
+        // replayed); still the node stays failed.
         cluster.coordinator.kill9().await.unwrap();
         cluster.coordinator.restart().await.unwrap();
         let c = client(&cluster).await;
         let vol = c.volume("r5");
-        let s = vol.status().await.unwrap();
-        assert_eq!(s.state, VolumeState::NotAssembled);
-        assert_eq!(s.components[2].state, ComponentState::Failed);
-        assert!(matches!(
-            vol.read_at(0, 4096).await,
-            Err(ClientError::NotAssembled { .. })
-        ));
-        let outcome = c.assemble_volume("r5", true).await.unwrap();
-        assert!(outcome.at_risk.is_some());
-        assert_eq!(outcome.volume.components[2].state, ComponentState::Failed);
         let s = settled(&c, "r5").await;
+        assert_eq!(s.components[2].state, ComponentState::Failed);
+        assert!(!s.assembly.forced && !s.assembly.needs_force, "{s:?}");
         assert_eq!(s.state, VolumeState::Degraded);
         assert!(
             vol.read_at(0, size).await.unwrap()[..] == new[..],
@@ -743,7 +736,8 @@ async fn a_torn_stripe_stays_lost_across_a_coordinator_kill9_until_it_is_rewritt
             .inject_fault(spb::InjectFaultRequest {
                 component_id: info.components[parity].component_id.clone(),
                 kind: spb::FaultKind::Fail as i32,
-                ops: spb::FaultOps::Write as i32,
+                // The block write: the partial-parity log write before it succeeds.
+                ops: spb::FaultOps::BlockWrite as i32,
                 count: 1,
                 delay_ms: 0,
                 status_code: tonic::Code::Internal as i32,
@@ -763,13 +757,14 @@ async fn a_torn_stripe_stays_lost_across_a_coordinator_kill9_until_it_is_rewritt
         cluster.coordinator.restart().await.unwrap();
         let c = client(&cluster).await;
         let vol = c.volume("t");
-        let s = vol.status().await.unwrap();
-        assert_eq!(s.state, VolumeState::NotAssembled, "{s:?}");
+        // Not clean and degraded, column x failed in the record: assembled by itself, the
+        // partial-parity log replayed; the stripe stays lost (never un-lost by a replay).
+        let s = settled(&c, "t").await;
+        assert!(!s.assembly.forced && !s.assembly.needs_force, "{s:?}");
         assert_eq!(s.lost_bytes, stripe_bytes, "{s:?}");
         let lost = c.list_lost("t").await.unwrap();
         assert_eq!(lost.len(), 1);
         assert_eq!((lost[0].offset, lost[0].length), (0, stripe_bytes));
-        c.assemble_volume("t", true).await.unwrap();
 
         // The failed column's bytes in the torn stripe are lost, not rebuilt wrong.
         let err = vol
