@@ -422,6 +422,12 @@ pub struct Array {
     log_rings: crate::ppl::Rings,
     /// The second half of the log's sequence numbers.
     log_seq: AtomicU64,
+    /// Held shared by every attempt of a user write, from before it looks at the states until
+    /// its DAG (and any redo) is done; recording a state that takes a column out of use takes
+    /// it exclusively first ([`Array::make_durable`]).
+    write_gate: tokio::sync::RwLock<()>,
+    /// Which columns were current in the state last recorded.
+    recorded_current: Mutex<Vec<bool>>,
 }
 
 impl fmt::Debug for Array {
@@ -496,6 +502,7 @@ impl Array {
             }
         }
         let generation = states.generation();
+        let recorded_current = Mutex::new(states.states().iter().map(|s| s.is_current()).collect());
         Ok(Arc::new(Array {
             load: (0..layout.columns()).map(|_| AtomicU64::new(0)).collect(),
             parity_map: ParityMap::new(
@@ -516,6 +523,8 @@ impl Array {
             stats: AccessStats::default(),
             log_rings: crate::ppl::Rings::default(),
             log_seq: AtomicU64::new(0),
+            write_gate: tokio::sync::RwLock::new(()),
+            recorded_current,
         }))
     }
 
@@ -859,6 +868,13 @@ impl Array {
         // slots, held until the write is done (`crate::ppl`).
         let mut logged: Option<(Vec<usize>, Vec<crate::ppl::SlotGuard>)> = None;
         for attempt in 1..=self.config.max_tries.max(1) {
+            // A user write's attempt runs under the write gate, from before it reads the states
+            // until its DAG is done: a failure is not recorded while a write that treated the
+            // column as current (and so logged nothing for it) is still in flight.
+            let _gate = match op {
+                StripeOp::Access(AccessKind::Write) => Some(self.write_gate.read().await),
+                _ => None,
+            };
             let (failed, lost_here, generation, table, not_current, log_period) = {
                 let st = self.lock_states();
                 (
@@ -1401,6 +1417,25 @@ impl Array {
             return Ok(());
         }
         let mut snapshot = self.states();
+        let takes_out = {
+            let current = self
+                .recorded_current
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            snapshot
+                .states()
+                .iter()
+                .zip(current.iter())
+                .any(|(s, was)| *was && !s.is_current())
+        };
+        if takes_out && self.config.partial_parity_log {
+            // Writes issued while the column was current logged nothing for it: once its
+            // failure is durable, a crash before they end would leave their stripes torn with
+            // no log entry (docs/STATE.md, "Partial-parity log"). They end first; every write
+            // after this sees the column out and logs.
+            drop(self.write_gate.write().await);
+            snapshot = self.states();
+        }
         if !self.config.partial_parity_log {
             // Nothing is logged: no record may claim a log period (assembly would trust it).
             snapshot = snapshot.without_log_period();
@@ -1409,6 +1444,11 @@ impl Array {
             .record(&snapshot)
             .await
             .map_err(|detail| AccessError::StateNotRecorded { detail })?;
+        *self
+            .recorded_current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) =
+            snapshot.states().iter().map(|s| s.is_current()).collect();
         self.durable.send_if_modified(|d| {
             let newer = *d < snapshot.generation();
             if newer {

@@ -1758,3 +1758,56 @@ async fn a_crash_in_a_degraded_write_is_undone_by_the_partial_parity_log() {
         assert!(old.is_empty(), "{level}");
     }
 }
+
+/// The write hole's last window (docs/STATE.md, "Partial-parity log", rule 6): a write issued
+/// while every column was current logs nothing. If a column of its stripe that it does not
+/// touch fails meanwhile, the failure is not recorded (so a crash cannot leave the column
+/// failed in the record with this stripe torn and unlogged) until the write has ended.
+#[tokio::test]
+async fn a_failure_is_not_recorded_while_a_write_that_logged_nothing_for_it_is_in_flight() {
+    let recorder = Arc::new(CountingRecorder::default());
+    let r = rig_with(RaidLevel::Raid5, 4, 5, &[], recorder.clone());
+    let sl = r.layout.stripe(0).unwrap();
+    let p = sl.p_column().unwrap();
+    let out = sl.data_column(0).unwrap();
+    let gate = Gate::new();
+    r.faulty[p].inject(
+        Trigger::always().op(IoOp::Write).times(1),
+        Fault::HoldUntil(gate.clone()),
+    );
+    // A write of data unit 1 of stripe 0: its parity write is held.
+    let unit = r.layout.unit_bytes();
+    let array = r.array.clone();
+    let write =
+        tokio::spawn(async move { array.write(unit, Bytes::from(vec![7u8; BS as usize])).await });
+    let comp = r.faulty[p].id().to_owned();
+    for _ in 0..1000 {
+        if r.log
+            .writes()
+            .iter()
+            .any(|w| w.component == comp && w.result.is_none())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let array = r.array.clone();
+    let fail = tokio::spawn(async move { array.fail_component(out).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let recorded_out = || {
+        recorder
+            .last
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|s| s.states()[out] == ComponentState::Failed)
+    };
+    assert!(
+        !recorded_out() && !fail.is_finished(),
+        "the failure was recorded while a write that logged nothing for it was in flight"
+    );
+    gate.open();
+    write.await.unwrap().unwrap();
+    fail.await.unwrap().unwrap();
+    assert!(recorded_out(), "recorded once the write ended");
+}
