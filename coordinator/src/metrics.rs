@@ -659,6 +659,36 @@ impl Collector for VolumeCollector {
         }
         {
             let mut m = enc.encode_descriptor(
+                "dagraid_ppl_entries",
+                "Partial-parity log entries written (one per stripe of a write while degraded, on each surviving parity column)",
+                None,
+                MetricType::Counter,
+            )?;
+            for v in &assembled {
+                counter(
+                    &mut m,
+                    &[("volume", v.name())],
+                    v.array().stats().log_entries.load(Ordering::Relaxed),
+                )?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "dagraid_ppl_bytes",
+                "Bytes of partial-parity log entries written",
+                None,
+                MetricType::Counter,
+            )?;
+            for v in &assembled {
+                counter(
+                    &mut m,
+                    &[("volume", v.name())],
+                    v.array().stats().log_bytes.load(Ordering::Relaxed),
+                )?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
                 "dagraid_dags_in_flight",
                 "DAGs running now",
                 None,

@@ -207,6 +207,15 @@ pub enum FaultKind {
     },
     /// kill -9 of the coordinator, restarted on the same data directory and port after the hold.
     CoordinatorKill,
+    /// kill -9 of storage node `node`; once its column is failed (and that is durable: a
+    /// flush), kill -9 of the coordinator, restarted at once: the volume, not clean and
+    /// degraded, must be assembled by itself (the partial-parity log replayed). The node is
+    /// restarted after the hold (beyond the gone rule: its column comes back by re-add, or was
+    /// rebuilt onto a spare). Counts against the tolerance like a kill.
+    DegradedCrash {
+        /// The node's index.
+        node: usize,
+    },
     /// A power cut of storage node `node` (InjectFault `POWER_CUT`: its writes not yet synced
     /// are lost, the syncs in flight torn, the process exits), restarted on the same data and
     /// port after the hold. Counts against the tolerance like a kill.
@@ -226,6 +235,7 @@ impl FaultKind {
             FaultKind::NodePause { .. } => "node SIGSTOP",
             FaultKind::NodeStall { .. } => "node SIGSTOP > deadline",
             FaultKind::CoordinatorKill => "coordinator kill -9",
+            FaultKind::DegradedCrash { .. } => "node kill + coordinator kill -9",
             FaultKind::PowerCut { .. } => "node power cut",
         }
     }
@@ -248,6 +258,7 @@ impl fmt::Display for Fault {
             FaultKind::NodeKill { node }
             | FaultKind::NodePause { node }
             | FaultKind::NodeStall { node }
+            | FaultKind::DegradedCrash { node }
             | FaultKind::PowerCut { node, .. } => {
                 format!("{} node{}", self.kind.name(), node + 1)
             }
@@ -292,9 +303,14 @@ pub fn schedule(config: &ChaosConfig) -> Vec<Fault> {
         // of the run to 90% of it, on any node (they run only within the tolerance).
         let mut at = (end / 4).max(WARMUP);
         let to = end * 9 / 10;
+        let mut first = true;
         while at < to && faults.len() < MAX_FAULTS {
             let node = rng.random_range(0..nodes);
-            faults.push(column_fault(&mut rng, node, at));
+            let mut f = column_fault(&mut rng, node, at);
+            if std::mem::take(&mut first) {
+                f = degraded_crash(node, at);
+            }
+            faults.push(f);
             at += Duration::from_millis(rng.random_range(8000..20000));
         }
         faults.sort_by_key(|f| f.at);
@@ -310,11 +326,32 @@ pub fn schedule(config: &ChaosConfig) -> Vec<Fault> {
         let from = end.as_millis() as u64 * 65 / 100;
         let to = (end.as_millis() as u64 * 9 / 10).max(from + 1);
         let at = Duration::from_millis(rng.random_range(from..to));
-        faults.push(column_fault(&mut rng, node, at));
+        // The first of them crashes the coordinator while the column is out.
+        let f = column_fault(&mut rng, node, at);
+        faults.push(
+            if faults
+                .iter()
+                .any(|f: &Fault| matches!(f.kind, FaultKind::DegradedCrash { .. }))
+            {
+                f
+            } else {
+                degraded_crash(node, at)
+            },
+        );
     }
     faults.sort_by_key(|f| f.at);
     faults.truncate(MAX_FAULTS);
     faults
+}
+
+/// A node kill with a coordinator crash while its column is out, at `at`
+/// ([`FaultKind::DegradedCrash`]): held beyond the gone rule after the coordinator's restart.
+fn degraded_crash(node: usize, at: Duration) -> Fault {
+    Fault {
+        at,
+        kind: FaultKind::DegradedCrash { node },
+        hold: Duration::from_millis(GONE_AFTER_MS + 1500),
+    }
 }
 
 /// A fault that may fail `node`'s column at `at`: a kill, a power cut, or a stall beyond the
@@ -391,6 +428,9 @@ pub struct Summary {
     /// Node kills that outlasted the gone rule (no spares): each must end with its column
     /// back by re-add.
     pub long_kills: u64,
+    /// Coordinator crashes while a column was out ([`FaultKind::DegradedCrash`]): each volume
+    /// was assembled by itself, the partial-parity log replayed.
+    pub degraded_crashes: u64,
     /// Blocks recorded lost at some point.
     pub lost_blocks: BTreeSet<u64>,
     /// Bytes of registers with an acknowledged write that did not read back as a write.
@@ -483,6 +523,11 @@ impl fmt::Display for Summary {
             f,
             "  re-adds                {} ({} node kills beyond the gone rule)",
             self.readds, self.long_kills
+        )?;
+        writeln!(
+            f,
+            "  crashes while degraded {} (assembled by replaying the partial-parity log)",
+            self.degraded_crashes
         )?;
         writeln!(f, "  blocks recorded lost   {}", self.lost_blocks.len())?;
         writeln!(
@@ -688,6 +733,7 @@ pub async fn run(config: &ChaosConfig) -> Result<Summary> {
         rebuilds_completed: 0,
         readds: 0,
         long_kills: 0,
+        degraded_crashes: 0,
         lost_blocks: BTreeSet::new(),
         acknowledged_bytes_lost: 0,
         stray_bytes: 0,
@@ -964,7 +1010,14 @@ async fn run_fault(
         FaultKind::NodeKill { node }
         | FaultKind::NodePause { node }
         | FaultKind::NodeStall { node }
+        | FaultKind::DegradedCrash { node }
         | FaultKind::PowerCut { node, .. } => {
+            if matches!(fault.kind, FaultKind::DegradedCrash { .. })
+                && status.components.iter().any(|c| c.gone)
+            {
+                skip("a column is gone (a crash would need a forced assembly)");
+                return Ok(());
+            }
             let mut after = out.clone();
             if let Some(c) = column_of(node) {
                 after.insert(c);
@@ -1048,24 +1101,79 @@ async fn run_fault(
             cluster.coordinator.kill9().await?;
             tokio::time::sleep(fault.hold).await;
             let healed = Instant::now();
-            cluster.coordinator.restart().await?;
-            summary.coordinator_restarts += 1;
-            let vol = admin.volume(VOLUME);
-            let assembled = eventually(SETTLE_TIMEOUT, || async {
-                let s = vol.status().await.ok()?;
-                (s.state != VolumeState::NotAssembled).then_some(())
+            restart_coordinator(cluster, admin, summary).await?;
+            summary.longest_recovery = summary.longest_recovery.max(healed.elapsed());
+        }
+        FaultKind::DegradedCrash { node } => {
+            cluster.nodes[node].kill9().await?;
+            let id = format!("node{}", node + 1);
+            let failed = eventually(SETTLE_TIMEOUT, || async {
+                let s = admin.volume(VOLUME).status().await.ok()?;
+                s.components
+                    .iter()
+                    .any(|c| c.node_id == id && c.state != ComponentState::Optimal)
+                    .then_some(())
             })
             .await;
-            if assembled.is_none() {
-                let why = vol
-                    .status()
-                    .await
-                    .map(|s| s.assembly.problem.clone())
-                    .unwrap_or_default();
-                bail!("the volume was not assembled within {SETTLE_TIMEOUT:?}: {why:?}");
+            // A flush returns once every state change before it is durable: the failure is in
+            // the record, with its log period, before the crash.
+            if failed.is_some() && admin.volume(VOLUME).flush().await.is_ok() {
+                cluster.coordinator.kill9().await?;
+                restart_coordinator(cluster, admin, summary).await?;
+                summary.degraded_crashes += 1;
+            } else {
+                summary.problems.push(format!(
+                    "{id} killed, but its column was not seen out (or the flush failed): no crash while degraded"
+                ));
+            }
+            tokio::time::sleep(fault.hold).await;
+            let healed = Instant::now();
+            cluster.nodes[node].restart_on_same_port().await?;
+            summary.node_restarts += 1;
+            if summary.config.spares == 0 {
+                summary.long_kills += 1;
+                let readded = eventually(SETTLE_TIMEOUT, || async {
+                    let s = admin.volume(VOLUME).status().await.ok()?;
+                    (!s.components
+                        .iter()
+                        .any(|c| c.node_id == id && c.state == ComponentState::Failed))
+                    .then_some(())
+                })
+                .await;
+                if readded.is_none() {
+                    summary.problems.push(format!(
+                        "{id} is back after a coordinator crash while it was out, but its column was not re-added within {SETTLE_TIMEOUT:?}"
+                    ));
+                }
             }
             summary.longest_recovery = summary.longest_recovery.max(healed.elapsed());
         }
+    }
+    Ok(())
+}
+
+/// Restarts the coordinator (after a kill -9) and waits until the volume is assembled: by
+/// itself, never by force (a volume not assembled is an error of the soak).
+async fn restart_coordinator(
+    cluster: &mut Cluster,
+    admin: &Client,
+    summary: &mut Summary,
+) -> Result<()> {
+    cluster.coordinator.restart().await?;
+    summary.coordinator_restarts += 1;
+    let vol = admin.volume(VOLUME);
+    let assembled = eventually(SETTLE_TIMEOUT, || async {
+        let s = vol.status().await.ok()?;
+        (s.state != VolumeState::NotAssembled).then_some(())
+    })
+    .await;
+    if assembled.is_none() {
+        let why = vol
+            .status()
+            .await
+            .map(|s| s.assembly.problem.clone())
+            .unwrap_or_default();
+        bail!("the volume was not assembled within {SETTLE_TIMEOUT:?}: {why:?}");
     }
     Ok(())
 }
@@ -1095,6 +1203,7 @@ mod tests {
                             f.kind,
                             FaultKind::NodeKill { .. }
                                 | FaultKind::NodeStall { .. }
+                                | FaultKind::DegradedCrash { .. }
                                 | FaultKind::PowerCut { .. }
                         )
                     })
@@ -1106,6 +1215,7 @@ mod tests {
                     .map(|f| match f.kind {
                         FaultKind::NodeKill { node }
                         | FaultKind::NodeStall { node }
+                        | FaultKind::DegradedCrash { node }
                         | FaultKind::PowerCut { node, .. } => node,
                         _ => unreachable!(),
                     })
@@ -1157,6 +1267,7 @@ mod tests {
                 FaultKind::NodeKill { node }
                 | FaultKind::NodePause { node }
                 | FaultKind::NodeStall { node }
+                | FaultKind::DegradedCrash { node }
                 | FaultKind::PowerCut { node, .. } => node < 6,
                 FaultKind::CoordinatorKill => true,
             }));

@@ -11,6 +11,9 @@
 //! back by re-add (only the regions written meanwhile): every such kill must end with its column
 //! re-added (a problem in the summary otherwise), and a re-add started for each.
 //!
+//! Each run's first column fault kills a node and then, once its column is out, the
+//! coordinator: the volume must be assembled by itself (the partial-parity log replayed).
+//!
 //! The two runs take turns (each is a cluster of 6 or 7 processes and 8 clients on a 2-core
 //! machine).
 
@@ -48,6 +51,10 @@ async fn soak(level: ChaosLevel, seed: u64, spares: usize) {
             "no rebuild completed: {summary}"
         );
     }
+    assert!(
+        summary.degraded_crashes >= 1,
+        "no coordinator crash while a column was out: {summary}"
+    );
     assert!(
         summary.readds >= summary.long_kills,
         "a node killed beyond the gone rule came back without a re-add: {summary}"

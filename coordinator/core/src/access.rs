@@ -1890,7 +1890,8 @@ impl Array {
     }
 
     /// Makes every acknowledged write of every live component durable. A component whose flush
-    /// fails is marked failed (while tolerated); more failures than that fail the flush.
+    /// fails is marked failed (while tolerated); more failures than that fail the flush. Every
+    /// state change made before the flush is durable when it returns.
     pub async fn flush(&self) -> Result<(), AccessError> {
         let start = std::time::Instant::now();
         let r = self.flush_components().await;
@@ -1914,7 +1915,12 @@ impl Array {
 
     async fn flush_components(&self) -> Result<(), AccessError> {
         let _admitted = self.admit().await?;
-        let failed = self.lock_states().degraded_columns();
+        // A flush is also a barrier for the state: every change made before it (a column
+        // failed by another access) is durable when it returns.
+        let (failed, before) = {
+            let st = self.lock_states();
+            (st.degraded_columns(), st.generation())
+        };
         let table = self.components();
         let flushes = table
             .iter()
@@ -1922,7 +1928,7 @@ impl Array {
             .filter(|(c, _)| !failed.contains(*c))
             .map(|(c, io)| async move { (c, io.flush().await) });
         let results = futures::future::join_all(flushes).await;
-        let mut generation = 0;
+        let mut generation = before;
         let mut errors = Vec::new();
         for (column, r) in results {
             if let Err(e) = r {
