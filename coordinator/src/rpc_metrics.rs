@@ -12,9 +12,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// The storage RPCs whose latency is kept, by name.
-const RPCS: [&str; 10] = [
+const RPCS: [&str; 12] = [
     "ReadBlocks",
     "WriteBlocks",
+    "ReadLog",
+    "WriteLog",
     "Flush",
     "Fence",
     "GetNodeInfo",
