@@ -1,8 +1,8 @@
 //! How a large byte range is cut into calls.
 //!
-//! The coordinator accepts at most `max_io_bytes` per Read or Write. A range is cut at absolute
-//! offsets that are multiples of one chunk size, so that the same byte always falls in the same
-//! chunk whatever the range around it. When the volume's full-stripe size is known and fits in
+//! The coordinator accepts at most `max_io_bytes` per Read or Write. A range that fits is one
+//! call. A longer range is cut at absolute offsets that are multiples of one chunk size, so that
+//! among such ranges the same byte always falls in the same chunk whatever the range around it. When the volume's full-stripe size is known and fits in
 //! `max_io_bytes`, the chunk size is the largest multiple of it that does: every chunk except
 //! the first and last of a range is then made of whole stripes, which the coordinator writes as
 //! full-stripe writes (no read-modify-write) and keeps atomic per stripe.
@@ -25,6 +25,18 @@ pub(crate) fn chunk_size(max_io_bytes: u64, stripe_bytes: u64) -> u64 {
         max_io_bytes
     } else {
         max_io_bytes - max_io_bytes % stripe_bytes
+    }
+}
+
+/// The calls of an access of `len` bytes at `offset` under a limit of `max_io_bytes` per call
+/// (full stripe `stripe_bytes`, 0 when unknown): one call when it fits (never cut: a cut would
+/// turn a full-stripe write into two partial ones), else the pieces on the grid of
+/// [`chunk_size`].
+pub(crate) fn plan(offset: u64, len: usize, max_io_bytes: u64, stripe_bytes: u64) -> Pieces {
+    if len as u64 <= max_io_bytes {
+        pieces(offset, len, u64::MAX)
+    } else {
+        pieces(offset, len, chunk_size(max_io_bytes, stripe_bytes))
     }
 }
 
@@ -156,5 +168,22 @@ mod tests {
     fn near_the_end_of_the_address_space() {
         let ps = collect(u64::MAX - 5, 3, 4);
         assert_eq!(ps.iter().map(|p| p.2).sum::<usize>(), 3);
+    }
+
+    #[test]
+    fn a_range_that_fits_in_one_call_is_never_cut() {
+        const MIB: u64 = 1 << 20;
+        // A full stripe of 192 KiB across the 16 MiB mark: one call (it was two partial-stripe
+        // writes on the 16 MiB grid).
+        let ps: Vec<Piece> = plan(16 * MIB - 96 * 1024, 192 * 1024, 16 * MIB, 0).collect();
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert_eq!(
+            (ps[0].offset, ps[0].len),
+            (16 * MIB - 96 * 1024, 192 * 1024)
+        );
+        // Longer than one call: cut on whole stripes.
+        let ps: Vec<Piece> = plan(0, (40 * MIB) as usize, 16 * MIB, 192 * 1024).collect();
+        assert!(ps.iter().all(|p| p.len as u64 <= 16 * MIB));
+        assert_eq!(ps[0].len as u64 % (192 * 1024), 0);
     }
 }

@@ -212,11 +212,7 @@ impl Volume {
         } else {
             0
         };
-        Ok(chunk::pieces(
-            offset,
-            len,
-            chunk::chunk_size(max_io, stripe),
-        ))
+        Ok(chunk::plan(offset, len, max_io, stripe))
     }
 
     async fn read_piece(&self, piece: Piece) -> Result<Bytes, ClientError> {
