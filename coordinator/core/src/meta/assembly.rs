@@ -221,7 +221,11 @@ pub fn plan(layout: &Layout, volume_id: &str, recorded: &Recorded, found: &[Foun
         }
     } else if !clean && !failed.is_empty() {
         let logs = crate::ppl::level_logs(layout.level());
-        let why = if !logs {
+        let why = if layout.level() == crate::layout::RaidLevel::Raid1 {
+            // No write hole: the live copy of a pair is its data, whichever copy a cut write
+            // reached (nothing is rebuilt from redundancy that may be torn).
+            String::new()
+        } else if !logs {
             format!("{} keeps no partial-parity log", layout.level())
         } else if !newly_failed.is_empty() {
             format!(
@@ -581,6 +585,18 @@ mod tests {
         };
         let p = plan(&layout(), "v1", &store, &found(9));
         assert_eq!(p.verdict, Verdict::Replay);
+        // RAID 1 has no write hole: even a copy lost at the crash needs no force.
+        let raid1 = Layout::new(RaidLevel::Raid1, Geometry::new(4, 4, 512, 64).unwrap()).unwrap();
+        let mut r1: Vec<Found> = (0..4)
+            .map(|c| {
+                let mut l = label(c, 7, false, &[]);
+                l.geometry = crate::meta::label::LabelGeometry::of(&raid1);
+                Found::Label(l)
+            })
+            .collect();
+        r1[2] = Found::Unreachable("node down".into());
+        let p1 = plan(&raid1, "v1", &recorded(7, false, &[]), &r1);
+        assert_eq!(p1.verdict, Verdict::Replay, "{:?}", p1.newly_failed);
         assert_eq!(p.log_period, 9);
         // A record written before the log: force, saying so.
         let p = plan(&layout(), "v1", &recorded(7, false, &[3]), &found(0));
