@@ -376,7 +376,8 @@ pub struct VolumeManager {
     volumes: DashMap<String, VolumeEntry>,
     /// Serialises creations, deletions and on-demand assemblies.
     admin: tokio::sync::Mutex<()>,
-    /// Nodes the health loop found gone, until they answer again.
+    /// Nodes the health loop found gone, or that did not answer the assembly of a volume whose
+    /// column on them is failed, until they answer again.
     away: DashMap<String, ()>,
     /// Failed columns (volume id, column) whose node was gone and answers again, with the
     /// re-adds tried so far: the reconstruction monitor re-adds them (`docs/REBUILD.md`,
@@ -766,6 +767,19 @@ impl VolumeManager {
         }
         volume.array.parity_map().persisted(map.version);
         let volume = Arc::new(volume);
+        // A failed column whose node does not answer now is away, as if the health loop had
+        // found it gone: when it answers again, the column is re-added (a node back before
+        // this coordinator's gone rule ran out would otherwise stay failed).
+        for (column, c) in volume.record.components.iter().enumerate() {
+            if plan.states[column].is_failed()
+                && self
+                    .registry
+                    .get(&c.node_id)
+                    .is_some_and(|n| !n.reachable())
+            {
+                self.away.insert(c.node_id.clone(), ());
+            }
+        }
         self.cool_parity_map(&volume);
         if resync {
             // After a replay, as after a forced assembly, a stripe whose data is on a failed
