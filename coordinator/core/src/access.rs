@@ -924,6 +924,9 @@ impl Array {
                     .filter(|&c| not_current.contains(c))
                     .collect();
                 if !to_log.is_empty() && logged.as_ref().map(|(c, _)| c) != Some(&to_log) {
+                    // The earlier attempt's entry is not needed any more (it wrote nothing, or
+                    // its reads failed): its slots go back before new ones are waited for.
+                    logged = None;
                     let before = done.generation;
                     match self
                         .log_stripe(s, data, &to_log, &faults.failed, &table, log_period, done)
@@ -1219,7 +1222,16 @@ impl Array {
         let slot = crate::ppl::slot_bytes(&self.layout);
         let mut guards = Vec::new();
         let mut writes = Vec::new();
-        for p in s.parity.iter().filter(|p| !failed.contains(p.column)) {
+        // Slots are taken in the order of the components' ids, the same for every writer: a
+        // writer waiting for a slot holds slots of earlier components only, so no wait can
+        // close a circle (RAID 6 logs on two components).
+        let mut targets: Vec<&crate::layout::ParityUnit> = s
+            .parity
+            .iter()
+            .filter(|p| !failed.contains(p.column))
+            .collect();
+        targets.sort_by(|a, b| table[a.column].id().cmp(table[b.column].id()));
+        for p in targets {
             let component = table[p.column].clone();
             let Some(ring) = self
                 .log_rings
