@@ -687,6 +687,14 @@ async fn a_coordinator_killed_during_a_copyback_resumes_it_from_its_checkpoint()
             "copyback resumed from stripe {} of {} (at the kill: {done_at_kill})",
             r.resumed_from, r.stripes_total
         );
+        let log = cluster.coordinator.log();
+        for line in log.lines().filter(|l| l.contains("copyback")) {
+            eprintln!("{line}");
+        }
+        assert!(
+            log.contains("resuming copyback from its checkpoint"),
+            "the monitor resumed it"
+        );
         assert_eq!(node_of(&v, 1), "node6");
         assert_eq!(v.components[1].component_id, running.component_id);
         load.wait_writes(10).await;
