@@ -3,8 +3,10 @@
 //! A **monitor** looks at every assembled volume every `poll` interval:
 //! - a column that is `reconstructing` with no job (the coordinator restarted) gets its job
 //!   back, resuming from its durable watermark (the checkpoint);
-//! - a column left in `copyback` by a restart goes back to `optimal` on its spare (a copyback
-//!   starts again by hand);
+//! - a column left in `copyback` by a restart gets its job back: the replacement is the one
+//!   its copyback record names (`crate::store::CopybackRecord`), and the copy goes on from its
+//!   durable watermark (the checkpoint), after copying again the stripes below it that the
+//!   parity map names (written while the replacement may have missed them);
 //! - a column that has been `failed` for the down-out delay is reconstructed onto a spare of
 //!   the pool that fits; while none fits, or the delay has not passed, or a resync must finish
 //!   first, the volume says why (`Volume.rebuild_waiting`).
@@ -35,6 +37,7 @@ use crate::labels::LabelColumn;
 use crate::remote::RemoteComponent;
 use crate::service_error::ServiceError;
 use crate::spares::SpareRecord;
+use crate::store::CopybackRecord;
 use crate::throttle::{Throttle, progress};
 use crate::volumes::{Volume, VolumeManager};
 
@@ -193,6 +196,9 @@ pub struct Rebuilds {
     failed_since: DashMap<(String, usize), Instant>,
     /// Why a volume's failed columns wait, by volume name.
     waiting: DashMap<String, String>,
+    /// Volumes (by id) whose copyback records the monitor has checked for copybacks that
+    /// ended without their record removed (a crash at the end).
+    copybacks_checked: DashMap<String, ()>,
     stopping: AtomicBool,
 }
 
@@ -224,6 +230,7 @@ impl Rebuilds {
             jobs: DashMap::new(),
             failed_since: DashMap::new(),
             waiting: DashMap::new(),
+            copybacks_checked: DashMap::new(),
             stopping: AtomicBool::new(false),
         })
     }
@@ -344,16 +351,8 @@ impl Rebuilds {
                 w,
             );
         }
-        // A copyback cut short by a restart: the column stays on its spare.
-        for c in 0..states.columns() {
-            if states.get(c) == Some(ComponentState::Copyback) && !self.running(&name, c) {
-                array
-                    .clear_copyback(c)
-                    .await
-                    .map_err(|e| volume_error(volume, e))?;
-                tracing::warn!(volume = %name, column = c, "copyback cut short by a restart; the column stays on its spare (start it again by hand)");
-            }
-        }
+        // Copybacks cut short by a restart: resumed from their checkpoints.
+        self.look_at_copybacks(volume).await?;
         let id = volume.id().to_owned();
         // Failed columns whose node came back: re-added from their own component (the map
         // says what they missed), before any spare is considered.
@@ -1359,6 +1358,27 @@ impl Rebuilds {
             s.node_id = to_node.to_owned();
             s.component_id = info.id.clone();
         });
+        // The replacement is recorded before the column is in copyback: after a restart the
+        // copy resumes onto it (the members name it only at the end).
+        let record = CopybackRecord {
+            version: crate::store::COPYBACK_RECORD_VERSION,
+            volume_id: volume.id().to_owned(),
+            column: column as u32,
+            spare_id: spare.id.clone(),
+            node_id: to_node.to_owned(),
+            component_id: info.id.clone(),
+            serial: info.serial,
+            rate,
+        };
+        let key = record.key();
+        if let Err(e) = self.volumes.store().put_copyback_async(record).await {
+            let _ = node.client().delete_component(&info.id).await;
+            job.update(|s| {
+                s.running = false;
+                s.error = e.to_string();
+            });
+            return Err(e.into());
+        }
         let copy = match volume
             .array()
             .start_copyback(column, Arc::new(remote) as Arc<dyn ComponentIo>)
@@ -1367,6 +1387,7 @@ impl Rebuilds {
             Ok(c) => c,
             Err(e) => {
                 let _ = node.client().delete_component(&info.id).await;
+                let _ = self.volumes.store().remove_copyback_async(key).await;
                 job.update(|s| {
                     s.running = false;
                     s.error = e.to_string();
@@ -1382,11 +1403,189 @@ impl Rebuilds {
             serial: info.serial,
             client: node.client().clone(),
         };
+        let spare_id = spare.id.clone();
         tokio::spawn(async move {
-            this.copy(v, column, copy, replacement, spare, job, rate)
+            this.copy(v, column, copy, replacement, spare_id, job, rate, 0, key)
                 .await;
         });
         Ok(volume)
+    }
+
+    /// The copybacks of `volume` cut short by a restart (a column `copyback` with no job):
+    /// each resumes onto the replacement its record names, from its checkpoint; one with no
+    /// usable record leaves the column on its spare. Once per volume, a record left by a
+    /// copyback that ended (a crash before its removal) is settled.
+    async fn look_at_copybacks(self: &Arc<Self>, volume: &Arc<Volume>) -> Result<(), ServiceError> {
+        let name = volume.name().to_owned();
+        let id = volume.id().to_owned();
+        let array = volume.array().clone();
+        let states = array.states();
+        let cut: Vec<usize> = (0..states.columns())
+            .filter(|&c| states.get(c) == Some(ComponentState::Copyback) && !self.running(&name, c))
+            .collect();
+        let checked = self.copybacks_checked.contains_key(&id);
+        if cut.is_empty() && checked {
+            return Ok(());
+        }
+        let records: Vec<CopybackRecord> = self
+            .volumes
+            .store()
+            .copybacks_async()
+            .await?
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "copyback record unusable; its copyback is not resumed");
+                    None
+                }
+            })
+            .filter(|r| r.volume_id == id)
+            .collect();
+        for c in cut {
+            match records.iter().find(|r| r.column as usize == c) {
+                Some(r) => self.resume_copyback(volume, r.clone()).await?,
+                None => {
+                    array
+                        .clear_copyback(c)
+                        .await
+                        .map_err(|e| volume_error(volume, e))?;
+                    tracing::warn!(volume = %name, column = c, "copyback cut short by a restart, with no record of its replacement (an older coordinator?); the column stays on its spare (start it again by hand)");
+                }
+            }
+        }
+        if !checked {
+            let states = array.states();
+            for r in &records {
+                let c = r.column as usize;
+                if states.get(c) != Some(ComponentState::Copyback) && !self.running(&name, c) {
+                    self.settle_copyback_record(volume, r).await;
+                }
+            }
+            self.copybacks_checked.insert(id, ());
+        }
+        Ok(())
+    }
+
+    /// A copyback record whose column is no longer in copyback, with no job: the copyback
+    /// ended before a restart. Completed (the replacement is the member): the spare goes back
+    /// to the pool if it is still marked in use by the column. Otherwise (stopped, or cut
+    /// before the column was in copyback): the replacement is deleted. Then the record goes.
+    async fn settle_copyback_record(&self, volume: &Volume, r: &CopybackRecord) {
+        let c = r.column as usize;
+        let members = volume.components();
+        let completed = members
+            .get(c)
+            .is_some_and(|m| m.component_id == r.component_id);
+        if completed {
+            let pool = self.volumes.spares();
+            let held = pool.get(&r.spare_id).is_some_and(|s| {
+                s.in_use
+                    .as_ref()
+                    .is_some_and(|u| u.volume_id == r.volume_id && u.column as usize == c)
+            });
+            if held && let Err(e) = pool.release(&r.spare_id).await {
+                tracing::warn!(spare = %r.spare_id, error = %e, "copyback completed before a restart, but the spare could not be returned to the pool");
+                return;
+            }
+        } else if let Some(node) = self.volumes.registry().get(&r.node_id) {
+            let _ = node.client().delete_component(&r.component_id).await;
+        }
+        if let Err(e) = self.volumes.store().remove_copyback_async(r.key()).await {
+            tracing::warn!(volume = volume.name(), column = c, error = %e, "copyback record not removed");
+        }
+    }
+
+    /// Resumes the copyback of record `r` (its column is `copyback`, with no job).
+    async fn resume_copyback(
+        self: &Arc<Self>,
+        volume: &Arc<Volume>,
+        r: CopybackRecord,
+    ) -> Result<(), ServiceError> {
+        let name = volume.name().to_owned();
+        let column = r.column as usize;
+        let array = volume.array().clone();
+        let Some(node) = self
+            .volumes
+            .registry()
+            .get(&r.node_id)
+            .filter(|n| n.reachable())
+        else {
+            // Tried again on the next looks; the column is current on its spare meanwhile.
+            self.waiting.insert(
+                name.clone(),
+                format!(
+                    "the copyback of column {column} resumes when node {} answers",
+                    r.node_id
+                ),
+            );
+            return Ok(());
+        };
+        let member = volume.components()[column].clone();
+        let g = volume.layout().geometry();
+        let resumed = if member.component_id != r.spare_id {
+            Err(format!(
+                "the column lives on {}, not on the recorded spare {}",
+                member.component_id, r.spare_id
+            ))
+        } else {
+            match RemoteComponent::new(
+                node.client().clone(),
+                r.component_id.clone(),
+                g.block_size() as u32,
+                g.blocks_per_column(),
+            ) {
+                Ok(remote) => array
+                    .resume_copyback(column, Arc::new(remote) as Arc<dyn ComponentIo>)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let (copy, from) = match resumed {
+            Ok(x) => x,
+            Err(why) => {
+                tracing::warn!(volume = %name, column, error = %why, "copyback cut short by a restart cannot resume; the column stays on its spare");
+                array
+                    .clear_copyback(column)
+                    .await
+                    .map_err(|e| volume_error(volume, e))?;
+                let _ = node.client().delete_component(&r.component_id).await;
+                let _ = self.volumes.store().remove_copyback_async(r.key()).await;
+                return Ok(());
+            }
+        };
+        self.waiting.remove(&name);
+        tracing::info!(volume = %name, column, watermark = from, node = %r.node_id, "resuming copyback from its checkpoint");
+        let job = self.new_job(volume, column, RebuildKind::Copyback, r.rate, from);
+        job.update(|s| {
+            s.node_id = r.node_id.clone();
+            s.component_id = r.component_id.clone();
+        });
+        let replacement = LabelColumn {
+            node_id: r.node_id.clone(),
+            component_id: r.component_id.clone(),
+            serial: r.serial,
+            client: node.client().clone(),
+        };
+        let this = self.clone();
+        let v = volume.clone();
+        let key = r.key();
+        tokio::spawn(async move {
+            this.copy(
+                v,
+                column,
+                copy,
+                replacement,
+                r.spare_id,
+                job,
+                r.rate,
+                from,
+                key,
+            )
+            .await;
+        });
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1396,9 +1595,11 @@ impl Rebuilds {
         column: usize,
         copy: Arc<dagraid_core::reconstruct::CopybackIo>,
         replacement: LabelColumn,
-        spare: SpareRecord,
+        spare_id: String,
         job: Arc<Job>,
         rate: u64,
+        from: u64,
+        key: String,
     ) {
         let array: Arc<Array> = volume.array().clone();
         let name = volume.name().to_owned();
@@ -1411,6 +1612,8 @@ impl Rebuilds {
             let job = job.clone();
             let name = name.clone();
             let replacement = replacement.clone();
+            let store = self.volumes.store().clone();
+            let key = key.clone();
             async move {
                 tracing::warn!(volume = %name, column, error = %why, "copyback stopped; the column stays on its spare");
                 if let Err(e) = array.abort_copyback(column, &copy, &why).await {
@@ -1420,6 +1623,9 @@ impl Rebuilds {
                     .client
                     .delete_component(&replacement.component_id)
                     .await;
+                if let Err(e) = store.remove_copyback_async(key).await {
+                    tracing::warn!(volume = %name, column, error = %e, "copyback record not removed");
+                }
                 job.update(|s| {
                     s.running = false;
                     s.error = why;
@@ -1427,11 +1633,34 @@ impl Rebuilds {
                 });
             }
         };
-        let mut stripe = 0;
+        // Resumed after a restart: the stripes below the checkpoint that took a write the
+        // replacement may have missed (cut by the crash, or made before the copy resumed) lie
+        // in regions the parity map names (it is held during a copyback); copied again first.
+        let map = array.parity_map();
+        let mut redo: VecDeque<u64> = (0..from)
+            .filter(|&s| map.is_dirty(map.region_of(s)))
+            .collect();
+        if !redo.is_empty() {
+            tracing::info!(volume = %name, column, stripes = redo.len(), "copyback resumed: copying again the stripes below its checkpoint written meanwhile");
+        }
+        // The watermark: every stripe below it is on the replacement (once `redo` is empty).
+        let mut next = from;
         let mut failures = 0;
-        while stripe < total {
+        let mut checkpoint = Instant::now();
+        while next < total || !redo.is_empty() {
             if self.should_stop(std::slice::from_ref(&job)) {
-                abort("the coordinator is stopping".into()).await;
+                // The coordinator stops: the column stays in copyback, its checkpoint durable
+                // and its record kept; the next coordinator resumes it.
+                if let Err(e) = array.checkpoint_copyback(column, next).await {
+                    tracing::warn!(volume = %name, column, error = %e, "copyback checkpoint not recorded");
+                }
+                job.update(|s| {
+                    s.running = false;
+                    s.error = format!(
+                        "stopped at stripe {next} (the coordinator is stopping); it resumes from its checkpoint"
+                    );
+                    s.eta = None;
+                });
                 return;
             }
             if let Some(why) = copy.broken() {
@@ -1439,14 +1668,17 @@ impl Rebuilds {
                 return;
             }
             self.yield_to_users().await;
+            let stripe = redo.front().copied().unwrap_or(next);
             match array.copy_stripe(column, &copy, stripe).await {
                 Ok(n) => {
-                    stripe += 1;
+                    if redo.pop_front().is_none() {
+                        next += 1;
+                    }
                     bytes += n;
                     failures = 0;
-                    let (per_sec, eta) = progress(job.started, bytes, stripe, total - stripe);
+                    let (per_sec, eta) = progress(job.started, bytes, next, total - next);
                     job.update(|s| {
-                        s.stripes_done = stripe;
+                        s.stripes_done = next;
                         s.bytes_done = bytes;
                         s.rate = per_sec;
                         s.eta = eta;
@@ -1454,6 +1686,12 @@ impl Rebuilds {
                     throttle.consume(n, self.accesses()).await;
                     let limit = throttle.current();
                     job.update(|s| s.rate_limit = limit);
+                    if checkpoint.elapsed() >= self.settings.checkpoint_every {
+                        if let Err(e) = array.checkpoint_copyback(column, next).await {
+                            tracing::warn!(volume = %name, column, error = %e, "copyback checkpoint not recorded");
+                        }
+                        checkpoint = Instant::now();
+                    }
                 }
                 Err(e) if failures < 5 && copy.broken().is_none() => {
                     failures += 1;
@@ -1476,9 +1714,11 @@ impl Rebuilds {
             abort(e.to_string()).await;
             return;
         }
-        if let Err(e) = self.volumes.spares().release(&spare.id).await {
-            tracing::warn!(spare = %spare.id, error = %e, "copyback done, but the spare could not be returned to the pool");
+        if let Err(e) = self.volumes.spares().release(&spare_id).await {
+            tracing::warn!(spare = %spare_id, error = %e, "copyback done, but the spare could not be returned to the pool");
             job.update(|s| s.error = format!("the spare was not returned to the pool: {e}"));
+        } else if let Err(e) = self.volumes.store().remove_copyback_async(key).await {
+            tracing::warn!(volume = %name, column, error = %e, "copyback record not removed (the monitor removes it at the next start)");
         }
         tracing::info!(volume = %name, column, node = %replacement.node_id, "copyback complete; the spare is back in the pool");
         job.update(|s| {

@@ -10,6 +10,13 @@
 //!   (`crate::spares`), keyed by its id (the component id on its node), encoded as JSON with a
 //!   `version` field ([`SPARE_RECORD_VERSION`]). A coordinator that predates the table ignores
 //!   it (the format of the store as a whole is unchanged: a table was added, none changed).
+//! - `parity_jobs` (`&str -> &[u8]`): one [`ParityJobRecord`] per volume with a parity check
+//!   or rewrite running, keyed by the volume's id.
+//! - `copybacks` (`&str -> &[u8]`): one [`CopybackRecord`] per copyback running, keyed by
+//!   `<volume id>/<column>`, encoded as JSON with a `version` field
+//!   ([`COPYBACK_RECORD_VERSION`]): the replacement a copyback copies to, which the volume's
+//!   members name only at its end. Its checkpoint is the column's watermark in the volume's
+//!   durable state. Added like `spares`: an older coordinator ignores it.
 //!
 //! Every change is one write transaction, durable when it returns (redb's default immediate
 //! durability: the commit is fsynced). redb locks the file, so a second coordinator on the same
@@ -57,6 +64,11 @@ const PARITY_JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("pari
 /// Version of the [`ParityJobRecord`] encoding this coordinator writes (and the only one it
 /// reads: a newer one is refused, and its job is not resumed).
 pub const PARITY_JOB_RECORD_VERSION: u32 = 1;
+const COPYBACKS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("copybacks");
+
+/// Version of the [`CopybackRecord`] encoding this coordinator writes (and the only one it
+/// reads: a newer one is refused, and its copyback is not resumed).
+pub const COPYBACK_RECORD_VERSION: u32 = 1;
 const FORMAT_KEY: &str = "format";
 const EPOCH_KEY: &str = "epoch";
 
@@ -109,6 +121,14 @@ pub enum StoreError {
     BadParityJobRecord {
         /// The record's key (the volume's id).
         volume_id: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A stored copyback record cannot be decoded.
+    #[error("the stored copyback {key}: {detail}")]
+    BadCopybackRecord {
+        /// The record's key (`<volume id>/<column>`).
+        key: String,
         /// What is wrong with it.
         detail: String,
     },
@@ -669,6 +689,75 @@ impl SpareRecord {
     }
 }
 
+/// A running copyback (`crate::rebuild`), keyed by `<volume id>/<column>`: written before the
+/// column becomes `copyback`, removed once the copyback ended (completed: the replacement is
+/// the member and the spare back in the pool; or stopped: the replacement deleted). It names
+/// the replacement, which the volume's members name only at the end; the copy's checkpoint is
+/// the column's watermark in the volume's durable state. A copyback cut short by a restart
+/// resumes from both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopybackRecord {
+    /// Encoding version ([`COPYBACK_RECORD_VERSION`]).
+    pub version: u32,
+    /// The volume's id.
+    pub volume_id: String,
+    /// The column copied.
+    pub column: u32,
+    /// The spare the column lives on (returned to the pool at the end).
+    pub spare_id: String,
+    /// The replacement's node.
+    pub node_id: String,
+    /// The replacement's component id on that node.
+    pub component_id: String,
+    /// The replacement's serial.
+    pub serial: u64,
+    /// The copy's rate limit while clients are idle (bytes per second).
+    pub rate: u64,
+}
+
+impl CopybackRecord {
+    /// The record's key: `<volume id>/<column>`.
+    pub fn key(&self) -> String {
+        Self::key_of(&self.volume_id, self.column as usize)
+    }
+
+    /// The key of column `column` of volume `volume_id`.
+    pub fn key_of(volume_id: &str, column: usize) -> String {
+        format!("{volume_id}/{column}")
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        // A struct of plain fields always serialises.
+        serde_json::to_vec(self).expect("copyback records serialise")
+    }
+
+    /// Decodes a stored record: refuses a version this coordinator does not know, and a record
+    /// that does not match its key.
+    pub fn decode(key: &str, bytes: &[u8]) -> Result<CopybackRecord, StoreError> {
+        let bad = |detail: String| StoreError::BadCopybackRecord {
+            key: key.to_owned(),
+            detail,
+        };
+        #[derive(Deserialize)]
+        struct Versioned {
+            version: u32,
+        }
+        let Versioned { version } =
+            serde_json::from_slice(bytes).map_err(|e| bad(format!("no version: {e}")))?;
+        if version != COPYBACK_RECORD_VERSION {
+            return Err(bad(format!(
+                "record version {version}; this coordinator reads version {COPYBACK_RECORD_VERSION} (written by a newer coordinator?)"
+            )));
+        }
+        let record: CopybackRecord =
+            serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if record.key() != key {
+            return Err(bad(format!("the record names {:?}", record.key())));
+        }
+        Ok(record)
+    }
+}
+
 /// The checkpoint of a running parity check or rewrite (`crate::scrub`), keyed by the volume's
 /// id: written when the job starts and about every second, removed when it completes; a job
 /// cut short by a restart resumes from `next_stripe` with the counts it had.
@@ -788,6 +877,7 @@ impl Store {
             txn.open_table(SPARES).map_err(|e| open(e.to_string()))?;
             txn.open_table(PARITY_JOBS)
                 .map_err(|e| open(e.to_string()))?;
+            txn.open_table(COPYBACKS).map_err(|e| open(e.to_string()))?;
         }
         txn.commit().map_err(|e| open(e.to_string()))?;
         Ok(Store {
@@ -1104,6 +1194,54 @@ impl Store {
         self.remove_key(PARITY_JOBS, volume_id, "remove parity job")
     }
 
+    /// Every stored copyback record; one that cannot be decoded is reported in its own entry
+    /// (its copyback is not resumed).
+    pub fn copybacks(&self) -> Result<Vec<Result<CopybackRecord, StoreError>>, StoreError> {
+        self.records(COPYBACKS, "list copybacks", |key, bytes| {
+            Ok(CopybackRecord::decode(key, bytes))
+        })
+    }
+
+    /// Stores (or replaces) a copyback record.
+    pub fn put_copyback(&self, record: &CopybackRecord) -> Result<(), StoreError> {
+        let bytes = record.encode();
+        let key = record.key();
+        self.with_db(|db| {
+            let op = "put copyback";
+            let txn = db.begin_write().map_err(io(op))?;
+            {
+                let mut table = txn.open_table(COPYBACKS).map_err(io(op))?;
+                table
+                    .insert(key.as_str(), bytes.as_slice())
+                    .map_err(io(op))?;
+            }
+            txn.commit().map_err(io(op))?;
+            Ok(())
+        })
+    }
+
+    /// Removes the copyback record at `key`; returns whether one was stored.
+    pub fn remove_copyback(&self, key: &str) -> Result<bool, StoreError> {
+        self.remove_key(COPYBACKS, key, "remove copyback")
+    }
+
+    /// [`Store::copybacks`] off the async threads.
+    pub async fn copybacks_async(
+        &self,
+    ) -> Result<Vec<Result<CopybackRecord, StoreError>>, StoreError> {
+        self.blocking(|s| s.copybacks()).await
+    }
+
+    /// [`Store::put_copyback`] off the async threads.
+    pub async fn put_copyback_async(&self, record: CopybackRecord) -> Result<(), StoreError> {
+        self.blocking(move |s| s.put_copyback(&record)).await
+    }
+
+    /// [`Store::remove_copyback`] off the async threads.
+    pub async fn remove_copyback_async(&self, key: String) -> Result<bool, StoreError> {
+        self.blocking(move |s| s.remove_copyback(&key)).await
+    }
+
     /// [`Store::parity_jobs`] off the async threads.
     pub async fn parity_jobs_async(
         &self,
@@ -1394,6 +1532,40 @@ mod tests {
         assert!(bad.to_string().contains("record version 2"), "{bad}");
         assert!(store.remove_parity_job("v1").unwrap());
         assert!(!store.remove_parity_job("v1").unwrap());
+    }
+
+    #[test]
+    fn copyback_records_survive_a_reopen_and_a_newer_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let record = CopybackRecord {
+            version: COPYBACK_RECORD_VERSION,
+            volume_id: "v1".into(),
+            column: 2,
+            spare_id: "spare-1".into(),
+            node_id: "node6".into(),
+            component_id: "v1-c2-r0000abcd".into(),
+            serial: 7,
+            rate: 262_144,
+        };
+        assert_eq!(record.key(), "v1/2");
+        {
+            let store = Store::open(&path).unwrap();
+            assert!(store.copybacks().unwrap().is_empty());
+            store.put_copyback(&record).unwrap();
+            store.close();
+        }
+        let store = Store::open(&path).unwrap();
+        let got = store.copybacks().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].as_ref().unwrap(), &record);
+        let mut newer = record.clone();
+        newer.version = COPYBACK_RECORD_VERSION + 1;
+        let bad = CopybackRecord::decode("v1/2", &newer.encode()).unwrap_err();
+        assert!(bad.to_string().contains("record version 2"), "{bad}");
+        assert!(CopybackRecord::decode("v1/3", &record.encode()).is_err());
+        assert!(store.remove_copyback("v1/2").unwrap());
+        assert!(!store.remove_copyback("v1/2").unwrap());
     }
 
     #[test]

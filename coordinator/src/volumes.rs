@@ -405,6 +405,11 @@ impl VolumeManager {
         }
     }
 
+    /// The coordinator's store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Whether failed `column` of volume `volume_id` came back: its node was gone and answers
     /// again since (kept until [`VolumeManager::forget_returned`]).
     pub fn returned(&self, volume_id: &str, column: usize) -> bool {

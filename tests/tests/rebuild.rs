@@ -1,6 +1,7 @@
 //! Reconstruction (issue 19) on real processes: a node killed (kill -9) under a write load is
 //! rebuilt onto a hot spare by itself and another node may then go; a coordinator killed during
-//! a reconstruction resumes it from its checkpoint; RAID 6 rebuilds two columns onto two
+//! a reconstruction resumes it from its checkpoint, and one killed during a copyback resumes
+//! that from its checkpoint too; RAID 6 rebuilds two columns onto two
 //! spares; a column is rebuilt in place onto a node that came back with an empty disk; a
 //! copyback under writes returns the spare to the pool; a bad block on a surviving column is
 //! recorded lost (exactly its bytes) while the rest is rebuilt; a volume with no spare that fits
@@ -586,6 +587,126 @@ async fn a_copyback_under_writes_moves_the_column_and_returns_the_spare_to_the_p
         assert!(spares[0].reachable, "{spares:?}");
         assert_eq!(v.spares_available, 1);
         assert!(writes > 10);
+        read_back(&c, "vol", &model).await;
+        cluster.check_columns("vol", &[]).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_during_a_copyback_resumes_it_from_its_checkpoint() {
+    with_timeout(async {
+        let mut cluster = start(6, 0, None).await;
+        let c = client(&cluster).await;
+        let nodes = ["node1", "node2", "node3", "node4"];
+        let model = create_filled(&c, "vol", RaidLevel::Raid5, 8 * MIB, &nodes, 10).await;
+        let spare = add_spare(&cluster, "node5", 0).await;
+        cluster
+            .node_by_id_mut("node2")
+            .unwrap()
+            .kill9()
+            .await
+            .unwrap();
+        read_back(&c, "vol", &model).await;
+        let v = healed(&cluster, "vol", &[1], Duration::from_secs(90)).await;
+        assert_eq!(v.components[1].component_id, spare.id);
+
+        // Writes all along: before the kill, through it (each one repeated until
+        // acknowledged) and after it.
+        let model = Arc::new(Mutex::new(model));
+        let load = Load::start(&c, "vol", model.clone(), 11);
+        load.wait_writes(5).await;
+        // 256 KiB/s: the column's 2.7 MiB take about 11 s.
+        let mut r = raw(&cluster).await;
+        let req = r.request(vpb::CopybackRequest {
+            volume: "vol".into(),
+            column: 1,
+            to_node_id: "node6".into(),
+            rate_bytes_per_second: 256 * KIB,
+        });
+        r.inner.copyback(req).await.unwrap();
+        let running = eventually(
+            "a quarter of the column copied",
+            Duration::from_secs(60),
+            || async {
+                let v = cluster
+                    .volume_client()
+                    .await
+                    .ok()?
+                    .get_volume("vol")
+                    .await
+                    .ok()?;
+                v.rebuilds
+                    .iter()
+                    .find(|r| {
+                        r.column == 1
+                            && r.kind() == vpb::RebuildKind::Copyback
+                            && r.running
+                            && r.stripes_done * 4 >= r.stripes_total
+                    })
+                    .cloned()
+            },
+        )
+        .await;
+        assert_eq!(running.node_id, "node6");
+        // Checkpoints are every second: past two of them, the durable watermark is above 0.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let at_kill = rebuild_of(&volume(&cluster, "vol").await, 1).clone();
+        let done_at_kill = at_kill.stripes_done;
+        assert!(
+            at_kill.running && done_at_kill < at_kill.stripes_total,
+            "the copyback ended before the kill: {at_kill:?}"
+        );
+        cluster.coordinator.kill9().await.unwrap();
+        cluster.coordinator.restart().await.unwrap();
+
+        // No new request: the copyback resumes by itself, onto the same replacement.
+        let v = eventually("the copyback done", Duration::from_secs(90), || async {
+            let v = cluster
+                .volume_client()
+                .await
+                .ok()?
+                .get_volume("vol")
+                .await
+                .ok()?;
+            let done = v
+                .rebuilds
+                .iter()
+                .any(|r| r.column == 1 && r.kind() == vpb::RebuildKind::Copyback && r.completed);
+            (done && optimal(&v)).then_some(v)
+        })
+        .await;
+        let r = rebuild_of(&v, 1);
+        assert!(r.completed && r.error.is_empty(), "{r:?}");
+        assert!(
+            r.resumed_from > 0 && r.resumed_from < r.stripes_total,
+            "resumed from the checkpoint, not from 0 nor past the end: {r:?}"
+        );
+        assert!(r.resumed_from <= done_at_kill, "{r:?} vs {done_at_kill}");
+        eprintln!(
+            "copyback resumed from stripe {} of {} (at the kill: {done_at_kill})",
+            r.resumed_from, r.stripes_total
+        );
+        let log = cluster.coordinator.log();
+        for line in log.lines().filter(|l| l.contains("copyback")) {
+            eprintln!("{line}");
+        }
+        assert!(
+            log.contains("resuming copyback from its checkpoint"),
+            "the monitor resumed it"
+        );
+        assert_eq!(node_of(&v, 1), "node6");
+        assert_eq!(v.components[1].component_id, running.component_id);
+        load.wait_writes(10).await;
+        let writes = load.stop().await;
+        let model = model.lock().unwrap().clone();
+        assert!(writes > 15);
+
+        let spares = list_spares(&cluster).await;
+        assert_eq!(spares.len(), 1, "{spares:?}");
+        assert_eq!(spares[0].id, spare.id);
+        assert!(spares[0].volume.is_empty(), "the spare is free: {spares:?}");
+        let c = client(&cluster).await;
         read_back(&c, "vol", &model).await;
         cluster.check_columns("vol", &[]).await.unwrap();
     })

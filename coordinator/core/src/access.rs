@@ -1835,10 +1835,17 @@ impl Array {
     }
 
     /// Whether the parity map is held (no region cleared): a column is not current, so the
-    /// map is the written-while-failed bitmap its re-add resyncs from (`docs/STATE.md`).
+    /// map is the written-while-failed bitmap its re-add resyncs from (`docs/STATE.md`); or a
+    /// column is in copyback, so the map names every region written since the copy started,
+    /// which a copyback resumed after a restart copies again below its checkpoint (a write
+    /// there may have reached the spare only: cut by the crash, or made before the copy
+    /// resumed).
     pub fn map_held(&self) -> bool {
         let st = self.lock_states();
-        (0..self.layout.columns()).any(|c| st.get(c).is_some_and(|s| !s.is_current()))
+        (0..self.layout.columns()).any(|c| {
+            st.get(c)
+                .is_some_and(|s| !s.is_current() || s == ComponentState::Copyback)
+        })
     }
 
     /// Makes a copy of the parity map durable, at least of `version` (`None`: the map as it is

@@ -434,7 +434,10 @@ impl ComponentStates {
             }
         }
         self.states[column] = to;
-        if to.is_recovering() {
+        // A recovering column's watermark, or a copyback's (the stripes copied to its
+        // replacement), starts at 0; a copyback's ends with it.
+        if to.is_recovering() || to == ComponentState::Copyback || from == ComponentState::Copyback
+        {
             self.recovered[column] = 0;
         }
         self.settle_log_period();
@@ -457,10 +460,13 @@ impl ComponentStates {
     }
 
     /// Moves a recovering column's watermark up to `stripe` (the rebuild or re-add finished the
-    /// stripes below it). Never moves it down.
+    /// stripes below it), or a copyback's (the stripes below it are on the replacement: its
+    /// checkpoint; the column stays current everywhere). Never moves it down.
     pub fn advance_recovery(&mut self, column: usize, stripe: u64) -> Result<(), ArrayError> {
         let state = self.checked(column)?;
-        if state.is_recovering() && stripe > self.recovered[column] {
+        if (state.is_recovering() || state == ComponentState::Copyback)
+            && stripe > self.recovered[column]
+        {
             self.recovered[column] = stripe;
             self.generation += 1;
         }
@@ -562,6 +568,15 @@ mod tests {
         // Copyback is current; a spare is never a column.
         s.transition(&l, 2, ComponentState::Copyback).unwrap();
         assert_eq!(s.array_state(&l), ArrayState::Optimal);
+        // A copyback's watermark is its checkpoint: it moves up only, the column stays current
+        // below and above it, and it ends with the copyback.
+        assert_eq!(s.recovered()[2], 0);
+        s.advance_recovery(2, 5).unwrap();
+        s.advance_recovery(2, 4).unwrap();
+        assert_eq!(s.recovered()[2], 5);
+        assert!(s.current_for(2, 9) && s.current_for(2, 0));
+        s.transition(&l, 2, ComponentState::Optimal).unwrap();
+        assert_eq!(s.recovered()[2], 0);
         assert_eq!(
             ComponentStates::from_states(&l, vec![ComponentState::Spare; 4]),
             Err(ArrayError::SpareColumn { column: 0 })

@@ -823,6 +823,71 @@ impl Array {
         Ok(copy)
     }
 
+    /// Takes up a copyback cut short by a coordinator restart: `column` is `copyback` (as
+    /// assembled, its component is the spare), and `replacement` is the component the copy
+    /// went to. The column's component becomes a [`CopybackIo`] over both whose copy reached
+    /// the durable checkpoint (the column's watermark), so every write below it goes to the
+    /// replacement again from now on. Returns the copyback component and the checkpoint (the
+    /// stripe the sweep goes on from); the stripes below it written while the replacement was
+    /// not written (a write cut by the crash, or made before this call) lie in regions the
+    /// parity map names (it is held during a copyback): the sweep copies those again.
+    pub async fn resume_copyback(
+        &self,
+        column: usize,
+        replacement: Arc<dyn ComponentIo>,
+    ) -> Result<(Arc<CopybackIo>, u64), AccessError> {
+        self.check_component(column, replacement.as_ref())?;
+        let st = self.lock_states();
+        let state = st
+            .get(column)
+            .ok_or(crate::array::ArrayError::NoSuchColumn {
+                column,
+                columns: self.layout.columns(),
+            })?;
+        if state != ComponentState::Copyback {
+            return Err(AccessError::Rebuild {
+                column,
+                detail: format!("the column is {state}, not in copyback"),
+            });
+        }
+        let source = self.components()[column].clone();
+        if source.id() == replacement.id() {
+            return Err(AccessError::Rebuild {
+                column,
+                detail: "the column's component is the replacement already".into(),
+            });
+        }
+        let stripes = self.layout.stripes();
+        let from = st.recovered()[column].min(stripes);
+        let copy = CopybackIo::new(source, replacement);
+        copy.advance(self.copy_block(from));
+        self.replace_component(column, copy.clone());
+        Ok((copy, from))
+    }
+
+    /// The first component block of stripe `stripe` (the end of the used blocks past the last
+    /// stripe): a copyback whose watermark is `stripe` copied every block below it.
+    fn copy_block(&self, stripe: u64) -> u64 {
+        match self.layout.stripe(stripe) {
+            Some(sl) => sl.component_blocks().first,
+            None => self.layout.geometry().used_blocks_per_column(),
+        }
+    }
+
+    /// Makes a copyback's checkpoint durable: every stripe below `stripe` is on the
+    /// replacement (the column's watermark moves up to it; labels, then store). A column no
+    /// longer in copyback is left as it is.
+    pub async fn checkpoint_copyback(&self, column: usize, stripe: u64) -> Result<(), AccessError> {
+        let generation = {
+            let mut st = self.lock_states();
+            if st.get(column) == Some(ComponentState::Copyback) {
+                st.advance_recovery(column, stripe)?;
+            }
+            st.generation()
+        };
+        self.make_durable(generation).await
+    }
+
     /// Copies stripe `stripe` of `column` from the copyback's spare to its replacement, under
     /// the stripe's write lock, and moves the copy's watermark past it. Returns the bytes
     /// copied.
