@@ -7,9 +7,10 @@
 //! ([`StorageRpcMetrics`], owned by the node clients that record them, registered here).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
+use dagraid_core::access::AccessStats;
 use dagraid_core::array::{ArrayState, ComponentState};
 use dagraid_core::dag::Mnemonic;
 use dagraid_core::dag::builders::DagFamily;
@@ -26,7 +27,7 @@ use prometheus_client::registry::Registry;
 use crate::rebuild::{RebuildStatus, Rebuilds};
 use crate::rpc_metrics::StorageRpcMetrics;
 use crate::scrub::Scrubs;
-use crate::volumes::{VolumeEntry, VolumeManager};
+use crate::volumes::{Volume, VolumeEntry, VolumeManager};
 
 /// The coordinator's metrics: the registry `/metrics` serves and the parts recorded live.
 #[derive(Debug)]
@@ -149,6 +150,25 @@ fn counter(
     v: u64,
 ) -> Result<(), std::fmt::Error> {
     ConstCounter::new(v).encode(m.encode_family(&labels)?)
+}
+
+/// One counter family with a `volume` label: `field` of each assembled volume's access stats.
+fn volume_counter(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    assembled: &[Arc<Volume>],
+    field: impl Fn(&AccessStats) -> &AtomicU64,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for v in assembled {
+        counter(
+            &mut m,
+            &[("volume", v.name())],
+            field(v.array().stats()).load(Ordering::Relaxed),
+        )?;
+    }
+    Ok(())
 }
 
 fn gauge(
@@ -642,51 +662,27 @@ impl Collector for VolumeCollector {
                 )?;
             }
         }
-        {
-            let mut m = enc.encode_descriptor(
-                "dagraid_redone_writes",
-                "Disk writes whose outcome was unknown (a timeout, a lost connection), redone after a fence of their component instead of failing its column",
-                None,
-                MetricType::Counter,
-            )?;
-            for v in &assembled {
-                counter(
-                    &mut m,
-                    &[("volume", v.name())],
-                    v.array().stats().redone_writes.load(Ordering::Relaxed),
-                )?;
-            }
-        }
-        {
-            let mut m = enc.encode_descriptor(
-                "dagraid_ppl_entries",
-                "Partial-parity log entries written (one per stripe of a write while degraded, on each surviving parity column)",
-                None,
-                MetricType::Counter,
-            )?;
-            for v in &assembled {
-                counter(
-                    &mut m,
-                    &[("volume", v.name())],
-                    v.array().stats().log_entries.load(Ordering::Relaxed),
-                )?;
-            }
-        }
-        {
-            let mut m = enc.encode_descriptor(
-                "dagraid_ppl_bytes",
-                "Bytes of partial-parity log entries written",
-                None,
-                MetricType::Counter,
-            )?;
-            for v in &assembled {
-                counter(
-                    &mut m,
-                    &[("volume", v.name())],
-                    v.array().stats().log_bytes.load(Ordering::Relaxed),
-                )?;
-            }
-        }
+        volume_counter(
+            &mut enc,
+            "dagraid_redone_writes",
+            "Disk writes whose outcome was unknown (a timeout, a lost connection), redone after a fence of their component instead of failing its column",
+            &assembled,
+            |s| &s.redone_writes,
+        )?;
+        volume_counter(
+            &mut enc,
+            "dagraid_ppl_entries",
+            "Partial-parity log entries written (one per stripe of a write while degraded, on each surviving parity column)",
+            &assembled,
+            |s| &s.log_entries,
+        )?;
+        volume_counter(
+            &mut enc,
+            "dagraid_ppl_bytes",
+            "Bytes of partial-parity log entries written",
+            &assembled,
+            |s| &s.log_bytes,
+        )?;
         {
             let mut m = enc.encode_descriptor(
                 "dagraid_dags_in_flight",
