@@ -72,6 +72,27 @@ pub const COPYBACK_RECORD_VERSION: u32 = 1;
 const FORMAT_KEY: &str = "format";
 const EPOCH_KEY: &str = "epoch";
 
+/// Decodes a record of a table whose encoding has one version, `version`: refuses bytes with
+/// no version, another version (written by a newer coordinator), or that do not decode. The
+/// error is the detail the caller's `Bad*Record` carries.
+fn decode_single_version<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    version: u32,
+) -> Result<T, String> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    let Versioned { version: found } =
+        serde_json::from_slice(bytes).map_err(|e| format!("no version: {e}"))?;
+    if found != version {
+        return Err(format!(
+            "record version {found}; this coordinator reads version {version} (written by a newer coordinator?)"
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
 /// Errors of the store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -664,18 +685,8 @@ impl SpareRecord {
             id: id.to_owned(),
             detail,
         };
-        #[derive(Deserialize)]
-        struct Versioned {
-            version: u32,
-        }
-        let Versioned { version } =
-            serde_json::from_slice(bytes).map_err(|e| bad(format!("no version: {e}")))?;
-        if version != SPARE_RECORD_VERSION {
-            return Err(bad(format!(
-                "record version {version}; this coordinator reads version {SPARE_RECORD_VERSION} (written by a newer coordinator?)"
-            )));
-        }
-        let record: SpareRecord = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        let record: SpareRecord =
+            decode_single_version(bytes, SPARE_RECORD_VERSION).map_err(bad)?;
         if record.id != id {
             return Err(bad(format!("the record names spare {:?}", record.id)));
         }
@@ -738,19 +749,8 @@ impl CopybackRecord {
             key: key.to_owned(),
             detail,
         };
-        #[derive(Deserialize)]
-        struct Versioned {
-            version: u32,
-        }
-        let Versioned { version } =
-            serde_json::from_slice(bytes).map_err(|e| bad(format!("no version: {e}")))?;
-        if version != COPYBACK_RECORD_VERSION {
-            return Err(bad(format!(
-                "record version {version}; this coordinator reads version {COPYBACK_RECORD_VERSION} (written by a newer coordinator?)"
-            )));
-        }
         let record: CopybackRecord =
-            serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+            decode_single_version(bytes, COPYBACK_RECORD_VERSION).map_err(bad)?;
         if record.key() != key {
             return Err(bad(format!("the record names {:?}", record.key())));
         }
@@ -802,19 +802,8 @@ impl ParityJobRecord {
             volume_id: volume_id.to_owned(),
             detail,
         };
-        #[derive(Deserialize)]
-        struct Versioned {
-            version: u32,
-        }
-        let Versioned { version } =
-            serde_json::from_slice(bytes).map_err(|e| bad(format!("no version: {e}")))?;
-        if version != PARITY_JOB_RECORD_VERSION {
-            return Err(bad(format!(
-                "record version {version}; this coordinator reads version {PARITY_JOB_RECORD_VERSION} (written by a newer coordinator?)"
-            )));
-        }
         let record: ParityJobRecord =
-            serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+            decode_single_version(bytes, PARITY_JOB_RECORD_VERSION).map_err(bad)?;
         if record.volume_id != volume_id {
             return Err(bad(format!(
                 "the record names volume id {:?}",
