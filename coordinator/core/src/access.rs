@@ -1807,6 +1807,10 @@ impl Array {
     /// could not be applied. Run at assembly, before any access; the caller makes the lost set
     /// durable.
     pub async fn replay_log(&self) -> crate::ppl::ReplayReport {
+        if !crate::ppl::level_logs(self.layout.level()) {
+            // RAID 1 logs nothing (no write hole): no log area to read.
+            return crate::ppl::ReplayReport::default();
+        }
         let states = self.states();
         let table = self.components();
         let read_from: Vec<usize> = (0..self.layout.columns())
