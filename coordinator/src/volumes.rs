@@ -719,7 +719,28 @@ impl VolumeManager {
         if volume.note.log_replayed.is_some() {
             // Dirty and degraded: the partial-parity log puts every stripe a write was cut short
             // in back in step, before anything is served; a stripe it cannot is marked lost.
-            let report = volume.array.replay_log().await;
+            let report = match volume.array.replay_log(force).await {
+                Ok(report) => report,
+                Err(unreadable) => {
+                    // Nothing applied, nothing recorded: a later assembly reads the log again.
+                    let problem = format!(
+                        "not shut down cleanly while degraded, and {unreadable}: a write cut short in a stripe whose entries are there would leave that stripe's failed data wrong. Assemble it again once the log reads (`dagraid volume assemble {name}`), or by force without those entries (`--force`)"
+                    );
+                    return (
+                        unassembled(record, plan.states.clone(), problem, true),
+                        plan.newly_failed,
+                    );
+                }
+            };
+            if !report.unread.is_empty() {
+                let at_risk = format!(
+                    "{}, and its entries there were not applied: a write cut short in a stripe they covered leaves that stripe's failed data wrong",
+                    dagraid_core::ppl::UnreadableLog(report.unread.clone())
+                );
+                tracing::warn!(volume = %name, %at_risk, "volume assembled by force");
+                volume.note.forced = true;
+                volume.note.at_risk = Some(at_risk);
+            }
             tracing::info!(
                 volume = %name,
                 entries = report.entries,

@@ -27,13 +27,17 @@ pub enum FaultOps {
     Flush,
     /// WriteBlocks only.
     BlockWrite,
+    /// ReadLog only.
+    LogRead,
 }
 
 /// The operation being checked against the faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    /// A read of blocks, of a slot or of the log area.
+    /// A read of blocks or of a slot.
     Read,
+    /// A read of the log area.
+    LogRead,
     /// A write of a slot or of the log area.
     Write,
     /// A write of blocks.
@@ -154,7 +158,8 @@ impl FaultRegistry {
             matches!(
                 (f.ops, op),
                 (FaultOps::Any, _)
-                    | (FaultOps::Read, Op::Read)
+                    | (FaultOps::Read, Op::Read | Op::LogRead)
+                    | (FaultOps::LogRead, Op::LogRead)
                     | (FaultOps::Write, Op::Write | Op::BlockWrite)
                     | (FaultOps::BlockWrite, Op::BlockWrite)
                     | (FaultOps::Flush, Op::Flush)
@@ -242,6 +247,38 @@ mod tests {
             Some(FaultAction::Fail(Code::Unavailable))
         );
         assert_eq!(reg.take("c", Op::Write), None, "count exhausted");
+    }
+
+    #[test]
+    fn log_read_faults_match_log_reads_only() {
+        let reg = FaultRegistry::new(true);
+        let fail = FaultAction::Fail(Code::Unavailable);
+        for ops in [FaultOps::LogRead, FaultOps::Read] {
+            reg.inject(
+                "c",
+                Fault {
+                    action: fail,
+                    ops,
+                    remaining: None,
+                },
+            )
+            .unwrap();
+        }
+        // A slot or block read meets only the READ fault; a log read meets the first.
+        assert_eq!(reg.take("c", Op::LogRead), Some(fail));
+        reg.clear(Some("c")).unwrap();
+        reg.inject(
+            "c",
+            Fault {
+                action: fail,
+                ops: FaultOps::LogRead,
+                remaining: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(reg.take("c", Op::Read), None, "labels still read");
+        assert_eq!(reg.take("c", Op::Write), None);
+        assert_eq!(reg.take("c", Op::LogRead), Some(fail));
     }
 
     #[tokio::test]

@@ -580,7 +580,7 @@ impl Node {
         store.ensure_serving().await?;
         self.check_io_size("log read answer", len)?;
         store.check_log(offset, len)?;
-        if self.meet_faults(id, Op::Read).await?.is_some() {
+        if self.meet_faults(id, Op::LogRead).await?.is_some() {
             return Err(NodeError::Injected {
                 component: id.to_owned(),
                 code: Code::DeadlineExceeded,

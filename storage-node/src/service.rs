@@ -118,9 +118,10 @@ fn fault(req: &pb::InjectFaultRequest) -> Result<Fault, NodeError> {
         Ok(pb::FaultOps::Write) => FaultOps::Write,
         Ok(pb::FaultOps::Flush) => FaultOps::Flush,
         Ok(pb::FaultOps::BlockWrite) => FaultOps::BlockWrite,
+        Ok(pb::FaultOps::LogRead) => FaultOps::LogRead,
         Err(_) => {
             return Err(NodeError::InvalidArgument(format!(
-                "fault ops {} is not ANY, READ, WRITE, FLUSH or BLOCK_WRITE",
+                "fault ops {} is not ANY, READ, WRITE, FLUSH, BLOCK_WRITE or LOG_READ",
                 req.ops
             )));
         }

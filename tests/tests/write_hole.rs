@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dagraid_client::{RaidLevel, VolumeSpec, VolumeState};
+use dagraid_client::{RaidLevel, VolumeInfo, VolumeSpec, VolumeState};
+use dagraid_proto::storage::v1 as spb;
 use dagraid_tests::cluster::{Cluster, ClusterOptions};
 use dagraid_tests::harness::{UnknownWrites, check_acknowledged, client, random, settled};
 use dagraid_tests::{eventually, with_timeout};
@@ -23,11 +24,25 @@ const MIB: u64 = 1024 * KIB;
 const VOLUME: &str = "wh";
 const WRITERS: u64 = 6;
 
-async fn crash_while_degraded(level: RaidLevel, power_cut: bool, seed: u64) {
+/// How the coordinator's crash comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Crash {
+    /// kill -9 of the coordinator.
+    Kill9,
+    /// kill -9 of the coordinator and a power cut of every surviving node.
+    PowerCut,
+    /// kill -9 of the coordinator; then the log area of one surviving parity column does not
+    /// read (a LOG_READ fault) at the first assemblies: the volume is not assembled (nothing
+    /// applied, nothing hidden) until the log reads again.
+    UnreadableLog,
+}
+
+async fn crash_while_degraded(level: RaidLevel, crash: Crash, seed: u64) {
+    let power_cut = crash == Crash::PowerCut;
     with_timeout(async {
         let mut cluster = Cluster::start(ClusterOptions {
             nodes: 5,
-            fault_injection: power_cut,
+            fault_injection: crash != Crash::Kill9,
             node_deadline_ms: 1000,
             health_interval_ms: 200,
             coordinator_args: vec![
@@ -58,13 +73,7 @@ async fn crash_while_degraded(level: RaidLevel, power_cut: bool, seed: u64) {
             .unwrap();
 
         // Node 2 dies; the first write that reaches it fails its column.
-        // Column 1's node.
-        let dead: usize = info.components[1]
-            .node_id
-            .strip_prefix("node")
-            .and_then(|n| n.parse::<usize>().ok())
-            .expect("node ids are node1, node2, ...")
-            - 1;
+        let dead = column_node(&info, 1);
         cluster.nodes[dead].kill9().await.unwrap();
         let reference = Arc::new(Mutex::new(first));
         let probe = random(&mut rng, size / 4);
@@ -135,8 +144,52 @@ async fn crash_while_degraded(level: RaidLevel, power_cut: bool, seed: u64) {
             w.await.unwrap();
         }
 
-        // Assembled by itself: the log is replayed, no `--force`.
-        cluster.coordinator.restart().await.unwrap();
+        if crash == Crash::UnreadableLog {
+            // Column 0's log area fails every read; its labels still read.
+            let component = info.components[0].component_id.clone();
+            let node = column_node(&info, 0);
+            cluster.nodes[node]
+                .client()
+                .await
+                .unwrap()
+                .inject_fault(spb::InjectFaultRequest {
+                    component_id: component.clone(),
+                    kind: spb::FaultKind::Fail as i32,
+                    ops: spb::FaultOps::LogRead as i32,
+                    count: 0,
+                    status_code: tonic::Code::Unavailable as i32,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            cluster.coordinator.restart().await.unwrap();
+            let c = client(&cluster).await;
+            let s = c.volume(VOLUME).status().await.unwrap();
+            assert_eq!(s.state, VolumeState::NotAssembled, "{s:?}");
+            let problem = s.assembly.problem.clone().unwrap_or_default();
+            assert!(
+                problem.contains("partial-parity log cannot be read on column 0"),
+                "{problem}"
+            );
+            assert!(s.assembly.needs_force, "{s:?}");
+            // Tried again while it still does not read: refused again, nothing written.
+            let again = c.assemble_volume(VOLUME, false).await;
+            assert!(again.is_err(), "{again:?}");
+            eprintln!("{level:?}: not assembled while the log does not read: {problem}");
+            cluster.nodes[node]
+                .client()
+                .await
+                .unwrap()
+                .clear_faults(spb::ClearFaultsRequest {
+                    component_id: component,
+                })
+                .await
+                .unwrap();
+            c.assemble_volume(VOLUME, false).await.unwrap();
+        } else {
+            // Assembled by itself: the log is replayed, no `--force`.
+            cluster.coordinator.restart().await.unwrap();
+        }
         let c = client(&cluster).await;
         let s = settled(&c, VOLUME).await;
         eprintln!("{level:?}: restarted, {:?}", s.state);
@@ -196,24 +249,41 @@ async fn crash_while_degraded(level: RaidLevel, power_cut: bool, seed: u64) {
     .await;
 }
 
+/// The index in the cluster of the node holding `column` (node ids are node1, node2, ...).
+fn column_node(info: &VolumeInfo, column: usize) -> usize {
+    info.components[column]
+        .node_id
+        .strip_prefix("node")
+        .and_then(|n| n.parse::<usize>().ok())
+        .expect("node ids are node1, node2, ...")
+        - 1
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raid5_kill9_of_the_coordinator_during_degraded_writes_assembles_by_itself() {
-    crash_while_degraded(RaidLevel::Raid5, false, 31).await;
+    crash_while_degraded(RaidLevel::Raid5, Crash::Kill9, 31).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raid5_power_cut_of_every_node_during_degraded_writes_assembles_by_itself() {
-    crash_while_degraded(RaidLevel::Raid5, true, 32).await;
+    crash_while_degraded(RaidLevel::Raid5, Crash::PowerCut, 32).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raid6_with_one_node_killed_kill9_and_power_cut_during_degraded_writes() {
-    crash_while_degraded(RaidLevel::Raid6, true, 33).await;
+    crash_while_degraded(RaidLevel::Raid6, Crash::PowerCut, 33).await;
 }
 
 /// RAID 1 has no write hole (the live copy of a pair is its data): a crash while degraded is
 /// assembled by itself too, with nothing to replay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raid1_kill9_of_the_coordinator_during_degraded_writes_assembles_by_itself() {
-    crash_while_degraded(RaidLevel::Raid1, false, 34).await;
+    crash_while_degraded(RaidLevel::Raid1, Crash::Kill9, 34).await;
+}
+
+/// A log area that does not read at assembly: the volume waits, not assembled and saying which
+/// column, and is assembled (the log replayed, every acknowledged byte intact) once it reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raid5_log_unreadable_at_assembly_is_not_assembled_until_it_reads() {
+    crash_while_degraded(RaidLevel::Raid5, Crash::UnreadableLog, 35).await;
 }

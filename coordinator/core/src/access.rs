@@ -1806,10 +1806,19 @@ impl Array {
     /// to each stripe, and marks lost (never serves wrong bytes) the stripes whose newest entry
     /// could not be applied. Run at assembly, before any access; the caller makes the lost set
     /// durable.
-    pub async fn replay_log(&self) -> crate::ppl::ReplayReport {
+    ///
+    /// A log area that cannot be read fails the replay before anything is applied
+    /// ([`crate::ppl::UnreadableLog`]), unless `force`: then the entries of the other columns
+    /// are applied and the report names the columns not read ([`ReplayReport::unread`]).
+    ///
+    /// [`ReplayReport::unread`]: crate::ppl::ReplayReport::unread
+    pub async fn replay_log(
+        &self,
+        force: bool,
+    ) -> Result<crate::ppl::ReplayReport, crate::ppl::UnreadableLog> {
         if !crate::ppl::level_logs(self.layout.level()) {
             // RAID 1 logs nothing (no write hole): no log area to read.
-            return crate::ppl::ReplayReport::default();
+            return Ok(crate::ppl::ReplayReport::default());
         }
         let states = self.states();
         let table = self.components();
@@ -1818,16 +1827,24 @@ impl Array {
             .collect();
         let (entries, found, errors) =
             crate::ppl::newest_entries(&self.layout, &table, &read_from, states.log_period()).await;
-        for (column, e) in &errors {
-            tracing::warn!(column, error = %e, "partial-parity log not readable on this column");
+        let unread: Vec<(usize, String)> = errors
+            .into_iter()
+            .map(|(column, e)| (column, e.to_string()))
+            .collect();
+        for (column, error) in &unread {
+            tracing::warn!(column, %error, force, "partial-parity log not readable on this column");
+        }
+        if !unread.is_empty() && !force {
+            return Err(crate::ppl::UnreadableLog(unread));
         }
         let mut report = crate::ppl::replay(&self.layout, &table, &states, entries).await;
         report.entries = found;
+        report.unread = unread;
         for (stripe, why) in &report.unapplied {
             tracing::warn!(stripe, reason = %why, "partial-parity log entry not applied: stripe marked lost");
             self.mark_stripe_lost(*stripe);
         }
-        report
+        Ok(report)
     }
 
     /// The parity map: dirty regions, and the regions awaiting their resync. A stripe in a

@@ -295,12 +295,36 @@ pub struct ReplayReport {
     /// Stripes whose newest entry could not be applied, with the reason (their failed data
     /// cannot be trusted).
     pub unapplied: Vec<(u64, String)>,
+    /// Columns whose log area could not be read, with the error: their entries were not
+    /// applied (a replay by force, [`crate::access::Array::replay_log`]).
+    pub unread: Vec<(usize, String)>,
 }
 
+/// The log areas a replay could not read: column and error. Applying only the entries of the
+/// others could leave a stripe a write was cut short in out of step with nothing said (on RAID 5
+/// a stripe's entries are on its one parity column), so the replay applies nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableLog(pub Vec<(usize, String)>);
+
+impl std::fmt::Display for UnreadableLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the partial-parity log cannot be read on ")?;
+        for (i, (column, error)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "column {column} ({error})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UnreadableLog {}
+
 /// Reads every valid entry of `period` from the log areas of the columns `read_from`: the
-/// newest per stripe. A column whose log cannot be read is skipped (its entries are copies of
-/// the other parity column's, or its stripes' parity is missing anyway); the errors are
-/// returned beside.
+/// newest per stripe, and how many entries of the period were found. A column whose log
+/// cannot be read is returned beside, with the error (the caller decides: see
+/// [`UnreadableLog`]).
 pub async fn newest_entries(
     layout: &Layout,
     components: &ComponentTable,

@@ -1685,52 +1685,17 @@ async fn a_write_is_issued_only_after_its_region_is_marked_durably() {
 #[tokio::test]
 async fn a_crash_in_a_degraded_write_is_undone_by_the_partial_parity_log() {
     for level in [RaidLevel::Raid4, RaidLevel::Raid5, RaidLevel::Raid6] {
-        let r = rig(level, 91, &[]);
+        let cut = cut_degraded_write(level, 91).await;
+        let (r, failed, period) = (&cut.rig, cut.failed, cut.period);
         let sl = r.layout.stripe(0).unwrap();
-        let failed = sl.data_column(0).unwrap();
-        r.array.fail_component(failed).await.unwrap();
-        let period = r.array.states().log_period();
-        assert_ne!(period, 0, "{level}: a degraded array has a log period");
-        // The crash comes after the data write landed and before any parity write did.
-        for p in [sl.p_column(), sl.q_column()].into_iter().flatten() {
-            r.faulty[p].inject(Trigger::always().op(IoOp::Write), Fault::Hang);
-        }
-        let unit = r.layout.unit_bytes();
-        let (offset, len) = (unit + u64::from(BS), 2 * u64::from(BS));
-        let new = Bytes::from(vec![0x5a; len as usize]);
-        let cut =
-            tokio::time::timeout(Duration::from_millis(300), r.array.write(offset, new)).await;
-        assert!(cut.is_err(), "{level}: the write was cut short");
         assert_eq!(
             r.array.stats().log_entries.load(Ordering::Relaxed),
             u64::from(sl.q_column().is_some()) + 1,
             "{level}: one entry per surviving parity column"
         );
-
-        // After the crash: a new array over the components as they are.
-        let table: ComponentTable = r
-            .mems
-            .iter()
-            .map(|m| m.clone() as Arc<dyn ComponentIo>)
-            .collect::<Vec<_>>()
-            .into();
-        let mut states = vec![ComponentState::Optimal; r.layout.columns()];
-        states[failed] = ComponentState::Failed;
-        let states = ComponentStates::from_states(&r.layout, states)
-            .unwrap()
-            .with_log_period(period);
-        let reopen = || {
-            Array::new(
-                r.layout,
-                table.clone(),
-                states.clone(),
-                ArrayConfig::default(),
-                Arc::new(InMemoryStates),
-            )
-            .unwrap()
-        };
+        let unit = r.layout.unit_bytes();
         let expected = &r.volume[..unit as usize];
-        let (before, _) = reopen().read(0, unit).await.unwrap();
+        let (before, _) = cut.reopen(&cut.table).read(0, unit).await.unwrap();
         assert_ne!(
             &before.into_bytes()[..],
             expected,
@@ -1738,25 +1703,143 @@ async fn a_crash_in_a_degraded_write_is_undone_by_the_partial_parity_log() {
         );
         let present: Vec<usize> = (0..r.layout.columns()).filter(|&c| c != failed).collect();
         let (entries, count, errors) =
-            crate::ppl::newest_entries(&r.layout, &table, &present, period).await;
+            crate::ppl::newest_entries(&r.layout, &cut.table, &present, period).await;
         assert!(errors.is_empty(), "{level}: {errors:?}");
         assert_eq!(
             count as usize,
             present.len() - sl.data_units() + 1,
             "{level}"
         );
-        let report = crate::ppl::replay(&r.layout, &table, &states, entries).await;
+        let report = crate::ppl::replay(&r.layout, &cut.table, &cut.states, entries).await;
         assert_eq!((report.replayed, report.unapplied.len()), (1, 0), "{level}");
-        let (after, _) = reopen().read(0, unit).await.unwrap();
+        let (after, _) = cut.reopen(&cut.table).read(0, unit).await.unwrap();
         assert_eq!(
             &after.into_bytes()[..],
             expected,
             "{level}: the log closed the hole"
         );
         // Entries of another period (an earlier degraded spell) never count.
-        let (old, _, _) = crate::ppl::newest_entries(&r.layout, &table, &present, period ^ 1).await;
+        let (old, _, _) =
+            crate::ppl::newest_entries(&r.layout, &cut.table, &present, period ^ 1).await;
         assert!(old.is_empty(), "{level}");
     }
+}
+
+/// A degraded write of stripe 0's data unit 1 cut short (the "crash") after its data write
+/// landed and before any parity write did, on a rig whose data unit 0's column is failed; and
+/// what reopening the array after the crash needs.
+struct CutWrite {
+    rig: Rig,
+    failed: usize,
+    period: u64,
+    /// The components as they are after the crash, with nothing injected.
+    table: ComponentTable,
+    /// The assembled state: `failed` failed, the log period kept.
+    states: ComponentStates,
+}
+
+impl CutWrite {
+    /// A new array over `table` in the assembled state (a coordinator started again).
+    fn reopen(&self, table: &ComponentTable) -> Arc<Array> {
+        Array::new(
+            self.rig.layout,
+            table.clone(),
+            self.states.clone(),
+            ArrayConfig::default(),
+            Arc::new(InMemoryStates),
+        )
+        .unwrap()
+    }
+}
+
+async fn cut_degraded_write(level: RaidLevel, seed: u64) -> CutWrite {
+    let r = rig(level, seed, &[]);
+    let sl = r.layout.stripe(0).unwrap();
+    let failed = sl.data_column(0).unwrap();
+    r.array.fail_component(failed).await.unwrap();
+    let period = r.array.states().log_period();
+    assert_ne!(period, 0, "{level}: a degraded array has a log period");
+    for p in [sl.p_column(), sl.q_column()].into_iter().flatten() {
+        r.faulty[p].inject(Trigger::always().op(IoOp::Write), Fault::Hang);
+    }
+    let unit = r.layout.unit_bytes();
+    let (offset, len) = (unit + u64::from(BS), 2 * u64::from(BS));
+    let new = Bytes::from(vec![0x5a; len as usize]);
+    let cut = tokio::time::timeout(Duration::from_millis(300), r.array.write(offset, new)).await;
+    assert!(cut.is_err(), "{level}: the write was cut short");
+    let table: ComponentTable = r
+        .mems
+        .iter()
+        .map(|m| m.clone() as Arc<dyn ComponentIo>)
+        .collect::<Vec<_>>()
+        .into();
+    let mut states = vec![ComponentState::Optimal; r.layout.columns()];
+    states[failed] = ComponentState::Failed;
+    let states = ComponentStates::from_states(&r.layout, states)
+        .unwrap()
+        .with_log_period(period);
+    CutWrite {
+        rig: r,
+        failed,
+        period,
+        table,
+        states,
+    }
+}
+
+/// A log area that cannot be read at the replay (RAID 5: stripe 0's entry is on its one parity
+/// column) fails the replay before anything is applied or marked, so the assembly is refused
+/// and can be tried again; by force, the other entries are applied and the column is named.
+#[tokio::test]
+async fn an_unreadable_log_fails_the_replay_unless_forced() {
+    let cut = cut_degraded_write(RaidLevel::Raid5, 92).await;
+    let r = &cut.rig;
+    let parity = r.layout.stripe(0).unwrap().p_column().unwrap();
+    let log = IoLog::new();
+    let faulty: Vec<Arc<FaultyComponent>> = r
+        .mems
+        .iter()
+        .map(|m| FaultyComponent::new(m.clone() as Arc<dyn ComponentIo>, log.clone()))
+        .collect();
+    faulty[parity].inject(
+        Trigger::always().op(IoOp::ReadLog),
+        Fault::Fail(IoErrorKind::Unavailable),
+    );
+    let table: ComponentTable = faulty
+        .iter()
+        .map(|f| f.clone() as Arc<dyn ComponentIo>)
+        .collect::<Vec<_>>()
+        .into();
+    let unit = r.layout.unit_bytes();
+    let expected = &r.volume[..unit as usize];
+
+    let array = cut.reopen(&table);
+    let err = array.replay_log(false).await.unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert_eq!(err.0[0].0, parity, "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("cannot be read on column {parity}")),
+        "{message}"
+    );
+    assert!(array.states().lost().is_empty(), "nothing marked");
+    // Nothing applied: the stripe is as the crash left it (the hole is still there).
+    let (still, _) = array.read(0, unit).await.unwrap();
+    assert_ne!(&still.into_bytes()[..], expected);
+
+    // Forced: the column is named, its entries are not applied.
+    let report = cut.reopen(&table).replay_log(true).await.unwrap();
+    assert_eq!(report.unread.len(), 1, "{report:?}");
+    assert_eq!(report.unread[0].0, parity);
+    assert_eq!(report.replayed, 0, "{report:?}");
+
+    // Readable again: the next assembly replays it and closes the hole.
+    faulty[parity].clear();
+    let array = cut.reopen(&table);
+    let report = array.replay_log(false).await.unwrap();
+    assert_eq!((report.replayed, report.unread.len()), (1, 0), "{report:?}");
+    let (after, _) = array.read(0, unit).await.unwrap();
+    assert_eq!(&after.into_bytes()[..], expected);
 }
 
 /// The write hole's last window (docs/STATE.md, "Partial-parity log", rule 6): a write issued

@@ -23,6 +23,9 @@ pub enum IoOp {
     Flush,
     /// `fence`.
     Fence,
+    /// `read_log`: matched only by a trigger that names it ([`Trigger::op`]), and not recorded
+    /// in the [`IoLog`] (which holds block calls).
+    ReadLog,
 }
 
 /// One recorded call.
@@ -371,7 +374,29 @@ impl ComponentIo for FaultyComponent {
     }
 
     fn read_log(&self, offset: u64, len: u32) -> BoxFuture<'_, Result<Bytes, IoError>> {
-        self.inner.read_log(offset, len)
+        let fault = {
+            let mut rules = self.lock_rules();
+            rules
+                .iter_mut()
+                .find(|r| {
+                    r.remaining != Some(0)
+                        && r.trigger.op == Some(IoOp::ReadLog)
+                        && r.trigger.matches(0, IoOp::ReadLog, offset, None)
+                })
+                .map(|r| {
+                    if let Some(n) = r.remaining.as_mut() {
+                        *n -= 1;
+                    }
+                    r.fault.clone()
+                })
+        };
+        Box::pin(async move {
+            match fault {
+                Some(Fault::Fail(kind)) => Err(self.injected(kind, offset, u64::from(len))),
+                Some(Fault::Hang) => std::future::pending().await,
+                _ => self.inner.read_log(offset, len).await,
+            }
+        })
     }
 
     fn block_size(&self) -> u32 {
