@@ -204,6 +204,13 @@ pub struct CoordinatorConfig {
     /// (`dagraid_core::ppl`; default on). Off, they cost less, and a crash while degraded
     /// needs `dagraid volume assemble --force` again (the write hole is open).
     pub partial_parity_log: bool,
+    /// Serve every volume over NBD here (export name = volume name); `None`: no NBD export.
+    /// A non-loopback address needs [`CoordinatorConfig::nbd_insecure`].
+    pub nbd_listen: Option<SocketAddr>,
+    /// Accept a non-loopback [`CoordinatorConfig::nbd_listen`] (NBD has no authentication).
+    pub nbd_insecure: bool,
+    /// Export every volume read-only over NBD (writes, trims and zeroing answer EPERM).
+    pub nbd_read_only: bool,
 }
 
 impl CoordinatorConfig {
@@ -235,6 +242,9 @@ impl CoordinatorConfig {
             scrub_rate_busy: DEFAULT_SCRUB_RATE_BUSY,
             parity_map_region_bytes: dagraid_core::parity_map::DEFAULT_REGION_BYTES,
             partial_parity_log: true,
+            nbd_listen: None,
+            nbd_insecure: false,
+            nbd_read_only: false,
             parity_map_cooldown: dagraid_core::parity_map::DEFAULT_COOLDOWN,
         }
     }
@@ -323,6 +333,9 @@ impl CoordinatorConfig {
                 self.resync_retry_initial.as_millis(),
                 self.resync_retry_max.as_millis()
             ));
+        }
+        if let Some(addr) = self.nbd_listen {
+            crate::nbd::check_listen(addr, self.nbd_insecure)?;
         }
         if !(MIN_MAX_IO_BYTES..=MAX_MAX_IO_BYTES).contains(&self.max_io_bytes) {
             return Err(format!(
@@ -429,6 +442,12 @@ pub struct FileConfig {
     pub parity_map_cooldown_ms: Option<u64>,
     /// See [`CoordinatorConfig::partial_parity_log`].
     pub partial_parity_log: Option<bool>,
+    /// See [`CoordinatorConfig::nbd_listen`].
+    pub nbd_listen: Option<SocketAddr>,
+    /// See [`CoordinatorConfig::nbd_insecure`].
+    pub nbd_insecure: Option<bool>,
+    /// See [`CoordinatorConfig::nbd_read_only`].
+    pub nbd_read_only: Option<bool>,
 }
 
 impl FileConfig {
@@ -578,6 +597,18 @@ pub struct Args {
     /// crash while degraded then needs `dagraid volume assemble --force`) [default: true].
     #[arg(long, value_name = "BOOL", env = "DAGRAID_PARTIAL_PARITY_LOG")]
     pub partial_parity_log: Option<bool>,
+    /// Export every volume over NBD at ADDR (export name = volume name; port 0 picks a free
+    /// port), e.g. 127.0.0.1:10809 [default: off]. NBD has no authentication: an address that
+    /// is not loopback is refused unless --nbd-insecure is given.
+    #[arg(long, value_name = "ADDR", env = "DAGRAID_NBD_LISTEN")]
+    pub nbd_listen: Option<SocketAddr>,
+    /// Accept a --nbd-listen address that is not loopback: anyone who reaches it can read and
+    /// write every volume.
+    #[arg(long)]
+    pub nbd_insecure: bool,
+    /// Export the volumes read-only over NBD (writes, trims and zeroing answer EPERM).
+    #[arg(long)]
+    pub nbd_read_only: bool,
     /// Trace export (OTLP/gRPC), configured like any OpenTelemetry SDK.
     #[command(flatten)]
     pub telemetry: dagraid_telemetry::TelemetryArgs,
@@ -679,6 +710,9 @@ impl Args {
         if let Some(on) = self.partial_parity_log.or(file.partial_parity_log) {
             config.partial_parity_log = on;
         }
+        config.nbd_listen = self.nbd_listen.or(file.nbd_listen);
+        config.nbd_insecure = self.nbd_insecure || file.nbd_insecure.unwrap_or(false);
+        config.nbd_read_only = self.nbd_read_only || file.nbd_read_only.unwrap_or(false);
         config.validate()?;
         Ok(config)
     }

@@ -34,6 +34,8 @@
 //!   API call gets a span from `dagraid_telemetry`'s gRPC layer (the caller's trace context as
 //!   its parent); the core's `access`, `dag` and node spans nest under it, and the node client
 //!   carries the context on to the storage nodes.
+//! - [`nbd`]: the NBD export of every volume (`--nbd-listen`): the wire format, the handshake,
+//!   and requests run straight on the volume's access pipeline.
 //! - [`Coordinator`] / [`run`]: start-up (store, epoch, fencing, assembly), serving, graceful
 //!   shutdown (drain, then every volume marked clean). The `dagraid-coordinator` binary is a
 //!   thin wrapper over them.
@@ -43,6 +45,7 @@ pub mod durable;
 pub mod error;
 pub mod labels;
 pub mod metrics;
+pub mod nbd;
 pub mod node_client;
 pub mod rebuild;
 pub mod registry;
@@ -144,6 +147,7 @@ pub struct Coordinator {
     metrics: Arc<CoordinatorMetrics>,
     metrics_server: Option<MetricsServer>,
     spares: Arc<SparePool>,
+    nbd_addr: Option<SocketAddr>,
 }
 
 impl Drop for Coordinator {
@@ -205,6 +209,16 @@ impl Coordinator {
                 addr: config.listen,
                 source,
             })?;
+        // Bound before anything is assembled, so a port in use fails the start at once.
+        let nbd_listener = match config.nbd_listen {
+            None => None,
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| CoordinatorError::Bind { addr, source })?,
+            ),
+        };
+        let nbd_addr = nbd_listener.as_ref().and_then(|l| l.local_addr().ok());
         let metrics = Arc::new(CoordinatorMetrics::new());
         let metrics_server = match config.metrics_listen {
             None => None,
@@ -372,6 +386,16 @@ impl Coordinator {
             stop.child_token(),
         ));
 
+        // The NBD export stops with the API: no new connection or request, and every request
+        // read is answered, before the volumes are drained and marked clean.
+        let nbd_task = nbd_listener.map(|listener| {
+            tokio::spawn(nbd::serve(
+                listener,
+                volumes.clone(),
+                nbd::NbdSettings::new(config.max_io_bytes, config.nbd_read_only),
+                stop.child_token(),
+            ))
+        });
         let limit = usize::try_from(config.max_io_bytes + MESSAGE_OVERHEAD_BYTES)
             .map_err(|_| CoordinatorError::Config("max-io-bytes too large".into()))?;
         let api = VolumeServiceServer::new(VolumeApi::new(
@@ -413,6 +437,9 @@ impl Coordinator {
             // Whatever ended the server, stop the health loop and the resyncs, let detached
             // accesses finish, then mark the volumes clean before the store closes.
             stop_all.cancel();
+            if let Some(nbd) = nbd_task {
+                let _ = nbd.await;
+            }
             let _ = health_task.await;
             // The jobs end their stripe and record their checkpoint.
             let _ = rebuild_task.await;
@@ -435,7 +462,13 @@ impl Coordinator {
             metrics,
             metrics_server,
             spares,
+            nbd_addr,
         })
+    }
+
+    /// Where the NBD export listens (port 0 resolved), if it does.
+    pub fn nbd_addr(&self) -> Option<SocketAddr> {
+        self.nbd_addr
     }
 
     /// The hot-spare pool (the service's; tests and in-process callers reach it here).

@@ -38,6 +38,9 @@ async fn serve(config: dagraid_coordinator::CoordinatorConfig) -> Result<(), Str
     if let Some(addr) = coordinator.metrics_addr() {
         println!("dagraid-coordinator metrics on http://{addr}/metrics");
     }
+    if let Some(addr) = coordinator.nbd_addr() {
+        println!("dagraid-coordinator nbd on nbd://{addr}/");
+    }
     coordinator
         .run_until(shutdown)
         .await

@@ -1,0 +1,565 @@
+//! One NBD connection: the fixed newstyle handshake, then the transmission phase.
+//!
+//! **Handshake.** The server greets (`NBDMAGIC`, `IHAVEOPT`, fixed newstyle and no-zeroes), the
+//! client answers its flags (an unknown flag ends the connection), then sends options, at most
+//! [`wire::MAX_OPTIONS`], each payload at most [`wire::MAX_OPTION_BYTES`] (over either: a
+//! disconnect, logged). `NBD_OPT_GO` / `NBD_OPT_INFO` answer the export's size and flags and its
+//! block sizes; `NBD_OPT_INFO` without the block sizes requested is answered
+//! `NBD_REP_ERR_BLOCK_SIZE_REQD`; `NBD_OPT_LIST`, `NBD_OPT_ABORT` and `NBD_OPT_EXPORT_NAME` are
+//! served; any other option is answered `NBD_REP_ERR_UNSUP`.
+//!
+//! **Transmission.** Requests are read one after the other and run concurrently, each a task
+//! that answers its own reply (simple replies, in any order, by handle). Memory is bounded: a
+//! request's payload (a write's, or a read's answer) takes its bytes from the connection's
+//! budget ([`NbdSettings::max_in_flight_bytes`]) before it is read or run, so a connection holds
+//! at most that much payload plus its fixed buffers. A request that breaks the protocol in a
+//! way that leaves the stream unreadable (bad magic, a write payload over the maximum) ends
+//! the connection, after every request in flight has been answered; any other invalid request
+//! gets its error reply (EINVAL, ENOSPC, EPERM) and the connection goes on. Each kind of
+//! mistake is logged once per connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use dagraid_core::access::AccessError;
+use dagraid_core::layout::LayoutError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Mutex, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::NbdSettings;
+use super::wire::{
+    self, BlockSizes, InfoRequest, Request, WireError, cmd, cmd_flags, errno, opt, rep, tflags,
+};
+use crate::volumes::VolumeManager;
+
+/// Bytes of zeros a TRIM or WRITE_ZEROES writes per access.
+const ZERO_CHUNK_BYTES: u64 = 1 << 20;
+/// How long a request refused by a full admission queue is retried before it fails (EIO).
+const OVERLOAD_PATIENCE: Duration = Duration::from_secs(60);
+/// Budget units: the in-flight budget counts KiB.
+const BUDGET_UNIT: u64 = 1024;
+
+/// Serves one connection until the client disconnects, breaks the protocol, or `stop`.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    volumes: Arc<VolumeManager>,
+    settings: Arc<NbdSettings>,
+    stop: CancellationToken,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let export = match handshake(&mut reader, &mut writer, &volumes, &settings, &stop).await {
+        Ok(Some(export)) => export,
+        Ok(None) => {
+            tracing::debug!(%peer, "nbd negotiation ended without an export");
+            return;
+        }
+        Err(Ended::Io(error)) => {
+            tracing::debug!(%peer, %error, "nbd connection lost during the handshake");
+            return;
+        }
+        Err(Ended::Protocol(problem)) => {
+            tracing::warn!(%peer, %problem, "nbd handshake refused: disconnecting");
+            return;
+        }
+    };
+    tracing::info!(%peer, volume = %export.name, size = export.size, "nbd export in transmission");
+    let connection = Arc::new(Connection {
+        export,
+        volumes,
+        settings: settings.clone(),
+        writer: Mutex::new(writer),
+        logged: AtomicU32::new(0),
+        peer,
+    });
+    transmit(connection, reader, &settings, stop).await;
+    tracing::info!(%peer, "nbd connection closed");
+}
+
+/// How a handshake ended without an export.
+enum Ended {
+    Io(std::io::Error),
+    Protocol(String),
+}
+
+impl From<std::io::Error> for Ended {
+    fn from(e: std::io::Error) -> Self {
+        Ended::Io(e)
+    }
+}
+
+impl From<WireError> for Ended {
+    fn from(e: WireError) -> Self {
+        Ended::Protocol(e.to_string())
+    }
+}
+
+/// The export a connection chose.
+#[derive(Debug, Clone)]
+struct Export {
+    name: String,
+    /// The volume's id: a volume deleted and made again under the same name is not this one.
+    id: String,
+    size: u64,
+    flags: u16,
+    sizes: BlockSizes,
+}
+
+/// Looks volume `name` up as an export; the error is the option reply's type and message.
+fn find_export(
+    volumes: &VolumeManager,
+    settings: &NbdSettings,
+    name: &str,
+) -> Result<Export, (u32, String)> {
+    let volume = volumes
+        .get(name)
+        .map_err(|e| (rep::ERR_UNKNOWN, format!("volume {name:?}: {e}")))?;
+    let layout = volume.layout();
+    let block = u32::try_from(layout.geometry().block_size()).unwrap_or(u32::MAX);
+    let sizes = BlockSizes::of(
+        block,
+        layout.stripe_data_bytes(),
+        u64::from(settings.max_request_bytes),
+    )
+    .ok_or_else(|| {
+        (
+            rep::ERR_POLICY,
+            format!(
+                "volume {name:?} has blocks of {block} bytes, which NBD cannot express (a power of two of at most 64 KiB)"
+            ),
+        )
+    })?;
+    let mut flags = tflags::HAS_FLAGS | tflags::SEND_FLUSH | tflags::CAN_MULTI_CONN;
+    if settings.read_only {
+        flags |= tflags::READ_ONLY;
+    } else {
+        flags |= tflags::SEND_FUA | tflags::SEND_TRIM | tflags::SEND_WRITE_ZEROES;
+    }
+    Ok(Export {
+        name: name.to_owned(),
+        id: volume.id().to_owned(),
+        size: layout.capacity(),
+        flags,
+        sizes,
+    })
+}
+
+async fn handshake(
+    reader: &mut OwnedReadHalf,
+    writer: &mut OwnedWriteHalf,
+    volumes: &VolumeManager,
+    settings: &NbdSettings,
+    stop: &CancellationToken,
+) -> Result<Option<Export>, Ended> {
+    let mut greeting = Vec::with_capacity(18);
+    greeting.extend_from_slice(&wire::NBDMAGIC.to_be_bytes());
+    greeting.extend_from_slice(&wire::IHAVEOPT.to_be_bytes());
+    greeting.extend_from_slice(&(wire::FLAG_FIXED_NEWSTYLE | wire::FLAG_NO_ZEROES).to_be_bytes());
+    writer.write_all(&greeting).await?;
+    let client_flags = reader.read_u32().await?;
+    let known = wire::CLIENT_FIXED_NEWSTYLE | wire::CLIENT_NO_ZEROES;
+    if client_flags & !known != 0 {
+        return Err(Ended::Protocol(format!(
+            "unknown client flags {client_flags:#x}"
+        )));
+    }
+    let no_zeroes = client_flags & wire::CLIENT_NO_ZEROES != 0;
+    for _ in 0..wire::MAX_OPTIONS {
+        let mut header = [0u8; wire::OPTION_HEADER_BYTES];
+        reader.read_exact(&mut header).await?;
+        let header = wire::parse_option_header(&header)?;
+        let mut payload = vec![0u8; header.len as usize];
+        reader.read_exact(&mut payload).await?;
+        let code = header.code;
+        let reply = |kind: u32, data: &[u8]| wire::option_reply(code, kind, data);
+        if stop.is_cancelled() && code != opt::ABORT {
+            writer
+                .write_all(&reply(
+                    rep::ERR_SHUTDOWN,
+                    b"the coordinator is shutting down",
+                ))
+                .await?;
+            continue;
+        }
+        match code {
+            opt::EXPORT_NAME => {
+                // No error reply is possible: an unknown export ends the connection.
+                let name = wire::parse_name(&payload)?;
+                let export = find_export(volumes, settings, &name)
+                    .map_err(|(_, message)| Ended::Protocol(message))?;
+                writer
+                    .write_all(&wire::export_name_reply(
+                        export.size,
+                        export.flags,
+                        no_zeroes,
+                    ))
+                    .await?;
+                return Ok(Some(export));
+            }
+            opt::ABORT => {
+                // The client closes next; a failed answer changes nothing.
+                let _ = writer.write_all(&reply(rep::ACK, &[])).await;
+                return Ok(None);
+            }
+            opt::LIST => {
+                if !payload.is_empty() {
+                    writer
+                        .write_all(&reply(rep::ERR_INVALID, b"NBD_OPT_LIST takes no data"))
+                        .await?;
+                    continue;
+                }
+                for entry in volumes.entries() {
+                    writer
+                        .write_all(&reply(rep::SERVER, &wire::server_entry(entry.name())))
+                        .await?;
+                }
+                writer.write_all(&reply(rep::ACK, &[])).await?;
+            }
+            opt::INFO | opt::GO => {
+                let request: InfoRequest = match wire::parse_info_request(&payload) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        writer
+                            .write_all(&reply(rep::ERR_INVALID, e.to_string().as_bytes()))
+                            .await?;
+                        continue;
+                    }
+                };
+                let export = match find_export(volumes, settings, &request.name) {
+                    Ok(e) => e,
+                    Err((kind, message)) => {
+                        writer.write_all(&reply(kind, message.as_bytes())).await?;
+                        continue;
+                    }
+                };
+                let mut answer = reply(rep::INFO, &wire::info_export(export.size, export.flags));
+                answer.extend(reply(rep::INFO, &wire::info_block_size(export.sizes)));
+                if code == opt::INFO && !request.wants_block_size() {
+                    answer.extend(reply(
+                        rep::ERR_BLOCK_SIZE_REQD,
+                        b"request NBD_INFO_BLOCK_SIZE: requests must be multiples of the volume's block size",
+                    ));
+                    writer.write_all(&answer).await?;
+                    continue;
+                }
+                answer.extend(reply(rep::ACK, &[]));
+                writer.write_all(&answer).await?;
+                if code == opt::GO {
+                    return Ok(Some(export));
+                }
+            }
+            other => {
+                let message = format!("option {other} is not supported");
+                writer
+                    .write_all(&reply(rep::ERR_UNSUP, message.as_bytes()))
+                    .await?;
+            }
+        }
+    }
+    Err(Ended::Protocol(format!(
+        "more than {} options without choosing an export",
+        wire::MAX_OPTIONS
+    )))
+}
+
+/// A connection in transmission.
+struct Connection {
+    export: Export,
+    volumes: Arc<VolumeManager>,
+    settings: Arc<NbdSettings>,
+    writer: Mutex<OwnedWriteHalf>,
+    /// The kinds of mistakes already logged ([`Mistake`] bits).
+    logged: AtomicU32,
+    peer: SocketAddr,
+}
+
+/// Kinds of client mistakes, each logged once per connection.
+#[derive(Debug, Clone, Copy)]
+enum Mistake {
+    Unaligned = 1,
+    OutOfRange = 2,
+    UnknownCommand = 4,
+    BadFlags = 8,
+    TooLong = 16,
+    ReadOnly = 32,
+    ZeroLength = 64,
+}
+
+impl Connection {
+    /// Logs `detail` if no mistake of this kind was logged on this connection.
+    fn mistake(&self, kind: Mistake, detail: &str) {
+        let bit = kind as u32;
+        if self.logged.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+            tracing::warn!(peer = %self.peer, volume = %self.export.name, ?kind, detail, "nbd request refused (logged once per connection)");
+        }
+    }
+
+    /// Sends a simple reply (with the data of a successful read). A client gone is not an
+    /// error here: the reading side sees it.
+    async fn reply(&self, handle: u64, error: u32, data: Option<Bytes>) {
+        let header = wire::simple_reply(error, handle);
+        let mut w = self.writer.lock().await;
+        if w.write_all(&header).await.is_err() {
+            return;
+        }
+        if let Some(data) = data {
+            let _ = w.write_all(&data).await;
+        }
+    }
+}
+
+async fn transmit(
+    connection: Arc<Connection>,
+    mut reader: OwnedReadHalf,
+    settings: &NbdSettings,
+    stop: CancellationToken,
+) {
+    let budget_units = settings.max_in_flight_bytes.div_ceil(BUDGET_UNIT);
+    let budget = Arc::new(Semaphore::new(
+        usize::try_from(budget_units).unwrap_or(usize::MAX >> 4),
+    ));
+    let mut running = JoinSet::new();
+    loop {
+        let mut header = [0u8; wire::REQUEST_BYTES];
+        let read = tokio::select! {
+            r = reader.read_exact(&mut header) => r,
+            () = stop.cancelled() => break,
+        };
+        if read.is_err() {
+            break;
+        }
+        // Reap what has finished, so the set does not grow with the connection's age.
+        while running.try_join_next().is_some() {}
+        let request = match wire::parse_request(&header) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(peer = %connection.peer, problem = %e, "nbd request unreadable: disconnecting");
+                break;
+            }
+        };
+        if request.kind == cmd::DISC {
+            break;
+        }
+        let payload_len = match request.kind {
+            cmd::WRITE | cmd::READ => u64::from(request.len),
+            _ => 0,
+        };
+        if payload_len > u64::from(settings.max_request_bytes) {
+            let detail = format!(
+                "{} of {} bytes is over the export's maximum of {}",
+                name_of(request.kind),
+                request.len,
+                settings.max_request_bytes
+            );
+            if request.kind == cmd::WRITE {
+                // Its payload is not read (it could be 4 GiB): the stream cannot go on.
+                tracing::warn!(peer = %connection.peer, %detail, "nbd write too long: disconnecting");
+                break;
+            }
+            connection.mistake(Mistake::TooLong, &detail);
+            connection.reply(request.handle, errno::EINVAL, None).await;
+            continue;
+        }
+        let units = u32::try_from(payload_len.div_ceil(BUDGET_UNIT).max(1)).unwrap_or(u32::MAX);
+        let Ok(permit) = budget.clone().acquire_many_owned(units).await else {
+            break;
+        };
+        let payload = if request.kind == cmd::WRITE {
+            let mut buf = BytesMut::zeroed(request.len as usize);
+            if reader.read_exact(&mut buf).await.is_err() {
+                break;
+            }
+            Some(buf.freeze())
+        } else {
+            None
+        };
+        let connection = connection.clone();
+        let span = tracing::info_span!(
+            "nbd.request",
+            command = name_of(request.kind),
+            offset = request.offset,
+            len = request.len
+        );
+        running.spawn(
+            async move {
+                let (error, data) = execute(&connection, request, payload).await;
+                connection.reply(request.handle, error, data).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    // Every request read is answered before the connection closes: none is cut in the
+    // middle of its access.
+    while running.join_next().await.is_some() {}
+    let mut w = connection.writer.lock().await;
+    let _ = w.shutdown().await;
+}
+
+fn name_of(kind: u16) -> &'static str {
+    match kind {
+        cmd::READ => "read",
+        cmd::WRITE => "write",
+        cmd::DISC => "disc",
+        cmd::FLUSH => "flush",
+        cmd::TRIM => "trim",
+        cmd::WRITE_ZEROES => "write_zeroes",
+        _ => "unknown",
+    }
+}
+
+/// Runs one request: its reply's error value and, for a read, the data.
+async fn execute(c: &Connection, r: Request, payload: Option<Bytes>) -> (u32, Option<Bytes>) {
+    let writes = matches!(r.kind, cmd::WRITE | cmd::TRIM | cmd::WRITE_ZEROES);
+    let allowed_flags = match r.kind {
+        cmd::WRITE | cmd::TRIM => cmd_flags::FUA,
+        cmd::WRITE_ZEROES => cmd_flags::FUA | cmd_flags::NO_HOLE,
+        cmd::READ | cmd::FLUSH => 0,
+        _ => {
+            c.mistake(
+                Mistake::UnknownCommand,
+                &format!("command {} is not supported", r.kind),
+            );
+            return (errno::EINVAL, None);
+        }
+    };
+    if r.flags & !allowed_flags != 0 {
+        c.mistake(
+            Mistake::BadFlags,
+            &format!("flags {:#x} on a {}", r.flags, name_of(r.kind)),
+        );
+        return (errno::EINVAL, None);
+    }
+    if writes && c.settings.read_only {
+        c.mistake(Mistake::ReadOnly, "a write to a read-only export");
+        return (errno::EPERM, None);
+    }
+    if r.kind != cmd::FLUSH {
+        if r.len == 0 {
+            c.mistake(
+                Mistake::ZeroLength,
+                &format!("a {} of zero bytes", name_of(r.kind)),
+            );
+            return (errno::EINVAL, None);
+        }
+        let end = r.offset.checked_add(u64::from(r.len));
+        if end.is_none_or(|e| e > c.export.size) {
+            c.mistake(
+                Mistake::OutOfRange,
+                &format!(
+                    "a {} of {} bytes at {} beyond the export's {} bytes",
+                    name_of(r.kind),
+                    r.len,
+                    r.offset,
+                    c.export.size
+                ),
+            );
+            return (if writes { errno::ENOSPC } else { errno::EINVAL }, None);
+        }
+        let block = u64::from(c.export.sizes.minimum);
+        if !r.offset.is_multiple_of(block) || !u64::from(r.len).is_multiple_of(block) {
+            c.mistake(
+                Mistake::Unaligned,
+                &format!(
+                    "a {} of {} bytes at {}: not multiples of the block size {block}",
+                    name_of(r.kind),
+                    r.len,
+                    r.offset
+                ),
+            );
+            return (errno::EINVAL, None);
+        }
+    }
+    let volume = match c.volumes.get(&c.export.name) {
+        Ok(v) if v.id() == c.export.id => v,
+        Ok(_) => {
+            tracing::warn!(volume = %c.export.name, "nbd export's volume was deleted and made again: EIO");
+            return (errno::EIO, None);
+        }
+        Err(e) => {
+            tracing::warn!(volume = %c.export.name, error = %e, "nbd export's volume is not served: EIO");
+            return (errno::EIO, None);
+        }
+    };
+    let array = volume.array().clone();
+    let result = match r.kind {
+        cmd::READ => patiently(|| array.read(r.offset, u64::from(r.len)))
+            .await
+            .map(|(data, _)| Some(data.into_bytes())),
+        cmd::WRITE => {
+            let data = payload.unwrap_or_default();
+            patiently(|| array.write(r.offset, data.clone()))
+                .await
+                .map(|_| None)
+        }
+        cmd::FLUSH => patiently(|| array.flush()).await.map(|()| None),
+        _ => write_zeroes(&array, r.offset, u64::from(r.len))
+            .await
+            .map(|()| None),
+    };
+    match result {
+        Ok(data) => (0, data),
+        Err(error) => {
+            tracing::warn!(volume = %c.export.name, command = name_of(r.kind), offset = r.offset, len = r.len, %error, "nbd request failed");
+            (errno_of(&error, writes), None)
+        }
+    }
+}
+
+/// Zeros over `offset..offset + len`, in accesses of at most [`ZERO_CHUNK_BYTES`], through the
+/// ordinary write path (parity follows).
+async fn write_zeroes(
+    array: &Arc<dagraid_core::access::Array>,
+    offset: u64,
+    len: u64,
+) -> Result<(), AccessError> {
+    let zeros = Bytes::from(vec![0u8; ZERO_CHUNK_BYTES.min(len) as usize]);
+    let mut at = offset;
+    while at < offset + len {
+        let n = ZERO_CHUNK_BYTES.min(offset + len - at);
+        let chunk = zeros.slice(..n as usize);
+        patiently(|| array.write(at, chunk.clone())).await?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// Runs `access`, again while it is refused by a full admission queue (it has not started
+/// then, so nothing is retried blindly), for at most [`OVERLOAD_PATIENCE`]. NBD clients take
+/// any error as an I/O error; a busy coordinator is worth waiting for.
+async fn patiently<T, F, Fut>(mut access: F) -> Result<T, AccessError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, AccessError>>,
+{
+    let deadline = tokio::time::Instant::now() + OVERLOAD_PATIENCE;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match access().await {
+            Err(AccessError::Overloaded(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The NBD error value of an access error: EINVAL/ENOSPC for a request the layout refuses,
+/// ENOMEM for an overload that outlasted the patience, EIO for the rest (data loss among them).
+fn errno_of(error: &AccessError, write: bool) -> u32 {
+    match error {
+        AccessError::Layout(LayoutError::OutOfRange { .. }) if write => errno::ENOSPC,
+        AccessError::Layout(_) => errno::EINVAL,
+        AccessError::Overloaded(_) => errno::ENOMEM,
+        _ => errno::EIO,
+    }
+}
