@@ -213,6 +213,17 @@ pub struct CoordinatorConfig {
     pub nbd_read_only: bool,
 }
 
+/// Refuses an NBD listening address that is not loopback unless `insecure`: NBD carries no
+/// credentials, so anyone who reaches the port could read and write every volume.
+pub fn check_nbd_listen(addr: SocketAddr, insecure: bool) -> Result<(), String> {
+    if addr.ip().is_loopback() || insecure {
+        return Ok(());
+    }
+    Err(format!(
+        "--nbd-listen {addr} is not a loopback address: NBD has no authentication, so anyone who reaches it could read and write every volume; listen on 127.0.0.1, or pass --nbd-insecure to accept that"
+    ))
+}
+
 impl CoordinatorConfig {
     /// Defaults for everything but the data directory; no storage nodes.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -335,7 +346,7 @@ impl CoordinatorConfig {
             ));
         }
         if let Some(addr) = self.nbd_listen {
-            crate::nbd::check_listen(addr, self.nbd_insecure)?;
+            check_nbd_listen(addr, self.nbd_insecure)?;
         }
         if !(MIN_MAX_IO_BYTES..=MAX_MAX_IO_BYTES).contains(&self.max_io_bytes) {
             return Err(format!(
@@ -723,6 +734,18 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    #[test]
+    fn only_loopback_unless_insecure() {
+        let lo: SocketAddr = "127.0.0.1:10809".parse().unwrap();
+        let lo6: SocketAddr = "[::1]:10809".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:10809".parse().unwrap();
+        assert!(check_nbd_listen(lo, false).is_ok());
+        assert!(check_nbd_listen(lo6, false).is_ok());
+        let err = check_nbd_listen(any, false).unwrap_err();
+        assert!(err.contains("--nbd-insecure"), "{err}");
+        assert!(check_nbd_listen(any, true).is_ok());
+    }
 
     fn parse(args: &[&str]) -> Result<CoordinatorConfig, String> {
         let mut all = vec!["dagraid-coordinator"];

@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["durable", "service_error"],
     &["spares"],
     &["volumes"],
-    &["rebuild", "scrub"],
+    &["rebuild", "scrub", "nbd"],
     &["metrics", "service"],
     &["lib"],
 ];

@@ -15,12 +15,11 @@
 //! so parity stays consistent and a trimmed block reads as zeros.
 //!
 //! NBD has no credentials of its own: the export listens on loopback unless the operator says
-//! `--nbd-insecure` (see [`check_listen`]).
+//! `--nbd-insecure` (checked with the configuration: `crate::config::check_nbd_listen`).
 
 pub mod conn;
 pub mod wire;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -58,17 +57,6 @@ impl NbdSettings {
             max_in_flight_bytes: DEFAULT_IN_FLIGHT_BYTES.max(u64::from(max_request_bytes)),
         }
     }
-}
-
-/// Refuses an NBD listening address that is not loopback unless `insecure`: NBD carries no
-/// credentials, so anyone who reaches the port could read and write every volume.
-pub fn check_listen(addr: SocketAddr, insecure: bool) -> Result<(), String> {
-    if addr.ip().is_loopback() || insecure {
-        return Ok(());
-    }
-    Err(format!(
-        "--nbd-listen {addr} is not a loopback address: NBD has no authentication, so anyone who reaches it could read and write every volume; listen on 127.0.0.1, or pass --nbd-insecure to accept that"
-    ))
 }
 
 /// Accepts connections on `listener` until `stop`, each served by [`conn::serve`]; then waits
@@ -114,18 +102,6 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_loopback_unless_insecure() {
-        let lo: SocketAddr = "127.0.0.1:10809".parse().unwrap();
-        let lo6: SocketAddr = "[::1]:10809".parse().unwrap();
-        let any: SocketAddr = "0.0.0.0:10809".parse().unwrap();
-        assert!(check_listen(lo, false).is_ok());
-        assert!(check_listen(lo6, false).is_ok());
-        let err = check_listen(any, false).unwrap_err();
-        assert!(err.contains("--nbd-insecure"), "{err}");
-        assert!(check_listen(any, true).is_ok());
-    }
 
     #[test]
     fn settings_cap_requests_and_bound_memory() {
