@@ -606,3 +606,25 @@ async fn read_only_exports_and_the_loopback_rule() {
     })
     .await;
 }
+
+/// A client silent in the handshake, and one that sent half of a write's payload, do not hold
+/// up a clean stop (SIGTERM: exit 0); the half-sent write was never started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_do_not_hold_up_a_clean_stop() {
+    with_timeout(async {
+        let (mut cluster, _c, addr) = start(&[], 16 * MIB).await;
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        let mut raw = Raw::connect(addr).await;
+        raw.go(VOLUME).await;
+        // 8 KiB announced, 4 KiB sent.
+        raw.request(1, 1, 65536, &[0xee; 4096], 8192).await;
+        let status = cluster.coordinator.terminate().await.unwrap();
+        assert!(status.success(), "{status}");
+        cluster.coordinator.restart().await.unwrap();
+        let c = client(&cluster).await;
+        dagraid_tests::harness::settled(&c, VOLUME).await;
+        let got = c.volume(VOLUME).read_at(65536, 8192).await.unwrap();
+        assert!(got.iter().all(|&b| b == 0), "the half-sent write was not applied");
+    })
+    .await;
+}

@@ -46,6 +46,12 @@ const ZERO_CHUNK_BYTES: u64 = 1 << 20;
 const OVERLOAD_PATIENCE: Duration = Duration::from_secs(60);
 /// Budget units: the in-flight budget counts KiB.
 const BUDGET_UNIT: u64 = 1024;
+/// How long the handshake may take before the connection is dropped (a client that connects
+/// and says nothing holds no slot for ever).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one reply may take to leave: a client that stops reading its replies is dropped,
+/// so its requests' tasks (and a shutdown waiting for them) never block on it.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Serves one connection until the client disconnects, breaks the protocol, or `stop`.
 pub async fn serve(
@@ -56,7 +62,21 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let (mut reader, mut writer) = stream.into_split();
-    let export = match handshake(&mut reader, &mut writer, &volumes, &settings, &stop).await {
+    let negotiated = tokio::select! {
+        r = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            handshake(&mut reader, &mut writer, &volumes, &settings, &stop),
+        ) => r,
+        () = stop.cancelled() => {
+            tracing::debug!(%peer, "nbd handshake cut by the shutdown");
+            return;
+        }
+    };
+    let Ok(negotiated) = negotiated else {
+        tracing::warn!(%peer, timeout = ?HANDSHAKE_TIMEOUT, "nbd handshake took too long: disconnecting");
+        return;
+    };
+    let export = match negotiated {
         Ok(Some(export)) => export,
         Ok(None) => {
             tracing::debug!(%peer, "nbd negotiation ended without an export");
@@ -77,6 +97,7 @@ pub async fn serve(
         volumes,
         settings: settings.clone(),
         writer: Mutex::new(writer),
+        dead: std::sync::atomic::AtomicBool::new(false),
         logged: AtomicU32::new(0),
         peer,
     });
@@ -276,6 +297,8 @@ struct Connection {
     volumes: Arc<VolumeManager>,
     settings: Arc<NbdSettings>,
     writer: Mutex<OwnedWriteHalf>,
+    /// Set when a reply could not be sent: no more replies are tried, no more requests read.
+    dead: std::sync::atomic::AtomicBool,
     /// The kinds of mistakes already logged ([`Mistake`] bits).
     logged: AtomicU32,
     peer: SocketAddr,
@@ -305,13 +328,25 @@ impl Connection {
     /// Sends a simple reply (with the data of a successful read). A client gone is not an
     /// error here: the reading side sees it.
     async fn reply(&self, handle: u64, error: u32, data: Option<Bytes>) {
-        let header = wire::simple_reply(error, handle);
-        let mut w = self.writer.lock().await;
-        if w.write_all(&header).await.is_err() {
+        if self.dead.load(Ordering::Relaxed) {
             return;
         }
-        if let Some(data) = data {
-            let _ = w.write_all(&data).await;
+        let header = wire::simple_reply(error, handle);
+        let mut w = self.writer.lock().await;
+        let sent = tokio::time::timeout(REPLY_TIMEOUT, async {
+            w.write_all(&header).await?;
+            if let Some(data) = data {
+                w.write_all(&data).await?;
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            if !self.dead.swap(true, Ordering::Relaxed) {
+                tracing::warn!(peer = %self.peer, volume = %self.export.name, "nbd reply not sent (the client stopped reading or went away): dropping the connection");
+            }
+            // Wakes the client, and the reading side, up.
+            let _ = w.shutdown().await;
         }
     }
 }
@@ -333,7 +368,7 @@ async fn transmit(
             r = reader.read_exact(&mut header) => r,
             () = stop.cancelled() => break,
         };
-        if read.is_err() {
+        if read.is_err() || connection.dead.load(Ordering::Relaxed) {
             break;
         }
         // Reap what has finished, so the set does not grow with the connection's age.
@@ -369,12 +404,21 @@ async fn transmit(
             continue;
         }
         let units = u32::try_from(payload_len.div_ceil(BUDGET_UNIT).max(1)).unwrap_or(u32::MAX);
-        let Ok(permit) = budget.clone().acquire_many_owned(units).await else {
-            break;
+        let permit = tokio::select! {
+            p = budget.clone().acquire_many_owned(units) => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = stop.cancelled() => break,
         };
         let payload = if request.kind == cmd::WRITE {
             let mut buf = BytesMut::zeroed(request.len as usize);
-            if reader.read_exact(&mut buf).await.is_err() {
+            // A write whose payload does not arrive is never started.
+            let read = tokio::select! {
+                r = reader.read_exact(&mut buf) => r,
+                () = stop.cancelled() => break,
+            };
+            if read.is_err() {
                 break;
             }
             Some(buf.freeze())
