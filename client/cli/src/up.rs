@@ -638,12 +638,12 @@ async fn supervise_child(
                 return;
             }
         };
+        // What happened, as `<name> ...`: its exit, or a restart that failed.
         let mut what = match status {
-            Ok(status) => describe_exit(status),
-            Err(err) => format!("cannot be waited for: {err}"),
+            Ok(status) => format!("(pid {}) exited: {}", process.pid, describe_exit(status)),
+            Err(err) => format!("(pid {}) cannot be waited for: {err}", process.pid),
         };
         let mut started = process.started;
-        let mut pid = process.pid;
         // Until it runs again, or is given up on.
         loop {
             let decision = restarts.on_exit(started, Instant::now());
@@ -651,7 +651,7 @@ async fn supervise_child(
             let after = match decision {
                 Decision::GiveUp => {
                     println!(
-                        "dagraid up: {name} (pid {pid}) exited: {what}; giving up on it: {} exits within {} min; it stays down (its log: {}); the others keep running",
+                        "dagraid up: {name} {what}; giving up on it: {} exits within {} min; it stays down (its log: {}); the others keep running",
                         restarts.recent_exits(),
                         restarts.policy().give_up_window.as_secs() / 60,
                         process.spec.log_path.display()
@@ -666,7 +666,7 @@ async fn supervise_child(
                 }
                 Decision::Restart { after } => {
                     println!(
-                        "dagraid up: {name} (pid {pid}) exited: {what}; restarting it in {} on {} (exit {} of {} within {} min before giving up)",
+                        "dagraid up: {name} {what}; restarting it in {} on {} (exit {} of {} within {} min before giving up)",
                         describe_delay(after),
                         process.address,
                         restarts.recent_exits(),
@@ -716,7 +716,6 @@ async fn supervise_child(
                         err.lines().next().unwrap_or_default()
                     );
                     started = attempt;
-                    pid = 0;
                 }
             }
         }

@@ -82,6 +82,63 @@ fn assert_success(out: &Output) {
     );
 }
 
+/// `dagraid node` and `dagraid coordinator` take exactly their binaries' flags, before the
+/// tool's global options are parsed (they share names like --data-dir).
+#[tokio::test]
+async fn node_and_coordinator_subcommands_take_the_servers_flags() {
+    let out = run(&["node", "--help"]).await;
+    assert_success(&out);
+    let help = stdout(&out);
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--node-id",
+        "--cluster-id",
+        "--fault-injection",
+        "--metrics-listen",
+    ] {
+        assert!(help.contains(flag), "{help}");
+    }
+    assert!(help.contains("dagraid node"), "{help}");
+    let out = run(&["coordinator", "--help"]).await;
+    assert_success(&out);
+    let help = stdout(&out);
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--node <ID=ADDR>",
+        "--down-out-delay-ms",
+        "--gone-after-ms",
+    ] {
+        assert!(help.contains(flag), "{help}");
+    }
+    // Bad input: the server's own one-line errors, never a panic.
+    let out = run(&["node", "--listen", "127.0.0.1:0"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("dagraid-node: error: configuration: --data-dir is required")
+            || stderr(&out).contains("--data-dir is required"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    let out = run(&["node", "--no-such-flag"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = run(&[
+        "coordinator",
+        "--data-dir",
+        "/nonexistent/x",
+        "--node",
+        "bad",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ID=HOST:PORT"), "{}", stderr(&out));
+    // Not first: a clear error saying how.
+    let out = run(&["--json", "node"]).await;
+    assert_one_line_error(&out, "must come first");
+}
+
 #[tokio::test]
 async fn help_explains_every_verb() {
     let out = run(&["--help"]).await;
@@ -89,6 +146,8 @@ async fn help_explains_every_verb() {
     let help = stdout(&out);
     for word in [
         "up",
+        "node",
+        "coordinator",
         "volume",
         "status",
         "write",
@@ -112,9 +171,16 @@ async fn help_explains_every_verb() {
             &[
                 "--nodes",
                 "--listen",
+                "--down-out-delay",
                 "Ctrl-C",
                 "cluster.toml",
                 "DAGRAID_BIN_DIR",
+                "The spare node",
+                "The supervisor",
+                "given up on",
+                "The data directory",
+                "up-state.json",
+                "logs/NAME.log",
             ],
         ),
         (
