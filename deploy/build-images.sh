@@ -52,7 +52,7 @@ step="$(now)"
     cd "$root"
     RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
         cargo build --release --target "$rust_target" \
-        -p dagraid-coordinator -p dagraid-node -p dagraid-client --bins
+        -p dagraid-coordinator -p dagraid-node -p dagraid-cli --bins
 )
 for bin in "${bins[@]}"; do
     [ -x "$release/$bin" ] || fail "cargo built no $release/$bin"

@@ -1,4 +1,6 @@
-//! Client SDK of dagraid, and the `dagraid` command-line tool built on it.
+//! Client SDK of dagraid. The `dagraid` command-line tool is built on it in a crate of its own
+//! (`dagraid-cli`, in `client/cli/`), so that an application depending on the SDK compiles
+//! neither the coordinator nor the storage node the tool embeds.
 //!
 //! The SDK talks `dagraid.volume.v1` to a coordinator; proto types stay inside this crate.
 //!
@@ -11,7 +13,6 @@
 //! - `types.rs`: [`VolumeSpec`], [`VolumeInfo`] (with its [`RebuildProgress`]), [`ClusterInfo`],
 //!   [`RebuildTarget`] and the state enums.
 //! - [`size`]: sizes like `4KiB` and `1GiB`.
-//! - [`cli`]: the `dagraid` tool (verbs, tables, the cluster file, `dagraid up`).
 //!
 //! ```no_run
 //! use dagraid_client::{Client, ClientOptions};
@@ -28,7 +29,6 @@
 //! ```
 
 mod chunk;
-pub mod cli;
 mod client;
 mod error;
 pub mod size;

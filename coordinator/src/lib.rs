@@ -37,8 +37,10 @@
 //! - [`nbd`]: the NBD export of every volume (`--nbd-listen`): the wire format, the handshake,
 //!   and requests run straight on the volume's access pipeline.
 //! - [`Coordinator`] / [`run`]: start-up (store, epoch, fencing, assembly), serving, graceful
-//!   shutdown (drain, then every volume marked clean). The `dagraid-coordinator` binary is a
-//!   thin wrapper over them.
+//!   shutdown (drain, then every volume marked clean); [`run_command`]: the whole process behind
+//!   [`config::Args`] (runtime, telemetry, signals, the listening lines). The
+//!   `dagraid-coordinator` binary and the `dagraid coordinator` subcommand of the `dagraid` tool
+//!   are thin wrappers over it.
 
 pub mod config;
 pub mod durable;
@@ -548,4 +550,71 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CoordinatorError> {
     Coordinator::start(config).await?.run_until(shutdown).await
+}
+
+/// The whole `dagraid-coordinator` process for its parsed command line: builds the runtime,
+/// starts trace export, serves until SIGTERM or SIGINT, and turns an error into one line on
+/// stderr and a failing exit status. Shared by the `dagraid-coordinator` binary and `dagraid
+/// coordinator`, so the two behave alike (flags, the lines `dagraid up` and the tests wait for,
+/// exit statuses).
+pub fn run_command(args: config::Args) -> std::process::ExitCode {
+    let telemetry_args = args.telemetry.clone();
+    let result = args.into_config().and_then(|config| {
+        let runtime =
+            tokio::runtime::Runtime::new().map_err(|e| format!("starting the runtime: {e}"))?;
+        runtime.block_on(async {
+            let telemetry = dagraid_telemetry::init(&telemetry_args, "dagraid-coordinator")?;
+            let served = serve_announced(config).await;
+            // The spans still queued go out before the runtime (and the exporter's
+            // connection) ends.
+            telemetry.shutdown().await;
+            served
+        })
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dagraid-coordinator: error: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is called, not
+/// when the future is first polled, so a signal sent right after the listening line is printed
+/// already stops the coordinator gracefully instead of killing it.
+fn shutdown_signal() -> Result<impl Future<Output = ()>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let install = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| format!("installing the {name} handler: {e}"))
+    };
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+/// Starts the coordinator, prints its listening line (and its metrics line), and serves until a
+/// signal.
+async fn serve_announced(config: CoordinatorConfig) -> Result<(), String> {
+    let coordinator = Coordinator::start(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let shutdown = shutdown_signal()?;
+    // The one line scripts, `dagraid up` and the test harness wait for, first.
+    println!(
+        "dagraid-coordinator listening on {}",
+        coordinator.local_addr()
+    );
+    if let Some(addr) = coordinator.metrics_addr() {
+        println!("dagraid-coordinator metrics on http://{addr}/metrics");
+    }
+    coordinator
+        .run_until(shutdown)
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -1,8 +1,10 @@
-//! `dagraid-coordinator`: the coordinator binary. Parses flags (and an optional TOML file), then
-//! runs the library's coordinator until SIGTERM or Ctrl-C.
+//! `dagraid-coordinator`: the coordinator binary. Parses flags and runs the library's
+//! [`dagraid_coordinator::run_command`] (the `dagraid coordinator` subcommand of the `dagraid`
+//! tool runs the same, with the same flags).
 
 use std::process::ExitCode;
 
+<<<<<<< HEAD
 use clap::Parser;
 use dagraid_coordinator::Coordinator;
 use dagraid_coordinator::config::Args;
@@ -46,27 +48,10 @@ async fn serve(config: dagraid_coordinator::CoordinatorConfig) -> Result<(), Str
         .await
         .map_err(|e| e.to_string())
 }
+=======
+use clap::Parser as _;
+>>>>>>> up
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let telemetry_args = args.telemetry.clone();
-    let result = args.into_config().and_then(|config| {
-        let runtime =
-            tokio::runtime::Runtime::new().map_err(|e| format!("starting the runtime: {e}"))?;
-        runtime.block_on(async {
-            let telemetry = dagraid_telemetry::init(&telemetry_args, "dagraid-coordinator")?;
-            let served = serve(config).await;
-            // The spans still queued go out before the runtime (and the exporter's
-            // connection) ends.
-            telemetry.shutdown().await;
-            served
-        })
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("dagraid-coordinator: error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    dagraid_coordinator::run_command(dagraid_coordinator::config::Args::parse())
 }

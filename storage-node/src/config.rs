@@ -1,4 +1,5 @@
-//! Node configuration: what `dagraid-node` reads from its flags and optional TOML file.
+//! Node configuration: what `dagraid-node` (and `dagraid node`) reads from its flags ([`Args`])
+//! and optional TOML file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -110,6 +111,80 @@ impl NodeConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// The `dagraid-node` command line, shared by the `dagraid-node` binary and `dagraid node` (the
+/// `dagraid` tool runs a storage node in its own process with exactly these flags).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "dagraid-node",
+    version,
+    about = "A dagraid storage node: serves checksummed component blocks over gRPC."
+)]
+pub struct Args {
+    /// TOML file with any of the options below (kebab-case keys); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:7100].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the node state and component files (created if missing).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Node id, fixed at the first start [default: generated].
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Cluster id, fixed at the first start [default: dagraid].
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+    /// Largest payload of one read or write, in bytes [default: 16777216].
+    #[arg(long)]
+    pub max_io_bytes: Option<u64>,
+    /// Accept InjectFault calls, and keep unsynced writes in a volatile write cache so that an
+    /// injected power cut loses them (tests only).
+    #[arg(long)]
+    pub fault_injection: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free port) [default: off].
+    #[arg(long, value_name = "ADDR", env = "DAGRAID_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Trace export (the standard `OTEL_*` variables and their flags).
+    #[command(flatten)]
+    pub telemetry: dagraid_telemetry::TelemetryArgs,
+}
+
+impl Args {
+    /// The flags over the optional TOML file over the defaults. `--data-dir` (or `data-dir` in
+    /// the file) is required; every error is one line naming the bad value.
+    pub fn to_config(&self) -> Result<NodeConfig, NodeError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    NodeError::Config(format!("cannot read {}: {e}", path.display()))
+                })?;
+                FileConfig::parse(&text)
+                    .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = self.data_dir.clone().or(file.data_dir).ok_or_else(|| {
+            NodeError::Config("--data-dir is required (or data-dir in the config file)".into())
+        })?;
+        Ok(NodeConfig {
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+            data_dir,
+            node_id: self.node_id.clone().or(file.node_id),
+            cluster_id: self.cluster_id.clone().or(file.cluster_id),
+            max_io_bytes: self
+                .max_io_bytes
+                .or(file.max_io_bytes)
+                .unwrap_or(DEFAULT_MAX_IO_BYTES),
+            fault_injection: self.fault_injection || file.fault_injection.unwrap_or(false),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+        })
     }
 }
 

@@ -18,8 +18,10 @@
 //! - [`metrics`]: the `/metrics` registry (call metrics, per-component counters read at
 //!   scrape time); calls are traced by `dagraid_telemetry`'s gRPC layer, disk I/O in
 //!   [`block_store`] (`disk.read`, `disk.write`, `disk.flush`).
-//! - [`start`] / [`run`]: bind, open, serve, shut down gracefully. The `dagraid-node` binary is a
-//!   thin wrapper over them.
+//! - [`start`] / [`run`]: bind, open, serve, shut down gracefully; [`run_command`]: the whole
+//!   process behind [`config::Args`] (runtime, telemetry, signals, the listening lines). The
+//!   `dagraid-node` binary and the `dagraid node` subcommand of the `dagraid` tool are thin
+//!   wrappers over it.
 
 pub mod backend;
 pub mod block_store;
@@ -188,4 +190,70 @@ impl StartedNode {
 /// the caller watches [`Node::power_lost`] (the binary exits at once).
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
     start(config).await?.serve(shutdown).await
+}
+
+/// The whole `dagraid-node` process for its parsed command line: builds the runtime, starts
+/// trace export, serves until SIGTERM or SIGINT, and turns an error into one line on stderr and
+/// a failing exit status. Shared by the `dagraid-node` binary and `dagraid node`, so the two
+/// behave alike (flags, the lines `dagraid up` and the tests wait for, exit statuses).
+pub fn run_command(args: config::Args) -> std::process::ExitCode {
+    let result = args.to_config().and_then(|config| {
+        let runtime =
+            tokio::runtime::Runtime::new().map_err(|e| NodeError::io("starting the runtime", e))?;
+        runtime.block_on(async {
+            let telemetry = dagraid_telemetry::init(&args.telemetry, "dagraid-node")
+                .map_err(NodeError::Config)?;
+            let served = serve_announced(config).await;
+            // The spans still queued go out before the runtime (and the exporter's
+            // connection) ends.
+            telemetry.shutdown().await;
+            served
+        })
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dagraid-node: error: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is called, not
+/// when the future is first polled, so a signal sent right after the listening line is printed
+/// already stops the node gracefully instead of killing it.
+fn shutdown_signal() -> Result<impl Future<Output = ()>, NodeError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let install = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| NodeError::io(format!("installing the {name} handler"), e))
+    };
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+/// Starts the node, prints its listening line (and its metrics line), and serves until a
+/// signal; an injected power cut exits the process at once.
+async fn serve_announced(config: NodeConfig) -> Result<(), NodeError> {
+    let started = start(config).await?;
+    let shutdown = shutdown_signal()?;
+    // The one line scripts, `dagraid up` and the test harness wait for, first.
+    println!("dagraid-node listening on {}", started.local_addr());
+    if let Some(addr) = started.metrics_addr() {
+        println!("dagraid-node metrics on http://{addr}/metrics");
+    }
+    let power_lost = started.node().power_lost().clone();
+    tokio::select! {
+        served = started.serve(shutdown) => served,
+        () = power_lost.cancelled() => {
+            // Like a machine losing its power: no graceful step at all.
+            eprintln!("dagraid-node: power cut (fault injection): exiting");
+            std::process::exit(POWER_CUT_EXIT_CODE)
+        }
+    }
 }

@@ -32,7 +32,7 @@ pub fn binary(name: &str, env_var: &str) -> Result<PathBuf> {
     let bin = dir.join(&file);
     if !bin.exists() {
         bail!(
-            "{} not found: build it first (`cargo build --workspace`, or run `cargo test --workspace`), or set {env_var}",
+            "{} not found: build it first (`cargo build --workspace --bins`, or run `cargo test --workspace`), or set {env_var}",
             bin.display()
         );
     }

@@ -254,6 +254,8 @@ async fn fio_random_and_sequential_writes_verify() {
                     "--do_verify=1",
                     "--verify_fatal=1",
                     "--randrepeat=1",
+                    // No verify-state files in the working directory.
+                    "--verify_state_save=0",
                 ],
             )
             .await;

@@ -1,7 +1,9 @@
 //! The built `dagraid` binary: help, argument errors, every verb against a fake coordinator,
 //! the cluster file, and `dagraid up` supervising stand-in node and coordinator scripts (start
-//! order, listening lines, a child killed with -9, stop order, start-up failures).
+//! order, listening lines, a child killed with -9 restarted on its address, one that keeps
+//! crashing given up on and named by `dagraid status`, stop order, start-up failures).
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
@@ -9,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use dagraid_client::cli::cluster_file::ClusterFile;
+use dagraid_cli::cluster_file::ClusterFile;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::Command;
 
@@ -80,6 +82,63 @@ fn assert_success(out: &Output) {
     );
 }
 
+/// `dagraid node` and `dagraid coordinator` take exactly their binaries' flags, before the
+/// tool's global options are parsed (they share names like --data-dir).
+#[tokio::test]
+async fn node_and_coordinator_subcommands_take_the_servers_flags() {
+    let out = run(&["node", "--help"]).await;
+    assert_success(&out);
+    let help = stdout(&out);
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--node-id",
+        "--cluster-id",
+        "--fault-injection",
+        "--metrics-listen",
+    ] {
+        assert!(help.contains(flag), "{help}");
+    }
+    assert!(help.contains("dagraid node"), "{help}");
+    let out = run(&["coordinator", "--help"]).await;
+    assert_success(&out);
+    let help = stdout(&out);
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--node <ID=ADDR>",
+        "--down-out-delay-ms",
+        "--gone-after-ms",
+    ] {
+        assert!(help.contains(flag), "{help}");
+    }
+    // Bad input: the server's own one-line errors, never a panic.
+    let out = run(&["node", "--listen", "127.0.0.1:0"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("dagraid-node: error: configuration: --data-dir is required")
+            || stderr(&out).contains("--data-dir is required"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    let out = run(&["node", "--no-such-flag"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = run(&[
+        "coordinator",
+        "--data-dir",
+        "/nonexistent/x",
+        "--node",
+        "bad",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ID=HOST:PORT"), "{}", stderr(&out));
+    // Not first: a clear error saying how.
+    let out = run(&["--json", "node"]).await;
+    assert_one_line_error(&out, "must come first");
+}
+
 #[tokio::test]
 async fn help_explains_every_verb() {
     let out = run(&["--help"]).await;
@@ -87,6 +146,8 @@ async fn help_explains_every_verb() {
     let help = stdout(&out);
     for word in [
         "up",
+        "node",
+        "coordinator",
         "volume",
         "status",
         "write",
@@ -110,9 +171,16 @@ async fn help_explains_every_verb() {
             &[
                 "--nodes",
                 "--listen",
+                "--down-out-delay",
                 "Ctrl-C",
                 "cluster.toml",
                 "DAGRAID_BIN_DIR",
+                "The spare node",
+                "The supervisor",
+                "given up on",
+                "The data directory",
+                "up-state.json",
+                "logs/NAME.log",
             ],
         ),
         (
@@ -608,13 +676,36 @@ async fn up_starts_supervises_and_stops_in_order() {
     let fx = UpFixture::new(NODE_SCRIPT, COORDINATOR_SCRIPT);
     let addr = server.addr.to_string();
     let mut child = fx
-        .command(&addr, &["--nodes", "3", "--listen", "127.0.0.1:0"])
+        .command(
+            &addr,
+            &[
+                "--nodes",
+                "3",
+                "--listen",
+                "127.0.0.1:0",
+                "--restart-delay-ms",
+                "50",
+            ],
+        )
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = String::new();
     read_until(&mut lines, &mut seen, "dagraid up: running").await;
+    // What to try, with this executable and this data directory.
+    assert!(seen.contains("Try it, in another terminal"), "{seen}");
+    assert!(
+        seen.contains(&format!(
+            "alias dagraid='{BIN} --data-dir {}'",
+            fx.data_dir.display()
+        )),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(&format!("kill -9 {}", pid_of(&seen, "node3"))),
+        "{seen}"
+    );
     assert!(
         seen.contains("created volume vol0 (raid5, 1 GiB)"),
         "{seen}"
@@ -712,12 +803,28 @@ async fn up_starts_supervises_and_stops_in_order() {
     let out = run_cmd(fx.command(&addr, &["--listen", "127.0.0.1:0"]), None).await;
     assert_one_line_error(&out, "another `dagraid up` is running");
 
-    // A node killed with -9 is reported; the rest keeps running.
-    sig(pid_of(&seen, "node2"), rustix::process::Signal::KILL);
-    read_until(&mut lines, &mut seen, "node2").await;
+    // A node killed with -9 is restarted, on the address (and metrics address) it had.
+    let node2 = pid_of(&seen, "node2");
+    sig(node2, rustix::process::Signal::KILL);
+    read_until(&mut lines, &mut seen, "dagraid up: node2 restarted").await;
     assert!(
-        seen.contains("exited: killed by signal 9 (SIGKILL); the others keep running"),
+        seen.contains(&format!(
+            "dagraid up: node2 (pid {node2}) exited: killed by signal 9 (SIGKILL); restarting it in 50 ms on 127.0.0.1:{node2} (exit 1 of 5 within 10 min before giving up)"
+        )),
         "{seen}"
+    );
+    let node_args = fx.recorded("args-node");
+    let want = format!(
+        "--listen 127.0.0.1:{node2} --data-dir {d}/node2 --node-id node2 --cluster-id dagraid --metrics-listen 127.0.0.1:{node2}"
+    );
+    assert!(node_args.lines().any(|l| l == want), "{node_args}");
+    // `dagraid status` says what the supervisor did.
+    let out = run(&["--data-dir", fx.data_dir.to_str().unwrap(), "status"]).await;
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("node2 exited 1 times, restarted 1 times, running"),
+        "{}",
+        stdout(&out)
     );
 
     // SIGTERM: the coordinator has exited before any node is stopped.
@@ -730,9 +837,9 @@ async fn up_starts_supervises_and_stops_in_order() {
     assert!(status.success(), "{status:?}\n{seen}");
     let stops = fx.recorded("stops");
     let stops: Vec<&str> = stops.lines().collect();
-    // Two lines of the coordinator, one per node but node2 (killed): nodes 1, 3 and the
-    // spare's node4.
-    assert_eq!(stops.len(), 5, "{stops:?}");
+    // Two lines of the coordinator, one per node: nodes 1, 2 (restarted), 3 and the spare's
+    // node4.
+    assert_eq!(stops.len(), 6, "{stops:?}");
     assert_eq!(&stops[..2], ["coordinator-term", "coordinator-exit"]);
     assert!(
         stops[2..].iter().all(|l| l.starts_with("node ")),
@@ -761,6 +868,89 @@ async fn up_starts_supervises_and_stops_in_order() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// node2 crashes every time, a moment after it is ready; the other nodes run.
+const CRASHING_NODE2_SCRIPT: &str = r#"#!/bin/sh
+echo "$@" >> "$FAKE_RECORD/args-node"
+trap 'echo "node $$" >> "$FAKE_RECORD/stops"; exit 0' TERM
+echo "dagraid-node listening on 127.0.0.1:$$"
+echo "dagraid-node metrics on http://127.0.0.1:$$/metrics"
+case "$*" in
+    *"--node-id node2 "*) sleep 0.2; echo "node2: crashing" >&2; exit 7 ;;
+esac
+while :; do sleep 1 & wait $!; done
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_gives_up_on_a_child_that_keeps_crashing_and_status_says_so() {
+    let server = common::start(None, 1 << 20).await;
+    let fx = UpFixture::new(CRASHING_NODE2_SCRIPT, COORDINATOR_SCRIPT);
+    let addr = server.addr.to_string();
+    let mut child = fx
+        .command(
+            &addr,
+            &[
+                "--nodes",
+                "3",
+                "--listen",
+                "127.0.0.1:0",
+                "--restart-delay-ms",
+                "10",
+            ],
+        )
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    read_until(&mut lines, &mut seen, "giving up on it").await;
+    assert!(
+        seen.contains("dagraid up: node2 (pid")
+            && seen.contains(
+                "exited: exit status 7; giving up on it: 5 exits within 10 min; it stays down"
+            ),
+        "{seen}"
+    );
+    for exit in 1..=4 {
+        assert!(
+            seen.contains(&format!(
+                "(exit {exit} of 5 within 10 min before giving up)"
+            )),
+            "{seen}"
+        );
+    }
+
+    let data = fx.data_dir.to_str().unwrap();
+    let out = run(&["--data-dir", data, "status"]).await;
+    assert_success(&out);
+    let text = stdout(&out);
+    assert!(
+        text.contains("gave up on node2: it exited 5 times (5 within 10 min)"),
+        "{text}"
+    );
+    assert!(text.contains("logs/node2.log"), "{text}");
+    let out = run(&["--data-dir", data, "status", "--json"]).await;
+    assert_success(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let children = json["local_cluster"]["children"].as_array().unwrap();
+    let node2 = children.iter().find(|c| c["name"] == "node2").unwrap();
+    assert_eq!(node2["state"], "given-up", "{json}");
+    assert_eq!(node2["exits"], 5, "{json}");
+    let node1 = children.iter().find(|c| c["name"] == "node1").unwrap();
+    assert_eq!(node1["state"], "running", "{json}");
+
+    // The others still stop in order; the state file goes with a clean stop.
+    sig(child.id().unwrap(), rustix::process::Signal::TERM);
+    read_until(&mut lines, &mut seen, "dagraid up: stopped").await;
+    let status = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{seen}");
+    assert!(!fx.data_dir.join("up-state.json").exists());
+    let out = run(&["--data-dir", data, "status"]).await;
+    assert!(!stdout(&out).contains("gave up"), "{}", stdout(&out));
 }
 
 #[tokio::test]

@@ -16,8 +16,10 @@ use anyhow::anyhow;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{output, print_json};
-use crate::size::parse_size;
-use crate::{Client, ClientError, RebuildKind, RebuildProgress, RebuildTarget, VolumeInfo};
+use dagraid_client::size::parse_size;
+use dagraid_client::{
+    Client, ClientError, RebuildKind, RebuildProgress, RebuildTarget, VolumeInfo,
+};
 
 /// `dagraid volume rebuild`.
 #[derive(Debug, Clone, clap::Args)]
@@ -295,7 +297,7 @@ impl Tracked {
         v.components.iter().any(|c| {
             c.column == self.column
                 && &c.component_id == id
-                && c.state == crate::ComponentState::Optimal
+                && c.state == dagraid_client::ComponentState::Optimal
         })
     }
 }
@@ -582,12 +584,12 @@ mod tests {
         VolumeInfo {
             name: "v".into(),
             id: "id".into(),
-            level: crate::RaidLevel::Raid5,
+            level: dagraid_client::RaidLevel::Raid5,
             columns: 3,
             stripe_unit_bytes: 65536,
             block_size: 4096,
             size_bytes: 1 << 20,
-            state: crate::VolumeState::Reconstructing,
+            state: dagraid_client::VolumeState::Reconstructing,
             components: Vec::new(),
             counters: Default::default(),
             resync: None,

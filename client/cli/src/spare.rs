@@ -5,8 +5,8 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::{output, print_json, size_arg};
-use crate::size::Size;
-use crate::{Client, Spare};
+use dagraid_client::size::Size;
+use dagraid_client::{Client, Spare};
 
 /// `dagraid spare ...`.
 #[derive(Debug, Subcommand)]
@@ -147,7 +147,7 @@ pub fn spare_table(spares: &[Spare]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SpareUse;
+    use dagraid_client::SpareUse;
 
     fn spare(id: &str, in_use: Option<SpareUse>, reachable: bool) -> Spare {
         Spare {

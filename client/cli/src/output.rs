@@ -1,7 +1,7 @@
 //! What the verbs print: aligned tables for people, JSON for scripts.
 //!
 //! The JSON shapes are a contract (docs/CLI.md): states are the lowercase names of
-//! [`VolumeState`](crate::VolumeState) and [`ComponentState`](crate::ComponentState), sizes are
+//! [`VolumeState`](dagraid_client::VolumeState) and [`ComponentState`](dagraid_client::ComponentState), sizes are
 //! bytes, each component names its `node`.
 
 use std::fmt::Write as _;
@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::size::Size;
-use crate::{
+use dagraid_client::size::Size;
+use dagraid_client::{
     ClusterInfo, ComponentState, ParityJob, ParityJobKind, RebuildKind, RebuildProgress, VolumeInfo,
 };
 
@@ -367,7 +367,7 @@ pub fn rebuild_summary(r: &RebuildProgress) -> String {
 
 /// A component's state in the status table: with its column's progress while it is being
 /// reconstructed or copied back (`reconstructing 41%`), and `(node gone)` when its node is.
-fn component_state_cell(v: &VolumeInfo, c: &crate::ComponentInfo) -> String {
+fn component_state_cell(v: &VolumeInfo, c: &dagraid_client::ComponentInfo) -> String {
     let mut cell = c.state.to_string();
     if matches!(
         c.state,
@@ -451,7 +451,7 @@ pub fn volume_list(volumes: &[VolumeInfo]) -> String {
 /// `1 GiB`, or `64.0 MiB (67125248 bytes)` when the short form is rounded.
 fn exact_size(bytes: u64) -> String {
     let short = Size(bytes).to_string();
-    if crate::size::parse_size(&short) == Ok(bytes) {
+    if dagraid_client::size::parse_size(&short) == Ok(bytes) {
         short
     } else {
         format!("{short} ({bytes} bytes)")
@@ -460,7 +460,7 @@ fn exact_size(bytes: u64) -> String {
 
 /// The resync's line of `dagraid status`: progress, what it repaired, lost and skipped, and
 /// its state (running, waiting to retry after an error, stopped, done).
-fn resync_line(r: &crate::ResyncProgress) -> String {
+fn resync_line(r: &dagraid_client::ResyncProgress) -> String {
     let mut line = format!("{} of {} stripes", r.stripes_done, r.stripes_total);
     if r.full {
         line.push_str(" (the whole volume: it kept no parity map)");
@@ -685,7 +685,7 @@ pub fn cluster_status(c: &ClusterInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ComponentInfo, ComponentState, RaidLevel, VolumeCounters, VolumeState};
+    use dagraid_client::{ComponentInfo, ComponentState, RaidLevel, VolumeCounters, VolumeState};
 
     fn volume() -> VolumeInfo {
         VolumeInfo {
@@ -810,7 +810,7 @@ mod tests {
     #[test]
     fn the_resync_line_shows_repairs_losses_errors_and_retries() {
         let mut v = volume();
-        v.resync = Some(crate::ResyncProgress {
+        v.resync = Some(dagraid_client::ResyncProgress {
             running: true,
             stripes_done: 3,
             stripes_total: 8,
@@ -830,7 +830,7 @@ mod tests {
         assert_eq!(json["resync"]["stripes_repaired"], 1);
         assert_eq!(json["resync"]["stripes_lost"], 2);
         assert_eq!(json["resync"]["retries"], 2);
-        v.resync = Some(crate::ResyncProgress {
+        v.resync = Some(dagraid_client::ResyncProgress {
             stripes_done: 8,
             stripes_total: 8,
             retries: 1,
@@ -842,7 +842,7 @@ mod tests {
             "{text}"
         );
         // After a crash: the dirty regions, and the map's line.
-        v.resync = Some(crate::ResyncProgress {
+        v.resync = Some(dagraid_client::ResyncProgress {
             running: true,
             stripes_done: 4,
             stripes_total: 32,
@@ -850,7 +850,7 @@ mod tests {
             regions_done: 0,
             ..Default::default()
         });
-        v.parity_map = Some(crate::ParityMapInfo {
+        v.parity_map = Some(dagraid_client::ParityMapInfo {
             region_bytes: 64 << 20,
             regions: 16,
             dirty_regions: 3,

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::rebuild::rate_arg;
 use super::{output, print_json};
-use crate::{Client, ClientError, ParityJob, ParityJobKind, VolumeInfo};
+use dagraid_client::{Client, ClientError, ParityJob, ParityJobKind, VolumeInfo};
 
 /// The exit code of `dagraid volume parity check --wait` when the check found stripes whose
 /// redundancy disagrees with their data (1 stays "the command failed").

@@ -1,10 +1,12 @@
-//! `dagraid`: the command-line tool. Parses flags and runs [`dagraid_client::cli::run`]; errors
-//! are one line on stderr and a non-zero exit code.
+//! `dagraid`: the command-line tool. Runs `dagraid node` / `dagraid coordinator` through
+//! [`dagraid_cli::server::run_if_server`], and otherwise parses [`dagraid_cli::Args`] and runs
+//! [`dagraid_cli::run`]; errors are one line on stderr and a non-zero exit code.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use dagraid_client::cli::{Args, run};
+use dagraid_cli::{Args, run};
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C); only `dagraid up` waits for it. The handlers are
 /// installed when this is called, so a signal that arrives while `up` is still starting its
@@ -22,7 +24,11 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    if let Some(code) = dagraid_cli::server::run_if_server(&argv) {
+        return code;
+    }
+    let args = Args::parse_from(argv);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -43,10 +49,10 @@ fn main() -> ExitCode {
             // `{:#}` puts the whole chain of causes on one line.
             eprintln!("dagraid: error: {err:#}");
             if err
-                .downcast_ref::<dagraid_client::cli::parity::ParityMismatches>()
+                .downcast_ref::<dagraid_cli::parity::ParityMismatches>()
                 .is_some()
             {
-                return ExitCode::from(dagraid_client::cli::parity::MISMATCH_EXIT_CODE);
+                return ExitCode::from(dagraid_cli::parity::MISMATCH_EXIT_CODE);
             }
             ExitCode::FAILURE
         }

@@ -1,4 +1,7 @@
-//! The `dagraid` command-line tool: flags ([`Args`]), the verbs, and [`run`].
+//! The `dagraid` command-line tool: flags ([`Args`]), the verbs, and [`run`]. It is also the
+//! storage node and the coordinator ([`server`]: `dagraid node`, `dagraid coordinator`), so that
+//! `dagraid up` runs a whole cluster from this one executable. The SDK it is built on
+//! (`dagraid-client`) stays free of both servers.
 //!
 //! - `cluster_file.rs`: `<data-dir>/cluster.toml`, written by `dagraid up`, read by the verbs.
 //! - `health.rs`: `dagraid health`, the container health check.
@@ -8,17 +11,22 @@
 //!   them (`--wait`).
 //! - `watch.rs`: `dagraid status --watch`.
 //! - `spare.rs`: `dagraid spare add|remove|list`, the hot-spare pool.
-//! - `up.rs`: `dagraid up`, a local cluster of `dagraid-node` and `dagraid-coordinator`
-//!   processes.
+//! - `up.rs`: `dagraid up`, a local cluster of `dagraid node` and `dagraid coordinator`
+//!   processes, supervised; [`supervisor`]: its restart policy and the state file `dagraid
+//!   status` reads.
+//! - [`server`]: `dagraid node` and `dagraid coordinator`, the servers' own command lines.
 //!
-//! The binary (`src/main.rs`) only parses [`Args`] and calls [`run`].
+//! The binary (`src/main.rs`) runs [`server::run_if_server`] for the two server subcommands,
+//! and otherwise only parses [`Args`] and calls [`run`].
 
 pub mod cluster_file;
 pub mod health;
 pub mod output;
 pub mod parity;
 mod rebuild;
+pub mod server;
 pub mod spare;
+pub mod supervisor;
 mod up;
 mod watch;
 
@@ -31,26 +39,31 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::{Parser, Subcommand};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::size::{Size, parse_size};
-use crate::{Client, ClientError, ClientOptions, RaidLevel, VolumeSpec};
 use cluster_file::ClusterFile;
+use dagraid_client::size::{Size, parse_size};
+use dagraid_client::{Client, ClientError, ClientOptions, RaidLevel, VolumeSpec};
 
 /// Environment variable naming the coordinator URL.
 pub const ENV_COORDINATOR: &str = "DAGRAID_COORDINATOR";
 /// Environment variable holding the bearer token.
 pub const ENV_TOKEN: &str = "DAGRAID_TOKEN";
-/// Environment variable naming the directory of `dagraid-node` and `dagraid-coordinator`.
+/// Environment variable naming a directory of `dagraid-node` and `dagraid-coordinator`
+/// binaries for `dagraid up` to run instead of this executable's `dagraid node` and `dagraid
+/// coordinator`.
 pub const ENV_BIN_DIR: &str = "DAGRAID_BIN_DIR";
+/// Default of `--data-dir`.
+pub const DEFAULT_DATA_DIR: &str = "./dagraid-data";
 
 const AFTER_HELP: &str = "\
 Sizes and offsets take a whole number of bytes or a binary unit: 4096, 4KiB (= 4k = 4K),
 64KiB, 1MiB (= 1M), 1GiB (= 1G), 1TiB; KB/MB/GB are refused as ambiguous.
 
-Quick start:
-  dagraid up                                   # local cluster, volume vol0 (RAID 5, 1 GiB)
-  echo hello | dagraid write vol0 --offset 0   # in another terminal
+Quick start (from a clone of the repository; `cargo run --release --` is `dagraid`):
+  cargo run --release -- up                    # local cluster, volume vol0 (RAID 5, 1 GiB)
+  alias dagraid=./target/release/dagraid       # in another terminal, same directory
+  echo hello | dagraid write vol0 --offset 0
   dagraid read vol0 --offset 0 --length 6
-  dagraid status";
+  dagraid status --watch";
 
 /// dagraid: networked RAID volumes, in the spirit of raidctl.
 ///
@@ -72,7 +85,7 @@ pub struct Args {
     #[arg(
         long,
         global = true,
-        default_value = "./dagraid-data",
+        default_value = DEFAULT_DATA_DIR,
         value_name = "DIR"
     )]
     pub data_dir: PathBuf,
@@ -91,22 +104,45 @@ pub struct Args {
 /// The verbs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start a local cluster and keep it running until Ctrl-C or SIGTERM.
+    /// Start a local cluster, supervise it, and keep it running until Ctrl-C or SIGTERM.
     ///
-    /// Starts --nodes storage nodes plus one for a hot spare (each a `dagraid-node` process on
-    /// a free 127.0.0.1 port, data in DATA_DIR/nodeN) and a `dagraid-coordinator` on --listen
-    /// (down-out delay 30 s), writes DATA_DIR/cluster.toml (coordinator URL and token, mode
-    /// 0600), creates volume vol0 (RAID 5 over the first --nodes nodes, 1 GiB) if it does not
-    /// exist, adds a spare sized for vol0 on the last node, and prints the endpoints and the
-    /// status. Run again on the same data directory, it reuses the token and the data.
+    /// Starts --nodes storage nodes plus one for a hot spare (each a `dagraid node` process of
+    /// this same executable, on a free 127.0.0.1 port) and a `dagraid coordinator` on --listen,
+    /// writes DATA_DIR/cluster.toml (coordinator URL and token, mode 0600), creates volume vol0
+    /// (RAID 5 over the first --nodes nodes, 1 GiB) if it does not exist, adds a spare sized
+    /// for vol0 on the last node, and prints the endpoints, the status and what to try. Nothing
+    /// else needs to be built: `cargo run --release -- up` from a fresh clone is enough.
     ///
-    /// A child that dies (say, a node killed with kill -9 to watch vol0 degrade) is reported and
-    /// the others keep running. On Ctrl-C or SIGTERM the coordinator is stopped first, then the
-    /// nodes, so a clean stop fails no component. Logs: DATA_DIR/logs/NAME.log.
+    /// The spare node: node N+1 holds no column of vol0, only a hot spare sized for its
+    /// columns. A column that fails (its node killed, `dagraid fail`) waits --down-out-delay,
+    /// then is rebuilt onto the spare; `dagraid status --watch` shows the progress.
     ///
-    /// The binaries are looked up in $DAGRAID_BIN_DIR, then next to this executable, then on
-    /// PATH (`cargo build --workspace` puts them next to it).
+    /// The supervisor: a process that exits is started again, on the address it had (the
+    /// coordinator knows the nodes by address), after a back-off: a node after 5 s (longer than
+    /// the coordinator's 3 s rule for a node gone, so its failed column is re-added from the
+    /// regions written while it was away rather than rebuilt in full), the coordinator after
+    /// 1 s, doubling up to 30 s, from the start again after a run of a minute. A process that
+    /// exits 5 times within 10 minutes is given up on: it stays down, the others keep running,
+    /// and `dagraid status` names it with its exit count and its log. Each decision is a line
+    /// on the output. On Ctrl-C or SIGTERM the coordinator is stopped first, then the nodes,
+    /// so a clean stop fails no component.
+    ///
+    /// The data directory (DATA_DIR, --data-dir, default ./dagraid-data): cluster.toml (the
+    /// coordinator's URL and the token, for the other verbs), coordinator/ (its store), nodeN/
+    /// (each node's component files), logs/NAME.log (each process's output), up-state.json
+    /// (what the supervisor did, for `dagraid status`), up.lock (one `dagraid up` per
+    /// directory). Run again on the same data directory, it reuses the token and the data;
+    /// delete the directory to start afresh.
+    ///
+    /// With $DAGRAID_BIN_DIR set, the dagraid-node and dagraid-coordinator binaries found
+    /// there are run instead of this executable's `dagraid node` and `dagraid coordinator`.
     Up(UpArgs),
+    /// Run a storage node: `dagraid node [FLAGS]`, with exactly the flags of the `dagraid-node`
+    /// binary (`dagraid node --help`); what `dagraid up` runs for each node.
+    Node(server::ServerArgs),
+    /// Run a coordinator: `dagraid coordinator [FLAGS]`, with exactly the flags of the
+    /// `dagraid-coordinator` binary (`dagraid coordinator --help`); what `dagraid up` runs.
+    Coordinator(server::ServerArgs),
     /// Create, list and delete volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
@@ -202,6 +238,16 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 60, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub start_timeout: u64,
+    /// How long a failed column waits before the coordinator rebuilds it onto the spare, in
+    /// seconds (the coordinator's down-out delay; short, so that it can be watched).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub down_out_delay: u64,
+    /// The first restart delay of every child, in milliseconds, instead of the supervisor's
+    /// (tests).
+    #[arg(long, hide = true, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub restart_delay_ms: Option<u64>,
 }
 
 /// `dagraid volume ...`.
@@ -298,6 +344,10 @@ fn size_arg(text: &str) -> Result<u64, String> {
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     match &args.command {
         Command::Up(up_args) => up::run(&args, up_args, shutdown).await,
+        Command::Node(_) | Command::Coordinator(_) => Err(anyhow!(
+            "`node` and `coordinator` take their own flags and must come first: \
+             `dagraid node [FLAGS]`, `dagraid coordinator [FLAGS]` (see their --help)"
+        )),
         Command::Health { address, service } => {
             health::check(address, service, Duration::from_secs(args.timeout)).await
         }
@@ -453,7 +503,9 @@ async fn verb(
 ) -> anyhow::Result<()> {
     let _ = target;
     match &args.command {
-        Command::Up(_) | Command::Health { .. } => unreachable!("handled by run"),
+        Command::Up(_) | Command::Health { .. } | Command::Node(_) | Command::Coordinator(_) => {
+            unreachable!("handled by run")
+        }
         Command::Volume(VolumeCommand::Create {
             name,
             level,
@@ -575,7 +627,10 @@ async fn verb(
             };
             watch::watch(args.json, client, volume.as_deref(), settings, shutdown).await?
         }
-        Command::Status { volume, .. } => status(args.json, client, volume.as_deref()).await?,
+        Command::Status { volume, .. } => {
+            let local = local_cluster(args, target);
+            status_with_local(args.json, client, volume.as_deref(), local.as_ref()).await?
+        }
         Command::Write {
             volume,
             offset,
@@ -618,11 +673,58 @@ pub(crate) async fn status(
     Ok(())
 }
 
+/// The state of the `dagraid up` behind the coordinator the verbs talk to, if there is one:
+/// its state file in DATA_DIR, written by a `dagraid up` still running, for this coordinator.
+fn local_cluster(args: &Args, target: &Target) -> Option<supervisor::StateFile> {
+    supervisor::StateFile::load_live(&args.data_dir)
+        .filter(|s| target.from_file.is_some() || same_url(&s.coordinator, &target.url))
+}
+
+/// `dagraid status [VOLUME]` with what the supervisor of the local cluster did (given-up and
+/// restarted processes), when `local` has it.
+async fn status_with_local(
+    json: bool,
+    client: &Client,
+    volume: Option<&str>,
+    local: Option<&supervisor::StateFile>,
+) -> anyhow::Result<()> {
+    let Some(local) = local else {
+        return status(json, client, volume).await;
+    };
+    let (cluster, volumes) = fetch_status(client, volume).await?;
+    if json {
+        let mut value = output::status_json(&cluster, &volumes);
+        if let Some(map) = value.as_object_mut() {
+            map.insert(
+                "local_cluster".into(),
+                serde_json::to_value(local).expect("the state serialises"),
+            );
+        }
+        print_json(&value);
+        return Ok(());
+    }
+    print!(
+        "{}",
+        output::status_text(volume.is_none().then_some(&cluster), &volumes)
+    );
+    let data_dir = local
+        .children
+        .first()
+        .and_then(|c| c.log.parent())
+        .and_then(Path::parent)
+        .map(Path::to_owned)
+        .unwrap_or_default();
+    for line in local.status_lines(&data_dir) {
+        println!("{line}");
+    }
+    Ok(())
+}
+
 /// What `status` shows: the cluster, and one volume or every volume.
 async fn fetch_status(
     client: &Client,
     volume: Option<&str>,
-) -> anyhow::Result<(crate::ClusterInfo, Vec<crate::VolumeInfo>)> {
+) -> anyhow::Result<(dagraid_client::ClusterInfo, Vec<dagraid_client::VolumeInfo>)> {
     Ok(match volume {
         Some(name) => {
             let handle = client.volume(name);

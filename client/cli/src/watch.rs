@@ -14,7 +14,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::rebuild::{bar_style, target_text, update_bar};
 use super::{fetch_status, output};
-use crate::{Client, ClusterInfo, VolumeInfo};
+use dagraid_client::{Client, ClusterInfo, VolumeInfo};
 
 /// `--watch`'s settings.
 #[derive(Debug, Clone, Copy)]
@@ -159,7 +159,7 @@ impl Screen {
         // The blocks, each running rebuild as a bar after its volume's block.
         enum Item<'a> {
             Text(String),
-            Bar(&'a crate::RebuildProgress),
+            Bar(&'a dagraid_client::RebuildProgress),
         }
         let mut items: Vec<(Key, Item<'_>)> = Vec::new();
         let mut header = format!("dagraid status at {at} (Ctrl-C ends)\n");
