@@ -42,10 +42,10 @@ git -C "$work/dagraid" checkout --quiet "$commit"
 data="$work/data"
 cd "$work/dagraid"
 started=$SECONDS
-say "cargo run --release -- up --data-dir $data --listen 127.0.0.1:0 (in the background)"
+say "cargo run --release -- up --data-dir $data --listen 127.0.0.1:0 --nbd-listen 127.0.0.1:0 (in the background)"
 # Its own target directory: nothing built before, whatever the environment says.
 env -u CARGO_TARGET_DIR -u CARGO_BUILD_TARGET_DIR -u DAGRAID_BIN_DIR \
-    cargo run --release -- up --data-dir "$data" --listen 127.0.0.1:0 \
+    cargo run --release -- up --data-dir "$data" --listen 127.0.0.1:0 --nbd-listen 127.0.0.1:0 \
     >"$work/up.out" 2>&1 &
 up_pid=$!
 
@@ -68,6 +68,16 @@ echo hello | "$dagraid" --data-dir "$data" write vol0 --offset 0 >/dev/null || f
 [ "$("$dagraid" --data-dir "$data" read vol0 --offset 0 --length 6)" = "hello" ] || fail "read of hello failed"
 "$dagraid" --data-dir "$data" status vol0 | grep -q 'optimal' || fail "vol0 is not optimal"
 say "wrote and read back 3 MiB and a line through the CLI"
+
+# The NBD export `up` prints: the same bytes through nbdcopy, where the client is installed.
+uri=$(grep -o 'nbd://[0-9.:]*/vol0' "$work/up.out" | head -n 1)
+[ -n "$uri" ] || fail "dagraid up printed no NBD address for vol0"
+if command -v nbdcopy >/dev/null 2>&1; then
+    nbdcopy "$uri" "$work/vol0.img" || fail "nbdcopy from $uri failed"
+    cmp <(tail -c +4097 "$work/vol0.img" | head -c 3145728) "$work/in.bin" \
+        || fail "the bytes read over NBD differ from those written"
+    say "read the same bytes back over NBD ($uri)"
+fi
 
 kill -TERM "$up_pid"
 status=0

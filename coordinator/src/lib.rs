@@ -221,6 +221,10 @@ impl Coordinator {
             ),
         };
         let nbd_addr = nbd_listener.as_ref().and_then(|l| l.local_addr().ok());
+        if let Some(addr) = nbd_addr {
+            // Logged before the listening line is printed: `dagraid up` and the tests read it.
+            tracing::info!(%addr, read_only = config.nbd_read_only, "nbd export listening");
+        }
         let metrics = Arc::new(CoordinatorMetrics::new());
         let metrics_server = match config.metrics_listen {
             None => None,
@@ -612,6 +616,9 @@ async fn serve_announced(config: CoordinatorConfig) -> Result<(), String> {
     );
     if let Some(addr) = coordinator.metrics_addr() {
         println!("dagraid-coordinator metrics on http://{addr}/metrics");
+    }
+    if let Some(addr) = coordinator.nbd_addr() {
+        println!("dagraid-coordinator nbd on nbd://{addr}/");
     }
     coordinator
         .run_until(shutdown)

@@ -67,9 +67,6 @@ pub async fn serve(
     settings: NbdSettings,
     stop: CancellationToken,
 ) {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, read_only = settings.read_only, max_request_bytes = settings.max_request_bytes, "nbd export listening");
-    }
     let settings = Arc::new(settings);
     let mut connections = JoinSet::new();
     loop {

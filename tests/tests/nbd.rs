@@ -626,7 +626,10 @@ async fn stalled_clients_do_not_hold_up_a_clean_stop() {
         let c = client(&cluster).await;
         dagraid_tests::harness::settled(&c, VOLUME).await;
         let got = c.volume(VOLUME).read_at(65536, 8192).await.unwrap();
-        assert!(got.iter().all(|&b| b == 0), "the half-sent write was not applied");
+        assert!(
+            got.iter().all(|&b| b == 0),
+            "the half-sent write was not applied"
+        );
     })
     .await;
 }

@@ -114,8 +114,8 @@ async fn fio(uri: &str, p: Pattern, size: u64, seconds: u64) -> u64 {
     // fio may print notes before its JSON.
     let text = String::from_utf8_lossy(&out.stdout);
     let json = text.find('{').map_or("", |i| &text[i..]);
-    let json: serde_json::Value = serde_json::from_str(json)
-        .unwrap_or_else(|e| panic!("fio's JSON: {e}: {text}"));
+    let json: serde_json::Value =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("fio's JSON: {e}: {text}"));
     let job = &json["jobs"][0];
     let side = if p.write { "write" } else { "read" };
     job[side]["io_bytes"].as_u64().expect("io_bytes")
@@ -238,7 +238,11 @@ async fn measured() {
             .output()
             .await
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     let volume = c.volume("bench");
@@ -269,9 +273,7 @@ async fn measured() {
     }
     let measured = (rounds as u64 * seconds) as f64;
     eprintln!();
-    eprintln!(
-        "| pattern | dagraid NBD | nbdkit file | dagraid gRPC | NBD / nbdkit | NBD / gRPC |"
-    );
+    eprintln!("| pattern | dagraid NBD | nbdkit file | dagraid gRPC | NBD / nbdkit | NBD / gRPC |");
     eprintln!("|---|---|---|---|---|---|");
     for (pi, p) in PATTERNS.iter().enumerate() {
         let rate = |t: usize| {

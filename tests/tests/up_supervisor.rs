@@ -182,6 +182,8 @@ async fn up_restarts_a_killed_node_and_coordinator_and_vol0_heals_by_itself() {
             "up",
             "--listen",
             "127.0.0.1:0",
+            "--nbd-listen",
+            "127.0.0.1:0",
             "--nodes",
             "3",
             "--down-out-delay",

@@ -234,6 +234,10 @@ pub struct UpArgs {
     /// Address the coordinator listens on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+    /// Address the coordinator exports every volume on over NBD (`nbd://ADDR/vol0`; port 0
+    /// picks a free port; loopback only, NBD has no authentication; docs/NBD.md).
+    #[arg(long, default_value = "127.0.0.1:10809", value_name = "ADDR")]
+    pub nbd_listen: SocketAddr,
     /// How long each process may take to print its listening line, in seconds.
     #[arg(long, default_value_t = 60, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..))]

@@ -199,6 +199,18 @@ impl ChildSpec {
     }
 }
 
+/// The address in the coordinator's log line `nbd export listening addr=...`, if any (the
+/// newest).
+fn nbd_address_in(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .rev()
+        .find(|l| l.contains("nbd export listening"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .map(str::to_owned)
+}
+
 /// Replaces the value of `flag` in `args`, if it is there.
 fn set_flag(args: &mut [String], flag: &str, value: &str) {
     if let Some(i) = args.iter().position(|a| a == flag)
@@ -280,6 +292,8 @@ async fn start_cluster(
     coordinator_args.push("127.0.0.1:0".into());
     coordinator_args.push("--down-out-delay-ms".into());
     coordinator_args.push(down_out_delay_ms.to_string());
+    coordinator_args.push("--nbd-listen".into());
+    coordinator_args.push(up.nbd_listen.to_string());
     // The token goes in the environment, not on the command line, where `ps` would show it.
     let coordinator = start_process(ChildSpec {
         name: "coordinator".into(),
@@ -292,6 +306,17 @@ async fn start_cluster(
     })
     .await?;
     let url = format!("http://{}", coordinator.address);
+    // The NBD export's real address (port 0 resolved), from the coordinator's log; pinned for
+    // its restarts like its other addresses.
+    let nbd = if up.nbd_listen.port() == 0 {
+        nbd_address_in(&coordinator.spec.log_path)
+    } else {
+        Some(up.nbd_listen.to_string())
+    };
+    let mut coordinator = coordinator;
+    if let Some(nbd) = &nbd {
+        set_flag(&mut coordinator.spec.args, "--nbd-listen", nbd);
+    }
     cluster.coordinator = Some(coordinator);
 
     ClusterFile::new(url.clone(), token).save(file_path)?;
@@ -371,6 +396,15 @@ async fn start_cluster(
         super::supervisor::GIVE_UP_EXITS,
         super::supervisor::GIVE_UP_WINDOW.as_secs() / 60,
     );
+    match &nbd {
+        Some(nbd) => println!(
+            "  NBD: every volume is a block device at nbd://{nbd}/<volume>, e.g. nbd://{nbd}/{DEFAULT_VOLUME} (nbdinfo, qemu-img, nbdcopy, fio; docs/NBD.md)"
+        ),
+        None => println!(
+            "  NBD: every volume is exported (its address is in {})",
+            logs.join("coordinator.log").display()
+        ),
+    }
     println!();
     super::status(false, &client, None).await?;
     println!();

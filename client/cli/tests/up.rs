@@ -68,7 +68,15 @@ impl Up {
         // No rebuild onto the spare while the test runs: the failed column stays failed.
         let mut child = dagraid(
             data_dir,
-            &["up", "--listen", "127.0.0.1:0", "--down-out-delay", "3600"],
+            &[
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--nbd-listen",
+                "127.0.0.1:0",
+                "--down-out-delay",
+                "3600",
+            ],
         )
         .stderr(Stdio::inherit())
         .spawn()
