@@ -76,7 +76,7 @@ async fn writes_against(endpoint: String) -> [f64; 4] {
     vol.write_at(0, vec![1u8; 4096]).await.unwrap();
     let (mut traced, mut untraced) = (Vec::new(), Vec::new());
     for i in 0..(2 * WRITES) as u64 {
-        let sampled = (i / BLOCK as u64) % 2 == 0;
+        let sampled = (i / BLOCK as u64).is_multiple_of(2);
         let _caller = caller(i, sampled);
         let started = Instant::now();
         vol.write_at((i % 1024) * 4096, vec![i as u8; 4096])
