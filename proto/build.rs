@@ -7,14 +7,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc);
     // Data payloads are `bytes::Bytes`: decoding slices the receive buffer instead of copying.
     config.bytes(["."]);
-    tonic_prost_build::configure().compile_with_config(
-        config,
-        &[
-            "dagraid/storage/v1/storage.proto",
-            "dagraid/volume/v1/volume.proto",
-        ],
-        &["."],
-    )?;
+    // The descriptors of both services, for the coordinator's gRPC server reflection.
+    let descriptors =
+        std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("dagraid_descriptor.bin");
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(descriptors)
+        .compile_with_config(
+            config,
+            &[
+                "dagraid/storage/v1/storage.proto",
+                "dagraid/volume/v1/volume.proto",
+            ],
+            &["."],
+        )?;
     println!("cargo:rerun-if-changed=dagraid");
     Ok(())
 }

@@ -415,6 +415,7 @@ impl Coordinator {
         let api = InterceptedService::new(api, BearerAuth::new(config.token.as_deref()));
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<VolumeServiceServer<VolumeApi>>().await;
+        let reflection = reflection_service()?;
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let signal = stop.clone();
         // Health checks are polled: traced only when they carry a trace context.
@@ -427,6 +428,7 @@ impl Coordinator {
             .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .add_service(health_service)
+            .add_service(reflection)
             .add_service(api)
             .serve_with_incoming_shutdown(incoming, async move {
                 signal.cancelled().await;
@@ -539,6 +541,25 @@ impl Coordinator {
 /// timeout, which starts when a call is sent (after its wait for a place among the node's calls
 /// in flight): it measures the node alone, and the engine adds none of its own around these
 /// calls (`ComponentIo::own_deadline`).
+/// gRPC server reflection (v1) of the services a coordinator serves: the volume API and
+/// health, so `grpcurl` lists and calls them without `.proto` files. It describes the API and
+/// answers no volume call, so it sits outside the bearer token like health.
+fn reflection_service() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    CoordinatorError,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(dagraid_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("dagraid.volume.v1.VolumeService")
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .build_v1()
+        .map_err(|e| CoordinatorError::Config(format!("gRPC reflection: {e}")))
+}
+
 fn node_client_config(config: &CoordinatorConfig) -> NodeClientConfig {
     NodeClientConfig {
         io_deadline: config.node_deadline,

@@ -45,6 +45,10 @@ pub mod volume {
     }
 }
 
+/// The encoded file descriptors of `dagraid.storage.v1` and `dagraid.volume.v1`, served by the
+/// coordinator's gRPC server reflection (so grpcurl needs no `.proto` files).
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dagraid_descriptor");
+
 /// Metadata keys that make errors precise beyond the gRPC status code.
 ///
 /// Callers branch on these values, never on message text.

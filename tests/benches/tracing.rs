@@ -27,7 +27,7 @@ use bytes::Bytes;
 use dagraid_client::{Client, ClientOptions, RaidLevel, Volume, VolumeSpec};
 use dagraid_coordinator::{Coordinator, CoordinatorConfig, config::NodeSpec};
 use dagraid_telemetry::receiver::OtlpReceiver;
-use dagraid_telemetry::{BatchSettings, SamplerChoice, TraceSettings};
+use dagraid_telemetry::{LayerOptions, TraceSettings};
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -220,13 +220,31 @@ fn cpu_ns(name: &str) -> (u64, u64) {
     let [side, export] = dagraid_tests::cpu::by_thread_name(|comm| {
         if comm.starts_with(name) || comm.starts_with("tracing-") {
             Some(0)
-        } else if comm.starts_with("dagraid-otlp") || comm.starts_with("otlp") {
+        } else if comm.starts_with("dagraid-otlp")
+            || comm.starts_with("otlp")
+            || comm.starts_with("OpenTelemetry")
+        {
             Some(1)
         } else {
             None
         }
     });
     (side, export)
+}
+
+/// The export layer's options: all off (the default), or those named in
+/// `DAGRAID_BENCH_LAYER` (`location,threads,inactivity,target,activation`) on, to measure what
+/// each costs.
+fn layer_options() -> LayerOptions {
+    let on = std::env::var("DAGRAID_BENCH_LAYER").unwrap_or_default();
+    let has = |name: &str| on.split(',').any(|o| o.trim() == name);
+    LayerOptions {
+        location: has("location"),
+        threads: has("threads"),
+        tracked_inactivity: has("inactivity"),
+        target: has("target"),
+        context_activation: has("activation"),
+    }
 }
 
 fn main() {
@@ -241,9 +259,14 @@ fn main() {
     let receiver = telemetry_rt.block_on(OtlpReceiver::counting()).unwrap();
     let settings = TraceSettings {
         endpoint: Some(receiver.endpoint()),
-        service_name: "dagraid-bench".into(),
-        sampler: SamplerChoice::AlwaysOn,
-        batch: BatchSettings::from_env().unwrap(),
+        service_name: Some("dagraid-bench".into()),
+        // 100% unless the run asks for a ratio (DAGRAID_BENCH_RATIO=0.01).
+        sampler: Some(match std::env::var("DAGRAID_BENCH_RATIO") {
+            Ok(r) => dagraid_telemetry::sampler("parentbased_traceidratio", Some(&r)).unwrap(),
+            Err(_) => dagraid_telemetry::sampler("always_on", None).unwrap(),
+        }),
+        layer: layer_options(),
+        log_spans: std::env::var_os("DAGRAID_BENCH_LOG_SPANS").is_some(),
         ..TraceSettings::default()
     };
     let info = || tracing_subscriber::EnvFilter::new("info");
@@ -273,7 +296,12 @@ fn main() {
     }
     let flush = std::thread::spawn(move || telemetry.flush_blocking().map(|()| telemetry));
     let telemetry = flush.join().unwrap().expect("flush");
-    let (ended, dropped, exported, failed) = dagraid_telemetry::export::stats().snapshot();
+    let dagraid_telemetry::counting::Snapshot {
+        ended,
+        dropped,
+        exported,
+        failed,
+    } = dagraid_telemetry::counting::stats().snapshot();
     let received = receiver.count();
 
     let [t, p] = &sides;
@@ -302,7 +330,14 @@ fn main() {
         "  spans: {ended} ended, {received} received, {exported} exported, {dropped} dropped, {failed} lost in failed exports ({:.1} per write)",
         ended as f64 / (t.ops.iter().sum::<u64>() + 1) as f64
     );
-    println!("  batch settings: {:?}", settings.batch);
+    println!(
+        "  sampler {:?}, layer options {:?}, log layer sees spans: {}, OTEL_BSP_MAX_EXPORT_BATCH_SIZE={:?}, OTEL_BSP_MAX_QUEUE_SIZE={:?}",
+        settings.sampler,
+        settings.layer,
+        settings.log_spans,
+        std::env::var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").ok(),
+        std::env::var("OTEL_BSP_MAX_QUEUE_SIZE").ok(),
+    );
     println!("  run took {:.0} s", started.elapsed().as_secs_f64());
     assert_eq!(dropped, 0, "spans were dropped");
     assert_eq!(failed, 0, "spans were lost in failed exports");

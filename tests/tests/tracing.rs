@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use dagraid_client::{Client, ClientOptions, RaidLevel, VolumeSpec};
 use dagraid_proto::storage::v1 as spb;
+use dagraid_telemetry::TraceSettings;
 use dagraid_telemetry::receiver::{OtlpReceiver, ReceivedSpan};
-use dagraid_telemetry::{BatchSettings, SamplerChoice, TraceSettings};
 use dagraid_tests::cluster::{Cluster, ClusterOptions, layout_of};
 use dagraid_tests::with_timeout;
 
@@ -85,12 +85,9 @@ async fn one_write_is_one_trace_down_to_the_disk_with_failures_and_recovery() {
         // This process is the SDK's caller: its spans go to the same receiver.
         let settings = TraceSettings {
             endpoint: Some(receiver.endpoint()),
-            service_name: "dagraid-test".into(),
-            sampler: SamplerChoice::AlwaysOn,
-            batch: BatchSettings {
-                delay: Duration::from_millis(100),
-                ..BatchSettings::default()
-            },
+            service_name: Some("dagraid-test".into()),
+            sampler: dagraid_telemetry::sampler("always_on", None).ok(),
+            delay: Some(Duration::from_millis(100)),
             ..TraceSettings::default()
         };
         let (dispatch, telemetry) = dagraid_telemetry::build(
@@ -339,8 +336,9 @@ async fn one_write_is_one_trace_down_to_the_disk_with_failures_and_recovery() {
         assert_eq!(xrc.attr("outcome"), Some("good"));
 
         telemetry.shutdown().await;
-        let (_, dropped, _, _) = dagraid_telemetry::export::stats().snapshot();
-        assert_eq!(dropped, 0);
+        let counted = dagraid_telemetry::counting::stats().snapshot();
+        assert_eq!(counted.not_sent(), 0, "{counted:?}");
+        assert_eq!(counted.exported, counted.ended, "{counted:?}");
     })
     .await;
 }

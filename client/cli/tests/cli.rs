@@ -765,7 +765,8 @@ async fn up_starts_supervises_and_stops_in_order() {
         coordinator_args.contains(&format!(
             "--node node4=127.0.0.1:{}",
             pid_of(&seen, "node4")
-        )) && coordinator_args.ends_with("--down-out-delay-ms 30000 --nbd-listen 127.0.0.1:10809\n"),
+        )) && coordinator_args
+            .ends_with("--down-out-delay-ms 30000 --nbd-listen 127.0.0.1:10809\n"),
         "{coordinator_args}"
     );
     // The token reaches the coordinator through its environment, never its command line.

@@ -4,7 +4,7 @@
 //!
 //! The span is named after the method (`dagraid.storage.v1.StorageNode/WriteBlocks` in an
 //! exported trace, through the `otel.name` field), is a child of the caller's span when the call
-//! carries a W3C `traceparent` (recorded in its `traceparent` field), and records
+//! carries a W3C `traceparent` ([`crate::propagation::extract`]), and records
 //! `rpc.grpc.status_code`. Calls
 //! that arrive without a trace context and are listed as background ([`GrpcServerLayer::quiet`]:
 //! health checks, node info polled every second) get no span, so a health loop does not fill
@@ -25,6 +25,7 @@ use prometheus_client::registry::Registry;
 use tonic::codegen::http::{Request, Response};
 use tower::{Layer, Service};
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::metrics::latency_histogram;
 
@@ -217,15 +218,13 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let method = request.uri().path().trim_start_matches('/').to_owned();
-        // The caller's trace context: the span records it and the export layer makes the
-        // span its child (an invalid one is ignored there: the call starts a trace of its
-        // own).
+        // The caller's trace context becomes the span's parent (an invalid one is ignored:
+        // the call starts a trace of its own).
         let headers = request.headers();
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let traceparent = header("traceparent");
-        let span = if traceparent.is_some() || !self.layer.quiet.iter().any(|q| *q == method) {
+        let traced = headers.contains_key("traceparent");
+        let span = if traced || !self.layer.quiet.iter().any(|q| *q == method) {
             let (service, name) = method.split_once('/').unwrap_or(("", method.as_str()));
-            tracing::info_span!(
+            let span = tracing::info_span!(
                 "grpc",
                 otel.name = %method,
                 otel.kind = "server",
@@ -234,9 +233,12 @@ where
                 rpc.method = %name,
                 rpc.grpc.status_code = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
-                traceparent,
-                tracestate = traceparent.and(header("tracestate")),
-            )
+            );
+            if traced {
+                // Fails only when no OpenTelemetry layer records the span (export off).
+                let _ = span.set_parent(crate::propagation::extract(headers));
+            }
+            span
         } else {
             tracing::Span::none()
         };

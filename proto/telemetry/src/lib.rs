@@ -1,95 +1,313 @@
-//! dagraid's telemetry plumbing, shared by the coordinator, the storage node and the client:
-//! trace export over OTLP/gRPC, W3C trace context in gRPC metadata, the gRPC server span and
-//! call metrics, and the Prometheus `/metrics` endpoint.
+//! dagraid's telemetry set-up, shared by the coordinator, the storage node and the CLI: trace
+//! export through `tracing-opentelemetry`, the OpenTelemetry SDK's batch span processor and
+//! `opentelemetry-otlp` (OTLP/gRPC); W3C trace context in gRPC metadata; the gRPC server span
+//! and call metrics; the Prometheus `/metrics` endpoint.
 //!
 //! Code map:
-//! - [`config`]: the standard `OTEL_*` variables and their flags ([`TelemetryArgs`]), resolved
-//!   into [`TraceSettings`]; export is off unless an endpoint is set. The sampler's decision.
-//! - [`context`]: a span's W3C identity ([`SpanContext`]), `traceparent`, the id generator.
-//! - [`layer`]: the export layer, which records each span `tracing` opens into a
-//!   [`record::SpanRecord`] in the span's extensions and queues it when the span closes.
-//! - [`export`]: the bounded queue and the export thread, which batches, encodes and sends,
-//!   so ending a span never waits for the network; it counts what it drops.
-//! - [`otlp`]: the OTLP protobuf encoding of each span, written straight from its record, and
-//!   of a request made of encoded spans.
-//! - [`propagation`]: inject the current span's context into a call's metadata.
-//! - [`grpc`]: the tower layer of the servers: one span per call (a child of the context the
-//!   call carries), the call metrics.
-//! - [`metrics`]: the `/metrics` HTTP endpoint over a prometheus-client registry, the latency
-//!   buckets, the trace export counters as metrics.
+//! - this file: [`TelemetryArgs`] (the flags), [`TraceSettings`], [`build`] and [`init`], which
+//!   put the log layer and, when an endpoint is set, the export layer into one subscriber;
+//! - [`counting`]: wrappers around the SDK's batch processor and the OTLP exporter that count
+//!   every span ended, dropped, exported or lost (the SDK keeps no public counter);
+//! - [`propagation`]: inject the current context into a call's metadata, extract it from a
+//!   served call's headers (the SDK's `TraceContextPropagator`);
+//! - [`grpc`]: the tower layer of the servers: one span per call, a child of the caller's
+//!   context, and the call metrics;
+//! - [`metrics`]: the `/metrics` HTTP endpoint over a prometheus-client registry;
 //! - `receiver` (feature `receiver`): an in-process OTLP receiver for tests and benches.
 //!
-//! [`init`] installs the process's `tracing` subscriber: the log on stderr (`RUST_LOG`,
-//! default `info`), plus, when an endpoint is set, the export layer, which sees only dagraid's
-//! own spans and events at INFO and above (never those of tonic, h2 or hyper, and not limited
-//! by `RUST_LOG`).
-//!
-//! Why not `tracing-opentelemetry` and the OpenTelemetry SDK: with them, exporting every span
-//! of a 4 KiB write cost 18-25% of the write throughput on the benchmark machine (span
-//! builders, SDK spans, the conversion to OTLP types, allocation per attribute); the layer
-//! and encoder here keep one compact record per span and write the protobuf from it
-//! (`docs/BENCHMARKS.md`, "Tracing overhead").
+//! The standard variables are read by the SDK and the exporter themselves
+//! (`OTEL_EXPORTER_OTLP_*`, `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_BSP_*`, `OTEL_SERVICE_NAME`,
+//! `OTEL_RESOURCE_ATTRIBUTES`); a flag, when given, is handed to the builder and wins. This
+//! crate only looks at the endpoint variables to know whether to export at all, and checks
+//! the sampler's name so that a typo is an error at start rather than a silent default.
 
-pub mod config;
-pub mod context;
-pub mod export;
+pub mod counting;
 pub mod grpc;
-pub mod layer;
 pub mod metrics;
-pub mod otlp;
 pub mod propagation;
 #[cfg(feature = "receiver")]
 pub mod receiver;
-pub mod record;
 
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracerProvider};
 use tracing::{Dispatch, Level};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-pub use config::{BatchSettings, SamplerChoice, TelemetryArgs, TraceSettings};
-pub use context::SpanContext;
 pub use grpc::{GrpcServerLayer, GrpcServerMetrics};
 pub use metrics::MetricsServer;
 
-use crate::export::Exporter;
-use crate::layer::ExportLayer;
-use crate::otlp::RequestEncoder;
-use crate::record::Value;
+/// The trace flags every dagraid server accepts (flattened into its command line). Each has a
+/// standard OpenTelemetry variable, read by the SDK when the flag is not given.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
+pub struct TelemetryArgs {
+    /// OTLP/gRPC endpoint to export traces to, e.g. http://127.0.0.1:4317 (Jaeger, an
+    /// OpenTelemetry collector) [env: OTEL_EXPORTER_OTLP_ENDPOINT]. None: no export.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported spans [env: OTEL_SERVICE_NAME; default: the
+    /// binary's name].
+    #[arg(long, value_name = "NAME")]
+    pub service_name: Option<String>,
+    /// Sampler: always_on, always_off, traceidratio, parentbased_always_on,
+    /// parentbased_always_off or parentbased_traceidratio [env: OTEL_TRACES_SAMPLER;
+    /// default: parentbased_always_on].
+    #[arg(long, value_name = "SAMPLER")]
+    pub trace_sampler: Option<String>,
+    /// The ratio of traces the traceidratio samplers keep, 0 to 1 [env:
+    /// OTEL_TRACES_SAMPLER_ARG; default: 1].
+    #[arg(long, value_name = "RATIO")]
+    pub trace_sampler_arg: Option<String>,
+}
+
+/// Spans a batch export request holds at most unless `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` says
+/// otherwise: dagraid's spans encode to 200-400 bytes, so a request stays under 64 KiB (the
+/// HTTP/2 default stream window, and under the allocator's mapping threshold).
+pub const DEFAULT_MAX_BATCH: usize = 128;
+
+/// Spans waiting for export at most unless `OTEL_BSP_MAX_QUEUE_SIZE` says otherwise: with 16
+/// writes in flight and 19 spans a write, nothing is dropped while a batch is being sent
+/// (the SDK's 2048 dropped spans in the benchmark).
+pub const DEFAULT_MAX_QUEUE: usize = 8192;
+
+/// Options of the export layer (`tracing-opentelemetry`'s own), all off by default: none of
+/// them is read by dagraid's dashboards or tests, and each costs work on every span.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerOptions {
+    /// `code.*` attributes (file, module, line).
+    pub location: bool,
+    /// `thread.id` and `thread.name` attributes.
+    pub threads: bool,
+    /// `busy_ns` / `idle_ns` attributes (a clock read on every enter and exit).
+    pub tracked_inactivity: bool,
+    /// A `target` attribute.
+    pub target: bool,
+    /// Attach the span's OpenTelemetry context on every enter (each poll of an instrumented
+    /// future); without it, a span's OpenTelemetry span is built when it ends or when its
+    /// context is asked for (a call's injection).
+    pub context_activation: bool,
+}
+
+/// The resolved trace settings of one process.
+#[derive(Debug, Clone)]
+pub struct TraceSettings {
+    /// Where spans go; `None`: export is off.
+    pub endpoint: Option<String>,
+    /// `service.name`, when the flag gave one; otherwise `OTEL_SERVICE_NAME` (or
+    /// `service.name` in `OTEL_RESOURCE_ATTRIBUTES`), else [`TraceSettings::default_service`].
+    pub service_name: Option<String>,
+    /// The name used when neither a flag nor a variable names the service.
+    pub default_service: String,
+    /// The sampler the flags chose; `None`: the SDK's (`OTEL_TRACES_SAMPLER`, default
+    /// `parentbased_always_on`).
+    pub sampler: Option<Sampler>,
+    /// Spans queued at most; `None`: `OTEL_BSP_MAX_QUEUE_SIZE`, else [`DEFAULT_MAX_QUEUE`].
+    pub max_queue: Option<usize>,
+    /// Spans per export request at most; `None`: `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, else
+    /// [`DEFAULT_MAX_BATCH`].
+    pub max_batch: Option<usize>,
+    /// Longest a span waits before its batch is sent; `None`: `OTEL_BSP_SCHEDULE_DELAY`
+    /// (SDK default 5 s).
+    pub delay: Option<Duration>,
+    /// Deadline of one export call; `None`: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` /
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT` (exporter default 10 s).
+    pub export_timeout: Option<Duration>,
+    /// The export layer's options.
+    pub layer: LayerOptions,
+    /// Whether the log layer sees spans (the context of its lines). Off, it formats no
+    /// span's fields: a process that logs at `info` prints almost no line inside a span,
+    /// and formatting every span's fields for lines never printed is most of what the log
+    /// layer costs on the data path. On when `RUST_LOG` asks for `debug` or more.
+    pub log_spans: bool,
+}
+
+impl Default for TraceSettings {
+    fn default() -> Self {
+        TraceSettings {
+            endpoint: None,
+            service_name: None,
+            default_service: "dagraid".into(),
+            sampler: None,
+            max_queue: None,
+            max_batch: None,
+            delay: None,
+            export_timeout: None,
+            layer: LayerOptions::default(),
+            log_spans: false,
+        }
+    }
+}
+
+/// The samplers' names, as `OTEL_TRACES_SAMPLER` spells them.
+const SAMPLERS: [&str; 6] = [
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+];
+
+/// The sampler named `name` with argument `arg` (the ratio, default 1).
+pub fn sampler(name: &str, arg: Option<&str>) -> Result<Sampler, String> {
+    let ratio = || match arg.map(str::trim).filter(|a| !a.is_empty()) {
+        None => Ok(1.0),
+        Some(a) => match a.parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+            _ => Err(format!(
+                "the trace sampler argument must be a ratio from 0 to 1, got {a:?}"
+            )),
+        },
+    };
+    let parent_based = |root| Sampler::ParentBased(Box::new(root));
+    Ok(match name.trim() {
+        "always_on" => Sampler::AlwaysOn,
+        "always_off" => Sampler::AlwaysOff,
+        "traceidratio" => Sampler::TraceIdRatioBased(ratio()?),
+        "parentbased_always_on" => parent_based(Sampler::AlwaysOn),
+        "parentbased_always_off" => parent_based(Sampler::AlwaysOff),
+        "parentbased_traceidratio" => parent_based(Sampler::TraceIdRatioBased(ratio()?)),
+        other => {
+            return Err(format!(
+                "unknown trace sampler {other:?}: expected one of {}",
+                SAMPLERS.join(", ")
+            ));
+        }
+    })
+}
+
+/// A set, non-empty variable.
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Refuses an endpoint the exporter cannot use: dagraid's exporter has no TLS.
+fn check_endpoint(endpoint: &str, from: &str) -> Result<(), String> {
+    let uri: tonic::codegen::http::Uri = endpoint
+        .parse()
+        .map_err(|e| format!("{from}: {endpoint:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") if uri.host().is_some() => Ok(()),
+        Some("https") => Err(format!(
+            "{from}: {endpoint:?}: dagraid exports without TLS, use an http:// endpoint (a local collector)"
+        )),
+        _ => Err(format!("{from}: {endpoint:?}: expected http://HOST:PORT")),
+    }
+}
+
+impl TraceSettings {
+    /// The settings of a process from its flags and the variables that decide whether and
+    /// where to export; `default_service` names the service when nothing else does. Errors
+    /// name the flag or variable at fault.
+    pub fn resolve(args: &TelemetryArgs, default_service: &str) -> Result<TraceSettings, String> {
+        let endpoint = match args.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+            Some(e) => Some((e.to_owned(), "--otlp-endpoint")),
+            None => var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                .map(|e| (e, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+                .or_else(|| {
+                    var("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| (e, "OTEL_EXPORTER_OTLP_ENDPOINT"))
+                }),
+        };
+        if let Some((e, from)) = &endpoint {
+            check_endpoint(e, from)?;
+        }
+        let sampler = match &args.trace_sampler {
+            Some(name) => Some(
+                sampler(name, args.trace_sampler_arg.as_deref())
+                    .map_err(|e| format!("--trace-sampler: {e}"))?,
+            ),
+            None => {
+                if let Some(name) = var("OTEL_TRACES_SAMPLER") {
+                    // The SDK reads it; refuse here what it would silently replace.
+                    sampler(&name, var("OTEL_TRACES_SAMPLER_ARG").as_deref())
+                        .map_err(|e| format!("OTEL_TRACES_SAMPLER: {e}"))?;
+                }
+                if let Some(arg) = &args.trace_sampler_arg {
+                    // A ratio without a sampler name: the default sampler, parent based.
+                    Some(sampler("parentbased_traceidratio", Some(arg))?)
+                } else {
+                    None
+                }
+            }
+        };
+        Ok(TraceSettings {
+            endpoint: endpoint.map(|(e, _)| e),
+            service_name: args.service_name.clone().filter(|s| !s.is_empty()),
+            default_service: default_service.to_owned(),
+            sampler,
+            ..TraceSettings::default()
+        })
+    }
+
+    /// The process's resource: what the SDK's detectors find (`OTEL_SERVICE_NAME`,
+    /// `OTEL_RESOURCE_ATTRIBUTES`, the SDK's name and version), with the flag's service name
+    /// over them, or the binary's name when none was found.
+    fn resource(&self) -> Resource {
+        let detected = Resource::builder().build();
+        let name = opentelemetry::Key::from_static_str("service.name");
+        let unnamed = detected
+            .get(&name)
+            .is_none_or(|v| v.as_str().starts_with("unknown_service"));
+        match &self.service_name {
+            Some(s) => Resource::builder().with_service_name(s.clone()).build(),
+            None if unnamed => Resource::builder()
+                .with_service_name(self.default_service.clone())
+                .build(),
+            None => detected,
+        }
+    }
+}
 
 /// The telemetry of a process; [`Telemetry::shutdown`] sends the spans still queued.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Telemetry {
-    exporter: Option<Exporter>,
-    settings: TraceSettings,
+    provider: Option<SdkTracerProvider>,
+    /// The exporter's gRPC connection lives here, never on the runtime that serves volumes
+    /// or storage calls.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Telemetry {
     /// Whether spans are exported.
     pub fn exporting(&self) -> bool {
-        self.exporter.is_some()
-    }
-
-    /// The settings in force.
-    pub fn settings(&self) -> &TraceSettings {
-        &self.settings
+        self.provider.is_some()
     }
 
     /// Sends every span that ended so far and waits for the receiver's answer (blocking: in
-    /// async code call it from `spawn_blocking`). The export runs on the export thread's own
-    /// runtime, so any thread may call this.
+    /// async code call it from `spawn_blocking`).
     pub fn flush_blocking(&self) -> Result<(), String> {
-        match &self.exporter {
-            Some(e) => e.flush(),
+        match &self.provider {
+            Some(p) => p.force_flush().map_err(|e| format!("flushing spans: {e}")),
             None => Ok(()),
         }
     }
 
-    /// Sends the spans still queued and stops the export thread (without blocking the
-    /// caller's runtime).
-    pub async fn shutdown(self) {
-        if let Some(exporter) = self.exporter {
-            let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
+    /// Sends the spans still queued and stops the export (without blocking the caller's
+    /// runtime).
+    pub async fn shutdown(mut self) {
+        let provider = self.provider.take();
+        let runtime = self.runtime.take();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(p) = provider {
+                let _ = p.shutdown();
+            }
+            if let Some(rt) = runtime {
+                rt.shutdown_background();
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
         }
     }
 }
@@ -101,9 +319,8 @@ fn dagraid_only(meta: &tracing::Metadata<'_>) -> bool {
 
 /// [`dagraid_only`] as a per-layer filter whose answer is cached per callsite and which tells
 /// its level: a callsite it refuses (every `trace!` of h2, hyper or tonic) stays disabled
-/// for good instead of being asked again on every hit, and `debug!`/`trace!` callsites are
-/// skipped by the level check alone. (A `filter_fn` would make every callsite in the process
-/// "sometimes", evaluated on every hit: measurably slower on the data path.)
+/// for good instead of being asked again on every hit. (A `filter_fn` would make every
+/// callsite in the process "sometimes", evaluated on every hit: measurably slower.)
 #[derive(Debug, Clone, Copy)]
 struct DagraidOnly;
 
@@ -132,40 +349,85 @@ impl<S> tracing_subscriber::layer::Filter<S> for DagraidOnly {
     }
 }
 
-/// The resource of the process's spans: `service.name`, the SDK's name, language and
-/// version, then the `OTEL_RESOURCE_ATTRIBUTES` (which cannot override `service.name`: its
-/// flag and `OTEL_SERVICE_NAME` do).
-fn resource(settings: &TraceSettings) -> Vec<(String, Value)> {
-    let mut attributes = vec![
-        (
-            "service.name".to_owned(),
-            Value::Str(settings.service_name.clone()),
-        ),
-        (
-            "telemetry.sdk.name".to_owned(),
-            Value::Str("dagraid-telemetry".into()),
-        ),
-        (
-            "telemetry.sdk.language".to_owned(),
-            Value::Str("rust".into()),
-        ),
-        (
-            "telemetry.sdk.version".to_owned(),
-            Value::Str(env!("CARGO_PKG_VERSION").into()),
-        ),
-    ];
-    for (k, v) in &settings.resource_attributes {
-        if !attributes.iter().any(|(have, _)| have == k) {
-            attributes.push((k.clone(), Value::Str(v.clone())));
+/// The log layer's filter: `filter` for events; spans only when `spans` (so the log layer
+/// formats no span's fields unless it prints span context). Static per callsite, like
+/// [`DagraidOnly`].
+struct LogFilter {
+    filter: EnvFilter,
+    spans: bool,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::layer::Filter<S> for LogFilter {
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        (self.spans || !meta.is_span())
+            && <EnvFilter as tracing_subscriber::layer::Filter<S>>::enabled(&self.filter, meta, cx)
+    }
+
+    fn callsite_enabled(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if !self.spans && meta.is_span() {
+            return tracing::subscriber::Interest::never();
+        }
+        <EnvFilter as tracing_subscriber::layer::Filter<S>>::callsite_enabled(&self.filter, meta)
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        <EnvFilter as tracing_subscriber::layer::Filter<S>>::max_level_hint(&self.filter)
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        <EnvFilter as tracing_subscriber::layer::Filter<S>>::event_enabled(&self.filter, event, cx)
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        cx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if self.spans {
+            <EnvFilter as tracing_subscriber::layer::Filter<S>>::on_new_span(
+                &self.filter,
+                attrs,
+                id,
+                cx,
+            );
         }
     }
-    attributes
+
+    fn on_enter(&self, id: &tracing::span::Id, cx: tracing_subscriber::layer::Context<'_, S>) {
+        if self.spans {
+            <EnvFilter as tracing_subscriber::layer::Filter<S>>::on_enter(&self.filter, id, cx);
+        }
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, cx: tracing_subscriber::layer::Context<'_, S>) {
+        if self.spans {
+            <EnvFilter as tracing_subscriber::layer::Filter<S>>::on_exit(&self.filter, id, cx);
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, cx: tracing_subscriber::layer::Context<'_, S>) {
+        if self.spans {
+            <EnvFilter as tracing_subscriber::layer::Filter<S>>::on_close(&self.filter, id, cx);
+        }
+    }
 }
 
 /// Builds (without installing) a subscriber per `settings`: the log to `log` filtered by
-/// `log_filter`, and the export layer when `settings` has an endpoint. The exporter and its
-/// connection live on the export thread, in a runtime of their own ([`export`]), never on the
-/// caller's runtime.
+/// `log_filter`, and the export layer when `settings` has an endpoint. The exporter's
+/// connection lives in a runtime of its own (thread `dagraid-otlp`); the batch processor
+/// sends from its own thread; ending a span never waits for either.
 pub fn build<W>(
     settings: &TraceSettings,
     log_filter: EnvFilter,
@@ -178,34 +440,87 @@ where
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(log)
         .with_ansi(ansi)
-        .with_filter(log_filter);
-    let (layer, exporter) = match &settings.endpoint {
-        None => (None, None),
-        Some(endpoint) => {
-            let encoder =
-                RequestEncoder::new(&resource(settings), "dagraid", env!("CARGO_PKG_VERSION"));
-            let (queue, exporter) =
-                Exporter::start(endpoint, &settings.headers, encoder, settings.batch)?;
-            let layer = ExportLayer::new(settings.sampler, queue).with_filter(DagraidOnly);
-            (Some(layer), Some(exporter))
-        }
+        .with_filter(LogFilter {
+            filter: log_filter,
+            spans: settings.log_spans,
+        });
+    let Some(endpoint) = &settings.endpoint else {
+        let dispatch = Dispatch::new(tracing_subscriber::registry().with(fmt));
+        return Ok((dispatch, Telemetry::default()));
     };
-    let dispatch = Dispatch::new(tracing_subscriber::registry().with(fmt).with(layer));
+    check_endpoint(endpoint, "the OTLP endpoint")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("dagraid-otlp")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the trace export runtime: {e}"))?;
+    let exporter = {
+        // The channel's tasks are spawned on the export runtime.
+        let _entered = runtime.enter();
+        let mut builder = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone());
+        if let Some(t) = settings.export_timeout {
+            builder = builder.with_timeout(t);
+        }
+        builder
+            .build()
+            .map_err(|e| format!("the OTLP exporter: {e}"))?
+    };
+    let env_usize = |name: &str| var(name).and_then(|v| v.trim().parse::<usize>().ok());
+    let max_queue = settings
+        .max_queue
+        .or_else(|| env_usize("OTEL_BSP_MAX_QUEUE_SIZE"))
+        .unwrap_or(DEFAULT_MAX_QUEUE)
+        .max(1);
+    let mut batch = BatchConfigBuilder::default().with_max_queue_size(max_queue);
+    match settings.max_batch {
+        Some(n) => batch = batch.with_max_export_batch_size(n.max(1)),
+        None if var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").is_none() => {
+            batch = batch.with_max_export_batch_size(DEFAULT_MAX_BATCH)
+        }
+        None => {}
+    }
+    if let Some(d) = settings.delay {
+        batch = batch.with_scheduled_delay(d);
+    }
+    let processor = counting::CountingProcessor::new(exporter, batch.build(), max_queue);
+    let mut provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(settings.resource());
+    if let Some(s) = &settings.sampler {
+        provider = provider.with_sampler(s.clone());
+    }
+    let provider = provider.build();
+    let o = settings.layer;
+    let export = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("dagraid"))
+        .with_location(o.location)
+        .with_threads(o.threads)
+        .with_tracked_inactivity(o.tracked_inactivity)
+        .with_target(o.target)
+        .with_context_activation(o.context_activation)
+        .with_filter(DagraidOnly);
+    let dispatch = Dispatch::new(tracing_subscriber::registry().with(fmt).with(export));
     Ok((
         dispatch,
         Telemetry {
-            exporter,
-            settings: settings.clone(),
+            provider: Some(provider),
+            runtime: Some(runtime),
         },
     ))
 }
 
-/// Installs the process's subscriber: the log on stderr (`RUST_LOG`, default `info`) and, when
-/// `args` (or the `OTEL_*` variables) name an endpoint, trace export as `default_service`
-/// unless `OTEL_SERVICE_NAME` says otherwise.
+/// Installs the process's subscriber: the log on stderr (`RUST_LOG`, default `info`) and,
+/// when `args` or the `OTEL_*` variables name an endpoint, trace export as `default_service`
+/// unless `--service-name` or `OTEL_SERVICE_NAME` says otherwise.
 pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<Telemetry, String> {
-    let settings = TraceSettings::resolve(args, default_service)?;
+    let mut settings = TraceSettings::resolve(args, default_service)?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    settings.log_spans = filter
+        .max_level_hint()
+        .is_some_and(|l| l >= tracing::level_filters::LevelFilter::DEBUG);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (dispatch, telemetry) = build(&settings, filter, std::io::stderr, ansi)?;
     tracing::dispatcher::set_global_default(dispatch)
@@ -213,7 +528,6 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<Telemetry, St
     if let Some(endpoint) = &settings.endpoint {
         tracing::info!(
             endpoint = %endpoint,
-            service = %settings.service_name,
             sampler = ?settings.sampler,
             "exporting traces over OTLP/gRPC"
         );
@@ -228,31 +542,78 @@ mod tests {
 
     use super::*;
 
-    /// The callsites of this test, as seen by the filter.
-    fn metadata_of(span: &tracing::Span) -> &'static tracing::Metadata<'static> {
-        span.metadata().expect("an enabled span has metadata")
-    }
-
     #[test]
     fn the_export_filter_decides_once_per_callsite_and_tells_its_level() {
-        // A subscriber that enables everything, so that the spans below have metadata.
         let all = tracing_subscriber::registry()
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink));
         tracing::subscriber::with_default(all, || {
             let ours = tracing::info_span!(target: "dagraid_core::engine", "Rod");
             let ours_debug = tracing::debug_span!(target: "dagraid_core::engine", "detail");
             let foreign = tracing::info_span!(target: "h2::proto", "poll");
-            let filter = DagraidOnly;
             let interest = |s: &tracing::Span| {
-                <DagraidOnly as Filter<Registry>>::callsite_enabled(&filter, metadata_of(s))
+                <DagraidOnly as Filter<Registry>>::callsite_enabled(
+                    &DagraidOnly,
+                    s.metadata().expect("enabled"),
+                )
             };
             assert!(interest(&ours).is_always());
             assert!(interest(&ours_debug).is_never());
             assert!(interest(&foreign).is_never());
             assert_eq!(
-                <DagraidOnly as Filter<Registry>>::max_level_hint(&filter),
+                <DagraidOnly as Filter<Registry>>::max_level_hint(&DagraidOnly),
                 Some(tracing::level_filters::LevelFilter::INFO)
             );
         });
+    }
+
+    #[test]
+    fn samplers_parse_and_bad_input_is_a_clear_error() {
+        assert_eq!(
+            format!(
+                "{:?}",
+                sampler("parentbased_traceidratio", Some("0.01")).unwrap()
+            ),
+            format!(
+                "{:?}",
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.01)))
+            )
+        );
+        assert!(matches!(sampler("always_on", None), Ok(Sampler::AlwaysOn)));
+        let e = sampler("sometimes", None).unwrap_err();
+        assert!(e.contains("unknown trace sampler \"sometimes\""), "{e}");
+        let e = sampler("traceidratio", Some("2")).unwrap_err();
+        assert!(e.contains("ratio from 0 to 1"), "{e}");
+        let args = TelemetryArgs {
+            trace_sampler: Some("nope".into()),
+            ..TelemetryArgs::default()
+        };
+        let e = TraceSettings::resolve(&args, "x").unwrap_err();
+        assert!(e.starts_with("--trace-sampler: "), "{e}");
+    }
+
+    #[test]
+    fn endpoints_are_checked_at_start() {
+        let resolve = |e: &str| {
+            TraceSettings::resolve(
+                &TelemetryArgs {
+                    otlp_endpoint: Some(e.into()),
+                    ..TelemetryArgs::default()
+                },
+                "x",
+            )
+        };
+        assert_eq!(
+            resolve("http://127.0.0.1:4317")
+                .unwrap()
+                .endpoint
+                .as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
+        let e = resolve("https://collector:4317").unwrap_err();
+        assert!(e.contains("without TLS"), "{e}");
+        let e = resolve("not a url").unwrap_err();
+        assert!(e.contains("--otlp-endpoint"), "{e}");
+        let e = resolve("127.0.0.1:4317").unwrap_err();
+        assert!(e.contains("expected http://HOST:PORT"), "{e}");
     }
 }

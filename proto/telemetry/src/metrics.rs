@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -227,30 +226,30 @@ pub struct TraceExportCollector;
 
 impl Collector for TraceExportCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let s = crate::export::stats();
+        let s = crate::counting::stats().snapshot();
         for (name, help, value) in [
             (
                 "dagraid_trace_spans_ended",
                 "Sampled spans that ended while trace export was on",
-                &s.ended,
+                s.ended,
             ),
             (
                 "dagraid_trace_spans_dropped",
                 "Spans dropped because the export queue was full",
-                &s.dropped,
+                s.dropped,
             ),
             (
                 "dagraid_trace_spans_exported",
-                "Spans the OTLP receiver acknowledged",
-                &s.exported,
+                "Spans in export calls the OTLP receiver acknowledged",
+                s.exported,
             ),
             (
                 "dagraid_trace_spans_export_failed",
-                "Spans lost in failed exports",
-                &s.failed,
+                "Spans lost in failed export calls (receiver down, slow or refusing)",
+                s.failed,
             ),
         ] {
-            let counter = ConstCounter::new(value.load(Ordering::Relaxed));
+            let counter = ConstCounter::new(value);
             let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
             counter.encode(metric)?;
         }

@@ -1,74 +1,102 @@
-//! W3C trace context (`traceparent`, `tracestate`) in gRPC metadata, injected by callers from
-//! their current `tracing` span. Servers do not extract it here: their call span
-//! ([`crate::grpc`]) records the headers in its `traceparent` / `tracestate` fields, and the
-//! export layer makes the span a child of that context.
+//! W3C trace context (`traceparent`, `tracestate`) in gRPC metadata, with the SDK's
+//! `TraceContextPropagator`: callers inject the current context, servers extract their call
+//! span's parent.
 
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
-use tonic::metadata::{MetadataMap, MetadataValue};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tonic::codegen::http::HeaderMap;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::context::SpanContext;
+/// Writes into gRPC metadata, every value marked sensitive: HTTP/2 sends it as a
+/// never-indexed literal. A `traceparent` differs on every call; indexed, it would only push
+/// the headers that repeat (content type, authorization, timeout) out of the connection's
+/// HPACK table, costing every call a re-encoding of them. An empty value (the propagator's
+/// `tracestate` of a context without one) is not sent.
+struct MetadataInjector<'a>(&'a mut MetadataMap);
 
-/// Adds the current `tracing` span's trace context to `metadata`, so the callee's spans join
-/// this trace. The context is the export layer's, or, in a process that exports with
-/// OpenTelemetry's own SDK (an application using the client SDK under `tracing-opentelemetry`,
-/// say), the current OpenTelemetry context. Costs one branch when no span is current.
-pub fn inject_current(metadata: &mut MetadataMap) {
-    if let Some(cx) = crate::layer::current_context() {
-        inject(&cx, metadata);
-        return;
-    }
-    let otel = opentelemetry::Context::current();
-    let otel = otel.span();
-    let sc = otel.span_context();
-    if sc.is_valid() {
-        let state = sc.trace_state().header();
-        inject(
-            &SpanContext {
-                trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
-                span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
-                sampled: sc.is_sampled(),
-                state: (!state.is_empty()).then(|| state.into()),
-            },
-            metadata,
-        );
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if value.is_empty() {
+            return;
+        }
+        if let (Ok(key), Ok(mut value)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value),
+        ) {
+            value.set_sensitive(true);
+            self.0.insert(key, value);
+        }
     }
 }
 
+/// Reads a served call's HTTP/2 headers.
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The context a call made now should carry: the current `tracing` span's, when an
+/// OpenTelemetry layer (dagraid's, or an application's own `tracing-opentelemetry` layer)
+/// records it; otherwise the current OpenTelemetry context (an application using the
+/// OpenTelemetry API directly).
+pub fn current_context() -> opentelemetry::Context {
+    let cx = tracing::Span::current().context();
+    if cx.span().span_context().is_valid() {
+        cx
+    } else {
+        opentelemetry::Context::current()
+    }
+}
+
+/// Adds the current context ([`current_context`]) to `metadata`, so the callee's spans join
+/// this trace. Nothing is added when there is no valid context.
+pub fn inject_current(metadata: &mut MetadataMap) {
+    inject(&current_context(), metadata);
+}
+
 /// Adds `cx` to `metadata` as `traceparent` (and `tracestate` when it has one).
-///
-/// Both are marked sensitive, which HTTP/2 sends as never-indexed literals: a `traceparent`
-/// differs on every call, and indexing it would only push the headers that repeat (content
-/// type, authorization, timeout) out of the connection's HPACK table, costing every call a
-/// re-encoding of them.
-pub fn inject(cx: &SpanContext, metadata: &mut MetadataMap) {
-    if let Ok(mut v) = MetadataValue::try_from(&cx.traceparent_bytes()[..]) {
-        v.set_sensitive(true);
-        metadata.insert("traceparent", v);
+pub fn inject(cx: &opentelemetry::Context, metadata: &mut MetadataMap) {
+    if cx.span().span_context().is_valid() {
+        TraceContextPropagator::new().inject_context(cx, &mut MetadataInjector(metadata));
     }
-    if let Some(state) = &cx.state
-        && let Ok(mut v) = MetadataValue::try_from(state.as_ref())
-    {
-        v.set_sensitive(true);
-        metadata.insert("tracestate", v);
-    }
+}
+
+/// The caller's context in a served call's headers (an empty context when there is none, or
+/// when it is invalid: the call then starts a trace of its own).
+pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
+    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
 }
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 
     use super::*;
 
+    fn remote(state: TraceState) -> opentelemetry::Context {
+        opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from(0x0af7651916cd43dd8448eb211c80319c_u128),
+            SpanId::from(0xb7ad6b7169203331_u64),
+            TraceFlags::SAMPLED,
+            true,
+            state,
+        ))
+    }
+
     #[test]
-    fn a_context_survives_metadata() {
-        let cx = SpanContext {
-            trace_id: 0x0af7651916cd43dd8448eb211c80319c,
-            span_id: 0xb7ad6b7169203331,
-            sampled: true,
-            state: Some("congo=t61rcWkgMzE".into()),
-        };
+    fn a_context_survives_metadata_never_indexed() {
+        let state = TraceState::from_key_value([("congo", "t61rcWkgMzE")]).unwrap();
         let mut md = MetadataMap::new();
-        inject(&cx, &mut md);
+        inject(&remote(state), &mut md);
         assert_eq!(
             md.get("traceparent").unwrap(),
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -78,20 +106,18 @@ mod tests {
             md.get("traceparent").unwrap().is_sensitive(),
             "never indexed"
         );
-        // What the server's span records reads back as the same context.
-        let back = SpanContext::from_traceparent(md.get("traceparent").unwrap().to_str().unwrap());
+        let back = extract(&md.into_headers());
+        let sc = back.span().span_context().clone();
         assert_eq!(
-            back,
-            Some(SpanContext {
-                state: None,
-                ..cx.clone()
-            })
+            sc.trace_id(),
+            TraceId::from(0x0af7651916cd43dd8448eb211c80319c_u128)
         );
-        assert_eq!(
-            SpanContext::from_traceparent("00-zz-yy-01"),
-            None,
-            "an invalid traceparent is no parent"
-        );
+        assert_eq!(sc.span_id(), SpanId::from(0xb7ad6b7169203331_u64));
+        assert!(sc.is_sampled() && sc.is_remote());
+        assert_eq!(sc.trace_state().header(), "congo=t61rcWkgMzE");
+        let mut bad = HeaderMap::new();
+        bad.insert("traceparent", "00-zz-yy-01".parse().unwrap());
+        assert!(!extract(&bad).span().span_context().is_valid());
     }
 
     #[test]
@@ -100,16 +126,7 @@ mod tests {
         inject_current(&mut md);
         assert!(md.is_empty());
         // An application's own OpenTelemetry context is carried on.
-        let sc = opentelemetry::trace::SpanContext::new(
-            TraceId::from(0x0af7651916cd43dd8448eb211c80319c_u128),
-            SpanId::from(0xb7ad6b7169203331_u64),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        );
-        let _attached = opentelemetry::Context::new()
-            .with_remote_span_context(sc)
-            .attach();
+        let _attached = remote(TraceState::default()).attach();
         inject_current(&mut md);
         assert_eq!(
             md.get("traceparent").unwrap(),

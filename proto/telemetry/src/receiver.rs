@@ -87,6 +87,8 @@ struct Shared {
     headers: Mutex<BTreeMap<String, String>>,
     count: AtomicU64,
     arrived: Notify,
+    /// How long the keeping receiver waits before it answers.
+    delay: Option<Duration>,
 }
 
 impl Shared {
@@ -116,6 +118,9 @@ impl TraceService for Service {
             })
             .collect();
         *self.0.headers.lock().unwrap_or_else(|p| p.into_inner()) = headers;
+        if let Some(delay) = self.0.delay {
+            tokio::time::sleep(delay).await;
+        }
         let request = request.into_inner();
         let mut n = 0u64;
         let mut kept = Vec::new();
@@ -177,18 +182,27 @@ impl Drop for OtlpReceiver {
 impl OtlpReceiver {
     /// A receiver on 127.0.0.1 (a free port) keeping every span.
     pub async fn start() -> std::io::Result<OtlpReceiver> {
-        Self::start_with(true).await
+        Self::start_with(true, None).await
+    }
+
+    /// A keeping receiver that answers each export only after `delay`: a collector that
+    /// cannot keep up.
+    pub async fn slow(delay: Duration) -> std::io::Result<OtlpReceiver> {
+        Self::start_with(true, Some(delay)).await
     }
 
     /// A receiver that only counts spans (for benches: no per-span work).
     pub async fn counting() -> std::io::Result<OtlpReceiver> {
-        Self::start_with(false).await
+        Self::start_with(false, None).await
     }
 
-    async fn start_with(keep: bool) -> std::io::Result<OtlpReceiver> {
+    async fn start_with(keep: bool, delay: Option<Duration>) -> std::io::Result<OtlpReceiver> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            delay,
+            ..Shared::default()
+        });
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let router = if keep {
             tonic::transport::Server::builder().add_service(
@@ -290,68 +304,53 @@ impl OtlpReceiver {
     }
 }
 
-pub use crate::otlp::count_spans;
-
-/// The counting receiver's gRPC service: `TraceService/Export` with a codec that only counts.
+/// The counting receiver's gRPC service: `TraceService/Export` decoding only the nesting of
+/// the request (resource spans, scope spans, each span as an undecoded byte string).
 mod counting {
     use std::convert::Infallible;
     use std::sync::Arc;
 
-    use bytes::Buf;
-    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
     use tonic::codegen::{Body, BoxFuture, Context, Poll, Service, StdError, http};
     use tonic::server::{NamedService, UnaryService};
     use tonic::{Request, Response, Status};
+    use tonic_prost::ProstCodec;
 
     use super::{MAX_MESSAGE, Shared};
-    use crate::otlp::count_spans;
 
     const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-    /// A request, counted: how many spans it held.
-    pub(super) struct Counted(u64);
+    /// `ExportTraceServiceRequest` with only the fields that hold spans.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct CountedRequest {
+        #[prost(message, repeated, tag = "1")]
+        resource_spans: Vec<CountedResourceSpans>,
+    }
 
-    /// Decodes a request into its span count; encodes the empty `ExportTraceServiceResponse`.
-    #[derive(Debug, Clone, Copy, Default)]
-    pub(super) struct CountCodec;
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct CountedResourceSpans {
+        #[prost(message, repeated, tag = "2")]
+        scope_spans: Vec<CountedScopeSpans>,
+    }
 
-    impl Codec for CountCodec {
-        type Encode = ();
-        type Decode = Counted;
-        type Encoder = CountCodec;
-        type Decoder = CountCodec;
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct CountedScopeSpans {
+        #[prost(bytes = "bytes", repeated, tag = "2")]
+        spans: Vec<bytes::Bytes>,
+    }
 
-        fn encoder(&mut self) -> Self::Encoder {
-            CountCodec
-        }
-
-        fn decoder(&mut self) -> Self::Decoder {
-            CountCodec
+    impl CountedRequest {
+        pub(super) fn spans(&self) -> u64 {
+            self.resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len() as u64)
+                .sum()
         }
     }
 
-    impl Encoder for CountCodec {
-        type Item = ();
-        type Error = Status;
-
-        /// An empty message (no partial success) is zero bytes.
-        fn encode(&mut self, (): (), _dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-            Ok(())
-        }
-    }
-
-    impl Decoder for CountCodec {
-        type Item = Counted;
-        type Error = Status;
-
-        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Counted>, Status> {
-            let len = src.remaining();
-            // The buffer of one message is contiguous.
-            let n = count_spans(&src.chunk()[..len]).map_err(Status::invalid_argument)?;
-            src.advance(len);
-            Ok(Some(Counted(n)))
-        }
-    }
+    /// The empty `ExportTraceServiceResponse` (no partial success).
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Answer {}
 
     /// The service, for `tonic::transport::Server::add_service`.
     #[derive(Clone)]
@@ -363,14 +362,13 @@ mod counting {
 
     struct Export(Arc<Shared>);
 
-    impl UnaryService<Counted> for Export {
-        type Response = ();
-        type Future = std::future::Ready<Result<Response<()>, Status>>;
+    impl UnaryService<CountedRequest> for Export {
+        type Response = Answer;
+        type Future = std::future::Ready<Result<Response<Answer>, Status>>;
 
-        fn call(&mut self, request: Request<Counted>) -> Self::Future {
-            let Counted(n) = request.into_inner();
-            self.0.arrived(n);
-            std::future::ready(Ok(Response::new(())))
+        fn call(&mut self, request: Request<CountedRequest>) -> Self::Future {
+            self.0.arrived(request.get_ref().spans());
+            std::future::ready(Ok(Response::new(Answer {})))
         }
     }
 
@@ -396,8 +394,9 @@ mod counting {
             }
             let shared = self.0.clone();
             Box::pin(async move {
-                let mut grpc = tonic::server::Grpc::new(CountCodec)
-                    .apply_max_message_size_config(Some(MAX_MESSAGE), None);
+                let mut grpc =
+                    tonic::server::Grpc::new(ProstCodec::<Answer, CountedRequest>::default())
+                        .apply_max_message_size_config(Some(MAX_MESSAGE), None);
                 Ok(grpc.unary(Export(shared), request).await)
             })
         }
@@ -406,126 +405,35 @@ mod counting {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, any_value};
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span};
-    use prost::Message;
+    use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
 
     use super::*;
 
-    fn span(i: u64) -> Span {
-        Span {
-            trace_id: vec![7; 16],
-            span_id: i.to_be_bytes().to_vec(),
-            name: format!("span {i}"),
-            kind: 1,
-            start_time_unix_nano: i,
-            end_time_unix_nano: i + 1,
-            attributes: vec![KeyValue {
-                key: "k".into(),
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::DoubleValue(1.5)),
-                }),
-                ..KeyValue::default()
-            }],
-            events: vec![span::Event {
-                name: "e".into(),
-                ..span::Event::default()
-            }],
-            ..Span::default()
-        }
-    }
-
-    #[test]
-    fn count_spans_counts_what_a_full_decode_finds() {
-        let mut next = 0;
-        let mut spans = |n: usize| {
-            (0..n)
-                .map(|_| {
-                    next += 1;
-                    span(next)
-                })
-                .collect::<Vec<_>>()
-        };
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![
-                ResourceSpans {
-                    resource: Some(Resource {
-                        attributes: vec![KeyValue {
-                            key: "service.name".into(),
-                            value: Some(AnyValue {
-                                value: Some(any_value::Value::StringValue("s".into())),
-                            }),
-                            ..KeyValue::default()
-                        }],
-                        ..Resource::default()
-                    }),
-                    scope_spans: vec![
-                        ScopeSpans {
-                            scope: Some(InstrumentationScope {
-                                name: "dagraid".into(),
-                                ..InstrumentationScope::default()
-                            }),
-                            spans: spans(3),
-                            schema_url: "x".into(),
-                        },
-                        ScopeSpans {
-                            spans: spans(0),
-                            ..ScopeSpans::default()
-                        },
-                    ],
-                    schema_url: "y".into(),
-                },
-                ResourceSpans {
-                    scope_spans: vec![ScopeSpans {
-                        spans: spans(200),
-                        ..ScopeSpans::default()
-                    }],
-                    ..ResourceSpans::default()
-                },
-            ],
-        };
-        let bytes = request.encode_to_vec();
-        assert_eq!(count_spans(&bytes), Ok(203));
-        assert_eq!(count_spans(&[]), Ok(0));
-        // Every cut inside the message is malformed, never a wrong count that looks right.
-        for cut in [1, bytes.len() / 2, bytes.len() - 1] {
-            assert!(count_spans(&bytes[..cut]).is_err(), "cut at {cut}");
-        }
-        assert_eq!(count_spans(&[0x0b]), Err("unsupported wire type"));
-    }
-
-    #[tokio::test]
-    async fn the_counting_receiver_counts_what_the_exporter_sends() {
-        use crate::export::{ExportStats, Exporter};
-        use crate::otlp::RequestEncoder;
-        use tracing_subscriber::layer::SubscriberExt;
-
-        let receiver = OtlpReceiver::counting().await.unwrap();
-        let stats: &'static ExportStats = Box::leak(Box::default());
-        let endpoint = receiver.endpoint();
-        let (queue, exporter) = Exporter::start_with(
-            move || crate::export::GrpcTransport::new(&endpoint, Duration::from_secs(10), &[]),
-            RequestEncoder::new(&[], "test", "0"),
-            crate::BatchSettings::default(),
-            stats,
-        )
-        .unwrap();
-        let layer = crate::layer::ExportLayer::new(crate::SamplerChoice::AlwaysOn, queue);
-        let subscriber = tracing_subscriber::registry().with(layer);
-        tracing::subscriber::with_default(subscriber, || {
+    /// The counting receiver counts what the SDK's exporter sends; the keeping receiver keeps
+    /// the same spans whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn both_receivers_get_what_the_exporter_sends() {
+        for keep in [false, true] {
+            let receiver = OtlpReceiver::start_with(keep, None).await.unwrap();
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(receiver.endpoint())
+                .build()
+                .unwrap();
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .build();
+            let tracer = provider.tracer("test");
             for i in 0..1234u64 {
-                let _span = tracing::info_span!("s", i).entered();
+                tracer.in_span(format!("s{i}"), |_| {});
             }
-        });
-        tokio::task::spawn_blocking(move || {
-            exporter.flush().unwrap();
-            exporter.shutdown().unwrap();
-        })
-        .await
-        .unwrap();
-        assert_eq!(receiver.count(), 1234);
-        assert_eq!(stats.snapshot(), (1234, 0, 1234, 0));
+            tokio::task::spawn_blocking(move || provider.shutdown().unwrap())
+                .await
+                .unwrap();
+            assert_eq!(receiver.count(), 1234);
+            assert_eq!(receiver.spans().len(), if keep { 1234 } else { 0 });
+        }
     }
 }
