@@ -70,12 +70,26 @@ async fn an_applications_trace_continues_through_the_coordinator_and_the_nodes()
             |spans: &[ReceivedSpan], name: &str| spans.iter().find(|s| s.name == name).cloned();
         let spans = receiver
             .wait_for(Duration::from_secs(60), |spans| {
+                // Whole: every process exports in its own batches, so the coordinator's spans
+                // may arrive after the nodes' (and the other way round).
                 find(spans, "app.checkpoint").is_some_and(|app| {
-                    spans
+                    let in_trace = |name: &str| {
+                        spans
+                            .iter()
+                            .filter(|s| s.trace_id == app.trace_id && s.name == name)
+                            .count()
+                    };
+                    in_trace("disk.write") >= 2
+                        && [
+                            "client.write",
+                            "dagraid.volume.v1.VolumeService/Write",
+                            "access",
+                            "dag",
+                            "Wnd",
+                            "dagraid.storage.v1.StorageNode/WriteBlocks",
+                        ]
                         .iter()
-                        .filter(|s| s.trace_id == app.trace_id && s.name == "disk.write")
-                        .count()
-                        >= 2
+                        .all(|name| in_trace(name) > 0)
                 })
             })
             .await
