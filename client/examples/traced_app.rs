@@ -9,7 +9,7 @@
 //!
 //! ```sh
 //! export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317   # Jaeger, a collector
-//! cargo run -p dagraid-client --bin dagraid -- up              # the cluster exports too
+//! cargo run --release -- up                                     # the cluster exports too
 //! cargo run -p dagraid-client --example traced_app -- http://127.0.0.1:7000 vol0
 //! ```
 //!
