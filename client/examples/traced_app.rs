@@ -10,7 +10,7 @@
 //! ```sh
 //! export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317   # Jaeger, a collector
 //! cargo run --release -- up                                     # the cluster exports too
-//! cargo run -p dagraid-client --example traced_app -- http://127.0.0.1:7000 vol0
+//! cargo run -p dagraid-client --example traced_app -- http://127.0.0.1:7070 vol0
 //! ```
 //!
 //! Arguments: the coordinator's URL and a volume's name (`DAGRAID_TOKEN`: its bearer token).
