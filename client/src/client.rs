@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dagraid_proto::volume::v1 as pb;
+use dagraid_tls::{ClientTls, Role, TlsFiles};
 use pb::volume_service_client::VolumeServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
@@ -102,6 +103,14 @@ pub struct ClientOptions {
     /// Upper bound of one call's payload, below the coordinator's own `max_io_bytes` (`None`:
     /// the coordinator's limit alone).
     pub max_io_bytes: Option<u64>,
+    /// TLS to the coordinator (`https://` endpoints): the cluster CA, and optionally a client
+    /// certificate naming `client.dagraid`, which the coordinator accepts instead of the token
+    /// (docs/SECURITY.md). `None`: plaintext (`http://`).
+    pub tls: Option<TlsFiles>,
+    /// The name the coordinator's certificate must carry [default: `coordinator.dagraid`,
+    /// the name every coordinator certificate of a dagraid cluster CA carries, whatever its
+    /// address].
+    pub tls_server_name: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -116,6 +125,8 @@ impl Default for ClientOptions {
             keepalive_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             max_io_bytes: None,
+            tls: None,
+            tls_server_name: None,
         }
     }
 }
@@ -210,14 +221,41 @@ impl Client {
                     |_| ClientError::InvalidOptions("the token must be printable ASCII"),
                 )?),
             };
-        let uri = if endpoint.contains("://") {
-            endpoint.clone()
-        } else {
-            format!("http://{endpoint}")
-        };
         let invalid = |reason: String| ClientError::InvalidEndpoint {
             endpoint: endpoint.clone(),
             reason,
+        };
+        // tonic is given http://: the TLS, when asked for, is the connector's.
+        let uri = match (endpoint.split_once("://"), &options.tls) {
+            (None, _) => format!("http://{endpoint}"),
+            (Some(("http", _)), None) => endpoint.clone(),
+            (Some(("https", rest)), Some(_)) => format!("http://{rest}"),
+            (Some(("https", _)), None) => {
+                return Err(invalid(
+                    "https:// needs TLS options (ClientOptions::tls: the cluster CA)".into(),
+                ));
+            }
+            (Some(("http", _)), Some(_)) => {
+                return Err(invalid("TLS options are set: use https://host:port".into()));
+            }
+            (Some(_), _) => {
+                return Err(invalid("only http:// and https:// are supported".into()));
+            }
+        };
+        let connector = match &options.tls {
+            None => None,
+            Some(files) => {
+                let tls = ClientTls::load(files.clone()).map_err(|e| ClientError::Tls {
+                    message: e.to_string(),
+                })?;
+                let name = options
+                    .tls_server_name
+                    .clone()
+                    .unwrap_or_else(|| Role::Coordinator.dns_name());
+                Some(tls.connector(&name).map_err(|e| ClientError::Tls {
+                    message: e.to_string(),
+                })?)
+            }
         };
         let config = Endpoint::from_shared(uri)
             .map_err(|e| invalid(error_chain(&e)))?
@@ -233,15 +271,17 @@ impl Client {
         if uri.host().is_none_or(str::is_empty) {
             return Err(invalid("expected http://host:port".into()));
         }
-        if !matches!(uri.scheme_str(), Some("http")) {
-            return Err(invalid(
-                "only http:// is supported (the coordinator serves plain HTTP/2)".into(),
-            ));
-        }
         let channels = futures::future::try_join_all((0..options.connections).map(|_| {
             let config = config.clone();
+            let connector = connector.clone();
             async move {
-                match tokio::time::timeout(options.connect_timeout, config.connect()).await {
+                let connecting = async {
+                    match connector {
+                        Some(connector) => config.connect_with_connector(connector).await,
+                        None => config.connect().await,
+                    }
+                };
+                match tokio::time::timeout(options.connect_timeout, connecting).await {
                     Ok(Ok(channel)) => Ok(channel),
                     Ok(Err(e)) => Err(ClientError::Transport {
                         message: format!("cannot connect: {}", error_chain(&e)),

@@ -42,6 +42,13 @@ pub enum ClientError {
     /// a zero timeout, ...).
     #[error("invalid client options: {0}")]
     InvalidOptions(&'static str),
+    /// The TLS material in [`crate::ClientOptions::tls`] cannot be used (a file that is
+    /// missing or holds no certificate, a key that does not match).
+    #[error("TLS: {message}")]
+    Tls {
+        /// What is wrong, naming the file.
+        message: String,
+    },
     /// The call carried no token or the wrong one (UNAUTHENTICATED).
     #[error("{}", labelled("unauthenticated", .message))]
     Unauthenticated {
@@ -319,6 +326,14 @@ impl ClientError {
     }
 
     fn by_code(status: &Status, named: bool, message: String) -> Self {
+        // A status with a source was made here, from a transport error (a status from the
+        // coordinator has none): tonic reports a connection closed under a call (a TLS alert
+        // after the handshake, a reset) as CANCELLED or UNKNOWN, which are not timeouts.
+        if status.source().is_some() && matches!(status.code(), Code::Cancelled | Code::Unknown) {
+            return ClientError::Transport {
+                message: transport_message(status),
+            };
+        }
         match status.code() {
             Code::Unauthenticated => ClientError::Unauthenticated { message },
             // Unnamed NOT_FOUND and ALREADY_EXISTS have one meaning each in the volume API; a
@@ -549,6 +564,19 @@ mod tests {
                 want,
                 "{kind}"
             );
+        }
+    }
+
+    #[test]
+    fn a_connection_closed_under_a_call_is_a_transport_error() {
+        for code in [Code::Cancelled, Code::Unknown] {
+            let mut status = Status::new(code, "operation was canceled");
+            status.set_source(std::sync::Arc::new(std::io::Error::other(
+                "received fatal alert: DecryptError",
+            )));
+            let e = ClientError::from_status(&status);
+            assert!(e.is_transport(), "{code:?}: {e:?}");
+            assert!(e.to_string().contains("fatal alert"), "{e}");
         }
     }
 

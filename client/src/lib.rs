@@ -39,6 +39,7 @@ pub use client::{
     Client, ClientOptions, HTTP2_CONNECTION_WINDOW, HTTP2_MAX_FRAME_SIZE, HTTP2_STREAM_WINDOW,
     MAX_MESSAGE_BYTES, RetryPolicy,
 };
+pub use dagraid_tls::TlsFiles;
 pub use error::ClientError;
 pub use types::{
     AssembleOutcome, AssemblyInfo, ClusterInfo, ComponentInfo, ComponentState, LostRange,

@@ -211,6 +211,11 @@ pub struct CoordinatorConfig {
     pub nbd_insecure: bool,
     /// Export every volume read-only over NBD (writes, trims and zeroing answer EPERM).
     pub nbd_read_only: bool,
+    /// TLS (docs/SECURITY.md): the coordinator's certificate (naming `coordinator.dagraid`),
+    /// key and the cluster CA. The volume API then serves TLS and accepts a client certificate
+    /// (naming `client.dagraid`) or the token; the storage nodes are called over TLS, each
+    /// expected to present its own node certificate. `None`: plaintext everywhere.
+    pub tls: Option<dagraid_tls::TlsFiles>,
 }
 
 /// Refuses an NBD listening address that is not loopback unless `insecure`: NBD carries no
@@ -256,6 +261,7 @@ impl CoordinatorConfig {
             nbd_listen: None,
             nbd_insecure: false,
             nbd_read_only: false,
+            tls: None,
             parity_map_cooldown: dagraid_core::parity_map::DEFAULT_COOLDOWN,
         }
     }
@@ -277,6 +283,10 @@ impl CoordinatorConfig {
         let mut addresses = HashSet::new();
         for node in &self.nodes {
             node.validate()?;
+            if self.tls.is_some() {
+                // Each node is expected to present a certificate naming ID.node.dagraid.
+                dagraid_tls::check_node_id(&node.id).map_err(|e| e.to_string())?;
+            }
             if !ids.insert(node.id.as_str()) {
                 return Err(format!("storage node id {:?} is given twice", node.id));
             }
@@ -620,6 +630,9 @@ pub struct Args {
     /// Export the volumes read-only over NBD (writes, trims and zeroing answer EPERM).
     #[arg(long)]
     pub nbd_read_only: bool,
+    /// TLS on the volume API and to the storage nodes (docs/SECURITY.md).
+    #[command(flatten)]
+    pub tls: dagraid_tls::TlsArgs,
     /// Trace export (OTLP/gRPC), configured like any OpenTelemetry SDK.
     #[command(flatten)]
     pub telemetry: dagraid_telemetry::TelemetryArgs,
@@ -724,6 +737,7 @@ impl Args {
         config.nbd_listen = self.nbd_listen.or(file.nbd_listen);
         config.nbd_insecure = self.nbd_insecure || file.nbd_insecure.unwrap_or(false);
         config.nbd_read_only = self.nbd_read_only || file.nbd_read_only.unwrap_or(false);
+        config.tls = self.tls.server_files().map_err(|e| e.to_string())?;
         config.validate()?;
         Ok(config)
     }

@@ -150,6 +150,7 @@ pub struct Coordinator {
     metrics_server: Option<MetricsServer>,
     spares: Arc<SparePool>,
     nbd_addr: Option<SocketAddr>,
+    tls: Vec<dagraid_tls::Reloadable>,
 }
 
 impl Drop for Coordinator {
@@ -225,6 +226,21 @@ impl Coordinator {
             // Logged before the listening line is printed: `dagraid up` and the tests read it.
             tracing::info!(%addr, read_only = config.nbd_read_only, "nbd export listening");
         }
+        // The API's certificate is also the client certificate the nodes are called with.
+        let (server_tls, client_tls) = match &config.tls {
+            None => (None, None),
+            Some(files) => {
+                let tls_error = |e: dagraid_tls::TlsError| CoordinatorError::Config(e.to_string());
+                if let Some(cert) = &files.cert {
+                    dagraid_tls::check_certificate_names(cert, &dagraid_tls::Role::Coordinator)
+                        .map_err(tls_error)?;
+                }
+                (
+                    Some(dagraid_tls::ServerTls::load(files.clone()).map_err(tls_error)?),
+                    Some(dagraid_tls::ClientTls::load(files.clone()).map_err(tls_error)?),
+                )
+            }
+        };
         let metrics = Arc::new(CoordinatorMetrics::new());
         let metrics_server = match config.metrics_listen {
             None => None,
@@ -276,6 +292,7 @@ impl Coordinator {
             fencing.clone(),
             NodeClientConfig {
                 metrics: Some(metrics.storage().clone()),
+                tls: client_tls.clone(),
                 ..node_client_config(&config)
             },
             config.node_deadline,
@@ -412,16 +429,18 @@ impl Coordinator {
         ))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-        let api = InterceptedService::new(api, BearerAuth::new(config.token.as_deref()));
+        let api = InterceptedService::new(
+            api,
+            BearerAuth::new(config.token.as_deref(), server_tls.is_some()),
+        );
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<VolumeServiceServer<VolumeApi>>().await;
         let reflection = reflection_service()?;
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let signal = stop.clone();
         // Health checks are polled: traced only when they carry a trace context.
         let traced = GrpcServerLayer::new(Some(metrics.grpc().clone()))
             .quiet(&["grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch"]);
-        let server = Server::builder()
+        let router = Server::builder()
             .layer(traced)
             .max_frame_size(HTTP2_MAX_FRAME_SIZE)
             .initial_stream_window_size(HTTP2_STREAM_WINDOW)
@@ -429,14 +448,29 @@ impl Coordinator {
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(api)
-            .serve_with_incoming_shutdown(incoming, async move {
-                signal.cancelled().await;
-                tracing::info!("shutting down: no new calls; waiting for the calls in progress");
-                health
-                    .set_not_serving::<VolumeServiceServer<VolumeApi>>()
-                    .await;
-            });
+            .add_service(api);
+        let shutdown = async move {
+            signal.cancelled().await;
+            tracing::info!("shutting down: no new calls; waiting for the calls in progress");
+            health
+                .set_not_serving::<VolumeServiceServer<VolumeApi>>()
+                .await;
+        };
+        type Serving =
+            std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+        let server: Serving = match &server_tls {
+            Some(tls) => {
+                Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), shutdown))
+            }
+            None => {
+                tracing::warn!(
+                    addr = %local_addr,
+                    "serving the volume API over plaintext gRPC (no TLS): see docs/SECURITY.md"
+                );
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
+            }
+        };
         let stop_all = stop.clone();
         // An access retries at most a few DAGs, each bounded by the node deadline.
         let drain_within = config.node_deadline * 6 + Duration::from_secs(1);
@@ -461,7 +495,12 @@ impl Coordinator {
             tracing::info!("stopped");
             served.map_err(CoordinatorError::from)
         });
-        tracing::info!(addr = %local_addr, epoch, "serving");
+        tracing::info!(addr = %local_addr, epoch, tls = server_tls.is_some(), "serving");
+        let tls = server_tls
+            .map(dagraid_tls::Reloadable::Server)
+            .into_iter()
+            .chain(client_tls.map(dagraid_tls::Reloadable::Client))
+            .collect();
         Ok(Coordinator {
             local_addr,
             epoch,
@@ -471,7 +510,13 @@ impl Coordinator {
             metrics_server,
             spares,
             nbd_addr,
+            tls,
         })
+    }
+
+    /// The TLS material in use (empty without TLS), for [`dagraid_tls::reload_on_hangup`].
+    pub fn tls_material(&self) -> Vec<dagraid_tls::Reloadable> {
+        self.tls.clone()
     }
 
     /// Where the NBD export listens (port 0 resolved), if it does.
@@ -630,6 +675,10 @@ async fn serve_announced(config: CoordinatorConfig) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let shutdown = shutdown_signal()?;
+    let tls = coordinator.tls_material();
+    if !tls.is_empty() {
+        dagraid_tls::reload_on_hangup(tls).map_err(|e| e.to_string())?;
+    }
     // The one line scripts, `dagraid up` and the test harness wait for, first.
     println!(
         "dagraid-coordinator listening on {}",

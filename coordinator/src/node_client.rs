@@ -173,6 +173,9 @@ pub struct NodeClientConfig {
     pub keepalive_timeout: Duration,
     /// Where call latencies and errors are counted; `None`: not counted.
     pub metrics: Option<StorageRpcMetrics>,
+    /// TLS to the node with the coordinator's certificate; `None`: plaintext. With it the
+    /// node must present a certificate naming its id ([`NodeClient::for_node`]).
+    pub tls: Option<Arc<dagraid_tls::ClientTls>>,
 }
 
 impl Default for NodeClientConfig {
@@ -186,6 +189,7 @@ impl Default for NodeClientConfig {
             keepalive_interval: Duration::from_secs(1),
             keepalive_timeout: Duration::from_secs(2),
             metrics: None,
+            tls: None,
         }
     }
 }
@@ -581,9 +585,31 @@ impl fmt::Debug for NodeClient {
 }
 
 impl NodeClient {
-    /// A client of the node at `address` (`host:port`, or an `http://` URI). Connects lazily: it
+    /// A client of the node at `address` (`host:port`, or an `http://` URI), over plaintext
+    /// (a config with TLS needs the node's id: [`NodeClient::for_node`]). Connects lazily: it
     /// returns at once even if the node is down. Must be called inside a tokio runtime.
     pub fn new(
+        address: &str,
+        fencing: Arc<FencingContext>,
+        config: NodeClientConfig,
+    ) -> Result<Self, NodeClientError> {
+        Self::build(None, address, fencing, config)
+    }
+
+    /// A client of storage node `node_id` at `address`. With TLS in `config`, a connection is
+    /// made only to a peer whose certificate names that node (`ID.node.dagraid`): whatever else
+    /// answers at the address fails the handshake.
+    pub fn for_node(
+        node_id: &str,
+        address: &str,
+        fencing: Arc<FencingContext>,
+        config: NodeClientConfig,
+    ) -> Result<Self, NodeClientError> {
+        Self::build(Some(node_id), address, fencing, config)
+    }
+
+    fn build(
+        node_id: Option<&str>,
         address: &str,
         fencing: Arc<FencingContext>,
         config: NodeClientConfig,
@@ -613,10 +639,29 @@ impl NodeClient {
                 reason: "expected host:port".into(),
             });
         }
+        let connector = match (&config.tls, node_id) {
+            (None, _) => None,
+            (Some(tls), Some(id)) => Some(
+                tls.connector(&dagraid_tls::Role::Node(id.to_owned()).dns_name())
+                    .map_err(|e| NodeClientError::InvalidAddress {
+                        address: address.to_owned(),
+                        reason: e.to_string(),
+                    })?,
+            ),
+            (Some(_), None) => {
+                return Err(NodeClientError::InvalidConfig(
+                    "TLS to a storage node needs the node's id (NodeClient::for_node)",
+                ));
+            }
+        };
         // Each lazy channel is its own connection.
         let clients: Arc<[Rpc]> = (0..config.connections)
             .map(|_| {
-                StorageNodeClient::new(endpoint.connect_lazy())
+                let channel = match &connector {
+                    Some(connector) => endpoint.connect_with_connector_lazy(connector.clone()),
+                    None => endpoint.connect_lazy(),
+                };
+                StorageNodeClient::new(channel)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES)
             })

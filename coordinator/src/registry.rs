@@ -158,7 +158,12 @@ impl NodeRegistry {
                     id: spec.id.clone(),
                     address: spec.address.clone(),
                     configured,
-                    client: NodeClient::new(&spec.address, fencing.clone(), client_config.clone())?,
+                    client: NodeClient::for_node(
+                        &spec.id,
+                        &spec.address,
+                        fencing.clone(),
+                        client_config.clone(),
+                    )?,
                     health: Mutex::new(NodeHealth::default()),
                 })
             })

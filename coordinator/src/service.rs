@@ -712,13 +712,18 @@ impl VolumeService for VolumeApi {
 #[derive(Debug, Clone)]
 pub struct BearerAuth {
     token: Option<Arc<[u8]>>,
+    client_certificates: bool,
 }
 
 impl BearerAuth {
-    /// Requires `token` on every call; `None` lets every call through.
-    pub fn new(token: Option<&str>) -> Self {
+    /// Requires `token` on every call; `None` lets every call through. With
+    /// `client_certificates` (the API serves TLS), a call whose TLS client certificate names
+    /// the client role (`client.dagraid`) is let through without the token, and without a
+    /// token configured such a certificate is required.
+    pub fn new(token: Option<&str>, client_certificates: bool) -> Self {
         Self {
             token: token.map(|t| Arc::from(t.as_bytes())),
+            client_certificates,
         }
     }
 
@@ -756,6 +761,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 impl Interceptor for BearerAuth {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        if self.client_certificates {
+            if dagraid_tls::require_role(&request, &dagraid_tls::Role::Client).is_ok() {
+                return Ok(request);
+            }
+            if self.token.is_none() {
+                return Err(ServiceError::ClientCertificateRequired.to_status());
+            }
+        }
         let header = request
             .metadata()
             .get("authorization")
@@ -774,10 +787,10 @@ mod tests {
 
     #[test]
     fn the_token_is_checked_exactly() {
-        let open = BearerAuth::new(None);
+        let open = BearerAuth::new(None, false);
         assert!(open.accepts(None));
         assert!(open.accepts(Some(b"Bearer anything")));
-        let auth = BearerAuth::new(Some("s3cret"));
+        let auth = BearerAuth::new(Some("s3cret"), false);
         assert!(auth.accepts(Some(b"Bearer s3cret")));
         assert!(auth.accepts(Some(b"bearer s3cret")));
         for bad in [
@@ -802,7 +815,7 @@ mod tests {
 
     #[test]
     fn a_call_without_the_token_is_unauthenticated_with_its_kind() {
-        let mut auth = BearerAuth::new(Some("t"));
+        let mut auth = BearerAuth::new(Some("t"), false);
         let status = auth.call(Request::new(())).unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
         assert_eq!(

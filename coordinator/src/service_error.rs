@@ -29,6 +29,12 @@ pub enum ServiceError {
     /// The call carried no bearer token, or the wrong one.
     #[error("missing or wrong bearer token (send `authorization: Bearer <token>`)")]
     Unauthenticated,
+    /// The API serves TLS without a token: a call needs a client certificate naming the client
+    /// role.
+    #[error(
+        "this call needs a TLS client certificate naming client.dagraid (the cluster's client certificate; docs/SECURITY.md)"
+    )]
+    ClientCertificateRequired,
     /// No volume of that name.
     #[error("no volume named {name:?}")]
     UnknownVolume {
@@ -211,7 +217,9 @@ impl ServiceError {
     /// The gRPC code and the `dagraid-error-kind` of this error.
     pub fn code_and_kind(&self) -> (Code, &'static str) {
         match self {
-            ServiceError::Unauthenticated => (Code::Unauthenticated, error_kind::UNAUTHENTICATED),
+            ServiceError::Unauthenticated | ServiceError::ClientCertificateRequired => {
+                (Code::Unauthenticated, error_kind::UNAUTHENTICATED)
+            }
             ServiceError::InvalidRequest { .. } => {
                 (Code::InvalidArgument, error_kind::INVALID_REQUEST)
             }

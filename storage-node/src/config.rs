@@ -33,6 +33,9 @@ pub struct NodeConfig {
     pub fault_injection: bool,
     /// Where to serve Prometheus metrics (`/metrics`); `None`: not served. Port 0 picks one.
     pub metrics_listen: Option<SocketAddr>,
+    /// TLS: the node's certificate (naming `ID.node.dagraid`), key and the cluster CA; the
+    /// storage API then answers only the coordinator (docs/SECURITY.md). `None`: plaintext.
+    pub tls: Option<dagraid_tls::TlsFiles>,
 }
 
 /// The optional TOML configuration file; every key is optional and flags override it.
@@ -84,6 +87,7 @@ impl NodeConfig {
             max_io_bytes: DEFAULT_MAX_IO_BYTES,
             fault_injection: false,
             metrics_listen: None,
+            tls: None,
         }
     }
 
@@ -148,6 +152,10 @@ pub struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free port) [default: off].
     #[arg(long, value_name = "ADDR", env = "DAGRAID_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// TLS (docs/SECURITY.md): with it the storage API answers only a peer whose certificate
+    /// names the coordinator.
+    #[command(flatten)]
+    pub tls: dagraid_tls::TlsArgs,
     /// Trace export (the standard `OTEL_*` variables and their flags).
     #[command(flatten)]
     pub telemetry: dagraid_telemetry::TelemetryArgs,
@@ -184,6 +192,10 @@ impl Args {
                 .unwrap_or(DEFAULT_MAX_IO_BYTES),
             fault_injection: self.fault_injection || file.fault_injection.unwrap_or(false),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            tls: self
+                .tls
+                .server_files()
+                .map_err(|e| NodeError::Config(e.to_string()))?,
         })
     }
 }

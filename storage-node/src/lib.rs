@@ -48,6 +48,8 @@ use std::sync::Arc;
 
 use dagraid_proto::storage::v1::storage_node_server::StorageNodeServer;
 use dagraid_telemetry::{GrpcServerLayer, MetricsServer};
+use dagraid_tls::{Role, ServerTls};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
@@ -79,6 +81,7 @@ pub struct StartedNode {
     local_addr: SocketAddr,
     metrics: Arc<metrics::NodeMetrics>,
     metrics_server: Option<MetricsServer>,
+    tls: Option<Arc<ServerTls>>,
 }
 
 /// Calls that get a span only when they carry a trace context: polled by the coordinator's
@@ -109,6 +112,18 @@ pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
         addr: config.listen,
         source,
     })?;
+    let tls = match &config.tls {
+        None => None,
+        Some(files) => {
+            let tls =
+                ServerTls::load(files.clone()).map_err(|e| NodeError::Config(e.to_string()))?;
+            if let Some(cert) = &files.cert {
+                dagraid_tls::check_certificate_names(cert, &Role::Node(node.node_id().into()))
+                    .map_err(|e| NodeError::Config(e.to_string()))?;
+            }
+            Some(tls)
+        }
+    };
     let node = Arc::new(node);
     let metrics = Arc::new(metrics::NodeMetrics::new(node.clone()));
     let metrics_server = match config.metrics_listen {
@@ -125,6 +140,7 @@ pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
         local_addr,
         metrics,
         metrics_server,
+        tls,
     })
 }
 
@@ -144,6 +160,11 @@ impl StartedNode {
         self.metrics_server.as_ref().map(MetricsServer::local_addr)
     }
 
+    /// The node's TLS material, when it serves TLS ([`ServerTls::reload`] replaces it).
+    pub fn tls(&self) -> Option<&Arc<ServerTls>> {
+        self.tls.as_ref()
+    }
+
     /// The node's metrics (served at [`StartedNode::metrics_addr`] when configured).
     pub fn metrics(&self) -> &Arc<metrics::NodeMetrics> {
         &self.metrics
@@ -156,32 +177,57 @@ impl StartedNode {
         let service = StorageNodeServer::new(StorageService::new(self.node.clone()))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
+        // With TLS, the storage API answers the coordinator only (health answers anyone).
+        let only_coordinator = self.tls.is_some();
+        let service = InterceptedService::new(service, move |request: tonic::Request<()>| {
+            if only_coordinator {
+                dagraid_tls::require_role(&request, &Role::Coordinator)?;
+            }
+            Ok(request)
+        });
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<StorageNodeServer<StorageService>>()
             .await;
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let token = self.node.shutdown_token().clone();
-        tracing::info!(addr = %self.local_addr, "serving");
+        match &self.tls {
+            Some(_) => tracing::info!(addr = %self.local_addr, tls = true, "serving"),
+            None => tracing::warn!(
+                addr = %self.local_addr,
+                "serving plaintext gRPC (no TLS): anyone who reaches this port can read and write every component; see docs/SECURITY.md"
+            ),
+        }
         let traced = GrpcServerLayer::new(Some(self.metrics.grpc().clone())).quiet(QUIET_METHODS);
         // Kept until the server stops.
         let _metrics_server = self.metrics_server;
-        Server::builder()
+        let router = Server::builder()
             .layer(traced)
             .max_frame_size(HTTP2_MAX_FRAME_SIZE)
             .initial_stream_window_size(HTTP2_STREAM_WINDOW)
             .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
             .add_service(health_service)
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, async move {
-                shutdown.await;
-                tracing::info!("shutting down");
-                health
-                    .set_not_serving::<StorageNodeServer<StorageService>>()
-                    .await;
-                token.cancel();
-            })
-            .await?;
+            .add_service(service);
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            health
+                .set_not_serving::<StorageNodeServer<StorageService>>()
+                .await;
+            token.cancel();
+        };
+        match &self.tls {
+            Some(tls) => {
+                router
+                    .serve_with_incoming_shutdown(tls.incoming(self.listener), shutdown)
+                    .await?
+            }
+            None => {
+                let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await?
+            }
+        }
         Ok(())
     }
 }
@@ -242,6 +288,10 @@ fn shutdown_signal() -> Result<impl Future<Output = ()>, NodeError> {
 async fn serve_announced(config: NodeConfig) -> Result<(), NodeError> {
     let started = start(config).await?;
     let shutdown = shutdown_signal()?;
+    if let Some(tls) = started.tls() {
+        dagraid_tls::reload_on_hangup(vec![dagraid_tls::Reloadable::Server(tls.clone())])
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+    }
     // The one line scripts, `dagraid up` and the test harness wait for, first.
     println!("dagraid-node listening on {}", started.local_addr());
     if let Some(addr) = started.metrics_addr() {

@@ -243,6 +243,11 @@ impl Node {
         self.faults.enabled()
     }
 
+    /// The node id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
     /// Payload limit of one read or write.
     pub fn max_io_bytes(&self) -> u64 {
         self.max_io_bytes

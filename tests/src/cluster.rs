@@ -10,6 +10,7 @@ use dagraid_core::layout::{ColumnSet, Geometry, Layout, RaidLevel};
 use dagraid_core::testing::reference::verify_columns;
 use dagraid_proto::storage::v1 as spb;
 use dagraid_proto::volume::v1 as vpb;
+use dagraid_tls::Role;
 use tokio::process::{Child, Command};
 use tonic::transport::{Channel, Endpoint};
 
@@ -51,6 +52,9 @@ pub struct ClusterOptions {
     pub down_out_delay_ms: Option<u64>,
     /// `--rebuild-rate` of the coordinator (bytes per second; 0: no limit); `None`: its default.
     pub rebuild_rate: Option<u64>,
+    /// Mutual TLS on every link, under a cluster CA of the test's own ([`Cluster::pki`]);
+    /// off: every process is started with `--insecure`.
+    pub tls: bool,
 }
 
 impl Default for ClusterOptions {
@@ -66,6 +70,7 @@ impl Default for ClusterOptions {
             metrics: false,
             down_out_delay_ms: None,
             rebuild_rate: None,
+            tls: false,
         }
     }
 }
@@ -208,21 +213,37 @@ pub struct Cluster {
     pub coordinator: CoordinatorProcess,
     /// The options it was started with.
     pub options: ClusterOptions,
+    /// The cluster CA, with [`ClusterOptions::tls`].
+    pub pki: Option<crate::tls::TestPki>,
 }
 
 impl Cluster {
     /// Starts `options.nodes` storage nodes (ids `node1`, `node2`, ...; cluster id `dagraid`)
     /// and a coordinator that knows them.
     pub async fn start(options: ClusterOptions) -> Result<Cluster> {
+        let pki = if options.tls {
+            Some(crate::tls::TestPki::new()?)
+        } else {
+            None
+        };
         let mut nodes = Vec::new();
         for i in 1..=options.nodes {
+            let id = format!("node{i}");
+            let tls = match &pki {
+                Some(pki) => Some(crate::node::NodeTls {
+                    node: pki.files(&Role::Node(id.clone()))?,
+                    caller: pki.files(&Role::Coordinator)?,
+                }),
+                None => None,
+            };
             nodes.push(
                 NodeProcess::start(NodeOptions {
-                    node_id: Some(format!("node{i}")),
+                    node_id: Some(id),
                     cluster_id: Some("dagraid".to_owned()),
                     fault_injection: options.fault_injection,
                     metrics: options.metrics,
                     env: options.env.clone(),
+                    tls,
                     ..NodeOptions::default()
                 })
                 .await?,
@@ -256,31 +277,54 @@ impl Cluster {
             args.push("--rebuild-rate".to_owned());
             args.push(rate.to_string());
         }
+        match &pki {
+            Some(pki) => args.extend(pki.server_args(&Role::Coordinator)?),
+            None => args.push("--insecure".to_owned()),
+        }
         args.extend(options.coordinator_args.iter().cloned());
         let coordinator = CoordinatorProcess::start_with_env(args, options.env.clone()).await?;
         Ok(Cluster {
             nodes,
             coordinator,
             options,
+            pki,
         })
     }
 
-    /// The coordinator's URL.
+    /// The coordinator's URL (`https://` with TLS).
     pub fn url(&self) -> String {
-        self.coordinator.url()
+        match &self.pki {
+            Some(_) => format!("https://{}", self.coordinator.addr()),
+            None => self.coordinator.url(),
+        }
     }
 
-    /// A raw volume-API client (generated code) carrying the cluster's token.
+    /// What a client of the volume API presents with [`ClusterOptions::tls`]: the CA and the
+    /// client certificate.
+    pub fn client_tls(&self) -> Result<Option<dagraid_client::TlsFiles>> {
+        self.pki
+            .as_ref()
+            .map(|pki| pki.files(&Role::Client))
+            .transpose()
+    }
+
+    /// A raw volume-API client (generated code) carrying the cluster's token (and, with TLS,
+    /// the client certificate).
     pub async fn volume_client(&self) -> Result<RawVolumeClient> {
-        let channel = Endpoint::from_shared(self.url())?
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
-            .max_frame_size(dagraid_node::HTTP2_MAX_FRAME_SIZE)
-            .initial_stream_window_size(dagraid_node::HTTP2_STREAM_WINDOW)
-            .initial_connection_window_size(dagraid_node::HTTP2_CONNECTION_WINDOW)
-            .connect()
-            .await
-            .context("connecting to the coordinator")?;
+        let channel = match self.client_tls()? {
+            Some(files) => {
+                crate::tls::channel(self.coordinator.addr(), &files, &Role::Coordinator).await?
+            }
+            None => Endpoint::from_shared(self.url())?
+                .connect_timeout(Duration::from_secs(10))
+                .tcp_nodelay(true)
+                .max_frame_size(dagraid_node::HTTP2_MAX_FRAME_SIZE)
+                .initial_stream_window_size(dagraid_node::HTTP2_STREAM_WINDOW)
+                .initial_connection_window_size(dagraid_node::HTTP2_CONNECTION_WINDOW)
+                .connect()
+                .await
+                .context("connecting to the coordinator")?,
+        };
         Ok(RawVolumeClient {
             inner: vpb::volume_service_client::VolumeServiceClient::new(channel)
                 .max_decoding_message_size(crate::node::CLIENT_MESSAGE_LIMIT)

@@ -28,6 +28,7 @@ pub mod load;
 pub mod node;
 pub mod process;
 pub mod prom;
+pub mod tls;
 pub mod workload;
 
 use std::future::Future;

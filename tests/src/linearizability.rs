@@ -185,6 +185,7 @@ pub fn error_name(err: &ClientError) -> &'static str {
     match err {
         ClientError::InvalidEndpoint { .. } => "invalid-endpoint",
         ClientError::InvalidOptions(_) => "invalid-options",
+        ClientError::Tls { .. } => "tls",
         ClientError::Unauthenticated { .. } => "unauthenticated",
         ClientError::UnknownVolume { .. } => "unknown-volume",
         ClientError::VolumeExists { .. } => "volume-exists",

@@ -40,6 +40,18 @@ pub struct NodeOptions {
     pub metrics: bool,
     /// Environment variables (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub env: Vec<(String, String)>,
+    /// Serve TLS (and answer the coordinator only); `None`: plaintext (`--insecure`).
+    pub tls: Option<NodeTls>,
+}
+
+/// A node's TLS: its own certificate, and what the test calls it with.
+#[derive(Debug, Clone)]
+pub struct NodeTls {
+    /// The node's certificate (naming `ID.node.dagraid`), key and CA.
+    pub node: dagraid_client::TlsFiles,
+    /// What [`NodeProcess::client`] presents: the coordinator's certificate (the tests read
+    /// components as the coordinator would).
+    pub caller: dagraid_client::TlsFiles,
 }
 
 /// A running `dagraid-node` on a temporary data directory; killed when dropped.
@@ -92,6 +104,14 @@ impl NodeProcess {
         }
         if self.options.metrics {
             cmd.arg("--metrics-listen").arg("127.0.0.1:0");
+        }
+        match &self.options.tls {
+            Some(tls) => {
+                cmd.args(crate::tls::server_args(&tls.node));
+            }
+            None => {
+                cmd.arg("--insecure");
+            }
         }
         cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));
         let (child, addr, metrics_url) = crate::process::spawn_listening_with(
@@ -216,12 +236,21 @@ impl NodeProcess {
 
     /// A new connection (its own HTTP/2 connection) with the node.
     pub async fn client(&self) -> Result<StorageNodeClient<Channel>> {
-        connect(self.addr).await
+        Ok(StorageNodeClient::new(self.channel().await?)
+            .max_decoding_message_size(CLIENT_MESSAGE_LIMIT)
+            .max_encoding_message_size(CLIENT_MESSAGE_LIMIT))
     }
 
-    /// A raw channel, for other services on the node (health).
+    /// A raw channel, for other services on the node (health); over TLS with the caller's
+    /// certificate when the node serves TLS.
     pub async fn channel(&self) -> Result<Channel> {
-        channel(self.addr).await
+        match (&self.options.tls, &self.options.node_id) {
+            (Some(tls), Some(id)) => {
+                crate::tls::channel(self.addr, &tls.caller, &dagraid_tls::Role::Node(id.clone()))
+                    .await
+            }
+            _ => channel(self.addr).await,
+        }
     }
 
     /// Kills the process with SIGKILL (no shutdown at all) and waits for it.
@@ -325,6 +354,11 @@ impl NodeProcess {
     /// Stops the process with SIGSTOP: it keeps its sockets but answers nothing.
     pub async fn pause(&self) -> Result<()> {
         self.signal("-STOP").await
+    }
+
+    /// SIGHUP: the node reads its TLS material again.
+    pub async fn hangup(&self) -> Result<()> {
+        self.signal("-HUP").await
     }
 
     /// Resumes a process stopped by [`NodeProcess::pause`] (SIGCONT).

@@ -3,9 +3,16 @@
 //!
 //! ```toml
 //! version = 1
-//! coordinator = "http://127.0.0.1:7070"
+//! coordinator = "https://127.0.0.1:7070"
 //! token = "3f9c..."
+//! tls-ca = "/home/me/.dagraid/tls/ca.pem"
+//! tls-cert = "/home/me/.dagraid/tls/client.pem"
+//! tls-key = "/home/me/.dagraid/tls/client-key.pem"
 //! ```
+//!
+//! The `tls-*` keys (the cluster CA and the client certificate `dagraid up` made) are there
+//! when the coordinator serves TLS; a tool that does not know them ignores them and is refused
+//! the `https://` URL with a clear error.
 //!
 //! The file holds the bearer token, so it is written with mode 0600, through a temporary file
 //! renamed over the old one (a reader never sees half a file).
@@ -32,6 +39,15 @@ pub struct ClusterFile {
     pub coordinator: String,
     /// The bearer token the coordinator was started with.
     pub token: String,
+    /// The cluster CA (`https://` coordinators).
+    #[serde(default, rename = "tls-ca", skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// The client certificate.
+    #[serde(default, rename = "tls-cert", skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's key.
+    #[serde(default, rename = "tls-key", skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 fn default_version() -> u32 {
@@ -66,7 +82,27 @@ impl ClusterFile {
             version: VERSION,
             coordinator: coordinator.into(),
             token: token.into(),
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
         }
+    }
+
+    /// With the TLS material a client of this cluster uses.
+    pub fn with_tls(mut self, files: &dagraid_client::TlsFiles) -> Self {
+        self.tls_ca = Some(files.ca.clone());
+        self.tls_cert = files.cert.clone();
+        self.tls_key = files.key.clone();
+        self
+    }
+
+    /// The TLS material of the file, if it names any.
+    pub fn tls(&self) -> Option<dagraid_client::TlsFiles> {
+        self.tls_ca.as_ref().map(|ca| dagraid_client::TlsFiles {
+            ca: ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+        })
     }
 
     /// `<data_dir>/cluster.toml`.
@@ -178,6 +214,15 @@ mod tests {
         // The keys other tools rely on are enough; the version defaults to 1.
         let file = ClusterFile::parse("coordinator = \"http://h:1\"\ntoken = \"t\"\n").unwrap();
         assert_eq!(file, ClusterFile::new("http://h:1", "t"));
+        let tls = dagraid_client::TlsFiles {
+            ca: "/d/tls/ca.pem".into(),
+            cert: Some("/d/tls/client.pem".into()),
+            key: Some("/d/tls/client-key.pem".into()),
+        };
+        let with = ClusterFile::new("https://h:1", "t").with_tls(&tls);
+        let text = with.to_toml();
+        assert!(text.contains("tls-ca = \"/d/tls/ca.pem\""), "{text}");
+        assert_eq!(ClusterFile::parse(&text).unwrap().tls(), Some(tls));
         // Keys this version does not know are ignored.
         let file = ClusterFile::parse("coordinator = \"http://h:1\"\ntoken = \"t\"\nnodes = 5\n");
         assert!(file.is_ok());

@@ -80,6 +80,30 @@ pub struct Args {
     /// names the same coordinator].
     #[arg(long, env = ENV_TOKEN, global = true, hide_env_values = true, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// CA bundle (PEM) the coordinator's certificate must chain to, for an https://
+    /// coordinator [default: the one in DATA_DIR/cluster.toml when it names the same
+    /// coordinator].
+    #[arg(long, env = "DAGRAID_TLS_CA", global = true, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM, naming client.dagraid): the coordinator accepts it instead of
+    /// the token.
+    #[arg(
+        long,
+        env = "DAGRAID_TLS_CERT",
+        global = true,
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "DAGRAID_TLS_KEY",
+        global = true,
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
     /// Directory of the local cluster (DATA_DIR): cluster.toml, the nodes' and the coordinator's
     /// data, logs.
     #[arg(
@@ -252,6 +276,11 @@ pub struct UpArgs {
     #[arg(long, hide = true, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub restart_delay_ms: Option<u64>,
+    /// Plaintext gRPC between every part, no TLS (anyone on this machine can then call the
+    /// storage nodes). By default `up` makes a cluster CA and a certificate per process in
+    /// DATA_DIR/tls on its first start and runs every link with mutual TLS.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// `dagraid volume ...`.
@@ -410,6 +439,8 @@ fn trace_export() -> Option<dagraid_telemetry::Telemetry> {
 struct Target {
     url: String,
     token: Option<String>,
+    /// TLS material for an https:// coordinator.
+    tls: Option<dagraid_client::TlsFiles>,
     /// The cluster file, when the URL came from it.
     from_file: Option<PathBuf>,
 }
@@ -418,34 +449,51 @@ impl Target {
     fn resolve(args: &Args) -> anyhow::Result<Self> {
         let path = ClusterFile::path_in(&args.data_dir);
         let file = ClusterFile::load(&path)?;
+        let tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
+            (None, None, None) => None,
+            (Some(ca), cert, key) => Some(dagraid_client::TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, _, _) => {
+                return Err(anyhow!(
+                    "--tls-cert needs --tls-ca (the CA the coordinator's certificate chains to)"
+                ));
+            }
+        };
         Self::choose(
             args.coordinator.as_deref(),
             args.token.as_deref(),
+            tls,
             file,
             &path,
         )
     }
 
-    /// --coordinator (or its env) wins; the file's token is used only for the file's own
-    /// coordinator, so a token never leaks to another server.
+    /// --coordinator (or its env) wins; the file's token and client certificate are used only
+    /// for the file's own coordinator, so a credential never leaks to another server.
     fn choose(
         coordinator: Option<&str>,
         token: Option<&str>,
+        tls: Option<dagraid_client::TlsFiles>,
         file: Option<ClusterFile>,
         path: &Path,
     ) -> anyhow::Result<Self> {
         match (coordinator, file) {
             (Some(url), file) => {
-                let file_token = file
-                    .filter(|f| same_url(&f.coordinator, url))
-                    .map(|f| f.token);
+                let file = file.filter(|f| same_url(&f.coordinator, url));
                 Ok(Self {
                     url: url.to_owned(),
-                    token: token.map(str::to_owned).or(file_token),
+                    token: token
+                        .map(str::to_owned)
+                        .or(file.as_ref().map(|f| f.token.clone())),
+                    tls: tls.or(file.as_ref().and_then(ClusterFile::tls)),
                     from_file: None,
                 })
             }
             (None, Some(file)) => Ok(Self {
+                tls: tls.or(file.tls()),
                 url: file.coordinator,
                 token: token.map(str::to_owned).or(Some(file.token)),
                 from_file: Some(path.to_owned()),
@@ -462,6 +510,7 @@ impl Target {
         let options = ClientOptions {
             token: self.token.clone(),
             request_timeout: Duration::from_secs(args.timeout),
+            tls: self.tls.clone(),
             ..ClientOptions::default()
         };
         Client::connect(self.url.clone(), options)
@@ -494,7 +543,9 @@ impl Target {
 fn same_url(a: &str, b: &str) -> bool {
     fn norm(s: &str) -> &str {
         let s = s.trim().trim_end_matches('/');
-        s.strip_prefix("http://").unwrap_or(s)
+        s.strip_prefix("http://")
+            .or_else(|| s.strip_prefix("https://"))
+            .unwrap_or(s)
     }
     norm(a) == norm(b)
 }
@@ -1055,7 +1106,7 @@ mod tests {
         let path = Path::new("/d/cluster.toml");
         let file = || Some(ClusterFile::new("http://127.0.0.1:7070", "filetoken"));
         // Nothing: a clear error naming both ways.
-        let err = Target::choose(None, None, None, path)
+        let err = Target::choose(None, None, None, None, path)
             .unwrap_err()
             .to_string();
         assert!(
@@ -1063,19 +1114,26 @@ mod tests {
             "{err}"
         );
         // The file alone.
-        let t = Target::choose(None, None, file(), path).unwrap();
+        let t = Target::choose(None, None, None, file(), path).unwrap();
         assert_eq!(t.url, "http://127.0.0.1:7070");
         assert_eq!(t.token.as_deref(), Some("filetoken"));
         assert_eq!(t.from_file.as_deref(), Some(path));
         // --token beats the file's token.
-        let t = Target::choose(None, Some("flag"), file(), path).unwrap();
+        let t = Target::choose(None, Some("flag"), None, file(), path).unwrap();
         assert_eq!(t.token.as_deref(), Some("flag"));
         // --coordinator naming the file's coordinator still gets the file's token...
-        let t = Target::choose(Some("127.0.0.1:7070/"), None, file(), path).unwrap();
+        let t = Target::choose(Some("127.0.0.1:7070/"), None, None, file(), path).unwrap();
         assert_eq!(t.token.as_deref(), Some("filetoken"));
         assert_eq!(t.from_file, None);
         // ...another coordinator never does.
-        let t = Target::choose(Some("http://elsewhere.invalid:7070"), None, file(), path).unwrap();
+        let t = Target::choose(
+            Some("http://elsewhere.invalid:7070"),
+            None,
+            None,
+            file(),
+            path,
+        )
+        .unwrap();
         assert_eq!(t.token, None);
     }
 

@@ -48,11 +48,15 @@ use super::supervisor::{
 use super::{Args, ENV_BIN_DIR, UpArgs};
 use dagraid_client::size::Size;
 use dagraid_client::{Client, ClientError, ClientOptions, RaidLevel, VolumeSpec};
+use dagraid_tls::Role;
+use dagraid_tls::pki::ClusterPki;
 
 const NODE_BIN: &str = "dagraid-node";
 const COORDINATOR_BIN: &str = "dagraid-coordinator";
 /// Cluster id of the local cluster, given to every process.
 const CLUSTER_ID: &str = "dagraid";
+/// The cluster CA and the processes' certificates, inside the data directory.
+const TLS_DIR: &str = "tls";
 /// The volume `dagraid up` makes on a new cluster.
 const DEFAULT_VOLUME: &str = "vol0";
 const DEFAULT_VOLUME_SIZE: u64 = 1 << 30;
@@ -237,26 +241,55 @@ async fn start_cluster(
     // another fails. One more than --nodes: vol0's columns go on the first --nodes, the last
     // one holds its hot spare.
     let spare_node = format!("node{}", up.nodes + 1);
+    // The cluster CA and a certificate per process, made on the first start and kept.
+    let pki =
+        if up.insecure {
+            None
+        } else {
+            let dir = data_dir.join(TLS_DIR);
+            Some(ClusterPki::open_or_create(&dir).with_context(|| {
+                format!("making the cluster's certificates in {}", dir.display())
+            })?)
+        };
+    let tls_args = |role: Role| -> anyhow::Result<Vec<String>> {
+        let Some(pki) = &pki else {
+            return Ok(vec!["--insecure".to_owned()]);
+        };
+        let files = pki.ensure(&role)?;
+        let (Some(cert), Some(key)) = (&files.cert, &files.key) else {
+            return Err(anyhow::anyhow!("no certificate for {}", role.dns_name()));
+        };
+        Ok(vec![
+            "--tls-ca".to_owned(),
+            path_arg(&files.ca)?,
+            "--tls-cert".into(),
+            path_arg(cert)?,
+            "--tls-key".into(),
+            path_arg(key)?,
+        ])
+    };
     let mut specs = Vec::new();
     for i in 1..=up.nodes + 1 {
         let id = format!("node{i}");
         let dir = path_arg(&data_dir.join(&id))?;
+        let mut node_args = vec![
+            "--listen".to_owned(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            dir,
+            "--node-id".into(),
+            id.clone(),
+            "--cluster-id".into(),
+            CLUSTER_ID.into(),
+            "--metrics-listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        node_args.extend(tls_args(Role::Node(id.clone()))?);
         specs.push(ChildSpec {
             log_path: logs.join(format!("{id}.log")),
             name: id.clone(),
             launcher: launchers.node.clone(),
-            args: vec![
-                "--listen".to_owned(),
-                "127.0.0.1:0".into(),
-                "--data-dir".into(),
-                dir,
-                "--node-id".into(),
-                id,
-                "--cluster-id".into(),
-                CLUSTER_ID.into(),
-                "--metrics-listen".into(),
-                "127.0.0.1:0".into(),
-            ],
+            args: node_args,
             envs: Vec::new(),
             ready: NODE_READY,
             start_timeout,
@@ -294,6 +327,7 @@ async fn start_cluster(
     coordinator_args.push(down_out_delay_ms.to_string());
     coordinator_args.push("--nbd-listen".into());
     coordinator_args.push(up.nbd_listen.to_string());
+    coordinator_args.extend(tls_args(Role::Coordinator)?);
     // The token goes in the environment, not on the command line, where `ps` would show it.
     let coordinator = start_process(ChildSpec {
         name: "coordinator".into(),
@@ -305,7 +339,16 @@ async fn start_cluster(
         start_timeout,
     })
     .await?;
-    let url = format!("http://{}", coordinator.address);
+    let client_tls = match &pki {
+        Some(pki) => Some(pki.ensure(&Role::Client)?),
+        None => None,
+    };
+    let scheme = if client_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{}", coordinator.address);
     // The NBD export's real address (port 0 resolved), from the coordinator's log; pinned for
     // its restarts like its other addresses.
     let nbd = if up.nbd_listen.port() == 0 {
@@ -319,12 +362,17 @@ async fn start_cluster(
     }
     cluster.coordinator = Some(coordinator);
 
-    ClusterFile::new(url.clone(), token).save(file_path)?;
+    let mut file = ClusterFile::new(url.clone(), token);
+    if let Some(tls) = &client_tls {
+        file = file.with_tls(tls);
+    }
+    file.save(file_path)?;
 
     let client = Client::connect(
         url.clone(),
         ClientOptions {
             token: Some(token.to_owned()),
+            tls: client_tls.clone(),
             ..ClientOptions::default()
         },
     )
@@ -382,6 +430,13 @@ async fn start_cluster(
         "  token: in {} (mode 0600); the other verbs read it from there",
         file_path.display()
     );
+    match &pki {
+        Some(pki) => println!(
+            "  TLS: every link is mutual TLS under the cluster CA {}; a client uses it with the client certificate beside it (client.pem, client-key.pem; docs/SECURITY.md)",
+            pki.ca().display()
+        ),
+        None => println!("  TLS: off (--insecure): every link is plaintext"),
+    }
     if spare {
         println!(
             "  {spare_node} holds a hot spare for {DEFAULT_VOLUME}: a failed column is rebuilt onto it {} s after it fails (`dagraid spare list`)",
