@@ -1135,6 +1135,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.token, None);
+        // The file's client certificate likewise: only for the file's own coordinator.
+        let tls = dagraid_client::TlsFiles {
+            ca: "/d/tls/ca.pem".into(),
+            cert: Some("/d/tls/client.pem".into()),
+            key: Some("/d/tls/client-key.pem".into()),
+        };
+        let with_tls =
+            || Some(ClusterFile::new("https://127.0.0.1:7070", "filetoken").with_tls(&tls));
+        let t = Target::choose(None, None, None, with_tls(), path).unwrap();
+        assert_eq!(t.tls.as_ref(), Some(&tls));
+        let t = Target::choose(Some("https://127.0.0.1:7070"), None, None, with_tls(), path);
+        assert_eq!(t.unwrap().tls.as_ref(), Some(&tls));
+        let elsewhere = Some("https://elsewhere.invalid:7070");
+        let t = Target::choose(elsewhere, None, None, with_tls(), path).unwrap();
+        assert_eq!(t.tls, None);
     }
 
     #[test]

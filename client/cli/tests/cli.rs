@@ -619,7 +619,9 @@ impl UpFixture {
 
     fn command(&self, coordinator_addr: &str, extra: &[&str]) -> Command {
         let mut cmd = command(&["--data-dir", self.data_dir.to_str().unwrap(), "up"]);
+        // The stand-in coordinator below serves plaintext gRPC.
         cmd.args(extra)
+            .arg("--insecure")
             .env("DAGRAID_BIN_DIR", &self.bin_dir)
             .env("FAKE_RECORD", &self.record)
             .env("FAKE_COORDINATOR_ADDR", coordinator_addr)
@@ -739,7 +741,7 @@ async fn up_starts_supervises_and_stops_in_order() {
     let d = fx.data_dir.display();
     for i in 1..=4 {
         let want = format!(
-            "--listen 127.0.0.1:0 --data-dir {d}/node{i} --node-id node{i} --cluster-id dagraid --metrics-listen 127.0.0.1:0"
+            "--listen 127.0.0.1:0 --data-dir {d}/node{i} --node-id node{i} --cluster-id dagraid --metrics-listen 127.0.0.1:0 --insecure"
         );
         assert!(node_args.lines().any(|l| l == want), "{node_args}");
     }
@@ -766,7 +768,7 @@ async fn up_starts_supervises_and_stops_in_order() {
             "--node node4=127.0.0.1:{}",
             pid_of(&seen, "node4")
         )) && coordinator_args
-            .ends_with("--down-out-delay-ms 30000 --nbd-listen 127.0.0.1:10809\n"),
+            .ends_with("--down-out-delay-ms 30000 --nbd-listen 127.0.0.1:10809 --insecure\n"),
         "{coordinator_args}"
     );
     // The token reaches the coordinator through its environment, never its command line.
@@ -816,7 +818,7 @@ async fn up_starts_supervises_and_stops_in_order() {
     );
     let node_args = fx.recorded("args-node");
     let want = format!(
-        "--listen 127.0.0.1:{node2} --data-dir {d}/node2 --node-id node2 --cluster-id dagraid --metrics-listen 127.0.0.1:{node2}"
+        "--listen 127.0.0.1:{node2} --data-dir {d}/node2 --node-id node2 --cluster-id dagraid --metrics-listen 127.0.0.1:{node2} --insecure"
     );
     assert!(node_args.lines().any(|l| l == want), "{node_args}");
     // `dagraid status` says what the supervisor did.
