@@ -328,8 +328,15 @@ impl ClientError {
     fn by_code(status: &Status, named: bool, message: String) -> Self {
         // A status with a source was made here, from a transport error (a status from the
         // coordinator has none): tonic reports a connection closed under a call (a TLS alert
-        // after the handshake, a reset) as CANCELLED or UNKNOWN, which are not timeouts.
-        if status.source().is_some() && matches!(status.code(), Code::Cancelled | Code::Unknown) {
+        // after the handshake, a reset) as CANCELLED or UNKNOWN, and an HTTP/2 protocol error
+        // (plaintext spoken to a TLS port) as INTERNAL: neither a timeout nor the service's
+        // own error. (tonic's own deadline, "Timeout expired", carries no source.)
+        if status.source().is_some()
+            && matches!(
+                status.code(),
+                Code::Cancelled | Code::Unknown | Code::Internal
+            )
+        {
             return ClientError::Transport {
                 message: transport_message(status),
             };
@@ -569,7 +576,7 @@ mod tests {
 
     #[test]
     fn a_connection_closed_under_a_call_is_a_transport_error() {
-        for code in [Code::Cancelled, Code::Unknown] {
+        for code in [Code::Cancelled, Code::Unknown, Code::Internal] {
             let mut status = Status::new(code, "operation was canceled");
             status.set_source(std::sync::Arc::new(std::io::Error::other(
                 "received fatal alert: DecryptError",

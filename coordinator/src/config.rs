@@ -140,6 +140,9 @@ pub struct CoordinatorConfig {
     pub nodes: Vec<NodeSpec>,
     /// Bearer token every volume API call must carry; `None` leaves the API open.
     pub token: Option<String>,
+    /// Where [`CoordinatorConfig::token`] was read from, when it came from a file: read again
+    /// on SIGHUP, so the token is rotated without a restart (the old one stops working).
+    pub token_file: Option<PathBuf>,
     /// The engine's deadline of one disk operation (the node client's own deadline is a little
     /// shorter, so a slow node is reported as a node timeout).
     pub node_deadline: Duration,
@@ -218,6 +221,21 @@ pub struct CoordinatorConfig {
     pub tls: Option<dagraid_tls::TlsFiles>,
 }
 
+/// Reads a token file: its content without surrounding whitespace. The error names the file,
+/// never the content.
+pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("token file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "token file {}: the token must be one line of visible ASCII (it travels in an HTTP header)",
+            path.display()
+        ));
+    }
+    Ok(token.to_owned())
+}
+
 /// Refuses an NBD listening address that is not loopback unless `insecure`: NBD carries no
 /// credentials, so anyone who reaches the port could read and write every volume.
 pub fn check_nbd_listen(addr: SocketAddr, insecure: bool) -> Result<(), String> {
@@ -238,6 +256,7 @@ impl CoordinatorConfig {
             cluster_id: DEFAULT_CLUSTER_ID.to_owned(),
             nodes: Vec::new(),
             token: None,
+            token_file: None,
             node_deadline: Duration::from_millis(DEFAULT_NODE_DEADLINE_MS),
             health_interval: Duration::from_millis(DEFAULT_HEALTH_INTERVAL_MS),
             gone_after: Duration::from_millis(DEFAULT_GONE_AFTER_MS),
@@ -425,6 +444,8 @@ pub struct FileConfig {
     pub nodes: Option<Vec<NodeSpec>>,
     /// See [`CoordinatorConfig::token`].
     pub token: Option<String>,
+    /// See [`CoordinatorConfig::token_file`].
+    pub token_file: Option<PathBuf>,
     /// See [`CoordinatorConfig::node_deadline`], in milliseconds.
     pub node_deadline_ms: Option<u64>,
     /// See [`CoordinatorConfig::health_interval`], in milliseconds.
@@ -527,6 +548,16 @@ pub struct Args {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// File holding the bearer token (one line; surrounding whitespace ignored). Read again on
+    /// SIGHUP: write the new token into it and send SIGHUP to rotate it without a restart (the
+    /// old token stops working at once). Conflicts with --token.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "DAGRAID_TOKEN_FILE",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
     /// Deadline of one disk operation on a storage node, in milliseconds [default: 5000].
     #[arg(long, value_name = "MS")]
     pub node_deadline_ms: Option<u64>,
@@ -670,7 +701,14 @@ impl Args {
         } else {
             self.nodes
         };
-        config.token = self.token.or(file.token);
+        config.token_file = self.token_file.or(file.token_file);
+        config.token = match (&config.token_file, self.token.or(file.token)) {
+            (None, token) => token,
+            (Some(_), Some(_)) => {
+                return Err("give a token or a token file, not both".into());
+            }
+            (Some(path), None) => Some(read_token_file(path)?),
+        };
         if let Some(ms) = self.node_deadline_ms.or(file.node_deadline_ms) {
             config.node_deadline = Duration::from_millis(ms);
         }

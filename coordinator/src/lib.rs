@@ -150,7 +150,38 @@ pub struct Coordinator {
     metrics_server: Option<MetricsServer>,
     spares: Arc<SparePool>,
     nbd_addr: Option<SocketAddr>,
+    reloader: Reloader,
+}
+
+/// What SIGHUP reads again: the TLS material and the token file. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Reloader {
     tls: Vec<dagraid_tls::Reloadable>,
+    token: Option<(PathBuf, BearerAuth)>,
+}
+
+impl Reloader {
+    /// Reads every file again; what fails keeps what is in use and says why in the log (never
+    /// the token itself).
+    pub fn reload(&self) {
+        for material in &self.tls {
+            material.reload_logged();
+        }
+        if let Some((path, auth)) = &self.token {
+            match config::read_token_file(path) {
+                Ok(token) => {
+                    auth.set_token(Some(&token));
+                    tracing::info!(file = %path.display(), "token reloaded: the old one no longer works");
+                }
+                Err(e) => tracing::warn!(error = %e, "token reload failed: the token in use stays"),
+            }
+        }
+    }
+
+    /// Whether there is anything to reload.
+    pub fn is_empty(&self) -> bool {
+        self.tls.is_empty() && self.token.is_none()
+    }
 }
 
 impl Drop for Coordinator {
@@ -429,10 +460,9 @@ impl Coordinator {
         ))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-        let api = InterceptedService::new(
-            api,
-            BearerAuth::new(config.token.as_deref(), server_tls.is_some()),
-        );
+        let auth = BearerAuth::new(config.token.as_deref(), server_tls.is_some());
+        let token_file = config.token_file.clone().map(|path| (path, auth.clone()));
+        let api = InterceptedService::new(api, auth);
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<VolumeServiceServer<VolumeApi>>().await;
         let reflection = reflection_service()?;
@@ -496,11 +526,14 @@ impl Coordinator {
             served.map_err(CoordinatorError::from)
         });
         tracing::info!(addr = %local_addr, epoch, tls = server_tls.is_some(), "serving");
-        let tls = server_tls
-            .map(dagraid_tls::Reloadable::Server)
-            .into_iter()
-            .chain(client_tls.map(dagraid_tls::Reloadable::Client))
-            .collect();
+        let reloader = Reloader {
+            tls: server_tls
+                .map(dagraid_tls::Reloadable::Server)
+                .into_iter()
+                .chain(client_tls.map(dagraid_tls::Reloadable::Client))
+                .collect(),
+            token: token_file,
+        };
         Ok(Coordinator {
             local_addr,
             epoch,
@@ -510,13 +543,13 @@ impl Coordinator {
             metrics_server,
             spares,
             nbd_addr,
-            tls,
+            reloader,
         })
     }
 
-    /// The TLS material in use (empty without TLS), for [`dagraid_tls::reload_on_hangup`].
-    pub fn tls_material(&self) -> Vec<dagraid_tls::Reloadable> {
-        self.tls.clone()
+    /// What SIGHUP reads again (the TLS material, the token file).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Where the NBD export listens (port 0 resolved), if it does.
@@ -675,9 +708,16 @@ async fn serve_announced(config: CoordinatorConfig) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let shutdown = shutdown_signal()?;
-    let tls = coordinator.tls_material();
-    if !tls.is_empty() {
-        dagraid_tls::reload_on_hangup(tls).map_err(|e| e.to_string())?;
+    let reloader = coordinator.reloader();
+    if !reloader.is_empty() {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup())
+            .map_err(|e| format!("installing the SIGHUP handler: {e}"))?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                reloader.reload();
+            }
+        });
     }
     // The one line scripts, `dagraid up` and the test harness wait for, first.
     println!(

@@ -709,10 +709,22 @@ impl VolumeService for VolumeApi {
 }
 
 /// Checks `authorization: Bearer <token>` on every call when a token is configured.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BearerAuth {
-    token: Option<Arc<[u8]>>,
+    /// Shared by every clone (the service's and the reloader's): [`BearerAuth::set_token`]
+    /// changes what every call is checked against.
+    token: Arc<std::sync::RwLock<Option<Arc<[u8]>>>>,
     client_certificates: bool,
+}
+
+/// Never shows the token.
+impl std::fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BearerAuth")
+            .field("token", &self.current().map(|_| "<redacted>"))
+            .field("client_certificates", &self.client_certificates)
+            .finish()
+    }
 }
 
 impl BearerAuth {
@@ -722,14 +734,32 @@ impl BearerAuth {
     /// token configured such a certificate is required.
     pub fn new(token: Option<&str>, client_certificates: bool) -> Self {
         Self {
-            token: token.map(|t| Arc::from(t.as_bytes())),
+            token: Arc::new(std::sync::RwLock::new(
+                token.map(|t| Arc::from(t.as_bytes())),
+            )),
             client_certificates,
         }
     }
 
+    /// Replaces the token (a rotation): from now on only `token` is accepted.
+    pub fn set_token(&self, token: Option<&str>) {
+        *self
+            .token
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            token.map(|t| Arc::from(t.as_bytes()));
+    }
+
+    fn current(&self) -> Option<Arc<[u8]>> {
+        self.token
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Whether an `authorization` header value carries the token.
     pub fn accepts(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(token) = &self.token else {
+        let Some(token) = self.current() else {
             return true;
         };
         let Some(value) = authorization else {
@@ -743,7 +773,7 @@ impl BearerAuth {
         else {
             return false;
         };
-        constant_time_eq(presented, token)
+        constant_time_eq(presented, &token)
     }
 }
 
@@ -765,7 +795,7 @@ impl Interceptor for BearerAuth {
             if dagraid_tls::require_role(&request, &dagraid_tls::Role::Client).is_ok() {
                 return Ok(request);
             }
-            if self.token.is_none() {
+            if self.current().is_none() {
                 return Err(ServiceError::ClientCertificateRequired.to_status());
             }
         }
@@ -784,6 +814,16 @@ impl Interceptor for BearerAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_is_never_shown_and_can_be_replaced() {
+        let auth = BearerAuth::new(Some("s3cret-value"), false);
+        assert!(!format!("{auth:?}").contains("s3cret-value"));
+        let shared = auth.clone();
+        shared.set_token(Some("n3w"));
+        assert!(!auth.accepts(Some(b"Bearer s3cret-value")));
+        assert!(auth.accepts(Some(b"Bearer n3w")));
+    }
 
     #[test]
     fn the_token_is_checked_exactly() {

@@ -178,6 +178,11 @@ impl CoordinatorProcess {
         process::terminate(child).await
     }
 
+    /// SIGHUP: the coordinator reads its TLS material and token file again.
+    pub async fn hangup(&self) -> Result<()> {
+        process::signal(self.child.as_ref(), "-HUP").await
+    }
+
     /// Sets (`Some`) or removes (`None`) an environment variable of the next start.
     pub fn set_env(&mut self, key: &str, value: Option<&str>) {
         self.env.retain(|(k, _)| k != key);

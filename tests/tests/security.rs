@@ -573,3 +573,76 @@ async fn sighup_replaces_a_nodes_certificate_without_failing_io() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_token_file_is_rotated_by_sighup_without_a_restart() {
+    with_timeout(async {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "first-token-1111\n").unwrap();
+        let cluster = Cluster::start(ClusterOptions {
+            nodes: 3,
+            token: None,
+            coordinator_args: vec!["--token-file".to_owned(), token_file.display().to_string()],
+            ..ClusterOptions::default()
+        })
+        .await
+        .unwrap();
+        let with = |token: &str| {
+            let token = token.to_owned();
+            let cluster = &cluster;
+            async move {
+                connect(
+                    cluster,
+                    ClientOptions {
+                        token: Some(token),
+                        ..ClientOptions::default()
+                    },
+                )
+                .await
+                .unwrap()
+                .list_volumes()
+                .await
+            }
+        };
+        with("first-token-1111").await.unwrap();
+        let e = with("second-token-2222").await.unwrap_err();
+        assert!(matches!(e, ClientError::Unauthenticated { .. }), "{e:?}");
+
+        // A new token in the file, then SIGHUP: the new one works, the old one stops working.
+        std::fs::write(&token_file, "second-token-2222\n").unwrap();
+        cluster.coordinator.hangup().await.unwrap();
+        eventually(
+            "the new token accepted",
+            Duration::from_secs(20),
+            || async { with("second-token-2222").await.ok() },
+        )
+        .await;
+        let e = with("first-token-1111").await.unwrap_err();
+        assert!(matches!(e, ClientError::Unauthenticated { .. }), "{e:?}");
+
+        // A broken file keeps the token in use.
+        std::fs::write(&token_file, "").unwrap();
+        cluster.coordinator.hangup().await.unwrap();
+        eventually(
+            "the failed reload logged",
+            Duration::from_secs(20),
+            || async {
+                cluster
+                    .coordinator
+                    .log()
+                    .contains("token reload failed")
+                    .then_some(())
+            },
+        )
+        .await;
+        with("second-token-2222").await.unwrap();
+
+        let log = cluster.coordinator.log();
+        assert!(
+            !log.contains("first-token-1111") && !log.contains("second-token-2222"),
+            "a token was logged:\n{log}"
+        );
+    })
+    .await;
+}

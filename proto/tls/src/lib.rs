@@ -212,22 +212,28 @@ pub fn reload_on_hangup(material: Vec<Reloadable>) -> Result<(), TlsError> {
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             for m in &material {
-                let (result, files) = match m {
-                    Reloadable::Server(tls) => (tls.reload(), tls.files()),
-                    Reloadable::Client(tls) => (tls.reload(), tls.files()),
-                };
-                match result {
-                    Ok(()) => {
-                        tracing::info!(cert = ?files.cert, ca = %files.ca.display(), "TLS material reloaded (SIGHUP)")
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "TLS reload failed: the material in use stays")
-                    }
-                }
+                m.reload_logged();
             }
         }
     });
     Ok(())
+}
+
+impl Reloadable {
+    /// Reads the files again and says in the log what happened (a failure keeps the material
+    /// in use).
+    pub fn reload_logged(&self) {
+        let (result, files) = match self {
+            Reloadable::Server(tls) => (tls.reload(), tls.files()),
+            Reloadable::Client(tls) => (tls.reload(), tls.files()),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(cert = ?files.cert, ca = %files.ca.display(), "TLS material reloaded")
+            }
+            Err(e) => tracing::warn!(error = %e, "TLS reload failed: the material in use stays"),
+        }
+    }
 }
 
 /// The crypto provider every config uses: rustls's `ring`. rustls 0.23.48 deprecates it for
