@@ -9,7 +9,7 @@ use std::time::Duration;
 use dagraid_client::{Client, ClientOptions, RaidLevel, VolumeSpec};
 use dagraid_proto::storage::v1 as spb;
 use dagraid_telemetry::TraceSettings;
-use dagraid_telemetry::receiver::{OtlpReceiver, ReceivedSpan};
+use dagraid_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan};
 use dagraid_tests::cluster::{Cluster, ClusterOptions, layout_of};
 use dagraid_tests::with_timeout;
 

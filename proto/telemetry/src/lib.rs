@@ -12,8 +12,7 @@
 //!   served call's headers (the SDK's `TraceContextPropagator`);
 //! - [`grpc`]: the tower layer of the servers: one span per call, a child of the caller's
 //!   context, and the call metrics;
-//! - [`metrics`]: the `/metrics` HTTP endpoint over a prometheus-client registry;
-//! - `receiver` (feature `receiver`): an in-process OTLP receiver for tests and benches.
+//! - [`metrics`]: the `/metrics` HTTP endpoint over a prometheus-client registry.
 //!
 //! The standard variables are read by the SDK and the exporter themselves
 //! (`OTEL_EXPORTER_OTLP_*`, `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_BSP_*`, `OTEL_SERVICE_NAME`,
@@ -25,8 +24,6 @@ pub mod counting;
 pub mod grpc;
 pub mod metrics;
 pub mod propagation;
-#[cfg(feature = "receiver")]
-pub mod receiver;
 
 use std::time::Duration;
 
