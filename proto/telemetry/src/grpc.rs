@@ -229,7 +229,7 @@ where
         // the call starts a trace of its own).
         let headers = request.headers();
         let traced = headers.contains_key("traceparent");
-        let span = if traced || !self.layer.quiet.iter().any(|q| *q == method) {
+        let span = if traced || !self.layer.quiet.contains(&method) {
             let (service, name) = method.split_once('/').unwrap_or(("", method));
             // `&str` fields, not `%` ones: recorded without the formatting machinery.
             let span = tracing::info_span!(
