@@ -70,7 +70,7 @@ impl Volume {
         let span = tracing::info_span!(
             "client.read",
             otel.kind = "client",
-            volume = %self.name,
+            volume = &*self.name,
             offset,
             length = len as u64,
             otel.status_code = tracing::field::Empty,
@@ -120,7 +120,7 @@ impl Volume {
         let span = tracing::info_span!(
             "client.write",
             otel.kind = "client",
-            volume = %self.name,
+            volume = &*self.name,
             offset,
             length = data.len() as u64,
             otel.status_code = tracing::field::Empty,

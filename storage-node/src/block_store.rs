@@ -274,7 +274,7 @@ impl BlockStore {
 
     /// Records the failure durably in the failure marker.
     async fn record_failure(&self, reason: String) -> Result<(), String> {
-        tracing::error!(component = %self.header.id, %reason, "component failed");
+        tracing::error!(component = self.header.id.as_str(), %reason, "component failed");
         let Some(marker) = self.failure_marker.clone() else {
             return Ok(());
         };
@@ -284,7 +284,7 @@ impl BlockStore {
             Ok(Err(err)) => format!("the failure could not be recorded: {err}"),
             Err(join) => format!("the failure could not be recorded: {join}"),
         };
-        tracing::error!(component = %self.header.id, %why, "component failure not recorded");
+        tracing::error!(component = self.header.id.as_str(), %why, "component failure not recorded");
         Err(why)
     }
 
@@ -361,7 +361,7 @@ impl BlockStore {
     pub async fn read_blocks(&self, start: u64, count: u64) -> Result<Bytes, NodeError> {
         let span = tracing::info_span!(
             "disk.read",
-            component = %self.header.id,
+            component = self.header.id.as_str(),
             start_block = start,
             blocks = count,
             bytes = count * u64::from(self.header.block_size),
@@ -447,7 +447,11 @@ impl BlockStore {
             Err(join) => return Err(join_error("read task", join)),
         };
         if !bad.is_empty() {
-            tracing::warn!(component = %self.header.id, ?bad, "checksum mismatch");
+            tracing::warn!(
+                component = self.header.id.as_str(),
+                ?bad,
+                "checksum mismatch"
+            );
             return Err(NodeError::ChecksumMismatch {
                 component: self.header.id.clone(),
                 blocks: bad,
@@ -462,7 +466,7 @@ impl BlockStore {
         let len = data.len() as u64;
         let span = tracing::info_span!(
             "disk.write",
-            component = %self.header.id,
+            component = self.header.id.as_str(),
             start_block = start,
             blocks = len / u64::from(self.header.block_size),
             bytes = len,
@@ -520,7 +524,7 @@ impl BlockStore {
     /// Makes every write that completed before this call durable. Traced as `disk.flush`.
     pub async fn flush(&self) -> Result<(), NodeError> {
         self.ensure_serving().await?;
-        let span = tracing::info_span!("disk.flush", component = %self.header.id);
+        let span = tracing::info_span!("disk.flush", component = self.header.id.as_str());
         let ticket = self.commit.ticket();
         self.wait_durable(ticket).instrument(span).await
     }
@@ -562,7 +566,7 @@ impl BlockStore {
     pub async fn read_log(&self, offset: u64, len: u64) -> Result<Bytes, NodeError> {
         let span = tracing::info_span!(
             "disk.read_log",
-            component = %self.header.id,
+            component = self.header.id.as_str(),
             offset,
             bytes = len,
         );
@@ -606,7 +610,7 @@ impl BlockStore {
         let len = data.len() as u64;
         let span = tracing::info_span!(
             "disk.write_log",
-            component = %self.header.id,
+            component = self.header.id.as_str(),
             offset,
             bytes = len,
         );

@@ -12,6 +12,8 @@
 //!   signals, a plain HTTP GET for `/metrics`.
 //! - [`cpu`]: CPU time of this process's threads by thread name, for the benches.
 //! - [`prom`]: samples of Prometheus text, `promtool check metrics`.
+//! - [`otlp_receiver`]: a real OTLP/gRPC trace receiver in the test process (keeping or
+//!   counting the spans it is sent), for the trace tests and the tracing bench.
 //! - [`load`]: the load and overload runs of docs/RELIABILITY.md (binary `load`).
 //! - [`workload`]: the register workload (unique payloads, recorded operations).
 //! - [`chaos`]: the real-process chaos soak (faults from a seed, the checkers at the end).
@@ -26,6 +28,7 @@ pub mod harness;
 pub mod linearizability;
 pub mod load;
 pub mod node;
+pub mod otlp_receiver;
 pub mod process;
 pub mod prom;
 pub mod tls;

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use dagraid_client::{Client, ClientOptions, RaidLevel, VolumeSpec};
-use dagraid_telemetry::receiver::{OtlpReceiver, ReceivedSpan};
 use dagraid_tests::cluster::{Cluster, ClusterOptions};
+use dagraid_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan};
 use dagraid_tests::with_timeout;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;

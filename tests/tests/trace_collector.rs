@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use dagraid_client::{Client, ClientOptions, RaidLevel, VolumeSpec};
-use dagraid_telemetry::receiver::OtlpReceiver;
 use dagraid_tests::cluster::{Cluster, ClusterOptions};
+use dagraid_tests::otlp_receiver::OtlpReceiver;
 use dagraid_tests::prom::sample;
 use dagraid_tests::with_timeout;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};

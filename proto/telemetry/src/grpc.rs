@@ -138,10 +138,15 @@ impl GrpcServerMetrics {
 
     /// Counts one call of `method` answered with `code` after `seconds`.
     pub fn observe(&self, method: &str, code: i32, seconds: f64) {
-        let m = self.method(method);
-        m.seconds.observe(seconds);
+        self.method(method).observe(code, seconds);
+    }
+}
+
+impl MethodMetrics {
+    fn observe(&self, code: i32, seconds: f64) {
+        self.seconds.observe(seconds);
         let c = usize::try_from(code).ok().filter(|c| *c < 17).unwrap_or(2);
-        m.handled[c].inc();
+        self.handled[c].inc();
     }
 }
 
@@ -217,20 +222,23 @@ where
         // The clone is ready only after poll_ready; call the one that was polled.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let method = request.uri().path().trim_start_matches('/').to_owned();
+        let method = request.uri().path().trim_start_matches('/');
+        // Resolved once per method: the call allocates nothing for its metrics.
+        let metrics = self.layer.metrics.as_ref().map(|m| m.method(method));
         // The caller's trace context becomes the span's parent (an invalid one is ignored:
         // the call starts a trace of its own).
         let headers = request.headers();
         let traced = headers.contains_key("traceparent");
-        let span = if traced || !self.layer.quiet.iter().any(|q| *q == method) {
-            let (service, name) = method.split_once('/').unwrap_or(("", method.as_str()));
+        let span = if traced || !self.layer.quiet.contains(&method) {
+            let (service, name) = method.split_once('/').unwrap_or(("", method));
+            // `&str` fields, not `%` ones: recorded without the formatting machinery.
             let span = tracing::info_span!(
                 "grpc",
-                otel.name = %method,
+                otel.name = method,
                 otel.kind = "server",
                 rpc.system = "grpc",
-                rpc.service = %service,
-                rpc.method = %name,
+                rpc.service = service,
+                rpc.method = name,
                 rpc.grpc.status_code = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
             );
@@ -242,7 +250,6 @@ where
         } else {
             tracing::Span::none()
         };
-        let metrics = self.layer.metrics.clone();
         let start = Instant::now();
         let record = span.clone();
         let future = inner.call(request);
@@ -258,7 +265,7 @@ where
                     record.record("otel.status_code", "error");
                 }
                 if let Some(m) = metrics {
-                    m.observe(&method, code, start.elapsed().as_secs_f64());
+                    m.observe(code, start.elapsed().as_secs_f64());
                 }
                 result
             }

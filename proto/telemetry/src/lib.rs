@@ -12,8 +12,7 @@
 //!   served call's headers (the SDK's `TraceContextPropagator`);
 //! - [`grpc`]: the tower layer of the servers: one span per call, a child of the caller's
 //!   context, and the call metrics;
-//! - [`metrics`]: the `/metrics` HTTP endpoint over a prometheus-client registry;
-//! - `receiver` (feature `receiver`): an in-process OTLP receiver for tests and benches.
+//! - [`metrics`]: the `/metrics` HTTP endpoint over a prometheus-client registry.
 //!
 //! The standard variables are read by the SDK and the exporter themselves
 //! (`OTEL_EXPORTER_OTLP_*`, `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_BSP_*`, `OTEL_SERVICE_NAME`,
@@ -25,18 +24,21 @@ pub mod counting;
 pub mod grpc;
 pub mod metrics;
 pub mod propagation;
-#[cfg(feature = "receiver")]
-pub mod receiver;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracerProvider};
+use tracing::dispatcher::WeakDispatch;
+use tracing::level_filters::LevelFilter;
 use tracing::{Dispatch, Level};
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Filter, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer};
 
 pub use grpc::{GrpcServerLayer, GrpcServerMetrics};
@@ -312,25 +314,59 @@ impl Drop for Telemetry {
     }
 }
 
-/// The export layer's filter: dagraid's own spans and events, INFO and above.
+/// Whether the export layer may see `meta` at all: dagraid's own spans and events, INFO and
+/// above.
 fn dagraid_only(meta: &tracing::Metadata<'_>) -> bool {
     meta.target().starts_with("dagraid") && *meta.level() <= Level::INFO
 }
 
-/// [`dagraid_only`] as a per-layer filter whose answer is cached per callsite and which tells
-/// its level: a callsite it refuses (every `trace!` of h2, hyper or tonic) stays disabled
-/// for good instead of being asked again on every hit. (A `filter_fn` would make every
-/// callsite in the process "sometimes", evaluated on every hit: measurably slower.)
-#[derive(Debug, Clone, Copy)]
-struct DagraidOnly;
+/// The export layer's filter. Per callsite, [`dagraid_only`], decided once: a callsite it
+/// refuses (every `trace!` of h2, hyper or tonic) stays disabled for good instead of being asked
+/// again on every hit, and its level (INFO) is its hint. Per span or event of dagraid's own
+/// callsites: only inside a sampled trace, that of the nearest span the layer records above it.
+/// Below a span that is not sampled the layer sees nothing (no span builder, no fields, no SDK
+/// span), so at a ratio of 0.01 an unsampled access costs the layer its root spans only (a
+/// client call, a served call: the sampler needs them to decide). A span with nothing recorded
+/// above it is a root in this process and always recorded: the SDK's sampler decides it, with
+/// the remote parent a served call's span is given just after it is made (`traceparent`), so
+/// the parent-based samplers still follow the caller.
+struct ExportFilter {
+    /// The subscriber this filter is part of, to ask the export layer for a span's context;
+    /// set once the subscriber is built.
+    dispatch: Arc<OnceLock<WeakDispatch>>,
+}
 
-impl<S> tracing_subscriber::layer::Filter<S> for DagraidOnly {
+impl ExportFilter {
+    /// Whether the trace the current span belongs to is sampled: that of the nearest span the
+    /// export layer records, from the current one up its parents (a task runs in a span of
+    /// its own, not on the stack of the one that spawned it); true without one.
+    fn in_sampled_trace<S>(&self, cx: &tracing_subscriber::layer::Context<'_, S>) -> bool
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let Some(current) = cx.current_span().id().cloned() else {
+            return true;
+        };
+        let Some(dispatch) = self.dispatch.get().and_then(WeakDispatch::upgrade) else {
+            return true;
+        };
+        // Builds that span's SDK span if it is not built yet: the layer does so anyway for its
+        // first child (the child's parent context).
+        propagation::recorded_context(&dispatch, Some(current))
+            .is_none_or(|otel| otel.span().span_context().is_sampled())
+    }
+}
+
+impl<S> Filter<S> for ExportFilter
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
     fn enabled(
         &self,
         meta: &tracing::Metadata<'_>,
-        _cx: &tracing_subscriber::layer::Context<'_, S>,
+        cx: &tracing_subscriber::layer::Context<'_, S>,
     ) -> bool {
-        dagraid_only(meta)
+        dagraid_only(meta) && self.in_sampled_trace(cx)
     }
 
     fn callsite_enabled(
@@ -338,90 +374,26 @@ impl<S> tracing_subscriber::layer::Filter<S> for DagraidOnly {
         meta: &'static tracing::Metadata<'static>,
     ) -> tracing::subscriber::Interest {
         if dagraid_only(meta) {
-            tracing::subscriber::Interest::always()
+            tracing::subscriber::Interest::sometimes()
         } else {
             tracing::subscriber::Interest::never()
         }
     }
 
-    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
-        Some(tracing::level_filters::LevelFilter::INFO)
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::INFO)
     }
 }
 
-/// The log layer's filter: `filter` for events; spans only when `spans` (so the log layer
-/// formats no span's fields unless it prints span context). Static per callsite, like
-/// [`DagraidOnly`].
-struct LogFilter {
-    filter: EnvFilter,
-    spans: bool,
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::layer::Filter<S> for LogFilter {
-    fn enabled(
-        &self,
-        meta: &tracing::Metadata<'_>,
-        cx: &tracing_subscriber::layer::Context<'_, S>,
-    ) -> bool {
-        (self.spans || !meta.is_span())
-            && <EnvFilter as tracing_subscriber::layer::Filter<S>>::enabled(&self.filter, meta, cx)
-    }
-
-    fn callsite_enabled(
-        &self,
-        meta: &'static tracing::Metadata<'static>,
-    ) -> tracing::subscriber::Interest {
-        if !self.spans && meta.is_span() {
-            return tracing::subscriber::Interest::never();
-        }
-        <EnvFilter as tracing_subscriber::layer::Filter<S>>::callsite_enabled(&self.filter, meta)
-    }
-
-    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
-        <EnvFilter as tracing_subscriber::layer::Filter<S>>::max_level_hint(&self.filter)
-    }
-
-    fn event_enabled(
-        &self,
-        event: &tracing::Event<'_>,
-        cx: &tracing_subscriber::layer::Context<'_, S>,
-    ) -> bool {
-        <EnvFilter as tracing_subscriber::layer::Filter<S>>::event_enabled(&self.filter, event, cx)
-    }
-
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        id: &tracing::span::Id,
-        cx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        if self.spans {
-            <EnvFilter as tracing_subscriber::layer::Filter<S>>::on_new_span(
-                &self.filter,
-                attrs,
-                id,
-                cx,
-            );
-        }
-    }
-
-    fn on_enter(&self, id: &tracing::span::Id, cx: tracing_subscriber::layer::Context<'_, S>) {
-        if self.spans {
-            <EnvFilter as tracing_subscriber::layer::Filter<S>>::on_enter(&self.filter, id, cx);
-        }
-    }
-
-    fn on_exit(&self, id: &tracing::span::Id, cx: tracing_subscriber::layer::Context<'_, S>) {
-        if self.spans {
-            <EnvFilter as tracing_subscriber::layer::Filter<S>>::on_exit(&self.filter, id, cx);
-        }
-    }
-
-    fn on_close(&self, id: tracing::span::Id, cx: tracing_subscriber::layer::Context<'_, S>) {
-        if self.spans {
-            <EnvFilter as tracing_subscriber::layer::Filter<S>>::on_close(&self.filter, id, cx);
-        }
-    }
+/// `filter`, and spans only when `spans`: the log layer then formats no span's fields unless
+/// it prints span context. (A `filter_fn` of the metadata alone is decided once per callsite.)
+fn log_filter_with_spans<S>(filter: EnvFilter, spans: bool) -> impl Filter<S>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    let spans =
+        filter_fn(move |meta| spans || !meta.is_span()).with_max_level_hint(LevelFilter::TRACE);
+    filter.and(spans)
 }
 
 /// Builds (without installing) a subscriber per `settings`: the log to `log` filtered by
@@ -440,10 +412,7 @@ where
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(log)
         .with_ansi(ansi)
-        .with_filter(LogFilter {
-            filter: log_filter,
-            spans: settings.log_spans,
-        });
+        .with_filter(log_filter_with_spans(log_filter, settings.log_spans));
     let Some(endpoint) = &settings.endpoint else {
         let dispatch = Dispatch::new(tracing_subscriber::registry().with(fmt));
         return Ok((dispatch, Telemetry::default()));
@@ -494,6 +463,7 @@ where
     }
     let provider = provider.build();
     let o = settings.layer;
+    let dispatch = Arc::new(OnceLock::new());
     let export = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("dagraid"))
         .with_location(o.location)
@@ -501,8 +471,12 @@ where
         .with_tracked_inactivity(o.tracked_inactivity)
         .with_target(o.target)
         .with_context_activation(o.context_activation)
-        .with_filter(DagraidOnly);
-    let dispatch = Dispatch::new(tracing_subscriber::registry().with(fmt).with(export));
+        .with_filter(ExportFilter {
+            dispatch: dispatch.clone(),
+        });
+    let subscriber = Dispatch::new(tracing_subscriber::registry().with(fmt).with(export));
+    let _ = dispatch.set(subscriber.downgrade());
+    let dispatch = subscriber;
     Ok((
         dispatch,
         Telemetry {
@@ -520,7 +494,7 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<Telemetry, St
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     settings.log_spans = filter
         .max_level_hint()
-        .is_some_and(|l| l >= tracing::level_filters::LevelFilter::DEBUG);
+        .is_some_and(|l| l >= LevelFilter::DEBUG);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (dispatch, telemetry) = build(&settings, filter, std::io::stderr, ansi)?;
     tracing::dispatcher::set_global_default(dispatch)
@@ -537,31 +511,34 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<Telemetry, St
 
 #[cfg(test)]
 mod tests {
-    use tracing_subscriber::layer::Filter;
     use tracing_subscriber::registry::Registry;
 
     use super::*;
 
     #[test]
-    fn the_export_filter_decides_once_per_callsite_and_tells_its_level() {
+    fn the_export_filter_refuses_foreign_callsites_for_good_and_tells_its_level() {
         let all = tracing_subscriber::registry()
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink));
         tracing::subscriber::with_default(all, || {
             let ours = tracing::info_span!(target: "dagraid_core::engine", "Rod");
             let ours_debug = tracing::debug_span!(target: "dagraid_core::engine", "detail");
             let foreign = tracing::info_span!(target: "h2::proto", "poll");
+            let filter = ExportFilter {
+                dispatch: Arc::default(),
+            };
             let interest = |s: &tracing::Span| {
-                <DagraidOnly as Filter<Registry>>::callsite_enabled(
-                    &DagraidOnly,
+                <ExportFilter as Filter<Registry>>::callsite_enabled(
+                    &filter,
                     s.metadata().expect("enabled"),
                 )
             };
-            assert!(interest(&ours).is_always());
+            // Ours are asked per span (sampled trace or not); the rest never.
+            assert!(interest(&ours).is_sometimes());
             assert!(interest(&ours_debug).is_never());
             assert!(interest(&foreign).is_never());
             assert_eq!(
-                <DagraidOnly as Filter<Registry>>::max_level_hint(&DagraidOnly),
-                Some(tracing::level_filters::LevelFilter::INFO)
+                <ExportFilter as Filter<Registry>>::max_level_hint(&filter),
+                Some(LevelFilter::INFO)
             );
         });
     }

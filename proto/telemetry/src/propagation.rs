@@ -2,12 +2,15 @@
 //! `TraceContextPropagator`: callers inject the current context, servers extract their call
 //! span's parent.
 
+use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tonic::codegen::http::HeaderMap;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing::Dispatch;
+use tracing::span::Id;
+use tracing_subscriber::registry::{LookupSpan, Registry};
 
 /// Writes into gRPC metadata, every value marked sensitive: HTTP/2 sends it as a
 /// never-indexed literal. A `traceparent` differs on every call; indexed, it would only push
@@ -44,17 +47,30 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// The context a call made now should carry: the current `tracing` span's, when an
-/// OpenTelemetry layer (dagraid's, or an application's own `tracing-opentelemetry` layer)
-/// records it; otherwise the current OpenTelemetry context (an application using the
+/// The context a call made now should carry: that of the current `tracing` span, or of the
+/// nearest span above it that an OpenTelemetry layer (dagraid's, or an application's own
+/// `tracing-opentelemetry` layer) records: dagraid's export layer records nothing below a span
+/// that is not sampled, and a call made there still carries the trace and its decision (not
+/// sampled). Without such a span, the current OpenTelemetry context (an application using the
 /// OpenTelemetry API directly).
 pub fn current_context() -> opentelemetry::Context {
-    let cx = tracing::Span::current().context();
-    if cx.span().span_context().is_valid() {
-        cx
-    } else {
-        opentelemetry::Context::current()
+    tracing::dispatcher::get_default(|d| recorded_context(d, d.current_span().id().cloned()))
+        .filter(|cx| cx.span().span_context().is_valid())
+        .unwrap_or_else(opentelemetry::Context::current)
+}
+
+/// The OpenTelemetry context of span `id` or, when no OpenTelemetry layer records it, of the
+/// nearest span above it (by parent, not by what the thread entered) that one records.
+pub(crate) fn recorded_context(dispatch: &Dispatch, id: Option<Id>) -> Option<Context> {
+    let registry = dispatch.downcast_ref::<Registry>();
+    let mut span = id;
+    while let Some(id) = span {
+        if let Some(cx) = tracing_opentelemetry::get_otel_context(&id, dispatch) {
+            return Some(cx);
+        }
+        span = registry?.span(&id)?.parent().map(|p| p.id());
     }
+    None
 }
 
 /// Adds the current context ([`current_context`]) to `metadata`, so the callee's spans join

@@ -153,8 +153,6 @@ impl Run {
             None => (None, 0),
         };
         let fields = NodeFields {
-            dag_id: self.dag_id,
-            dag_kind: self.kind,
             node,
             component,
             column: target.map(|t| t.component),

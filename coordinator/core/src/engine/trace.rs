@@ -23,10 +23,9 @@ impl Phase {
     }
 }
 
-/// The fields every node span carries from its start.
+/// The fields every node span carries from its start. The DAG's id and kind are its parent
+/// `dag` span's, not repeated on each firing.
 pub(crate) struct NodeFields<'a> {
-    pub(crate) dag_id: u64,
-    pub(crate) dag_kind: &'static str,
     pub(crate) node: usize,
     pub(crate) component: Option<&'a str>,
     pub(crate) column: Option<usize>,
@@ -42,8 +41,6 @@ macro_rules! node_span_match {
                 Mnemonic::$name => tracing::info_span!(
                     parent: $parent,
                     stringify!($name),
-                    dag_id = $f.dag_id,
-                    dag_kind = $f.dag_kind,
                     node = $f.node as u64,
                     component = $f.component,
                     column = $f.column.map(|c| c as u64),

@@ -242,6 +242,7 @@ fn check_spans(cap: &Capture, res: &DagResult, mnemonics: &[Mnemonic]) {
         .collect();
     assert_eq!(dags.len(), 1, "one DAG span");
     let dag = &spans[dags[0]];
+    assert_eq!(dag.field("dag_kind"), Some(res.kind()));
     assert_eq!(dag.field("direction"), Some(res.direction().as_str()));
     assert_eq!(
         dag.field("committed"),
@@ -262,7 +263,9 @@ fn check_spans(cap: &Capture, res: &DagResult, mnemonics: &[Mnemonic]) {
             "second {dir} span for node {node}"
         );
         assert_eq!(s.name, mnemonics[node].as_str(), "span name of node {node}");
-        assert_eq!(s.field("dag_kind"), Some(res.kind()));
+        // The DAG's kind and id are on its span only.
+        assert_eq!(s.field("dag_kind"), None, "node {node}");
+        assert_eq!(s.field("dag_id"), None, "node {node}");
         assert!(s.closed.is_some(), "span of node {node} closed");
         let report = &res.nodes()[node];
         let outcome = s.field("outcome").unwrap();

@@ -1,4 +1,4 @@
-//! A real OTLP/gRPC trace receiver for tests and benches (feature `receiver`), in process on
+//! A real OTLP/gRPC trace receiver for the tests and benches, in process on
 //! 127.0.0.1: [`OtlpReceiver::start`] serves the collector service of `opentelemetry-proto` and
 //! keeps every span it is sent; [`OtlpReceiver::counting`] serves the same gRPC method but only
 //! counts the spans, walking the protobuf wire format without decoding it ([`count_spans`]), so
