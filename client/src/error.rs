@@ -330,8 +330,10 @@ impl ClientError {
         // coordinator has none): tonic reports a connection closed under a call (a TLS alert
         // after the handshake, a reset) as CANCELLED or UNKNOWN, and an HTTP/2 protocol error
         // (plaintext spoken to a TLS port) as INTERNAL: neither a timeout nor the service's
-        // own error. (tonic's own deadline, "Timeout expired", carries no source.)
+        // own error. tonic's own deadline (`TimeoutExpired` in the source chain) stays a
+        // timeout.
         if status.source().is_some()
+            && !timed_out(status)
             && matches!(
                 status.code(),
                 Code::Cancelled | Code::Unknown | Code::Internal
@@ -398,6 +400,18 @@ impl From<Status> for ClientError {
 }
 
 /// tonic's message for a transport failure is often just "transport error": add its causes.
+/// Whether tonic's own deadline ended the call (its `TimeoutExpired` in the source chain).
+fn timed_out(status: &Status) -> bool {
+    let mut source = status.source();
+    while let Some(err) = source {
+        if err.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 fn transport_message(status: &Status) -> String {
     let mut message = status.message().to_owned();
     let mut source = status.source();
@@ -585,6 +599,11 @@ mod tests {
             assert!(e.is_transport(), "{code:?}: {e:?}");
             assert!(e.to_string().contains("fatal alert"), "{e}");
         }
+        // tonic's own deadline is a timeout, source or not.
+        let mut status = Status::cancelled("Timeout expired");
+        status.set_source(std::sync::Arc::new(tonic::TimeoutExpired(())));
+        let e = ClientError::from_status(&status);
+        assert!(matches!(e, ClientError::Timeout { .. }), "{e:?}");
     }
 
     #[test]
