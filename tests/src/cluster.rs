@@ -12,7 +12,7 @@ use dagraid_proto::storage::v1 as spb;
 use dagraid_proto::volume::v1 as vpb;
 use dagraid_tls::Role;
 use tokio::process::{Child, Command};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::node::{NodeOptions, NodeProcess};
 use crate::process;
@@ -320,13 +320,7 @@ impl Cluster {
             Some(files) => {
                 crate::tls::channel(self.coordinator.addr(), &files, &Role::Coordinator).await?
             }
-            None => Endpoint::from_shared(self.url())?
-                .connect_timeout(Duration::from_secs(10))
-                .tcp_nodelay(true)
-                .max_frame_size(dagraid_node::HTTP2_MAX_FRAME_SIZE)
-                .initial_stream_window_size(dagraid_node::HTTP2_STREAM_WINDOW)
-                .initial_connection_window_size(dagraid_node::HTTP2_CONNECTION_WINDOW)
-                .connect()
+            None => crate::node::channel(self.coordinator.addr())
                 .await
                 .context("connecting to the coordinator")?,
         };

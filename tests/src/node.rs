@@ -371,15 +371,20 @@ impl NodeProcess {
     }
 }
 
-/// A channel configured for 1 MiB messages: 1 MiB frames, 8/32 MiB windows, no Nagle.
-pub async fn channel(addr: SocketAddr) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
-    endpoint
+/// An endpoint configured for 1 MiB messages: 1 MiB frames, 8/32 MiB windows, no Nagle, a
+/// 10 s connect timeout (plaintext here; [`crate::tls::channel`] adds TLS to it).
+pub fn endpoint(addr: SocketAddr) -> Result<Endpoint> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
         .max_frame_size(dagraid_node::HTTP2_MAX_FRAME_SIZE)
         .initial_stream_window_size(dagraid_node::HTTP2_STREAM_WINDOW)
-        .initial_connection_window_size(dagraid_node::HTTP2_CONNECTION_WINDOW)
+        .initial_connection_window_size(dagraid_node::HTTP2_CONNECTION_WINDOW))
+}
+
+/// A plaintext channel over [`endpoint`].
+pub async fn channel(addr: SocketAddr) -> Result<Channel> {
+    endpoint(addr)?
         .connect()
         .await
         .with_context(|| format!("connecting to {addr}"))

@@ -2,13 +2,12 @@
 //! its certificates to the processes, and channels that speak TLS to them.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use dagraid_client::TlsFiles;
 use dagraid_tls::pki::ClusterPki;
 use dagraid_tls::{ClientTls, Role};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// A cluster CA (and the certificates issued from it) in a temporary directory, removed when
 /// dropped.
@@ -76,11 +75,7 @@ pub fn server_args(files: &TlsFiles) -> Vec<String> {
 /// `server`, with the data path's HTTP/2 settings.
 pub async fn channel(addr: SocketAddr, files: &TlsFiles, server: &Role) -> Result<Channel> {
     let tls = ClientTls::load(files.clone())?;
-    Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(10))
-        .max_frame_size(dagraid_node::HTTP2_MAX_FRAME_SIZE)
-        .initial_stream_window_size(dagraid_node::HTTP2_STREAM_WINDOW)
-        .initial_connection_window_size(dagraid_node::HTTP2_CONNECTION_WINDOW)
+    crate::node::endpoint(addr)?
         .connect_with_connector(tls.connector(&server.dns_name())?)
         .await
         .with_context(|| format!("TLS connection to {addr} ({})", server.dns_name()))

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use hyper_util::rt::TokioIo;
@@ -12,6 +12,7 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use crate::material::Material;
 use crate::{TlsError, TlsFiles, files, provider};
 
 /// A client's TLS material: the CA the server's certificate must chain to, and optionally its
@@ -20,17 +21,9 @@ use crate::{TlsError, TlsFiles, files, provider};
 ///
 /// [`ClientTls::reload`] reads the files again: connections made after it use the new
 /// material, connections already up continue.
+#[derive(Debug)]
 pub struct ClientTls {
-    files: TlsFiles,
-    current: RwLock<Arc<ClientConfig>>,
-}
-
-impl std::fmt::Debug for ClientTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientTls")
-            .field("files", &self.files)
-            .finish_non_exhaustive()
-    }
+    material: Material<ClientConfig>,
 }
 
 impl ClientTls {
@@ -38,8 +31,7 @@ impl ClientTls {
     pub fn load(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
         let config = Self::build(&files)?;
         Ok(Arc::new(Self {
-            files,
-            current: RwLock::new(Arc::new(config)),
+            material: Material::new(files, config),
         }))
     }
 
@@ -66,25 +58,17 @@ impl ClientTls {
 
     /// The files this was loaded from.
     pub fn files(&self) -> &TlsFiles {
-        &self.files
+        self.material.files()
     }
 
     /// The config new connections use.
     pub fn config(&self) -> Arc<ClientConfig> {
-        self.current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.material.current()
     }
 
     /// Reads the files again. On an error the material in use stays (and the error says why).
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = Arc::new(Self::build(&self.files)?);
-        *self
-            .current
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
-        Ok(())
+        self.material.reload(Self::build)
     }
 
     /// A connector that opens TCP to the URI's host and port and does a TLS handshake that

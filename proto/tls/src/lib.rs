@@ -28,6 +28,7 @@
 
 mod client;
 mod files;
+mod material;
 mod peer;
 #[cfg(feature = "pki")]
 pub mod pki;

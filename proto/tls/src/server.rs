@@ -1,7 +1,7 @@
 //! The server side: a reloadable certificate, key and CA, and the TLS accept loop.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ServerConfig;
@@ -12,6 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::material::Material;
 use crate::{TlsError, TlsFiles, files, provider};
 
 /// How long a peer has to finish its TLS handshake after its TCP connection is accepted.
@@ -26,17 +27,9 @@ const MAX_HANDSHAKES: usize = 256;
 ///
 /// [`ServerTls::reload`] reads the files again: handshakes after it use the new material,
 /// connections already up continue.
+#[derive(Debug)]
 pub struct ServerTls {
-    files: TlsFiles,
-    current: RwLock<Arc<ServerConfig>>,
-}
-
-impl std::fmt::Debug for ServerTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerTls")
-            .field("files", &self.files)
-            .finish_non_exhaustive()
-    }
+    material: Material<ServerConfig>,
 }
 
 impl ServerTls {
@@ -44,8 +37,7 @@ impl ServerTls {
     pub fn load(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
         let config = Self::build(&files)?;
         Ok(Arc::new(Self {
-            files,
-            current: RwLock::new(Arc::new(config)),
+            material: Material::new(files, config),
         }))
     }
 
@@ -74,25 +66,17 @@ impl ServerTls {
 
     /// The files this was loaded from.
     pub fn files(&self) -> &TlsFiles {
-        &self.files
+        self.material.files()
     }
 
     /// The config new handshakes use.
     pub fn config(&self) -> Arc<ServerConfig> {
-        self.current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.material.current()
     }
 
     /// Reads the files again. On an error the material in use stays (and the error says why).
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = Arc::new(Self::build(&self.files)?);
-        *self
-            .current
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
-        Ok(())
+        self.material.reload(Self::build)
     }
 
     /// The TLS connections of `listener`, for tonic's `serve_with_incoming`. Each accepted TCP
