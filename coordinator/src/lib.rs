@@ -710,14 +710,7 @@ async fn serve_announced(config: CoordinatorConfig) -> Result<(), String> {
     let shutdown = shutdown_signal()?;
     let reloader = coordinator.reloader();
     if !reloader.is_empty() {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = signal(SignalKind::hangup())
-            .map_err(|e| format!("installing the SIGHUP handler: {e}"))?;
-        tokio::spawn(async move {
-            while hangup.recv().await.is_some() {
-                reloader.reload();
-            }
-        });
+        dagraid_tls::on_hangup(move || reloader.reload()).map_err(|e| e.to_string())?;
     }
     // The one line scripts, `dagraid up` and the test harness wait for, first.
     println!(

@@ -207,14 +207,23 @@ pub enum Reloadable {
 /// certificates, connections already up continue. A reload that fails (a half-written file)
 /// keeps what is in use and says why in the log. The handler is installed before this returns.
 pub fn reload_on_hangup(material: Vec<Reloadable>) -> Result<(), TlsError> {
+    on_hangup(move || {
+        for m in &material {
+            m.reload_logged();
+        }
+    })
+}
+
+/// Runs `reload` on every SIGHUP, in a task of its own (a process with more than TLS material
+/// to read again, e.g. the coordinator's token file, passes its own). The handler is installed
+/// before this returns.
+pub fn on_hangup(reload: impl Fn() + Send + 'static) -> Result<(), TlsError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup())
         .map_err(|e| TlsError::Invalid(format!("installing the SIGHUP handler: {e}")))?;
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            for m in &material {
-                m.reload_logged();
-            }
+            reload();
         }
     });
     Ok(())
