@@ -799,9 +799,11 @@ mod tests {
         assert!(check_nbd_listen(any, true).is_ok());
     }
 
+    /// `args` plus `--insecure` (these tests are about everything but TLS).
     fn parse(args: &[&str]) -> Result<CoordinatorConfig, String> {
         let mut all = vec!["dagraid-coordinator"];
         all.extend_from_slice(args);
+        all.push("--insecure");
         Args::try_parse_from(all)
             .map_err(|e| e.to_string())?
             .merge(FileConfig::default())
@@ -854,7 +856,7 @@ nodes = [{ id = "a", address = "h1:1" }, { id = "b", address = "h2:2" }]
 "#,
         )
         .unwrap();
-        let c = Args::try_parse_from(["x"])
+        let c = Args::try_parse_from(["x", "--insecure"])
             .unwrap()
             .merge(file.clone())
             .unwrap();
@@ -884,6 +886,7 @@ nodes = [{ id = "a", address = "h1:1" }, { id = "b", address = "h2:2" }]
             "0",
             "--max-in-flight-per-node",
             "1",
+            "--insecure",
         ])
         .unwrap()
         .merge(file)
@@ -895,6 +898,15 @@ nodes = [{ id = "a", address = "h1:1" }, { id = "b", address = "h2:2" }]
         assert_eq!(c.assembly_wait, Duration::ZERO);
         assert_eq!(c.max_in_flight_per_node, 1);
         assert_eq!(c.cluster_id, "c1");
+    }
+
+    #[test]
+    fn plaintext_needs_insecure() {
+        let err = Args::try_parse_from(["x", "--data-dir", "/d"])
+            .unwrap()
+            .merge(FileConfig::default())
+            .unwrap_err();
+        assert!(err.contains("no TLS material"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,8 @@ fn command(args: &[&str]) -> Command {
     cmd.args(args)
         .env_remove("DAGRAID_NODES")
         .env_remove("DAGRAID_TOKEN")
+        // Plaintext said explicitly: these tests are about everything but TLS.
+        .env("DAGRAID_INSECURE", "true")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -149,6 +151,36 @@ async fn bad_configuration_is_a_one_line_error() {
             "{err}"
         );
     }
+}
+
+/// Plaintext is served only when asked for: without TLS files and without --insecure the
+/// coordinator refuses to start, and says what to give it.
+#[tokio::test]
+async fn no_tls_and_no_insecure_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        command(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .env_remove("DAGRAID_INSECURE")
+        .output(),
+    )
+    .await
+    .expect("exits within 30 s")
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no listening line");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("no TLS material"), "{err}");
+    assert!(
+        err.contains("--tls-ca") && err.contains("--insecure"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

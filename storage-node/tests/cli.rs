@@ -15,8 +15,14 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs the binary to completion (it must exit by itself, within the timeout).
 fn run(args: &[&str]) -> Output {
+    run_with(args, true)
+}
+
+/// [`run`], with `insecure`: DAGRAID_INSECURE=true in its environment.
+fn run_with(args: &[&str], insecure: bool) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
+        .env("DAGRAID_INSECURE", insecure.to_string())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -68,6 +74,8 @@ fn assert_clear_error(out: &Output, needle: &str) {
 fn start(args: &[&str]) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(args)
+        // Plaintext said explicitly: these tests are about everything but TLS.
+        .env("DAGRAID_INSECURE", "true")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -153,6 +161,25 @@ fn a_data_dir_that_cannot_be_created_is_a_clear_error() {
         path_str(&below_a_file),
     ]);
     assert_clear_error(&out, "cannot create it");
+}
+
+/// Plaintext is served only when asked for: without TLS files and without --insecure the node
+/// refuses to start, and says what to give it.
+#[test]
+fn no_tls_and_no_insecure_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_with(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            path_str(dir.path()),
+        ],
+        false,
+    );
+    assert_clear_error(&out, "no TLS material");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--insecure"), "{stderr}");
 }
 
 #[test]

@@ -575,11 +575,10 @@ async fn connect(cluster: &Cluster, retry: RetryPolicy) -> Result<Client> {
     Client::connect(
         cluster.url(),
         ClientOptions {
-            token: cluster.options.token.clone(),
             request_timeout: Duration::from_secs(5),
             connections: 1,
             retry,
-            ..ClientOptions::default()
+            ..cluster.client_options()
         },
     )
     .await

@@ -52,8 +52,9 @@ pub struct ClusterOptions {
     pub down_out_delay_ms: Option<u64>,
     /// `--rebuild-rate` of the coordinator (bytes per second; 0: no limit); `None`: its default.
     pub rebuild_rate: Option<u64>,
-    /// Mutual TLS on every link, under a cluster CA of the test's own ([`Cluster::pki`]);
-    /// off: every process is started with `--insecure`.
+    /// Mutual TLS on every link, under a cluster CA of the test's own ([`Cluster::pki`]); on
+    /// by default, so the suite runs the way a cluster is deployed. Off: every process is
+    /// started with `--insecure`; a test that turns it off says why.
     pub tls: bool,
 }
 
@@ -70,7 +71,7 @@ impl Default for ClusterOptions {
             metrics: false,
             down_out_delay_ms: None,
             rebuild_rate: None,
-            tls: false,
+            tls: true,
         }
     }
 }
@@ -313,10 +314,47 @@ impl Cluster {
             .transpose()
     }
 
+    /// The SDK options that reach this cluster's volume API: its token and, with TLS, the CA
+    /// and the client certificate. Tests add their timeouts and retries on top.
+    pub fn client_options(&self) -> dagraid_client::ClientOptions {
+        dagraid_client::ClientOptions {
+            token: self.options.token.clone(),
+            tls: self.client_tls().expect("the cluster's client certificate"),
+            ..dagraid_client::ClientOptions::default()
+        }
+    }
+
+    /// The `dagraid` CLI's flags that reach this cluster: `--coordinator URL --token T` and,
+    /// with TLS, `--tls-ca`, `--tls-cert` and `--tls-key` of the client certificate.
+    pub fn cli_args(&self) -> Vec<String> {
+        let mut args = vec!["--coordinator".to_owned(), self.url()];
+        if let Some(token) = &self.options.token {
+            args.extend(["--token".to_owned(), token.clone()]);
+        }
+        if let Some(files) = self.client_tls().expect("the cluster's client certificate") {
+            args.extend(crate::tls::server_args(&files));
+        }
+        args
+    }
+
     /// A raw volume-API client (generated code) carrying the cluster's token (and, with TLS,
     /// the client certificate).
     pub async fn volume_client(&self) -> Result<RawVolumeClient> {
-        let channel = match self.client_tls()? {
+        self.volume_client_presenting(self.client_tls()?).await
+    }
+
+    /// A raw volume-API client that presents no client certificate (with TLS: the CA only),
+    /// so that the token alone decides what it may do.
+    pub async fn volume_client_without_certificate(&self) -> Result<RawVolumeClient> {
+        let ca_only = self.pki.as_ref().map(|pki| pki.ca_only());
+        self.volume_client_presenting(ca_only).await
+    }
+
+    async fn volume_client_presenting(
+        &self,
+        tls: Option<dagraid_client::TlsFiles>,
+    ) -> Result<RawVolumeClient> {
+        let channel = match tls {
             Some(files) => {
                 crate::tls::channel(self.coordinator.addr(), &files, &Role::Coordinator).await?
             }

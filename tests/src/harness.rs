@@ -19,13 +19,9 @@ pub async fn client(cluster: &Cluster) -> Client {
     Client::connect(
         cluster.url(),
         ClientOptions {
-            token: cluster.options.token.clone(),
             request_timeout: Duration::from_secs(20),
             retry: RetryPolicy::none(),
-            tls: cluster
-                .client_tls()
-                .expect("the cluster's client certificate"),
-            ..ClientOptions::default()
+            ..cluster.client_options()
         },
     )
     .await

@@ -521,9 +521,8 @@ async fn connect(cluster: &Cluster) -> Result<Client> {
     Client::connect(
         cluster.url(),
         ClientOptions {
-            token: cluster.options.token.clone(),
             request_timeout: Duration::from_secs(120),
-            ..ClientOptions::default()
+            ..cluster.client_options()
         },
     )
     .await

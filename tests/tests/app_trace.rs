@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dagraid_client::{Client, ClientOptions, RaidLevel, VolumeSpec};
+use dagraid_client::{Client, RaidLevel, VolumeSpec};
 use dagraid_tests::cluster::{Cluster, ClusterOptions};
 use dagraid_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan};
 use dagraid_tests::with_timeout;
@@ -42,15 +42,9 @@ async fn an_applications_trace_continues_through_the_coordinator_and_the_nodes()
         })
         .await
         .unwrap();
-        let client = Client::connect(
-            cluster.url(),
-            ClientOptions {
-                token: cluster.options.token.clone(),
-                ..ClientOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let client = Client::connect(cluster.url(), cluster.client_options())
+            .await
+            .unwrap();
         client
             .create_volume(VolumeSpec::new("app", RaidLevel::Raid5, 16 << 20))
             .await

@@ -27,10 +27,9 @@ async fn client(cluster: &Cluster) -> Client {
     Client::connect(
         cluster.url(),
         ClientOptions {
-            token: cluster.options.token.clone(),
             request_timeout: Duration::from_secs(20),
             retry: RetryPolicy::none(),
-            ..ClientOptions::default()
+            ..cluster.client_options()
         },
     )
     .await
@@ -646,10 +645,7 @@ async fn kill9_with_a_node_lost_at_the_crash_refuses_assembly_and_force_through_
         let cli = dagraid_tests::process::binary("dagraid", "DAGRAID_BIN").unwrap();
         let run = |force: bool| {
             let mut cmd = tokio::process::Command::new(&cli);
-            cmd.arg("--coordinator")
-                .arg(cluster.url())
-                .arg("--token")
-                .arg(cluster.options.token.clone().unwrap())
+            cmd.args(cluster.cli_args())
                 .args(["volume", "assemble", "r5"]);
             if force {
                 cmd.arg("--force");

@@ -301,22 +301,36 @@ impl Project {
         wait_until("every container healthy", deadline, || {
             let ids = self.run(&["ps", "-a", "-q"], Duration::from_secs(60))?;
             let ids: Vec<&str> = ids.split_whitespace().collect();
-            ensure!(ids.len() == 7, "{} containers, want 7", ids.len());
+            ensure!(
+                ids.len() == 8,
+                "{} containers, want 8 (the certs step and 7 servers)",
+                ids.len()
+            );
             let mut args = vec![
                 "inspect",
                 "--format",
-                "{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}",
+                "{{index .Config.Labels \"com.docker.compose.service\"}} {{.State.Status}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}",
             ];
             args.extend(&ids);
             let states = run_ok(&mut docker(&args), Duration::from_secs(60))?;
-            if let Some(dead) = states.lines().find(|l| l.contains(" exited ")) {
-                // Not worth waiting for: fail now, the guard prints the logs.
-                return Err(anyhow!("a container exited: {dead}"));
+            let mut ready = true;
+            for line in states.lines() {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let [service, status, code, health] = fields[..] else {
+                    bail!("unexpected docker inspect line {line:?}");
+                };
+                match (service, status) {
+                    // The one-shot certificate step: done when it exited with 0.
+                    ("certs", "exited") if code == "0" => {}
+                    // Not worth waiting for: fail now, the guard prints the logs.
+                    (_, "exited" | "dead") => bail!("a container exited: {line}"),
+                    (_, "running") if health == "healthy" || service == "certs" => {
+                        ready &= service != "certs";
+                    }
+                    _ => ready = false,
+                }
             }
-            Ok(states
-                .lines()
-                .all(|l| l.ends_with(" running healthy"))
-                .then_some(()))
+            Ok(ready.then_some(()))
         })
     }
 
@@ -364,6 +378,8 @@ struct Cli {
     url: String,
     token: String,
     dir: PathBuf,
+    /// The client's ca.pem, cert.pem and key.pem from the certs step.
+    tls: PathBuf,
 }
 
 impl Cli {
@@ -376,7 +392,10 @@ impl Cli {
             .args(args)
             .env("DAGRAID_COORDINATOR", &self.url)
             // In the environment, not on the command line (ps shows argv).
-            .env("DAGRAID_TOKEN", &self.token);
+            .env("DAGRAID_TOKEN", &self.token)
+            .env("DAGRAID_TLS_CA", self.tls.join("ca.pem"))
+            .env("DAGRAID_TLS_CERT", self.tls.join("cert.pem"))
+            .env("DAGRAID_TLS_KEY", self.tls.join("key.pem"));
         cmd
     }
 
@@ -655,12 +674,36 @@ fn scenario() -> anyhow::Result<()> {
         "not Prometheus metrics of dagraid: {}",
         &page[..page.len().min(500)]
     );
+    // The client's certificate, from the certs step's volume (docker cp works on the
+    // container it left behind).
+    let client_tls = work.path().join("client-tls");
+    let certs = project.container("certs")?;
+    run_ok(
+        &mut docker(&[
+            "cp",
+            &format!("{certs}:/out/client"),
+            client_tls.to_str().expect("utf-8 path"),
+        ]),
+        Duration::from_secs(60),
+    )?;
     let cli = Cli {
         bin: target_dir.join("image-context").join("dagraid"),
-        url: format!("http://{api}"),
+        url: format!("https://{api}"),
         token: project.token.clone(),
         dir: work.path().to_path_buf(),
+        tls: client_tls,
     };
+    // TLS by default: the same port refuses plaintext.
+    let plaintext = run_for(
+        cli.cmd(&["status"])
+            .env("DAGRAID_COORDINATOR", format!("http://{api}")),
+        Duration::from_secs(120),
+        false,
+    )?;
+    ensure!(
+        !plaintext.status.success(),
+        "plaintext gRPC to the compose coordinator was answered"
+    );
     cli.wait_nodes_reachable(Duration::from_secs(120))?;
     steps.done(&format!(
         "coordinator serving on {api} (metrics {metrics}), 6 nodes reachable"

@@ -2,7 +2,7 @@
 //! I/O did, including a failed Rod made deterministic with the node's fault injection, and the
 //! real output of the coordinator and a node passes `promtool check metrics`.
 
-use dagraid_client::{Client, ClientOptions, RaidLevel, VolumeSpec};
+use dagraid_client::{Client, RaidLevel, VolumeSpec};
 use dagraid_proto::storage::v1 as spb;
 use dagraid_tests::cluster::{Cluster, ClusterOptions, layout_of};
 use dagraid_tests::prom::{promtool_available, promtool_check_metrics, sample};
@@ -20,15 +20,9 @@ async fn counters_and_histograms_move_by_what_the_io_did() {
         })
         .await
         .unwrap();
-        let client = Client::connect(
-            cluster.url(),
-            ClientOptions {
-                token: cluster.options.token.clone(),
-                ..ClientOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let client = Client::connect(cluster.url(), cluster.client_options())
+            .await
+            .unwrap();
         client
             .create_volume(
                 VolumeSpec::new(VOLUME, RaidLevel::Raid5, 16 << 20)

@@ -27,10 +27,9 @@ async fn client(cluster: &Cluster) -> Client {
     Client::connect(
         cluster.url(),
         ClientOptions {
-            token: cluster.options.token.clone(),
             // Queued in the coordinator behind the other writers: a call may wait long.
             request_timeout: Duration::from_secs(90),
-            ..ClientOptions::default()
+            ..cluster.client_options()
         },
     )
     .await

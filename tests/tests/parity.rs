@@ -28,10 +28,9 @@ async fn client(cluster: &Cluster) -> Client {
     Client::connect(
         cluster.url(),
         ClientOptions {
-            token: cluster.options.token.clone(),
             request_timeout: Duration::from_secs(20),
             retry: RetryPolicy::none(),
-            ..ClientOptions::default()
+            ..cluster.client_options()
         },
     )
     .await
@@ -63,10 +62,7 @@ async fn raw_volume(cluster: &Cluster, name: &str) -> vpb::Volume {
 async fn cli(cluster: &Cluster, verb: &str, volume: &str) -> (i32, String) {
     let bin = dagraid_tests::process::binary("dagraid", "DAGRAID_BIN").unwrap();
     let out = tokio::process::Command::new(&bin)
-        .arg("--coordinator")
-        .arg(cluster.url())
-        .arg("--token")
-        .arg(cluster.options.token.clone().unwrap())
+        .args(cluster.cli_args())
         .args(["volume", "parity", verb, volume, "--wait"])
         .output()
         .await
@@ -84,10 +80,18 @@ async fn overwrite_parity_block(cluster: &Cluster, c: &Client, v: &vpb::Volume, 
     let sl = layout.stripe(stripe).unwrap();
     let comp = &v.components[sl.p_column().unwrap()];
     let node = cluster.node_by_id(&comp.node_id).unwrap();
-    let client = NodeClient::new(
+    // As the coordinator calls it: over TLS with the coordinator's certificate.
+    let tls = cluster.pki.as_ref().map(|pki| {
+        dagraid_tls::ClientTls::load(pki.files(&dagraid_tls::Role::Coordinator).unwrap()).unwrap()
+    });
+    let client = NodeClient::for_node(
+        &comp.node_id,
         &node.addr().to_string(),
         FencingContext::new("dagraid", epoch),
-        NodeClientConfig::default(),
+        NodeClientConfig {
+            tls,
+            ..NodeClientConfig::default()
+        },
     )
     .unwrap();
     let bs = u64::from(v.block_size);

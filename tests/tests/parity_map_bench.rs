@@ -192,10 +192,9 @@ async fn connect(cluster: &Cluster) -> Client {
     Client::connect(
         cluster.url(),
         ClientOptions {
-            token: cluster.options.token.clone(),
             request_timeout: Duration::from_secs(60),
             retry: RetryPolicy::none(),
-            ..ClientOptions::default()
+            ..cluster.client_options()
         },
     )
     .await

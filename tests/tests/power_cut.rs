@@ -1,6 +1,8 @@
 //! Power cuts of real `dagraid-node` processes (InjectFault `POWER_CUT`, fault-injection mode):
 //! what was not synced is lost, the sync in flight is torn, every acknowledged write survives,
 //! and RAID 5 and RAID 6 clusters ride through power cuts of nodes with every acknowledged byte.
+//! The nodes started alone (the first tests) are plaintext, said here: they test the node's
+//! fault injection itself; the clusters run mutual TLS, the builder's default.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -449,10 +451,9 @@ async fn power_cuts_under_load(level: RaidLevel, cuts: &[usize]) {
         let client = Client::connect(
             cluster.url(),
             ClientOptions {
-                token: cluster.options.token.clone(),
                 request_timeout: Duration::from_secs(20),
                 retry: RetryPolicy::none(),
-                ..ClientOptions::default()
+                ..cluster.client_options()
             },
         )
         .await

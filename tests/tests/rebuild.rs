@@ -29,10 +29,9 @@ async fn client(cluster: &Cluster) -> Client {
     Client::connect(
         cluster.url(),
         ClientOptions {
-            token: cluster.options.token.clone(),
             request_timeout: Duration::from_secs(20),
             retry: RetryPolicy::none(),
-            ..ClientOptions::default()
+            ..cluster.client_options()
         },
     )
     .await

@@ -194,10 +194,9 @@ async fn measured() {
     let c = Client::connect(
         cluster.url(),
         ClientOptions {
-            token: cluster.options.token.clone(),
             request_timeout: Duration::from_secs(60),
             retry: RetryPolicy::none(),
-            ..ClientOptions::default()
+            ..cluster.client_options()
         },
     )
     .await

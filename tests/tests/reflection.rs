@@ -39,11 +39,15 @@ async fn the_coordinator_lists_its_services_through_reflection() {
         })
         .await
         .unwrap();
-        let channel = tonic::transport::Endpoint::from_shared(cluster.url())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        // Over TLS without a client certificate: reflection needs no credential.
+        let pki = cluster.pki.as_ref().expect("a TLS cluster");
+        let channel = dagraid_tests::tls::channel(
+            cluster.coordinator.addr(),
+            &pki.ca_only(),
+            &dagraid_tls::Role::Coordinator,
+        )
+        .await
+        .unwrap();
         let mut client = ServerReflectionClient::new(channel);
 
         let MessageResponse::ListServicesResponse(list) =

@@ -1,5 +1,9 @@
 //! The coordinator's `RemoteComponent` and `NodeClient` against the real `dagraid-node` binary:
 //! bytes, error kinds, fencing, dead, stopped, hung and slow nodes, and the per-call deadline.
+//!
+//! Plaintext, said here once: these tests are about the storage API itself, on a node started
+//! alone (`NodeOptions::tls` `None`: `--insecure`). The same API behind mutual TLS, and what
+//! it refuses to whom, is `tests/tests/security.rs`; clusters run TLS by default.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -596,6 +596,8 @@ async fn a_token_file_is_rotated_by_sighup_without_a_restart() {
                     cluster,
                     ClientOptions {
                         token: Some(token),
+                        // The CA alone: the token decides.
+                        tls: cluster.pki.as_ref().map(|pki| pki.ca_only()),
                         ..ClientOptions::default()
                     },
                 )
@@ -643,6 +645,63 @@ async fn a_token_file_is_rotated_by_sighup_without_a_restart() {
             !log.contains("first-token-1111") && !log.contains("second-token-2222"),
             "a token was logged:\n{log}"
         );
+    })
+    .await;
+}
+
+/// `dagraid health`, the compose file's health check, over TLS without a client certificate:
+/// serving for the right name, refused for another name or over plaintext.
+#[tokio::test]
+async fn dagraid_health_checks_over_tls_against_the_servers_name() {
+    with_timeout(async {
+        let cluster = Cluster::start(tls_cluster(1, Some("t"))).await.unwrap();
+        let pki = cluster.pki.as_ref().unwrap();
+        let ca = pki.pki().ca();
+        let cli = dagraid_tests::process::binary("dagraid", "DAGRAID_BIN").unwrap();
+        let health = |address: String, args: Vec<String>| {
+            let mut cmd = tokio::process::Command::new(&cli);
+            cmd.args(["--timeout", "10", "health"])
+                .arg(address)
+                .args(args)
+                .env_remove("DAGRAID_TLS_CA")
+                .env_remove("DAGRAID_TLS_CERT")
+                .env_remove("DAGRAID_TLS_KEY")
+                .env_remove("DAGRAID_TLS_SERVER_NAME");
+            async move { cmd.output().await.unwrap() }
+        };
+        let with_ca = |name: Option<&str>, service: &str| {
+            let mut args = vec!["--tls-ca".to_owned(), ca.display().to_string()];
+            if let Some(name) = name {
+                args.extend(["--tls-server-name".to_owned(), name.to_owned()]);
+            }
+            args.extend(["--service".to_owned(), service.to_owned()]);
+            args
+        };
+        let node = cluster.nodes[0].addr().to_string();
+        let coordinator = cluster.coordinator.addr().to_string();
+        let ok = health(
+            node.clone(),
+            with_ca(Some("node1.node.dagraid"), "dagraid.storage.v1.StorageNode"),
+        )
+        .await;
+        assert!(ok.status.success(), "{ok:?}");
+        assert!(String::from_utf8_lossy(&ok.stdout).contains("serving"));
+        let ok = health(
+            coordinator.clone(),
+            with_ca(None, "dagraid.volume.v1.VolumeService"),
+        )
+        .await;
+        assert!(ok.status.success(), "{ok:?}");
+        // The node's address with the coordinator's name: the certificate does not match.
+        let wrong = health(node.clone(), with_ca(None, "")).await;
+        assert!(!wrong.status.success(), "{wrong:?}");
+        assert!(
+            String::from_utf8_lossy(&wrong.stderr).contains("over TLS"),
+            "{wrong:?}"
+        );
+        // Plaintext to a TLS port.
+        let plain = health(node, vec![]).await;
+        assert!(!plain.status.success(), "{plain:?}");
     })
     .await;
 }

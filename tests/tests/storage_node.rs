@@ -1,4 +1,8 @@
 //! The real `dagraid-node` binary over real gRPC on 127.0.0.1.
+//!
+//! Plaintext, said here once: these tests are about the storage API itself, on a node started
+//! alone (`NodeOptions::tls` `None`: `--insecure`). The same API behind mutual TLS, and what
+//! it refuses to whom, is `tests/tests/security.rs`; clusters run TLS by default.
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use dagraid_client::{Client, ClientOptions, RaidLevel, VolumeSpec};
+use dagraid_client::{Client, RaidLevel, VolumeSpec};
 use dagraid_tests::cluster::{Cluster, ClusterOptions};
 use dagraid_tests::otlp_receiver::OtlpReceiver;
 use dagraid_tests::prom::sample;
@@ -59,15 +59,9 @@ async fn writes_against(endpoint: String) -> [f64; 4] {
     })
     .await
     .unwrap();
-    let client = Client::connect(
-        cluster.url(),
-        ClientOptions {
-            token: cluster.options.token.clone(),
-            ..ClientOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let client = Client::connect(cluster.url(), cluster.client_options())
+        .await
+        .unwrap();
     client
         .create_volume(VolumeSpec::new("v", RaidLevel::Raid5, 16 << 20).stripe_unit_bytes(64 << 10))
         .await

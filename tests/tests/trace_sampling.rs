@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use dagraid_client::{Client, ClientOptions, RaidLevel, VolumeSpec};
+use dagraid_client::{Client, RaidLevel, VolumeSpec};
 use dagraid_telemetry::{Telemetry, TraceSettings, propagation};
 use dagraid_tests::cluster::{Cluster, ClusterOptions};
 use dagraid_tests::otlp_receiver::OtlpReceiver;
@@ -173,15 +173,9 @@ async fn real_processes_follow_a_caller_that_did_not_sample_down_to_the_disk() {
         })
         .await
         .unwrap();
-        let client = Client::connect(
-            cluster.url(),
-            ClientOptions {
-                token: cluster.options.token.clone(),
-                ..ClientOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let client = Client::connect(cluster.url(), cluster.client_options())
+            .await
+            .unwrap();
         client
             .create_volume(
                 VolumeSpec::new("v", RaidLevel::Raid5, 16 << 20).stripe_unit_bytes(64 << 10),

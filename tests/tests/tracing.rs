@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dagraid_client::{Client, ClientOptions, RaidLevel, VolumeSpec};
+use dagraid_client::{Client, RaidLevel, VolumeSpec};
 use dagraid_proto::storage::v1 as spb;
 use dagraid_telemetry::TraceSettings;
 use dagraid_tests::cluster::{Cluster, ClusterOptions, layout_of};
@@ -109,15 +109,9 @@ async fn one_write_is_one_trace_down_to_the_disk_with_failures_and_recovery() {
         })
         .await
         .unwrap();
-        let client = Client::connect(
-            cluster.url(),
-            ClientOptions {
-                token: cluster.options.token.clone(),
-                ..ClientOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let client = Client::connect(cluster.url(), cluster.client_options())
+            .await
+            .unwrap();
         client
             .create_volume(
                 VolumeSpec::new(VOLUME, RaidLevel::Raid5, 16 << 20)

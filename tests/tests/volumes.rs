@@ -21,9 +21,8 @@ async fn client(cluster: &Cluster) -> Client {
     Client::connect(
         cluster.url(),
         ClientOptions {
-            token: cluster.options.token.clone(),
             request_timeout: Duration::from_secs(30),
-            ..ClientOptions::default()
+            ..cluster.client_options()
         },
     )
     .await
@@ -419,6 +418,8 @@ async fn bad_input_is_refused_precisely() {
             ),
             "{code:?}"
         );
+        // Without a client certificate, so that the token alone decides.
+        let mut raw = cluster.volume_client_without_certificate().await.unwrap();
         raw.token = None;
         let anon = raw.request(dagraid_proto::volume::v1::ListVolumesRequest {});
         assert_eq!(
@@ -435,6 +436,7 @@ async fn bad_input_is_refused_precisely() {
             cluster.url(),
             ClientOptions {
                 token: Some("wrong".into()),
+                tls: cluster.pki.as_ref().map(|pki| pki.ca_only()),
                 ..ClientOptions::default()
             },
         )

@@ -3,6 +3,8 @@
 //! `dagraid up` runs a whole cluster from this one executable. The SDK it is built on
 //! (`dagraid-client`) stays free of both servers.
 //!
+//! - `certs.rs`: `dagraid certs init`, the cluster CA and a certificate per process for a
+//!   deployment of your own (the compose file's `certs` step).
 //! - `cluster_file.rs`: `<data-dir>/cluster.toml`, written by `dagraid up`, read by the verbs.
 //! - `health.rs`: `dagraid health`, the container health check.
 //! - `output.rs`: tables and JSON.
@@ -19,6 +21,7 @@
 //! The binary (`src/main.rs`) runs [`server::run_if_server`] for the two server subcommands,
 //! and otherwise only parses [`Args`] and calls [`run`].
 
+pub mod certs;
 pub mod cluster_file;
 pub mod health;
 pub mod output;
@@ -173,6 +176,10 @@ pub enum Command {
     /// Add, remove and list the hot spares a failed column is rebuilt onto.
     #[command(subcommand)]
     Spare(spare::SpareCommand),
+    /// Make the cluster CA and the certificates of its processes, for a deployment of your
+    /// own (`dagraid up` makes its own in DATA_DIR/tls; docs/SECURITY.md).
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Show the cluster's nodes and every volume, or one volume, like `raidctl -s`.
     ///
     /// Per volume: level, size, geometry and state (optimal, degraded, reconstructing, failed);
@@ -246,6 +253,16 @@ pub enum Command {
         /// dagraid.storage.v1.StorageNode (a storage node) [default: the server as a whole].
         #[arg(long, default_value = "")]
         service: String,
+        /// With --tls-ca (or an https:// address): the name the server's certificate must
+        /// carry, `coordinator.dagraid` or `ID.node.dagraid`. No client certificate is
+        /// presented: the health service needs none.
+        #[arg(
+            long,
+            env = "DAGRAID_TLS_SERVER_NAME",
+            default_value = "coordinator.dagraid",
+            value_name = "NAME"
+        )]
+        tls_server_name: String,
     },
 }
 
@@ -381,8 +398,17 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
             "`node` and `coordinator` take their own flags and must come first: \
              `dagraid node [FLAGS]`, `dagraid coordinator [FLAGS]` (see their --help)"
         )),
-        Command::Health { address, service } => {
-            health::check(address, service, Duration::from_secs(args.timeout)).await
+        Command::Certs(command) => certs::run(command),
+        Command::Health {
+            address,
+            service,
+            tls_server_name,
+        } => {
+            let tls = args
+                .tls_ca
+                .as_ref()
+                .map(|ca| (ca.as_path(), tls_server_name.as_str()));
+            health::check(address, service, tls, Duration::from_secs(args.timeout)).await
         }
         _ => {
             let telemetry = trace_export();
@@ -558,7 +584,11 @@ async fn verb(
 ) -> anyhow::Result<()> {
     let _ = target;
     match &args.command {
-        Command::Up(_) | Command::Health { .. } | Command::Node(_) | Command::Coordinator(_) => {
+        Command::Up(_)
+        | Command::Health { .. }
+        | Command::Certs(_)
+        | Command::Node(_)
+        | Command::Coordinator(_) => {
             unreachable!("handled by run")
         }
         Command::Volume(VolumeCommand::Create {

@@ -106,6 +106,7 @@ mod tests {
             "/tmp/n1",
             "--node-id",
             "node1",
+            "--insecure",
         ])
         .unwrap();
         let config = node.to_config().unwrap();
@@ -121,6 +122,7 @@ mod tests {
             "/tmp/c",
             "--node",
             "node1=127.0.0.1:7001",
+            "--insecure",
         ])
         .unwrap();
         assert_eq!(coordinator.into_config().unwrap().nodes.len(), 1);

@@ -128,10 +128,16 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
-    /// The files of a server (certificate, key and CA all required), or `None` for plaintext.
+    /// The files of a server (certificate, key and CA all required), or `None` for plaintext,
+    /// which a server takes only when asked for it with `--insecure`: a server given neither
+    /// is refused rather than left open to anyone who reaches its port.
     pub fn server_files(&self) -> Result<Option<TlsFiles>, TlsError> {
         match (&self.ca, &self.cert, &self.key) {
-            (None, None, None) => Ok(None),
+            (None, None, None) if self.insecure => Ok(None),
+            (None, None, None) => Err(TlsError::Invalid(
+                "no TLS material: give --tls-ca, --tls-cert and --tls-key (or DAGRAID_TLS_CA, DAGRAID_TLS_CERT, DAGRAID_TLS_KEY), or --insecure (DAGRAID_INSECURE=true) to serve plaintext that anyone who reaches the port can use; see docs/SECURITY.md"
+                    .into(),
+            )),
             (Some(ca), Some(cert), Some(key)) => Ok(Some(TlsFiles {
                 ca: ca.clone(),
                 cert: Some(cert.clone()),
@@ -278,8 +284,14 @@ mod tests {
     #[test]
     fn flags_go_together() {
         let none = TlsArgs::default();
-        assert_eq!(none.server_files().unwrap(), None);
+        let err = none.server_files().unwrap_err().to_string();
+        assert!(err.contains("--insecure"), "{err}");
         assert_eq!(none.client_files().unwrap(), None);
+        let insecure = TlsArgs {
+            insecure: true,
+            ..TlsArgs::default()
+        };
+        assert_eq!(insecure.server_files().unwrap(), None);
         let ca_only = TlsArgs {
             ca: Some("ca.pem".into()),
             ..TlsArgs::default()
