@@ -104,6 +104,19 @@ impl ClusterPki {
     /// Issues a new certificate and key for `role` into `cert` and `key` (replacing them:
     /// a process picks the new ones up when it reloads).
     pub fn issue(&self, role: &Role, cert: &Path, key: &Path) -> Result<(), TlsError> {
+        self.issue_naming(role, &[], cert, key)
+    }
+
+    /// [`ClusterPki::issue`], the certificate also naming the IP addresses `ips`: for clients
+    /// that check the address they connect to against the server's certificate and cannot be
+    /// told another name (libnbd 1.14's `nbds://` URIs).
+    pub fn issue_naming(
+        &self,
+        role: &Role,
+        ips: &[std::net::IpAddr],
+        cert: &Path,
+        key: &Path,
+    ) -> Result<(), TlsError> {
         if let Role::Node(id) = role {
             check_node_id(id)?;
         }
@@ -115,7 +128,11 @@ impl ClusterPki {
         let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(generate)?;
         let issuer = Issuer::new(ca_params(), ca_key);
         let key_pair = KeyPair::generate().map_err(generate)?;
-        let issued = leaf_params(role)?
+        let mut params = leaf_params(role)?;
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        let issued = params
             .signed_by(&key_pair, &issuer)
             .map_err(generate)?;
         // The key first: a certificate never sits beside a key that is not its own for long.
