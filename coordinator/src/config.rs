@@ -411,7 +411,11 @@ impl CoordinatorConfig {
         if nbd_tls != NbdTls::Off && self.tls.is_none() {
             return Err(format!(
                 "--nbd-tls {} needs the coordinator's TLS material (--tls-ca, --tls-cert, --tls-key)",
-                if nbd_tls == NbdTls::On { "on" } else { "require" }
+                if nbd_tls == NbdTls::On {
+                    "on"
+                } else {
+                    "require"
+                }
             ));
         }
         if let Some(addr) = self.nbd_listen {

@@ -12,14 +12,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use dagraid_client::TlsFiles;
 use dagraid_client::{Client, RaidLevel, VolumeSpec, VolumeState};
 use dagraid_tests::cluster::{Cluster, ClusterOptions};
 use dagraid_tests::harness::client;
 use dagraid_tests::{eventually, with_timeout};
+use dagraid_tls::{ClientTls, Role};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use dagraid_client::TlsFiles;
-use dagraid_tls::{ClientTls, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -383,7 +383,11 @@ impl Raw<TcpStream> {
         stream.read_exact(&mut greeting).await.unwrap();
         assert_eq!(&greeting[..8], b"NBDMAGIC");
         assert_eq!(&greeting[8..16], b"IHAVEOPT");
-        assert_eq!(&greeting[16..], &3u16.to_be_bytes(), "fixed newstyle, no zeroes");
+        assert_eq!(
+            &greeting[16..],
+            &3u16.to_be_bytes(),
+            "fixed newstyle, no zeroes"
+        );
         stream.write_all(&flags.to_be_bytes()).await.unwrap();
         Raw { stream }
     }
@@ -395,7 +399,11 @@ impl Raw<TcpStream> {
         files: &TlsFiles,
     ) -> std::io::Result<Raw<tokio_rustls::client::TlsStream<TcpStream>>> {
         self.option(OPT_STARTTLS, &[]).await;
-        assert_eq!(self.option_replies().await, vec![1], "STARTTLS acknowledged");
+        assert_eq!(
+            self.option_replies().await,
+            vec![1],
+            "STARTTLS acknowledged"
+        );
         let config = ClientTls::load(files.clone()).unwrap().config();
         let name = rustls_pki_types::ServerName::try_from(Role::Coordinator.dns_name()).unwrap();
         let mut stream = tokio_rustls::TlsConnector::from(config)
@@ -707,7 +715,12 @@ async fn name_the_coordinator_127_0_0_1(cluster: &Cluster) {
     let files = pki.files(&Role::Coordinator).unwrap();
     let (cert, key) = (files.cert.clone().unwrap(), files.key.clone().unwrap());
     pki.pki()
-        .issue_naming(&Role::Coordinator, &["127.0.0.1".parse().unwrap()], &cert, &key)
+        .issue_naming(
+            &Role::Coordinator,
+            &["127.0.0.1".parse().unwrap()],
+            &cert,
+            &key,
+        )
         .unwrap();
     cluster.coordinator.hangup().await.unwrap();
     let new_der = dagraid_tests::tls::first_certificate(&std::fs::read(&cert).unwrap());
@@ -785,7 +798,10 @@ async fn nbdinfo_and_nbdcopy_over_required_tls() {
         let strangers = [
             ("none", None),
             ("other-ca", Some(other.files(&Role::Client).unwrap())),
-            ("node", Some(pki.files(&Role::Node("node1".into())).unwrap())),
+            (
+                "node",
+                Some(pki.files(&Role::Node("node1".into())).unwrap()),
+            ),
         ];
         for (name, files) in &strangers {
             let certs = libnbd_certs(&dir.path().join(name), &ca, files.as_ref());
@@ -801,10 +817,16 @@ async fn nbdinfo_and_nbdcopy_over_required_tls() {
         assert!(info.contains("with TLS"), "{info}");
         run("nbdcopy", &[&src_s, &nbds_uri(addr, &good)]).await;
         let got = c.volume(VOLUME).read_at(0, data.len()).await.unwrap();
-        assert!(got[..] == data[..], "the SDK reads what nbdcopy wrote over TLS");
+        assert!(
+            got[..] == data[..],
+            "the SDK reads what nbdcopy wrote over TLS"
+        );
         let out = dir.path().join("out.img");
         run("nbdcopy", &[&nbds_uri(addr, &good), out.to_str().unwrap()]).await;
-        assert!(std::fs::read(&out).unwrap() == data, "nbdcopy reads it back");
+        assert!(
+            std::fs::read(&out).unwrap() == data,
+            "nbdcopy reads it back"
+        );
         cluster.check_columns(VOLUME, &[]).await.unwrap();
     })
     .await;
@@ -846,29 +868,47 @@ async fn required_tls_negotiation_by_hand() {
         let mut raw = Raw::connect(addr).await;
         for code in [3, 6, 7, 42] {
             raw.option(code, &[]).await;
-            assert_eq!(raw.option_replies().await, vec![REP_ERR_TLS_REQD], "option {code}");
+            assert_eq!(
+                raw.option_replies().await,
+                vec![REP_ERR_TLS_REQD],
+                "option {code}"
+            );
         }
         raw.option(OPT_STARTTLS, &[1]).await;
-        assert_eq!(raw.option_replies().await, vec![REP_ERR_INVALID], "STARTTLS with data");
-        let mut tls = raw.starttls(&pki.files(&Role::Client).unwrap()).await.unwrap();
+        assert_eq!(
+            raw.option_replies().await,
+            vec![REP_ERR_INVALID],
+            "STARTTLS with data"
+        );
+        let mut tls = raw
+            .starttls(&pki.files(&Role::Client).unwrap())
+            .await
+            .unwrap();
         tls.option(3, &[]).await;
         assert_eq!(tls.option_replies().await, vec![2, 1], "LIST over TLS");
         tls.option(OPT_STARTTLS, &[]).await;
-        assert_eq!(tls.option_replies().await, vec![REP_ERR_INVALID], "a second STARTTLS");
+        assert_eq!(
+            tls.option_replies().await,
+            vec![REP_ERR_INVALID],
+            "a second STARTTLS"
+        );
         tls.go(VOLUME).await;
         tls.request(1, 1, 65536, &[0x7e; 4096], 4096).await;
         assert_eq!(tls.reply(0).await.unwrap(), (0, 1, vec![]));
         tls.request(0, 2, 65536, &[], 4096).await;
         assert_eq!(tls.reply(4096).await.unwrap(), (0, 2, vec![0x7e; 4096]));
         let got = c.volume(VOLUME).read_at(65536, 4096).await.unwrap();
-        assert!(got.iter().all(|&b| b == 0x7e), "the SDK reads the TLS write");
+        assert!(
+            got.iter().all(|&b| b == 0x7e),
+            "the SDK reads the TLS write"
+        );
 
         let mut raw = Raw::connect(addr).await;
         raw.option(1, VOLUME.as_bytes()).await;
         assert!(raw.closed().await, "EXPORT_NAME before TLS");
         let mut raw = Raw::connect_with_flags(addr, 0).await;
         assert!(raw.closed().await, "no fixed newstyle: no TLS possible");
-        // A node's certificate chains to the CA but is no client's: closed after the handshake.
+        // A node's certificate chains to the CA but is no client's (serverAuth only): refused.
         let raw = Raw::connect(addr).await;
         let node = pki.files(&Role::Node("node2".into())).unwrap();
         if let Ok(mut tls) = raw.starttls(&node).await {
@@ -888,12 +928,21 @@ async fn nbd_tls_flags_at_start() {
         let coordinator = dagraid_tests::cluster::coordinator_binary().unwrap();
         for mode in ["on", "require"] {
             let out = tokio::process::Command::new(&coordinator)
-                .args(["--listen", "127.0.0.1:0", "--data-dir", data_dir, "--insecure"])
+                .args([
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                    data_dir,
+                    "--insecure",
+                ])
                 .args(["--nbd-listen", "127.0.0.1:0", "--nbd-tls", mode])
                 .output()
                 .await
                 .unwrap();
-            assert!(!out.status.success(), "--nbd-tls {mode} without TLS started");
+            assert!(
+                !out.status.success(),
+                "--nbd-tls {mode} without TLS started"
+            );
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(stderr.contains("--tls-cert"), "{stderr}");
         }
@@ -903,15 +952,19 @@ async fn nbd_tls_flags_at_start() {
         let mut coordinator = dagraid_tests::cluster::CoordinatorProcess::start(args)
             .await
             .expect("a non-loopback export with TLS required starts");
-        let addr = eventually("the nbd export listening", Duration::from_secs(30), || async {
-            coordinator
-                .log()
-                .lines()
-                .find(|l| l.contains("nbd export listening"))
-                .and_then(|l| l.split("addr=").nth(1))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<SocketAddr>().ok())
-        })
+        let addr = eventually(
+            "the nbd export listening",
+            Duration::from_secs(30),
+            || async {
+                coordinator
+                    .log()
+                    .lines()
+                    .find(|l| l.contains("nbd export listening"))
+                    .and_then(|l| l.split("addr=").nth(1))
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse::<SocketAddr>().ok())
+            },
+        )
         .await;
         let mut raw = Raw::connect(SocketAddr::from(([127, 0, 0, 1], addr.port()))).await;
         raw.option(3, &[]).await;

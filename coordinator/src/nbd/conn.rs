@@ -45,11 +45,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::{ExportTls, NbdSettings};
-use crate::config::NbdTls;
 use super::wire::{
     self, BlockSizes, InfoRequest, Request, WireError, cmd, cmd_flags, errno, opt, rep, tflags,
 };
+use super::{ExportTls, NbdSettings};
+use crate::config::NbdTls;
 use crate::volumes::VolumeManager;
 
 /// Bytes of zeros a TRIM or WRITE_ZEROES writes per access.
@@ -250,8 +250,13 @@ fn gate(mode: NbdTls, tls_active: bool, code: u32, payload_len: usize) -> Gate {
     }
     match code {
         opt::ABORT => Gate::Serve,
-        opt::EXPORT_NAME => Gate::Close("NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS, and TLS is required"),
-        _ => Gate::Refuse(rep::ERR_TLS_REQD, "TLS is required: send NBD_OPT_STARTTLS first"),
+        opt::EXPORT_NAME => {
+            Gate::Close("NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS, and TLS is required")
+        }
+        _ => Gate::Refuse(
+            rep::ERR_TLS_REQD,
+            "TLS is required: send NBD_OPT_STARTTLS first",
+        ),
     }
 }
 
@@ -628,7 +633,11 @@ fn name_of(kind: u16) -> &'static str {
 }
 
 /// Runs one request: its reply's error value and, for a read, the data.
-async fn execute<W: AsyncWrite + Unpin>(c: &Connection<W>, r: Request, payload: Option<Bytes>) -> (u32, Option<Bytes>) {
+async fn execute<W: AsyncWrite + Unpin>(
+    c: &Connection<W>,
+    r: Request,
+    payload: Option<Bytes>,
+) -> (u32, Option<Bytes>) {
     let writes = matches!(r.kind, cmd::WRITE | cmd::TRIM | cmd::WRITE_ZEROES);
     let allowed_flags = match r.kind {
         cmd::WRITE | cmd::TRIM => cmd_flags::FUA,
@@ -797,7 +806,10 @@ mod tests {
                 opt::STARTTLS => Gate::StartTls,
                 opt::ABORT => Gate::Serve,
                 opt::EXPORT_NAME => {
-                    assert!(matches!(gate(NbdTls::Require, false, code, 0), Gate::Close(_)));
+                    assert!(matches!(
+                        gate(NbdTls::Require, false, code, 0),
+                        Gate::Close(_)
+                    ));
                     continue;
                 }
                 _ => Gate::Refuse(
@@ -805,7 +817,11 @@ mod tests {
                     "TLS is required: send NBD_OPT_STARTTLS first",
                 ),
             };
-            assert_eq!(gate(NbdTls::Require, false, code, 0), expected, "option {code}");
+            assert_eq!(
+                gate(NbdTls::Require, false, code, 0),
+                expected,
+                "option {code}"
+            );
         }
     }
 
@@ -829,8 +845,7 @@ mod tests {
             assert_eq!(gate(NbdTls::On, false, code, 0), Gate::Serve);
             assert_eq!(gate(NbdTls::Off, false, code, 0), Gate::Serve);
             assert!(
-                !matches!(gate(NbdTls::Require, false, code, 0), Gate::Serve)
-                    || code == opt::ABORT
+                !matches!(gate(NbdTls::Require, false, code, 0), Gate::Serve) || code == opt::ABORT
             );
         }
         assert_eq!(gate(NbdTls::On, false, opt::STARTTLS, 0), Gate::StartTls);

@@ -132,9 +132,7 @@ impl ClusterPki {
         params
             .subject_alt_names
             .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
-        let issued = params
-            .signed_by(&key_pair, &issuer)
-            .map_err(generate)?;
+        let issued = params.signed_by(&key_pair, &issuer).map_err(generate)?;
         // The key first: a certificate never sits beside a key that is not its own for long.
         write_private(key, key_pair.serialize_pem().as_bytes())?;
         write_private(cert, issued.pem().as_bytes())?;

@@ -120,9 +120,10 @@ impl ServerTls {
 
     /// The server side of an NBD client's TLS session on `io` (after `NBD_OPT_STARTTLS` was
     /// acknowledged), with [`ServerTls::nbd_config`], within [`HANDSHAKE_TIMEOUT`]. NBD has no
-    /// token: the certificate is the credential, so a client without one, or with one from
-    /// another CA, fails the handshake, and one whose certificate names neither
-    /// `client.dagraid` nor `coordinator.dagraid` is refused right after it.
+    /// token: the certificate is the credential, so a client without one, with one from
+    /// another CA or without the clientAuth usage (a node's), fails the handshake, and one
+    /// whose certificate names neither `client.dagraid` nor `coordinator.dagraid` is refused
+    /// right after it.
     pub async fn accept_nbd<IO>(&self, io: IO) -> Result<TlsStream<IO>, NbdTlsError>
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
