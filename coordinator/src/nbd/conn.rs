@@ -305,8 +305,8 @@ async fn negotiate(
         ExportTls::Require(tls) => (NbdTls::Require, Some(tls)),
     };
     let fixed = client_flags & wire::CLIENT_FIXED_NEWSTYLE != 0;
-    // TLS needs fixed newstyle (the spec): such a client gets no TLS, so none at all when
-    // it is required.
+    // TLS needs fixed newstyle (the spec): a client without it gets no TLS, so it is refused
+    // when TLS is required.
     let mode = match (fixed, mode) {
         (true, mode) => mode,
         (false, NbdTls::Require) => {
