@@ -60,6 +60,20 @@ pub const MAX_MAX_IO_BYTES: u64 = 1 << 30;
 /// Name of the store file inside the data directory.
 pub const STORE_FILE: &str = "coordinator.redb";
 
+/// TLS on the NBD export (`--nbd-tls`): `NBD_OPT_STARTTLS` with the coordinator's certificate,
+/// a client certificate naming `client.dagraid` (or `coordinator.dagraid`) required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NbdTls {
+    /// No TLS: `NBD_OPT_STARTTLS` is refused (`NBD_REP_ERR_POLICY`).
+    Off,
+    /// TLS offered, plaintext still served (the spec's SELECTIVETLS, no TLS-only export).
+    On,
+    /// TLS required (the spec's FORCEDTLS): every option but `NBD_OPT_STARTTLS` and
+    /// `NBD_OPT_ABORT` before it is answered `NBD_REP_ERR_TLS_REQD`.
+    Require,
+}
+
 /// A storage node the coordinator uses.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -208,10 +222,16 @@ pub struct CoordinatorConfig {
     /// needs `dagraid volume assemble --force` again (the write hole is open).
     pub partial_parity_log: bool,
     /// Serve every volume over NBD here (export name = volume name); `None`: no NBD export.
-    /// A non-loopback address needs [`CoordinatorConfig::nbd_insecure`].
+    /// A non-loopback address needs [`CoordinatorConfig::nbd_insecure`] or
+    /// [`NbdTls::Require`].
     pub nbd_listen: Option<SocketAddr>,
-    /// Accept a non-loopback [`CoordinatorConfig::nbd_listen`] (NBD has no authentication).
+    /// Accept a non-loopback [`CoordinatorConfig::nbd_listen`] without TLS required (plaintext
+    /// NBD has no authentication).
     pub nbd_insecure: bool,
+    /// TLS on the NBD export; `None`: [`NbdTls::On`] when [`CoordinatorConfig::tls`] is set,
+    /// [`NbdTls::Off`] otherwise ([`CoordinatorConfig::nbd_tls_mode`]). `On` or `Require`
+    /// without TLS material is refused by [`CoordinatorConfig::validate`].
+    pub nbd_tls: Option<NbdTls>,
     /// Export every volume read-only over NBD (writes, trims and zeroing answer EPERM).
     pub nbd_read_only: bool,
     /// TLS (docs/SECURITY.md): the coordinator's certificate (naming `coordinator.dagraid`),
@@ -236,14 +256,16 @@ pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
     Ok(token.to_owned())
 }
 
-/// Refuses an NBD listening address that is not loopback unless `insecure`: NBD carries no
-/// credentials, so anyone who reaches the port could read and write every volume.
-pub fn check_nbd_listen(addr: SocketAddr, insecure: bool) -> Result<(), String> {
-    if addr.ip().is_loopback() || insecure {
+/// Refuses an NBD listening address that is not loopback unless TLS is required (`tls`
+/// [`NbdTls::Require`]: every client then shows a certificate of the cluster) or `insecure`:
+/// plaintext NBD carries no credentials, so anyone who reaches the port could read and write
+/// every volume.
+pub fn check_nbd_listen(addr: SocketAddr, insecure: bool, tls: NbdTls) -> Result<(), String> {
+    if addr.ip().is_loopback() || insecure || tls == NbdTls::Require {
         return Ok(());
     }
     Err(format!(
-        "--nbd-listen {addr} is not a loopback address: NBD has no authentication, so anyone who reaches it could read and write every volume; listen on 127.0.0.1, or pass --nbd-insecure to accept that"
+        "--nbd-listen {addr} is not a loopback address and --nbd-tls is not require: plaintext NBD has no authentication, so anyone who reaches it could read and write every volume; listen on 127.0.0.1, pass --nbd-tls require (clients then need a certificate of the cluster), or pass --nbd-insecure to accept that"
     ))
 }
 
@@ -279,10 +301,21 @@ impl CoordinatorConfig {
             partial_parity_log: true,
             nbd_listen: None,
             nbd_insecure: false,
+            nbd_tls: None,
             nbd_read_only: false,
             tls: None,
             parity_map_cooldown: dagraid_core::parity_map::DEFAULT_COOLDOWN,
         }
+    }
+
+    /// The NBD export's TLS mode: [`CoordinatorConfig::nbd_tls`], or by default
+    /// [`NbdTls::On`] with TLS material and [`NbdTls::Off`] without.
+    pub fn nbd_tls_mode(&self) -> NbdTls {
+        self.nbd_tls.unwrap_or(if self.tls.is_some() {
+            NbdTls::On
+        } else {
+            NbdTls::Off
+        })
     }
 
     /// Path of the store file.
@@ -374,8 +407,19 @@ impl CoordinatorConfig {
                 self.resync_retry_max.as_millis()
             ));
         }
+        let nbd_tls = self.nbd_tls_mode();
+        if nbd_tls != NbdTls::Off && self.tls.is_none() {
+            return Err(format!(
+                "--nbd-tls {} needs the coordinator's TLS material (--tls-ca, --tls-cert, --tls-key)",
+                if nbd_tls == NbdTls::On {
+                    "on"
+                } else {
+                    "require"
+                }
+            ));
+        }
         if let Some(addr) = self.nbd_listen {
-            check_nbd_listen(addr, self.nbd_insecure)?;
+            check_nbd_listen(addr, self.nbd_insecure, nbd_tls)?;
         }
         if !(MIN_MAX_IO_BYTES..=MAX_MAX_IO_BYTES).contains(&self.max_io_bytes) {
             return Err(format!(
@@ -488,6 +532,8 @@ pub struct FileConfig {
     pub nbd_listen: Option<SocketAddr>,
     /// See [`CoordinatorConfig::nbd_insecure`].
     pub nbd_insecure: Option<bool>,
+    /// See [`CoordinatorConfig::nbd_tls`]: `"off"`, `"on"` or `"require"`.
+    pub nbd_tls: Option<NbdTls>,
     /// See [`CoordinatorConfig::nbd_read_only`].
     pub nbd_read_only: Option<bool>,
 }
@@ -650,14 +696,20 @@ pub struct Args {
     #[arg(long, value_name = "BOOL", env = "DAGRAID_PARTIAL_PARITY_LOG")]
     pub partial_parity_log: Option<bool>,
     /// Export every volume over NBD at ADDR (export name = volume name; port 0 picks a free
-    /// port), e.g. 127.0.0.1:10809 [default: off]. NBD has no authentication: an address that
-    /// is not loopback is refused unless --nbd-insecure is given.
+    /// port), e.g. 127.0.0.1:10809 [default: off]. Plaintext NBD has no authentication: an
+    /// address that is not loopback is refused unless --nbd-tls require or --nbd-insecure is
+    /// given.
     #[arg(long, value_name = "ADDR", env = "DAGRAID_NBD_LISTEN")]
     pub nbd_listen: Option<SocketAddr>,
-    /// Accept a --nbd-listen address that is not loopback: anyone who reaches it can read and
-    /// write every volume.
+    /// Accept a --nbd-listen address that is not loopback without --nbd-tls require: anyone
+    /// who reaches it in plaintext can read and write every volume.
     #[arg(long)]
     pub nbd_insecure: bool,
+    /// TLS on the NBD export (NBD_OPT_STARTTLS, with the --tls-* certificate; clients need a
+    /// certificate naming client.dagraid): off; on (offered, plaintext still served); require
+    /// (plaintext refused) [default: on with --tls-*, off without].
+    #[arg(long, value_name = "MODE", env = "DAGRAID_NBD_TLS")]
+    pub nbd_tls: Option<NbdTls>,
     /// Export the volumes read-only over NBD (writes, trims and zeroing answer EPERM).
     #[arg(long)]
     pub nbd_read_only: bool,
@@ -774,6 +826,7 @@ impl Args {
         }
         config.nbd_listen = self.nbd_listen.or(file.nbd_listen);
         config.nbd_insecure = self.nbd_insecure || file.nbd_insecure.unwrap_or(false);
+        config.nbd_tls = self.nbd_tls.or(file.nbd_tls);
         config.nbd_read_only = self.nbd_read_only || file.nbd_read_only.unwrap_or(false);
         config.tls = self.tls.server_files().map_err(|e| e.to_string())?;
         config.validate()?;
@@ -792,18 +845,26 @@ mod tests {
         let lo: SocketAddr = "127.0.0.1:10809".parse().unwrap();
         let lo6: SocketAddr = "[::1]:10809".parse().unwrap();
         let any: SocketAddr = "0.0.0.0:10809".parse().unwrap();
-        assert!(check_nbd_listen(lo, false).is_ok());
-        assert!(check_nbd_listen(lo6, false).is_ok());
-        let err = check_nbd_listen(any, false).unwrap_err();
-        assert!(err.contains("--nbd-insecure"), "{err}");
-        assert!(check_nbd_listen(any, true).is_ok());
+        for tls in [NbdTls::Off, NbdTls::On] {
+            assert!(check_nbd_listen(lo, false, tls).is_ok());
+            assert!(check_nbd_listen(lo6, false, tls).is_ok());
+            let err = check_nbd_listen(any, false, tls).unwrap_err();
+            assert!(err.contains("--nbd-insecure"), "{err}");
+            assert!(err.contains("--nbd-tls require"), "{err}");
+            assert!(check_nbd_listen(any, true, tls).is_ok());
+        }
+        // Required TLS: every client shows a certificate of the cluster, any address will do.
+        assert!(check_nbd_listen(any, false, NbdTls::Require).is_ok());
     }
 
-    /// `args` plus `--insecure` (these tests are about everything but TLS).
+    /// `args`, plus `--insecure` unless they give TLS files (these tests are about everything
+    /// but TLS).
     fn parse(args: &[&str]) -> Result<CoordinatorConfig, String> {
         let mut all = vec!["dagraid-coordinator"];
         all.extend_from_slice(args);
-        all.push("--insecure");
+        if !args.iter().any(|a| a.starts_with("--tls-")) {
+            all.push("--insecure");
+        }
         Args::try_parse_from(all)
             .map_err(|e| e.to_string())?
             .merge(FileConfig::default())
@@ -907,6 +968,36 @@ nodes = [{ id = "a", address = "h1:1" }, { id = "b", address = "h2:2" }]
             .merge(FileConfig::default())
             .unwrap_err();
         assert!(err.contains("no TLS material"), "{err}");
+    }
+
+    #[test]
+    fn nbd_tls_defaults_to_the_tls_material_and_needs_it() {
+        let plain = parse(&["--data-dir", "/d"]).unwrap();
+        assert_eq!(plain.nbd_tls_mode(), NbdTls::Off);
+        let tls = [
+            "--data-dir",
+            "/d",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ];
+        assert_eq!(parse(&tls).unwrap().nbd_tls_mode(), NbdTls::On);
+        let mut off = tls.to_vec();
+        off.extend(["--nbd-tls", "off"]);
+        assert_eq!(parse(&off).unwrap().nbd_tls_mode(), NbdTls::Off);
+        let mut require = tls.to_vec();
+        require.extend(["--nbd-tls", "require", "--nbd-listen", "0.0.0.0:0"]);
+        assert_eq!(parse(&require).unwrap().nbd_tls_mode(), NbdTls::Require);
+        for mode in ["on", "require"] {
+            let err = parse(&["--data-dir", "/d", "--nbd-tls", mode]).unwrap_err();
+            assert!(err.contains("--tls-cert"), "{err}");
+        }
+        let file = FileConfig::parse("nbd-tls = \"require\"").unwrap();
+        assert_eq!(file.nbd_tls, Some(NbdTls::Require));
+        assert!(FileConfig::parse("nbd-tls = \"maybe\"").is_err());
     }
 
     #[test]

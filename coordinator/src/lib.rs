@@ -255,7 +255,7 @@ impl Coordinator {
         let nbd_addr = nbd_listener.as_ref().and_then(|l| l.local_addr().ok());
         if let Some(addr) = nbd_addr {
             // Logged before the listening line is printed: `dagraid up` and the tests read it.
-            tracing::info!(%addr, read_only = config.nbd_read_only, "nbd export listening");
+            tracing::info!(%addr, read_only = config.nbd_read_only, tls = ?config.nbd_tls_mode(), "nbd export listening");
         }
         // The API's certificate is also the client certificate the nodes are called with.
         let (server_tls, client_tls) = match &config.tls {
@@ -446,7 +446,16 @@ impl Coordinator {
             tokio::spawn(nbd::serve(
                 listener,
                 volumes.clone(),
-                nbd::NbdSettings::new(config.max_io_bytes, config.nbd_read_only),
+                nbd::NbdSettings {
+                    tls: match (config.nbd_tls_mode(), &server_tls) {
+                        (config::NbdTls::On, Some(tls)) => nbd::ExportTls::On(tls.clone()),
+                        (config::NbdTls::Require, Some(tls)) => {
+                            nbd::ExportTls::Require(tls.clone())
+                        }
+                        _ => nbd::ExportTls::Off,
+                    },
+                    ..nbd::NbdSettings::new(config.max_io_bytes, config.nbd_read_only)
+                },
                 stop.child_token(),
             ))
         });

@@ -14,25 +14,43 @@
 //! other (`NBD_FLAG_CAN_MULTI_CONN`). TRIM and WRITE_ZEROES write zeros through the same path,
 //! so parity stays consistent and a trimmed block reads as zeros.
 //!
-//! NBD has no credentials of its own: the export listens on loopback unless the operator says
-//! `--nbd-insecure` (checked with the configuration: `crate::config::check_nbd_listen`).
+//! NBD has no credentials of its own. With TLS material the export offers `NBD_OPT_STARTTLS`
+//! ([`ExportTls`], `--nbd-tls`), with the coordinator's certificate; a TLS client must show a
+//! certificate of the cluster naming `client.dagraid` (or `coordinator.dagraid`): the
+//! certificate is the credential. The export listens on loopback unless TLS is required or the
+//! operator says `--nbd-insecure` (checked with the configuration:
+//! `crate::config::check_nbd_listen`).
 
 pub mod conn;
 pub mod wire;
 
 use std::sync::Arc;
 
+use dagraid_tls::ServerTls;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::volumes::VolumeManager;
 
+/// TLS on the export (`--nbd-tls`), with the coordinator's reloadable TLS material.
+#[derive(Debug, Clone)]
+pub enum ExportTls {
+    /// No TLS: `NBD_OPT_STARTTLS` is answered `NBD_REP_ERR_POLICY`.
+    Off,
+    /// TLS offered, plaintext still served.
+    On(Arc<ServerTls>),
+    /// TLS required before any option but `NBD_OPT_STARTTLS` and `NBD_OPT_ABORT`.
+    Require(Arc<ServerTls>),
+}
+
 /// How the export serves.
 #[derive(Debug, Clone)]
 pub struct NbdSettings {
     /// Refuse writes, trims and zeroing on every export (`NBD_FLAG_READ_ONLY`; EPERM).
     pub read_only: bool,
+    /// TLS on the export.
+    pub tls: ExportTls,
     /// The largest request payload (the API's largest access, at most 32 MiB).
     pub max_request_bytes: u32,
     /// Payload bytes one connection may hold in flight (reads and writes together): the bound
@@ -47,12 +65,14 @@ pub const MAX_REQUEST_BYTES: u32 = 32 << 20;
 pub const DEFAULT_IN_FLIGHT_BYTES: u64 = 64 << 20;
 
 impl NbdSettings {
-    /// Settings for an API whose largest access is `max_io_bytes`.
+    /// Settings for an API whose largest access is `max_io_bytes`, without TLS (set
+    /// [`NbdSettings::tls`] for it).
     pub fn new(max_io_bytes: u64, read_only: bool) -> Self {
         let max_request_bytes = u32::try_from(max_io_bytes.min(u64::from(MAX_REQUEST_BYTES)))
             .unwrap_or(MAX_REQUEST_BYTES);
         NbdSettings {
             read_only,
+            tls: ExportTls::Off,
             max_request_bytes,
             max_in_flight_bytes: DEFAULT_IN_FLIGHT_BYTES.max(u64::from(max_request_bytes)),
         }

@@ -1,5 +1,7 @@
 //! The NBD export (issue 23) against real clients and a raw protocol client, on real
 //! processes: a coordinator started with `--nbd-listen 127.0.0.1:0` over five storage nodes.
+//! The TLS tests (issue 24) start a TLS cluster and reach the export over `nbds://` URIs
+//! (`--nbd-tls`), and by hand through `NBD_OPT_STARTTLS`.
 //!
 //! The client tools come from Debian's `qemu-utils`, `libnbd-bin`, `fio` and `nbdkit`
 //! (`.ci/run` installs them). Where one is missing the test says so and skips it, except under
@@ -10,19 +12,26 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use dagraid_client::TlsFiles;
 use dagraid_client::{Client, RaidLevel, VolumeSpec, VolumeState};
 use dagraid_tests::cluster::{Cluster, ClusterOptions};
 use dagraid_tests::harness::client;
 use dagraid_tests::{eventually, with_timeout};
+use dagraid_tls::{ClientTls, Role};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const MIB: u64 = 1 << 20;
 const VOLUME: &str = "nbdvol";
 
 async fn start(extra: &[&str], size: u64) -> (Cluster, Client, SocketAddr) {
+    start_with(false, extra, size).await
+}
+
+/// [`start`], with `tls` a TLS cluster (the coordinator gets `--tls-*`).
+async fn start_with(tls: bool, extra: &[&str], size: u64) -> (Cluster, Client, SocketAddr) {
     let mut coordinator_args = vec![
         "--nbd-listen".to_owned(),
         "127.0.0.1:0".to_owned(),
@@ -34,6 +43,7 @@ async fn start(extra: &[&str], size: u64) -> (Cluster, Client, SocketAddr) {
         nodes: 5,
         health_interval_ms: 200,
         coordinator_args,
+        tls,
         ..ClusterOptions::default()
     })
     .await
@@ -349,32 +359,71 @@ async fn mkfs_ext4_and_e2fsck_through_nbdfuse_and_a_loop_device() {
     .await;
 }
 
-/// A raw protocol client: the handshake up to transmission, by hand.
-struct Raw {
-    stream: TcpStream,
+/// A raw protocol client: the handshake up to transmission, by hand, over plain TCP or (after
+/// [`Raw::starttls`]) TLS.
+struct Raw<S = TcpStream> {
+    stream: S,
 }
 
 const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
 const OPT_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
+const OPT_STARTTLS: u32 = 5;
+const REP_ERR_INVALID: u32 = (1 << 31) | 3;
+const REP_ERR_TLS_REQD: u32 = (1 << 31) | 5;
 
-impl Raw {
+impl Raw<TcpStream> {
     async fn connect(addr: SocketAddr) -> Raw {
+        // Fixed newstyle and no zeroes.
+        Raw::connect_with_flags(addr, 3).await
+    }
+
+    async fn connect_with_flags(addr: SocketAddr, flags: u32) -> Raw {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let mut greeting = [0u8; 18];
         stream.read_exact(&mut greeting).await.unwrap();
         assert_eq!(&greeting[..8], b"NBDMAGIC");
         assert_eq!(&greeting[8..16], b"IHAVEOPT");
-        // Fixed newstyle and no zeroes.
-        stream.write_all(&3u32.to_be_bytes()).await.unwrap();
+        assert_eq!(
+            &greeting[16..],
+            &3u16.to_be_bytes(),
+            "fixed newstyle, no zeroes"
+        );
+        stream.write_all(&flags.to_be_bytes()).await.unwrap();
         Raw { stream }
     }
 
+    /// `NBD_OPT_STARTTLS`, acknowledged, then the TLS handshake with `files` (verifying the
+    /// coordinator's name).
+    async fn starttls(
+        mut self,
+        files: &TlsFiles,
+    ) -> std::io::Result<Raw<tokio_rustls::client::TlsStream<TcpStream>>> {
+        self.option(OPT_STARTTLS, &[]).await;
+        assert_eq!(
+            self.option_replies().await,
+            vec![1],
+            "STARTTLS acknowledged"
+        );
+        let config = ClientTls::load(files.clone()).unwrap().config();
+        let name = rustls_pki_types::ServerName::try_from(Role::Coordinator.dns_name()).unwrap();
+        let mut stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, self.stream)
+            .await?;
+        // TLS 1.3: the server judges the client's certificate after the client's side is
+        // done; a refusal shows as the connection closing.
+        stream.flush().await?;
+        Ok(Raw { stream })
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
     async fn option(&mut self, code: u32, data: &[u8]) {
         let mut b = IHAVEOPT.to_be_bytes().to_vec();
         b.extend_from_slice(&code.to_be_bytes());
         b.extend_from_slice(&(data.len() as u32).to_be_bytes());
         b.extend_from_slice(data);
         self.stream.write_all(&b).await.unwrap();
+        self.stream.flush().await.unwrap();
     }
 
     /// One option reply: (type, payload); `None` when the server closed the connection.
@@ -422,6 +471,7 @@ impl Raw {
         b.extend_from_slice(&len.to_be_bytes());
         b.extend_from_slice(data);
         self.stream.write_all(&b).await.unwrap();
+        self.stream.flush().await.unwrap();
     }
 
     /// A simple reply: (error, handle), then `read` bytes of data when it succeeded.
@@ -630,6 +680,296 @@ async fn stalled_clients_do_not_hold_up_a_clean_stop() {
             got.iter().all(|&b| b == 0),
             "the half-sent write was not applied"
         );
+    })
+    .await;
+}
+
+// ---- TLS (issue 24): `--nbd-tls`, `nbds://` URIs, NBD_OPT_STARTTLS by hand ----
+
+/// A directory as libnbd's `tls-certificates=` wants it: `ca-cert.pem`, and `client-cert.pem`
+/// with `client-key.pem` when `client` is given.
+fn libnbd_certs(dir: &Path, ca: &Path, client: Option<&TlsFiles>) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(ca, dir.join("ca-cert.pem")).unwrap();
+    if let Some(TlsFiles {
+        cert: Some(cert),
+        key: Some(key),
+        ..
+    }) = client
+    {
+        std::fs::copy(cert, dir.join("client-cert.pem")).unwrap();
+        std::fs::copy(key, dir.join("client-key.pem")).unwrap();
+    }
+    dir.to_str().unwrap().to_owned()
+}
+
+fn nbds_uri(addr: SocketAddr, certs: &str) -> String {
+    format!("nbds://{addr}/{VOLUME}?tls-certificates={certs}")
+}
+
+/// libnbd 1.14 checks the URI's host against the server's certificate and has no way to name
+/// another: a new coordinator certificate that also names 127.0.0.1 (test only), picked up by
+/// SIGHUP, once the API serves it (the NBD config is rebuilt in the same reload).
+async fn name_the_coordinator_127_0_0_1(cluster: &Cluster) {
+    let pki = cluster.pki.as_ref().expect("a TLS cluster");
+    let files = pki.files(&Role::Coordinator).unwrap();
+    let (cert, key) = (files.cert.clone().unwrap(), files.key.clone().unwrap());
+    pki.pki()
+        .issue_naming(
+            &Role::Coordinator,
+            &["127.0.0.1".parse().unwrap()],
+            &cert,
+            &key,
+        )
+        .unwrap();
+    cluster.coordinator.hangup().await.unwrap();
+    let new_der = dagraid_tests::tls::first_certificate(&std::fs::read(&cert).unwrap());
+    let client = cluster.client_tls().unwrap().unwrap();
+    let addr = cluster.coordinator.addr();
+    eventually(
+        "the coordinator serves its new certificate",
+        Duration::from_secs(20),
+        || {
+            let (client, new_der) = (client.clone(), new_der.clone());
+            async move {
+                let served =
+                    dagraid_tests::tls::served_certificate(addr, &client, &Role::Coordinator)
+                        .await
+                        .ok()?;
+                (served == new_der).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// Runs a command to completion: whether it succeeded, and its stderr.
+async fn attempt(program: &str, args: &[&str]) -> (bool, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(program).args(args).output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{program} {args:?} did not finish within 120 s"))
+    .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `--nbd-tls require`: `nbdinfo` and `nbdcopy` over `nbds://` with the cluster's client
+/// certificate, the write read back byte for byte through the SDK; a plaintext `nbd://` client,
+/// a TLS client without a certificate, with one from another CA, or with a node's certificate,
+/// are all refused, and nothing they sent is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nbdinfo_and_nbdcopy_over_required_tls() {
+    if !have("nbdinfo") || !have("nbdcopy") {
+        return;
+    }
+    with_timeout(async {
+        let (cluster, c, addr) = start_with(true, &["--nbd-tls", "require"], 16 * MIB).await;
+        let pki = cluster.pki.as_ref().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = pki.pki().ca();
+        let client_files = pki.files(&Role::Client).unwrap();
+        let good = libnbd_certs(&dir.path().join("good"), &ca, Some(&client_files));
+        let src = dir.path().join("src.img");
+        let data = random_file(&src, 16 * MIB as usize, 7);
+        let src_s = src.to_str().unwrap().to_owned();
+
+        // The certificate names coordinator.dagraid only; libnbd checks 127.0.0.1.
+        let (ok, stderr) = attempt("nbdinfo", &[&nbds_uri(addr, &good)]).await;
+        assert!(!ok, "nbdinfo accepted a certificate not naming 127.0.0.1");
+        eprintln!("nbdinfo before the certificate names 127.0.0.1: {stderr}");
+        name_the_coordinator_127_0_0_1(&cluster).await;
+
+        // Plaintext is refused, and a plaintext copy writes nothing.
+        let (ok, stderr) = attempt("nbdinfo", &[&uri(addr)]).await;
+        assert!(!ok, "plaintext nbdinfo succeeded under --nbd-tls require");
+        eprintln!("plaintext nbdinfo: {stderr}");
+        let (ok, _) = attempt("nbdcopy", &[&src_s, &uri(addr)]).await;
+        assert!(!ok, "plaintext nbdcopy succeeded under --nbd-tls require");
+        let got = c.volume(VOLUME).read_at(0, MIB as usize).await.unwrap();
+        assert!(got.iter().all(|&b| b == 0), "a plaintext client wrote");
+
+        // Strangers: no client certificate, one from another CA, a node's.
+        let other = dagraid_tests::tls::TestPki::new().unwrap();
+        let strangers = [
+            ("none", None),
+            ("other-ca", Some(other.files(&Role::Client).unwrap())),
+            (
+                "node",
+                Some(pki.files(&Role::Node("node1".into())).unwrap()),
+            ),
+        ];
+        for (name, files) in &strangers {
+            let certs = libnbd_certs(&dir.path().join(name), &ca, files.as_ref());
+            let (ok, stderr) = attempt("nbdcopy", &[&src_s, &nbds_uri(addr, &certs)]).await;
+            assert!(!ok, "a TLS client with certificate {name:?} was let in");
+            eprintln!("nbdcopy with certificate {name:?}: {stderr}");
+        }
+        let got = c.volume(VOLUME).read_at(0, MIB as usize).await.unwrap();
+        assert!(got.iter().all(|&b| b == 0), "a refused TLS client wrote");
+
+        // The cluster's client certificate: served over TLS.
+        let info = run("nbdinfo", &[&nbds_uri(addr, &good)]).await;
+        assert!(info.contains("with TLS"), "{info}");
+        run("nbdcopy", &[&src_s, &nbds_uri(addr, &good)]).await;
+        let got = c.volume(VOLUME).read_at(0, data.len()).await.unwrap();
+        assert!(
+            got[..] == data[..],
+            "the SDK reads what nbdcopy wrote over TLS"
+        );
+        let out = dir.path().join("out.img");
+        run("nbdcopy", &[&nbds_uri(addr, &good), out.to_str().unwrap()]).await;
+        assert!(
+            std::fs::read(&out).unwrap() == data,
+            "nbdcopy reads it back"
+        );
+        cluster.check_columns(VOLUME, &[]).await.unwrap();
+    })
+    .await;
+}
+
+/// A TLS cluster's default (`--nbd-tls on`): plaintext still served, and `nbds://` too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offered_tls_serves_both() {
+    if !have("nbdinfo") {
+        return;
+    }
+    with_timeout(async {
+        let (cluster, _c, addr) = start_with(true, &[], 16 * MIB).await;
+        name_the_coordinator_127_0_0_1(&cluster).await;
+        let pki = cluster.pki.as_ref().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let certs = libnbd_certs(
+            dir.path(),
+            &pki.pki().ca(),
+            Some(&pki.files(&Role::Client).unwrap()),
+        );
+        let plain = run("nbdinfo", &[&uri(addr)]).await;
+        assert!(plain.contains("without TLS"), "{plain}");
+        let tls = run("nbdinfo", &[&nbds_uri(addr, &certs)]).await;
+        assert!(tls.contains("with TLS"), "{tls}");
+    })
+    .await;
+}
+
+/// The negotiation under `--nbd-tls require`, by hand: NBD_REP_ERR_TLS_REQD before TLS, the
+/// export after NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID for a second one; NBD_OPT_EXPORT_NAME
+/// before TLS, or a client without fixed newstyle, is disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_tls_negotiation_by_hand() {
+    with_timeout(async {
+        let (cluster, c, addr) = start_with(true, &["--nbd-tls", "require"], 16 * MIB).await;
+        let pki = cluster.pki.as_ref().unwrap();
+
+        let mut raw = Raw::connect(addr).await;
+        for code in [3, 6, 7, 42] {
+            raw.option(code, &[]).await;
+            assert_eq!(
+                raw.option_replies().await,
+                vec![REP_ERR_TLS_REQD],
+                "option {code}"
+            );
+        }
+        raw.option(OPT_STARTTLS, &[1]).await;
+        assert_eq!(
+            raw.option_replies().await,
+            vec![REP_ERR_INVALID],
+            "STARTTLS with data"
+        );
+        let mut tls = raw
+            .starttls(&pki.files(&Role::Client).unwrap())
+            .await
+            .unwrap();
+        tls.option(3, &[]).await;
+        assert_eq!(tls.option_replies().await, vec![2, 1], "LIST over TLS");
+        tls.option(OPT_STARTTLS, &[]).await;
+        assert_eq!(
+            tls.option_replies().await,
+            vec![REP_ERR_INVALID],
+            "a second STARTTLS"
+        );
+        tls.go(VOLUME).await;
+        tls.request(1, 1, 65536, &[0x7e; 4096], 4096).await;
+        assert_eq!(tls.reply(0).await.unwrap(), (0, 1, vec![]));
+        tls.request(0, 2, 65536, &[], 4096).await;
+        assert_eq!(tls.reply(4096).await.unwrap(), (0, 2, vec![0x7e; 4096]));
+        let got = c.volume(VOLUME).read_at(65536, 4096).await.unwrap();
+        assert!(
+            got.iter().all(|&b| b == 0x7e),
+            "the SDK reads the TLS write"
+        );
+
+        let mut raw = Raw::connect(addr).await;
+        raw.option(1, VOLUME.as_bytes()).await;
+        assert!(raw.closed().await, "EXPORT_NAME before TLS");
+        let mut raw = Raw::connect_with_flags(addr, 0).await;
+        assert!(raw.closed().await, "no fixed newstyle: no TLS possible");
+        // A node's certificate chains to the CA but is no client's (serverAuth only): refused.
+        let raw = Raw::connect(addr).await;
+        let node = pki.files(&Role::Node("node2".into())).unwrap();
+        if let Ok(mut tls) = raw.starttls(&node).await {
+            assert!(tls.closed().await, "a node's certificate let in");
+        }
+    })
+    .await;
+}
+
+/// `--nbd-tls require` lifts the loopback rule; `on` or `require` without TLS material is a
+/// start-up error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nbd_tls_flags_at_start() {
+    with_timeout(async {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_str().unwrap();
+        let coordinator = dagraid_tests::cluster::coordinator_binary().unwrap();
+        for mode in ["on", "require"] {
+            let out = tokio::process::Command::new(&coordinator)
+                .args([
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                    data_dir,
+                    "--insecure",
+                ])
+                .args(["--nbd-listen", "127.0.0.1:0", "--nbd-tls", mode])
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                !out.status.success(),
+                "--nbd-tls {mode} without TLS started"
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("--tls-cert"), "{stderr}");
+        }
+        let pki = dagraid_tests::tls::TestPki::new().unwrap();
+        let mut args = pki.server_args(&Role::Coordinator).unwrap();
+        args.extend(["--nbd-listen", "0.0.0.0:0", "--nbd-tls", "require"].map(String::from));
+        let mut coordinator = dagraid_tests::cluster::CoordinatorProcess::start(args)
+            .await
+            .expect("a non-loopback export with TLS required starts");
+        let addr = eventually(
+            "the nbd export listening",
+            Duration::from_secs(30),
+            || async {
+                coordinator
+                    .log()
+                    .lines()
+                    .find(|l| l.contains("nbd export listening"))
+                    .and_then(|l| l.split("addr=").nth(1))
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse::<SocketAddr>().ok())
+            },
+        )
+        .await;
+        let mut raw = Raw::connect(SocketAddr::from(([127, 0, 0, 1], addr.port()))).await;
+        raw.option(3, &[]).await;
+        assert_eq!(raw.option_replies().await, vec![REP_ERR_TLS_REQD]);
+        coordinator.terminate().await.unwrap();
     })
     .await;
 }

@@ -203,16 +203,56 @@ impl ChildSpec {
     }
 }
 
-/// The address in the coordinator's log line `nbd export listening addr=...`, if any (the
-/// newest).
+/// `DATA_DIR/tls/nbd`: the CA and the client certificate under the names libnbd's
+/// `tls-certificates=DIR` expects (`ca-cert.pem`, `client-cert.pem`, `client-key.pem`),
+/// copied again on every start.
+fn nbd_certificates(pki: &ClusterPki) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let dir = pki.dir().join("nbd");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let client = pki.ensure(&Role::Client)?;
+    let (Some(cert), Some(key)) = (&client.cert, &client.key) else {
+        bail!("no client certificate in {}", pki.dir().display());
+    };
+    for (from, name) in [
+        (&client.ca, "ca-cert.pem"),
+        (cert, "client-cert.pem"),
+        (key, "client-key.pem"),
+    ] {
+        let bytes = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+        let to = dir.join(name);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&to)
+            .with_context(|| format!("writing {}", to.display()))?;
+        file.write_all(&bytes)
+            .with_context(|| format!("writing {}", to.display()))?;
+    }
+    Ok(dir)
+}
+
+/// The NBD export's address from the coordinator's log: its stdout line `dagraid-coordinator
+/// nbd on nbd://ADDR/` (there whatever RUST_LOG says) or its log line `nbd export listening
+/// addr=ADDR`, the newest of either.
 fn nbd_address_in(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
-    text.lines()
-        .rev()
-        .find(|l| l.contains("nbd export listening"))
-        .and_then(|l| l.split("addr=").nth(1))
-        .and_then(|v| v.split_whitespace().next())
-        .map(str::to_owned)
+    text.lines().rev().find_map(|l| {
+        if let Some(rest) = l.strip_prefix("dagraid-coordinator nbd on nbd://") {
+            return Some(rest.trim().trim_end_matches('/').to_owned());
+        }
+        l.contains("nbd export listening")
+            .then(|| l.split("addr=").nth(1))
+            .flatten()
+            .and_then(|v| v.split_whitespace().next())
+            .map(str::to_owned)
+    })
 }
 
 /// Replaces the value of `flag` in `args`, if it is there.
@@ -255,7 +295,14 @@ async fn start_cluster(
         let Some(pki) = &pki else {
             return Ok(vec!["--insecure".to_owned()]);
         };
-        let files = pki.ensure(&role)?;
+        // The coordinator's also names the addresses it listens on: libnbd's `nbds://` checks
+        // the URI's host against it and cannot be told `coordinator.dagraid` (docs/NBD.md).
+        let mut ips: Vec<std::net::IpAddr> = [up.listen.ip(), up.nbd_listen.ip()]
+            .into_iter()
+            .filter(|ip| matches!(role, Role::Coordinator) && !ip.is_unspecified())
+            .collect();
+        ips.dedup();
+        let files = pki.ensure_naming(&role, &ips)?;
         let (Some(cert), Some(key)) = (&files.cert, &files.key) else {
             return Err(anyhow::anyhow!("no certificate for {}", role.dns_name()));
         };
@@ -352,7 +399,17 @@ async fn start_cluster(
     // The NBD export's real address (port 0 resolved), from the coordinator's log; pinned for
     // its restarts like its other addresses.
     let nbd = if up.nbd_listen.port() == 0 {
-        nbd_address_in(&coordinator.spec.log_path)
+        // Its stdout line follows the ready lines into the log: give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match nbd_address_in(&coordinator.spec.log_path) {
+                Some(addr) => break Some(addr),
+                None if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                None => break None,
+            }
+        }
     } else {
         Some(up.nbd_listen.to_string())
     };
@@ -452,9 +509,18 @@ async fn start_cluster(
         super::supervisor::GIVE_UP_WINDOW.as_secs() / 60,
     );
     match &nbd {
-        Some(nbd) => println!(
-            "  NBD: every volume is a block device at nbd://{nbd}/<volume>, e.g. nbd://{nbd}/{DEFAULT_VOLUME} (nbdinfo, qemu-img, nbdcopy, fio; docs/NBD.md)"
-        ),
+        Some(nbd) => {
+            println!(
+                "  NBD: every volume is a block device at nbd://{nbd}/<volume>, e.g. nbd://{nbd}/{DEFAULT_VOLUME} (nbdinfo, qemu-img, nbdcopy, fio; docs/NBD.md)"
+            );
+            if let Some(pki) = &pki {
+                let dir = nbd_certificates(pki)?;
+                println!(
+                    "  NBD over TLS: nbds://{nbd}/{DEFAULT_VOLUME}?tls-certificates={} (libnbd's file names)",
+                    dir.display()
+                );
+            }
+        }
         None => println!(
             "  NBD: every volume is exported (its address is in {})",
             logs.join("coordinator.log").display()
@@ -1066,6 +1132,26 @@ impl DataDirLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nbd_address_is_read_from_the_stdout_line_or_the_log_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("coordinator.log");
+        assert_eq!(nbd_address_in(&log), None);
+        std::fs::write(
+            &log,
+            "x INFO nbd export listening addr=127.0.0.1:1 read_only=false\n\
+             dagraid-coordinator nbd on nbd://127.0.0.1:2/\n",
+        )
+        .unwrap();
+        assert_eq!(nbd_address_in(&log).as_deref(), Some("127.0.0.1:2"));
+        std::fs::write(
+            &log,
+            "x INFO nbd export listening addr=127.0.0.1:3 tls=On\n",
+        )
+        .unwrap();
+        assert_eq!(nbd_address_in(&log).as_deref(), Some("127.0.0.1:3"));
+    }
 
     #[test]
     fn tokens_are_random_hex() {

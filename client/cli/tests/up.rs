@@ -132,6 +132,45 @@ impl Up {
     }
 }
 
+/// The `nbds://` URI `up` printed works with libnbd's own tools: its certificate names the
+/// address, and the directory holds the files under libnbd's names. Skipped (said so) when
+/// nbdinfo is not installed, unless under CI.
+async fn nbds_serves_vol0(seen: &str) {
+    let have = std::process::Command::new("nbdinfo")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "nbdinfo is not installed (.ci/run installs libnbd-bin)"
+        );
+        eprintln!("skipping the nbds:// check: nbdinfo is not installed");
+        return;
+    }
+    let uri = seen
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("NBD over TLS: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no `NBD over TLS:` line in:\n{seen}"))
+        .to_owned();
+    let out = tokio::time::timeout(
+        TIMEOUT,
+        Command::new("nbdinfo")
+            .args(["--size", uri.as_str()])
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(out.status.success(), "nbdinfo {uri}: {out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1073741824",
+        "nbdinfo --size {uri}"
+    );
+}
+
 fn signal(pid: u32, signal: rustix::process::Signal) {
     let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
     rustix::process::kill_process(pid, signal).unwrap();
@@ -200,6 +239,7 @@ async fn quick_start_on_real_processes() {
     )
     .await;
     assert_eq!(out.stdout, b"hello, dagraid\n");
+    nbds_serves_vol0(&up.seen).await;
     let payload: Vec<u8> = (0..3usize << 20)
         .map(|i| (i.wrapping_mul(0x9e37_79b9) >> 13) as u8)
         .collect();

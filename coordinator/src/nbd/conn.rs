@@ -8,7 +8,18 @@
 //! `NBD_REP_ERR_BLOCK_SIZE_REQD`; `NBD_OPT_LIST`, `NBD_OPT_ABORT` and `NBD_OPT_EXPORT_NAME` are
 //! served; any other option is answered `NBD_REP_ERR_UNSUP`.
 //!
-//! **Transmission.** Requests are read one after the other and run concurrently, each a task
+//! **TLS** ([`ExportTls`]). `NBD_OPT_STARTTLS` is answered `NBD_REP_ACK`, then the TLS handshake
+//! runs on the same TCP stream ([`dagraid_tls::ServerTls::accept_nbd`]: a client certificate of
+//! the cluster naming `client.dagraid` or `coordinator.dagraid` is required at the handshake;
+//! a failure or a timeout closes this connection, logged) and option haggling goes on over
+//! TLS, where a second `NBD_OPT_STARTTLS` is answered `NBD_REP_ERR_INVALID`. Without TLS on
+//! the export it is answered `NBD_REP_ERR_POLICY`. With TLS required (FORCEDTLS), every option
+//! before TLS but `NBD_OPT_STARTTLS` and `NBD_OPT_ABORT` is answered `NBD_REP_ERR_TLS_REQD`,
+//! and `NBD_OPT_EXPORT_NAME` (which cannot be refused) closes the connection; so does a
+//! client that does not speak fixed newstyle (the spec allows it no TLS). The decision is
+//! [`gate`]'s, pure and tested alone.
+//!
+//! **Transmission.** Plain TCP or TLS alike (generic over the stream's halves). Requests are read one after the other and run concurrently, each a task
 //! that answers its own reply (simple replies, in any order, by handle). Memory is bounded: a
 //! request's payload (a write's, or a read's answer) takes its bytes from the connection's
 //! budget ([`NbdSettings::max_in_flight_bytes`]) before it is read or run, so a connection holds
@@ -26,18 +37,19 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use dagraid_core::access::AccessError;
 use dagraid_core::layout::LayoutError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use dagraid_tls::{NbdTlsError, ServerTls, TlsStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::NbdSettings;
 use super::wire::{
     self, BlockSizes, InfoRequest, Request, WireError, cmd, cmd_flags, errno, opt, rep, tflags,
 };
+use super::{ExportTls, NbdSettings};
+use crate::config::NbdTls;
 use crate::volumes::VolumeManager;
 
 /// Bytes of zeros a TRIM or WRITE_ZEROES writes per access.
@@ -61,11 +73,10 @@ pub async fn serve(
     settings: Arc<NbdSettings>,
     stop: CancellationToken,
 ) {
-    let (mut reader, mut writer) = stream.into_split();
     let negotiated = tokio::select! {
         r = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
-            handshake(&mut reader, &mut writer, &volumes, &settings, &stop),
+            negotiate(stream, &volumes, &settings, &stop),
         ) => r,
         () = stop.cancelled() => {
             tracing::debug!(%peer, "nbd handshake cut by the shutdown");
@@ -76,21 +87,44 @@ pub async fn serve(
         tracing::warn!(%peer, timeout = ?HANDSHAKE_TIMEOUT, "nbd handshake took too long: disconnecting");
         return;
     };
-    let export = match negotiated {
-        Ok(Some(export)) => export,
-        Ok(None) => {
+    match negotiated {
+        Ok(Negotiated::Plain(tcp, export)) => {
+            let (reader, writer) = tcp.into_split();
+            run(reader, writer, export, peer, volumes, settings, stop).await;
+        }
+        Ok(Negotiated::Tls(tls, export)) => {
+            tracing::debug!(%peer, "nbd session over TLS");
+            let (reader, writer) = tokio::io::split(*tls);
+            run(reader, writer, export, peer, volumes, settings, stop).await;
+        }
+        Ok(Negotiated::Nothing) => {
             tracing::debug!(%peer, "nbd negotiation ended without an export");
-            return;
         }
         Err(Ended::Io(error)) => {
             tracing::debug!(%peer, %error, "nbd connection lost during the handshake");
-            return;
         }
         Err(Ended::Protocol(problem)) => {
             tracing::warn!(%peer, %problem, "nbd handshake refused: disconnecting");
-            return;
         }
-    };
+        Err(Ended::Tls(error)) => {
+            tracing::warn!(%peer, %error, "nbd TLS session refused: disconnecting");
+        }
+    }
+}
+
+/// The transmission phase of a negotiated connection, over either kind of stream.
+async fn run<R, W>(
+    reader: R,
+    writer: W,
+    export: Export,
+    peer: SocketAddr,
+    volumes: Arc<VolumeManager>,
+    settings: Arc<NbdSettings>,
+    stop: CancellationToken,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     tracing::info!(%peer, volume = %export.name, size = export.size, "nbd export in transmission");
     let connection = Arc::new(Connection {
         export,
@@ -105,10 +139,21 @@ pub async fn serve(
     tracing::info!(%peer, "nbd connection closed");
 }
 
+/// What a negotiation ended in.
+enum Negotiated {
+    /// An export, over the plain TCP stream.
+    Plain(TcpStream, Export),
+    /// An export, over TLS.
+    Tls(Box<TlsStream<TcpStream>>, Export),
+    /// No export (`NBD_OPT_ABORT`).
+    Nothing,
+}
+
 /// How a handshake ended without an export.
 enum Ended {
     Io(std::io::Error),
     Protocol(String),
+    Tls(NbdTlsError),
 }
 
 impl From<std::io::Error> for Ended {
@@ -173,42 +218,168 @@ fn find_export(
     })
 }
 
-async fn handshake(
-    reader: &mut OwnedReadHalf,
-    writer: &mut OwnedWriteHalf,
+/// What the TLS policy makes of an option before it is served ([`gate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Serve it as usual.
+    Serve,
+    /// Answer this error reply and its message; the negotiation goes on.
+    Refuse(u32, &'static str),
+    /// Answer `NBD_REP_ACK`, then the TLS handshake.
+    StartTls,
+    /// End the connection: `NBD_OPT_EXPORT_NAME` cannot be refused otherwise.
+    Close(&'static str),
+}
+
+/// The TLS policy's decision on option `code` (with `payload_len` bytes of data), under
+/// `mode` for this connection, `tls_active` once `NBD_OPT_STARTTLS` succeeded.
+fn gate(mode: NbdTls, tls_active: bool, code: u32, payload_len: usize) -> Gate {
+    if code == opt::STARTTLS {
+        return if mode == NbdTls::Off {
+            Gate::Refuse(rep::ERR_POLICY, "TLS is not offered on this export")
+        } else if tls_active {
+            Gate::Refuse(rep::ERR_INVALID, "TLS is already on")
+        } else if payload_len != 0 {
+            Gate::Refuse(rep::ERR_INVALID, "NBD_OPT_STARTTLS takes no data")
+        } else {
+            Gate::StartTls
+        };
+    }
+    if mode != NbdTls::Require || tls_active {
+        return Gate::Serve;
+    }
+    match code {
+        opt::ABORT => Gate::Serve,
+        opt::EXPORT_NAME => {
+            Gate::Close("NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS, and TLS is required")
+        }
+        _ => Gate::Refuse(
+            rep::ERR_TLS_REQD,
+            "TLS is required: send NBD_OPT_STARTTLS first",
+        ),
+    }
+}
+
+/// Where option haggling stopped.
+enum Step {
+    Export(Export),
+    StartTls,
+    Abort,
+}
+
+/// The state option haggling carries across the TLS upgrade.
+struct Haggling<'a> {
+    volumes: &'a VolumeManager,
+    settings: &'a NbdSettings,
+    stop: &'a CancellationToken,
+    /// The TLS mode of this connection (off for a client without fixed newstyle).
+    mode: NbdTls,
+    tls_active: bool,
+    no_zeroes: bool,
+    /// Options seen, over both phases.
+    options: usize,
+}
+
+/// The whole handshake: greeting, client flags, options, and the TLS upgrade when asked.
+async fn negotiate(
+    mut tcp: TcpStream,
     volumes: &VolumeManager,
     settings: &NbdSettings,
     stop: &CancellationToken,
-) -> Result<Option<Export>, Ended> {
+) -> Result<Negotiated, Ended> {
     let mut greeting = Vec::with_capacity(18);
     greeting.extend_from_slice(&wire::NBDMAGIC.to_be_bytes());
     greeting.extend_from_slice(&wire::IHAVEOPT.to_be_bytes());
     greeting.extend_from_slice(&(wire::FLAG_FIXED_NEWSTYLE | wire::FLAG_NO_ZEROES).to_be_bytes());
-    writer.write_all(&greeting).await?;
-    let client_flags = reader.read_u32().await?;
+    tcp.write_all(&greeting).await?;
+    let client_flags = tcp.read_u32().await?;
     let known = wire::CLIENT_FIXED_NEWSTYLE | wire::CLIENT_NO_ZEROES;
     if client_flags & !known != 0 {
         return Err(Ended::Protocol(format!(
             "unknown client flags {client_flags:#x}"
         )));
     }
-    let no_zeroes = client_flags & wire::CLIENT_NO_ZEROES != 0;
-    for _ in 0..wire::MAX_OPTIONS {
+    let (mode, server_tls) = match &settings.tls {
+        ExportTls::Off => (NbdTls::Off, None),
+        ExportTls::On(tls) => (NbdTls::On, Some(tls)),
+        ExportTls::Require(tls) => (NbdTls::Require, Some(tls)),
+    };
+    let fixed = client_flags & wire::CLIENT_FIXED_NEWSTYLE != 0;
+    // TLS needs fixed newstyle (the spec): a client without it gets no TLS, so it is refused
+    // when TLS is required.
+    let mode = match (fixed, mode) {
+        (true, mode) => mode,
+        (false, NbdTls::Require) => {
+            return Err(Ended::Protocol(
+                "a client without fixed newstyle cannot start TLS, which is required".into(),
+            ));
+        }
+        (false, _) => NbdTls::Off,
+    };
+    let mut state = Haggling {
+        volumes,
+        settings,
+        stop,
+        mode,
+        tls_active: false,
+        no_zeroes: client_flags & wire::CLIENT_NO_ZEROES != 0,
+        options: 0,
+    };
+    match options(&mut tcp, &mut state).await? {
+        Step::Export(export) => return Ok(Negotiated::Plain(tcp, export)),
+        Step::Abort => return Ok(Negotiated::Nothing),
+        Step::StartTls => {}
+    }
+    let Some(server_tls) = server_tls else {
+        return Err(Ended::Protocol("TLS started without TLS material".into()));
+    };
+    let mut tls = accept(server_tls, tcp).await?;
+    state.tls_active = true;
+    match options(&mut tls, &mut state).await? {
+        Step::Export(export) => Ok(Negotiated::Tls(Box::new(tls), export)),
+        Step::Abort => Ok(Negotiated::Nothing),
+        Step::StartTls => Err(Ended::Protocol("TLS started twice".into())),
+    }
+}
+
+async fn accept(tls: &ServerTls, tcp: TcpStream) -> Result<TlsStream<TcpStream>, Ended> {
+    tls.accept_nbd(tcp).await.map_err(Ended::Tls)
+}
+
+/// Option haggling on `io` until an export is chosen, the client aborts, or TLS is to start.
+async fn options<S>(io: &mut S, state: &mut Haggling<'_>) -> Result<Step, Ended>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (volumes, settings) = (state.volumes, state.settings);
+    while state.options < wire::MAX_OPTIONS {
+        state.options += 1;
         let mut header = [0u8; wire::OPTION_HEADER_BYTES];
-        reader.read_exact(&mut header).await?;
+        io.read_exact(&mut header).await?;
         let header = wire::parse_option_header(&header)?;
         let mut payload = vec![0u8; header.len as usize];
-        reader.read_exact(&mut payload).await?;
+        io.read_exact(&mut payload).await?;
         let code = header.code;
         let reply = |kind: u32, data: &[u8]| wire::option_reply(code, kind, data);
-        if stop.is_cancelled() && code != opt::ABORT {
-            writer
-                .write_all(&reply(
-                    rep::ERR_SHUTDOWN,
-                    b"the coordinator is shutting down",
-                ))
-                .await?;
+        if state.stop.is_cancelled() && code != opt::ABORT {
+            send(
+                io,
+                &reply(rep::ERR_SHUTDOWN, b"the coordinator is shutting down"),
+            )
+            .await?;
             continue;
+        }
+        match gate(state.mode, state.tls_active, code, payload.len()) {
+            Gate::Serve => {}
+            Gate::Refuse(kind, message) => {
+                send(io, &reply(kind, message.as_bytes())).await?;
+                continue;
+            }
+            Gate::StartTls => {
+                send(io, &reply(rep::ACK, &[])).await?;
+                return Ok(Step::StartTls);
+            }
+            Gate::Close(why) => return Err(Ended::Protocol(why.into())),
         }
         match code {
             opt::EXPORT_NAME => {
@@ -216,48 +387,42 @@ async fn handshake(
                 let name = wire::parse_name(&payload)?;
                 let export = find_export(volumes, settings, &name)
                     .map_err(|(_, message)| Ended::Protocol(message))?;
-                writer
-                    .write_all(&wire::export_name_reply(
-                        export.size,
-                        export.flags,
-                        no_zeroes,
-                    ))
-                    .await?;
-                return Ok(Some(export));
+                send(
+                    io,
+                    &wire::export_name_reply(export.size, export.flags, state.no_zeroes),
+                )
+                .await?;
+                return Ok(Step::Export(export));
             }
             opt::ABORT => {
                 // The client closes next; a failed answer changes nothing.
-                let _ = writer.write_all(&reply(rep::ACK, &[])).await;
-                return Ok(None);
+                let _ = send(io, &reply(rep::ACK, &[])).await;
+                return Ok(Step::Abort);
             }
             opt::LIST => {
                 if !payload.is_empty() {
-                    writer
-                        .write_all(&reply(rep::ERR_INVALID, b"NBD_OPT_LIST takes no data"))
-                        .await?;
+                    send(io, &reply(rep::ERR_INVALID, b"NBD_OPT_LIST takes no data")).await?;
                     continue;
                 }
+                let mut answer = Vec::new();
                 for entry in volumes.entries() {
-                    writer
-                        .write_all(&reply(rep::SERVER, &wire::server_entry(entry.name())))
-                        .await?;
+                    answer.extend(reply(rep::SERVER, &wire::server_entry(entry.name())));
                 }
-                writer.write_all(&reply(rep::ACK, &[])).await?;
+                answer.extend(reply(rep::ACK, &[]));
+                send(io, &answer).await?;
             }
             opt::INFO | opt::GO => {
                 let request: InfoRequest = match wire::parse_info_request(&payload) {
                     Ok(r) => r,
                     Err(e) => {
-                        writer
-                            .write_all(&reply(rep::ERR_INVALID, e.to_string().as_bytes()))
-                            .await?;
+                        send(io, &reply(rep::ERR_INVALID, e.to_string().as_bytes())).await?;
                         continue;
                     }
                 };
                 let export = match find_export(volumes, settings, &request.name) {
                     Ok(e) => e,
                     Err((kind, message)) => {
-                        writer.write_all(&reply(kind, message.as_bytes())).await?;
+                        send(io, &reply(kind, message.as_bytes())).await?;
                         continue;
                     }
                 };
@@ -268,20 +433,18 @@ async fn handshake(
                         rep::ERR_BLOCK_SIZE_REQD,
                         b"request NBD_INFO_BLOCK_SIZE: requests must be multiples of the volume's block size",
                     ));
-                    writer.write_all(&answer).await?;
+                    send(io, &answer).await?;
                     continue;
                 }
                 answer.extend(reply(rep::ACK, &[]));
-                writer.write_all(&answer).await?;
+                send(io, &answer).await?;
                 if code == opt::GO {
-                    return Ok(Some(export));
+                    return Ok(Step::Export(export));
                 }
             }
             other => {
                 let message = format!("option {other} is not supported");
-                writer
-                    .write_all(&reply(rep::ERR_UNSUP, message.as_bytes()))
-                    .await?;
+                send(io, &reply(rep::ERR_UNSUP, message.as_bytes())).await?;
             }
         }
     }
@@ -291,12 +454,18 @@ async fn handshake(
     )))
 }
 
-/// A connection in transmission.
-struct Connection {
+/// Writes `bytes` and flushes them (a TLS stream holds records back until flushed).
+async fn send<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+/// A connection in transmission, writing its replies to `W`.
+struct Connection<W> {
     export: Export,
     volumes: Arc<VolumeManager>,
     settings: Arc<NbdSettings>,
-    writer: Mutex<OwnedWriteHalf>,
+    writer: Mutex<W>,
     /// Set when a reply could not be sent: no more replies are tried, no more requests read.
     dead: std::sync::atomic::AtomicBool,
     /// The kinds of mistakes already logged ([`Mistake`] bits).
@@ -316,7 +485,7 @@ enum Mistake {
     ZeroLength = 64,
 }
 
-impl Connection {
+impl<W: AsyncWrite + Unpin> Connection<W> {
     /// Logs `detail` if no mistake of this kind was logged on this connection.
     fn mistake(&self, kind: Mistake, detail: &str) {
         let bit = kind as u32;
@@ -338,7 +507,7 @@ impl Connection {
             if let Some(data) = data {
                 w.write_all(&data).await?;
             }
-            Ok::<(), std::io::Error>(())
+            w.flush().await
         })
         .await;
         if !matches!(sent, Ok(Ok(()))) {
@@ -351,12 +520,15 @@ impl Connection {
     }
 }
 
-async fn transmit(
-    connection: Arc<Connection>,
-    mut reader: OwnedReadHalf,
+async fn transmit<R, W>(
+    connection: Arc<Connection<W>>,
+    mut reader: R,
     settings: &NbdSettings,
     stop: CancellationToken,
-) {
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let budget_units = settings.max_in_flight_bytes.div_ceil(BUDGET_UNIT);
     let budget = Arc::new(Semaphore::new(
         usize::try_from(budget_units).unwrap_or(usize::MAX >> 4),
@@ -461,7 +633,11 @@ fn name_of(kind: u16) -> &'static str {
 }
 
 /// Runs one request: its reply's error value and, for a read, the data.
-async fn execute(c: &Connection, r: Request, payload: Option<Bytes>) -> (u32, Option<Bytes>) {
+async fn execute<W: AsyncWrite + Unpin>(
+    c: &Connection<W>,
+    r: Request,
+    payload: Option<Bytes>,
+) -> (u32, Option<Bytes>) {
     let writes = matches!(r.kind, cmd::WRITE | cmd::TRIM | cmd::WRITE_ZEROES);
     let allowed_flags = match r.kind {
         cmd::WRITE | cmd::TRIM => cmd_flags::FUA,
@@ -605,5 +781,81 @@ fn errno_of(error: &AccessError, write: bool) -> u32 {
         AccessError::Layout(_) => errno::EINVAL,
         AccessError::Overloaded(_) => errno::ENOMEM,
         _ => errno::EIO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every option the export knows, and one it does not.
+    const OPTIONS: [u32; 7] = [
+        opt::EXPORT_NAME,
+        opt::ABORT,
+        opt::LIST,
+        opt::INFO,
+        opt::GO,
+        opt::STARTTLS,
+        99,
+    ];
+
+    #[test]
+    fn required_tls_refuses_every_option_but_starttls_and_abort_before_it() {
+        for code in OPTIONS {
+            let expected = match code {
+                opt::STARTTLS => Gate::StartTls,
+                opt::ABORT => Gate::Serve,
+                opt::EXPORT_NAME => {
+                    assert!(matches!(
+                        gate(NbdTls::Require, false, code, 0),
+                        Gate::Close(_)
+                    ));
+                    continue;
+                }
+                _ => Gate::Refuse(
+                    rep::ERR_TLS_REQD,
+                    "TLS is required: send NBD_OPT_STARTTLS first",
+                ),
+            };
+            assert_eq!(
+                gate(NbdTls::Require, false, code, 0),
+                expected,
+                "option {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn after_tls_no_option_is_refused_for_tls_and_starttls_is_invalid() {
+        for mode in [NbdTls::On, NbdTls::Require] {
+            for code in OPTIONS {
+                let got = gate(mode, true, code, 0);
+                if code == opt::STARTTLS {
+                    assert!(matches!(got, Gate::Refuse(rep::ERR_INVALID, _)), "{got:?}");
+                } else {
+                    assert_eq!(got, Gate::Serve, "{mode:?} option {code}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn offered_tls_serves_plaintext_and_off_refuses_starttls() {
+        for code in OPTIONS.into_iter().filter(|&c| c != opt::STARTTLS) {
+            assert_eq!(gate(NbdTls::On, false, code, 0), Gate::Serve);
+            assert_eq!(gate(NbdTls::Off, false, code, 0), Gate::Serve);
+            assert!(
+                !matches!(gate(NbdTls::Require, false, code, 0), Gate::Serve) || code == opt::ABORT
+            );
+        }
+        assert_eq!(gate(NbdTls::On, false, opt::STARTTLS, 0), Gate::StartTls);
+        assert!(matches!(
+            gate(NbdTls::On, false, opt::STARTTLS, 1),
+            Gate::Refuse(rep::ERR_INVALID, _)
+        ));
+        assert!(matches!(
+            gate(NbdTls::Off, false, opt::STARTTLS, 0),
+            Gate::Refuse(rep::ERR_POLICY, _)
+        ));
     }
 }

@@ -51,6 +51,8 @@ pub mod opt {
     pub const ABORT: u32 = 2;
     /// List the exports.
     pub const LIST: u32 = 3;
+    /// Upgrade the connection to TLS (after the server's `NBD_REP_ACK`).
+    pub const STARTTLS: u32 = 5;
     /// Describe an export.
     pub const INFO: u32 = 6;
     /// Describe an export and enter transmission.
@@ -71,6 +73,8 @@ pub mod rep {
     pub const ERR_POLICY: u32 = (1 << 31) | 2;
     /// Malformed or invalid option.
     pub const ERR_INVALID: u32 = (1 << 31) | 3;
+    /// TLS is required before this option (FORCEDTLS).
+    pub const ERR_TLS_REQD: u32 = (1 << 31) | 5;
     /// No such export.
     pub const ERR_UNKNOWN: u32 = (1 << 31) | 6;
     /// The server is shutting down.

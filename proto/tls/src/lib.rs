@@ -18,6 +18,9 @@
 //! - [`ServerTls`]: a server's certificate, key and CA, reloadable ([`ServerTls::reload`]);
 //!   [`ServerTls::incoming`] turns a TCP listener into a stream of TLS connections for tonic's
 //!   `serve_with_incoming` (handshakes run beside the accept loop, bounded in time and number).
+//! - [`ServerTls::accept_nbd`]: the same material for the NBD export's `NBD_OPT_STARTTLS`, where
+//!   the client certificate is required at the handshake (NBD has no token) and must name a
+//!   client or the coordinator.
 //! - [`ClientTls`]: a client's CA and optional certificate, reloadable; [`ClientTls::connector`]
 //!   is a connector for `Endpoint::connect_with_connector` that verifies a given server name.
 //! - `pki` (feature `pki`): the cluster CA and certificates `dagraid up` makes on its first
@@ -38,7 +41,9 @@ use std::path::PathBuf;
 
 pub use client::{ClientTls, TlsConnector};
 pub use peer::{RoleError, peer_role, require_role};
-pub use server::{HANDSHAKE_TIMEOUT, ServerTls};
+pub use server::{HANDSHAKE_TIMEOUT, NbdTlsError, ServerTls};
+/// The TLS stream of a connection a server accepted ([`ServerTls::accept_nbd`]).
+pub use tokio_rustls::server::TlsStream;
 
 /// The domain under which certificates name roles.
 pub const ROLE_DOMAIN: &str = "dagraid";

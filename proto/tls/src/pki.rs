@@ -91,12 +91,22 @@ impl ClusterPki {
 
     /// The files of `role`, issuing its certificate when it has none yet.
     pub fn ensure(&self, role: &Role) -> Result<TlsFiles, TlsError> {
+        self.ensure_naming(role, &[])
+    }
+
+    /// [`ClusterPki::ensure`], a certificate issued now also naming the IP addresses `ips`
+    /// ([`ClusterPki::issue_naming`]); one issued before is kept as it is.
+    pub fn ensure_naming(
+        &self,
+        role: &Role,
+        ips: &[std::net::IpAddr],
+    ) -> Result<TlsFiles, TlsError> {
         let files = self.files(role);
         let (Some(cert), Some(key)) = (&files.cert, &files.key) else {
             unreachable!("files() names both");
         };
         if !(cert.exists() && key.exists()) {
-            self.issue(role, cert, key)?;
+            self.issue_naming(role, ips, cert, key)?;
         }
         Ok(files)
     }
@@ -104,6 +114,19 @@ impl ClusterPki {
     /// Issues a new certificate and key for `role` into `cert` and `key` (replacing them:
     /// a process picks the new ones up when it reloads).
     pub fn issue(&self, role: &Role, cert: &Path, key: &Path) -> Result<(), TlsError> {
+        self.issue_naming(role, &[], cert, key)
+    }
+
+    /// [`ClusterPki::issue`], the certificate also naming the IP addresses `ips`: for clients
+    /// that check the address they connect to against the server's certificate and cannot be
+    /// told another name (libnbd 1.14's `nbds://` URIs).
+    pub fn issue_naming(
+        &self,
+        role: &Role,
+        ips: &[std::net::IpAddr],
+        cert: &Path,
+        key: &Path,
+    ) -> Result<(), TlsError> {
         if let Role::Node(id) = role {
             check_node_id(id)?;
         }
@@ -115,9 +138,11 @@ impl ClusterPki {
         let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(generate)?;
         let issuer = Issuer::new(ca_params(), ca_key);
         let key_pair = KeyPair::generate().map_err(generate)?;
-        let issued = leaf_params(role)?
-            .signed_by(&key_pair, &issuer)
-            .map_err(generate)?;
+        let mut params = leaf_params(role)?;
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        let issued = params.signed_by(&key_pair, &issuer).map_err(generate)?;
         // The key first: a certificate never sits beside a key that is not its own for long.
         write_private(key, key_pair.serialize_pem().as_bytes())?;
         write_private(cert, issued.pem().as_bytes())?;

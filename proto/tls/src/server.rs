@@ -13,7 +13,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::material::Material;
-use crate::{TlsError, TlsFiles, files, provider};
+use crate::{Role, TlsError, TlsFiles, files, peer_role, provider};
 
 /// How long a peer has to finish its TLS handshake after its TCP connection is accepted.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,9 +27,35 @@ const MAX_HANDSHAKES: usize = 256;
 ///
 /// [`ServerTls::reload`] reads the files again: handshakes after it use the new material,
 /// connections already up continue.
+///
+/// The same material also makes a second config for the NBD export ([`ServerTls::accept_nbd`]):
+/// no ALPN (NBD clients offer none) and a client certificate required at the handshake.
 #[derive(Debug)]
 pub struct ServerTls {
-    material: Material<ServerConfig>,
+    material: Material<Configs>,
+}
+
+/// The configs built from one certificate, key and CA.
+struct Configs {
+    /// gRPC: ALPN `h2`, client certificate optional.
+    grpc: Arc<ServerConfig>,
+    /// NBD: no ALPN, client certificate required.
+    nbd: Arc<ServerConfig>,
+}
+
+/// Why an NBD client's TLS session was refused ([`ServerTls::accept_nbd`]).
+#[derive(Debug, thiserror::Error)]
+pub enum NbdTlsError {
+    /// The handshake failed: no client certificate, one from another CA, a plaintext peer.
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    /// The handshake did not finish within [`HANDSHAKE_TIMEOUT`].
+    #[error("TLS handshake timed out after {HANDSHAKE_TIMEOUT:?}")]
+    Timeout,
+    /// The certificate chains to the cluster CA but names neither a client nor the
+    /// coordinator.
+    #[error("the client certificate names neither client.dagraid nor coordinator.dagraid")]
+    Role,
 }
 
 impl ServerTls {
@@ -41,7 +67,7 @@ impl ServerTls {
         }))
     }
 
-    fn build(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
+    fn build(files: &TlsFiles) -> Result<Configs, TlsError> {
         let (Some(cert), Some(key)) = (&files.cert, &files.key) else {
             return Err(TlsError::Invalid(
                 "a TLS server needs a certificate and its key".into(),
@@ -50,18 +76,30 @@ impl ServerTls {
         let chain = files::certificates(cert)?;
         let key = files::private_key(key)?;
         let roots = Arc::new(files::roots(&files.ca)?);
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsError::Rustls(format!("client verifier: {e}")))?;
-        let mut config = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Rustls(e.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .map_err(|e| TlsError::Rustls(format!("certificate and key: {e}")))?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(config)
+        let config = |client_cert_required: bool| {
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider());
+            let verifier = if client_cert_required {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|e| TlsError::Rustls(format!("client verifier: {e}")))?;
+            ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| TlsError::Rustls(e.to_string()))?
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(chain.clone(), key.clone_key())
+                .map_err(|e| TlsError::Rustls(format!("certificate and key: {e}")))
+        };
+        let mut grpc = config(false)?;
+        grpc.alpn_protocols = vec![b"h2".to_vec()];
+        let nbd = config(true)?;
+        Ok(Configs {
+            grpc: Arc::new(grpc),
+            nbd: Arc::new(nbd),
+        })
     }
 
     /// The files this was loaded from.
@@ -69,9 +107,41 @@ impl ServerTls {
         self.material.files()
     }
 
-    /// The config new handshakes use.
+    /// The config new gRPC handshakes use (ALPN `h2`, client certificate optional).
     pub fn config(&self) -> Arc<ServerConfig> {
-        self.material.current()
+        self.material.current().grpc.clone()
+    }
+
+    /// The config new NBD handshakes use: the same certificate, key and CA, no ALPN, and a
+    /// client certificate chaining to the CA required at the handshake.
+    pub fn nbd_config(&self) -> Arc<ServerConfig> {
+        self.material.current().nbd.clone()
+    }
+
+    /// The server side of an NBD client's TLS session on `io` (after `NBD_OPT_STARTTLS` was
+    /// acknowledged), with [`ServerTls::nbd_config`], within [`HANDSHAKE_TIMEOUT`]. NBD has no
+    /// token: the certificate is the credential, so a client without one, with one from
+    /// another CA or without the clientAuth usage (a node's), fails the handshake, and one
+    /// whose certificate names neither `client.dagraid` nor `coordinator.dagraid` is refused
+    /// right after it.
+    pub async fn accept_nbd<IO>(&self, io: IO) -> Result<TlsStream<IO>, NbdTlsError>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let acceptor = TlsAcceptor::from(self.nbd_config());
+        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io))
+            .await
+            .map_err(|_| NbdTlsError::Timeout)?
+            .map_err(NbdTlsError::Handshake)?;
+        let certs = stream.get_ref().1.peer_certificates();
+        let allowed = [Role::Client, Role::Coordinator]
+            .iter()
+            .any(|role| peer_role(certs, role).is_ok());
+        if allowed {
+            Ok(stream)
+        } else {
+            Err(NbdTlsError::Role)
+        }
     }
 
     /// Reads the files again. On an error the material in use stays (and the error says why).

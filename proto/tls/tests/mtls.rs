@@ -188,3 +188,46 @@ async fn a_reload_serves_new_handshakes_with_the_new_certificate() {
         .await
         .expect("still served with the last good certificate");
 }
+
+/// An NBD session (`ServerTls::accept_nbd` over an in-memory pipe): the certificate is the
+/// credential, so a client without one, one of another role, or one from another CA is refused.
+#[tokio::test]
+async fn nbd_sessions_need_a_client_or_coordinator_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = ClusterPki::open_or_create(&dir.path().join("tls")).unwrap();
+    let other = ClusterPki::open_or_create(&dir.path().join("other")).unwrap();
+    let server = ServerTls::load(pki.ensure(&Role::Coordinator).unwrap()).unwrap();
+    assert!(server.nbd_config().alpn_protocols.is_empty());
+    assert_eq!(server.config().alpn_protocols, vec![b"h2".to_vec()]);
+
+    // The client trusts the cluster CA in every case; what differs is its own certificate.
+    let stranger = other.ensure(&Role::Client).unwrap();
+    let stranger = TlsFiles {
+        ca: pki.ca(),
+        ..stranger
+    };
+    let cases = [
+        (client(&pki, Some(Role::Client)), true),
+        (client(&pki, Some(Role::Coordinator)), true),
+        (client(&pki, Some(Role::Node("node1".into()))), false),
+        (client(&pki, None), false),
+        (ClientTls::load(stranger).unwrap(), false),
+    ];
+    for (i, (tls, allowed)) in cases.into_iter().enumerate() {
+        let (near, far) = tokio::io::duplex(64 << 10);
+        let connector = tokio_rustls::TlsConnector::from(tls.config());
+        let name = rustls_pki_types::ServerName::try_from("coordinator.dagraid").unwrap();
+        let client = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            // TLS 1.3: the client's side completes before the server judges its certificate,
+            // so the refusal shows as the first read failing or ending.
+            let mut stream = connector.connect(name, far).await?;
+            let mut byte = [0u8; 1];
+            stream.read(&mut byte).await
+        });
+        let accepted = server.accept_nbd(near).await;
+        assert_eq!(accepted.is_ok(), allowed, "case {i}: {accepted:?}");
+        drop(accepted);
+        let _ = client.await.unwrap();
+    }
+}
