@@ -648,6 +648,8 @@ async fn read_only_exports_and_the_loopback_rule() {
                     dir.path().to_str().unwrap(),
                     "--nbd-listen",
                     "0.0.0.0:0",
+                    // Plaintext: the rule is about an export without TLS.
+                    "--insecure",
                 ])
                 .output()
                 .await
