@@ -94,8 +94,9 @@ impl ClusterPki {
         self.ensure_naming(role, &[])
     }
 
-    /// [`ClusterPki::ensure`], a certificate issued now also naming the IP addresses `ips`
-    /// ([`ClusterPki::issue_naming`]); one issued before is kept as it is.
+    /// [`ClusterPki::ensure`], the certificate also naming the IP addresses `ips`
+    /// ([`ClusterPki::issue_naming`]): one that exists is kept if it names them all, and
+    /// issued again otherwise (e.g. a certificate from before the addresses were asked for).
     pub fn ensure_naming(
         &self,
         role: &Role,
@@ -105,7 +106,7 @@ impl ClusterPki {
         let (Some(cert), Some(key)) = (&files.cert, &files.key) else {
             unreachable!("files() names both");
         };
-        if !(cert.exists() && key.exists()) {
+        if !(cert.exists() && key.exists() && names_all(cert, ips)) {
             self.issue_naming(role, ips, cert, key)?;
         }
         Ok(files)
@@ -148,6 +149,24 @@ impl ClusterPki {
         write_private(cert, issued.pem().as_bytes())?;
         Ok(())
     }
+}
+
+/// Whether the certificate in `cert` (PEM) is valid for every address in `ips`; an unreadable
+/// one is not.
+fn names_all(cert: &Path, ips: &[std::net::IpAddr]) -> bool {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, IpAddr, ServerName};
+    let Ok(der) = CertificateDer::from_pem_file(cert) else {
+        return false;
+    };
+    let Ok(parsed) = webpki::EndEntityCert::try_from(&der) else {
+        return false;
+    };
+    ips.iter().all(|ip| {
+        parsed
+            .verify_is_valid_for_subject_name(&ServerName::IpAddress(IpAddr::from(*ip)))
+            .is_ok()
+    })
 }
 
 fn generate(e: rcgen::Error) -> TlsError {
@@ -242,6 +261,27 @@ mod tests {
         let meta = std::fs::metadata(&pki_dir).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o700);
         assert!(pki.ensure(&Role::Node("bad.id".into())).is_err());
+    }
+
+    #[test]
+    fn ensure_naming_issues_again_a_certificate_that_lacks_an_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ClusterPki::open_or_create(dir.path()).unwrap();
+        let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let files = pki.ensure(&Role::Coordinator).unwrap();
+        let cert = files.cert.clone().unwrap();
+        assert!(names_all(&cert, &[]));
+        assert!(!names_all(&cert, &[lo]));
+        let before = std::fs::read(&cert).unwrap();
+        pki.ensure_naming(&Role::Coordinator, &[lo]).unwrap();
+        let after = std::fs::read(&cert).unwrap();
+        assert_ne!(before, after, "issued again");
+        assert!(names_all(&cert, &[lo]));
+        // Named already: kept as it is.
+        pki.ensure_naming(&Role::Coordinator, &[lo]).unwrap();
+        assert_eq!(std::fs::read(&cert).unwrap(), after);
+        pki.ensure(&Role::Coordinator).unwrap();
+        assert_eq!(std::fs::read(&cert).unwrap(), after);
     }
 
     #[test]
