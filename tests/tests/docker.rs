@@ -324,9 +324,7 @@ impl Project {
                     ("certs", "exited") if code == "0" => {}
                     // Not worth waiting for: fail now, the guard prints the logs.
                     (_, "exited" | "dead") => bail!("a container exited: {line}"),
-                    (_, "running") if health == "healthy" || service == "certs" => {
-                        ready &= service != "certs";
-                    }
+                    (server, "running") if server != "certs" && health == "healthy" => {}
                     _ => ready = false,
                 }
             }

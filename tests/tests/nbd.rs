@@ -26,6 +26,8 @@ use tokio::net::TcpStream;
 const MIB: u64 = 1 << 20;
 const VOLUME: &str = "nbdvol";
 
+/// A plaintext cluster, said here: these tests are about the export itself (`--nbd-tls off`,
+/// the plaintext default); the TLS tests below use [`start_with`].
 async fn start(extra: &[&str], size: u64) -> (Cluster, Client, SocketAddr) {
     start_with(false, extra, size).await
 }

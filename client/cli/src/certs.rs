@@ -8,12 +8,11 @@
 //! `client`, and each node id) holding only `ca.pem`, `cert.pem` and `key.pem`: mount that one
 //! into its container, so that no process holds another's key or the CA's.
 
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use dagraid_tls::Role;
 use dagraid_tls::pki::ClusterPki;
+use dagraid_tls::{Role, TlsFiles};
 
 /// The verbs of `dagraid certs`.
 #[derive(Debug, clap::Subcommand)]
@@ -91,51 +90,28 @@ fn init(
     }
     for (name, role) in &roles {
         let files = pki.ensure(role)?;
-        let (Some(cert), Some(key)) = (&files.cert, &files.key) else {
+        let Some(cert) = &files.cert else {
             bail!("no certificate for {}", role.dns_name());
         };
         println!("{:<12} {} ({})", name, cert.display(), role.dns_name());
         if let Some(out) = out {
             let own = out.join(name);
-            copy_out(&files.ca, cert, key, &own, owner)
-                .with_context(|| format!("writing {}", own.display()))?;
+            copy_out(&files, &own, owner).with_context(|| format!("writing {}", own.display()))?;
             println!("{:<12} {}/{{ca,cert,key}}.pem", "", own.display());
         }
     }
     Ok(())
 }
 
-/// Copies the CA, a certificate and its key into `dir` as ca.pem, cert.pem and key.pem.
-fn copy_out(
-    ca: &Path,
-    cert: &Path,
-    key: &Path,
-    dir: &Path,
-    owner: Option<(u32, u32)>,
-) -> anyhow::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    for (from, name) in [(ca, "ca.pem"), (cert, "cert.pem"), (key, "key.pem")] {
-        let bytes = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
-        let to = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        std::io::Write::write_all(&mut file, &bytes)?;
-        file.sync_all()?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))?;
-        }
-        std::fs::rename(&tmp, &to)?;
-    }
+/// Copies the CA, a certificate and its key into `dir` as ca.pem, cert.pem and key.pem
+/// ([`dagraid_tls::pki::export`]), handed to `owner` when given.
+fn copy_out(files: &TlsFiles, dir: &Path, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
+    let written = dagraid_tls::pki::export(files, dir, ["ca.pem", "cert.pem", "key.pem"])?;
     if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+        for path in written.iter().map(PathBuf::as_path).chain([dir]) {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .with_context(|| format!("handing {} to {uid}:{gid}", path.display()))?;
+        }
     }
     Ok(())
 }

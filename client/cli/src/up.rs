@@ -207,34 +207,13 @@ impl ChildSpec {
 /// `tls-certificates=DIR` expects (`ca-cert.pem`, `client-cert.pem`, `client-key.pem`),
 /// copied again on every start.
 fn nbd_certificates(pki: &ClusterPki) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
     let dir = pki.dir().join("nbd");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
     let client = pki.ensure(&Role::Client)?;
-    let (Some(cert), Some(key)) = (&client.cert, &client.key) else {
-        bail!("no client certificate in {}", pki.dir().display());
-    };
-    for (from, name) in [
-        (&client.ca, "ca-cert.pem"),
-        (cert, "client-cert.pem"),
-        (key, "client-key.pem"),
-    ] {
-        let bytes = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
-        let to = dir.join(name);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&to)
-            .with_context(|| format!("writing {}", to.display()))?;
-        file.write_all(&bytes)
-            .with_context(|| format!("writing {}", to.display()))?;
-    }
+    dagraid_tls::pki::export(
+        &client,
+        &dir,
+        ["ca-cert.pem", "client-cert.pem", "client-key.pem"],
+    )?;
     Ok(dir)
 }
 

@@ -214,6 +214,38 @@ fn leaf_params(role: &Role) -> Result<CertificateParams, TlsError> {
     Ok(params)
 }
 
+/// Copies the CA, certificate and key of `files` into `dir` (made, 0700, when missing) under
+/// `names` (CA, certificate, key), each written like every file here: 0600, replaced
+/// atomically. For a process that expects its files under names of its own (a container's
+/// `/tls`, libnbd's `tls-certificates=DIR`). Returns the paths written.
+pub fn export(files: &TlsFiles, dir: &Path, names: [&str; 3]) -> Result<Vec<PathBuf>, TlsError> {
+    let (Some(cert), Some(key)) = (&files.cert, &files.key) else {
+        return Err(TlsError::Invalid(format!(
+            "exporting to {}: no certificate and key",
+            dir.display()
+        )));
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| TlsError::File {
+            path: dir.to_owned(),
+            source,
+        })?;
+    let mut written = Vec::new();
+    for (from, name) in [(&files.ca, names[0]), (cert, names[1]), (key, names[2])] {
+        let bytes = std::fs::read(from).map_err(|source| TlsError::File {
+            path: from.clone(),
+            source,
+        })?;
+        let to = dir.join(name);
+        write_private(&to, &bytes)?;
+        written.push(to);
+    }
+    Ok(written)
+}
+
 /// Writes `bytes` to `path` readable by its owner only, through a temporary file renamed over
 /// it (a reader sees the old file or the new one, never half of one).
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
