@@ -518,6 +518,9 @@ pub struct RebuildProgress {
     pub error: Option<String>,
     /// Stripes the checkpoint it resumed from had already done (0: it started from the first).
     pub resumed_from: u64,
+    /// Stripes below the last checkpoint made durable: a coordinator restart resumes the job
+    /// from there at the latest.
+    pub stripes_checkpointed: u64,
     /// A re-add: dirty regions rebuilt so far.
     pub regions_resynced: u64,
     /// A re-add: regions the parity map named dirty when it started (writes meanwhile may add
@@ -546,6 +549,7 @@ impl Default for RebuildProgress {
             lost_blocks: 0,
             error: None,
             resumed_from: 0,
+            stripes_checkpointed: 0,
             regions_resynced: 0,
             regions_total: 0,
             note: None,
@@ -605,6 +609,7 @@ impl RebuildProgress {
             lost_blocks: r.lost_blocks,
             error: (!r.error.is_empty()).then_some(r.error),
             resumed_from: r.resumed_from,
+            stripes_checkpointed: r.stripes_checkpointed,
             regions_resynced: r.regions_resynced,
             regions_total: r.regions_total,
             note: (!r.note.is_empty()).then_some(r.note),

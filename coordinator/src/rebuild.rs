@@ -153,6 +153,8 @@ pub struct RebuildStatus {
     pub error: String,
     /// Stripe it resumed from.
     pub resumed_from: u64,
+    /// Stripes below the last durable checkpoint: a restart resumes from there at the latest.
+    pub stripes_checkpointed: u64,
     /// A re-add: dirty regions rebuilt so far.
     pub regions_resynced: u64,
     /// A re-add: regions the parity map named dirty when it started (writes meanwhile may
@@ -987,6 +989,7 @@ impl Rebuilds {
                 lost_blocks: 0,
                 error: String::new(),
                 resumed_from: from,
+                stripes_checkpointed: from,
                 regions_resynced: 0,
                 regions_total: 0,
                 note: String::new(),
@@ -1214,8 +1217,11 @@ impl Rebuilds {
                     // The checkpoint before the throttle's wait: it never lags the stripes
                     // done by more than the batches in flight.
                     if checkpoint.elapsed() >= self.settings.checkpoint_every {
-                        if let Err(e) = array.checkpoint().await {
-                            tracing::warn!(volume = %name, error = %e, "reconstruction checkpoint not recorded");
+                        match array.checkpoint().await {
+                            Ok(()) => all(&|s| s.stripes_checkpointed = stripe),
+                            Err(e) => {
+                                tracing::warn!(volume = %name, error = %e, "reconstruction checkpoint not recorded");
+                            }
                         }
                         checkpoint = Instant::now();
                     }
@@ -1270,6 +1276,7 @@ impl Rebuilds {
             s.completed = true;
             s.eta = None;
             s.stripes_done = total;
+            s.stripes_checkpointed = total;
         });
     }
 
@@ -1687,8 +1694,11 @@ impl Rebuilds {
                     let limit = throttle.current();
                     job.update(|s| s.rate_limit = limit);
                     if checkpoint.elapsed() >= self.settings.checkpoint_every {
-                        if let Err(e) = array.checkpoint_copyback(column, next).await {
-                            tracing::warn!(volume = %name, column, error = %e, "copyback checkpoint not recorded");
+                        match array.checkpoint_copyback(column, next).await {
+                            Ok(()) => job.update(|s| s.stripes_checkpointed = next),
+                            Err(e) => {
+                                tracing::warn!(volume = %name, column, error = %e, "copyback checkpoint not recorded");
+                            }
                         }
                         checkpoint = Instant::now();
                     }
@@ -1726,6 +1736,7 @@ impl Rebuilds {
             s.completed = true;
             s.eta = None;
             s.stripes_done = total;
+            s.stripes_checkpointed = total;
         });
     }
 }

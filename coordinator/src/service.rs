@@ -342,6 +342,7 @@ pub fn rebuild_to_proto(s: &RebuildStatus) -> pb::Rebuild {
         lost_blocks: s.lost_blocks,
         error: s.error.clone(),
         resumed_from: s.resumed_from,
+        stripes_checkpointed: s.stripes_checkpointed,
         regions_resynced: s.regions_resynced,
         regions_total: s.regions_total,
         note: s.note.clone(),

@@ -318,8 +318,23 @@ async fn a_coordinator_killed_during_a_reconstruction_resumes_it_from_its_checkp
             },
         )
         .await;
-        // Checkpoints are every second: past two of them, the durable watermark is above 0.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        // A checkpoint above 0 made durable (about every second), the rebuild still running.
+        let checkpointed = eventually(
+            "a checkpoint above stripe 0",
+            Duration::from_secs(60),
+            || async {
+                let v = cluster
+                    .volume_client()
+                    .await
+                    .ok()?
+                    .get_volume("vol")
+                    .await
+                    .ok()?;
+                let r = rebuild_of(&v, 3);
+                (r.running && r.stripes_checkpointed > 0).then_some(r.stripes_checkpointed)
+            },
+        )
+        .await;
         let done_at_kill = rebuild_of(&volume(&cluster, "vol").await, 3).stripes_done;
         assert!(done_at_kill < total, "the rebuild ended before the kill");
         cluster.coordinator.kill9().await.unwrap();
@@ -360,8 +375,12 @@ async fn a_coordinator_killed_during_a_reconstruction_resumes_it_from_its_checkp
             "resumed from the checkpoint, not from 0 nor past the end: {r:?}"
         );
         assert!(r.resumed_from <= done_at_kill, "{r:?} vs {done_at_kill}");
+        assert!(
+            r.resumed_from >= checkpointed,
+            "resumed below the checkpoint the API showed before the kill ({checkpointed}): {r:?}"
+        );
         eprintln!(
-            "resumed from stripe {} of {total} (at the kill: {done_at_kill})",
+            "resumed from stripe {} of {total} (at the kill: {done_at_kill}, checkpointed: {checkpointed})",
             r.resumed_from
         );
         assert_eq!(node_of(&v, 3), "node5");
@@ -648,8 +667,23 @@ async fn a_coordinator_killed_during_a_copyback_resumes_it_from_its_checkpoint()
         )
         .await;
         assert_eq!(running.node_id, "node6");
-        // Checkpoints are every second: past two of them, the durable watermark is above 0.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        // A checkpoint above 0 made durable (about every second), the copyback still running.
+        let checkpointed = eventually(
+            "a copyback checkpoint above stripe 0",
+            Duration::from_secs(60),
+            || async {
+                let v = cluster
+                    .volume_client()
+                    .await
+                    .ok()?
+                    .get_volume("vol")
+                    .await
+                    .ok()?;
+                let r = rebuild_of(&v, 1);
+                (r.running && r.stripes_checkpointed > 0).then_some(r.stripes_checkpointed)
+            },
+        )
+        .await;
         let at_kill = rebuild_of(&volume(&cluster, "vol").await, 1).clone();
         let done_at_kill = at_kill.stripes_done;
         assert!(
@@ -682,8 +716,12 @@ async fn a_coordinator_killed_during_a_copyback_resumes_it_from_its_checkpoint()
             "resumed from the checkpoint, not from 0 nor past the end: {r:?}"
         );
         assert!(r.resumed_from <= done_at_kill, "{r:?} vs {done_at_kill}");
+        assert!(
+            r.resumed_from >= checkpointed,
+            "resumed below the checkpoint the API showed before the kill ({checkpointed}): {r:?}"
+        );
         eprintln!(
-            "copyback resumed from stripe {} of {} (at the kill: {done_at_kill})",
+            "copyback resumed from stripe {} of {} (at the kill: {done_at_kill}, checkpointed: {checkpointed})",
             r.resumed_from, r.stripes_total
         );
         let log = cluster.coordinator.log();

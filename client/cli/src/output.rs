@@ -240,6 +240,7 @@ pub fn rebuild_json(r: &RebuildProgress) -> Value {
         "lost_blocks": r.lost_blocks,
         "error": r.error,
         "resumed_from": r.resumed_from,
+        "stripes_checkpointed": r.stripes_checkpointed,
         "regions_resynced": r.regions_resynced,
         "regions_total": r.regions_total,
         "note": r.note,

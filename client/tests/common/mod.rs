@@ -381,6 +381,7 @@ impl Fake {
             lost_blocks: 0,
             error: String::new(),
             resumed_from: 0,
+            stripes_checkpointed: 0,
             regions_resynced: 0,
             regions_total: 0,
             note: String::new(),
