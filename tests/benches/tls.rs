@@ -14,6 +14,15 @@
 //! It prints, per workload, both sides' rates and latencies and the ratio TLS / plaintext, and
 //! checks at the end that every byte written reads back from both volumes.
 //!
+//! Between the rounds it also measures what TLS itself costs per MiB, without sockets or gRPC:
+//! the same rustls configurations as the TLS cluster's client -> coordinator link, a client and
+//! a server connection in memory, 1 MiB of application data written on one, its records
+//! handed to the other and read out (encryption, decryption and rustls's copies, on one
+//! thread). A 1 MiB read crosses two TLS links (node -> coordinator, coordinator -> client),
+//! so it costs twice that in CPU; on this machine's 2 cores that adds at least one such time
+//! to its latency, which bounds the ratio the reads can reach: plaintext latency / (plaintext
+//! latency + the per-MiB record time). The bench prints that bound beside the measured ratio.
+//!
 //! `TLS_BENCH_MS` sets the length of one round (default 200 ms), `TLS_BENCH_ROUNDS` their
 //! number per side (default 20).
 
@@ -25,6 +34,7 @@ use dagraid_client::{Client, ClientOptions, RaidLevel, Volume, VolumeSpec};
 use dagraid_coordinator::{Coordinator, CoordinatorConfig, config::NodeSpec};
 use dagraid_tests::tls::TestPki;
 use dagraid_tls::Role;
+use dagraid_tls::{ClientTls, ServerTls};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::runtime::Runtime;
@@ -83,6 +93,87 @@ impl Sample {
             self.percentile_us(0.5),
             self.percentile_us(0.99)
         )
+    }
+}
+
+/// A client and a server rustls connection joined in memory, their handshake done: what TLS
+/// costs per byte with no socket or gRPC around it.
+struct RecordLink {
+    client: rustls::ClientConnection,
+    server: rustls::ServerConnection,
+    wire: Vec<u8>,
+    sink: Vec<u8>,
+}
+
+impl RecordLink {
+    /// The configurations of the SDK -> coordinator link of `pki`'s cluster.
+    fn new(pki: &TestPki) -> RecordLink {
+        let server = ServerTls::load(pki.files(&Role::Coordinator).expect("coordinator files"))
+            .expect("server TLS");
+        let client =
+            ClientTls::load(pki.files(&Role::Client).expect("client files")).expect("client TLS");
+        let name = rustls_pki_types::ServerName::try_from(Role::Coordinator.dns_name())
+            .expect("server name");
+        let mut link = RecordLink {
+            client: rustls::ClientConnection::new(client.config(), name).expect("client"),
+            server: rustls::ServerConnection::new(server.config()).expect("server"),
+            wire: Vec::new(),
+            sink: vec![0; 64 * KIB as usize],
+        };
+        while link.client.is_handshaking() || link.server.is_handshaking() {
+            link.client_to_server();
+            link.server_to_client();
+        }
+        link.server_to_client(); // session tickets
+        link
+    }
+
+    fn client_to_server(&mut self) -> u64 {
+        let mut plaintext = 0;
+        while self.client.wants_write() {
+            self.wire.clear();
+            self.client.write_tls(&mut self.wire).expect("write_tls");
+            let mut records = &self.wire[..];
+            while !records.is_empty() {
+                self.server.read_tls(&mut records).expect("read_tls");
+                self.server.process_new_packets().expect("server records");
+                loop {
+                    match std::io::Read::read(&mut self.server.reader(), &mut self.sink) {
+                        Ok(0) => break,
+                        Ok(n) => plaintext += n as u64,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("server read: {e}"),
+                    }
+                }
+            }
+        }
+        plaintext
+    }
+
+    fn server_to_client(&mut self) {
+        while self.server.wants_write() {
+            self.wire.clear();
+            self.server.write_tls(&mut self.wire).expect("write_tls");
+            let mut records = &self.wire[..];
+            while !records.is_empty() {
+                self.client.read_tls(&mut records).expect("read_tls");
+                self.client.process_new_packets().expect("client records");
+            }
+        }
+    }
+
+    /// Sends `data` from the client to the server (64 KiB at a time, rustls's default send
+    /// buffer) and answers how long it took.
+    fn send(&mut self, data: &[u8]) -> Duration {
+        let start = Instant::now();
+        let mut received = 0;
+        for chunk in data.chunks(64 * KIB as usize) {
+            std::io::Write::write_all(&mut self.client.writer(), chunk).expect("write");
+            received += self.client_to_server();
+        }
+        let took = start.elapsed();
+        assert_eq!(received, data.len() as u64, "every byte crossed the link");
+        took
     }
 }
 
@@ -251,7 +342,15 @@ fn main() {
 
     let mut writes = [Sample::default(), Sample::default()];
     let mut reads = [Sample::default(), Sample::default()];
+    let mut link = RecordLink::new(sides[0].1._pki.as_ref().expect("the TLS side's CA"));
+    let mut record_time = Duration::ZERO;
+    let mut record_mib = 0u32;
     for round in 0..rounds {
+        // TLS's own cost per MiB, between the cluster rounds (nothing else of ours runs).
+        for _ in 0..8 {
+            record_time += link.send(&fill);
+            record_mib += 1;
+        }
         // Alternate which side goes first, too.
         let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for &i in &order {
@@ -312,6 +411,21 @@ fn main() {
         reads[0].cell(LARGE),
         reads[1].cell(LARGE),
         reads[0].per_second() / reads[1].per_second()
+    );
+    let per_mib = record_time / record_mib;
+    let plain = Duration::from_secs_f64(1.0 / reads[1].per_second());
+    println!(
+        "  rustls record layer, 1 MiB through a client -> server pair in memory: {:.0} us \
+         ({:.2} GB/s); a 1 MiB read crosses 2 links: {:.0} us of CPU, at least {:.0} us of \
+         latency on 2 cores; bound on the read ratio: {:.0} / ({:.0} + {:.0}) = {:.3}",
+        per_mib.as_secs_f64() * 1e6,
+        MIB as f64 / per_mib.as_secs_f64() / 1e9,
+        2.0 * per_mib.as_secs_f64() * 1e6,
+        per_mib.as_secs_f64() * 1e6,
+        plain.as_secs_f64() * 1e6,
+        plain.as_secs_f64() * 1e6,
+        per_mib.as_secs_f64() * 1e6,
+        plain.as_secs_f64() / (plain + per_mib).as_secs_f64()
     );
 
     // Every byte written reads back, from both volumes.
