@@ -235,7 +235,14 @@ impl Coordinator {
         let path = config.store_path();
         if let Some(media) = setup.store {
             let store = Store::open_in_memory(media, &path)?;
-            return match Self::assemble_and_serve(config, store.clone(), setup.incoming, setup.node_connector).await {
+            return match Self::assemble_and_serve(
+                config,
+                store.clone(),
+                setup.incoming,
+                setup.node_connector,
+            )
+            .await
+            {
                 Ok(c) => Ok(c),
                 Err(e) => {
                     store.close();
@@ -280,12 +287,13 @@ impl Coordinator {
         let (listener, local_addr) = match incoming {
             Some(incoming) => (Err(incoming), config.listen),
             None => {
-                let listener = tokio::net::TcpListener::bind(config.listen)
-                    .await
-                    .map_err(|source| CoordinatorError::Bind {
-                        addr: config.listen,
-                        source,
-                    })?;
+                let listener =
+                    tokio::net::TcpListener::bind(config.listen)
+                        .await
+                        .map_err(|source| CoordinatorError::Bind {
+                            addr: config.listen,
+                            source,
+                        })?;
                 let local_addr =
                     listener
                         .local_addr()

@@ -1280,7 +1280,8 @@ mod tests {
             async move {
                 assert_eq!(uri.host(), Some("n1"));
                 let (client, server) = tokio::io::duplex(1 << 20);
-                tx.send(server).map_err(|_| std::io::Error::other("node gone"))?;
+                tx.send(server)
+                    .map_err(|_| std::io::Error::other("node gone"))?;
                 Ok(BoxedIo::new(client))
             }
         });

@@ -727,7 +727,10 @@ impl BlockStore {
         let record = slot::encode(area, sequence, payload);
         let offset = self.area_offset(area) + (target * area.slot_bytes()) as u64;
         let backend = self.backend.clone();
-        let result = off_async(self.backend.blocks(), move || backend.write_at(&record, offset)).await;
+        let result = off_async(self.backend.blocks(), move || {
+            backend.write_at(&record, offset)
+        })
+        .await;
         let ticket = self.commit.ticket();
         match result {
             Ok(Ok(())) => {}

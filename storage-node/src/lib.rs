@@ -147,12 +147,13 @@ pub async fn start_with(config: NodeConfig, setup: NodeSetup) -> Result<StartedN
     let (listener, local_addr) = match setup.incoming {
         Some(incoming) => (Listener::Injected(incoming), config.listen),
         None => {
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| NodeError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+            let listener =
+                tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .map_err(|source| NodeError::Bind {
+                        addr: config.listen,
+                        source,
+                    })?;
             let local_addr = listener.local_addr().map_err(|source| NodeError::Bind {
                 addr: config.listen,
                 source,

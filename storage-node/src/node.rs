@@ -25,11 +25,11 @@ use crate::error::NodeError;
 use crate::failure_marker::FailureMarker;
 use crate::faults::{Fault, FaultAction, FaultRegistry, Op};
 use crate::fencing::{Fencing, InFlight};
-use crate::memory::{MemoryDisk, MemoryMedia};
 use crate::layout::{
     ComponentHeader, Layout, component_id_problem, default_log_bytes, log_bytes_problem,
     valid_block_size,
 };
+use crate::memory::{MemoryDisk, MemoryMedia};
 use crate::node_state::{NODE_STATE_VERSION, NodeState, NodeStateFile, sync_dir};
 use crate::slot::{Area, SlotRecord};
 use crate::volatile_cache::{CutReport, VolatileCache};
@@ -227,12 +227,16 @@ impl Node {
             config.data_dir.join(crate::node_state::NODE_STATE_FILE),
         );
         let state = load_or_init_state(config, &state_file)?;
-        let opened = open_memory_components(&media, config.fault_injection).map_err(|(id, reason)| {
-            NodeError::BadComponentFile {
-                path: config.data_dir.join(COMPONENTS_DIR).join(format!("{id}.{COMPONENT_EXT}")),
-                reason,
-            }
-        })?;
+        let opened =
+            open_memory_components(&media, config.fault_injection).map_err(|(id, reason)| {
+                NodeError::BadComponentFile {
+                    path: config
+                        .data_dir
+                        .join(COMPONENTS_DIR)
+                        .join(format!("{id}.{COMPONENT_EXT}")),
+                    reason,
+                }
+            })?;
         Ok(Self::with_state(
             config,
             state,
@@ -479,14 +483,14 @@ impl Node {
                 .map_err(|e| NodeError::io("removing the failure marker", e))?;
         } else {
             tokio::task::spawn_blocking(move || {
-            let path = component_path(&dir, &owned_id);
-            fs::remove_file(&path)
-                .map_err(|e| NodeError::io(format!("removing {}", path.display()), e))?;
-            let _ = fs::remove_file(failure_marker_path(&dir, &owned_id));
-            sync_dir(&dir).map_err(|e| NodeError::io(format!("syncing {}", dir.display()), e))
-        })
-        .await
-        .map_err(|e| NodeError::io("delete task", io::Error::other(e)))??;
+                let path = component_path(&dir, &owned_id);
+                fs::remove_file(&path)
+                    .map_err(|e| NodeError::io(format!("removing {}", path.display()), e))?;
+                let _ = fs::remove_file(failure_marker_path(&dir, &owned_id));
+                sync_dir(&dir).map_err(|e| NodeError::io(format!("syncing {}", dir.display()), e))
+            })
+            .await
+            .map_err(|e| NodeError::io("delete task", io::Error::other(e)))??;
         }
         self.components.remove(id);
         self.lock_caches().remove(id);
@@ -958,7 +962,10 @@ fn open_memory_components(
         let marker = FailureMarker::new(media.directory(), crate::failure_marker::file_name(&id));
         let store = BlockStore::open(backend, Some(marker)).map_err(|e| (id.clone(), e))?;
         if store.header().id != id {
-            return Err((id.clone(), format!("its header names component {:?}", store.header().id)));
+            return Err((
+                id.clone(),
+                format!("its header names component {:?}", store.header().id),
+            ));
         }
         components.insert(id.clone(), Arc::new(store));
         if let Some(cache) = cache {

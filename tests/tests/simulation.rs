@@ -18,11 +18,11 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
-use dagraid_core::layout::ColumnSet;
-use dagraid_core::testing::reference::verify_columns;
 use dagraid_coordinator::config::NodeSpec;
 use dagraid_coordinator::store::MemoryStoreMedia;
 use dagraid_coordinator::{Coordinator, CoordinatorConfig, CoordinatorSetup};
+use dagraid_core::layout::ColumnSet;
+use dagraid_core::testing::reference::verify_columns;
 use dagraid_node::memory::MemoryMedia;
 use dagraid_node::{NodeConfig, NodeSetup};
 use dagraid_proto::storage::v1 as spb;
@@ -241,7 +241,9 @@ async fn optimal(api: &mut Api, shared: &SharedRef, within: Duration) -> Result<
             }
         }
         if tokio::time::Instant::now() > until {
-            return Err(format!("the volume is not optimal within {within:?}: {last}"));
+            return Err(format!(
+                "the volume is not optimal within {within:?}: {last}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -363,7 +365,10 @@ async fn scenario(seed: u64, shared: SharedRef) -> Result<(), String> {
     read_back(&mut api, &model).await?;
     event(&shared, "read-back: every byte as acknowledged".into());
     check_columns(&mut api).await?;
-    event(&shared, "column checker: parity equal to data on every stripe".into());
+    event(
+        &shared,
+        "column checker: parity equal to data on every stripe".into(),
+    );
     Ok(())
 }
 
@@ -430,7 +435,11 @@ fn run(seed: u64) -> Result<Vec<String>, (String, Vec<String>)> {
         .rng_seed(seed)
         .build();
     for (i, name) in NODES.iter().enumerate() {
-        node_host(&mut sim, name, MemoryMedia::new(seed ^ ((i as u64 + 1) << 48)));
+        node_host(
+            &mut sim,
+            name,
+            MemoryMedia::new(seed ^ ((i as u64 + 1) << 48)),
+        );
     }
     coordinator_host(&mut sim, MemoryStoreMedia::default());
     let shared: SharedRef = Rc::default();
