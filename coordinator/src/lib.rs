@@ -74,6 +74,7 @@ use dagraid_core::admission::{Admission, AdmissionLimits};
 use dagraid_core::engine::EngineConfig;
 use dagraid_proto::volume::v1::volume_service_server::VolumeServiceServer;
 use dagraid_telemetry::{GrpcServerLayer, MetricsServer};
+use dagraid_tls::transport::{Connector, Incoming};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
@@ -94,7 +95,7 @@ use crate::registry::NodeRegistry;
 use crate::scrub::{ScrubSettings, Scrubs};
 use crate::service::{BearerAuth, VolumeApi};
 use crate::spares::SparePool;
-use crate::store::{Store, StoreError};
+use crate::store::{MemoryStoreMedia, Store, StoreError};
 use crate::volumes::{VolumeManager, VolumeManagerConfig};
 
 /// Room for the message fields around a payload of `max_io_bytes`: the gRPC decode limit is
@@ -136,6 +137,23 @@ pub enum CoordinatorError {
     /// A coordinator task was lost.
     #[error("coordinator task: {0}")]
     Task(String),
+}
+
+/// What a coordinator runs on besides its [`CoordinatorConfig`]: its store and its transports.
+/// The default is the binary's (the store file in the data directory, a socket bound on
+/// `listen`, TCP to the nodes); the deterministic simulation hands in memory and a simulated
+/// network instead (plaintext only: refused with TLS).
+#[derive(Default)]
+pub struct CoordinatorSetup {
+    /// The store in memory instead of `<data-dir>/coordinator.redb` (the data directory is
+    /// then neither created nor used).
+    pub store: Option<MemoryStoreMedia>,
+    /// The API's connections instead of a socket bound on `listen` (then reported as the local
+    /// address as given).
+    pub incoming: Option<Incoming>,
+    /// How to reach the storage nodes instead of TCP, with short keepalives
+    /// ([`NodeClientConfig::for_injected`]).
+    pub node_connector: Option<Connector>,
 }
 
 /// A running coordinator (started in-process): its address, and the handle that stops it.
@@ -199,9 +217,40 @@ impl Coordinator {
     /// durably, before it serves), starts the health loop and serves. Returns once the socket
     /// accepts calls.
     pub async fn start(config: CoordinatorConfig) -> Result<Coordinator, CoordinatorError> {
+        Self::start_with(config, CoordinatorSetup::default()).await
+    }
+
+    /// [`Coordinator::start`] on the store and transports of `setup` (in memory, a simulated
+    /// network).
+    pub async fn start_with(
+        config: CoordinatorConfig,
+        setup: CoordinatorSetup,
+    ) -> Result<Coordinator, CoordinatorError> {
         config.validate().map_err(CoordinatorError::Config)?;
-        let dir = config.data_dir.clone();
+        if (setup.incoming.is_some() || setup.node_connector.is_some()) && config.tls.is_some() {
+            return Err(CoordinatorError::Config(
+                "TLS is not supported over injected transports".into(),
+            ));
+        }
         let path = config.store_path();
+        if let Some(media) = setup.store {
+            let store = Store::open_in_memory(media, &path)?;
+            return match Self::assemble_and_serve(
+                config,
+                store.clone(),
+                setup.incoming,
+                setup.node_connector,
+            )
+            .await
+            {
+                Ok(c) => Ok(c),
+                Err(e) => {
+                    store.close();
+                    Err(e)
+                }
+            };
+        }
+        let dir = config.data_dir.clone();
         let store = tokio::task::spawn_blocking(move || {
             if dir.exists() && !dir.is_dir() {
                 return Err(CoordinatorError::DataDir {
@@ -218,7 +267,9 @@ impl Coordinator {
         .await
         .map_err(|e| CoordinatorError::Task(e.to_string()))??;
 
-        match Self::assemble_and_serve(config, store.clone()).await {
+        match Self::assemble_and_serve(config, store.clone(), setup.incoming, setup.node_connector)
+            .await
+        {
             Ok(c) => Ok(c),
             Err(e) => {
                 store.close();
@@ -230,19 +281,29 @@ impl Coordinator {
     async fn assemble_and_serve(
         config: CoordinatorConfig,
         store: Store,
+        incoming: Option<Incoming>,
+        node_connector: Option<Connector>,
     ) -> Result<Coordinator, CoordinatorError> {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| CoordinatorError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| CoordinatorError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let (listener, local_addr) = match incoming {
+            Some(incoming) => (Err(incoming), config.listen),
+            None => {
+                let listener =
+                    tokio::net::TcpListener::bind(config.listen)
+                        .await
+                        .map_err(|source| CoordinatorError::Bind {
+                            addr: config.listen,
+                            source,
+                        })?;
+                let local_addr =
+                    listener
+                        .local_addr()
+                        .map_err(|source| CoordinatorError::Bind {
+                            addr: config.listen,
+                            source,
+                        })?;
+                (Ok(listener), local_addr)
+            }
+        };
         // Bound before anything is assembled, so a port in use fails the start at once.
         let nbd_listener = match config.nbd_listen {
             None => None,
@@ -282,14 +343,9 @@ impl Coordinator {
             ),
         };
 
-        let (records, spare_records) = {
-            let store = store.clone();
-            tokio::task::spawn_blocking(move || {
-                Ok::<_, StoreError>((store.volumes()?, store.spares()?))
-            })
-            .await
-            .map_err(|e| CoordinatorError::Task(e.to_string()))??
-        };
+        let (records, spare_records) = store
+            .blocking(|store| Ok::<_, StoreError>((store.volumes()?, store.spares()?)))
+            .await?;
         // Nodes only stored volumes name still serve those volumes: keep them, at the address
         // recorded.
         let configured: BTreeSet<&str> = config.nodes.iter().map(|n| n.id.as_str()).collect();
@@ -321,10 +377,16 @@ impl Coordinator {
             &config.nodes,
             &extra,
             fencing.clone(),
-            NodeClientConfig {
-                metrics: Some(metrics.storage().clone()),
-                tls: client_tls.clone(),
-                ..node_client_config(&config)
+            {
+                let client = NodeClientConfig {
+                    metrics: Some(metrics.storage().clone()),
+                    tls: client_tls.clone(),
+                    ..node_client_config(&config)
+                };
+                match node_connector {
+                    Some(connector) => client.for_injected(connector),
+                    None => client,
+                }
             },
             config.node_deadline,
         )?);
@@ -497,11 +559,12 @@ impl Coordinator {
         };
         type Serving =
             std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
-        let server: Serving = match &server_tls {
-            Some(tls) => {
+        let server: Serving = match (listener, &server_tls) {
+            (Err(incoming), _) => Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown)),
+            (Ok(listener), Some(tls)) => {
                 Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), shutdown))
             }
-            None => {
+            (Ok(listener), None) => {
                 tracing::warn!(
                     addr = %local_addr,
                     "serving the volume API over plaintext gRPC (no TLS): see docs/SECURITY.md"

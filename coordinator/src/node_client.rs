@@ -176,6 +176,11 @@ pub struct NodeClientConfig {
     /// TLS to the node with the coordinator's certificate; `None`: plaintext. With it the
     /// node must present a certificate naming its id ([`NodeClient::for_node`]).
     pub tls: Option<Arc<dagraid_tls::ClientTls>>,
+    /// How to reach the node instead of the operating system's TCP (the deterministic
+    /// simulation's network); plaintext only, refused with `tls`. Such a transport wants short
+    /// keepalives ([`NodeClientConfig::for_injected`]): a connection cut by a partition is
+    /// then closed soon, and a new one is made once the network heals.
+    pub connector: Option<dagraid_tls::transport::Connector>,
 }
 
 impl Default for NodeClientConfig {
@@ -190,12 +195,35 @@ impl Default for NodeClientConfig {
             keepalive_timeout: Duration::from_secs(2),
             metrics: None,
             tls: None,
+            connector: None,
         }
     }
 }
 
+/// HTTP/2 ping interval over an injected transport ([`NodeClientConfig::for_injected`]).
+pub const INJECTED_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
+/// HTTP/2 ping timeout over an injected transport.
+pub const INJECTED_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
+
 impl NodeClientConfig {
+    /// This configuration over `connector`, with the short keepalives
+    /// ([`INJECTED_KEEPALIVE_INTERVAL`], [`INJECTED_KEEPALIVE_TIMEOUT`]) that close a
+    /// connection a partition cut, so the channel connects again once it heals.
+    pub fn for_injected(self, connector: dagraid_tls::transport::Connector) -> Self {
+        Self {
+            connector: Some(connector),
+            keepalive_interval: INJECTED_KEEPALIVE_INTERVAL,
+            keepalive_timeout: INJECTED_KEEPALIVE_TIMEOUT,
+            ..self
+        }
+    }
+
     fn validate(&self) -> Result<(), NodeClientError> {
+        if self.connector.is_some() && self.tls.is_some() {
+            return Err(NodeClientError::InvalidConfig(
+                "TLS is not supported over an injected connector",
+            ));
+        }
         if self.connections == 0 {
             return Err(NodeClientError::InvalidConfig(
                 "connections must be at least 1",
@@ -657,9 +685,12 @@ impl NodeClient {
         // Each lazy channel is its own connection.
         let clients: Arc<[Rpc]> = (0..config.connections)
             .map(|_| {
-                let channel = match &connector {
-                    Some(connector) => endpoint.connect_with_connector_lazy(connector.clone()),
-                    None => endpoint.connect_lazy(),
+                let channel = match (&config.connector, &connector) {
+                    (Some(injected), _) => endpoint.connect_with_connector_lazy(injected.clone()),
+                    (None, Some(connector)) => {
+                        endpoint.connect_with_connector_lazy(connector.clone())
+                    }
+                    (None, None) => endpoint.connect_lazy(),
                 };
                 StorageNodeClient::new(channel)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -1217,6 +1248,52 @@ mod tests {
         let ok = NodeClient::new("127.0.0.1:1", f.clone(), NodeClientConfig::default()).unwrap();
         assert_eq!(ok.address(), "127.0.0.1:1");
         NodeClient::new("http://localhost:7100", f, NodeClientConfig::default()).unwrap();
+    }
+
+    /// The simulation's seams end to end: a storage node on memory media, served over
+    /// connections handed in, reached through an injected connector.
+    #[tokio::test]
+    async fn a_client_reaches_an_in_memory_node_through_injected_transports() {
+        use dagraid_tls::transport::{BoxedIo, Connector, Incoming};
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<tokio::io::DuplexStream>();
+        let incoming: Incoming = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|io| (Ok(BoxedIo::new(io)), rx))
+        }));
+        let media = dagraid_node::memory::MemoryMedia::new(7);
+        let config = dagraid_node::NodeConfig {
+            node_id: Some("n1".into()),
+            ..dagraid_node::NodeConfig::new("/sim/n1")
+        };
+        let node = dagraid_node::start_with(
+            config,
+            dagraid_node::NodeSetup {
+                media: Some(media.clone()),
+                incoming: Some(incoming),
+            },
+        )
+        .await
+        .unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let served = tokio::spawn(node.serve(stop.clone().cancelled_owned()));
+        let connector = Connector::new(move |uri: tonic::codegen::http::Uri| {
+            let tx = tx.clone();
+            async move {
+                assert_eq!(uri.host(), Some("n1"));
+                let (client, server) = tokio::io::duplex(1 << 20);
+                tx.send(server)
+                    .map_err(|_| std::io::Error::other("node gone"))?;
+                Ok(BoxedIo::new(client))
+            }
+        });
+        let config = NodeClientConfig::default().for_injected(connector);
+        assert_eq!(config.keepalive_interval, INJECTED_KEEPALIVE_INTERVAL);
+        let client = NodeClient::new("n1:7100", FencingContext::new("dagraid", 1), config).unwrap();
+        assert_eq!(client.node_info().await.unwrap().node_id, "n1");
+        let created = client.create_component("c1", 512, 16, 0).await.unwrap();
+        assert_ne!(created.serial, 0);
+        assert!(media.component("c1").is_some());
+        stop.cancel();
+        served.await.unwrap().unwrap();
     }
 
     #[tokio::test]

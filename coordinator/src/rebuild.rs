@@ -25,7 +25,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the simulation's where there is one (turmoil), the system's otherwise.
+use tokio::time::Instant;
 
 use dagraid_core::access::{AccessError, Array, ReconstructBatch};
 use dagraid_core::array::ComponentState;

@@ -35,6 +35,10 @@ pub trait NodeHealthEvents: Send + Sync {
     -> futures::future::BoxFuture<'a, ()>;
     /// Node `node_id` answered a health check.
     fn node_answers(&self, node_id: &str);
+    /// Node `node_id` missed a health check but is not gone (yet).
+    fn node_silent(&self, node_id: &str) {
+        let _ = node_id;
+    }
 }
 
 /// Consecutive failed health checks after which a node's columns are failed.
@@ -327,7 +331,7 @@ pub async fn health_loop(
                 match verdict {
                     NodeVerdict::Gone { just } => events.node_gone(node.id(), just).await,
                     NodeVerdict::Answers => events.node_answers(node.id()),
-                    NodeVerdict::Silent => {}
+                    NodeVerdict::Silent => events.node_silent(node.id()),
                 }
             }
         };

@@ -20,7 +20,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the simulation's where there is one (turmoil), the system's otherwise.
+use tokio::time::Instant;
 
 use dagraid_core::access::{AccessError, Array, CheckOutcome, StripeCheck};
 use dagraid_core::array::ComponentState;

@@ -22,6 +22,10 @@
 //! durability: the commit is fsynced). redb locks the file, so a second coordinator on the same
 //! data directory is refused ([`StoreError::InUse`]).
 //!
+//! The deterministic simulation keeps the store in memory instead ([`Store::open_in_memory`]
+//! over [`MemoryStoreMedia`], which outlives one coordinator life): no file, and every
+//! operation runs inline on its task rather than on tokio's blocking pool.
+//!
 //! The store is one of the two copies of a volume's durable state ([`DurableState`]); the other
 //! is the label on every surviving component (`crate::durable`). Neither is trusted over a newer
 //! one: at assembly the copy with the highest modification counter wins
@@ -828,21 +832,69 @@ struct Inner {
     path: PathBuf,
     /// `None` once closed.
     db: RwLock<Option<Database>>,
+    /// In memory: operations never block, and run inline.
+    in_memory: bool,
+}
+
+/// The bytes of a store kept in memory (redb's in-memory backend), shared by every
+/// coordinator life opened on it, like a store file across restarts. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStoreMedia(Arc<redb::backends::InMemoryBackend>);
+
+impl redb::StorageBackend for MemoryStoreMedia {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.0.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.0.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.0.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.0.write(offset, data)
+    }
 }
 
 impl Store {
     /// Opens (or creates) the store at `path`. Blocking: call it from `spawn_blocking`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let open = |detail: String| StoreError::Open {
-            path: path.to_owned(),
-            detail,
-        };
         let db = Database::create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
                 path: path.to_owned(),
             },
-            other => open(other.to_string()),
+            other => StoreError::Open {
+                path: path.to_owned(),
+                detail: other.to_string(),
+            },
         })?;
+        Self::init(db, path, false)
+    }
+
+    /// Opens (or creates) the store kept in `media`, named `path` in messages. Never blocks.
+    pub fn open_in_memory(media: MemoryStoreMedia, path: &Path) -> Result<Store, StoreError> {
+        let db = redb::Builder::new()
+            .create_with_backend(media)
+            .map_err(|e| StoreError::Open {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            })?;
+        Self::init(db, path, true)
+    }
+
+    /// Checks the format of a freshly opened database and creates its tables.
+    fn init(db: Database, path: &Path, in_memory: bool) -> Result<Store, StoreError> {
+        let open = |detail: String| StoreError::Open {
+            path: path.to_owned(),
+            detail,
+        };
         let txn = db.begin_write().map_err(|e| open(e.to_string()))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| open(e.to_string()))?;
@@ -873,6 +925,7 @@ impl Store {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 db: RwLock::new(Some(db)),
+                in_memory,
             }),
         })
     }
@@ -967,11 +1020,14 @@ impl Store {
         f(db)
     }
 
-    /// Runs a blocking store operation off the async threads.
-    async fn blocking<T: Send + 'static>(
+    /// Runs a blocking store operation off the async threads (inline when in memory).
+    pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        if self.inner.in_memory {
+            return f(self);
+        }
         let store = self.clone();
         tokio::task::spawn_blocking(move || f(&store))
             .await
@@ -1340,6 +1396,21 @@ mod tests {
                 })
                 .collect(),
         )
+    }
+
+    #[tokio::test]
+    async fn a_store_in_memory_survives_a_reopen_on_the_same_media() {
+        let media = MemoryStoreMedia::default();
+        let path = Path::new("/sim/coordinator.redb");
+        let store = Store::open_in_memory(media.clone(), path).unwrap();
+        assert_eq!(store.take_epoch_async(0, 1 << 32).await.unwrap(), 1 << 32);
+        store.insert_volume(&record("a")).unwrap();
+        store.close();
+        let store = Store::open_in_memory(media, path).unwrap();
+        assert_eq!(store.epoch().unwrap(), 1 << 32);
+        assert_eq!(store.volumes().unwrap().len(), 1);
+        let fresh = Store::open_in_memory(MemoryStoreMedia::default(), path).unwrap();
+        assert!(fresh.volumes().unwrap().is_empty());
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! ETA), and the yield to user I/O queued for admission. Knows no volume: the jobs give it the
 //! count of client accesses and the admission queue.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the simulation's where there is one (turmoil), the system's otherwise.
+use tokio::time::Instant;
 
 use dagraid_core::admission::Admission;
 

@@ -1449,6 +1449,28 @@ impl VolumeManager {
         Ok(volume)
     }
 
+    /// Node `node_id` missed a health check: if a column on it is failed already (an access
+    /// failed it), the node is away, as if it had been found gone, so that its column is
+    /// re-added when it answers again. A node back before the gone rule ran out would otherwise
+    /// leave that column failed until the down-out delay (found by the simulation, seed 16).
+    pub fn node_silent(&self, node_id: &str) {
+        if self.away.contains_key(node_id) {
+            return;
+        }
+        for volume in self.list() {
+            let states = volume.array.states();
+            if volume
+                .components()
+                .iter()
+                .filter(|c| c.node_id == node_id)
+                .any(|c| states.get(c.column as usize).is_some_and(|s| s.is_failed()))
+            {
+                self.away.insert(node_id.to_owned(), ());
+                return;
+            }
+        }
+    }
+
     /// Clears the gone mark of every column on node `node_id` (it answers again): a volume that
     /// was failed only because of gone columns leaves the failed state by itself. When the node
     /// had been found gone, its failed columns are noted as returned, for their re-add.
@@ -1601,6 +1623,10 @@ impl crate::registry::NodeHealthEvents for VolumeManager {
 
     fn node_answers(&self, node_id: &str) {
         VolumeManager::node_answers(self, node_id);
+    }
+
+    fn node_silent(&self, node_id: &str) {
+        VolumeManager::node_silent(self, node_id);
     }
 }
 

@@ -5,7 +5,12 @@
 //! (see `power_cut` in the block store's tests).
 //!
 //! [`Directory`] is the same seam for the small files kept beside a component file (its failure
-//! marker): the real one is [`LocalDirectory`], unit tests simulate one that loses power.
+//! marker) and for the node state file: the real one is [`LocalDirectory`], unit tests simulate
+//! one that loses power.
+//!
+//! A backend or directory that never blocks (memory: [`crate::memory`], the deterministic
+//! simulation's disks) says so ([`StorageBackend::blocks`]), and its calls run right on the
+//! async task instead of tokio's blocking pool, whose real threads a simulation cannot schedule.
 
 use std::fs::File;
 use std::io;
@@ -30,6 +35,11 @@ pub trait StorageBackend: Send + Sync + 'static {
     fn sync(&self) -> io::Result<()>;
     /// Current size in bytes.
     fn size(&self) -> io::Result<u64>;
+    /// Whether a call may block its thread (real I/O): it then runs on tokio's blocking pool.
+    /// A backend that answers `false` (memory) is called inline, on the async task.
+    fn blocks(&self) -> bool {
+        true
+    }
     /// Grows the storage to `len` bytes of zeros beyond the current end, reserving the space
     /// where it can. Not durable until a later [`StorageBackend::sync`]. Only migration grows a
     /// component; backends that cannot answer `Unsupported`.
@@ -131,6 +141,29 @@ pub trait Directory: Send + Sync + 'static {
     fn sync_dir(&self) -> io::Result<()>;
     /// The bytes of the file `name`, `None` if there is no such file.
     fn read_file(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
+    /// Renames the file `from` to `to`, replacing `to` atomically. Not durable until
+    /// [`Directory::sync_dir`].
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Removes the file `name`; `Ok` if there was none. Not durable until
+    /// [`Directory::sync_dir`].
+    fn remove_file(&self, name: &str) -> io::Result<()>;
+    /// Whether a call may block its thread (see [`StorageBackend::blocks`]).
+    fn blocks(&self) -> bool {
+        true
+    }
+}
+
+/// Runs `f` (calls on a backend or directory) on tokio's blocking pool when `blocks`, else
+/// right here: an in-memory backend never leaves the async task.
+pub(crate) async fn off_async<T: Send + 'static>(
+    blocks: bool,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if blocks {
+        tokio::task::spawn_blocking(f).await
+    } else {
+        Ok(f())
+    }
 }
 
 /// A directory on the local file system.
@@ -164,6 +197,17 @@ impl Directory for LocalDirectory {
             Ok(bytes) => Ok(Some(bytes)),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(err),
+        }
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        std::fs::rename(self.path.join(from), self.path.join(to))
+    }
+
+    fn remove_file(&self, name: &str) -> io::Result<()> {
+        match std::fs::remove_file(self.path.join(name)) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
         }
     }
 }

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use tracing::Instrument;
 
-use crate::backend::StorageBackend;
+use crate::backend::{StorageBackend, off_async};
 use crate::checksum::block_checksum;
 use crate::error::NodeError;
 use crate::failure_marker::FailureMarker;
@@ -278,7 +278,8 @@ impl BlockStore {
         let Some(marker) = self.failure_marker.clone() else {
             return Ok(());
         };
-        let written = tokio::task::spawn_blocking(move || marker.record(&reason)).await;
+        let written =
+            crate::backend::off_async(marker.blocks(), move || marker.record(&reason)).await;
         let why = match written {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(err)) => format!("the failure could not be recorded: {err}"),
@@ -421,7 +422,7 @@ impl BlockStore {
             Some(result) => result,
             None => {
                 let backend = self.backend.clone();
-                tokio::task::spawn_blocking(move || {
+                off_async(self.backend.blocks(), move || {
                     let mut data = vec![0u8; len];
                     backend.read_at(&mut data, layout.block_offset(start))?;
                     let mut crcs = vec![0u8; count as usize * 4];
@@ -502,7 +503,7 @@ impl BlockStore {
         let result = if data_len <= INLINE_WRITE_MAX {
             Ok(apply())
         } else {
-            tokio::task::spawn_blocking(apply).await
+            off_async(self.backend.blocks(), apply).await
         };
         let ticket = self.commit.ticket();
         drop(guards);
@@ -584,7 +585,7 @@ impl BlockStore {
         let at = self.layout.log_offset + offset;
         let _guard = self.log_lock.read().await;
         let backend = self.backend.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let result = off_async(self.backend.blocks(), move || {
             let mut data = vec![0u8; len as usize];
             backend.read_at(&mut data, at)?;
             Ok::<_, std::io::Error>(data)
@@ -632,7 +633,7 @@ impl BlockStore {
         let result = if inline {
             Ok(apply())
         } else {
-            tokio::task::spawn_blocking(apply).await
+            off_async(self.backend.blocks(), apply).await
         };
         // Taken after the pwrite: only a sync that starts after it acknowledges it.
         let ticket = self.commit.ticket();
@@ -726,7 +727,10 @@ impl BlockStore {
         let record = slot::encode(area, sequence, payload);
         let offset = self.area_offset(area) + (target * area.slot_bytes()) as u64;
         let backend = self.backend.clone();
-        let result = tokio::task::spawn_blocking(move || backend.write_at(&record, offset)).await;
+        let result = off_async(self.backend.blocks(), move || {
+            backend.write_at(&record, offset)
+        })
+        .await;
         let ticket = self.commit.ticket();
         match result {
             Ok(Ok(())) => {}

@@ -54,6 +54,11 @@ impl FailureMarker {
         })
     }
 
+    /// Whether recording or loading may block (see [`Directory::blocks`]).
+    pub fn blocks(&self) -> bool {
+        self.dir.blocks()
+    }
+
     /// Records `reason` durably: write, fsync the file, fsync the directory. Blocking.
     pub fn record(&self, reason: &str) -> io::Result<()> {
         self.dir.write_file(&self.name, reason.as_bytes())?;

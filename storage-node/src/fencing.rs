@@ -264,7 +264,7 @@ impl Fencing {
                 cluster_id: self.cluster_id.clone(),
                 epoch,
             };
-            tokio::task::spawn_blocking(move || store.store(&record))
+            crate::backend::off_async(store.blocks(), move || store.store(&record))
                 .await
                 .map_err(|join| {
                     NodeError::io("persisting the epoch", std::io::Error::other(join))

@@ -230,7 +230,7 @@ impl GroupCommit {
     pub async fn wait_durable(&self, ticket: u64) -> Result<(), String> {
         let mut progress = self.inner.progress.subscribe();
         loop {
-            {
+            let started = {
                 let mut state = self.state();
                 if let Some(reason) = &state.failure {
                     return Err(reason.clone());
@@ -238,13 +238,19 @@ impl GroupCommit {
                 if state.durable_through >= ticket {
                     return Ok(());
                 }
-                if ticket > state.started_through && state.running.len() < MAX_SYNCS_IN_FLIGHT {
-                    let (number, covers) = state.start_sync();
-                    let inner = self.inner.clone();
+                (ticket > state.started_through && state.running.len() < MAX_SYNCS_IN_FLIGHT)
+                    .then(|| state.start_sync())
+            };
+            if let Some((number, covers)) = started {
+                let inner = self.inner.clone();
+                if inner.backend.blocks() {
                     // Detached: the syncs run to completion even if this caller is cancelled.
                     drop(tokio::task::spawn_blocking(move || {
                         sync_loop(&inner, number, covers)
                     }));
+                } else {
+                    // A backend that never blocks syncs at once, on this task.
+                    sync_loop(&inner, number, covers);
                 }
             }
             if progress.changed().await.is_err() {

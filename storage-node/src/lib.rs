@@ -13,12 +13,15 @@
 //! - [`faults`]: test-only fault injection, off unless enabled; [`volatile_cache`]: in that
 //!   mode, the volatile write cache in front of every component file that makes a power cut
 //!   possible ([`Node::power_cut`]).
+//! - [`memory`]: a node's data directory in memory (disks, node state, failure markers) for the
+//!   deterministic simulation; nothing there blocks, so nothing leaves the async task.
 //! - [`node`]: the data directory and its components; every request is validated here.
 //! - [`service`]: the gRPC adapter; [`error`] is the one error type and its status mapping.
 //! - [`metrics`]: the `/metrics` registry (call metrics, per-component counters read at
 //!   scrape time); calls are traced by `dagraid_telemetry`'s gRPC layer, disk I/O in
 //!   [`block_store`] (`disk.read`, `disk.write`, `disk.flush`).
-//! - [`start`] / [`run`]: bind, open, serve, shut down gracefully; [`run_command`]: the whole
+//! - [`start`] / [`run`]: bind, open, serve, shut down gracefully ([`start_with`]: on memory
+//!   and injected connections, [`NodeSetup`]); [`run_command`]: the whole
 //!   process behind [`config::Args`] (runtime, telemetry, signals, the listening lines). The
 //!   `dagraid-node` binary and the `dagraid node` subcommand of the `dagraid` tool are thin
 //!   wrappers over it.
@@ -33,6 +36,7 @@ pub mod faults;
 pub mod fencing;
 pub mod group_commit;
 pub mod layout;
+pub mod memory;
 pub mod metrics;
 pub mod migrate;
 pub mod node;
@@ -48,6 +52,7 @@ use std::sync::Arc;
 
 use dagraid_proto::storage::v1::storage_node_server::StorageNodeServer;
 use dagraid_telemetry::{GrpcServerLayer, MetricsServer};
+use dagraid_tls::transport::Incoming;
 use dagraid_tls::{Role, ServerTls};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -77,11 +82,30 @@ pub const MESSAGE_OVERHEAD_BYTES: u64 = 1 << 20;
 /// A node whose data directory is open and whose socket is bound, not yet serving.
 pub struct StartedNode {
     node: Arc<Node>,
-    listener: tokio::net::TcpListener,
+    listener: Listener,
     local_addr: SocketAddr,
     metrics: Arc<metrics::NodeMetrics>,
     metrics_server: Option<MetricsServer>,
     tls: Option<Arc<ServerTls>>,
+}
+
+/// Where the served connections come from.
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Injected(Incoming),
+}
+
+/// What a node runs on besides its [`NodeConfig`]: its data directory and its connections.
+/// The default is the binary's (files under `data_dir`, a socket bound on `listen`); the
+/// deterministic simulation hands in memory and a simulated network instead.
+#[derive(Default)]
+pub struct NodeSetup {
+    /// The data directory in memory ([`memory`]) instead of files under `data_dir` (which then
+    /// only names it in messages).
+    pub media: Option<Arc<memory::MemoryMedia>>,
+    /// The connections to serve instead of a socket bound on `listen` (then reported as the
+    /// local address as given). Plaintext only: refused with TLS.
+    pub incoming: Option<Incoming>,
 }
 
 /// Calls that get a span only when they carry a trace context: polled by the coordinator's
@@ -97,21 +121,46 @@ const QUIET_METHODS: &[&str] = &[
 /// Errors are precise and final: a bad data directory, a directory in use, a corrupt component
 /// file, an address in use.
 pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
+    start_with(config, NodeSetup::default()).await
+}
+
+/// [`start`] on the data directory and connections of `setup` (in memory, a simulated network).
+pub async fn start_with(config: NodeConfig, setup: NodeSetup) -> Result<StartedNode, NodeError> {
     config.validate()?;
-    let open_config = config.clone();
-    let node = tokio::task::spawn_blocking(move || Node::open(&open_config))
-        .await
-        .map_err(|e| NodeError::io("opening the data directory", std::io::Error::other(e)))??;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| NodeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| NodeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    if setup.incoming.is_some() && config.tls.is_some() {
+        return Err(NodeError::Config(
+            "TLS is not served over injected connections".into(),
+        ));
+    }
+    let node = match setup.media {
+        // Nothing in memory blocks: opened right here.
+        Some(media) => Node::open_in_memory(&config, media)?,
+        None => {
+            let open_config = config.clone();
+            tokio::task::spawn_blocking(move || Node::open(&open_config))
+                .await
+                .map_err(|e| {
+                    NodeError::io("opening the data directory", std::io::Error::other(e))
+                })??
+        }
+    };
+    let (listener, local_addr) = match setup.incoming {
+        Some(incoming) => (Listener::Injected(incoming), config.listen),
+        None => {
+            let listener =
+                tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .map_err(|source| NodeError::Bind {
+                        addr: config.listen,
+                        source,
+                    })?;
+            let local_addr = listener.local_addr().map_err(|source| NodeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+            (Listener::Tcp(listener), local_addr)
+        }
+    };
     let tls = match &config.tls {
         None => None,
         Some(files) => {
@@ -215,14 +264,19 @@ impl StartedNode {
                 .await;
             token.cancel();
         };
-        match &self.tls {
-            Some(tls) => {
+        match (self.listener, &self.tls) {
+            (Listener::Injected(incoming), _) => {
                 router
-                    .serve_with_incoming_shutdown(tls.incoming(self.listener), shutdown)
+                    .serve_with_incoming_shutdown(incoming, shutdown)
                     .await?
             }
-            None => {
-                let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+            (Listener::Tcp(listener), Some(tls)) => {
+                router
+                    .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
+                    .await?
+            }
+            (Listener::Tcp(listener), None) => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
                 router
                     .serve_with_incoming_shutdown(incoming, shutdown)
                     .await?

@@ -29,6 +29,7 @@ use crate::layout::{
     ComponentHeader, Layout, component_id_problem, default_log_bytes, log_bytes_problem,
     valid_block_size,
 };
+use crate::memory::{MemoryDisk, MemoryMedia};
 use crate::node_state::{NODE_STATE_VERSION, NodeState, NodeStateFile, sync_dir};
 use crate::slot::{Area, SlotRecord};
 use crate::volatile_cache::{CutReport, VolatileCache};
@@ -85,8 +86,10 @@ pub struct Node {
     power_lost: CancellationToken,
     shutdown: CancellationToken,
     serials: AtomicU64,
-    /// Held (with its advisory lock) for the node's lifetime.
-    _dir_lock: File,
+    /// The in-memory data directory (the simulation's); `None`: files under `components_dir`.
+    media: Option<Arc<MemoryMedia>>,
+    /// Held (with its advisory lock) for the node's lifetime; `None` in memory.
+    _dir_lock: Option<File>,
 }
 
 fn bad_dir(path: &Path, reason: impl Into<String>) -> NodeError {
@@ -105,6 +108,54 @@ fn time_seed() -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// The node state of a data directory, or a new one (written durably) at its first start;
+/// refuses a `--node-id` or `--cluster-id` that differs from the stored one. Blocking.
+fn load_or_init_state(
+    config: &NodeConfig,
+    state_file: &NodeStateFile,
+) -> Result<NodeState, NodeError> {
+    let dir = config.data_dir.as_path();
+    let state = match state_file.load()? {
+        Some(state) => {
+            for (flag, given, stored) in [
+                ("--node-id", &config.node_id, &state.node_id),
+                ("--cluster-id", &config.cluster_id, &state.cluster_id),
+            ] {
+                if let Some(given) = given
+                    && given != stored
+                {
+                    return Err(NodeError::BadNodeState {
+                        path: state_file.path().to_path_buf(),
+                        reason: format!(
+                            "{flag} {given:?} does not match {stored:?} recorded in this data directory"
+                        ),
+                    });
+                }
+            }
+            state
+        }
+        None => {
+            let state = NodeState {
+                format_version: NODE_STATE_VERSION,
+                node_id: config
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(|| format!("node-{:016x}", time_seed())),
+                cluster_id: config
+                    .cluster_id
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CLUSTER_ID.to_owned()),
+                epoch: 0,
+            };
+            state_file
+                .store(&state)
+                .map_err(|e| bad_dir(dir, e.to_string()))?;
+            state
+        }
+    };
+    Ok(state)
 }
 
 impl Node {
@@ -150,49 +201,62 @@ impl Node {
         }
 
         let state_file = NodeStateFile::new(dir);
-        let state = match state_file.load()? {
-            Some(state) => {
-                for (flag, given, stored) in [
-                    ("--node-id", &config.node_id, &state.node_id),
-                    ("--cluster-id", &config.cluster_id, &state.cluster_id),
-                ] {
-                    if let Some(given) = given
-                        && given != stored
-                    {
-                        return Err(NodeError::BadNodeState {
-                            path: state_file.path().to_path_buf(),
-                            reason: format!(
-                                "{flag} {given:?} does not match {stored:?} recorded in this data directory"
-                            ),
-                        });
-                    }
-                }
-                state
-            }
-            None => {
-                let state = NodeState {
-                    format_version: NODE_STATE_VERSION,
-                    node_id: config
-                        .node_id
-                        .clone()
-                        .unwrap_or_else(|| format!("node-{:016x}", time_seed())),
-                    cluster_id: config
-                        .cluster_id
-                        .clone()
-                        .unwrap_or_else(|| DEFAULT_CLUSTER_ID.to_owned()),
-                    epoch: 0,
-                };
-                state_file
-                    .store(&state)
-                    .map_err(|e| bad_dir(dir, e.to_string()))?;
-                state
-            }
-        };
-
+        let state = load_or_init_state(config, &state_file)?;
         let components_dir = dir.join(COMPONENTS_DIR);
         fs::create_dir_all(&components_dir)
             .map_err(|e| bad_dir(dir, format!("cannot create {COMPONENTS_DIR}/: {e}")))?;
         let (components, caches) = open_components(&components_dir, config.fault_injection)?;
+        Ok(Self::with_state(
+            config,
+            state,
+            state_file,
+            (components, caches),
+            components_dir,
+            None,
+            Some(lock),
+        ))
+    }
+
+    /// Opens (or initialises) a node whose data directory is `media`, in memory (the
+    /// deterministic simulation; see [`crate::memory`]). `config.data_dir` only names it in
+    /// messages. Nothing blocks: callable on an async task.
+    pub fn open_in_memory(config: &NodeConfig, media: Arc<MemoryMedia>) -> Result<Self, NodeError> {
+        config.validate()?;
+        let state_file = NodeStateFile::in_directory(
+            media.directory(),
+            config.data_dir.join(crate::node_state::NODE_STATE_FILE),
+        );
+        let state = load_or_init_state(config, &state_file)?;
+        let opened =
+            open_memory_components(&media, config.fault_injection).map_err(|(id, reason)| {
+                NodeError::BadComponentFile {
+                    path: config
+                        .data_dir
+                        .join(COMPONENTS_DIR)
+                        .join(format!("{id}.{COMPONENT_EXT}")),
+                    reason,
+                }
+            })?;
+        Ok(Self::with_state(
+            config,
+            state,
+            state_file,
+            opened,
+            config.data_dir.join(COMPONENTS_DIR),
+            Some(media),
+            None,
+        ))
+    }
+
+    fn with_state(
+        config: &NodeConfig,
+        state: NodeState,
+        state_file: NodeStateFile,
+        (components, caches): OpenComponents,
+        components_dir: PathBuf,
+        media: Option<Arc<MemoryMedia>>,
+        lock: Option<File>,
+    ) -> Self {
         let fencing = Fencing::new(
             state.node_id.clone(),
             state.cluster_id.clone(),
@@ -207,9 +271,10 @@ impl Node {
             cluster_id = %state.cluster_id,
             epoch = state.epoch,
             components = components.len(),
+            in_memory = media.is_some(),
             "data directory opened"
         );
-        Ok(Self {
+        Self {
             node_id: state.node_id.clone(),
             cluster_id: state.cluster_id.clone(),
             max_io_bytes: config.max_io_bytes,
@@ -221,9 +286,10 @@ impl Node {
             caches: std::sync::Mutex::new(caches),
             power_lost: CancellationToken::new(),
             shutdown: CancellationToken::new(),
-            serials: AtomicU64::new(time_seed()),
+            serials: AtomicU64::new(if media.is_some() { 0 } else { time_seed() }),
+            media,
             _dir_lock: lock,
-        })
+        }
     }
 
     /// Cancelled when the node stops: hung and delayed operations end with UNAVAILABLE.
@@ -352,12 +418,14 @@ impl Node {
         if self.components.contains_key(id) {
             return Err(NodeError::ComponentExists(id.to_owned()));
         }
-        let serial = if serial == 0 {
+        let serial = if serial != 0 {
+            serial
+        } else if let Some(media) = &self.media {
+            media.next_serial()
+        } else {
             self.serials
                 .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
                 | 1
-        } else {
-            serial
         };
         let header = ComponentHeader {
             id: id.to_owned(),
@@ -368,11 +436,14 @@ impl Node {
         };
         let dir = self.components_dir.clone();
         let cached = self.faults.enabled();
-        let (store, cache) = tokio::task::spawn_blocking(move || {
-            create_component_file(&dir, &header, layout, cached)
-        })
-        .await
-        .map_err(|e| NodeError::io("create task", io::Error::other(e)))??;
+        let (store, cache) = match &self.media {
+            Some(media) => create_memory_component(media, &dir, &header, layout, cached)?,
+            None => tokio::task::spawn_blocking(move || {
+                create_component_file(&dir, &header, layout, cached)
+            })
+            .await
+            .map_err(|e| NodeError::io("create task", io::Error::other(e)))??,
+        };
         let store = Arc::new(store);
         if let Some(cache) = cache {
             self.lock_caches().insert(id.to_owned(), cache);
@@ -404,15 +475,23 @@ impl Node {
         self.component(id)?;
         let dir = self.components_dir.clone();
         let owned_id = id.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let path = component_path(&dir, &owned_id);
-            fs::remove_file(&path)
-                .map_err(|e| NodeError::io(format!("removing {}", path.display()), e))?;
-            let _ = fs::remove_file(failure_marker_path(&dir, &owned_id));
-            sync_dir(&dir).map_err(|e| NodeError::io(format!("syncing {}", dir.display()), e))
-        })
-        .await
-        .map_err(|e| NodeError::io("delete task", io::Error::other(e)))??;
+        if let Some(media) = &self.media {
+            media.remove(id);
+            media
+                .directory()
+                .remove_file(&crate::failure_marker::file_name(id))
+                .map_err(|e| NodeError::io("removing the failure marker", e))?;
+        } else {
+            tokio::task::spawn_blocking(move || {
+                let path = component_path(&dir, &owned_id);
+                fs::remove_file(&path)
+                    .map_err(|e| NodeError::io(format!("removing {}", path.display()), e))?;
+                let _ = fs::remove_file(failure_marker_path(&dir, &owned_id));
+                sync_dir(&dir).map_err(|e| NodeError::io(format!("syncing {}", dir.display()), e))
+            })
+            .await
+            .map_err(|e| NodeError::io("delete task", io::Error::other(e)))??;
+        }
         self.components.remove(id);
         self.lock_caches().remove(id);
         self.fencing.forget_component(id);
@@ -871,6 +950,58 @@ fn open_components(dir: &Path, cached: bool) -> Result<OpenComponents, NodeError
 
 /// Creates the file of a new component (durably) and opens it, behind a volatile cache when
 /// `cached`.
+/// Opens the components of in-memory media; `Err` names the component and what is wrong.
+fn open_memory_components(
+    media: &Arc<MemoryMedia>,
+    cached: bool,
+) -> Result<OpenComponents, (String, String)> {
+    let mut components = BTreeMap::new();
+    let mut caches = BTreeMap::new();
+    for (id, disk) in media.components() {
+        let (backend, cache) = component_backend(disk, &id, cached);
+        let marker = FailureMarker::new(media.directory(), crate::failure_marker::file_name(&id));
+        let store = BlockStore::open(backend, Some(marker)).map_err(|e| (id.clone(), e))?;
+        if store.header().id != id {
+            return Err((
+                id.clone(),
+                format!("its header names component {:?}", store.header().id),
+            ));
+        }
+        components.insert(id.clone(), Arc::new(store));
+        if let Some(cache) = cache {
+            caches.insert(id, cache);
+        }
+    }
+    Ok((components, caches))
+}
+
+/// [`create_component_file`] in memory: the disk is listed only once initialised.
+fn create_memory_component(
+    media: &Arc<MemoryMedia>,
+    dir: &Path,
+    header: &ComponentHeader,
+    layout: Layout,
+    cached: bool,
+) -> Result<(BlockStore, Option<Arc<VolatileCache>>), NodeError> {
+    let id = &header.id;
+    let name = crate::failure_marker::file_name(id);
+    media
+        .directory()
+        .remove_file(&name)
+        .map_err(|e| NodeError::io("removing the failure marker", e))?;
+    let disk = Arc::new(MemoryDisk::new(layout.file_len));
+    BlockStore::initialize(disk.as_ref(), header)
+        .map_err(|e| NodeError::io(format!("initialising component {id:?}"), e))?;
+    media.insert(id, disk.clone());
+    let (backend, cache) = component_backend(disk, id, cached);
+    let store = BlockStore::open(backend, Some(FailureMarker::new(media.directory(), name)))
+        .map_err(|reason| NodeError::BadComponentFile {
+            path: component_path(dir, id),
+            reason,
+        })?;
+    Ok((store, cache))
+}
+
 fn create_component_file(
     dir: &Path,
     header: &ComponentHeader,

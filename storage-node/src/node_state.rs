@@ -3,18 +3,21 @@
 //! Updated atomically (write a temporary file, fsync it, rename over the old one, fsync the
 //! directory), so after a crash the file holds either the old or the new state, never a mix.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{Directory, LocalDirectory};
 use crate::error::NodeError;
 
 /// Current version of the node state format.
 pub const NODE_STATE_VERSION: u32 = 1;
 /// File name inside the data directory.
 pub const NODE_STATE_FILE: &str = "node-state.json";
+/// The temporary file a new state is written to before it is renamed over the old one.
+const NODE_STATE_TMP: &str = "node-state.json.tmp";
 
 /// What the node persists about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,24 +33,42 @@ pub struct NodeState {
 }
 
 /// Reads and atomically replaces the node state file of a data directory.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeStateFile {
-    dir: PathBuf,
+    dir: Arc<dyn Directory>,
     path: PathBuf,
+}
+
+impl std::fmt::Debug for NodeStateFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeStateFile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NodeStateFile {
     /// The state file of `data_dir`.
     pub fn new(data_dir: &Path) -> Self {
-        Self {
-            dir: data_dir.to_path_buf(),
-            path: data_dir.join(NODE_STATE_FILE),
-        }
+        Self::in_directory(
+            Arc::new(LocalDirectory::new(data_dir)),
+            data_dir.join(NODE_STATE_FILE),
+        )
+    }
+
+    /// The state file in `dir` (an in-memory data directory, say), named `path` in errors.
+    pub fn in_directory(dir: Arc<dyn Directory>, path: PathBuf) -> Self {
+        Self { dir, path }
     }
 
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether its calls may block (see [`Directory::blocks`]).
+    pub fn blocks(&self) -> bool {
+        self.dir.blocks()
     }
 
     fn bad(&self, reason: impl Into<String>) -> NodeError {
@@ -59,13 +80,13 @@ impl NodeStateFile {
 
     /// Loads the state, or `None` if the node never started in this directory.
     pub fn load(&self) -> Result<Option<NodeState>, NodeError> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        let bytes = match self.dir.read_file(NODE_STATE_FILE) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
             Err(err) => return Err(self.bad(err.to_string())),
         };
         let state: NodeState =
-            serde_json::from_str(&text).map_err(|err| self.bad(format!("corrupt: {err}")))?;
+            serde_json::from_slice(&bytes).map_err(|err| self.bad(format!("corrupt: {err}")))?;
         if state.format_version != NODE_STATE_VERSION {
             return Err(self.bad(format!(
                 "format version {} is not supported (this node reads {NODE_STATE_VERSION})",
@@ -75,20 +96,23 @@ impl NodeStateFile {
         Ok(Some(state))
     }
 
-    /// Durably replaces the state. Blocking.
+    /// Durably replaces the state: written to a temporary file, synced, renamed over the old
+    /// one, directory synced. Blocking.
     pub fn store(&self, state: &NodeState) -> Result<(), NodeError> {
-        let tmp = self.dir.join(format!("{NODE_STATE_FILE}.tmp"));
         let text = serde_json::to_string_pretty(state).map_err(|err| self.bad(err.to_string()))?;
         let io = |what: &str, err: std::io::Error| {
             NodeError::io(format!("{what} {}", self.path.display()), err)
         };
-        let mut file = File::create(&tmp).map_err(|e| io("creating", e))?;
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
+        self.dir
+            .write_file(NODE_STATE_TMP, text.as_bytes())
+            .and_then(|()| self.dir.sync_file(NODE_STATE_TMP))
             .map_err(|e| io("writing", e))?;
-        drop(file);
-        fs::rename(&tmp, &self.path).map_err(|e| io("renaming over", e))?;
-        sync_dir(&self.dir).map_err(|e| io("syncing the directory of", e))
+        self.dir
+            .rename(NODE_STATE_TMP, NODE_STATE_FILE)
+            .map_err(|e| io("renaming over", e))?;
+        self.dir
+            .sync_dir()
+            .map_err(|e| io("syncing the directory of", e))
     }
 }
 
@@ -100,6 +124,7 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn state_round_trips_and_replaces_atomically() {

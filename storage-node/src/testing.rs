@@ -550,4 +550,21 @@ impl Directory for PowerCutDirectory {
     fn read_file(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
         Ok(lock(&self.state).visible.get(name).cloned())
     }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.gate();
+        let mut s = lock(&self.state);
+        let data = s
+            .visible
+            .remove(from)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        s.visible.insert(to.to_owned(), data);
+        Ok(())
+    }
+
+    fn remove_file(&self, name: &str) -> io::Result<()> {
+        self.gate();
+        lock(&self.state).visible.remove(name);
+        Ok(())
+    }
 }

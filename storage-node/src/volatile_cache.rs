@@ -368,6 +368,10 @@ impl StorageBackend for VolatileCache {
         Ok(())
     }
 
+    fn blocks(&self) -> bool {
+        self.disk.blocks()
+    }
+
     fn size(&self) -> io::Result<u64> {
         self.disk.size()
     }

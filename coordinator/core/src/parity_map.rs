@@ -36,7 +36,10 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the simulation's where there is one (turmoil), the system's otherwise.
+use tokio::time::Instant;
 
 use crate::lost::LostSet;
 

@@ -25,6 +25,8 @@
 //!   is a connector for `Endpoint::connect_with_connector` that verifies a given server name.
 //! - `pki` (feature `pki`): the cluster CA and certificates `dagraid up` makes on its first
 //!   start.
+//! - [`transport`]: injected transports ([`transport::Incoming`], [`transport::Connector`]) in
+//!   place of the operating system's TCP, for the deterministic simulation.
 //!
 //! rustls with the `ring` provider throughout (aws-lc needs a C toolchain build).
 #![forbid(unsafe_code)]
@@ -36,6 +38,7 @@ mod peer;
 #[cfg(feature = "pki")]
 pub mod pki;
 mod server;
+pub mod transport;
 
 use std::path::PathBuf;
 
