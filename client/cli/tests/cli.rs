@@ -1385,6 +1385,7 @@ async fn status_json_carries_every_rebuild_field() {
         "lost_blocks": 0,
         "error": null,
         "resumed_from": 0,
+        "stripes_checkpointed": 4,
         "regions_resynced": 0,
         "regions_total": 0,
         "note": null,

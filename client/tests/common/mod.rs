@@ -410,6 +410,13 @@ impl Fake {
                 r.completed = true;
             }
             r.bytes_done += (r.stripes_done - before) * stripe_bytes;
+            // The checkpoint lags behind the stripes done, as the coordinator's lags its
+            // batches; all of them once completed.
+            r.stripes_checkpointed = if r.completed {
+                r.stripes_total
+            } else {
+                r.stripes_done.saturating_sub(1)
+            };
             r.rate_bytes_per_second = if r.running { 50 << 20 } else { 0 };
             r.eta_seconds = if r.running {
                 (r.stripes_total - r.stripes_done) * 2
