@@ -970,6 +970,8 @@ pub struct StorageNodeInfo {
     pub components: u32,
     /// What the last health check said, when it failed.
     pub detail: String,
+    /// Health checks missed in a row (0 while it answers).
+    pub missed_checks: u32,
 }
 
 /// Cluster identity, limits and storage nodes, from the coordinator.
@@ -1001,6 +1003,7 @@ impl ClusterInfo {
                     reachable: n.reachable,
                     components: n.components,
                     detail: n.detail,
+                    missed_checks: n.missed_checks,
                 })
                 .collect(),
         }

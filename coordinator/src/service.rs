@@ -400,6 +400,7 @@ impl VolumeService for VolumeApi {
                     reachable: health.reachable,
                     components: self.volumes.components_on(n.id()) as u32,
                     detail: health.detail,
+                    missed_checks: health.missed,
                 }
             })
             .collect();

@@ -383,6 +383,9 @@ pub struct VolumeManager {
     /// re-adds tried so far: the reconstruction monitor re-adds them (`docs/REBUILD.md`,
     /// "Re-add").
     returned: DashMap<(String, usize), u32>,
+    /// Columns (volume id, column) the administrator failed (`dagraid fail`), while they stay
+    /// failed: re-added only by hand, never because their node was away and answers again.
+    failed_by_hand: DashMap<(String, usize), ()>,
 }
 
 impl VolumeManager {
@@ -402,6 +405,7 @@ impl VolumeManager {
             admin: tokio::sync::Mutex::new(()),
             away: DashMap::new(),
             returned: DashMap::new(),
+            failed_by_hand: DashMap::new(),
         }
     }
 
@@ -1446,24 +1450,53 @@ impl VolumeManager {
             Ok(FailOutcome::AlreadyFailed) => {}
             Err(e) => return Err(volume.access_error(e)),
         }
+        self.failed_by_hand
+            .insert((volume.id().to_owned(), column), ());
         Ok(volume)
     }
 
+    /// Forgets the columns failed by hand that are no longer failed (re-added or rebuilt
+    /// since), so that a later failure of theirs is re-added as any other.
+    fn forget_mended(&self) {
+        if self.failed_by_hand.is_empty() {
+            return;
+        }
+        let failed: std::collections::HashSet<(String, usize)> = self
+            .list()
+            .iter()
+            .flat_map(|v| {
+                let states = v.array.states();
+                (0..v.components().len())
+                    .filter(|&c| states.get(c).is_some_and(|s| s.is_failed()))
+                    .map(|c| (v.id().to_owned(), c))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        self.failed_by_hand.retain(|key, ()| failed.contains(key));
+    }
+
     /// Node `node_id` missed a health check: if a column on it is failed already (an access
-    /// failed it), the node is away, as if it had been found gone, so that its column is
-    /// re-added when it answers again. A node back before the gone rule ran out would otherwise
-    /// leave that column failed until the down-out delay (found by the simulation, seed 16).
+    /// failed it, not the administrator), the node is away, as if it had been found gone, so
+    /// that its column is re-added when it answers again. A node back before the gone rule ran
+    /// out would otherwise leave that column failed until the down-out delay (found by the
+    /// simulation, seed 16).
     pub fn node_silent(&self, node_id: &str) {
         if self.away.contains_key(node_id) {
             return;
         }
+        self.forget_mended();
         for volume in self.list() {
             let states = volume.array.states();
             if volume
                 .components()
                 .iter()
                 .filter(|c| c.node_id == node_id)
-                .any(|c| states.get(c.column as usize).is_some_and(|s| s.is_failed()))
+                .any(|c| {
+                    states.get(c.column as usize).is_some_and(|s| s.is_failed())
+                        && !self
+                            .failed_by_hand
+                            .contains_key(&(volume.id().to_owned(), c.column as usize))
+                })
             {
                 self.away.insert(node_id.to_owned(), ());
                 return;
@@ -1475,13 +1508,27 @@ impl VolumeManager {
     /// was failed only because of gone columns leaves the failed state by itself. When the node
     /// had been found gone, its failed columns are noted as returned, for their re-add.
     pub fn node_answers(&self, node_id: &str) {
+        self.forget_mended();
         let back = self.away.remove(node_id).is_some();
         for volume in self.list() {
             if back {
                 let states = volume.array.states();
                 for c in volume.components().iter().filter(|c| c.node_id == node_id) {
                     let column = c.column as usize;
-                    if states.get(column).is_some_and(|s| s.is_failed()) {
+                    if !states.get(column).is_some_and(|s| s.is_failed()) {
+                        continue;
+                    }
+                    if self
+                        .failed_by_hand
+                        .contains_key(&(volume.id().to_owned(), column))
+                    {
+                        tracing::info!(
+                            volume = volume.name(),
+                            column,
+                            node = node_id,
+                            "storage node answers again; its column was failed by the administrator and is re-added only by hand"
+                        );
+                    } else {
                         tracing::info!(
                             volume = volume.name(),
                             column,

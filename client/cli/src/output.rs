@@ -395,6 +395,7 @@ pub fn cluster_json(c: &ClusterInfo) -> Value {
             "reachable": n.reachable,
             "components": n.components,
             "detail": n.detail,
+            "missed_checks": n.missed_checks,
         })).collect::<Vec<_>>(),
     })
 }

@@ -416,6 +416,8 @@ async fn every_verb_against_a_coordinator() {
     assert_eq!(v["components"][2]["state"], "failed");
     assert_eq!(v["components"][0]["state"], "optimal");
     assert_eq!(json["cluster"]["nodes"][4]["reachable"], false);
+    assert_eq!(json["cluster"]["nodes"][4]["missed_checks"], 3);
+    assert_eq!(json["cluster"]["nodes"][0]["missed_checks"], 0);
     let out = go(g(&["fail", "vol0", "1"])).await;
     assert_one_line_error(&out, "would exceed");
 

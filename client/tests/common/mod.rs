@@ -608,6 +608,7 @@ impl VolumeService for Fake {
                     } else {
                         String::new()
                     },
+                    missed_checks: if i == 5 { 3 } else { 0 },
                 })
                 .collect(),
         }))
