@@ -200,7 +200,7 @@ struct Plan {
     cut: Cut,
     partitioned: &'static str,
     partition_for: Duration,
-    /// A node whose link to the coordinator is slow during the partition phase.
+    /// The cut node's link to the coordinator slow after the heal, this latency to twice it.
     slow: Option<(&'static str, Duration)>,
     /// Latent bad blocks: volume blocks (in distinct stripes) corrupted on their column.
     bad_blocks: Vec<u64>,
@@ -215,36 +215,53 @@ struct Plan {
     writes_per_phase: usize,
 }
 
-/// The fault kinds beyond the first step's partition and node crash that runs draw when
-/// `SIM_FAULTS` (a comma-separated list, or `all`) does not choose others.
+/// The fault kinds of the CI seeds and of a sweep unless `SIM_FAULTS` says otherwise: those
+/// that pass every seed tried. The others find the bugs of the ignored regression cases.
 const CI_FAULTS: &[&str] = &["stall", "bad-blocks"];
 
-/// Whether runs draw faults of `kind` (a run draws every kind's values from the seed either
-/// way, so a seed's other faults stay the same when one kind is turned off).
-fn enabled(kind: &str) -> bool {
+/// The fault kinds of a run: `SIM_FAULTS` (a comma-separated list, or `all`), else
+/// [`CI_FAULTS`]. A run draws every kind's values from the seed either way, so a seed's other
+/// faults stay the same when one kind is turned off.
+fn fault_kinds() -> Vec<String> {
     match std::env::var("SIM_FAULTS") {
-        Ok(list) => list == "all" || list.split(',').any(|k| k.trim() == kind),
-        Err(_) => CI_FAULTS.contains(&kind),
+        Ok(list) if list == "all" => ALL_FAULTS.iter().map(|k| k.to_string()).collect(),
+        Ok(list) if list == "none" => Vec::new(),
+        Ok(list) => list.split(',').map(|k| k.trim().to_owned()).collect(),
+        Err(_) => CI_FAULTS.iter().map(|k| k.to_string()).collect(),
     }
 }
+
+/// Every fault kind a run can draw besides the first step's partition and node crash.
+const ALL_FAULTS: &[&str] = &[
+    "oneway",
+    "stall",
+    "slow",
+    "bad-blocks",
+    "coordinator-crash",
+    "beyond",
+];
 
 /// Write phases of the workload.
 const PHASES: usize = 5;
 
 impl Plan {
-    fn draw(rng: &mut StdRng) -> Self {
+    /// The first step's faults and the workload's size come from `rng` as they always did
+    /// (a seed of the first step replays the same history with no other kinds), the other
+    /// kinds from `more`.
+    fn draw(rng: &mut StdRng, more: &mut StdRng, kinds: &[String]) -> Self {
         let partitioned = NODES[rng.random_range(0..NODES.len())];
+        // Below and above the coordinator's 3 s gone threshold.
+        let partition_for = Duration::from_millis(rng.random_range(500..8000));
+        let crashed = NODES[rng.random_range(0..NODES.len())];
+        let down_for = Duration::from_millis(rng.random_range(500..8000));
+        let writes_per_phase = rng.random_range(4..12);
+        let rng = more;
         let cut = match rng.random_range(0..4) {
             0 => Cut::Both,
             1 => Cut::CoordinatorToNode,
             2 => Cut::NodeToCoordinator,
             _ => Cut::Stall,
         };
-        // Below and above the coordinator's 3 s gone threshold.
-        let partition_for = Duration::from_millis(rng.random_range(500..8000));
-        let crashed = NODES[rng.random_range(0..NODES.len())];
-        let down_for = Duration::from_millis(rng.random_range(500..8000));
-        let writes_per_phase = rng.random_range(4..12);
         let slow = rng.random_bool(0.5).then(|| {
             (
                 NODES[rng.random_range(0..NODES.len())],
@@ -277,7 +294,7 @@ impl Plan {
                 Duration::from_millis(rng.random_range(500..8000)),
             )
         });
-        let on = |kind: &str| enabled(kind);
+        let on = |kind: &str| kinds.iter().any(|k| k == kind);
         Plan {
             cut: match cut {
                 Cut::CoordinatorToNode | Cut::NodeToCoordinator if !on("oneway") => Cut::Both,
@@ -306,6 +323,8 @@ impl Plan {
 struct Client {
     api: Api,
     rng: StdRng,
+    /// The randomness of the fault kinds beyond the first step's.
+    more: StdRng,
     model: Model,
     shared: SharedRef,
     writes: usize,
@@ -423,7 +442,7 @@ impl Client {
                 .iter()
                 .find(|c| c.column as usize == at.column)
                 .ok_or_else(|| format!("no component for column {}", at.column))?;
-            let byte = self.rng.random_range(0..BLOCK);
+            let byte = self.more.random_range(0..BLOCK);
             let shared = self.shared.borrow();
             let disk = shared
                 .media
@@ -533,9 +552,10 @@ async fn check_columns(api: &mut Api) -> Result<(), String> {
 }
 
 /// The client's whole run: the volume, the workload with its faults, the checks.
-async fn scenario(seed: u64, shared: SharedRef) -> Result<(), String> {
+async fn scenario(seed: u64, kinds: Vec<String>, shared: SharedRef) -> Result<(), String> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let plan = Plan::draw(&mut rng);
+    let mut more = StdRng::seed_from_u64(seed ^ 0x5eed_fa17_0000_0000);
+    let plan = Plan::draw(&mut rng, &mut more, &kinds);
     let mut api = Api::new(channel(&format!("{COORDINATOR}:{COORDINATOR_PORT}")))
         .max_decoding_message_size(usize::MAX);
     // The coordinator first checks the nodes; creation needs all of them.
@@ -565,6 +585,7 @@ async fn scenario(seed: u64, shared: SharedRef) -> Result<(), String> {
     let mut c = Client {
         api,
         rng,
+        more,
         model: Model {
             bytes: vec![0; VOLUME_BYTES as usize],
             maybe: HashMap::new(),
@@ -585,15 +606,17 @@ async fn scenario(seed: u64, shared: SharedRef) -> Result<(), String> {
         Cut::NodeToCoordinator => Fault::PartitionOneway(p, COORDINATOR),
         Cut::Stall => Fault::Hold(p),
     });
-    if let Some((slow, latency)) = plan.slow {
-        c.fault(Fault::Slow(slow, latency));
-    }
     c.write_some(n).await;
     tokio::time::sleep(plan.partition_for).await;
     c.fault(Fault::Heal(p));
+    // The node comes back slow (the same node: a slow node besides the cut one would be two
+    // faults at once, beyond RAID 5's tolerance when the slow one's calls time out).
+    if let Some((_, latency)) = plan.slow {
+        c.fault(Fault::Slow(p, latency));
+    }
     c.write_some(n).await;
-    if let Some((slow, _)) = plan.slow {
-        c.fault(Fault::Fast(slow));
+    if plan.slow.is_some() {
+        c.fault(Fault::Fast(p));
     }
     optimal(&mut c.api, &shared, Duration::from_secs(120)).await?;
 
@@ -622,10 +645,10 @@ async fn scenario(seed: u64, shared: SharedRef) -> Result<(), String> {
         let until = tokio::time::Instant::now() + for_;
         while tokio::time::Instant::now() < until {
             let blocks = VOLUME_BYTES / BLOCK;
-            let first = c.rng.random_range(0..blocks);
-            let count = c.rng.random_range(1..=16).min(blocks - first);
+            let first = c.more.random_range(0..blocks);
+            let count = c.more.random_range(1..=16).min(blocks - first);
             c.read_checked(first * BLOCK, count * BLOCK, true).await?;
-            tokio::time::sleep(Duration::from_millis(c.rng.random_range(10..500))).await;
+            tokio::time::sleep(Duration::from_millis(c.more.random_range(10..500))).await;
         }
         c.fault(Fault::Heal(a));
         c.fault(Fault::Heal(b));
@@ -706,7 +729,8 @@ fn coordinator_host(sim: &mut turmoil::Sim<'_>, store: MemoryStoreMedia) {
 type Run = (Vec<String>, Stats);
 
 /// Runs seed `seed`; `Err` carries what failed and the run's events.
-fn run(seed: u64) -> Result<Run, (String, Vec<String>)> {
+fn run(seed: u64, kinds: &[&str]) -> Result<Run, (String, Vec<String>)> {
+    let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
     let mut sim = turmoil::Builder::new()
         .simulation_duration(SIM_LIMIT)
         .tick_duration(Duration::from_millis(2))
@@ -724,7 +748,7 @@ fn run(seed: u64) -> Result<Run, (String, Vec<String>)> {
         let shared = shared.clone();
         let outcome = outcome.clone();
         sim.client("client", async move {
-            let r = scenario(seed, shared).await;
+            let r = scenario(seed, kinds, shared).await;
             *outcome.borrow_mut() = Some(r);
             Ok(())
         });
@@ -769,8 +793,29 @@ fn run(seed: u64) -> Result<Run, (String, Vec<String>)> {
     }
 }
 
-fn replay_command(seed: u64) -> String {
-    format!("SIM_SEED={seed} cargo test -p dagraid-tests --test simulation -- --nocapture")
+fn replay_command(seed: u64, kinds: &[&str]) -> String {
+    format!(
+        "SIM_SEED={seed} SIM_FAULTS={} cargo test -p dagraid-tests --test simulation -- --nocapture",
+        if kinds.is_empty() {
+            "none".to_owned()
+        } else {
+            kinds.join(",")
+        }
+    )
+}
+
+/// Runs one regression seed with these fault kinds, printing its events if it fails.
+fn regression(seed: u64, kinds: &[&str]) {
+    log_if_asked();
+    if let Err((why, events)) = run(seed, kinds) {
+        for e in &events {
+            println!("seed {seed}: {e}");
+        }
+        panic!(
+            "seed {seed}: {why}; replay: {}",
+            replay_command(seed, kinds)
+        );
+    }
 }
 
 fn log_if_asked() {
@@ -791,13 +836,69 @@ fn log_if_asked() {
 /// misses a health check is away, and its column is re-added when it answers again.
 #[test]
 fn regression_seed_16_a_column_failed_before_its_node_was_gone_is_re_added() {
-    log_if_asked();
-    if let Err((why, events)) = run(16) {
-        for e in &events {
-            println!("seed 16: {e}");
-        }
-        panic!("seed 16: {why}; replay: {}", replay_command(16));
-    }
+    regression(16, &[]);
+}
+
+/// Regression case (fixed): the coordinator crashes 1 s after node2, cut off for 7.6 s and
+/// found gone, answers again, before its column is re-added. The new coordinator assembles
+/// the volume with that column failed and node2 answering: node2 was never away for it, so
+/// the column was never noted as returned and the volume stayed degraded (seeds 7, 8, 23 of
+/// 1..=40 with coordinator crashes). Fixed in the assembly (`VolumeManager`): a failed column
+/// whose node answers is noted as returned at once, and the re-add checks it as ever.
+#[test]
+fn regression_seed_7_a_column_failed_before_a_coordinator_restart_is_re_added() {
+    regression(7, &["coordinator-crash"]);
+}
+
+/// Open bug: node1 and the coordinator crash together, so the volume (not shut down cleanly,
+/// column 0 missing at the crash and not covered by the partial-parity log) is not assembled
+/// without `--force`, and the refusal says "bring their nodes back and the volume assembles by
+/// itself". node1 comes back 15 s later, but nothing assembles an unassembled volume again
+/// (only the coordinator's start and `dagraid volume assemble`): it stays NotAssembled. Seeds
+/// 26 and 34 of 1..=40 with coordinator crashes.
+#[test]
+#[ignore = "open bug: an unassembled volume is not assembled again when its missing node answers"]
+fn open_seed_26_an_unassembled_volume_is_assembled_when_its_node_returns() {
+    regression(26, &["coordinator-crash"]);
+}
+
+/// Open bug: after a coordinator crash the volume is assembled not clean and resyncs its dirty
+/// regions; node1 is cut off during the resync and its column failed. The resync cannot
+/// recompute parity of a stripe whose data unit is on the failed column and retries forever,
+/// while the re-add of that column waits for the resync to finish: the volume stays
+/// Resyncing with column 0 failed after node1 answers again. Seeds 31 and 40 of 1..=40.
+#[test]
+#[ignore = "open bug: a resync that needs a failed column and that column's re-add wait for each other"]
+fn open_seed_31_a_resync_and_the_re_add_it_waits_for_finish() {
+    regression(31, &["coordinator-crash"]);
+}
+
+/// Open bug: node3, found gone during a 9.7 s partition, comes back slow (1.1 to 2.3 s a
+/// message): its re-add starts (stale) and fails on a timeout, the column is failed again, and
+/// as the node never misses a health check it is never noted as returned again: the volume
+/// stays degraded after the link is fast again. Seed 34 of 1..=40 with slow links.
+#[test]
+#[ignore = "open bug: a re-add that fails on a slow node is not tried again"]
+fn open_seed_34_a_re_add_that_failed_on_a_slow_node_is_tried_again() {
+    regression(34, &["slow"]);
+}
+
+/// Open bug: node2's messages to the coordinator are lost for 13 s (one-way partition); after
+/// the heal its column stays failed and is never re-added. Seed 36 of 1..=40 with one-way
+/// partitions (not investigated further yet).
+#[test]
+#[ignore = "open bug: a column failed during a one-way partition is not re-added"]
+fn open_seed_36_a_column_failed_in_a_one_way_partition_is_re_added() {
+    regression(36, &["oneway"]);
+}
+
+/// Open bug: two nodes cut off at once (beyond RAID 5's tolerance): reads were refused as
+/// unavailable, never wrong, but after the heal the volume stays degraded with node3's column
+/// failed. Seeds 21 and 39 of 1..=40 with two nodes cut off (not investigated further yet).
+#[test]
+#[ignore = "open bug: a volume does not come back to optimal after two nodes were cut off"]
+fn open_seed_21_a_volume_comes_back_after_two_nodes_were_cut_off() {
+    regression(21, &["beyond"]);
 }
 
 #[test]
@@ -815,12 +916,14 @@ fn simulated_cluster_keeps_every_acknowledged_byte() {
         (None, Some(n)) => (1..=n).collect(),
         (None, None) => CI_SEEDS.to_vec(),
     };
+    let kinds = fault_kinds();
+    let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
     let mut failed = Vec::new();
     let mut total = Stats::default();
     let sweep_started = std::time::Instant::now();
     for &seed in &seeds {
         let started = std::time::Instant::now();
-        match run(seed) {
+        match run(seed, &kinds) {
             Ok((events, stats)) => {
                 total += stats;
                 if one.is_some() {
@@ -835,7 +938,7 @@ fn simulated_cluster_keeps_every_acknowledged_byte() {
                     println!("seed {seed}: {e}");
                 }
                 println!("seed {seed}: FAILED: {why}");
-                println!("replay: {}", replay_command(seed));
+                println!("replay: {}", replay_command(seed, &kinds));
                 failed.push(seed);
             }
         }
@@ -851,6 +954,6 @@ fn simulated_cluster_keeps_every_acknowledged_byte() {
         "{} of {} seeds failed: {failed:?}; replay one with `{}`",
         failed.len(),
         seeds.len(),
-        replay_command(failed.first().copied().unwrap_or_default())
+        replay_command(failed.first().copied().unwrap_or_default(), &kinds)
     );
 }
