@@ -204,6 +204,9 @@ pub struct Rebuilds {
     /// Volumes (by id) whose copyback records the monitor has checked for copybacks that
     /// ended without their record removed (a crash at the end).
     copybacks_checked: DashMap<String, ()>,
+    /// Re-adds of (volume id, column) cut short in a row (the column failed again while its
+    /// node answered): each is noted as returned again, up to [`READD_TRIES`].
+    readds_cut_short: DashMap<(String, usize), u32>,
     stopping: AtomicBool,
 }
 
@@ -236,6 +239,7 @@ impl Rebuilds {
             failed_since: DashMap::new(),
             waiting: DashMap::new(),
             copybacks_checked: DashMap::new(),
+            readds_cut_short: DashMap::new(),
             stopping: AtomicBool::new(false),
         })
     }
@@ -960,8 +964,15 @@ impl Rebuilds {
         let this = self.clone();
         let v = volume.clone();
         tokio::spawn(async move {
-            this.sweep(v, std::iter::once(column).collect(), vec![job], rate, 0)
-                .await;
+            this.sweep(
+                v.clone(),
+                std::iter::once(column).collect(),
+                vec![job.clone()],
+                rate,
+                0,
+            )
+            .await;
+            this.after_readd(&v, &[(column, kind)], &[job]);
         });
         Ok(kind)
     }
@@ -1018,8 +1029,46 @@ impl Rebuilds {
             .collect();
         let columns: ColumnSet = targets.iter().map(|(c, _)| *c).collect();
         tokio::spawn(async move {
-            self.sweep(volume, columns, jobs, rate, from).await;
+            self.sweep(volume.clone(), columns, jobs.clone(), rate, from)
+                .await;
+            self.after_readd(&volume, &targets, &jobs);
         });
+    }
+
+    /// A re-add cut short by its column failing again (a write that timed out on a node that
+    /// is slow, or answers again only in part) is tried again: its node answers, so nothing
+    /// else would note the column as returned, and the volume would stay degraded until the
+    /// down-out delay (found by the simulation: seed 55 and slow links).
+    fn after_readd(&self, volume: &Volume, targets: &[(usize, RebuildKind)], jobs: &[Arc<Job>]) {
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let id = volume.id().to_owned();
+        let states = volume.array().states();
+        for (&(column, kind), job) in targets.iter().zip(jobs) {
+            if kind != RebuildKind::ReAdd {
+                continue;
+            }
+            let key = (id.clone(), column);
+            if job.status().error.is_empty() {
+                self.readds_cut_short.remove(&key);
+                continue;
+            }
+            if states.get(column) != Some(ComponentState::Failed) {
+                continue;
+            }
+            let mut tries = self.readds_cut_short.entry(key).or_insert(0);
+            *tries += 1;
+            if *tries < READD_TRIES {
+                tracing::warn!(
+                    volume = volume.name(),
+                    column,
+                    tries = *tries,
+                    "re-add cut short; tried again"
+                );
+                self.volumes.retry_returned(&id, column, 0);
+            }
+        }
     }
 
     fn should_stop(&self, jobs: &[Arc<Job>]) -> bool {
