@@ -800,23 +800,18 @@ impl VolumeManager {
         // A failed column whose node does not answer now is away, as if the health loop had
         // found it gone: when it answers again, the column is re-added (a node back before
         // this coordinator's gone rule ran out would otherwise stay failed). One whose node
-        // answers is noted as returned at once: the coordinator that failed it may have gone
-        // down before its re-add, and what it knew (the node had been away) went with it
-        // (found by the simulation, seed 7). The re-add checks the component as ever.
+        // answers stays failed: it may have been failed by hand (`dagraid fail`, re-added only
+        // by hand), which nothing durable records yet; so a coordinator that crashed between
+        // a node's return and its column's re-add leaves that column failed (open: the
+        // simulation's seed 2 with coordinator crashes).
         for (column, c) in volume.record.components.iter().enumerate() {
-            if !plan.states[column].is_failed() {
-                continue;
-            }
-            match self.registry.get(&c.node_id) {
-                Some(n) if !n.reachable() => {
-                    self.away.insert(c.node_id.clone(), ());
-                }
-                Some(_) => {
-                    self.returned
-                        .entry((volume.id().to_owned(), column))
-                        .or_insert(0);
-                }
-                None => {}
+            if plan.states[column].is_failed()
+                && self
+                    .registry
+                    .get(&c.node_id)
+                    .is_some_and(|n| !n.reachable())
+            {
+                self.away.insert(c.node_id.clone(), ());
             }
         }
         self.cool_parity_map(&volume);
