@@ -61,6 +61,28 @@ async fn volume(cluster: &Cluster, name: &str) -> vpb::Volume {
         .unwrap()
 }
 
+/// Volume `name`, or `None` while the coordinator does not answer (for `eventually`).
+async fn try_volume(cluster: &Cluster, name: &str) -> Option<vpb::Volume> {
+    cluster
+        .volume_client()
+        .await
+        .ok()?
+        .get_volume(name)
+        .await
+        .ok()
+}
+
+/// Waits until the running job of `column` shows a durable checkpoint above stripe 0 and
+/// answers it.
+async fn durable_checkpoint(cluster: &Cluster, column: u32, what: &str) -> u64 {
+    eventually(what, Duration::from_secs(60), || async {
+        let v = try_volume(cluster, "vol").await?;
+        let r = rebuild_of(&v, column);
+        (r.running && r.stripes_checkpointed > 0).then_some(r.stripes_checkpointed)
+    })
+    .await
+}
+
 /// The raw API calls of the spare pool and the rebuilds (the SDK has none yet).
 async fn raw(cluster: &Cluster) -> RawVolumeClient {
     cluster.volume_client().await.unwrap()
@@ -304,13 +326,7 @@ async fn a_coordinator_killed_during_a_reconstruction_resumes_it_from_its_checkp
             "a quarter of the stripes rebuilt",
             Duration::from_secs(60),
             || async {
-                let v = cluster
-                    .volume_client()
-                    .await
-                    .ok()?
-                    .get_volume("vol")
-                    .await
-                    .ok()?;
+                let v = try_volume(&cluster, "vol").await?;
                 v.rebuilds
                     .iter()
                     .find(|r| r.column == 3 && r.running && r.stripes_done * 4 >= r.stripes_total)
@@ -319,22 +335,7 @@ async fn a_coordinator_killed_during_a_reconstruction_resumes_it_from_its_checkp
         )
         .await;
         // A checkpoint above 0 made durable (about every second), the rebuild still running.
-        let checkpointed = eventually(
-            "a checkpoint above stripe 0",
-            Duration::from_secs(60),
-            || async {
-                let v = cluster
-                    .volume_client()
-                    .await
-                    .ok()?
-                    .get_volume("vol")
-                    .await
-                    .ok()?;
-                let r = rebuild_of(&v, 3);
-                (r.running && r.stripes_checkpointed > 0).then_some(r.stripes_checkpointed)
-            },
-        )
-        .await;
+        let checkpointed = durable_checkpoint(&cluster, 3, "a checkpoint above stripe 0").await;
         let done_at_kill = rebuild_of(&volume(&cluster, "vol").await, 3).stripes_done;
         assert!(done_at_kill < total, "the rebuild ended before the kill");
         cluster.coordinator.kill9().await.unwrap();
@@ -345,13 +346,7 @@ async fn a_coordinator_killed_during_a_reconstruction_resumes_it_from_its_checkp
             "the volume reassembled or refused",
             Duration::from_secs(60),
             || async {
-                let v = cluster
-                    .volume_client()
-                    .await
-                    .ok()?
-                    .get_volume("vol")
-                    .await
-                    .ok()?;
+                let v = try_volume(&cluster, "vol").await?;
                 (v.state() != vpb::VolumeState::NotAssembled
                     || v.assembly.as_ref().is_some_and(|a| a.needs_force))
                 .then_some(v)
@@ -475,25 +470,13 @@ async fn a_column_is_rebuilt_in_place_onto_a_node_back_with_an_empty_disk() {
         let model = Arc::new(Mutex::new(model));
         let load = Load::start(&c, "vol", model.clone(), 7);
         eventually("column 1 failed", Duration::from_secs(60), || async {
-            let v = cluster
-                .volume_client()
-                .await
-                .ok()?
-                .get_volume("vol")
-                .await
-                .ok()?;
+            let v = try_volume(&cluster, "vol").await?;
             (v.components[1].state() == vpb::ComponentState::Failed).then_some(())
         })
         .await;
         // The monitor's next round says why it waits.
         let waiting = eventually("a waiting reason", Duration::from_secs(30), || async {
-            let v = cluster
-                .volume_client()
-                .await
-                .ok()?
-                .get_volume("vol")
-                .await
-                .ok()?;
+            let v = try_volume(&cluster, "vol").await?;
             (!v.rebuild_waiting.is_empty()).then_some(v.rebuild_waiting)
         })
         .await;
@@ -560,13 +543,7 @@ async fn a_copyback_under_writes_moves_the_column_and_returns_the_spare_to_the_p
         });
         r.inner.copyback(req).await.unwrap();
         let running = eventually("the copyback running", Duration::from_secs(10), || async {
-            let v = cluster
-                .volume_client()
-                .await
-                .ok()?
-                .get_volume("vol")
-                .await
-                .ok()?;
+            let v = try_volume(&cluster, "vol").await?;
             v.rebuilds
                 .iter()
                 .find(|r| r.column == 1 && r.kind() == vpb::RebuildKind::Copyback)
@@ -575,13 +552,7 @@ async fn a_copyback_under_writes_moves_the_column_and_returns_the_spare_to_the_p
         .await;
         assert_eq!(running.node_id, "node6");
         let v = eventually("the copyback done", Duration::from_secs(90), || async {
-            let v = cluster
-                .volume_client()
-                .await
-                .ok()?
-                .get_volume("vol")
-                .await
-                .ok()?;
+            let v = try_volume(&cluster, "vol").await?;
             let done = v
                 .rebuilds
                 .iter()
@@ -647,13 +618,7 @@ async fn a_coordinator_killed_during_a_copyback_resumes_it_from_its_checkpoint()
             "a quarter of the column copied",
             Duration::from_secs(60),
             || async {
-                let v = cluster
-                    .volume_client()
-                    .await
-                    .ok()?
-                    .get_volume("vol")
-                    .await
-                    .ok()?;
+                let v = try_volume(&cluster, "vol").await?;
                 v.rebuilds
                     .iter()
                     .find(|r| {
@@ -668,22 +633,7 @@ async fn a_coordinator_killed_during_a_copyback_resumes_it_from_its_checkpoint()
         .await;
         assert_eq!(running.node_id, "node6");
         // A checkpoint above 0 made durable (about every second), the copyback still running.
-        let checkpointed = eventually(
-            "a copyback checkpoint above stripe 0",
-            Duration::from_secs(60),
-            || async {
-                let v = cluster
-                    .volume_client()
-                    .await
-                    .ok()?
-                    .get_volume("vol")
-                    .await
-                    .ok()?;
-                let r = rebuild_of(&v, 1);
-                (r.running && r.stripes_checkpointed > 0).then_some(r.stripes_checkpointed)
-            },
-        )
-        .await;
+        let checkpointed = durable_checkpoint(&cluster, 1, "a copyback checkpoint above stripe 0").await;
         let at_kill = rebuild_of(&volume(&cluster, "vol").await, 1).clone();
         let done_at_kill = at_kill.stripes_done;
         assert!(
@@ -695,13 +645,7 @@ async fn a_coordinator_killed_during_a_copyback_resumes_it_from_its_checkpoint()
 
         // No new request: the copyback resumes by itself, onto the same replacement.
         let v = eventually("the copyback done", Duration::from_secs(90), || async {
-            let v = cluster
-                .volume_client()
-                .await
-                .ok()?
-                .get_volume("vol")
-                .await
-                .ok()?;
+            let v = try_volume(&cluster, "vol").await?;
             let done = v
                 .rebuilds
                 .iter()
@@ -860,13 +804,7 @@ async fn with_no_spare_that_fits_the_volume_stays_degraded_and_says_why() {
             .unwrap();
         read_back(&c, "vol", &model).await;
         let waiting = eventually("a waiting reason", Duration::from_secs(60), || async {
-            let v = cluster
-                .volume_client()
-                .await
-                .ok()?
-                .get_volume("vol")
-                .await
-                .ok()?;
+            let v = try_volume(&cluster, "vol").await?;
             (!v.rebuild_waiting.is_empty()).then_some(v.rebuild_waiting)
         })
         .await;
