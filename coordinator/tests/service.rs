@@ -726,12 +726,7 @@ async fn a_stopped_node_is_failed_by_the_health_loop_and_io_goes_on() {
         .await;
         assert_eq!(r5.components[3].state, pb::ComponentState::Failed as i32);
         assert_eq!(r6.components[3].state, pb::ComponentState::Failed as i32);
-        let info = client
-            .get_cluster_info(pb::GetClusterInfoRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        let n4 = info.nodes.iter().find(|n| n.node_id == "n4").unwrap();
+        let n4 = storage_node(&mut client, "n4").await;
         assert!(!n4.reachable && !n4.detail.is_empty(), "{n4:?}");
 
         // RAID 5 and 6 go on, degraded.
@@ -974,34 +969,20 @@ async fn two_gone_nodes_fail_a_raid5_volume_until_one_answers_again() {
     .await;
 }
 
-/// Health checks node `id` has missed in a row, from the coordinator's cluster info.
-async fn missed_checks(client: &mut Client, id: &str) -> u32 {
-    let info = client
-        .get_cluster_info(pb::GetClusterInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    info.nodes
-        .iter()
-        .find(|n| n.node_id == id)
-        .map(|n| n.missed_checks)
-        .unwrap()
-}
-
 /// Node `id` is stopped: waits until the health loop has missed two more checks of it (so at
 /// least one whole round ran after the caller's last change), then serves it again and waits
 /// until it answers.
 async fn bounce_past_a_missed_check(cluster: &mut Cluster, client: &mut Client, id: &str) {
-    let seen = missed_checks(client, id).await;
+    let seen = storage_node(client, id).await.missed_checks;
     eventually(Duration::from_secs(30), "two more missed checks", || {
         let mut client = client.clone();
-        async move { (missed_checks(&mut client, id).await >= seen + 2).then_some(()) }
+        async move { (storage_node(&mut client, id).await.missed_checks >= seen + 2).then_some(()) }
     })
     .await;
     cluster.node_mut(id).restart().await;
     eventually(Duration::from_secs(30), "the node answers again", || {
         let mut client = client.clone();
-        async move { (missed_checks(&mut client, id).await == 0).then_some(()) }
+        async move { (storage_node(&mut client, id).await.missed_checks == 0).then_some(()) }
     })
     .await;
 }

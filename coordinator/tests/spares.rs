@@ -205,17 +205,7 @@ async fn spares_are_added_listed_fitted_refused_kept_across_a_restart_and_remove
         cluster.node_mut("n7").stop().await;
         eventually(Duration::from_secs(10), "n7 unreachable", || {
             let mut client = client.clone();
-            async move {
-                let info = client
-                    .get_cluster_info(pb::GetClusterInfoRequest {})
-                    .await
-                    .unwrap()
-                    .into_inner();
-                info.nodes
-                    .iter()
-                    .any(|n| n.node_id == "n7" && !n.reachable)
-                    .then_some(())
-            }
+            async move { (!storage_node(&mut client, "n7").await.reachable).then_some(()) }
         })
         .await;
         let e = expect_error(

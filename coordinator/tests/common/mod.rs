@@ -341,6 +341,19 @@ pub async fn check_columns(cluster: &Cluster, v: &pb::Volume, model: Option<&[u8
     }
 }
 
+/// Storage node `id` as the coordinator's cluster info shows it.
+pub async fn storage_node(client: &mut Client, id: &str) -> pb::StorageNodeInfo {
+    let info = client
+        .get_cluster_info(pb::GetClusterInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    info.nodes
+        .into_iter()
+        .find(|n| n.node_id == id)
+        .unwrap_or_else(|| panic!("the cluster info names no node {id}"))
+}
+
 /// The `dagraid-error-kind` of a status.
 pub fn kind(status: &Status) -> String {
     status
