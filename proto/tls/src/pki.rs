@@ -31,14 +31,7 @@ pub struct ClusterPki {
 impl ClusterPki {
     /// Opens the CA in `dir`, making the directory and a new CA when there is none.
     pub fn open_or_create(dir: &Path) -> Result<Self, TlsError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| TlsError::File {
-                path: dir.to_owned(),
-                source,
-            })?;
+        private_dir(dir)?;
         let pki = Self {
             dir: dir.to_owned(),
         };
@@ -214,6 +207,18 @@ fn leaf_params(role: &Role) -> Result<CertificateParams, TlsError> {
     Ok(params)
 }
 
+/// Makes `dir` and its missing parents, 0700 where made.
+fn private_dir(dir: &Path) -> Result<(), TlsError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| TlsError::File {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
 /// Copies the CA, certificate and key of `files` into `dir` (made, 0700, when missing) under
 /// `names` (CA, certificate, key), each written like every file here: 0600, replaced
 /// atomically. For a process that expects its files under names of its own (a container's
@@ -225,14 +230,7 @@ pub fn export(files: &TlsFiles, dir: &Path, names: [&str; 3]) -> Result<Vec<Path
             dir.display()
         )));
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| TlsError::File {
-            path: dir.to_owned(),
-            source,
-        })?;
+    private_dir(dir)?;
     let mut written = Vec::new();
     for (from, name) in [(&files.ca, names[0]), (cert, names[1]), (key, names[2])] {
         let bytes = std::fs::read(from).map_err(|source| TlsError::File {
