@@ -726,7 +726,9 @@ impl Array {
                 drop(admitted);
                 r
             }
-            .instrument(span),
+            // Not made (below an unsampled span): the task runs in the caller's span instead,
+            // keeping the trace for the DAGs and calls below.
+            .instrument(span.or_current()),
         );
         task.await
             .map_err(|e| AccessError::Internal(format!("access task lost: {e}")))?

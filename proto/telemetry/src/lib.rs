@@ -320,6 +320,28 @@ fn dagraid_only(meta: &tracing::Metadata<'_>) -> bool {
     meta.target().starts_with("dagraid") && *meta.level() <= Level::INFO
 }
 
+/// Whether the trace of the current span is sampled: that of the nearest span an OpenTelemetry
+/// layer records, from the current one up its parents (a task runs in a span of its own, not on
+/// the stack of the one that spawned it); true without one (a root in this process).
+fn in_sampled_trace<S>(
+    dispatch: &OnceLock<WeakDispatch>,
+    cx: &tracing_subscriber::layer::Context<'_, S>,
+) -> bool
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    let Some(current) = cx.current_span().id().cloned() else {
+        return true;
+    };
+    let Some(dispatch) = dispatch.get().and_then(WeakDispatch::upgrade) else {
+        return true;
+    };
+    // Builds that span's SDK span if it is not built yet: the layer does so anyway for its
+    // first child (the child's parent context).
+    propagation::recorded_context(&dispatch, Some(current))
+        .is_none_or(|otel| otel.span().span_context().is_sampled())
+}
+
 /// The export layer's filter. Per callsite, [`dagraid_only`], decided once: a callsite it
 /// refuses (every `trace!` of h2, hyper or tonic) stays disabled for good instead of being asked
 /// again on every hit, and its level (INFO) is its hint. Per span or event of dagraid's own
@@ -329,32 +351,15 @@ fn dagraid_only(meta: &tracing::Metadata<'_>) -> bool {
 /// client call, a served call: the sampler needs them to decide). A span with nothing recorded
 /// above it is a root in this process and always recorded: the SDK's sampler decides it, with
 /// the remote parent a served call's span is given just after it is made (`traceparent`), so
-/// the parent-based samplers still follow the caller.
+/// the parent-based samplers still follow the caller. When the [`UnsampledGate`] is in the
+/// subscriber, it has made that decision for spans already (a span it refused is never made),
+/// and this filter asks again for events only.
 struct ExportFilter {
     /// The subscriber this filter is part of, to ask the export layer for a span's context;
     /// set once the subscriber is built.
     dispatch: Arc<OnceLock<WeakDispatch>>,
-}
-
-impl ExportFilter {
-    /// Whether the trace the current span belongs to is sampled: that of the nearest span the
-    /// export layer records, from the current one up its parents (a task runs in a span of
-    /// its own, not on the stack of the one that spawned it); true without one.
-    fn in_sampled_trace<S>(&self, cx: &tracing_subscriber::layer::Context<'_, S>) -> bool
-    where
-        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
-    {
-        let Some(current) = cx.current_span().id().cloned() else {
-            return true;
-        };
-        let Some(dispatch) = self.dispatch.get().and_then(WeakDispatch::upgrade) else {
-            return true;
-        };
-        // Builds that span's SDK span if it is not built yet: the layer does so anyway for its
-        // first child (the child's parent context).
-        propagation::recorded_context(&dispatch, Some(current))
-            .is_none_or(|otel| otel.span().span_context().is_sampled())
-    }
+    /// Whether the [`UnsampledGate`] decides spans.
+    gated: bool,
 }
 
 impl<S> Filter<S> for ExportFilter
@@ -366,7 +371,8 @@ where
         meta: &tracing::Metadata<'_>,
         cx: &tracing_subscriber::layer::Context<'_, S>,
     ) -> bool {
-        dagraid_only(meta) && self.in_sampled_trace(cx)
+        dagraid_only(meta)
+            && ((self.gated && meta.is_span()) || in_sampled_trace(&self.dispatch, cx))
     }
 
     fn callsite_enabled(
@@ -385,6 +391,49 @@ where
     }
 }
 
+/// Refuses, for every layer at once, a span of dagraid's below a span that is not sampled:
+/// the span is never made (no registry slot, no extensions, no enter and exit on every poll),
+/// as with tracing off. A per-layer filter cannot do that: `tracing-subscriber`'s registry
+/// makes a span whenever some layer has a per-layer filter, whatever each filter answered.
+/// In the subscriber only when the log layer takes no spans (it would lose their context).
+/// A task handed such a span runs in the caller's instead (`Span::or_current` where the
+/// access and the DAG are spawned), so calls made below carry the trace and its decision.
+/// Innermost in the subscriber (next to the registry): the per-layer filters' interest in a
+/// callsite stands for every callsite but dagraid's spans.
+struct UnsampledGate {
+    /// As [`ExportFilter::dispatch`].
+    dispatch: Arc<OnceLock<WeakDispatch>>,
+}
+
+impl<S> Layer<S> for UnsampledGate
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn register_callsite(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if meta.is_span() && dagraid_only(meta) {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::always()
+        }
+    }
+
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        cx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        !(meta.is_span() && dagraid_only(meta)) || in_sampled_trace(&self.dispatch, &cx)
+    }
+
+    /// The gate enables nothing by itself (it only refuses): the other layers' hints stand.
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::OFF)
+    }
+}
+
 /// `filter`, and spans only when `spans`: the log layer then formats no span's fields unless
 /// it prints span context. (A `filter_fn` of the metadata alone is decided once per callsite.)
 fn log_filter_with_spans<S>(filter: EnvFilter, spans: bool) -> impl Filter<S>
@@ -394,6 +443,18 @@ where
     let spans =
         filter_fn(move |meta| spans || !meta.is_span()).with_max_level_hint(LevelFilter::TRACE);
     filter.and(spans)
+}
+
+/// The log layer: lines to `log`, filtered by `filter`, spans only when `spans`.
+fn log_layer<S, W>(log: W, ansi: bool, filter: EnvFilter, spans: bool) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(log)
+        .with_ansi(ansi)
+        .with_filter(log_filter_with_spans(filter, spans))
 }
 
 /// Builds (without installing) a subscriber per `settings`: the log to `log` filtered by
@@ -409,11 +470,8 @@ pub fn build<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(log)
-        .with_ansi(ansi)
-        .with_filter(log_filter_with_spans(log_filter, settings.log_spans));
     let Some(endpoint) = &settings.endpoint else {
+        let fmt = log_layer(log, ansi, log_filter, settings.log_spans);
         let dispatch = Dispatch::new(tracing_subscriber::registry().with(fmt));
         return Ok((dispatch, Telemetry::default()));
     };
@@ -473,8 +531,17 @@ where
         .with_context_activation(o.context_activation)
         .with_filter(ExportFilter {
             dispatch: dispatch.clone(),
+            gated: !settings.log_spans,
         });
-    let subscriber = Dispatch::new(tracing_subscriber::registry().with(fmt).with(export));
+    let gate = (!settings.log_spans).then(|| UnsampledGate {
+        dispatch: dispatch.clone(),
+    });
+    let subscriber = Dispatch::new(
+        tracing_subscriber::registry()
+            .with(gate)
+            .with(log_layer(log, ansi, log_filter, settings.log_spans))
+            .with(export),
+    );
     let _ = dispatch.set(subscriber.downgrade());
     let dispatch = subscriber;
     Ok((
@@ -525,6 +592,7 @@ mod tests {
             let foreign = tracing::info_span!(target: "h2::proto", "poll");
             let filter = ExportFilter {
                 dispatch: Arc::default(),
+                gated: true,
             };
             let interest = |s: &tracing::Span| {
                 <ExportFilter as Filter<Registry>>::callsite_enabled(
@@ -540,6 +608,67 @@ mod tests {
                 <ExportFilter as Filter<Registry>>::max_level_hint(&filter),
                 Some(LevelFilter::INFO)
             );
+        });
+    }
+
+    /// A subscriber exporting to a port nothing listens on (nothing is flushed here).
+    fn exporting(sampler: Sampler, log_spans: bool) -> (Dispatch, Telemetry) {
+        let settings = TraceSettings {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            sampler: Some(sampler),
+            log_spans,
+            ..TraceSettings::default()
+        };
+        build(&settings, EnvFilter::new("info"), std::io::sink, false).unwrap()
+    }
+
+    #[test]
+    fn below_an_unsampled_span_no_layer_gets_a_span_and_the_log_keeps_its_events() {
+        let (dispatch, _telemetry) = exporting(Sampler::AlwaysOff, false);
+        tracing::dispatcher::with_default(&dispatch, || {
+            let root = tracing::info_span!(target: "dagraid_test", "root");
+            assert!(
+                !root.is_disabled(),
+                "a root is made: the sampler decides it"
+            );
+            root.in_scope(|| {
+                let child = tracing::info_span!(target: "dagraid_test", "child");
+                assert!(child.is_disabled(), "never made, for any layer");
+                // What the access and the DAG tasks run in when handed such a span.
+                assert_eq!(child.or_current().id(), root.id());
+                assert!(tracing::enabled!(target: "dagraid_test", Level::INFO));
+                assert!(!tracing::enabled!(target: "h2::proto", Level::TRACE));
+            });
+        });
+        // The gate changes no level: the fast path of every disabled macro stays.
+        let gated = tracing_subscriber::registry()
+            .with(UnsampledGate {
+                dispatch: Arc::default(),
+            })
+            .with(log_layer(
+                std::io::sink,
+                false,
+                EnvFilter::new("info"),
+                false,
+            ));
+        assert_eq!(
+            tracing::Subscriber::max_level_hint(&gated),
+            Some(LevelFilter::INFO)
+        );
+
+        let (dispatch, _telemetry) = exporting(Sampler::AlwaysOn, false);
+        tracing::dispatcher::with_default(&dispatch, || {
+            let root = tracing::info_span!(target: "dagraid_test", "root");
+            let child = root.in_scope(|| tracing::info_span!(target: "dagraid_test", "child"));
+            assert!(!child.is_disabled(), "a sampled trace has its spans");
+        });
+
+        // A log that prints span context keeps every span.
+        let (dispatch, _telemetry) = exporting(Sampler::AlwaysOff, true);
+        tracing::dispatcher::with_default(&dispatch, || {
+            let root = tracing::info_span!(target: "dagraid_test", "root");
+            let child = root.in_scope(|| tracing::info_span!(target: "dagraid_test", "child"));
+            assert!(!child.is_disabled());
         });
     }
 

@@ -162,7 +162,9 @@ impl Engine {
     /// [`Engine::run`], with the stripe and try the DAG is for recorded on its span.
     pub fn run_for(&self, dag: Dag, origin: Option<DagOrigin>) -> DagHandle {
         let (dag_id, span, run) = self.prepare(dag, origin);
-        let join = tokio::spawn(run.execute().instrument(span));
+        // A DAG span not made (below an unsampled span: the export's gate) leaves the task in
+        // the caller's span, so the calls it makes still carry the trace and its decision.
+        let join = tokio::spawn(run.execute().instrument(span.or_current()));
         DagHandle { dag_id, join }
     }
 
