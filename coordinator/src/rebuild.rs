@@ -828,9 +828,17 @@ impl Rebuilds {
         Ok(volume)
     }
 
-    /// Checks that failed `column`'s own component came back fit to be re-added, fences it at
-    /// a new epoch, and starts its re-add (or, when the map cannot be trusted for it, a full
+    /// Fences failed `column`'s own component at a new epoch, checks that it came back fit to
+    /// be re-added, and starts its re-add (or, when the map cannot be trusted for it, a full
     /// reconstruction onto it, saying why). Answers the kind of job started.
+    ///
+    /// The fence comes first: a fence of this coordinator the node applied without its answer
+    /// getting here (a one-way partition, a connection cut; the column failed meanwhile) left
+    /// the component at an epoch the calls of this coordinator do not carry, and the node
+    /// refuses every one of them as stale, the label read included, until a fence is answered.
+    /// Nothing recorded the lost fence, so this one goes at its epoch again, which the node
+    /// takes again (a component fence at the component's current epoch drains and answers);
+    /// no epoch is ever taken as accepted without the node's answer.
     async fn start_readd(
         self: &Arc<Self>,
         volume: &Arc<Volume>,
@@ -857,6 +865,12 @@ impl Rebuilds {
                 format!("node {} does not answer", member.node_id),
             ));
         }
+        // A late write of the old epoch must never land on the component from now on, and
+        // the label is read at the new epoch (see above).
+        node.client()
+            .fence_component(&member.component_id)
+            .await
+            .map_err(|e| refused(name, column, fence_refused(&member, &e)))?;
         let labels = volume.recorder().labels();
         let durable = volume.recorder().durable();
         let label = match labels.read_label(column, node.client().io_deadline()).await {
@@ -902,17 +916,6 @@ impl Rebuilds {
             ));
         }
         let full = untrusted_map(&durable, label.mod_counter);
-        // A late write of the old epoch must never land on the component from now on.
-        node.client()
-            .fence_component(&member.component_id)
-            .await
-            .map_err(|e| {
-                refused(
-                    name,
-                    column,
-                    format!("its component could not be fenced: {}", e.message()),
-                )
-            })?;
         let g = volume.layout().geometry();
         let remote = RemoteComponent::new(
             node.client().clone(),
@@ -1790,6 +1793,24 @@ impl Rebuilds {
             s.stripes_done = total;
             s.stripes_checkpointed = total;
         });
+    }
+}
+
+/// Why the fence of a re-add's component was refused, in the words of the label check for a
+/// component its node lost or failed (the label check itself comes after the fence).
+fn fence_refused(member: &crate::store::ComponentRecord, status: &tonic::Status) -> String {
+    match crate::error::classify(status) {
+        crate::error::NodeErrorKind::UnknownComponent => format!(
+            "its component cannot be re-added: component {} is missing on node {}",
+            member.component_id, member.node_id
+        ),
+        crate::error::NodeErrorKind::ComponentFailed => format!(
+            "its component cannot be re-added: component {} has failed on node {}: {}",
+            member.component_id,
+            member.node_id,
+            status.message()
+        ),
+        _ => format!("its component could not be fenced: {}", status.message()),
     }
 }
 

@@ -37,8 +37,8 @@ use tonic::transport::{Channel, Endpoint};
 /// some 30 s in all on a 2-core machine); 30, 67 and 71 found the bug of
 /// [`regression_seed_16_a_column_failed_before_its_node_was_gone_is_re_added`]. Fewer than a
 /// sweep on purpose: a run is not fully deterministic yet (ARCHITECTURE.md, "The deterministic
-/// simulation"), so a CI seed can take another history from one run to the next, and the open
-/// lost-fence bug ([`open_seed_1_a_fence_answer_lost_in_a_one_way_partition`]: 2 of 2,500 sweep seeds with the CI kinds) would then fail CI at random.
+/// simulation"), so a CI seed can take another history from one run to the next, and a seed
+/// of a rare bug still open would then fail CI at random.
 const CI_SEEDS: std::ops::RangeInclusive<u64> = 1..=120;
 
 const COORDINATOR: &str = "coordinator";
@@ -909,16 +909,18 @@ fn open_seed_81_a_resync_and_the_re_add_it_waits_for_finish() {
     regression(81, &["coordinator-crash"]);
 }
 
-/// Open bug: node4's messages to the coordinator are lost (one-way partition) while the
-/// coordinator fences it: the node takes the new epoch, the coordinator never hears so. After
-/// the heal every re-add read answers `stale-epoch`, the re-add gives up after `READD_TRIES`
-/// and the volume stays degraded; the coordinator should fence again at a higher epoch. Seeds
+/// Regression case (fixed): node4's messages to the coordinator are lost (one-way partition)
+/// while the coordinator fences its component after a write with an unknown outcome: the node
+/// takes the component's new fence epoch, the coordinator never hears so, and the column is
+/// failed. After the heal every re-add read its label at the old epoch and was refused as
+/// `stale-epoch`; the re-add gave up after `READD_TRIES` and the volume stayed degraded. Seeds
 /// 1, 44, 49, 50, 58 of 1..=60 with one-way partitions; with the CI kinds, seed 892 of the
-/// 2,500-seed sweep, and 1126 (the re-add's fence answer lost on a connection to a node back
-/// slow).
+/// 2,500-seed sweep, and 1126 (the re-add's own fence answer lost on a connection to a node
+/// back slow). Fixed in `Rebuilds::start_readd`: the re-add fences the component before it
+/// reads anything from it (at the lost fence's epoch again, which the node takes again), then
+/// reads the label at the new epoch.
 #[test]
-#[ignore = "open bug: a fence whose answer was lost leaves the node at an epoch the coordinator does not know"]
-fn open_seed_1_a_fence_answer_lost_in_a_one_way_partition() {
+fn regression_seed_1_a_fence_answer_lost_in_a_one_way_partition() {
     regression(1, &["oneway"]);
 }
 
