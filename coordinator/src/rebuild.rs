@@ -1,6 +1,8 @@
 //! Reconstruction and copyback jobs: the coordinator's side of healing (`docs/REBUILD.md`).
 //!
-//! A **monitor** looks at every assembled volume every `poll` interval:
+//! A **monitor** looks at every assembled volume every `poll` interval (and first assembles
+//! again a volume not assembled for a node that did not answer, once it answers:
+//! [`VolumeManager::assemble_returned`]):
 //! - a column that is `reconstructing` with no job (the coordinator restarted) gets its job
 //!   back, resuming from its durable watermark (the checkpoint);
 //! - a column left in `copyback` by a restart gets its job back: the replacement is the one
@@ -311,6 +313,8 @@ impl Rebuilds {
         if self.stopping.load(Ordering::SeqCst) {
             return;
         }
+        // Volumes not assembled for a node that did not answer, once it does.
+        self.volumes.assemble_returned().await;
         for volume in self.volumes.list() {
             if volume.layout().fault_tolerance() == 0 {
                 continue;

@@ -885,15 +885,17 @@ fn regression_seed_9_a_re_add_cut_short_on_a_slow_node_is_tried_again() {
     regression(9, &["slow"]);
 }
 
-/// Open bug: node3 and the coordinator crash together, so the volume (not shut down cleanly,
-/// a column missing at the crash and not covered by the partial-parity log) is not assembled
-/// without `--force`, and the refusal says "bring their nodes back and the volume assembles by
-/// itself". The node comes back, but nothing assembles an unassembled volume again (only the
-/// coordinator's start and `dagraid volume assemble`): it stays NotAssembled. Seeds 42, 50,
-/// 57, 82 of 1..=100 with coordinator crashes.
+/// Regression case (fixed): node3 and the coordinator crash together, so the volume (not shut
+/// down cleanly, a column missing at the crash and not covered by the partial-parity log) is
+/// not assembled without `--force`, and the refusal says "bring their nodes back and the volume
+/// assembles by itself". The node came back, but nothing assembled an unassembled volume again
+/// (only the coordinator's start and `dagraid volume assemble`): it stayed NotAssembled. Seeds
+/// 42, 50, 57, 82 of 1..=100 with coordinator crashes. Fixed by
+/// `VolumeManager::assemble_returned`, which the reconstruction monitor calls on each look: a
+/// volume not assembled while a node of a failed column did not answer is assembled again,
+/// not forced, once that node answers.
 #[test]
-#[ignore = "open bug: an unassembled volume is not assembled again when its missing node answers"]
-fn open_seed_42_an_unassembled_volume_is_assembled_when_its_node_returns() {
+fn regression_seed_42_an_unassembled_volume_is_assembled_when_its_node_returns() {
     regression(42, &["coordinator-crash"]);
 }
 
