@@ -765,7 +765,11 @@ impl Rebuilds {
             tracing::info!(volume = volume.name(), column, component = %member.component_id, error = %e, "the failed component was not deleted (the node may have lost it)");
         }
         let g = volume.layout().geometry();
-        let id = format!("{}-c{column}-r{:08x}", volume.id(), rand::random::<u32>());
+        let id = format!(
+            "{}-c{column}-r{:08x}",
+            volume.id(),
+            self.volumes.ids().u32()
+        );
         let info = node
             .client()
             .create_component(&id, g.block_size() as u32, g.blocks_per_column(), 0)
@@ -1393,7 +1397,11 @@ impl Rebuilds {
             ));
         }
         let g = volume.layout().geometry();
-        let id = format!("{}-c{column}-r{:08x}", volume.id(), rand::random::<u32>());
+        let id = format!(
+            "{}-c{column}-r{:08x}",
+            volume.id(),
+            self.volumes.ids().u32()
+        );
         let info = node
             .client()
             .create_component(&id, g.block_size() as u32, g.blocks_per_column(), 0)

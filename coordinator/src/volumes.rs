@@ -375,6 +375,8 @@ pub struct VolumeManagerConfig {
     pub resync: ResyncSettings,
     /// How long a parity-map region stays dirty after its last write.
     pub map_cooldown: Duration,
+    /// Where volume ids and replacement component ids come from.
+    pub ids: Arc<crate::ids::IdSource>,
 }
 
 /// The volumes of one coordinator.
@@ -425,6 +427,11 @@ impl VolumeManager {
     /// The coordinator's store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Where new ids come from.
+    pub fn ids(&self) -> &crate::ids::IdSource {
+        &self.config.ids
     }
 
     /// Whether failed `column` of volume `volume_id` came back: its node was gone and answers
@@ -1181,7 +1188,7 @@ impl VolumeManager {
             });
         }
 
-        let id = format!("v{:016x}", rand::random::<u64>());
+        let id = format!("v{:016x}", self.config.ids.u64());
         check_labels_fit(
             self.registry.fencing().cluster_id(),
             &spec.name,
