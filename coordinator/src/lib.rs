@@ -45,6 +45,7 @@
 pub mod config;
 pub mod durable;
 pub mod error;
+pub mod ids;
 pub mod labels;
 pub mod metrics;
 pub mod nbd;
@@ -154,6 +155,9 @@ pub struct CoordinatorSetup {
     /// How to reach the storage nodes instead of TCP, with short keepalives
     /// ([`NodeClientConfig::for_injected`]).
     pub node_connector: Option<Connector>,
+    /// Random ids (volumes, spares, replacement components) drawn from this seed and the
+    /// owner epoch instead of the operating system's randomness ([`ids::IdSource::seeded`]).
+    pub id_seed: Option<u64>,
 }
 
 /// A running coordinator (started in-process): its address, and the handle that stops it.
@@ -240,6 +244,7 @@ impl Coordinator {
                 store.clone(),
                 setup.incoming,
                 setup.node_connector,
+                setup.id_seed,
             )
             .await
             {
@@ -267,8 +272,14 @@ impl Coordinator {
         .await
         .map_err(|e| CoordinatorError::Task(e.to_string()))??;
 
-        match Self::assemble_and_serve(config, store.clone(), setup.incoming, setup.node_connector)
-            .await
+        match Self::assemble_and_serve(
+            config,
+            store.clone(),
+            setup.incoming,
+            setup.node_connector,
+            setup.id_seed,
+        )
+        .await
         {
             Ok(c) => Ok(c),
             Err(e) => {
@@ -283,6 +294,7 @@ impl Coordinator {
         store: Store,
         incoming: Option<Incoming>,
         node_connector: Option<Connector>,
+        id_seed: Option<u64>,
     ) -> Result<Coordinator, CoordinatorError> {
         let (listener, local_addr) = match incoming {
             Some(incoming) => (Err(incoming), config.listen),
@@ -427,11 +439,13 @@ impl Coordinator {
                 CrashHook::new(CrashPoint::MapWrites, k)
             }),
         };
-        let spares = Arc::new(SparePool::new(
-            store.clone(),
-            registry.clone(),
-            spare_records,
-        ));
+        let ids = Arc::new(match id_seed {
+            Some(seed) => ids::IdSource::seeded(seed, epoch),
+            None => ids::IdSource::os(),
+        });
+        let spares = Arc::new(
+            SparePool::new(store.clone(), registry.clone(), spare_records).with_ids(ids.clone()),
+        );
         let volumes = Arc::new(VolumeManager::new(
             store.clone(),
             registry.clone(),
@@ -460,6 +474,7 @@ impl Coordinator {
                     retry_initial: config.resync_retry_initial,
                     retry_max: config.resync_retry_max,
                 },
+                ids,
             },
         ));
         metrics.watch(&volumes);

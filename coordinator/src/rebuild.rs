@@ -1,6 +1,8 @@
 //! Reconstruction and copyback jobs: the coordinator's side of healing (`docs/REBUILD.md`).
 //!
-//! A **monitor** looks at every assembled volume every `poll` interval:
+//! A **monitor** looks at every assembled volume every `poll` interval (and first assembles
+//! again a volume not assembled for a node that did not answer, once it answers:
+//! [`VolumeManager::assemble_returned`]):
 //! - a column that is `reconstructing` with no job (the coordinator restarted) gets its job
 //!   back, resuming from its durable watermark (the checkpoint);
 //! - a column left in `copyback` by a restart gets its job back: the replacement is the one
@@ -311,6 +313,8 @@ impl Rebuilds {
         if self.stopping.load(Ordering::SeqCst) {
             return;
         }
+        // Volumes not assembled for a node that did not answer, once it does.
+        self.volumes.assemble_returned().await;
         for volume in self.volumes.list() {
             if volume.layout().fault_tolerance() == 0 {
                 continue;
@@ -761,7 +765,11 @@ impl Rebuilds {
             tracing::info!(volume = volume.name(), column, component = %member.component_id, error = %e, "the failed component was not deleted (the node may have lost it)");
         }
         let g = volume.layout().geometry();
-        let id = format!("{}-c{column}-r{:08x}", volume.id(), rand::random::<u32>());
+        let id = format!(
+            "{}-c{column}-r{:08x}",
+            volume.id(),
+            self.volumes.ids().u32()
+        );
         let info = node
             .client()
             .create_component(&id, g.block_size() as u32, g.blocks_per_column(), 0)
@@ -828,9 +836,17 @@ impl Rebuilds {
         Ok(volume)
     }
 
-    /// Checks that failed `column`'s own component came back fit to be re-added, fences it at
-    /// a new epoch, and starts its re-add (or, when the map cannot be trusted for it, a full
+    /// Fences failed `column`'s own component at a new epoch, checks that it came back fit to
+    /// be re-added, and starts its re-add (or, when the map cannot be trusted for it, a full
     /// reconstruction onto it, saying why). Answers the kind of job started.
+    ///
+    /// The fence comes first: a fence of this coordinator the node applied without its answer
+    /// getting here (a one-way partition, a connection cut; the column failed meanwhile) left
+    /// the component at an epoch the calls of this coordinator do not carry, and the node
+    /// refuses every one of them as stale, the label read included, until a fence is answered.
+    /// Nothing recorded the lost fence, so this one goes at its epoch again, which the node
+    /// takes again (a component fence at the component's current epoch drains and answers);
+    /// no epoch is ever taken as accepted without the node's answer.
     async fn start_readd(
         self: &Arc<Self>,
         volume: &Arc<Volume>,
@@ -857,6 +873,12 @@ impl Rebuilds {
                 format!("node {} does not answer", member.node_id),
             ));
         }
+        // A late write of the old epoch must never land on the component from now on, and
+        // the label is read at the new epoch (see above).
+        node.client()
+            .fence_component(&member.component_id)
+            .await
+            .map_err(|e| refused(name, column, fence_refused(&member, &e)))?;
         let labels = volume.recorder().labels();
         let durable = volume.recorder().durable();
         let label = match labels.read_label(column, node.client().io_deadline()).await {
@@ -902,17 +924,6 @@ impl Rebuilds {
             ));
         }
         let full = untrusted_map(&durable, label.mod_counter);
-        // A late write of the old epoch must never land on the component from now on.
-        node.client()
-            .fence_component(&member.component_id)
-            .await
-            .map_err(|e| {
-                refused(
-                    name,
-                    column,
-                    format!("its component could not be fenced: {}", e.message()),
-                )
-            })?;
         let g = volume.layout().geometry();
         let remote = RemoteComponent::new(
             node.client().clone(),
@@ -1386,7 +1397,11 @@ impl Rebuilds {
             ));
         }
         let g = volume.layout().geometry();
-        let id = format!("{}-c{column}-r{:08x}", volume.id(), rand::random::<u32>());
+        let id = format!(
+            "{}-c{column}-r{:08x}",
+            volume.id(),
+            self.volumes.ids().u32()
+        );
         let info = node
             .client()
             .create_component(&id, g.block_size() as u32, g.blocks_per_column(), 0)
@@ -1790,6 +1805,24 @@ impl Rebuilds {
             s.stripes_done = total;
             s.stripes_checkpointed = total;
         });
+    }
+}
+
+/// Why the fence of a re-add's component was refused, in the words of the label check for a
+/// component its node lost or failed (the label check itself comes after the fence).
+fn fence_refused(member: &crate::store::ComponentRecord, status: &tonic::Status) -> String {
+    match crate::error::classify(status) {
+        crate::error::NodeErrorKind::UnknownComponent => format!(
+            "its component cannot be re-added: component {} is missing on node {}",
+            member.component_id, member.node_id
+        ),
+        crate::error::NodeErrorKind::ComponentFailed => format!(
+            "its component cannot be re-added: component {} has failed on node {}: {}",
+            member.component_id,
+            member.node_id,
+            status.message()
+        ),
+        _ => format!("its component could not be fenced: {}", status.message()),
     }
 }
 

@@ -152,6 +152,8 @@ pub struct SparePool {
     spares: RwLock<BTreeMap<String, SpareRecord>>,
     /// Serialises add, remove, take, release and volume deletions.
     admin: tokio::sync::Mutex<()>,
+    /// Where spare ids come from.
+    ids: Arc<crate::ids::IdSource>,
 }
 
 impl SparePool {
@@ -163,7 +165,14 @@ impl SparePool {
             registry,
             spares: RwLock::new(records.into_iter().map(|r| (r.id.clone(), r)).collect()),
             admin: tokio::sync::Mutex::new(()),
+            ids: Arc::new(crate::ids::IdSource::os()),
         }
+    }
+
+    /// This pool drawing its spare ids from `ids` (the simulation's seeded source).
+    pub fn with_ids(mut self, ids: Arc<crate::ids::IdSource>) -> Self {
+        self.ids = ids;
+        self
     }
 
     /// Reads the pool from the store.
@@ -291,7 +300,7 @@ impl SparePool {
         }
 
         let _one_at_a_time = self.admin.lock().await;
-        let id = format!("spare-{:016x}", rand::random::<u64>());
+        let id = format!("spare-{:016x}", self.ids.u64());
         let node_error = |operation, source: NodeClientError| ServiceError::SpareNode {
             operation,
             node: node_id.to_owned(),

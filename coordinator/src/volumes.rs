@@ -17,6 +17,11 @@
 //!   the same way, and its resync skips the stripes whose data is on a failed column;
 //! - *refuse* (beyond the tolerance): not assembled.
 //!
+//! A volume not assembled with failed columns whose nodes did not answer
+//! ([`UnassembledVolume::waiting_for`]) is assembled again, not forced, once one of those nodes
+//! answers ([`VolumeManager::assemble_returned`], called by the reconstruction monitor on each
+//! look): a column that was current at the crash and is back needs no force.
+//!
 //! Creation, deletion and on-demand assembly are serialised (one at a time); accesses never wait
 //! for them.
 
@@ -196,6 +201,8 @@ pub struct UnassembledVolume {
     states: Vec<ComponentState>,
     problem: String,
     needs_force: bool,
+    /// The nodes of its failed columns that did not answer at the assembly.
+    waiting_for: Vec<String>,
 }
 
 impl UnassembledVolume {
@@ -222,6 +229,12 @@ impl UnassembledVolume {
     /// Whether a forced assembly would assemble it.
     pub fn needs_force(&self) -> bool {
         self.needs_force
+    }
+
+    /// The nodes of its failed columns that did not answer at the assembly: when one of them
+    /// answers again, the volume is assembled again ([`VolumeManager::assemble_returned`]).
+    pub fn waiting_for(&self) -> &[String] {
+        &self.waiting_for
     }
 
     fn error(&self) -> ServiceError {
@@ -362,6 +375,8 @@ pub struct VolumeManagerConfig {
     pub resync: ResyncSettings,
     /// How long a parity-map region stays dirty after its last write.
     pub map_cooldown: Duration,
+    /// Where volume ids and replacement component ids come from.
+    pub ids: Arc<crate::ids::IdSource>,
 }
 
 /// The volumes of one coordinator.
@@ -412,6 +427,11 @@ impl VolumeManager {
     /// The coordinator's store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Where new ids come from.
+    pub fn ids(&self) -> &crate::ids::IdSource {
+        &self.config.ids
     }
 
     /// Whether failed `column` of volume `volume_id` came back: its node was gone and answers
@@ -540,6 +560,39 @@ impl VolumeManager {
         }
     }
 
+    /// Assembles again, not forced, every volume not assembled while a node of one of its
+    /// failed columns did not answer, once such a node answers (the reconstruction monitor
+    /// calls this on each look). Its assembly failed the column; now the column reads, and a
+    /// volume refused for a column current at the crash and missing then needs no force (that
+    /// refusal says the volume assembles by itself when the node is back; found by the
+    /// simulation, seed 42). An assembly that fails again waits for the nodes missing then.
+    pub async fn assemble_returned(&self) {
+        for entry in self.sorted() {
+            let VolumeEntry::Unassembled(u) = entry else {
+                continue;
+            };
+            let back: Vec<&String> = u
+                .waiting_for
+                .iter()
+                .filter(|id| self.registry.get(id).is_some_and(|n| n.reachable()))
+                .collect();
+            if back.is_empty() {
+                continue;
+            }
+            tracing::info!(volume = u.name(), nodes = ?back, "a node the volume's assembly missed answers again; assembling it again");
+            match self.assemble_volume(u.name(), false).await {
+                Ok(report) => tracing::info!(
+                    volume = u.name(),
+                    state = %report.volume.array.array_state(),
+                    "volume assembled once its node answered again"
+                ),
+                Err(e) => {
+                    tracing::warn!(volume = u.name(), error = %e, "volume still not assembled")
+                }
+            }
+        }
+    }
+
     async fn assemble_record(
         &self,
         record: VolumeRecord,
@@ -557,13 +610,29 @@ impl VolumeManager {
         force: bool,
     ) -> (VolumeEntry, Vec<(usize, String)>) {
         let name = record.name.clone();
-        let unassembled = |record: VolumeRecord, states, problem: String, needs_force| {
-            tracing::warn!(volume = %name, %problem, needs_force, "volume not assembled");
+        let unassembled = |record: VolumeRecord,
+                           states: Vec<ComponentState>,
+                           problem: String,
+                           needs_force| {
+            let mut waiting_for: Vec<String> = Vec::new();
+            for (c, member) in record.components.iter().enumerate() {
+                if states.get(c).is_some_and(|s| s.is_failed())
+                    && self
+                        .registry
+                        .get(&member.node_id)
+                        .is_some_and(|n| !n.reachable())
+                    && !waiting_for.contains(&member.node_id)
+                {
+                    waiting_for.push(member.node_id.clone());
+                }
+            }
+            tracing::warn!(volume = %name, %problem, needs_force, ?waiting_for, "volume not assembled");
             VolumeEntry::Unassembled(Arc::new(UnassembledVolume {
                 record,
                 states,
                 problem,
                 needs_force,
+                waiting_for,
             }))
         };
         let layout = match record.layout() {
@@ -1119,7 +1188,7 @@ impl VolumeManager {
             });
         }
 
-        let id = format!("v{:016x}", rand::random::<u64>());
+        let id = format!("v{:016x}", self.config.ids.u64());
         check_labels_fit(
             self.registry.fencing().cluster_id(),
             &spec.name,

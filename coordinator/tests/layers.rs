@@ -10,6 +10,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "config",
         "error",
+        "ids",
         "store",
         "resync",
         "rpc_metrics",

@@ -1058,3 +1058,76 @@ async fn a_node_back_before_it_is_gone_gets_its_column_re_added_unless_failed_by
     })
     .await;
 }
+
+/// A component fence whose answer the coordinator never got (a one-way partition lost it; the
+/// simulation's seed 1): the node took the component's new fence epoch, the coordinator still
+/// carries the old one on that component, and the node refuses every call of it as stale. A
+/// re-add that read the label before fencing was refused for good (`stale-epoch`); it fences
+/// first (at the epoch whose answer was lost, or above: the node takes a fence at its current
+/// epoch again), then reads the label, and the column comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_column_whose_component_fence_answer_was_lost_is_re_added() {
+    with_timeout(async {
+        let cluster = Cluster::start(4, |_| {}).await;
+        let mut client = cluster.client().await;
+        let v = client
+            .create_volume(pb::CreateVolumeRequest {
+                stripe_unit_bytes: 16 * KIB,
+                ..create("lf", pb::RaidLevel::Raid5, 192 * KIB)
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut model = vec![0u8; v.size_bytes as usize];
+        random_workload(&mut client, &v, &mut model, 51).await;
+        client
+            .fail_component(pb::FailComponentRequest {
+                volume: "lf".into(),
+                column: 2,
+            })
+            .await
+            .unwrap();
+        let fresh = random_bytes(&mut rand::rngs::StdRng::seed_from_u64(52), model.len());
+        write(&mut client, "lf", 0, fresh, &mut model).await;
+
+        // The coordinator's component fence of column 2, applied by the node, its answer lost:
+        // sent here by another client of the same owner epoch, so the coordinator never hears.
+        let member = v.components[2].clone();
+        let node = cluster.node(&member.node_id);
+        let owner = node.client().node_info().await.unwrap().epoch;
+        assert!(owner >= OWNER_EPOCH_STEP, "owner epoch {owner}");
+        let other = dagraid_coordinator::node_client::NodeClient::new(
+            &node.addr().to_string(),
+            dagraid_coordinator::node_client::FencingContext::new("dagraid", owner),
+            dagraid_coordinator::node_client::NodeClientConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            other.fence_component(&member.component_id).await.unwrap(),
+            owner + 1
+        );
+
+        client
+            .re_add_column(pb::ReAddColumnRequest {
+                volume: "lf".into(),
+                column: 2,
+                rate_bytes_per_second: 0,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("re-add refused: {e:?}"));
+        let v = eventually(Duration::from_secs(60), "column 2 re-added", || {
+            let mut client = client.clone();
+            async move {
+                let v = get(&mut client, "lf").await;
+                let done = v.rebuilds.iter().any(|r| {
+                    r.column == 2 && r.kind == pb::RebuildKind::ReAdd as i32 && r.completed
+                });
+                (done && v.state == pb::VolumeState::Optimal as i32).then_some(v)
+            }
+        })
+        .await;
+        assert_eq!(read(&mut client, "lf", 0, v.size_bytes).await, model);
+        check_columns(&cluster, &v, Some(&model)).await;
+    })
+    .await;
+}
