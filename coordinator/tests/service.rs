@@ -1059,6 +1059,86 @@ async fn a_node_back_before_it_is_gone_gets_its_column_re_added_unless_failed_by
     .await;
 }
 
+/// A column an access failed, whose node answers again, when the coordinator stops before the
+/// column's re-add (the simulation's seed 2, with crashes): the next coordinator knows nothing
+/// of the node's absence, and used to leave the column failed for good. It re-adds it now, at
+/// assembly; while a column the administrator failed stays failed across the restart (the
+/// store keeps `failed_by_hand`; `client/cli/tests/up.rs` checks the same through `dagraid up`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_restart_a_failed_column_whose_node_answers_is_re_added_unless_failed_by_hand() {
+    with_timeout(async {
+        // Never gone within the test: only the assembly can bring column 2 back.
+        let mut cluster = Cluster::start(5, |c| c.gone_after = Duration::from_secs(3600)).await;
+        let mut client = cluster.client().await;
+        let v = client
+            .create_volume(pb::CreateVolumeRequest {
+                stripe_unit_bytes: 16 * KIB,
+                ..create("r6", pb::RaidLevel::Raid6, 192 * KIB)
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut model = vec![0u8; v.size_bytes as usize];
+        random_workload(&mut client, &v, &mut model, 61).await;
+        // The administrator fails column 3 (n4); n3 (column 2) stops and writes fail its column.
+        client
+            .fail_component(pb::FailComponentRequest {
+                volume: "r6".into(),
+                column: 3,
+            })
+            .await
+            .unwrap();
+        cluster.node_mut("n3").stop().await;
+        let fresh = random_bytes(&mut rand::rngs::StdRng::seed_from_u64(62), model.len());
+        write(&mut client, "r6", 0, fresh, &mut model).await;
+        let failed = get(&mut client, "r6").await;
+        for column in [2, 3] {
+            assert_eq!(
+                failed.components[column].state,
+                pb::ComponentState::Failed as i32,
+                "column {column}: {failed:?}"
+            );
+        }
+
+        // The coordinator stops; n3 is back before the next one starts.
+        cluster.stop_coordinator().await;
+        cluster.node_mut("n3").restart().await;
+        cluster.start_coordinator().await;
+        let mut client = cluster.client().await;
+        eventually(Duration::from_secs(60), "column 2 re-added", || {
+            let mut client = client.clone();
+            async move {
+                let v = get(&mut client, "r6").await;
+                v.rebuilds
+                    .iter()
+                    .any(|r| {
+                        r.column == 2 && r.kind == pb::RebuildKind::ReAdd as i32 && r.completed
+                    })
+                    .then_some(())
+            }
+        })
+        .await;
+        // The monitor looks every 500 ms: give it several looks, then column 3 must still be
+        // failed, with no job on it (a negative, so it needs a bound).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let v = get(&mut client, "r6").await;
+        assert_eq!(
+            v.components[2].state,
+            pb::ComponentState::Optimal as i32,
+            "{v:?}"
+        );
+        assert_eq!(
+            v.components[3].state,
+            pb::ComponentState::Failed as i32,
+            "a column failed by hand came back by itself after a restart: {v:?}"
+        );
+        assert!(!v.rebuilds.iter().any(|r| r.column == 3), "{v:?}");
+        assert_eq!(read(&mut client, "r6", 0, v.size_bytes).await, model);
+        check_columns(&cluster, &v, None).await;
+    })
+    .await;
+}
+
 /// A component fence whose answer the coordinator never got (a one-way partition lost it; the
 /// simulation's seed 1): the node took the component's new fence epoch, the coordinator still
 /// carries the old one on that component, and the node refuses every call of it as stale. A
