@@ -1556,29 +1556,29 @@ impl VolumeManager {
         }
         // Recorded before the column is failed: a restart in between finds a record of a
         // column not failed (stale, removed at assembly), never a column failed by hand that
-        // it would re-add.
+        // it would re-add. Noted in memory only once the column is failed: the health loop's
+        // `forget_mended` drops (and unrecords) a note whose column is not failed.
         let key = (volume.id().to_owned(), column);
         self.store
             .put_failed_by_hand_async(key.0.clone(), column)
             .await?;
-        self.failed_by_hand.insert(key.clone(), ());
-        match volume.array.fail_component(column).await {
+        let outcome = volume.array.fail_component(column).await;
+        if volume
+            .array
+            .states()
+            .get(column)
+            .is_some_and(|s| s.is_failed())
+        {
+            self.failed_by_hand.insert(key, ());
+        } else {
+            self.forget_hand_fail(key);
+        }
+        match outcome {
             Ok(FailOutcome::Marked) => {
                 tracing::warn!(volume = %name, column, "component failed by the administrator");
             }
             Ok(FailOutcome::AlreadyFailed) => {}
-            Err(e) => {
-                if !volume
-                    .array
-                    .states()
-                    .get(column)
-                    .is_some_and(|s| s.is_failed())
-                {
-                    self.failed_by_hand.remove(&key);
-                    self.forget_hand_fail(key);
-                }
-                return Err(volume.access_error(e));
-            }
+            Err(e) => return Err(volume.access_error(e)),
         }
         Ok(volume)
     }
