@@ -17,10 +17,6 @@
 //!   ([`COPYBACK_RECORD_VERSION`]): the replacement a copyback copies to, which the volume's
 //!   members name only at its end. Its checkpoint is the column's watermark in the volume's
 //!   durable state. Added like `spares`: an older coordinator ignores it.
-//! - `failed_by_hand` (`&str -> &[u8]`): one [`HandFailRecord`] per column the administrator
-//!   failed (`dagraid fail`) while it stays failed, keyed by `<volume id>/<column>`, encoded as
-//!   JSON with a `version` field ([`HAND_FAIL_RECORD_VERSION`]): such a column is re-added only
-//!   by hand, also after a restart. Added like `spares`: an older coordinator ignores it.
 //!
 //! Every change is one write transaction, durable when it returns (redb's default immediate
 //! durability: the commit is fsynced). redb locks the file, so a second coordinator on the same
@@ -73,11 +69,6 @@ const PARITY_JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("pari
 /// reads: a newer one is refused, and its job is not resumed).
 pub const PARITY_JOB_RECORD_VERSION: u32 = 1;
 const COPYBACKS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("copybacks");
-const FAILED_BY_HAND: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("failed_by_hand");
-
-/// Version of the [`HandFailRecord`] encoding this coordinator writes (and the only one it
-/// reads: a newer one is refused, and its column is treated as failed by hand all the same).
-pub const HAND_FAIL_RECORD_VERSION: u32 = 1;
 
 /// Version of the [`CopybackRecord`] encoding this coordinator writes (and the only one it
 /// reads: a newer one is refused, and its copyback is not resumed).
@@ -161,14 +152,6 @@ pub enum StoreError {
     /// A stored copyback record cannot be decoded.
     #[error("the stored copyback {key}: {detail}")]
     BadCopybackRecord {
-        /// The record's key (`<volume id>/<column>`).
-        key: String,
-        /// What is wrong with it.
-        detail: String,
-    },
-    /// A stored record of a column failed by hand cannot be decoded.
-    #[error("the stored record of column {key} failed by hand: {detail}")]
-    BadHandFailRecord {
         /// The record's key (`<volume id>/<column>`).
         key: String,
         /// What is wrong with it.
@@ -779,57 +762,6 @@ impl CopybackRecord {
     }
 }
 
-/// A column the administrator failed (`dagraid fail`), keyed by `<volume id>/<column>`:
-/// written before the column is failed, removed once it is no longer failed (re-added or
-/// rebuilt since; a record found for a column that is not failed is stale and removed). While
-/// it is stored, the column is never re-added because its node answers: after a coordinator
-/// restart too, where every other failed column whose node answers is re-added.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HandFailRecord {
-    /// Encoding version ([`HAND_FAIL_RECORD_VERSION`]).
-    pub version: u32,
-    /// The volume's id.
-    pub volume_id: String,
-    /// The column failed by hand.
-    pub column: u32,
-}
-
-impl HandFailRecord {
-    /// The record of column `column` of volume `volume_id`.
-    pub fn new(volume_id: &str, column: usize) -> HandFailRecord {
-        HandFailRecord {
-            version: HAND_FAIL_RECORD_VERSION,
-            volume_id: volume_id.to_owned(),
-            column: column as u32,
-        }
-    }
-
-    /// The record's key: `<volume id>/<column>`.
-    pub fn key(&self) -> String {
-        CopybackRecord::key_of(&self.volume_id, self.column as usize)
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        // A struct of plain fields always serialises.
-        serde_json::to_vec(self).expect("hand-fail records serialise")
-    }
-
-    /// Decodes a stored record: refuses a version this coordinator does not know, and a record
-    /// that does not match its key.
-    pub fn decode(key: &str, bytes: &[u8]) -> Result<HandFailRecord, StoreError> {
-        let bad = |detail: String| StoreError::BadHandFailRecord {
-            key: key.to_owned(),
-            detail,
-        };
-        let record: HandFailRecord =
-            decode_single_version(bytes, HAND_FAIL_RECORD_VERSION).map_err(bad)?;
-        if record.key() != key {
-            return Err(bad(format!("the record names {:?}", record.key())));
-        }
-        Ok(record)
-    }
-}
-
 /// The checkpoint of a running parity check or rewrite (`crate::scrub`), keyed by the volume's
 /// id: written when the job starts and about every second, removed when it completes; a job
 /// cut short by a restart resumes from `next_stripe` with the counts it had.
@@ -987,8 +919,6 @@ impl Store {
             txn.open_table(PARITY_JOBS)
                 .map_err(|e| open(e.to_string()))?;
             txn.open_table(COPYBACKS).map_err(|e| open(e.to_string()))?;
-            txn.open_table(FAILED_BY_HAND)
-                .map_err(|e| open(e.to_string()))?;
         }
         txn.commit().map_err(|e| open(e.to_string()))?;
         Ok(Store {
@@ -1357,82 +1287,6 @@ impl Store {
         self.blocking(move |s| s.remove_copyback(&key)).await
     }
 
-    /// The keys (`<volume id>/<column>`) of every column stored as failed by hand; one whose
-    /// record cannot be decoded is listed all the same (kept failed by hand: the safe reading)
-    /// and logged.
-    pub fn failed_by_hand(&self) -> Result<Vec<(String, usize)>, StoreError> {
-        let records = self.records(
-            FAILED_BY_HAND,
-            "list columns failed by hand",
-            |key, bytes| Ok((key.to_owned(), HandFailRecord::decode(key, bytes))),
-        )?;
-        Ok(records
-            .into_iter()
-            .filter_map(|(key, record)| match record {
-                Ok(r) => Some((r.volume_id, r.column as usize)),
-                Err(e) => {
-                    tracing::warn!(%key, error = %e, "a record of a column failed by hand is unusable; the column is kept failed by hand");
-                    let (volume_id, column) = key.rsplit_once('/')?;
-                    Some((volume_id.to_owned(), column.parse().ok()?))
-                }
-            })
-            .collect())
-    }
-
-    /// Stores that column `column` of volume `volume_id` was failed by hand.
-    pub fn put_failed_by_hand(&self, volume_id: &str, column: usize) -> Result<(), StoreError> {
-        let record = HandFailRecord::new(volume_id, column);
-        let (key, bytes) = (record.key(), record.encode());
-        self.with_db(|db| {
-            let op = "put column failed by hand";
-            let txn = db.begin_write().map_err(io(op))?;
-            {
-                let mut table = txn.open_table(FAILED_BY_HAND).map_err(io(op))?;
-                table
-                    .insert(key.as_str(), bytes.as_slice())
-                    .map_err(io(op))?;
-            }
-            txn.commit().map_err(io(op))?;
-            Ok(())
-        })
-    }
-
-    /// Removes the record that column `column` of volume `volume_id` was failed by hand;
-    /// returns whether one was stored.
-    pub fn remove_failed_by_hand(
-        &self,
-        volume_id: &str,
-        column: usize,
-    ) -> Result<bool, StoreError> {
-        let key = CopybackRecord::key_of(volume_id, column);
-        self.remove_key(FAILED_BY_HAND, &key, "remove column failed by hand")
-    }
-
-    /// [`Store::failed_by_hand`] off the async threads.
-    pub async fn failed_by_hand_async(&self) -> Result<Vec<(String, usize)>, StoreError> {
-        self.blocking(|s| s.failed_by_hand()).await
-    }
-
-    /// [`Store::put_failed_by_hand`] off the async threads.
-    pub async fn put_failed_by_hand_async(
-        &self,
-        volume_id: String,
-        column: usize,
-    ) -> Result<(), StoreError> {
-        self.blocking(move |s| s.put_failed_by_hand(&volume_id, column))
-            .await
-    }
-
-    /// [`Store::remove_failed_by_hand`] off the async threads.
-    pub async fn remove_failed_by_hand_async(
-        &self,
-        volume_id: String,
-        column: usize,
-    ) -> Result<bool, StoreError> {
-        self.blocking(move |s| s.remove_failed_by_hand(&volume_id, column))
-            .await
-    }
-
     /// [`Store::parity_jobs`] off the async threads.
     pub async fn parity_jobs_async(
         &self,
@@ -1738,47 +1592,6 @@ mod tests {
         assert!(bad.to_string().contains("record version 2"), "{bad}");
         assert!(store.remove_parity_job("v1").unwrap());
         assert!(!store.remove_parity_job("v1").unwrap());
-    }
-
-    #[test]
-    fn columns_failed_by_hand_survive_a_reopen_and_an_unusable_record_keeps_its_column() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("coordinator.redb");
-        {
-            let store = Store::open(&path).unwrap();
-            assert!(store.failed_by_hand().unwrap().is_empty());
-            store.put_failed_by_hand("v1", 2).unwrap();
-            store.put_failed_by_hand("v1", 3).unwrap();
-            assert!(store.remove_failed_by_hand("v1", 3).unwrap());
-            assert!(!store.remove_failed_by_hand("v1", 3).unwrap());
-            // A newer version: unusable, and the column stays failed by hand.
-            let newer = newer_bytes();
-            store
-                .put(FAILED_BY_HAND, "v2/0", &newer, false, "test", || {
-                    StoreError::Exists("v2/0".into())
-                })
-                .unwrap();
-        }
-        let store = Store::open(&path).unwrap();
-        let mut got = store.failed_by_hand().unwrap();
-        got.sort();
-        assert_eq!(got, vec![("v1".to_owned(), 2), ("v2".to_owned(), 0)]);
-        assert!(matches!(
-            HandFailRecord::decode("v2/0", &newer_bytes()),
-            Err(StoreError::BadHandFailRecord { .. })
-        ));
-        assert!(matches!(
-            HandFailRecord::decode("v1/9", &HandFailRecord::new("v1", 2).encode()),
-            Err(StoreError::BadHandFailRecord { .. })
-        ));
-    }
-
-    fn newer_bytes() -> Vec<u8> {
-        serde_json::to_vec(&HandFailRecord {
-            version: HAND_FAIL_RECORD_VERSION + 1,
-            ..HandFailRecord::new("v2", 0)
-        })
-        .unwrap()
     }
 
     #[test]

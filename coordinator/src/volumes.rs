@@ -400,12 +400,7 @@ pub struct VolumeManager {
     returned: DashMap<(String, usize), u32>,
     /// Columns (volume id, column) the administrator failed (`dagraid fail`), while they stay
     /// failed: re-added only by hand, never because their node was away and answers again.
-    /// Kept in the store too (`failed_by_hand`), so that a restart knows them.
     failed_by_hand: DashMap<(String, usize), ()>,
-    /// Whether the store's columns failed by hand were read (at [`VolumeManager::assemble_all`]):
-    /// until then, or when they could not be, the assembly re-adds no failed column on the
-    /// grounds that its node answers.
-    hand_fails_known: std::sync::atomic::AtomicBool,
 }
 
 impl VolumeManager {
@@ -426,7 +421,6 @@ impl VolumeManager {
             away: DashMap::new(),
             returned: DashMap::new(),
             failed_by_hand: DashMap::new(),
-            hand_fails_known: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -522,19 +516,6 @@ impl VolumeManager {
     /// wait for the nodes of [`VolumeManagerConfig::assembly_wait`]. A volume that cannot be
     /// assembled is kept as an [`UnassembledVolume`], with the reason.
     pub async fn assemble_all(&self, records: Vec<VolumeRecord>) {
-        match self.store.failed_by_hand_async().await {
-            Ok(columns) => {
-                for key in columns {
-                    self.failed_by_hand.insert(key, ());
-                }
-                self.hand_fails_known
-                    .store(true, std::sync::atomic::Ordering::Release);
-            }
-            Err(error) => tracing::error!(
-                %error,
-                "the columns failed by hand could not be read: no failed column is re-added at assembly because its node answers"
-            ),
-        }
         let until = Instant::now() + self.config.assembly_wait;
         let assemblies = records.into_iter().map(|record| async move {
             let name = record.name.clone();
@@ -888,30 +869,18 @@ impl VolumeManager {
         // A failed column whose node does not answer now is away, as if the health loop had
         // found it gone: when it answers again, the column is re-added (a node back before
         // this coordinator's gone rule ran out would otherwise stay failed). One whose node
-        // answers is noted as returned at once, unless the administrator failed it (the
-        // store's `failed_by_hand`: re-added only by hand): the coordinator that failed it may
-        // have gone down before its re-add, and what it knew (the node had been away) went
-        // with it (found by the simulation, seed 2). The re-add checks the component as ever.
-        // A record of a column failed by hand that is not failed any more is stale: removed.
-        let hand_fails_known = self
-            .hand_fails_known
-            .load(std::sync::atomic::Ordering::Acquire);
+        // answers stays failed: it may have been failed by hand (`dagraid fail`, re-added only
+        // by hand), which nothing durable records yet; so a coordinator that crashed between
+        // a node's return and its column's re-add leaves that column failed (open: the
+        // simulation's seed 2 with coordinator crashes).
         for (column, c) in volume.record.components.iter().enumerate() {
-            let key = (volume.id().to_owned(), column);
-            if !plan.states[column].is_failed() {
-                if self.failed_by_hand.remove(&key).is_some() {
-                    self.forget_hand_fail(key);
-                }
-                continue;
-            }
-            match self.registry.get(&c.node_id) {
-                Some(n) if !n.reachable() => {
-                    self.away.insert(c.node_id.clone(), ());
-                }
-                Some(_) if hand_fails_known && !self.failed_by_hand.contains_key(&key) => {
-                    self.returned.entry(key).or_insert(0);
-                }
-                _ => {}
+            if plan.states[column].is_failed()
+                && self
+                    .registry
+                    .get(&c.node_id)
+                    .is_some_and(|n| !n.reachable())
+            {
+                self.away.insert(c.node_id.clone(), ());
             }
         }
         self.cool_parity_map(&volume);
@@ -1547,57 +1516,16 @@ impl VolumeManager {
         column: usize,
     ) -> Result<Arc<Volume>, ServiceError> {
         let volume = self.get(name)?;
-        if column >= volume.components().len() {
-            // The array answers the precise error; nothing to record.
-            return match volume.array.fail_component(column).await {
-                Err(e) => Err(volume.access_error(e)),
-                Ok(_) => Ok(volume),
-            };
-        }
-        // Recorded before the column is failed: a restart in between finds a record of a
-        // column not failed (stale, removed at assembly), never a column failed by hand that
-        // it would re-add. Noted in memory only once the column is failed: the health loop's
-        // `forget_mended` drops (and unrecords) a note whose column is not failed.
-        let key = (volume.id().to_owned(), column);
-        self.store
-            .put_failed_by_hand_async(key.0.clone(), column)
-            .await?;
-        let outcome = volume.array.fail_component(column).await;
-        if volume
-            .array
-            .states()
-            .get(column)
-            .is_some_and(|s| s.is_failed())
-        {
-            self.failed_by_hand.insert(key, ());
-        } else {
-            self.forget_hand_fail(key);
-        }
-        match outcome {
+        match volume.array.fail_component(column).await {
             Ok(FailOutcome::Marked) => {
                 tracing::warn!(volume = %name, column, "component failed by the administrator");
             }
             Ok(FailOutcome::AlreadyFailed) => {}
             Err(e) => return Err(volume.access_error(e)),
         }
+        self.failed_by_hand
+            .insert((volume.id().to_owned(), column), ());
         Ok(volume)
-    }
-
-    /// Removes the store's record that column `key` was failed by hand, in the background (a
-    /// record left by a crash is stale, and removed at the next assembly).
-    fn forget_hand_fail(&self, (volume_id, column): (String, usize)) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let store = self.store.clone();
-        runtime.spawn(async move {
-            if let Err(error) = store
-                .remove_failed_by_hand_async(volume_id.clone(), column)
-                .await
-            {
-                tracing::warn!(volume_id, column, %error, "the record of a column failed by hand, mended since, is still stored");
-            }
-        });
     }
 
     /// Forgets the columns failed by hand that are no longer failed (re-added or rebuilt
@@ -1617,17 +1545,7 @@ impl VolumeManager {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let mended: Vec<(String, usize)> = self
-            .failed_by_hand
-            .iter()
-            .map(|e| e.key().clone())
-            .filter(|key| !failed.contains(key))
-            .collect();
-        for key in mended {
-            if self.failed_by_hand.remove(&key).is_some() {
-                self.forget_hand_fail(key);
-            }
-        }
+        self.failed_by_hand.retain(|key, ()| failed.contains(key));
     }
 
     /// Node `node_id` missed a health check: if a column on it is failed already (an access
